@@ -1,0 +1,87 @@
+//! `gen-certs`: development TLS and token-signing material, made with rcgen.
+//!
+//! Replaces the openssl recipe of the registry docs. Private keys are written with
+//! mode 0600 and never printed.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rcgen::{CertificateParams, DnType, IsCa, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
+
+/// File names written by [`generate`], relative to the target folder.
+pub const TLS_CERT: &str = "tls.crt";
+pub const TLS_KEY: &str = "tls.key";
+pub const AUTH_KEY: &str = "registry-auth.key";
+pub const AUTH_CERT: &str = "registry-auth.crt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertGenError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("at least one --host is needed")]
+    NoHosts,
+}
+
+/// Writes a self-signed TLS certificate for `hosts` (plus 127.0.0.1 and ::1) and an
+/// ES256 token-signing key pair into `dir`. Returns the paths written.
+pub fn generate(dir: &Path, hosts: &[String]) -> Result<Vec<PathBuf>, CertGenError> {
+    if hosts.is_empty() {
+        return Err(CertGenError::NoHosts);
+    }
+    fs::create_dir_all(dir).map_err(|source| CertGenError::Io { path: dir.to_path_buf(), source })?;
+
+    let mut tls = CertificateParams::new(hosts.to_vec())?;
+    for ip in ["127.0.0.1", "::1"] {
+        let ip = ip.parse().expect("literal IP");
+        if !tls.subject_alt_names.contains(&SanType::IpAddress(ip)) {
+            tls.subject_alt_names.push(SanType::IpAddress(ip));
+        }
+    }
+    tls.distinguished_name.push(DnType::CommonName, hosts[0].clone());
+    tls.distinguished_name.push(DnType::OrganizationName, "registry-edge development");
+    let tls_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let tls_cert = tls.self_signed(&tls_key)?;
+
+    let mut auth = CertificateParams::new(Vec::<String>::new())?;
+    auth.distinguished_name.push(DnType::CommonName, "registry-edge token signing");
+    auth.is_ca = IsCa::NoCa;
+    let auth_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+    let auth_cert = auth.self_signed(&auth_key)?;
+
+    let files = [
+        (TLS_CERT, tls_cert.pem(), false),
+        (TLS_KEY, tls_key.serialize_pem(), true),
+        (AUTH_CERT, auth_cert.pem(), false),
+        (AUTH_KEY, auth_key.serialize_pem(), true),
+    ];
+    files
+        .iter()
+        .map(|(name, pem, secret)| {
+            let path = dir.join(name);
+            write_file(&path, pem.as_bytes(), *secret).map_err(|source| CertGenError::Io { path: path.clone(), source })?;
+            Ok(path)
+        })
+        .collect()
+}
+
+fn write_file(path: &Path, bytes: &[u8], secret: bool) -> std::io::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    // An existing file keeps its old mode on open: tighten it explicitly.
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! Serde shapes of the YAML configuration file, exactly as operators write it.
+//!
+//! Nothing here is validated beyond YAML types and unknown keys; `model.rs` turns
+//! these shapes into the runtime types the gateway uses.
+
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Listeners and process settings.
+    pub server: ServerFile,
+    /// TLS certificates served on `server.https_listen`. Required when that list is not empty.
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
+    /// The registry nodes requests are proxied to.
+    pub upstream: UpstreamFile,
+    /// Trust in forwarding headers set by a load balancer in front. Default: trust nobody.
+    #[serde(default)]
+    pub forwarded: ForwardedFile,
+    /// Request limits. Default: no body size limit.
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// TLS listeners. Default `["0.0.0.0:443"]`.
+    #[serde(default = "default_https_listen")]
+    pub https_listen: Vec<String>,
+    /// Plain listeners that only redirect to https; `[]` disables. Default `["0.0.0.0:80"]`.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: Vec<String>,
+    /// Public URL of the registry (`https://host[:port]`); default: derived from `Host`.
+    #[serde(default)]
+    pub external_url: Option<String>,
+    /// Worker threads per listening service. Default: the number of CPUs.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// How long in-flight requests may run after SIGTERM before the process exits. Default `60s`.
+    #[serde(default)]
+    pub shutdown_grace: Option<String>,
+}
+
+fn default_https_listen() -> Vec<String> {
+    vec!["0.0.0.0:443".to_string()]
+}
+
+fn default_http_listen() -> Vec<String> {
+    vec!["0.0.0.0:80".to_string()]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// Certificates; the first is the default, the others are chosen by SNI.
+    pub certificates: Vec<CertificateFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFile {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key: PKCS#8, PKCS#1 RSA or SEC1 EC.
+    pub key: String,
+    /// SNI names served with this certificate. Default: the DNS names in the certificate.
+    #[serde(default)]
+    pub server_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    /// Registry nodes as `host:port`; at least one.
+    pub nodes: Vec<String>,
+    /// `repository_hash` (default) or `round_robin`.
+    #[serde(default)]
+    pub balance: Option<String>,
+    /// Default `5s`.
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    /// Idle time allowed between two reads from a node, like `proxy_read_timeout`. Default `900s`.
+    #[serde(default)]
+    pub read_timeout: Option<String>,
+    /// Active health check. Default `{ path: /v2/, interval: 5s }`.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    /// Path requested with GET; 200 or 401 means healthy. Default `/v2/`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Time between checks. Default `5s`.
+    #[serde(default)]
+    pub interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardedFile {
+    /// CIDRs (or single addresses) whose `X-Forwarded-*` headers are kept. Default `[]`.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Largest request body in bytes; 0 = unlimited. Default 0.
+    #[serde(default)]
+    pub max_body_size: u64,
+}

@@ -1,0 +1,281 @@
+//! Validated runtime configuration: what the gateway actually runs with.
+//!
+//! Built from `file.rs` shapes by [`Config::from_file`]; every default is applied
+//! and every string is parsed here, so the rest of the crate never sees raw text.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::file::{self, ConfigFile};
+use super::ConfigError;
+
+/// The gateway's validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from (for messages).
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    /// Certificates in order; the first is the default.
+    pub certificates: Vec<CertificatePaths>,
+    pub upstream: UpstreamSettings,
+    pub forwarded: ForwardedSettings,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub https_listen: Vec<SocketAddr>,
+    pub http_listen: Vec<SocketAddr>,
+    pub external_url: Option<ExternalUrl>,
+    pub threads: usize,
+    pub shutdown_grace: Duration,
+}
+
+/// The public `https://host[:port]` of the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalUrl {
+    /// `host` or `host:port`; the port is omitted when it is 443.
+    pub authority: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertificatePaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Explicit SNI names; `None` means "the DNS names in the certificate".
+    pub server_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Consistent hashing on the repository name: a repository stays on one node.
+    RepositoryHash,
+    RoundRobin,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub nodes: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub health_path: String,
+    pub health_interval: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ForwardedSettings {
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl ForwardedSettings {
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// `None` = unlimited.
+    pub max_body_size: Option<u64>,
+}
+
+/// Collects the file path so every error names file and key.
+struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(text) => humantime::parse_duration(text)
+                .map_err(|e| self.invalid(key, format!("invalid duration {text:?} ({e}); use e.g. 900s or 5m"))),
+        }
+    }
+
+    fn listen(&self, key: &str, values: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                text.parse::<SocketAddr>().map_err(|_| {
+                    self.invalid(format!("{key}[{i}]"), format!("{text:?} is not an IP:port address"))
+                })
+            })
+            .collect()
+    }
+
+    /// Resolves relative paths against the config file's folder.
+    fn file_path(&self, text: &str) -> PathBuf {
+        let path = Path::new(text);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(path)
+        }
+    }
+}
+
+impl Config {
+    pub(super) fn from_file(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
+        // Exhaustive destructuring: a new section does not compile until it is handled.
+        let ConfigFile { server, tls, upstream, forwarded, limits } = file;
+        let v = Validator { path };
+        let server = server_settings(&v, server)?;
+        let certificates = certificate_paths(&v, tls)?;
+        if !server.https_listen.is_empty() && certificates.is_empty() {
+            return Err(v.invalid("tls.certificates", "at least one certificate is needed for server.https_listen"));
+        }
+        Ok(Config {
+            source: path.to_path_buf(),
+            server,
+            certificates,
+            upstream: upstream_settings(&v, upstream)?,
+            forwarded: forwarded_settings(&v, forwarded)?,
+            limits: Limits {
+                max_body_size: (limits.max_body_size > 0).then_some(limits.max_body_size),
+            },
+        })
+    }
+}
+
+fn server_settings(v: &Validator, server: file::ServerFile) -> Result<ServerSettings, ConfigError> {
+    let file::ServerFile { https_listen, http_listen, external_url, threads, shutdown_grace } = server;
+    let https_listen = v.listen("server.https_listen", &https_listen)?;
+    let http_listen = v.listen("server.http_listen", &http_listen)?;
+    if https_listen.is_empty() && http_listen.is_empty() {
+        return Err(v.invalid("server", "no listener: https_listen and http_listen are both empty"));
+    }
+    let external_url = external_url.map(|text| parse_external_url(v, &text)).transpose()?;
+    let threads = match threads {
+        Some(0) => return Err(v.invalid("server.threads", "must be at least 1")),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    Ok(ServerSettings {
+        https_listen,
+        http_listen,
+        external_url,
+        threads,
+        shutdown_grace: v.duration("server.shutdown_grace", shutdown_grace.as_deref(), Duration::from_secs(60))?,
+    })
+}
+
+fn parse_external_url(v: &Validator, text: &str) -> Result<ExternalUrl, ConfigError> {
+    let key = "server.external_url";
+    let url = url::Url::parse(text).map_err(|e| v.invalid(key, format!("{text:?} is not a URL ({e})")))?;
+    if url.scheme() != "https" {
+        return Err(v.invalid(key, format!("{text:?} must start with https://")));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| v.invalid(key, format!("{text:?} has no host")))?;
+    if url.path() != "/" || url.query().is_some() {
+        return Err(v.invalid(key, format!("{text:?} must not have a path or query")));
+    }
+    let authority = match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    };
+    Ok(ExternalUrl { authority })
+}
+
+fn certificate_paths(v: &Validator, tls: Option<file::TlsFile>) -> Result<Vec<CertificatePaths>, ConfigError> {
+    let Some(file::TlsFile { certificates }) = tls else {
+        return Ok(Vec::new());
+    };
+    certificates
+        .into_iter()
+        .enumerate()
+        .map(|(i, file::CertificateFile { cert, key, server_names })| {
+            if let Some(names) = &server_names {
+                if let Some(bad) = names.iter().find(|n| n.is_empty() || n.contains(['/', ' ', ':'])) {
+                    return Err(v.invalid(format!("tls.certificates[{i}].server_names"), format!("{bad:?} is not a DNS name")));
+                }
+            }
+            Ok(CertificatePaths {
+                cert: v.file_path(&cert),
+                key: v.file_path(&key),
+                server_names: server_names.map(|names| names.iter().map(|n| n.to_ascii_lowercase()).collect()),
+            })
+        })
+        .collect()
+}
+
+fn upstream_settings(v: &Validator, upstream: file::UpstreamFile) -> Result<UpstreamSettings, ConfigError> {
+    let file::UpstreamFile { nodes, balance, connect_timeout, read_timeout, health_check } = upstream;
+    if nodes.is_empty() {
+        return Err(v.invalid("upstream.nodes", "at least one registry node is needed"));
+    }
+    let nodes = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, text)| resolve_node(text).map_err(|problem| v.invalid(format!("upstream.nodes[{i}]"), problem)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let balance = match balance.as_deref() {
+        None | Some("repository_hash") => Balance::RepositoryHash,
+        Some("round_robin") => Balance::RoundRobin,
+        Some(other) => {
+            return Err(v.invalid("upstream.balance", format!("{other:?} is not one of repository_hash, round_robin")))
+        }
+    };
+    let (health_path, health_interval) = match health_check {
+        None => (None, None),
+        Some(file::HealthCheckFile { path, interval }) => (path, interval),
+    };
+    let health_path = health_path.unwrap_or_else(|| "/v2/".to_string());
+    if !health_path.starts_with('/') {
+        return Err(v.invalid("upstream.health_check.path", format!("{health_path:?} must start with /")));
+    }
+    let health_interval = v.duration("upstream.health_check.interval", health_interval.as_deref(), Duration::from_secs(5))?;
+    if health_interval.is_zero() {
+        return Err(v.invalid("upstream.health_check.interval", "must be greater than 0"));
+    }
+    Ok(UpstreamSettings {
+        nodes,
+        balance,
+        connect_timeout: v.duration("upstream.connect_timeout", connect_timeout.as_deref(), Duration::from_secs(5))?,
+        read_timeout: v.duration("upstream.read_timeout", read_timeout.as_deref(), Duration::from_secs(900))?,
+        health_path,
+        health_interval,
+    })
+}
+
+fn resolve_node(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !text.contains(':') {
+        return Err(format!("{text:?} needs a port (host:port)"));
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+fn forwarded_settings(v: &Validator, forwarded: file::ForwardedFile) -> Result<ForwardedSettings, ConfigError> {
+    let file::ForwardedFile { trusted_proxies } = forwarded;
+    let trusted_proxies = trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| v.invalid(format!("forwarded.trusted_proxies[{i}]"), format!("{text:?} is not a CIDR or IP address")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ForwardedSettings { trusted_proxies })
+}

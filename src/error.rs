@@ -1,0 +1,135 @@
+//! Answers the edge gives itself, in the registry's JSON error envelope.
+//!
+//! Every own answer carries `{"errors":[{"code","message","detail"}]}`,
+//! `Content-Type: application/json` and `Docker-Distribution-Api-Version: registry/2.0`,
+//! so clients parse them like the registry's own errors.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use serde::Serialize;
+
+/// An error the edge answers itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("request body larger than the configured limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("no healthy registry node is available")]
+    NoHealthyUpstream,
+    #[error("the registry node could not be reached")]
+    UpstreamUnreachable,
+    #[error("the registry node did not answer in time")]
+    UpstreamTimeout,
+    #[error("the registry node failed while answering")]
+    UpstreamFailed,
+    #[error("malformed request")]
+    BadRequest,
+    #[error("internal error in the edge")]
+    Internal,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    errors: [ErrorEntry<'a>; 1],
+}
+
+#[derive(Serialize)]
+struct ErrorEntry<'a> {
+    code: &'a str,
+    message: String,
+    detail: serde_json::Value,
+}
+
+impl RegistryError {
+    pub fn status(&self) -> u16 {
+        match self {
+            RegistryError::BodyTooLarge { .. } => 413,
+            RegistryError::NoHealthyUpstream => 503,
+            RegistryError::UpstreamUnreachable | RegistryError::UpstreamFailed => 502,
+            RegistryError::UpstreamTimeout => 504,
+            RegistryError::BadRequest => 400,
+            RegistryError::Internal => 500,
+        }
+    }
+
+    /// The distribution error code (`registry/api/errcode`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistryError::BodyTooLarge { .. } => "SIZE_INVALID",
+            RegistryError::NoHealthyUpstream
+            | RegistryError::UpstreamUnreachable
+            | RegistryError::UpstreamTimeout
+            | RegistryError::UpstreamFailed => "UNAVAILABLE",
+            RegistryError::BadRequest => "UNSUPPORTED",
+            RegistryError::Internal => "UNKNOWN",
+        }
+    }
+
+    fn detail(&self) -> serde_json::Value {
+        match self {
+            RegistryError::BodyTooLarge { limit } => serde_json::json!({ "limit": limit }),
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// Maps a status Pingora reports (`HTTPStatus(n)`) back to an error.
+    pub fn from_status(status: u16) -> RegistryError {
+        match status {
+            413 => RegistryError::BodyTooLarge { limit: 0 },
+            503 => RegistryError::NoHealthyUpstream,
+            502 => RegistryError::UpstreamFailed,
+            504 => RegistryError::UpstreamTimeout,
+            400..=499 => RegistryError::BadRequest,
+            _ => RegistryError::Internal,
+        }
+    }
+
+    pub fn body(&self) -> Bytes {
+        let envelope = Envelope {
+            errors: [ErrorEntry { code: self.code(), message: self.to_string(), detail: self.detail() }],
+        };
+        Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+    }
+
+    /// The response header matching [`RegistryError::body`].
+    pub fn response_header(&self, body_len: usize) -> ResponseHeader {
+        json_response_header(self.status(), body_len)
+    }
+}
+
+/// A registry-style JSON response header (also used by later own answers).
+pub fn json_response_header(status: u16, body_len: usize) -> ResponseHeader {
+    let mut resp = ResponseHeader::build(status, Some(4)).expect("valid status");
+    let headers = [
+        ("Content-Type", "application/json".to_string()),
+        ("Content-Length", body_len.to_string()),
+        ("Docker-Distribution-Api-Version", "registry/2.0".to_string()),
+        ("Cache-Control", "no-store".to_string()),
+    ];
+    for (name, value) in headers {
+        resp.insert_header(name, value).expect("valid header");
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_the_registry_envelope() {
+        let body = RegistryError::BodyTooLarge { limit: 10 }.body();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["errors"][0]["code"], "SIZE_INVALID");
+        assert_eq!(json["errors"][0]["detail"]["limit"], 10);
+        assert!(json["errors"][0]["message"].as_str().unwrap().contains("10 bytes"));
+    }
+
+    #[test]
+    fn header_carries_api_version_and_json_type() {
+        let err = RegistryError::NoHealthyUpstream;
+        let resp = err.response_header(err.body().len());
+        assert_eq!(resp.status.as_u16(), 503);
+        assert_eq!(resp.headers["content-type"], "application/json");
+        assert_eq!(resp.headers["docker-distribution-api-version"], "registry/2.0");
+    }
+}

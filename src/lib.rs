@@ -1,0 +1,26 @@
+//! registry-edge: an edge gateway for container registries, built on Pingora.
+//!
+//! It terminates TLS (rustls, h2 and HTTP/1.1), redirects plain HTTP to HTTPS, sets
+//! forwarding headers the registry can trust, and streams uploads and downloads to a
+//! pool of registry nodes with health checks and failover.
+//!
+//! # Layout
+//! - [`config`]: YAML file shapes → validated runtime [`config::Config`]; `load()`.
+//! - [`tls`]: PEM loading, key/cert matching, SNI certificate resolver.
+//! - [`certgen`]: `gen-certs` (self-signed TLS and token-signing material).
+//! - [`redirect`]: the plain-HTTP listeners' redirect to https.
+//! - [`proxy`]: `EdgeProxy` (Pingora `ProxyHttp`), per-request ctx, forwarding headers.
+//! - [`upstream`]: registry node pool, repository affinity, health checks.
+//! - [`registry`]: request path → endpoint and repository.
+//! - [`error`]: the registry's JSON error envelope for the edge's own answers.
+//! - [`server`]: assembles Pingora services from a config (used by `main` and tests).
+
+pub mod certgen;
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod redirect;
+pub mod registry;
+pub mod server;
+pub mod tls;
+pub mod upstream;

@@ -1,0 +1,83 @@
+//! The `registry-edge` command: parses the CLI and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use registry_edge::{certgen, server};
+
+#[derive(Parser)]
+#[command(name = "registry-edge", version, about = "Edge gateway for container registries (TLS, redirects, forwarded headers, streaming uploads)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        #[arg(long, short, default_value = "conf/registry-edge.yaml")]
+        config: PathBuf,
+    },
+    /// Validate the configuration and every file it names, like `nginx -t`.
+    Check {
+        #[arg(long, short, default_value = "conf/registry-edge.yaml")]
+        config: PathBuf,
+    },
+    /// Write a self-signed TLS certificate and a token-signing key pair for development.
+    GenCerts {
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS name for the TLS certificate (repeatable); 127.0.0.1 and ::1 are always added.
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            init_logging();
+            let loaded = match server::load(&config) {
+                Ok(loaded) => loaded,
+                Err(e) => return fail(e),
+            };
+            match server::build(loaded) {
+                Ok(server) => {
+                    server.run(Default::default());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Command::Check { config } => match server::load(&config) {
+            Ok(_) => {
+                println!("{}: configuration is valid", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+        Command::GenCerts { dir, hosts } => match certgen::generate(&dir, &hosts) {
+            Ok(paths) => {
+                for path in paths {
+                    println!("wrote {}", path.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        },
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("registry-edge: {e}");
+    ExitCode::from(1)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REGISTRY_EDGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(true).init();
+}

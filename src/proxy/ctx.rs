@@ -1,0 +1,42 @@
+//! Per-request state carried through the proxy phases.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::error::RegistryError;
+use crate::proxy::headers::ClientAddress;
+use crate::registry::{Endpoint, Route};
+
+pub struct RequestCtx {
+    pub started: Instant,
+    pub client: Option<ClientAddress>,
+    pub route: Route,
+    /// The node this request was (last) sent to.
+    pub node: Option<SocketAddr>,
+    /// Nodes that refused this request's connection; skipped on retry.
+    pub failed_nodes: Vec<SocketAddr>,
+    /// Request body bytes seen so far.
+    pub body_bytes: u64,
+    /// An error the edge decided on itself, answered by `fail_to_proxy`.
+    pub own_error: Option<RegistryError>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            client: None,
+            route: Route { endpoint: Endpoint::Other, repository: None },
+            node: None,
+            failed_nodes: Vec::new(),
+            body_bytes: 0,
+            own_error: None,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,252 @@
+//! Forwarding headers sent to registry nodes, and hop-by-hop header removal.
+//!
+//! The registry copies `Forwarded` / `X-Forwarded-Proto` / `X-Forwarded-Host` into
+//! absolute upload `Location` URLs verbatim, so from an untrusted peer these headers
+//! are REPLACED or removed — never appended to or passed through — or a client could
+//! point other clients' uploads at a host of its choosing.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, CONNECTION, FORWARDED, HOST, TE, TRAILER, UPGRADE};
+use pingora::http::RequestHeader;
+
+use crate::config::{ExternalUrl, ForwardedSettings};
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const X_FORWARDED_PORT: &str = "x-forwarded-port";
+const X_REAL_IP: &str = "x-real-ip";
+
+/// Headers that describe one connection, not the request (RFC 9110 §7.6.1).
+const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization"];
+
+/// Framing headers Pingora manages itself; never dropped even if `Connection` lists them.
+const FRAMING: &[&str] = &["transfer-encoding", "content-length", "host"];
+
+/// The client as the edge sees it: the TCP peer and, behind trusted proxies, the real client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress {
+    pub peer: IpAddr,
+    pub peer_trusted: bool,
+    /// The real client: the peer, or the rightmost untrusted address of a trusted chain.
+    pub client: IpAddr,
+}
+
+impl ClientAddress {
+    pub fn resolve(peer: IpAddr, req: &RequestHeader, trust: &ForwardedSettings) -> ClientAddress {
+        let peer_trusted = trust.is_trusted(peer);
+        let mut client = peer;
+        if peer_trusted {
+            // Walk the chain right to left past trusted hops, like nginx real_ip_recursive.
+            for hop in forwarded_for_chain(req).iter().rev() {
+                match hop.parse::<IpAddr>() {
+                    Ok(ip) => {
+                        client = ip;
+                        if !trust.is_trusted(ip) {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        ClientAddress { peer, peer_trusted, client }
+    }
+}
+
+fn forwarded_for_chain(req: &RequestHeader) -> Vec<String> {
+    req.headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|hop| hop.trim().to_string())
+        .filter(|hop| !hop.is_empty())
+        .collect()
+}
+
+/// The authority the client addressed: `Host`, else the URI authority (h2 `:authority`).
+pub fn request_host(req: &RequestHeader) -> Option<String> {
+    req.headers
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri.authority().map(|a| a.as_str().to_string()))
+}
+
+/// Rewrites `req` (the request about to go upstream) for a registry node.
+pub fn rewrite_for_upstream(req: &mut RequestHeader, client: &ClientAddress, external: Option<&ExternalUrl>) {
+    strip_hop_by_hop(req);
+
+    let chain = if client.peer_trusted { forwarded_for_chain(req) } else { Vec::new() };
+    let forwarded_for = if chain.is_empty() {
+        client.peer.to_string()
+    } else {
+        format!("{}, {}", chain.join(", "), client.peer)
+    };
+
+    let trusted_proto = client
+        .peer_trusted
+        .then(|| first_value(req, X_FORWARDED_PROTO))
+        .flatten()
+        .map(|p| p.to_ascii_lowercase())
+        .filter(|p| p == "https" || p == "http");
+    let proto = trusted_proto.unwrap_or_else(|| "https".to_string());
+
+    let trusted_host = client.peer_trusted.then(|| first_value(req, X_FORWARDED_HOST)).flatten();
+    let host = trusted_host
+        .or_else(|| external.map(|e| e.authority.clone()))
+        .or_else(|| request_host(req));
+
+    set(req, X_REAL_IP, Some(client.client.to_string()));
+    set(req, X_FORWARDED_FOR, Some(forwarded_for));
+    set(req, X_FORWARDED_PROTO, Some(proto));
+    set(req, X_FORWARDED_HOST, host);
+    if !client.peer_trusted {
+        // `Forwarded` takes precedence over X-Forwarded-* in the registry: never pass it untrusted.
+        req.remove_header(&FORWARDED);
+        req.remove_header(X_FORWARDED_PORT);
+    }
+}
+
+fn first_value(req: &RequestHeader, name: &str) -> Option<String> {
+    let value = req.headers.get(name)?.to_str().ok()?;
+    let first = value.split(',').next()?.trim();
+    (!first.is_empty()).then(|| first.to_string())
+}
+
+fn set(req: &mut RequestHeader, name: &'static str, value: Option<String>) {
+    req.remove_header(name);
+    if let Some(value) = value {
+        // Values come from parsed addresses or from header values already accepted, so they are valid.
+        let _ = req.insert_header(name, value);
+    }
+}
+
+fn strip_hop_by_hop(req: &mut RequestHeader) {
+    let listed: Vec<HeaderName> = req
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !FRAMING.contains(&name.as_str()))
+        .collect();
+    for name in listed {
+        req.remove_header(&name);
+    }
+    for name in [CONNECTION, TE, TRAILER, UPGRADE] {
+        req.remove_header(&name);
+    }
+    for name in HOP_BY_HOP {
+        req.remove_header(*name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("PATCH", b"/v2/a/blobs/uploads/x?_state=abc", None).unwrap();
+        for (name, value) in headers {
+            req.append_header(name.to_string(), *value).unwrap();
+        }
+        req
+    }
+
+    fn trust(cidrs: &[&str]) -> ForwardedSettings {
+        ForwardedSettings { trusted_proxies: cidrs.iter().map(|c| c.parse().unwrap()).collect() }
+    }
+
+    fn header(req: &RequestHeader, name: &str) -> Option<String> {
+        let values: Vec<_> = req.headers.get_all(name).iter().map(|v| v.to_str().unwrap().to_string()).collect();
+        (!values.is_empty()).then(|| values.join("|"))
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_steer_location() {
+        let mut req = request(&[
+            ("Host", "registry.test:8443"),
+            ("X-Forwarded-Host", "evil.example"),
+            ("X-Forwarded-Proto", "http"),
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-Port", "80"),
+            ("Forwarded", "host=evil.example;proto=http"),
+            ("X-Real-IP", "1.2.3.4"),
+        ]);
+        let client = ClientAddress::resolve("192.0.2.7".parse().unwrap(), &req, &trust(&[]));
+        rewrite_for_upstream(&mut req, &client, None);
+        assert_eq!(header(&req, "x-forwarded-host").as_deref(), Some("registry.test:8443"));
+        assert_eq!(header(&req, "x-forwarded-proto").as_deref(), Some("https"));
+        assert_eq!(header(&req, "x-forwarded-for").as_deref(), Some("192.0.2.7"));
+        assert_eq!(header(&req, "x-real-ip").as_deref(), Some("192.0.2.7"));
+        assert_eq!(header(&req, "forwarded"), None);
+        assert_eq!(header(&req, "x-forwarded-port"), None);
+        assert_eq!(header(&req, "host").as_deref(), Some("registry.test:8443"));
+        assert_eq!(req.uri.query(), Some("_state=abc"));
+    }
+
+    #[test]
+    fn trusted_proxy_chain_is_kept_and_extended() {
+        let mut req = request(&[
+            ("Host", "registry.test"),
+            ("X-Forwarded-For", "203.0.113.9, 10.0.0.5"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "registry.example.com"),
+            ("Forwarded", "for=203.0.113.9;proto=https"),
+        ]);
+        let client = ClientAddress::resolve("10.0.0.2".parse().unwrap(), &req, &trust(&["10.0.0.0/8"]));
+        assert_eq!(client.client, "203.0.113.9".parse::<IpAddr>().unwrap());
+        rewrite_for_upstream(&mut req, &client, None);
+        assert_eq!(header(&req, "x-forwarded-for").as_deref(), Some("203.0.113.9, 10.0.0.5, 10.0.0.2"));
+        assert_eq!(header(&req, "x-real-ip").as_deref(), Some("203.0.113.9"));
+        assert_eq!(header(&req, "x-forwarded-host").as_deref(), Some("registry.example.com"));
+        assert_eq!(header(&req, "forwarded").as_deref(), Some("for=203.0.113.9;proto=https"));
+    }
+
+    #[test]
+    fn trusted_proxy_with_garbage_proto_falls_back_to_https() {
+        let mut req = request(&[("Host", "r"), ("X-Forwarded-Proto", "https, http")]);
+        let client = ClientAddress::resolve("10.0.0.2".parse().unwrap(), &req, &trust(&["10.0.0.2/32"]));
+        rewrite_for_upstream(&mut req, &client, None);
+        assert_eq!(header(&req, "x-forwarded-proto").as_deref(), Some("https"));
+        let mut req = request(&[("Host", "r"), ("X-Forwarded-Proto", "ftp")]);
+        rewrite_for_upstream(&mut req, &client, None);
+        assert_eq!(header(&req, "x-forwarded-proto").as_deref(), Some("https"));
+    }
+
+    #[test]
+    fn external_url_sets_forwarded_host() {
+        let mut req = request(&[("Host", "127.0.0.1:8443")]);
+        let client = ClientAddress::resolve("127.0.0.1".parse().unwrap(), &req, &trust(&[]));
+        let external = ExternalUrl { authority: "registry.example.com".into() };
+        rewrite_for_upstream(&mut req, &client, Some(&external));
+        assert_eq!(header(&req, "x-forwarded-host").as_deref(), Some("registry.example.com"));
+        assert_eq!(header(&req, "host").as_deref(), Some("127.0.0.1:8443"));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_but_framing_kept() {
+        let mut req = request(&[
+            ("Host", "r"),
+            ("Connection", "keep-alive, X-Secret-Hop, Transfer-Encoding"),
+            ("X-Secret-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Authorization", "Basic eDp5"),
+            ("Transfer-Encoding", "chunked"),
+            ("Range", "bytes=0-9"),
+            ("Content-Range", "0-9"),
+        ]);
+        let client = ClientAddress::resolve("127.0.0.1".parse().unwrap(), &req, &trust(&[]));
+        rewrite_for_upstream(&mut req, &client, None);
+        for gone in ["connection", "x-secret-hop", "keep-alive", "proxy-authorization"] {
+            assert_eq!(header(&req, gone), None, "{gone}");
+        }
+        assert_eq!(header(&req, "transfer-encoding").as_deref(), Some("chunked"));
+        assert_eq!(header(&req, "range").as_deref(), Some("bytes=0-9"));
+        assert_eq!(header(&req, "content-range").as_deref(), Some("0-9"));
+    }
+}

@@ -1,0 +1,222 @@
+//! The HTTPS proxy: Pingora's `ProxyHttp` phases, each delegating to one module.
+//!
+//! - `request_filter`: parse the route, resolve the client, refuse oversized bodies.
+//! - `upstream_peer`: pick a registry node (`upstream::NodePool`).
+//! - `upstream_request_filter`: forwarding headers (`headers`).
+//! - `request_body_filter`: count streamed bytes; never buffers a body.
+//! - `fail_to_proxy`: answer in the registry's JSON error format (`error`).
+//! - `logging`: one access-log line per request.
+
+pub mod ctx;
+pub mod headers;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::config::{Config, ExternalUrl, ForwardedSettings, Limits};
+use crate::error::RegistryError;
+use crate::upstream::NodePool;
+pub use ctx::RequestCtx;
+use headers::ClientAddress;
+
+/// Upstream connections stay pooled this long when idle.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The edge's proxy service for the HTTPS listeners.
+pub struct EdgeProxy {
+    pool: NodePool,
+    forwarded: ForwardedSettings,
+    external: Option<ExternalUrl>,
+    limits: Limits,
+    connect_timeout: Duration,
+    read_timeout: Duration,
+}
+
+impl EdgeProxy {
+    pub fn new(config: &Config, pool: NodePool) -> Self {
+        EdgeProxy {
+            pool,
+            forwarded: config.forwarded.clone(),
+            external: config.server.external_url.clone(),
+            limits: config.limits,
+            connect_timeout: config.upstream.connect_timeout,
+            read_timeout: config.upstream.read_timeout,
+        }
+    }
+
+    /// Writes an own answer; the connection is not reused when a request body is left unread.
+    async fn answer(&self, session: &mut Session, error: &RegistryError) -> Result<()> {
+        if !session.is_body_empty() {
+            session.set_keepalive(None);
+        }
+        let body = error.body();
+        session.write_response_header(Box::new(error.response_header(body.len())), false).await?;
+        session.write_response_body(Some(body), true).await
+    }
+
+    /// What to tell the client about a failure Pingora reports.
+    fn classify(&self, e: &Error) -> Option<RegistryError> {
+        use ErrorType::*;
+        let error = match (e.etype(), e.esource()) {
+            (HTTPStatus(413), _) => RegistryError::BodyTooLarge { limit: self.limits.max_body_size.unwrap_or(0) },
+            (HTTPStatus(status), _) => RegistryError::from_status(*status),
+            (ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure, _) => {
+                RegistryError::UpstreamUnreachable
+            }
+            (ReadTimedout | WriteTimedout, ErrorSource::Upstream) => RegistryError::UpstreamTimeout,
+            (_, ErrorSource::Upstream) => RegistryError::UpstreamFailed,
+            // The client went away: nobody to answer.
+            (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => return None,
+            (_, ErrorSource::Downstream) => RegistryError::BadRequest,
+            _ => RegistryError::Internal,
+        };
+        Some(error)
+    }
+}
+
+fn content_length(session: &Session) -> Option<u64> {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.route = crate::registry::Route::parse(req.uri.path());
+        ctx.client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|addr| ClientAddress::resolve(addr.ip(), req, &self.forwarded));
+        if let Some(limit) = self.limits.max_body_size {
+            if content_length(session).is_some_and(|len| len > limit) {
+                let error = RegistryError::BodyTooLarge { limit };
+                self.answer(session, &error).await?;
+                ctx.own_error = Some(error);
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let node = self
+            .pool
+            .select(ctx.route.repository.as_deref(), &ctx.failed_nodes)
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no healthy registry node"))?;
+        ctx.node = Some(node);
+        let mut peer = HttpPeer::new(node, false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(self.read_timeout);
+        peer.options.write_timeout = Some(self.read_timeout);
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // A refused connection sent nothing: try the next node, unless part of the body
+        // is already gone and cannot be replayed.
+        if let Some(node) = ctx.node {
+            ctx.failed_nodes.push(node);
+        }
+        if !session.retry_buffer_truncated() {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(client) = &ctx.client {
+            headers::rewrite_for_upstream(upstream_request, client, self.external.as_ref());
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Pingora 0.9.1 (#935): an empty final h2 DATA frame would make the upstream
+        // see the chunk terminator twice and poison the pooled connection.
+        if end_of_stream && body.as_ref().is_some_and(|b| b.is_empty()) {
+            *body = None;
+        }
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            if let Some(limit) = self.limits.max_body_size {
+                if ctx.body_bytes > limit {
+                    ctx.own_error = Some(RegistryError::BodyTooLarge { limit });
+                    return Err(Error::explain(ErrorType::HTTPStatus(413), "request body over max_body_size"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let error = ctx.own_error.clone().or_else(|| self.classify(e));
+        let Some(error) = error else {
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        };
+        let status = error.status();
+        // Once a response has started, the only honest signal left is closing the stream.
+        if session.response_written().is_none() {
+            let body = error.body();
+            if let Err(write_err) = session.write_error_response(error.response_header(body.len()), body).await {
+                tracing::debug!("could not send error response: {write_err}");
+            }
+        }
+        ctx.own_error = Some(error);
+        FailToProxy { error_code: status, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let req = session.req_header();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // Only the path: query strings can carry upload state and credentials.
+        tracing::info!(
+            target: "registry_edge::access",
+            client = %ctx.client.map(|c| c.client.to_string()).unwrap_or_else(|| "-".into()),
+            method = %req.method,
+            path = %req.uri.path(),
+            status,
+            bytes_in = session.body_bytes_read(),
+            bytes_out = session.body_bytes_sent(),
+            duration_ms = ctx.started.elapsed().as_millis() as u64,
+            upstream = %ctx.node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            error = %e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        );
+    }
+}

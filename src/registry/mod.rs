@@ -1,0 +1,5 @@
+//! Registry API vocabulary: what a request path means.
+
+pub mod route;
+
+pub use route::{Endpoint, Route};

@@ -1,0 +1,96 @@
+//! Assembles the Pingora server from a validated configuration.
+//!
+//! [`load`] reads everything `run` needs (config, certificates, keys) so that `check`
+//! validates exactly what `run` would; [`build`] turns it into services.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pingora::listeners::tls::TlsSettings;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::listening::Service;
+
+use crate::config::{self, Config, ConfigError};
+use crate::proxy::EdgeProxy;
+use crate::redirect::RedirectApp;
+use crate::tls::{CertResolver, CertSet};
+use crate::upstream::{NodePool, PoolService};
+
+/// How long the final step of a graceful shutdown may take after the grace period.
+const FINAL_SHUTDOWN_SECONDS: u64 = 5;
+
+/// Everything `run` loads from disk, validated.
+pub struct Loaded {
+    pub config: Config,
+    pub certificates: Option<CertSet>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("upstream pool: {0}")]
+    Upstream(std::io::Error),
+}
+
+/// Loads and validates the configuration and every file it names.
+pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
+    pingora::tls::install_default_crypto_provider();
+    let config = config::load(path)?;
+    let certificates = if config.certificates.is_empty() {
+        None
+    } else {
+        Some(CertSet::load(&config.certificates).map_err(|(index, e)| ConfigError::Invalid {
+            path: config.source.clone(),
+            key: format!("tls.certificates[{index}].{}", e.field()),
+            problem: e.to_string(),
+        })?)
+    };
+    Ok(Loaded { config, certificates })
+}
+
+/// Builds the Pingora server: HTTPS proxy, redirect listeners, health checks.
+pub fn build(loaded: Loaded) -> Result<Server, StartError> {
+    let Loaded { config, certificates } = loaded;
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(FINAL_SHUTDOWN_SECONDS),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let (pool, health) = NodePool::build(&config.upstream).map_err(StartError::Upstream)?;
+    match health {
+        PoolService::Hash(service) => server.add_service(service),
+        PoolService::RoundRobin(service) => server.add_service(service),
+    };
+
+    if let Some(certificates) = certificates {
+        let resolver = Arc::new(CertResolver::new(certificates));
+        let mut proxy =
+            http_proxy_service_with_name(&server.configuration, EdgeProxy::new(&config, pool), "registry-edge https");
+        for addr in &config.server.https_listen {
+            // Paths are unused: the resolver supplies every certificate.
+            let mut tls = TlsSettings::intermediate("", "").map_err(|e| StartError::Upstream(std::io::Error::other(e.to_string())))?;
+            tls.set_cert_resolver(resolver.clone());
+            tls.enable_h2();
+            proxy.add_tls_with_settings(&addr.to_string(), None, tls);
+        }
+        server.add_service(proxy);
+    }
+
+    if !config.server.http_listen.is_empty() {
+        let https_port = config.server.https_listen.first().map_or(443, |a| a.port());
+        let app = RedirectApp::new(https_port, config.server.external_url.clone());
+        let mut redirect = Service::new("registry-edge http redirect".to_string(), app);
+        for addr in &config.server.http_listen {
+            redirect.add_tcp(&addr.to_string());
+        }
+        server.add_service(redirect);
+    }
+    Ok(server)
+}

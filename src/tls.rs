@@ -1,0 +1,171 @@
+//! TLS material: loading PEM chains and keys, and choosing a certificate by SNI.
+//!
+//! Pingora's rustls listener cannot take a full `ServerConfig`, but it accepts a
+//! `ResolvesServerCert`; [`CertResolver`] is that resolver. Its certificate set sits
+//! behind an `ArcSwap` so a reload can replace it without touching the listeners.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::tls::sign::CertifiedKey;
+use pingora::tls::{ClientHello, ResolvesServerCert};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::CertificatePaths;
+
+/// Why a certificate or key could not be used; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{}: cannot read certificate chain: {reason}", path.display())]
+    Chain { path: PathBuf, reason: String },
+    #[error("{}: cannot read private key: {reason}", path.display())]
+    Key { path: PathBuf, reason: String },
+    #[error("{}: private key does not match the certificate {}", key.display(), cert.display())]
+    Mismatch { cert: PathBuf, key: PathBuf },
+    #[error("{}: no DNS names in the certificate and no server_names given", path.display())]
+    NoNames { path: PathBuf },
+}
+
+impl TlsError {
+    /// Which field of a `tls.certificates[i]` entry the problem is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            TlsError::Chain { .. } | TlsError::NoNames { .. } => "cert",
+            TlsError::Key { .. } | TlsError::Mismatch { .. } => "key",
+        }
+    }
+}
+
+/// Reads a PEM chain (leaf first) and a PEM key (PKCS#8, PKCS#1 or SEC1) and checks they match.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain = read_chain(cert)?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+        path: key.to_path_buf(),
+        reason: pem_reason(e),
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing_key = provider.key_provider.load_private_key(key_der).map_err(|e| TlsError::Key {
+        path: key.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified.keys_match().map_err(|_| TlsError::Mismatch { cert: cert.to_path_buf(), key: key.to_path_buf() })?;
+    Ok(certified)
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let chain_err = |reason: String| TlsError::Chain { path: path.to_path_buf(), reason };
+    let chain = CertificateDer::pem_file_iter(path)
+        .map_err(|e| chain_err(pem_reason(e)))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| chain_err(pem_reason(e)))?;
+    if chain.is_empty() {
+        return Err(chain_err("no CERTIFICATE block found".into()));
+    }
+    // Parse the leaf now so a corrupt certificate fails here, not in a handshake.
+    x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| chain_err(format!("invalid certificate: {e}")))?;
+    Ok(chain)
+}
+
+fn pem_reason(e: rustls_pki_types::pem::Error) -> String {
+    match e {
+        rustls_pki_types::pem::Error::NoItemsFound => "no PEM block of the expected kind found".into(),
+        rustls_pki_types::pem::Error::Io(io) => io.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// DNS names (subjectAltName, else CN) of a DER certificate, lowercased.
+fn certificate_names(der: &CertificateDer) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if names.is_empty() {
+        names.extend(cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_ascii_lowercase));
+    }
+    names
+}
+
+/// The certificates in force: a default and a name index (exact and `*.` wildcard names).
+#[derive(Debug)]
+pub struct CertSet {
+    default: Arc<CertifiedKey>,
+    by_name: HashMap<String, Arc<CertifiedKey>>,
+}
+
+impl CertSet {
+    /// Loads every configured certificate. Errors carry the index of the failing entry.
+    pub fn load(entries: &[CertificatePaths]) -> Result<CertSet, (usize, TlsError)> {
+        let mut default = None;
+        let mut by_name = HashMap::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let key = Arc::new(load_certified_key(&entry.cert, &entry.key).map_err(|e| (i, e))?);
+            let names = match &entry.server_names {
+                Some(names) => names.clone(),
+                None => certificate_names(&key.cert[0]),
+            };
+            // Only the default certificate may go without names: it answers everything else.
+            if names.is_empty() && i > 0 {
+                return Err((i, TlsError::NoNames { path: entry.cert.clone() }));
+            }
+            for name in names {
+                // First certificate listed for a name wins, like the order of the file.
+                by_name.entry(name).or_insert_with(|| key.clone());
+            }
+            default.get_or_insert(key);
+        }
+        let default = default.ok_or((0, TlsError::NoNames { path: PathBuf::new() }))?;
+        Ok(CertSet { default, by_name })
+    }
+
+    fn choose(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
+        let Some(name) = server_name.map(str::to_ascii_lowercase) else {
+            return self.default.clone();
+        };
+        if let Some(key) = self.by_name.get(&name) {
+            return key.clone();
+        }
+        let wildcard = name.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+        wildcard
+            .and_then(|w| self.by_name.get(&w).cloned())
+            .unwrap_or_else(|| self.default.clone())
+    }
+}
+
+/// SNI certificate selection for Pingora's rustls listeners, swappable at run time.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: ArcSwap<CertSet>,
+}
+
+impl CertResolver {
+    pub fn new(set: CertSet) -> Self {
+        CertResolver { current: ArcSwap::from_pointee(set) }
+    }
+
+    /// Replaces the certificates for new handshakes; established connections are untouched.
+    pub fn replace(&self, set: CertSet) {
+        self.current.store(Arc::new(set));
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: ClientHello) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().choose(hello.server_name()))
+    }
+}

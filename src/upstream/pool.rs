@@ -1,0 +1,101 @@
+//! Registry nodes behind the edge, chosen per request and health-checked in the background.
+//!
+//! `repository_hash` uses Ketama consistent hashing on the repository name so that an
+//! upload's POST, PATCHes and PUT, and later pulls, reach one node (needed when nodes
+//! keep storage locally). When that node is unhealthy or refused the connection, the
+//! ring's next node is used. Requests without a repository rotate over healthy nodes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use pingora::http::ResponseHeader;
+use pingora::lb::health_check::HttpHealthCheck;
+use pingora::lb::selection::consistent::KetamaHashing;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, LoadBalancer};
+use pingora::prelude::background_service;
+use pingora::services::background::GenBackgroundService;
+use pingora::ErrorType;
+
+use crate::config::{Balance, UpstreamSettings};
+
+/// How far along the ring/rotation to look for an acceptable node.
+const MAX_CANDIDATES: usize = 256;
+
+enum Selector {
+    Hash(Arc<LoadBalancer<KetamaHashing>>),
+    RoundRobin(Arc<LoadBalancer<RoundRobin>>),
+}
+
+/// The background health-check service that must be added to the server.
+pub enum PoolService {
+    Hash(GenBackgroundService<LoadBalancer<KetamaHashing>>),
+    RoundRobin(GenBackgroundService<LoadBalancer<RoundRobin>>),
+}
+
+/// Chooses registry nodes for requests.
+pub struct NodePool {
+    selector: Selector,
+    /// Rotates keys for requests that have no repository.
+    rotation: AtomicUsize,
+}
+
+impl NodePool {
+    /// Builds the pool and the health-check service that keeps its node states current.
+    pub fn build(settings: &UpstreamSettings) -> std::io::Result<(NodePool, PoolService)> {
+        let (selector, service) = match settings.balance {
+            Balance::RepositoryHash => {
+                let service = background_service("upstream health check", load_balancer::<KetamaHashing>(settings)?);
+                (Selector::Hash(service.task()), PoolService::Hash(service))
+            }
+            Balance::RoundRobin => {
+                let service = background_service("upstream health check", load_balancer::<RoundRobin>(settings)?);
+                (Selector::RoundRobin(service.task()), PoolService::RoundRobin(service))
+            }
+        };
+        Ok((NodePool { selector, rotation: AtomicUsize::new(0) }, service))
+    }
+
+    /// The node for a request: healthy and not in `exclude` (nodes that already failed it).
+    pub fn select(&self, repository: Option<&str>, exclude: &[SocketAddr]) -> Option<SocketAddr> {
+        let rotating;
+        let key: &[u8] = match (repository, &self.selector) {
+            (Some(name), Selector::Hash(_)) => name.as_bytes(),
+            _ => {
+                rotating = self.rotation.fetch_add(1, Ordering::Relaxed).to_le_bytes();
+                &rotating
+            }
+        };
+        let accept = |backend: &Backend, healthy: bool| {
+            healthy && backend.addr.as_inet().is_some_and(|addr| !exclude.contains(addr))
+        };
+        let backend = match &self.selector {
+            Selector::Hash(lb) => lb.select_with(key, MAX_CANDIDATES, accept),
+            Selector::RoundRobin(lb) => lb.select_with(key, MAX_CANDIDATES, accept),
+        }?;
+        backend.addr.as_inet().copied()
+    }
+}
+
+fn load_balancer<S>(settings: &UpstreamSettings) -> std::io::Result<LoadBalancer<S>>
+where
+    S: pingora::lb::selection::BackendSelection + 'static,
+    S::Iter: pingora::lb::selection::BackendIter,
+{
+    let mut lb = LoadBalancer::<S>::try_from_iter(settings.nodes.iter().copied())?;
+    let mut check = HttpHealthCheck::new("registry-edge-health", false);
+    check.req = pingora::http::RequestHeader::build("GET", settings.health_path.as_bytes(), None)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    check.peer_template.options.connection_timeout = Some(settings.connect_timeout);
+    check.peer_template.options.read_timeout = Some(settings.health_interval.min(settings.read_timeout));
+    // The registry answers /v2/ with 401 when token auth is on: that node is alive.
+    check.validator = Some(Box::new(|resp: &ResponseHeader| match resp.status.as_u16() {
+        200 | 401 => Ok(()),
+        status => pingora::Error::e_explain(ErrorType::InternalError, format!("health check answered {status}")),
+    }));
+    lb.set_health_check(Box::new(check));
+    lb.health_check_frequency = Some(settings.health_interval);
+    lb.parallel_health_check = true;
+    Ok(lb)
+}

@@ -1,0 +1,317 @@
+//! Shared test harness: the real `distribution` registry, the real `registry-edge`
+//! binary and real clients (curl, skopeo), all on 127.0.0.1 ephemeral ports.
+//! Every process is killed when its handle drops; readiness is polled with a deadline.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+pub const EDGE_BIN: &str = env!("CARGO_BIN_EXE_registry-edge");
+
+/// A port that was free a moment ago (the OS does not hand it out again right away).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Dev certificates made by the library's `gen-certs`, plus a folder holding only the CA
+/// (what skopeo's `--*-cert-dir` wants).
+pub struct Certs {
+    pub tls_crt: PathBuf,
+    pub tls_key: PathBuf,
+    pub ca_dir: PathBuf,
+}
+
+pub fn make_certs(dir: &Path) -> Certs {
+    let certs_dir = dir.join("certs");
+    registry_edge::certgen::generate(&certs_dir, &["registry.test".to_string(), "localhost".to_string()]).unwrap();
+    let ca_dir = dir.join("ca");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    std::fs::copy(certs_dir.join("tls.crt"), ca_dir.join("ca.crt")).unwrap();
+    Certs { tls_crt: certs_dir.join("tls.crt"), tls_key: certs_dir.join("tls.key"), ca_dir }
+}
+
+/// A child process killed (and reaped) on drop.
+pub struct Proc {
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        Proc { child: Some(cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))) }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The real CNCF registry (Debian's docker-registry) on a loopback port with its own storage.
+pub struct Registry {
+    pub port: u16,
+    pub root: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    proc: Proc,
+}
+
+impl Registry {
+    pub fn start(dir: &Path, name: &str) -> Registry {
+        let port = free_port();
+        let root = dir.join(format!("{name}-data"));
+        let config = dir.join(format!("{name}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{ level: warn, accesslog: {{ disabled: true }} }}\n\
+                 storage:\n  filesystem: {{ rootdirectory: {} }}\n  delete: {{ enabled: true }}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: shared-test-secret\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let proc = Self::spawn(&config, &log);
+        let registry = Registry { port, root, config, log, proc };
+        registry.wait_ready();
+        registry
+    }
+
+    fn spawn(config: &Path, log: &Path) -> Proc {
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        Proc::spawn(
+            Command::new(REGISTRY_BIN)
+                .arg("serve")
+                .arg(config)
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out),
+        )
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&self) {
+        let url = format!("http://{}/v2/", self.addr());
+        wait_for("the registry to answer /v2/", Duration::from_secs(30), || {
+            (curl(&[url.as_str()]).status == 200).then_some(())
+        });
+    }
+
+    pub fn stop(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Starts again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.proc = Self::spawn(&self.config, &self.log);
+        self.wait_ready();
+    }
+
+    /// Whether this node stores a blob (asked directly, not through the edge).
+    pub fn has_blob(&self, repo: &str, digest: &str) -> bool {
+        let url = format!("http://{}/v2/{repo}/blobs/{digest}", self.addr());
+        curl(&["-I", url.as_str()]).status == 200
+    }
+}
+
+/// The real registry-edge binary with a generated config.
+pub struct Edge {
+    pub https_port: u16,
+    pub http_port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub proc: Proc,
+}
+
+impl Edge {
+    /// `extra` is appended to a config with listeners, the dev certificate and `nodes`.
+    /// It may override `upstream` wholesale by passing `upstream_yaml`.
+    pub fn start(dir: &Path, certs: &Certs, upstream_yaml: &str, extra: &str) -> Edge {
+        Self::start_with(dir, certs, "", upstream_yaml, extra)
+    }
+
+    /// Like [`Edge::start`], with extra lines inside `server:` (indented by the caller).
+    pub fn start_with(dir: &Path, certs: &Certs, server_extra: &str, upstream_yaml: &str, extra: &str) -> Edge {
+        let https_port = free_port();
+        let http_port = free_port();
+        let config = dir.join(format!("edge-{https_port}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "server:\n  https_listen: [\"127.0.0.1:{https_port}\"]\n  http_listen: [\"127.0.0.1:{http_port}\"]\n  threads: 2\n  shutdown_grace: 1s\n{server_extra}\
+                 tls:\n  certificates:\n    - cert: {}\n      key: {}\n\
+                 {upstream_yaml}\n{extra}\n",
+                certs.tls_crt.display(),
+                certs.tls_key.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join(format!("edge-{https_port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let proc = Proc::spawn(
+            Command::new(EDGE_BIN)
+                .args(["run", "--config"])
+                .arg(&config)
+                .env("REGISTRY_EDGE_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out),
+        );
+        let edge = Edge { https_port, http_port, config, log, proc };
+        let url = edge.url("/v2/");
+        let ca = certs.ca_dir.join("ca.crt");
+        wait_for("the edge to accept TLS", Duration::from_secs(30), || {
+            (curl(&["--cacert", ca.to_str().unwrap(), url.as_str()]).status != 0).then_some(())
+        });
+        edge
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.https_port)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// `upstream:` YAML for the given nodes with a fast health check.
+pub fn upstream_yaml(nodes: &[String], balance: &str) -> String {
+    let list = nodes.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+    format!(
+        "upstream:\n  nodes: [{list}]\n  balance: {balance}\n  connect_timeout: 1s\n  read_timeout: 60s\n  \
+         health_check: {{ path: /v2/, interval: 300ms }}\n"
+    )
+}
+
+/// What curl saw: status (0 = no HTTP answer), the last header block, body, HTTP version.
+pub struct CurlResult {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub http_version: String,
+    pub stderr: String,
+}
+
+impl CurlResult {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Runs curl with `args` (plus silent mode and output capture).
+pub fn curl(args: &[&str]) -> CurlResult {
+    curl_with_stdin(args, None)
+}
+
+pub fn curl_with_stdin(args: &[&str], stdin: Option<&mut dyn FnMut(&mut dyn std::io::Write)>) -> CurlResult {
+    let scratch = tempfile::tempdir().unwrap();
+    let headers_path = scratch.path().join("headers");
+    let body_path = scratch.path().join("body");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "600", "-D"])
+        .arg(&headers_path)
+        .arg("-o")
+        .arg(&body_path)
+        .args(["-w", "%{http_code} %{http_version}"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.spawn().expect("curl is installed");
+    if let Some(feed) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        feed(&mut pipe);
+    }
+    let out = child.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut parts = summary.split_whitespace();
+    let status = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let http_version = parts.next().unwrap_or("").to_string();
+    let raw_headers = std::fs::read_to_string(&headers_path).unwrap_or_default();
+    // Keep only the last block (after any 100 Continue / redirects).
+    let last_block = raw_headers.trim_end().rsplit("\r\n\r\n").next().unwrap_or("").to_string();
+    let headers = last_block
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    CurlResult {
+        status,
+        headers,
+        body: std::fs::read(&body_path).unwrap_or_default(),
+        http_version,
+        stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+    }
+}
+
+/// sha256 digest string of bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Pushes `bytes` as a blob with POST + monolithic PUT through `base` (an https URL root).
+/// Returns the digest.
+pub fn push_blob(base: &str, ca: &Path, repo: &str, bytes: &[u8], extra: &[&str]) -> String {
+    let digest = digest(bytes);
+    let ca = ca.to_str().unwrap();
+    let mut args = vec!["--cacert", ca, "-X", "POST"];
+    args.extend_from_slice(extra);
+    let start_url = format!("{base}/v2/{repo}/blobs/uploads/");
+    args.push(&start_url);
+    let started = curl(&args);
+    assert_eq!(started.status, 202, "upload start: {}", String::from_utf8_lossy(&started.body));
+    let location = started.header("location").expect("Location").to_string();
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let put_url = format!("{location}{sep}digest={digest}");
+    let scratch = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(scratch.path(), bytes).unwrap();
+    let data_arg = format!("@{}", scratch.path().display());
+    let mut args = vec!["--cacert", ca, "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary", &data_arg];
+    args.extend_from_slice(extra);
+    args.push(&put_url);
+    let put = curl(&args);
+    assert_eq!(put.status, 201, "upload PUT: {}", String::from_utf8_lossy(&put.body));
+    digest
+}

@@ -1,0 +1,154 @@
+//! Forwarding headers as a registry node sees them, with and without a trusted proxy.
+//! The upstream here is a tiny header-echo server: the only way to observe what the edge sends.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+
+use common::{curl, make_certs, upstream_yaml, Edge};
+
+/// Answers every request with its own request line and headers as the body.
+struct EchoUpstream {
+    addr: String,
+}
+
+impl EchoUpstream {
+    fn start() -> EchoUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut head = String::new();
+                        loop {
+                            let mut line = String::new();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                            head.push_str(&line);
+                        }
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        let reply = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{head}",
+                            head.len()
+                        );
+                        if writer.write_all(reply.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        EchoUpstream { addr }
+    }
+}
+
+/// Header lines the upstream received, lowercased names.
+fn seen(body: &[u8]) -> (String, Vec<(String, String)>) {
+    let text = String::from_utf8_lossy(body).to_string();
+    let mut lines = text.lines();
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (request_line, headers)
+}
+
+fn get<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+}
+
+const SPOOFED: &[&str] = &[
+    "-H", "X-Forwarded-Host: evil.example",
+    "-H", "X-Forwarded-Proto: http",
+    "-H", "X-Forwarded-For: 198.51.100.1",
+    "-H", "X-Forwarded-Port: 80",
+    "-H", "Forwarded: for=198.51.100.1;host=evil.example;proto=http",
+    "-H", "X-Real-IP: 198.51.100.1",
+    "-H", "Range: bytes=0-99",
+    "-H", "Docker-Upload-UUID: 1234",
+    "-H", "Connection: X-Hop",
+    "-H", "X-Hop: secret",
+];
+
+#[test]
+fn untrusted_client_headers_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let upstream = EchoUpstream::start();
+    let edge = Edge::start(dir.path(), &certs, &upstream_yaml(&[upstream.addr.clone()], "round_robin"), "");
+    let ca = certs.ca_dir.join("ca.crt");
+    let url = edge.url("/v2/lib/app/blobs/uploads/u1?_state=abc%3D&digest=sha256:00");
+    for http in ["--http1.1", "--http2"] {
+        let mut args = vec!["--cacert", ca.to_str().unwrap(), http];
+        args.extend_from_slice(SPOOFED);
+        args.push(&url);
+        let result = curl(&args);
+        assert_eq!(result.status, 200, "{http}: {}", result.stderr);
+        let (request_line, headers) = seen(&result.body);
+        assert_eq!(
+            request_line,
+            "GET /v2/lib/app/blobs/uploads/u1?_state=abc%3D&digest=sha256:00 HTTP/1.1",
+            "{http}: query string untouched, HTTP/1.1 upstream"
+        );
+        let host = format!("127.0.0.1:{}", edge.https_port);
+        assert_eq!(get(&headers, "host"), [host.as_str()], "{http}: Host kept with its port");
+        assert_eq!(get(&headers, "x-forwarded-host"), [host.as_str()], "{http}");
+        assert_eq!(get(&headers, "x-forwarded-proto"), ["https"], "{http}");
+        assert_eq!(get(&headers, "x-forwarded-for"), ["127.0.0.1"], "{http}");
+        assert_eq!(get(&headers, "x-real-ip"), ["127.0.0.1"], "{http}");
+        assert!(get(&headers, "forwarded").is_empty(), "{http}");
+        assert!(get(&headers, "x-forwarded-port").is_empty(), "{http}");
+        assert!(get(&headers, "x-hop").is_empty(), "{http}: hop-by-hop header named in Connection");
+        assert_eq!(get(&headers, "range"), ["bytes=0-99"], "{http}");
+        assert_eq!(get(&headers, "docker-upload-uuid"), ["1234"], "{http}");
+    }
+}
+
+#[test]
+fn trusted_load_balancer_headers_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let upstream = EchoUpstream::start();
+    let edge = Edge::start(
+        dir.path(),
+        &certs,
+        &upstream_yaml(&[upstream.addr.clone()], "round_robin"),
+        "forwarded:\n  trusted_proxies: [\"127.0.0.0/8\"]\n",
+    );
+    let ca = certs.ca_dir.join("ca.crt");
+    let url = edge.url("/v2/");
+    let result = curl(&[
+        "--cacert", ca.to_str().unwrap(),
+        "-H", "X-Forwarded-For: 203.0.113.9",
+        "-H", "X-Forwarded-Proto: http",
+        "-H", "X-Forwarded-Host: registry.example.com",
+        "-H", "X-Forwarded-Port: 443",
+        "-H", "Forwarded: for=203.0.113.9;proto=http",
+        &url,
+    ]);
+    assert_eq!(result.status, 200, "{}", result.stderr);
+    let (_, headers) = seen(&result.body);
+    assert_eq!(get(&headers, "x-forwarded-for"), ["203.0.113.9, 127.0.0.1"]);
+    assert_eq!(get(&headers, "x-real-ip"), ["203.0.113.9"]);
+    assert_eq!(get(&headers, "x-forwarded-proto"), ["http"]);
+    assert_eq!(get(&headers, "x-forwarded-host"), ["registry.example.com"]);
+    assert_eq!(get(&headers, "x-forwarded-port"), ["443"]);
+    assert_eq!(get(&headers, "forwarded"), ["for=203.0.113.9;proto=http"]);
+}
