@@ -115,7 +115,10 @@ fn untrusted_client_headers_are_replaced() {
         assert_eq!(get(&headers, "x-real-ip"), ["127.0.0.1"], "{http}");
         assert!(get(&headers, "forwarded").is_empty(), "{http}");
         assert!(get(&headers, "x-forwarded-port").is_empty(), "{http}");
-        assert!(get(&headers, "x-hop").is_empty(), "{http}: hop-by-hop header named in Connection");
+        if http == "--http1.1" {
+            // h2 has no Connection header (curl drops it), so this applies to HTTP/1.1 only.
+            assert!(get(&headers, "x-hop").is_empty(), "hop-by-hop header named in Connection");
+        }
         assert_eq!(get(&headers, "range"), ["bytes=0-99"], "{http}");
         assert_eq!(get(&headers, "docker-upload-uuid"), ["1234"], "{http}");
     }

@@ -28,6 +28,12 @@ use headers::ClientAddress;
 /// Upstream connections stay pooled this long when idle.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// After answering early, keep reading (and discarding) the request body this long so
+/// the client sees the answer: closing with unread data makes h1 send a TCP RST that can
+/// destroy the response, and on h2 some clients (curl 7.88) report the RST_STREAM that
+/// follows an early response as an error. nginx does the same ("lingering close").
+const LINGER: Duration = Duration::from_secs(5);
+
 /// The edge's proxy service for the HTTPS listeners.
 pub struct EdgeProxy {
     pool: NodePool,
@@ -50,14 +56,19 @@ impl EdgeProxy {
         }
     }
 
-    /// Writes an own answer; the connection is not reused when a request body is left unread.
+    /// Writes an own answer before the request body was read; the connection is not reused.
     async fn answer(&self, session: &mut Session, error: &RegistryError) -> Result<()> {
-        if !session.is_body_empty() {
+        let unread_body = !session.is_body_empty();
+        if unread_body {
             session.set_keepalive(None);
         }
         let body = error.body();
         session.write_response_header(Box::new(error.response_header(body.len())), false).await?;
-        session.write_response_body(Some(body), true).await
+        session.write_response_body(Some(body), true).await?;
+        if unread_body {
+            linger(session).await;
+        }
+        Ok(())
     }
 
     /// What to tell the client about a failure Pingora reports.
@@ -77,6 +88,18 @@ impl EdgeProxy {
             _ => RegistryError::Internal,
         };
         Some(error)
+    }
+}
+
+/// Discards what is left of the request body, for at most [`LINGER`].
+async fn linger(session: &mut Session) {
+    if session.is_body_done() {
+        return;
+    }
+    match tokio::time::timeout(LINGER, session.drain_request_body()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!("client went away while its body was discarded: {e}"),
+        Err(_) => tracing::debug!("stopped discarding a request body after {LINGER:?}"),
     }
 }
 
@@ -196,6 +219,8 @@ impl ProxyHttp for EdgeProxy {
             let body = error.body();
             if let Err(write_err) = session.write_error_response(error.response_header(body.len()), body).await {
                 tracing::debug!("could not send error response: {write_err}");
+            } else if matches!(error, RegistryError::BodyTooLarge { .. }) {
+                linger(session).await;
             }
         }
         ctx.own_error = Some(error);

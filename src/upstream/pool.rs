@@ -85,8 +85,13 @@ where
 {
     let mut lb = LoadBalancer::<S>::try_from_iter(settings.nodes.iter().copied())?;
     let mut check = HttpHealthCheck::new("registry-edge-health", false);
-    check.req = pingora::http::RequestHeader::build("GET", settings.health_path.as_bytes(), None)
+    let mut req = pingora::http::RequestHeader::build("GET", settings.health_path.as_bytes(), None)
+        .and_then(|mut req| req.insert_header("Host", "localhost").map(|_| req))
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    // Go's HTTP server answers 400 to an HTTP/1.1 request without Host.
+    req.insert_header("User-Agent", concat!("registry-edge/", env!("CARGO_PKG_VERSION")))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    check.req = req;
     check.peer_template.options.connection_timeout = Some(settings.connect_timeout);
     check.peer_template.options.read_timeout = Some(settings.health_interval.min(settings.read_timeout));
     // The registry answers /v2/ with 401 when token auth is on: that node is alive.
