@@ -243,6 +243,6 @@ fn max_body_size_answers_413_json() {
     let location = start.header("location").unwrap().to_string();
     let small = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(small.path(), b"tiny").unwrap();
-    let ok = curl(&["--cacert", ca, "-X", "PATCH", "--data-binary", &format!("@{}", small.path().display()), &location]);
+    let ok = curl(&["--cacert", ca, "-X", "PATCH", "-H", "Content-Type: application/octet-stream", "--data-binary", &format!("@{}", small.path().display()), &location]);
     assert_eq!(ok.status, 202, "{}", String::from_utf8_lossy(&ok.body));
 }
