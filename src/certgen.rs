@@ -18,7 +18,10 @@ pub const AUTH_CERT: &str = "registry-auth.crt";
 #[derive(Debug, thiserror::Error)]
 pub enum CertGenError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
     #[error("at least one --host is needed")]
@@ -31,7 +34,10 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<Vec<PathBuf>, CertGenErr
     if hosts.is_empty() {
         return Err(CertGenError::NoHosts);
     }
-    fs::create_dir_all(dir).map_err(|source| CertGenError::Io { path: dir.to_path_buf(), source })?;
+    fs::create_dir_all(dir).map_err(|source| CertGenError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
 
     let mut tls = CertificateParams::new(hosts.to_vec())?;
     for ip in ["127.0.0.1", "::1"] {
@@ -40,13 +46,16 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<Vec<PathBuf>, CertGenErr
             tls.subject_alt_names.push(SanType::IpAddress(ip));
         }
     }
-    tls.distinguished_name.push(DnType::CommonName, hosts[0].clone());
-    tls.distinguished_name.push(DnType::OrganizationName, "registry-edge development");
+    tls.distinguished_name
+        .push(DnType::CommonName, hosts[0].clone());
+    tls.distinguished_name
+        .push(DnType::OrganizationName, "registry-edge development");
     let tls_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let tls_cert = tls.self_signed(&tls_key)?;
 
     let mut auth = CertificateParams::new(Vec::<String>::new())?;
-    auth.distinguished_name.push(DnType::CommonName, "registry-edge token signing");
+    auth.distinguished_name
+        .push(DnType::CommonName, "registry-edge token signing");
     auth.is_ca = IsCa::NoCa;
     let auth_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
     let auth_cert = auth.self_signed(&auth_key)?;
@@ -61,7 +70,10 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<Vec<PathBuf>, CertGenErr
         .iter()
         .map(|(name, pem, secret)| {
             let path = dir.join(name);
-            write_file(&path, pem.as_bytes(), *secret).map_err(|source| CertGenError::Io { path: path.clone(), source })?;
+            write_file(&path, pem.as_bytes(), *secret).map_err(|source| CertGenError::Io {
+                path: path.clone(),
+                source,
+            })?;
             Ok(path)
         })
         .collect()

@@ -85,7 +85,11 @@ impl RegistryError {
 
     pub fn body(&self) -> Bytes {
         let envelope = Envelope {
-            errors: [ErrorEntry { code: self.code(), message: self.to_string(), detail: self.detail() }],
+            errors: [ErrorEntry {
+                code: self.code(),
+                message: self.to_string(),
+                detail: self.detail(),
+            }],
         };
         Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
     }
@@ -102,7 +106,10 @@ pub fn json_response_header(status: u16, body_len: usize) -> ResponseHeader {
     let headers = [
         ("Content-Type", "application/json".to_string()),
         ("Content-Length", body_len.to_string()),
-        ("Docker-Distribution-Api-Version", "registry/2.0".to_string()),
+        (
+            "Docker-Distribution-Api-Version",
+            "registry/2.0".to_string(),
+        ),
         ("Cache-Control", "no-store".to_string()),
     ];
     for (name, value) in headers {
@@ -121,7 +128,10 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(json["errors"][0]["code"], "SIZE_INVALID");
         assert_eq!(json["errors"][0]["detail"]["limit"], 10);
-        assert!(json["errors"][0]["message"].as_str().unwrap().contains("10 bytes"));
+        assert!(json["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("10 bytes"));
     }
 
     #[test]
@@ -130,6 +140,9 @@ mod tests {
         let resp = err.response_header(err.body().len());
         assert_eq!(resp.status.as_u16(), 503);
         assert_eq!(resp.headers["content-type"], "application/json");
-        assert_eq!(resp.headers["docker-distribution-api-version"], "registry/2.0");
+        assert_eq!(
+            resp.headers["docker-distribution-api-version"],
+            "registry/2.0"
+        );
     }
 }

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use registry_edge::{certgen, server};
 
 #[derive(Parser)]
-#[command(name = "registry-edge", version, about = "Edge gateway for container registries (TLS, redirects, forwarded headers, streaming uploads)")]
+#[command(
+    name = "registry-edge",
+    version,
+    about = "Edge gateway for container registries (TLS, redirects, forwarded headers, streaming uploads)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,5 +84,9 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REGISTRY_EDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(true).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_ansi(ansi)
+        .init();
 }

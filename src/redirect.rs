@@ -25,7 +25,10 @@ pub struct RedirectApp {
 
 impl RedirectApp {
     pub fn new(https_port: u16, external: Option<ExternalUrl>) -> Self {
-        RedirectApp { https_port, external }
+        RedirectApp {
+            https_port,
+            external,
+        }
     }
 
     /// The redirect target for a request; `local` is used when the request names no usable host.
@@ -72,7 +75,11 @@ impl ServeHttp for RedirectApp {
         let req = session.req_header();
         let location = self.location(req, local);
         let method = req.method.clone();
-        let status = if method == Method::GET || method == Method::HEAD { 301 } else { 308 };
+        let status = if method == Method::GET || method == Method::HEAD {
+            301
+        } else {
+            308
+        };
         tracing::info!(
             target: "registry_edge::access",
             client = %session.client_addr().map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
@@ -110,28 +117,55 @@ mod tests {
     #[test]
     fn keeps_path_and_query_and_uses_https_port() {
         let app = RedirectApp::new(8443, None);
-        let r = req("GET", "/v2/a/blobs/uploads/x?_state=q&digest=sha256:1", Some("registry.test:8080"));
-        assert_eq!(app.location(&r, None), "https://registry.test:8443/v2/a/blobs/uploads/x?_state=q&digest=sha256:1");
+        let r = req(
+            "GET",
+            "/v2/a/blobs/uploads/x?_state=q&digest=sha256:1",
+            Some("registry.test:8080"),
+        );
+        assert_eq!(
+            app.location(&r, None),
+            "https://registry.test:8443/v2/a/blobs/uploads/x?_state=q&digest=sha256:1"
+        );
     }
 
     #[test]
     fn default_port_is_omitted() {
         let app = RedirectApp::new(443, None);
-        assert_eq!(app.location(&req("GET", "/v2/", Some("registry.test")), None), "https://registry.test/v2/");
+        assert_eq!(
+            app.location(&req("GET", "/v2/", Some("registry.test")), None),
+            "https://registry.test/v2/"
+        );
     }
 
     #[test]
     fn external_url_wins() {
-        let app = RedirectApp::new(8443, Some(ExternalUrl { authority: "registry.example.com".into() }));
-        assert_eq!(app.location(&req("PUT", "/v2/x", Some("other:8080")), None), "https://registry.example.com/v2/x");
+        let app = RedirectApp::new(
+            8443,
+            Some(ExternalUrl {
+                authority: "registry.example.com".into(),
+            }),
+        );
+        assert_eq!(
+            app.location(&req("PUT", "/v2/x", Some("other:8080")), None),
+            "https://registry.example.com/v2/x"
+        );
     }
 
     #[test]
     fn ipv6_and_missing_host() {
         let app = RedirectApp::new(8443, None);
-        assert_eq!(app.location(&req("GET", "/", Some("[::1]:8080")), None), "https://[::1]:8443/");
+        assert_eq!(
+            app.location(&req("GET", "/", Some("[::1]:8080")), None),
+            "https://[::1]:8443/"
+        );
         let local = "127.0.0.1:8080".parse().ok();
-        assert_eq!(app.location(&req("GET", "/v2/", None), local), "https://127.0.0.1:8443/v2/");
-        assert_eq!(app.location(&req("GET", "/v2/", Some("evil@x")), local), "https://127.0.0.1:8443/v2/");
+        assert_eq!(
+            app.location(&req("GET", "/v2/", None), local),
+            "https://127.0.0.1:8443/v2/"
+        );
+        assert_eq!(
+            app.location(&req("GET", "/v2/", Some("evil@x")), local),
+            "https://127.0.0.1:8443/v2/"
+        );
     }
 }

@@ -42,18 +42,26 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     let certificates = if config.certificates.is_empty() {
         None
     } else {
-        Some(CertSet::load(&config.certificates).map_err(|(index, e)| ConfigError::Invalid {
-            path: config.source.clone(),
-            key: format!("tls.certificates[{index}].{}", e.field()),
-            problem: e.to_string(),
-        })?)
+        Some(
+            CertSet::load(&config.certificates).map_err(|(index, e)| ConfigError::Invalid {
+                path: config.source.clone(),
+                key: format!("tls.certificates[{index}].{}", e.field()),
+                problem: e.to_string(),
+            })?,
+        )
     };
-    Ok(Loaded { config, certificates })
+    Ok(Loaded {
+        config,
+        certificates,
+    })
 }
 
 /// Builds the Pingora server: HTTPS proxy, redirect listeners, health checks.
 pub fn build(loaded: Loaded) -> Result<Server, StartError> {
-    let Loaded { config, certificates } = loaded;
+    let Loaded {
+        config,
+        certificates,
+    } = loaded;
     let conf = ServerConf {
         threads: config.server.threads,
         grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
@@ -71,11 +79,15 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
 
     if let Some(certificates) = certificates {
         let resolver = Arc::new(CertResolver::new(certificates));
-        let mut proxy =
-            http_proxy_service_with_name(&server.configuration, EdgeProxy::new(&config, pool), "registry-edge https");
+        let mut proxy = http_proxy_service_with_name(
+            &server.configuration,
+            EdgeProxy::new(&config, pool),
+            "registry-edge https",
+        );
         for addr in &config.server.https_listen {
             // Paths are unused: the resolver supplies every certificate.
-            let mut tls = TlsSettings::intermediate("", "").map_err(|e| StartError::Upstream(std::io::Error::other(e.to_string())))?;
+            let mut tls = TlsSettings::intermediate("", "")
+                .map_err(|e| StartError::Upstream(std::io::Error::other(e.to_string())))?;
             tls.set_cert_resolver(resolver.clone());
             tls.enable_h2();
             proxy.add_tls_with_settings(&addr.to_string(), None, tls);

@@ -47,17 +47,26 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
         reason: pem_reason(e),
     })?;
     let provider = rustls::crypto::ring::default_provider();
-    let signing_key = provider.key_provider.load_private_key(key_der).map_err(|e| TlsError::Key {
-        path: key.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| TlsError::Key {
+            path: key.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let certified = CertifiedKey::new(chain, signing_key);
-    certified.keys_match().map_err(|_| TlsError::Mismatch { cert: cert.to_path_buf(), key: key.to_path_buf() })?;
+    certified.keys_match().map_err(|_| TlsError::Mismatch {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+    })?;
     Ok(certified)
 }
 
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let chain_err = |reason: String| TlsError::Chain { path: path.to_path_buf(), reason };
+    let chain_err = |reason: String| TlsError::Chain {
+        path: path.to_path_buf(),
+        reason,
+    };
     let chain = CertificateDer::pem_file_iter(path)
         .map_err(|e| chain_err(pem_reason(e)))?
         .collect::<Result<Vec<_>, _>>()
@@ -66,13 +75,16 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         return Err(chain_err("no CERTIFICATE block found".into()));
     }
     // Parse the leaf now so a corrupt certificate fails here, not in a handshake.
-    x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| chain_err(format!("invalid certificate: {e}")))?;
+    x509_parser::parse_x509_certificate(&chain[0])
+        .map_err(|e| chain_err(format!("invalid certificate: {e}")))?;
     Ok(chain)
 }
 
 fn pem_reason(e: rustls_pki_types::pem::Error) -> String {
     match e {
-        rustls_pki_types::pem::Error::NoItemsFound => "no PEM block of the expected kind found".into(),
+        rustls_pki_types::pem::Error::NoItemsFound => {
+            "no PEM block of the expected kind found".into()
+        }
         rustls_pki_types::pem::Error::Io(io) => io.to_string(),
         other => format!("{other:?}"),
     }
@@ -96,7 +108,12 @@ fn certificate_names(der: &CertificateDer) -> Vec<String> {
         _ => Vec::new(),
     };
     if names.is_empty() {
-        names.extend(cert.subject().iter_common_name().filter_map(|cn| cn.as_str().ok()).map(str::to_ascii_lowercase));
+        names.extend(
+            cert.subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(str::to_ascii_lowercase),
+        );
     }
     names
 }
@@ -121,7 +138,12 @@ impl CertSet {
             };
             // Only the default certificate may go without names: it answers everything else.
             if names.is_empty() && i > 0 {
-                return Err((i, TlsError::NoNames { path: entry.cert.clone() }));
+                return Err((
+                    i,
+                    TlsError::NoNames {
+                        path: entry.cert.clone(),
+                    },
+                ));
             }
             for name in names {
                 // First certificate listed for a name wins, like the order of the file.
@@ -129,7 +151,12 @@ impl CertSet {
             }
             default.get_or_insert(key);
         }
-        let default = default.ok_or((0, TlsError::NoNames { path: PathBuf::new() }))?;
+        let default = default.ok_or((
+            0,
+            TlsError::NoNames {
+                path: PathBuf::new(),
+            },
+        ))?;
         Ok(CertSet { default, by_name })
     }
 
@@ -155,7 +182,9 @@ pub struct CertResolver {
 
 impl CertResolver {
     pub fn new(set: CertSet) -> Self {
-        CertResolver { current: ArcSwap::from_pointee(set) }
+        CertResolver {
+            current: ArcSwap::from_pointee(set),
+        }
     }
 
     /// Replaces the certificates for new handshakes; established connections are untouched.

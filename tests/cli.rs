@@ -35,7 +35,11 @@ fn check_accepts_a_valid_config_with_relative_paths() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());
     // Relative paths resolve against the config file's folder, not the working directory.
-    let path = config(dir.path(), "ok.yaml", &valid_yaml("certs/tls.crt", "certs/tls.key"));
+    let path = config(
+        dir.path(),
+        "ok.yaml",
+        &valid_yaml("certs/tls.crt", "certs/tls.key"),
+    );
     let (code, stdout, stderr) = run(&["check", "--config", &path]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("valid"), "{stdout}");
@@ -49,52 +53,125 @@ fn check_rejects_broken_configs_naming_the_problem() {
     registry_edge::certgen::generate(&other, &["other.test".into()]).unwrap();
     let good = valid_yaml("certs/tls.crt", "certs/tls.key");
     let cases: Vec<(&str, String, Vec<&str>)> = vec![
-        ("missing-cert.yaml", valid_yaml("certs/nope.crt", "certs/tls.key"), vec!["tls.certificates[0].cert", "nope.crt"]),
-        ("mismatch.yaml", valid_yaml("certs/tls.crt", "other/tls.key"), vec!["tls.certificates[0].key", "does not match"]),
-        ("key-is-cert.yaml", valid_yaml("certs/tls.crt", "certs/tls.crt"), vec!["tls.certificates[0].key", "private key"]),
-        ("duration.yaml", good.replace("900s", "nine hundred"), vec!["upstream.read_timeout", "invalid duration"]),
-        ("unknown.yaml", good.replace("  read_timeout", "  raed_timeout"), vec!["unknown field `raed_timeout`"]),
-        ("unknown-section.yaml", format!("{good}nginx: true\n"), vec!["unknown field `nginx`"]),
-        ("address.yaml", good.replace("127.0.0.1:8080", "localhost"), vec!["server.http_listen[0]", "IP:port"]),
-        ("node.yaml", good.replace("127.0.0.1:5000", "nodeport"), vec!["upstream.nodes[0]", "port"]),
-        ("no-nodes.yaml", good.replace("[\"127.0.0.1:5000\"]", "[]"), vec!["upstream.nodes", "at least one"]),
-        ("balance.yaml", format!("{good}  balance: random\n"), vec!["upstream.balance", "random"]),
+        (
+            "missing-cert.yaml",
+            valid_yaml("certs/nope.crt", "certs/tls.key"),
+            vec!["tls.certificates[0].cert", "nope.crt"],
+        ),
+        (
+            "mismatch.yaml",
+            valid_yaml("certs/tls.crt", "other/tls.key"),
+            vec!["tls.certificates[0].key", "does not match"],
+        ),
+        (
+            "key-is-cert.yaml",
+            valid_yaml("certs/tls.crt", "certs/tls.crt"),
+            vec!["tls.certificates[0].key", "private key"],
+        ),
+        (
+            "duration.yaml",
+            good.replace("900s", "nine hundred"),
+            vec!["upstream.read_timeout", "invalid duration"],
+        ),
+        (
+            "unknown.yaml",
+            good.replace("  read_timeout", "  raed_timeout"),
+            vec!["unknown field `raed_timeout`"],
+        ),
+        (
+            "unknown-section.yaml",
+            format!("{good}nginx: true\n"),
+            vec!["unknown field `nginx`"],
+        ),
+        (
+            "address.yaml",
+            good.replace("127.0.0.1:8080", "localhost"),
+            vec!["server.http_listen[0]", "IP:port"],
+        ),
+        (
+            "node.yaml",
+            good.replace("127.0.0.1:5000", "nodeport"),
+            vec!["upstream.nodes[0]", "port"],
+        ),
+        (
+            "no-nodes.yaml",
+            good.replace("[\"127.0.0.1:5000\"]", "[]"),
+            vec!["upstream.nodes", "at least one"],
+        ),
+        (
+            "balance.yaml",
+            format!("{good}  balance: random\n"),
+            vec!["upstream.balance", "random"],
+        ),
         ("yaml.yaml", "server: [".to_string(), vec!["yaml.yaml"]),
     ];
     for (name, body, expected) in cases {
         let path = config(dir.path(), name, &body);
         let (code, _, stderr) = run(&["check", "--config", &path]);
         assert_eq!(code, 1, "{name} should fail: {stderr}");
-        assert!(stderr.contains(name), "{name}: message must name the file: {stderr}");
+        assert!(
+            stderr.contains(name),
+            "{name}: message must name the file: {stderr}"
+        );
         for needle in expected {
-            assert!(stderr.contains(needle), "{name}: expected {needle:?} in: {stderr}");
+            assert!(
+                stderr.contains(needle),
+                "{name}: expected {needle:?} in: {stderr}"
+            );
         }
     }
-    let (code, _, stderr) = run(&["check", "--config", dir.path().join("absent.yaml").to_str().unwrap()]);
+    let (code, _, stderr) = run(&[
+        "check",
+        "--config",
+        dir.path().join("absent.yaml").to_str().unwrap(),
+    ]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("absent.yaml") && stderr.contains("cannot read"), "{stderr}");
+    assert!(
+        stderr.contains("absent.yaml") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn gen_certs_writes_private_keys_0600_and_a_usable_pair() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c");
-    let (code, stdout, stderr) =
-        run(&["gen-certs", "--dir", out.to_str().unwrap(), "--host", "registry.test", "--host", "alt.test"]);
+    let (code, stdout, stderr) = run(&[
+        "gen-certs",
+        "--dir",
+        out.to_str().unwrap(),
+        "--host",
+        "registry.test",
+        "--host",
+        "alt.test",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(!stdout.contains("PRIVATE KEY"), "keys must not be printed");
-    for name in ["tls.crt", "tls.key", "registry-auth.crt", "registry-auth.key"] {
+    for name in [
+        "tls.crt",
+        "tls.key",
+        "registry-auth.crt",
+        "registry-auth.key",
+    ] {
         assert!(out.join(name).is_file(), "{name} missing");
     }
     #[cfg(unix)]
     for key in ["tls.key", "registry-auth.key"] {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(out.join(key)).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(out.join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{key}");
     }
     // Both pairs load and match.
     registry_edge::tls::load_certified_key(&out.join("tls.crt"), &out.join("tls.key")).unwrap();
-    registry_edge::tls::load_certified_key(&out.join("registry-auth.crt"), &out.join("registry-auth.key")).unwrap();
+    registry_edge::tls::load_certified_key(
+        &out.join("registry-auth.crt"),
+        &out.join("registry-auth.key"),
+    )
+    .unwrap();
     let (code, _, _) = run(&["gen-certs", "--dir", out.to_str().unwrap()]);
     assert_ne!(code, 0, "--host is required");
 }
@@ -118,7 +195,8 @@ fn every_shipped_config_passes_check() {
     // The shipped configs name certs/ next to conf/; check them against fresh dev certs.
     let root = dir.path();
     std::fs::create_dir_all(root.join("conf")).unwrap();
-    registry_edge::certgen::generate(&root.join("certs"), &["registry.example.com".into()]).unwrap();
+    registry_edge::certgen::generate(&root.join("certs"), &["registry.example.com".into()])
+        .unwrap();
     let mut checked = 0;
     for entry in std::fs::read_dir(&conf).unwrap() {
         let path = entry.unwrap().path();
@@ -131,5 +209,8 @@ fn every_shipped_config_passes_check() {
         assert_eq!(code, 0, "{}: {stderr}", path.display());
         checked += 1;
     }
-    assert!(checked >= 2, "conf/ should ship registry-edge.yaml and dev.yaml");
+    assert!(
+        checked >= 2,
+        "conf/ should ship registry-edge.yaml and dev.yaml"
+    );
 }

@@ -36,7 +36,11 @@ impl EchoUpstream {
                         }
                         let length = head
                             .lines()
-                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().to_string())
+                            })
                             .and_then(|v| v.parse::<usize>().ok())
                             .unwrap_or(0);
                         let mut body = vec![0; length];
@@ -71,20 +75,34 @@ fn seen(body: &[u8]) -> (String, Vec<(String, String)>) {
 }
 
 fn get<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
-    headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+    headers
+        .iter()
+        .filter(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 const SPOOFED: &[&str] = &[
-    "-H", "X-Forwarded-Host: evil.example",
-    "-H", "X-Forwarded-Proto: http",
-    "-H", "X-Forwarded-For: 198.51.100.1",
-    "-H", "X-Forwarded-Port: 80",
-    "-H", "Forwarded: for=198.51.100.1;host=evil.example;proto=http",
-    "-H", "X-Real-IP: 198.51.100.1",
-    "-H", "Range: bytes=0-99",
-    "-H", "Docker-Upload-UUID: 1234",
-    "-H", "Connection: X-Hop",
-    "-H", "X-Hop: secret",
+    "-H",
+    "X-Forwarded-Host: evil.example",
+    "-H",
+    "X-Forwarded-Proto: http",
+    "-H",
+    "X-Forwarded-For: 198.51.100.1",
+    "-H",
+    "X-Forwarded-Port: 80",
+    "-H",
+    "Forwarded: for=198.51.100.1;host=evil.example;proto=http",
+    "-H",
+    "X-Real-IP: 198.51.100.1",
+    "-H",
+    "Range: bytes=0-99",
+    "-H",
+    "Docker-Upload-UUID: 1234",
+    "-H",
+    "Connection: X-Hop",
+    "-H",
+    "X-Hop: secret",
 ];
 
 #[test]
@@ -92,7 +110,12 @@ fn untrusted_client_headers_are_replaced() {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let upstream = EchoUpstream::start();
-    let edge = Edge::start(dir.path(), &certs, &upstream_yaml(&[upstream.addr.clone()], "round_robin"), "");
+    let edge = Edge::start(
+        dir.path(),
+        &certs,
+        &upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin"),
+        "",
+    );
     let ca = certs.ca_dir.join("ca.crt");
     let url = edge.url("/v2/lib/app/blobs/uploads/u1?_state=abc%3D&digest=sha256:00");
     for http in ["--http1.1", "--http2"] {
@@ -108,7 +131,11 @@ fn untrusted_client_headers_are_replaced() {
             "{http}: query string untouched, HTTP/1.1 upstream"
         );
         let host = format!("127.0.0.1:{}", edge.https_port);
-        assert_eq!(get(&headers, "host"), [host.as_str()], "{http}: Host kept with its port");
+        assert_eq!(
+            get(&headers, "host"),
+            [host.as_str()],
+            "{http}: Host kept with its port"
+        );
         assert_eq!(get(&headers, "x-forwarded-host"), [host.as_str()], "{http}");
         assert_eq!(get(&headers, "x-forwarded-proto"), ["https"], "{http}");
         assert_eq!(get(&headers, "x-forwarded-for"), ["127.0.0.1"], "{http}");
@@ -117,7 +144,10 @@ fn untrusted_client_headers_are_replaced() {
         assert!(get(&headers, "x-forwarded-port").is_empty(), "{http}");
         if http == "--http1.1" {
             // h2 has no Connection header (curl drops it), so this applies to HTTP/1.1 only.
-            assert!(get(&headers, "x-hop").is_empty(), "hop-by-hop header named in Connection");
+            assert!(
+                get(&headers, "x-hop").is_empty(),
+                "hop-by-hop header named in Connection"
+            );
         }
         assert_eq!(get(&headers, "range"), ["bytes=0-99"], "{http}");
         assert_eq!(get(&headers, "docker-upload-uuid"), ["1234"], "{http}");
@@ -132,18 +162,24 @@ fn trusted_load_balancer_headers_are_kept() {
     let edge = Edge::start(
         dir.path(),
         &certs,
-        &upstream_yaml(&[upstream.addr.clone()], "round_robin"),
+        &upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin"),
         "forwarded:\n  trusted_proxies: [\"127.0.0.0/8\"]\n",
     );
     let ca = certs.ca_dir.join("ca.crt");
     let url = edge.url("/v2/");
     let result = curl(&[
-        "--cacert", ca.to_str().unwrap(),
-        "-H", "X-Forwarded-For: 203.0.113.9",
-        "-H", "X-Forwarded-Proto: http",
-        "-H", "X-Forwarded-Host: registry.example.com",
-        "-H", "X-Forwarded-Port: 443",
-        "-H", "Forwarded: for=203.0.113.9;proto=http",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-H",
+        "X-Forwarded-For: 203.0.113.9",
+        "-H",
+        "X-Forwarded-Proto: http",
+        "-H",
+        "X-Forwarded-Host: registry.example.com",
+        "-H",
+        "X-Forwarded-Port: 443",
+        "-H",
+        "Forwarded: for=203.0.113.9;proto=http",
         &url,
     ]);
     assert_eq!(result.status, 200, "{}", result.stderr);

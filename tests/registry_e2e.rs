@@ -7,14 +7,21 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use common::{curl, curl_with_stdin, digest, make_certs, push_blob, upstream_yaml, Certs, Edge, Registry};
+use common::{
+    curl, curl_with_stdin, digest, make_certs, push_blob, upstream_yaml, Certs, Edge, Registry,
+};
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
 fn setup(dir: &Path, extra: &str) -> (Certs, Registry, Edge) {
     let certs = make_certs(dir);
     let registry = Registry::start(dir, "node");
-    let edge = Edge::start(dir, &certs, &upstream_yaml(&[registry.addr()], "repository_hash"), extra);
+    let edge = Edge::start(
+        dir,
+        &certs,
+        &upstream_yaml(&[registry.addr()], "repository_hash"),
+        extra,
+    );
     (certs, registry, edge)
 }
 
@@ -43,7 +50,8 @@ fn build_oci_layout(dir: &Path, layer_sizes: &[usize]) -> Vec<String> {
         header.set_size(content.len() as u64);
         header.set_mode(0o644);
         header.set_cksum();
-        tar.append_data(&mut header, format!("layer{i}.bin"), content.as_slice()).unwrap();
+        tar.append_data(&mut header, format!("layer{i}.bin"), content.as_slice())
+            .unwrap();
         let tar = tar.into_inner().unwrap();
         diff_ids.push(digest(&tar));
         // Random data does not compress: store it, gzip-framed, to keep the test fast.
@@ -80,7 +88,11 @@ fn build_oci_layout(dir: &Path, layer_sizes: &[usize]) -> Vec<String> {
 }
 
 fn skopeo(args: &[&str]) {
-    let out = Command::new("skopeo").arg("--insecure-policy").args(args).output().expect("skopeo is installed");
+    let out = Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .expect("skopeo is installed");
     assert!(
         out.status.success(),
         "skopeo {args:?} failed:\n{}\n{}",
@@ -97,22 +109,45 @@ fn skopeo_push_and_pull_through_the_edge() {
     let layers = build_oci_layout(&layout, &[100 * 1024 * 1024 + 17, 3 * 1024 * 1024, 4096]);
     let target = format!("docker://127.0.0.1:{}/team/app:v1", edge.https_port);
     let cert_dir = certs.ca_dir.to_str().unwrap();
-    skopeo(&["copy", "--dest-cert-dir", cert_dir, &format!("oci:{}:v1", layout.display()), &target]);
+    skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        cert_dir,
+        &format!("oci:{}:v1", layout.display()),
+        &target,
+    ]);
 
     // The registry node really stores every layer (asked directly, not through the edge).
     for layer in &layers {
-        assert!(registry.has_blob("team/app", layer), "layer {layer} not stored");
+        assert!(
+            registry.has_blob("team/app", layer),
+            "layer {layer} not stored"
+        );
     }
 
     let pulled = dir.path().join("pulled");
-    skopeo(&["copy", "--src-cert-dir", cert_dir, &target, &format!("oci:{}:v1", pulled.display())]);
+    skopeo(&[
+        "copy",
+        "--src-cert-dir",
+        cert_dir,
+        &target,
+        &format!("oci:{}:v1", pulled.display()),
+    ]);
     for layer in &layers {
-        let path = pulled.join("blobs/sha256").join(layer.trim_start_matches("sha256:"));
+        let path = pulled
+            .join("blobs/sha256")
+            .join(layer.trim_start_matches("sha256:"));
         let bytes = std::fs::read(&path).unwrap_or_else(|_| panic!("pulled layout lacks {layer}"));
         assert_eq!(&digest(&bytes), layer, "pulled bytes differ");
     }
-    assert!(edge.log_text().contains("PATCH") || edge.log_text().contains("PUT"), "access log records uploads");
-    assert!(!edge.log_text().contains("_state="), "query strings are not logged");
+    assert!(
+        edge.log_text().contains("PATCH") || edge.log_text().contains("PUT"),
+        "access log records uploads"
+    );
+    assert!(
+        !edge.log_text().contains("_state="),
+        "query strings are not logged"
+    );
 }
 
 #[test]
@@ -123,10 +158,19 @@ fn one_gib_chunked_upload_streams_to_the_registry() {
     let ca = certs.ca_dir.join("ca.crt");
     let ca = ca.to_str().unwrap();
 
-    let start = curl(&["--cacert", ca, "-X", "POST", &edge.url("/v2/big/blob/blobs/uploads/")]);
+    let start = curl(&[
+        "--cacert",
+        ca,
+        "-X",
+        "POST",
+        &edge.url("/v2/big/blob/blobs/uploads/"),
+    ]);
     assert_eq!(start.status, 202);
     let location = start.header("location").unwrap().to_string();
-    assert!(location.starts_with(&edge.url("/v2/big/blob/blobs/uploads/")), "Location points back at the edge: {location}");
+    assert!(
+        location.starts_with(&edge.url("/v2/big/blob/blobs/uploads/")),
+        "Location points back at the edge: {location}"
+    );
 
     // PATCH with Transfer-Encoding: chunked (curl -T - from a pipe), hashing as we send.
     let mut hasher = Sha256::new();
@@ -140,22 +184,61 @@ fn one_gib_chunked_upload_streams_to_the_registry() {
         }
     };
     let patch = curl_with_stdin(
-        &["--cacert", ca, "-X", "PATCH", "-T", "-", "-H", "Content-Type: application/octet-stream", &location],
+        &[
+            "--cacert",
+            ca,
+            "-X",
+            "PATCH",
+            "-T",
+            "-",
+            "-H",
+            "Content-Type: application/octet-stream",
+            &location,
+        ],
         Some(&mut feed),
     );
-    assert_eq!(patch.status, 202, "PATCH: {} {}", patch.stderr, String::from_utf8_lossy(&patch.body));
-    assert_eq!(patch.header("range"), Some(format!("0-{}", SIZE - 1).as_str()));
+    assert_eq!(
+        patch.status,
+        202,
+        "PATCH: {} {}",
+        patch.stderr,
+        String::from_utf8_lossy(&patch.body)
+    );
+    assert_eq!(
+        patch.header("range"),
+        Some(format!("0-{}", SIZE - 1).as_str())
+    );
     let blob_digest = format!("sha256:{}", hex::encode(hasher.finalize()));
 
     let next = patch.header("location").unwrap().to_string();
-    let put = curl(&["--cacert", ca, "-X", "PUT", &format!("{next}&digest={blob_digest}")]);
-    assert_eq!(put.status, 201, "PUT: {}", String::from_utf8_lossy(&put.body));
-    assert_eq!(put.header("docker-content-digest"), Some(blob_digest.as_str()));
+    let put = curl(&[
+        "--cacert",
+        ca,
+        "-X",
+        "PUT",
+        &format!("{next}&digest={blob_digest}"),
+    ]);
+    assert_eq!(
+        put.status,
+        201,
+        "PUT: {}",
+        String::from_utf8_lossy(&put.body)
+    );
+    assert_eq!(
+        put.header("docker-content-digest"),
+        Some(blob_digest.as_str())
+    );
 
     // The registry verified and stored the digest; it reports the full size.
-    let head = curl(&["-I", &format!("http://{}/v2/big/blob/blobs/{blob_digest}", registry.addr())]);
+    let head = curl(&[
+        "-I",
+        &format!("http://{}/v2/big/blob/blobs/{blob_digest}", registry.addr()),
+    ]);
     assert_eq!(head.status, 200);
-    assert_eq!(head.header("content-length"), Some(SIZE.to_string().as_str()));
+    assert_eq!(
+        head.header("content-length"),
+        Some(SIZE.to_string().as_str())
+    );
 }
 
 #[test]
@@ -164,30 +247,70 @@ fn http2_push_and_pull() {
     let (certs, registry, edge) = setup(dir.path(), "");
     let ca = certs.ca_dir.join("ca.crt");
     let bytes = random_bytes(5 * 1024 * 1024 + 3, 7);
-    let blob = push_blob(&format!("https://127.0.0.1:{}", edge.https_port), &ca, "h2/repo", &bytes, &["--http2"]);
+    let blob = push_blob(
+        &format!("https://127.0.0.1:{}", edge.https_port),
+        &ca,
+        "h2/repo",
+        &bytes,
+        &["--http2"],
+    );
     assert!(registry.has_blob("h2/repo", &blob));
 
     let ca = ca.to_str().unwrap();
-    let got = curl(&["--http2", "--cacert", ca, &edge.url(&format!("/v2/h2/repo/blobs/{blob}"))]);
+    let got = curl(&[
+        "--http2",
+        "--cacert",
+        ca,
+        &edge.url(&format!("/v2/h2/repo/blobs/{blob}")),
+    ]);
     assert_eq!(got.status, 200);
     assert_eq!(got.http_version, "2", "the pull used HTTP/2");
     assert_eq!(digest(&got.body), blob);
 
     // Chunked h2 upload (no Content-Length) ending with an empty DATA frame, then a second
     // request on the pooled upstream connection must still work (Pingora #935 workaround).
-    let start = curl(&["--http2", "--cacert", ca, "-X", "POST", &edge.url("/v2/h2/chunked/blobs/uploads/")]);
+    let start = curl(&[
+        "--http2",
+        "--cacert",
+        ca,
+        "-X",
+        "POST",
+        &edge.url("/v2/h2/chunked/blobs/uploads/"),
+    ]);
     assert_eq!(start.status, 202);
     let location = start.header("location").unwrap().to_string();
     let payload = random_bytes(3 * 1024 * 1024, 9);
     let mut feed = |pipe: &mut dyn Write| pipe.write_all(&payload).unwrap();
-    let patch = curl_with_stdin(&["--http2", "--cacert", ca, "-X", "PATCH", "-T", "-", &location], Some(&mut feed));
+    let patch = curl_with_stdin(
+        &[
+            "--http2", "--cacert", ca, "-X", "PATCH", "-T", "-", &location,
+        ],
+        Some(&mut feed),
+    );
     assert_eq!(patch.status, 202, "{}", patch.stderr);
     assert_eq!(patch.http_version, "2");
     let next = patch.header("location").unwrap().to_string();
-    let put = curl(&["--http2", "--cacert", ca, "-X", "PUT", &format!("{next}&digest={}", digest(&payload))]);
+    let put = curl(&[
+        "--http2",
+        "--cacert",
+        ca,
+        "-X",
+        "PUT",
+        &format!("{next}&digest={}", digest(&payload)),
+    ]);
     assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
     for _ in 0..3 {
-        assert_eq!(curl(&["--http2", "--cacert", ca, "-I", &edge.url(&format!("/v2/h2/repo/blobs/{blob}"))]).status, 200);
+        assert_eq!(
+            curl(&[
+                "--http2",
+                "--cacert",
+                ca,
+                "-I",
+                &edge.url(&format!("/v2/h2/repo/blobs/{blob}"))
+            ])
+            .status,
+            200
+        );
     }
 }
 
@@ -197,17 +320,31 @@ fn upload_location_ignores_spoofed_forwarded_host() {
     let (certs, _registry, edge) = setup(dir.path(), "");
     let ca = certs.ca_dir.join("ca.crt");
     let start = curl(&[
-        "--cacert", ca.to_str().unwrap(),
-        "-X", "POST",
-        "-H", "X-Forwarded-Host: evil.example",
-        "-H", "X-Forwarded-Proto: http",
-        "-H", "Forwarded: host=evil.example;proto=http",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-X",
+        "POST",
+        "-H",
+        "X-Forwarded-Host: evil.example",
+        "-H",
+        "X-Forwarded-Proto: http",
+        "-H",
+        "Forwarded: host=evil.example;proto=http",
         &edge.url("/v2/loc/blobs/uploads/"),
     ]);
     assert_eq!(start.status, 202);
     let location = start.header("location").unwrap();
-    assert!(location.starts_with(&format!("https://127.0.0.1:{}/v2/loc/blobs/uploads/", edge.https_port)), "{location}");
-    assert!(location.contains("_state="), "upload state kept: {location}");
+    assert!(
+        location.starts_with(&format!(
+            "https://127.0.0.1:{}/v2/loc/blobs/uploads/",
+            edge.https_port
+        )),
+        "{location}"
+    );
+    assert!(
+        location.contains("_state="),
+        "upload state kept: {location}"
+    );
 }
 
 #[test]
@@ -216,17 +353,34 @@ fn max_body_size_answers_413_json() {
     let (certs, _registry, edge) = setup(dir.path(), "limits:\n  max_body_size: 1048576\n");
     let ca = certs.ca_dir.join("ca.crt");
     let ca = ca.to_str().unwrap();
-    let start = curl(&["--cacert", ca, "-X", "POST", &edge.url("/v2/limit/blobs/uploads/")]);
+    let start = curl(&[
+        "--cacert",
+        ca,
+        "-X",
+        "POST",
+        &edge.url("/v2/limit/blobs/uploads/"),
+    ]);
     let location = start.header("location").unwrap().to_string();
 
     // Declared too large: refused before anything is streamed.
     let big = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(big.path(), random_bytes(2 * 1024 * 1024, 3)).unwrap();
     let data = format!("@{}", big.path().display());
-    let declared = curl(&["--cacert", ca, "-X", "PATCH", "--data-binary", &data, &location]);
+    let declared = curl(&[
+        "--cacert",
+        ca,
+        "-X",
+        "PATCH",
+        "--data-binary",
+        &data,
+        &location,
+    ]);
     assert_eq!(declared.status, 413, "{}", declared.stderr);
     assert_eq!(declared.header("content-type"), Some("application/json"));
-    assert_eq!(declared.header("docker-distribution-api-version"), Some("registry/2.0"));
+    assert_eq!(
+        declared.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
     assert_eq!(declared.json()["errors"][0]["code"], "SIZE_INVALID");
 
     // Chunked, so the size shows only while streaming.
@@ -234,15 +388,34 @@ fn max_body_size_answers_413_json() {
     let mut feed = |pipe: &mut dyn Write| {
         let _ = pipe.write_all(&payload);
     };
-    let streamed = curl_with_stdin(&["--cacert", ca, "-X", "PATCH", "-T", "-", &location], Some(&mut feed));
+    let streamed = curl_with_stdin(
+        &["--cacert", ca, "-X", "PATCH", "-T", "-", &location],
+        Some(&mut feed),
+    );
     assert_eq!(streamed.status, 413, "{}", streamed.stderr);
     assert_eq!(streamed.json()["errors"][0]["code"], "SIZE_INVALID");
 
     // Small bodies pass (in a fresh session: the streamed one was cut mid-PATCH).
-    let start = curl(&["--cacert", ca, "-X", "POST", &edge.url("/v2/limit/blobs/uploads/")]);
+    let start = curl(&[
+        "--cacert",
+        ca,
+        "-X",
+        "POST",
+        &edge.url("/v2/limit/blobs/uploads/"),
+    ]);
     let location = start.header("location").unwrap().to_string();
     let small = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(small.path(), b"tiny").unwrap();
-    let ok = curl(&["--cacert", ca, "-X", "PATCH", "-H", "Content-Type: application/octet-stream", "--data-binary", &format!("@{}", small.path().display()), &location]);
+    let ok = curl(&[
+        "--cacert",
+        ca,
+        "-X",
+        "PATCH",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", small.path().display()),
+        &location,
+    ]);
     assert_eq!(ok.status, 202, "{}", String::from_utf8_lossy(&ok.body));
 }

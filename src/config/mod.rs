@@ -6,24 +6,35 @@ mod model;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    Balance, CertificatePaths, Config, ExternalUrl, ForwardedSettings, Limits, ServerSettings, UpstreamSettings,
+    Balance, CertificatePaths, Config, ExternalUrl, ForwardedSettings, Limits, ServerSettings,
+    UpstreamSettings,
 };
 
 /// Why a configuration could not be loaded; every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: cannot read: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// YAML syntax, wrong types and unknown keys (serde_yaml names the key and line).
     #[error("{}: {message}", path.display())]
     Syntax { path: PathBuf, message: String },
     #[error("{}: {key}: {problem}", path.display())]
-    Invalid { path: PathBuf, key: String, problem: String },
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
 }
 
 /// Reads and validates a configuration file. Relative paths in it resolve against its folder.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(path, &text)
 }
 

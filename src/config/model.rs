@@ -97,11 +97,20 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&self, key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match value {
             None => Ok(default),
-            Some(text) => humantime::parse_duration(text)
-                .map_err(|e| self.invalid(key, format!("invalid duration {text:?} ({e}); use e.g. 900s or 5m"))),
+            Some(text) => humantime::parse_duration(text).map_err(|e| {
+                self.invalid(
+                    key,
+                    format!("invalid duration {text:?} ({e}); use e.g. 900s or 5m"),
+                )
+            }),
         }
     }
 
@@ -111,7 +120,10 @@ impl Validator<'_> {
             .enumerate()
             .map(|(i, text)| {
                 text.parse::<SocketAddr>().map_err(|_| {
-                    self.invalid(format!("{key}[{i}]"), format!("{text:?} is not an IP:port address"))
+                    self.invalid(
+                        format!("{key}[{i}]"),
+                        format!("{text:?} is not an IP:port address"),
+                    )
                 })
             })
             .collect()
@@ -131,12 +143,21 @@ impl Validator<'_> {
 impl Config {
     pub(super) fn from_file(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
         // Exhaustive destructuring: a new section does not compile until it is handled.
-        let ConfigFile { server, tls, upstream, forwarded, limits } = file;
+        let ConfigFile {
+            server,
+            tls,
+            upstream,
+            forwarded,
+            limits,
+        } = file;
         let v = Validator { path };
         let server = server_settings(&v, server)?;
         let certificates = certificate_paths(&v, tls)?;
         if !server.https_listen.is_empty() && certificates.is_empty() {
-            return Err(v.invalid("tls.certificates", "at least one certificate is needed for server.https_listen"));
+            return Err(v.invalid(
+                "tls.certificates",
+                "at least one certificate is needed for server.https_listen",
+            ));
         }
         Ok(Config {
             source: path.to_path_buf(),
@@ -152,30 +173,48 @@ impl Config {
 }
 
 fn server_settings(v: &Validator, server: file::ServerFile) -> Result<ServerSettings, ConfigError> {
-    let file::ServerFile { https_listen, http_listen, external_url, threads, shutdown_grace } = server;
+    let file::ServerFile {
+        https_listen,
+        http_listen,
+        external_url,
+        threads,
+        shutdown_grace,
+    } = server;
     let https_listen = v.listen("server.https_listen", &https_listen)?;
     let http_listen = v.listen("server.http_listen", &http_listen)?;
     if https_listen.is_empty() && http_listen.is_empty() {
-        return Err(v.invalid("server", "no listener: https_listen and http_listen are both empty"));
+        return Err(v.invalid(
+            "server",
+            "no listener: https_listen and http_listen are both empty",
+        ));
     }
-    let external_url = external_url.map(|text| parse_external_url(v, &text)).transpose()?;
+    let external_url = external_url
+        .map(|text| parse_external_url(v, &text))
+        .transpose()?;
     let threads = match threads {
         Some(0) => return Err(v.invalid("server.threads", "must be at least 1")),
         Some(n) => n,
-        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        None => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
     };
     Ok(ServerSettings {
         https_listen,
         http_listen,
         external_url,
         threads,
-        shutdown_grace: v.duration("server.shutdown_grace", shutdown_grace.as_deref(), Duration::from_secs(60))?,
+        shutdown_grace: v.duration(
+            "server.shutdown_grace",
+            shutdown_grace.as_deref(),
+            Duration::from_secs(60),
+        )?,
     })
 }
 
 fn parse_external_url(v: &Validator, text: &str) -> Result<ExternalUrl, ConfigError> {
     let key = "server.external_url";
-    let url = url::Url::parse(text).map_err(|e| v.invalid(key, format!("{text:?} is not a URL ({e})")))?;
+    let url = url::Url::parse(text)
+        .map_err(|e| v.invalid(key, format!("{text:?} is not a URL ({e})")))?;
     if url.scheme() != "https" {
         return Err(v.invalid(key, format!("{text:?} must start with https://")));
     }
@@ -192,43 +231,76 @@ fn parse_external_url(v: &Validator, text: &str) -> Result<ExternalUrl, ConfigEr
     Ok(ExternalUrl { authority })
 }
 
-fn certificate_paths(v: &Validator, tls: Option<file::TlsFile>) -> Result<Vec<CertificatePaths>, ConfigError> {
+fn certificate_paths(
+    v: &Validator,
+    tls: Option<file::TlsFile>,
+) -> Result<Vec<CertificatePaths>, ConfigError> {
     let Some(file::TlsFile { certificates }) = tls else {
         return Ok(Vec::new());
     };
     certificates
         .into_iter()
         .enumerate()
-        .map(|(i, file::CertificateFile { cert, key, server_names })| {
-            if let Some(names) = &server_names {
-                if let Some(bad) = names.iter().find(|n| n.is_empty() || n.contains(['/', ' ', ':'])) {
-                    return Err(v.invalid(format!("tls.certificates[{i}].server_names"), format!("{bad:?} is not a DNS name")));
+        .map(
+            |(
+                i,
+                file::CertificateFile {
+                    cert,
+                    key,
+                    server_names,
+                },
+            )| {
+                if let Some(names) = &server_names {
+                    if let Some(bad) = names
+                        .iter()
+                        .find(|n| n.is_empty() || n.contains(['/', ' ', ':']))
+                    {
+                        return Err(v.invalid(
+                            format!("tls.certificates[{i}].server_names"),
+                            format!("{bad:?} is not a DNS name"),
+                        ));
+                    }
                 }
-            }
-            Ok(CertificatePaths {
-                cert: v.file_path(&cert),
-                key: v.file_path(&key),
-                server_names: server_names.map(|names| names.iter().map(|n| n.to_ascii_lowercase()).collect()),
-            })
-        })
+                Ok(CertificatePaths {
+                    cert: v.file_path(&cert),
+                    key: v.file_path(&key),
+                    server_names: server_names
+                        .map(|names| names.iter().map(|n| n.to_ascii_lowercase()).collect()),
+                })
+            },
+        )
         .collect()
 }
 
-fn upstream_settings(v: &Validator, upstream: file::UpstreamFile) -> Result<UpstreamSettings, ConfigError> {
-    let file::UpstreamFile { nodes, balance, connect_timeout, read_timeout, health_check } = upstream;
+fn upstream_settings(
+    v: &Validator,
+    upstream: file::UpstreamFile,
+) -> Result<UpstreamSettings, ConfigError> {
+    let file::UpstreamFile {
+        nodes,
+        balance,
+        connect_timeout,
+        read_timeout,
+        health_check,
+    } = upstream;
     if nodes.is_empty() {
         return Err(v.invalid("upstream.nodes", "at least one registry node is needed"));
     }
     let nodes = nodes
         .iter()
         .enumerate()
-        .map(|(i, text)| resolve_node(text).map_err(|problem| v.invalid(format!("upstream.nodes[{i}]"), problem)))
+        .map(|(i, text)| {
+            resolve_node(text).map_err(|problem| v.invalid(format!("upstream.nodes[{i}]"), problem))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let balance = match balance.as_deref() {
         None | Some("repository_hash") => Balance::RepositoryHash,
         Some("round_robin") => Balance::RoundRobin,
         Some(other) => {
-            return Err(v.invalid("upstream.balance", format!("{other:?} is not one of repository_hash, round_robin")))
+            return Err(v.invalid(
+                "upstream.balance",
+                format!("{other:?} is not one of repository_hash, round_robin"),
+            ))
         }
     };
     let (health_path, health_interval) = match health_check {
@@ -237,17 +309,32 @@ fn upstream_settings(v: &Validator, upstream: file::UpstreamFile) -> Result<Upst
     };
     let health_path = health_path.unwrap_or_else(|| "/v2/".to_string());
     if !health_path.starts_with('/') {
-        return Err(v.invalid("upstream.health_check.path", format!("{health_path:?} must start with /")));
+        return Err(v.invalid(
+            "upstream.health_check.path",
+            format!("{health_path:?} must start with /"),
+        ));
     }
-    let health_interval = v.duration("upstream.health_check.interval", health_interval.as_deref(), Duration::from_secs(5))?;
+    let health_interval = v.duration(
+        "upstream.health_check.interval",
+        health_interval.as_deref(),
+        Duration::from_secs(5),
+    )?;
     if health_interval.is_zero() {
         return Err(v.invalid("upstream.health_check.interval", "must be greater than 0"));
     }
     Ok(UpstreamSettings {
         nodes,
         balance,
-        connect_timeout: v.duration("upstream.connect_timeout", connect_timeout.as_deref(), Duration::from_secs(5))?,
-        read_timeout: v.duration("upstream.read_timeout", read_timeout.as_deref(), Duration::from_secs(900))?,
+        connect_timeout: v.duration(
+            "upstream.connect_timeout",
+            connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        )?,
+        read_timeout: v.duration(
+            "upstream.read_timeout",
+            read_timeout.as_deref(),
+            Duration::from_secs(900),
+        )?,
         health_path,
         health_interval,
     })
@@ -266,7 +353,10 @@ fn resolve_node(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
-fn forwarded_settings(v: &Validator, forwarded: file::ForwardedFile) -> Result<ForwardedSettings, ConfigError> {
+fn forwarded_settings(
+    v: &Validator,
+    forwarded: file::ForwardedFile,
+) -> Result<ForwardedSettings, ConfigError> {
     let file::ForwardedFile { trusted_proxies } = forwarded;
     let trusted_proxies = trusted_proxies
         .iter()
@@ -274,7 +364,12 @@ fn forwarded_settings(v: &Validator, forwarded: file::ForwardedFile) -> Result<F
         .map(|(i, text)| {
             text.parse::<IpNet>()
                 .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| v.invalid(format!("forwarded.trusted_proxies[{i}]"), format!("{text:?} is not a CIDR or IP address")))
+                .map_err(|_| {
+                    v.invalid(
+                        format!("forwarded.trusted_proxies[{i}]"),
+                        format!("{text:?} is not a CIDR or IP address"),
+                    )
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ForwardedSettings { trusted_proxies })

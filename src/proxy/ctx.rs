@@ -26,7 +26,10 @@ impl RequestCtx {
         RequestCtx {
             started: Instant::now(),
             client: None,
-            route: Route { endpoint: Endpoint::Other, repository: None },
+            route: Route {
+                endpoint: Endpoint::Other,
+                repository: None,
+            },
             node: None,
             failed_nodes: Vec::new(),
             body_bytes: 0,

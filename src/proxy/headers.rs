@@ -19,7 +19,12 @@ const X_FORWARDED_PORT: &str = "x-forwarded-port";
 const X_REAL_IP: &str = "x-real-ip";
 
 /// Headers that describe one connection, not the request (RFC 9110 §7.6.1).
-const HOP_BY_HOP: &[&str] = &["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization"];
+const HOP_BY_HOP: &[&str] = &[
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
 
 /// Framing headers Pingora manages itself; never dropped even if `Connection` lists them.
 const FRAMING: &[&str] = &["transfer-encoding", "content-length", "host"];
@@ -51,7 +56,11 @@ impl ClientAddress {
                 }
             }
         }
-        ClientAddress { peer, peer_trusted, client }
+        ClientAddress {
+            peer,
+            peer_trusted,
+            client,
+        }
     }
 }
 
@@ -76,10 +85,18 @@ pub fn request_host(req: &RequestHeader) -> Option<String> {
 }
 
 /// Rewrites `req` (the request about to go upstream) for a registry node.
-pub fn rewrite_for_upstream(req: &mut RequestHeader, client: &ClientAddress, external: Option<&ExternalUrl>) {
+pub fn rewrite_for_upstream(
+    req: &mut RequestHeader,
+    client: &ClientAddress,
+    external: Option<&ExternalUrl>,
+) {
     strip_hop_by_hop(req);
 
-    let chain = if client.peer_trusted { forwarded_for_chain(req) } else { Vec::new() };
+    let chain = if client.peer_trusted {
+        forwarded_for_chain(req)
+    } else {
+        Vec::new()
+    };
     let forwarded_for = if chain.is_empty() {
         client.peer.to_string()
     } else {
@@ -94,7 +111,10 @@ pub fn rewrite_for_upstream(req: &mut RequestHeader, client: &ClientAddress, ext
         .filter(|p| p == "https" || p == "http");
     let proto = trusted_proto.unwrap_or_else(|| "https".to_string());
 
-    let trusted_host = client.peer_trusted.then(|| first_value(req, X_FORWARDED_HOST)).flatten();
+    let trusted_host = client
+        .peer_trusted
+        .then(|| first_value(req, X_FORWARDED_HOST))
+        .flatten();
     let host = trusted_host
         .or_else(|| external.map(|e| e.authority.clone()))
         .or_else(|| request_host(req));
@@ -150,7 +170,8 @@ mod tests {
     use super::*;
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
-        let mut req = RequestHeader::build("PATCH", b"/v2/a/blobs/uploads/x?_state=abc", None).unwrap();
+        let mut req =
+            RequestHeader::build("PATCH", b"/v2/a/blobs/uploads/x?_state=abc", None).unwrap();
         for (name, value) in headers {
             req.append_header(name.to_string(), *value).unwrap();
         }
@@ -158,11 +179,18 @@ mod tests {
     }
 
     fn trust(cidrs: &[&str]) -> ForwardedSettings {
-        ForwardedSettings { trusted_proxies: cidrs.iter().map(|c| c.parse().unwrap()).collect() }
+        ForwardedSettings {
+            trusted_proxies: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
+        }
     }
 
     fn header(req: &RequestHeader, name: &str) -> Option<String> {
-        let values: Vec<_> = req.headers.get_all(name).iter().map(|v| v.to_str().unwrap().to_string()).collect();
+        let values: Vec<_> = req
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
         (!values.is_empty()).then(|| values.join("|"))
     }
 
@@ -179,9 +207,15 @@ mod tests {
         ]);
         let client = ClientAddress::resolve("192.0.2.7".parse().unwrap(), &req, &trust(&[]));
         rewrite_for_upstream(&mut req, &client, None);
-        assert_eq!(header(&req, "x-forwarded-host").as_deref(), Some("registry.test:8443"));
+        assert_eq!(
+            header(&req, "x-forwarded-host").as_deref(),
+            Some("registry.test:8443")
+        );
         assert_eq!(header(&req, "x-forwarded-proto").as_deref(), Some("https"));
-        assert_eq!(header(&req, "x-forwarded-for").as_deref(), Some("192.0.2.7"));
+        assert_eq!(
+            header(&req, "x-forwarded-for").as_deref(),
+            Some("192.0.2.7")
+        );
         assert_eq!(header(&req, "x-real-ip").as_deref(), Some("192.0.2.7"));
         assert_eq!(header(&req, "forwarded"), None);
         assert_eq!(header(&req, "x-forwarded-port"), None);
@@ -198,19 +232,30 @@ mod tests {
             ("X-Forwarded-Host", "registry.example.com"),
             ("Forwarded", "for=203.0.113.9;proto=https"),
         ]);
-        let client = ClientAddress::resolve("10.0.0.2".parse().unwrap(), &req, &trust(&["10.0.0.0/8"]));
+        let client =
+            ClientAddress::resolve("10.0.0.2".parse().unwrap(), &req, &trust(&["10.0.0.0/8"]));
         assert_eq!(client.client, "203.0.113.9".parse::<IpAddr>().unwrap());
         rewrite_for_upstream(&mut req, &client, None);
-        assert_eq!(header(&req, "x-forwarded-for").as_deref(), Some("203.0.113.9, 10.0.0.5, 10.0.0.2"));
+        assert_eq!(
+            header(&req, "x-forwarded-for").as_deref(),
+            Some("203.0.113.9, 10.0.0.5, 10.0.0.2")
+        );
         assert_eq!(header(&req, "x-real-ip").as_deref(), Some("203.0.113.9"));
-        assert_eq!(header(&req, "x-forwarded-host").as_deref(), Some("registry.example.com"));
-        assert_eq!(header(&req, "forwarded").as_deref(), Some("for=203.0.113.9;proto=https"));
+        assert_eq!(
+            header(&req, "x-forwarded-host").as_deref(),
+            Some("registry.example.com")
+        );
+        assert_eq!(
+            header(&req, "forwarded").as_deref(),
+            Some("for=203.0.113.9;proto=https")
+        );
     }
 
     #[test]
     fn trusted_proxy_with_garbage_proto_falls_back_to_https() {
         let mut req = request(&[("Host", "r"), ("X-Forwarded-Proto", "https, http")]);
-        let client = ClientAddress::resolve("10.0.0.2".parse().unwrap(), &req, &trust(&["10.0.0.2/32"]));
+        let client =
+            ClientAddress::resolve("10.0.0.2".parse().unwrap(), &req, &trust(&["10.0.0.2/32"]));
         rewrite_for_upstream(&mut req, &client, None);
         assert_eq!(header(&req, "x-forwarded-proto").as_deref(), Some("https"));
         let mut req = request(&[("Host", "r"), ("X-Forwarded-Proto", "ftp")]);
@@ -222,9 +267,14 @@ mod tests {
     fn external_url_sets_forwarded_host() {
         let mut req = request(&[("Host", "127.0.0.1:8443")]);
         let client = ClientAddress::resolve("127.0.0.1".parse().unwrap(), &req, &trust(&[]));
-        let external = ExternalUrl { authority: "registry.example.com".into() };
+        let external = ExternalUrl {
+            authority: "registry.example.com".into(),
+        };
         rewrite_for_upstream(&mut req, &client, Some(&external));
-        assert_eq!(header(&req, "x-forwarded-host").as_deref(), Some("registry.example.com"));
+        assert_eq!(
+            header(&req, "x-forwarded-host").as_deref(),
+            Some("registry.example.com")
+        );
         assert_eq!(header(&req, "host").as_deref(), Some("127.0.0.1:8443"));
     }
 
@@ -242,10 +292,18 @@ mod tests {
         ]);
         let client = ClientAddress::resolve("127.0.0.1".parse().unwrap(), &req, &trust(&[]));
         rewrite_for_upstream(&mut req, &client, None);
-        for gone in ["connection", "x-secret-hop", "keep-alive", "proxy-authorization"] {
+        for gone in [
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "proxy-authorization",
+        ] {
             assert_eq!(header(&req, gone), None, "{gone}");
         }
-        assert_eq!(header(&req, "transfer-encoding").as_deref(), Some("chunked"));
+        assert_eq!(
+            header(&req, "transfer-encoding").as_deref(),
+            Some("chunked")
+        );
         assert_eq!(header(&req, "range").as_deref(), Some("bytes=0-9"));
         assert_eq!(header(&req, "content-range").as_deref(), Some("0-9"));
     }

@@ -63,7 +63,9 @@ impl EdgeProxy {
             session.set_keepalive(None);
         }
         let body = error.body();
-        session.write_response_header(Box::new(error.response_header(body.len())), false).await?;
+        session
+            .write_response_header(Box::new(error.response_header(body.len())), false)
+            .await?;
         session.write_response_body(Some(body), true).await?;
         if unread_body {
             linger(session).await;
@@ -75,11 +77,15 @@ impl EdgeProxy {
     fn classify(&self, e: &Error) -> Option<RegistryError> {
         use ErrorType::*;
         let error = match (e.etype(), e.esource()) {
-            (HTTPStatus(413), _) => RegistryError::BodyTooLarge { limit: self.limits.max_body_size.unwrap_or(0) },
+            (HTTPStatus(413), _) => RegistryError::BodyTooLarge {
+                limit: self.limits.max_body_size.unwrap_or(0),
+            },
             (HTTPStatus(status), _) => RegistryError::from_status(*status),
-            (ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | TLSHandshakeFailure, _) => {
-                RegistryError::UpstreamUnreachable
-            }
+            (
+                ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError
+                | TLSHandshakeFailure,
+                _,
+            ) => RegistryError::UpstreamUnreachable,
             (ReadTimedout | WriteTimedout, ErrorSource::Upstream) => RegistryError::UpstreamTimeout,
             (_, ErrorSource::Upstream) => RegistryError::UpstreamFailed,
             // The client went away: nobody to answer.
@@ -140,11 +146,17 @@ impl ProxyHttp for EdgeProxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let node = self
             .pool
             .select(ctx.route.repository.as_deref(), &ctx.failed_nodes)
-            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "no healthy registry node"))?;
+            .ok_or_else(|| {
+                Error::explain(ErrorType::HTTPStatus(503), "no healthy registry node")
+            })?;
         ctx.node = Some(node);
         let mut peer = HttpPeer::new(node, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
@@ -201,30 +213,47 @@ impl ProxyHttp for EdgeProxy {
             if let Some(limit) = self.limits.max_body_size {
                 if ctx.body_bytes > limit {
                     ctx.own_error = Some(RegistryError::BodyTooLarge { limit });
-                    return Err(Error::explain(ErrorType::HTTPStatus(413), "request body over max_body_size"));
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(413),
+                        "request body over max_body_size",
+                    ));
                 }
             }
         }
         Ok(())
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let error = ctx.own_error.clone().or_else(|| self.classify(e));
         let Some(error) = error else {
-            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
         };
         let status = error.status();
         // Once a response has started, the only honest signal left is closing the stream.
         if session.response_written().is_none() {
             let body = error.body();
-            if let Err(write_err) = session.write_error_response(error.response_header(body.len()), body).await {
+            if let Err(write_err) = session
+                .write_error_response(error.response_header(body.len()), body)
+                .await
+            {
                 tracing::debug!("could not send error response: {write_err}");
             } else if matches!(error, RegistryError::BodyTooLarge { .. }) {
                 linger(session).await;
             }
         }
         ctx.own_error = Some(error);
-        FailToProxy { error_code: status, can_reuse_downstream: false }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

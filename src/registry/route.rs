@@ -39,16 +39,39 @@ pub struct Route {
 impl Route {
     /// Parses the path part of a request target (the query must already be removed).
     pub fn parse(path: &str) -> Route {
-        let other = Route { endpoint: Endpoint::Other, repository: None };
+        let other = Route {
+            endpoint: Endpoint::Other,
+            repository: None,
+        };
         let Some(rest) = path.strip_prefix("/v2/") else {
-            return if path == "/v2" { Route { endpoint: Endpoint::Base, repository: None } } else { other };
+            return if path == "/v2" {
+                Route {
+                    endpoint: Endpoint::Base,
+                    repository: None,
+                }
+            } else {
+                other
+            };
         };
         match rest {
-            "" => return Route { endpoint: Endpoint::Base, repository: None },
-            "_catalog" => return Route { endpoint: Endpoint::Catalog, repository: None },
+            "" => {
+                return Route {
+                    endpoint: Endpoint::Base,
+                    repository: None,
+                }
+            }
+            "_catalog" => {
+                return Route {
+                    endpoint: Endpoint::Catalog,
+                    repository: None,
+                }
+            }
             _ => {}
         }
-        if let Some(name) = rest.strip_suffix("/blobs/uploads/").or_else(|| rest.strip_suffix("/blobs/uploads")) {
+        if let Some(name) = rest
+            .strip_suffix("/blobs/uploads/")
+            .or_else(|| rest.strip_suffix("/blobs/uploads"))
+        {
             return Route::with_name(name, Endpoint::UploadStart);
         }
         let Some((prefix, last)) = rest.rsplit_once('/') else {
@@ -64,7 +87,9 @@ impl Route {
             "referrers" => Endpoint::Referrers { digest: last },
             "tags" if last == "list" => Endpoint::TagsList,
             "uploads" => match name.strip_suffix("/blobs") {
-                Some(name) => return Route::with_name(name, Endpoint::UploadSession { uuid: last }),
+                Some(name) => {
+                    return Route::with_name(name, Endpoint::UploadSession { uuid: last })
+                }
                 None => return other,
             },
             _ => return other,
@@ -74,9 +99,15 @@ impl Route {
 
     fn with_name(name: &str, endpoint: Endpoint) -> Route {
         if name.is_empty() || last_is_empty(name) {
-            return Route { endpoint: Endpoint::Other, repository: None };
+            return Route {
+                endpoint: Endpoint::Other,
+                repository: None,
+            };
         }
-        Route { endpoint, repository: Some(name.to_string()) }
+        Route {
+            endpoint,
+            repository: Some(name.to_string()),
+        }
     }
 }
 
@@ -98,14 +129,48 @@ mod tests {
             ("/v2/", Endpoint::Base, None),
             ("/v2", Endpoint::Base, None),
             ("/v2/_catalog", Endpoint::Catalog, None),
-            ("/v2/a/b/c/blobs/uploads/", Endpoint::UploadStart, Some("a/b/c")),
-            ("/v2/lib/app/blobs/uploads/1234-uuid", Endpoint::UploadSession { uuid: "1234-uuid".into() }, Some("lib/app")),
-            ("/v2/app/blobs/sha256:ab", Endpoint::Blob { digest: "sha256:ab".into() }, Some("app")),
-            ("/v2/x/manifests/latest", Endpoint::Manifest { reference: "latest".into() }, Some("x")),
+            (
+                "/v2/a/b/c/blobs/uploads/",
+                Endpoint::UploadStart,
+                Some("a/b/c"),
+            ),
+            (
+                "/v2/lib/app/blobs/uploads/1234-uuid",
+                Endpoint::UploadSession {
+                    uuid: "1234-uuid".into(),
+                },
+                Some("lib/app"),
+            ),
+            (
+                "/v2/app/blobs/sha256:ab",
+                Endpoint::Blob {
+                    digest: "sha256:ab".into(),
+                },
+                Some("app"),
+            ),
+            (
+                "/v2/x/manifests/latest",
+                Endpoint::Manifest {
+                    reference: "latest".into(),
+                },
+                Some("x"),
+            ),
             ("/v2/x/y/tags/list", Endpoint::TagsList, Some("x/y")),
-            ("/v2/x/referrers/sha256:cd", Endpoint::Referrers { digest: "sha256:cd".into() }, Some("x")),
+            (
+                "/v2/x/referrers/sha256:cd",
+                Endpoint::Referrers {
+                    digest: "sha256:cd".into(),
+                },
+                Some("x"),
+            ),
             // A segment that looks like a keyword is part of the name (longest prefix wins).
-            ("/v2/blobs/manifests/blobs/sha256:ab", Endpoint::Blob { digest: "sha256:ab".into() }, Some("blobs/manifests")),
+            (
+                "/v2/blobs/manifests/blobs/sha256:ab",
+                Endpoint::Blob {
+                    digest: "sha256:ab".into(),
+                },
+                Some("blobs/manifests"),
+            ),
             ("/v2/a/uploads/x", Endpoint::Other, None),
             ("/v2//blobs/sha256:ab", Endpoint::Other, None),
             ("/v2/blobs/sha256:ab", Endpoint::Other, None),
@@ -120,7 +185,13 @@ mod tests {
 
     #[test]
     fn upload_start_and_session_share_the_repository() {
-        assert_eq!(repo("/v2/team/app/blobs/uploads/"), repo("/v2/team/app/blobs/uploads/abc"));
-        assert_eq!(repo("/v2/team/app/blobs/uploads/"), repo("/v2/team/app/manifests/v1"));
+        assert_eq!(
+            repo("/v2/team/app/blobs/uploads/"),
+            repo("/v2/team/app/blobs/uploads/abc")
+        );
+        assert_eq!(
+            repo("/v2/team/app/blobs/uploads/"),
+            repo("/v2/team/app/manifests/v1")
+        );
     }
 }

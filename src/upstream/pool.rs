@@ -46,15 +46,30 @@ impl NodePool {
     pub fn build(settings: &UpstreamSettings) -> std::io::Result<(NodePool, PoolService)> {
         let (selector, service) = match settings.balance {
             Balance::RepositoryHash => {
-                let service = background_service("upstream health check", load_balancer::<KetamaHashing>(settings)?);
+                let service = background_service(
+                    "upstream health check",
+                    load_balancer::<KetamaHashing>(settings)?,
+                );
                 (Selector::Hash(service.task()), PoolService::Hash(service))
             }
             Balance::RoundRobin => {
-                let service = background_service("upstream health check", load_balancer::<RoundRobin>(settings)?);
-                (Selector::RoundRobin(service.task()), PoolService::RoundRobin(service))
+                let service = background_service(
+                    "upstream health check",
+                    load_balancer::<RoundRobin>(settings)?,
+                );
+                (
+                    Selector::RoundRobin(service.task()),
+                    PoolService::RoundRobin(service),
+                )
             }
         };
-        Ok((NodePool { selector, rotation: AtomicUsize::new(0) }, service))
+        Ok((
+            NodePool {
+                selector,
+                rotation: AtomicUsize::new(0),
+            },
+            service,
+        ))
     }
 
     /// The node for a request: healthy and not in `exclude` (nodes that already failed it).
@@ -68,7 +83,11 @@ impl NodePool {
             }
         };
         let accept = |backend: &Backend, healthy: bool| {
-            healthy && backend.addr.as_inet().is_some_and(|addr| !exclude.contains(addr))
+            healthy
+                && backend
+                    .addr
+                    .as_inet()
+                    .is_some_and(|addr| !exclude.contains(addr))
         };
         let backend = match &self.selector {
             Selector::Hash(lb) => lb.select_with(key, MAX_CANDIDATES, accept),
@@ -89,15 +108,24 @@ where
         .and_then(|mut req| req.insert_header("Host", "localhost").map(|_| req))
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     // Go's HTTP server answers 400 to an HTTP/1.1 request without Host.
-    req.insert_header("User-Agent", concat!("registry-edge/", env!("CARGO_PKG_VERSION")))
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    req.insert_header(
+        "User-Agent",
+        concat!("registry-edge/", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     check.req = req;
     check.peer_template.options.connection_timeout = Some(settings.connect_timeout);
-    check.peer_template.options.read_timeout = Some(settings.health_interval.min(settings.read_timeout));
+    check.peer_template.options.read_timeout =
+        Some(settings.health_interval.min(settings.read_timeout));
     // The registry answers /v2/ with 401 when token auth is on: that node is alive.
-    check.validator = Some(Box::new(|resp: &ResponseHeader| match resp.status.as_u16() {
-        200 | 401 => Ok(()),
-        status => pingora::Error::e_explain(ErrorType::InternalError, format!("health check answered {status}")),
+    check.validator = Some(Box::new(|resp: &ResponseHeader| {
+        match resp.status.as_u16() {
+            200 | 401 => Ok(()),
+            status => pingora::Error::e_explain(
+                ErrorType::InternalError,
+                format!("health check answered {status}"),
+            ),
+        }
     }));
     lb.set_health_check(Box::new(check));
     lb.health_check_frequency = Some(settings.health_interval);

@@ -13,7 +13,11 @@ pub const EDGE_BIN: &str = env!("CARGO_BIN_EXE_registry-edge");
 
 /// A port that was free a moment ago (the OS does not hand it out again right away).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.
@@ -23,7 +27,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -38,11 +45,19 @@ pub struct Certs {
 
 pub fn make_certs(dir: &Path) -> Certs {
     let certs_dir = dir.join("certs");
-    registry_edge::certgen::generate(&certs_dir, &["registry.test".to_string(), "localhost".to_string()]).unwrap();
+    registry_edge::certgen::generate(
+        &certs_dir,
+        &["registry.test".to_string(), "localhost".to_string()],
+    )
+    .unwrap();
     let ca_dir = dir.join("ca");
     std::fs::create_dir_all(&ca_dir).unwrap();
     std::fs::copy(certs_dir.join("tls.crt"), ca_dir.join("ca.crt")).unwrap();
-    Certs { tls_crt: certs_dir.join("tls.crt"), tls_key: certs_dir.join("tls.key"), ca_dir }
+    Certs {
+        tls_crt: certs_dir.join("tls.crt"),
+        tls_key: certs_dir.join("tls.key"),
+        ca_dir,
+    }
 }
 
 /// A child process killed (and reaped) on drop.
@@ -52,7 +67,12 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(cmd: &mut Command) -> Proc {
-        Proc { child: Some(cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))) }
+        Proc {
+            child: Some(
+                cmd.spawn()
+                    .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
+            ),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -103,13 +123,23 @@ impl Registry {
         .unwrap();
         let log = dir.join(format!("{name}.log"));
         let proc = Self::spawn(&config, &log);
-        let registry = Registry { port, root, config, log, proc };
+        let registry = Registry {
+            port,
+            root,
+            config,
+            log,
+            proc,
+        };
         registry.wait_ready();
         registry
     }
 
     fn spawn(config: &Path, log: &Path) -> Proc {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         Proc::spawn(
             Command::new(REGISTRY_BIN)
                 .arg("serve")
@@ -126,9 +156,11 @@ impl Registry {
 
     fn wait_ready(&self) {
         let url = format!("http://{}/v2/", self.addr());
-        wait_for("the registry to answer /v2/", Duration::from_secs(30), || {
-            (curl(&[url.as_str()]).status == 200).then_some(())
-        });
+        wait_for(
+            "the registry to answer /v2/",
+            Duration::from_secs(30),
+            || (curl(&[url.as_str()]).status == 200).then_some(()),
+        );
     }
 
     pub fn stop(&mut self) {
@@ -165,7 +197,13 @@ impl Edge {
     }
 
     /// Like [`Edge::start`], with extra lines inside `server:` (indented by the caller).
-    pub fn start_with(dir: &Path, certs: &Certs, server_extra: &str, upstream_yaml: &str, extra: &str) -> Edge {
+    pub fn start_with(
+        dir: &Path,
+        certs: &Certs,
+        server_extra: &str,
+        upstream_yaml: &str,
+        extra: &str,
+    ) -> Edge {
         let https_port = free_port();
         let http_port = free_port();
         let config = dir.join(format!("edge-{https_port}.yaml"));
@@ -191,7 +229,13 @@ impl Edge {
                 .stdout(out.try_clone().unwrap())
                 .stderr(out),
         );
-        let edge = Edge { https_port, http_port, config, log, proc };
+        let edge = Edge {
+            https_port,
+            http_port,
+            config,
+            log,
+            proc,
+        };
         let url = edge.url("/v2/");
         let ca = certs.ca_dir.join("ca.crt");
         wait_for("the edge to accept TLS", Duration::from_secs(30), || {
@@ -211,7 +255,11 @@ impl Edge {
 
 /// `upstream:` YAML for the given nodes with a fast health check.
 pub fn upstream_yaml(nodes: &[String], balance: &str) -> String {
-    let list = nodes.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+    let list = nodes
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "upstream:\n  nodes: [{list}]\n  balance: {balance}\n  connect_timeout: 1s\n  read_timeout: 60s\n  \
          health_check: {{ path: /v2/, interval: 300ms }}\n"
@@ -229,21 +277,31 @@ pub struct CurlResult {
 
 impl CurlResult {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 }
+
+/// Writes a request body into curl's standard input.
+pub type StdinFeeder<'a> = dyn FnMut(&mut dyn std::io::Write) + 'a;
 
 /// Runs curl with `args` (plus silent mode and output capture).
 pub fn curl(args: &[&str]) -> CurlResult {
     curl_with_stdin(args, None)
 }
 
-pub fn curl_with_stdin(args: &[&str], stdin: Option<&mut dyn FnMut(&mut dyn std::io::Write)>) -> CurlResult {
+pub fn curl_with_stdin(args: &[&str], stdin: Option<&mut StdinFeeder>) -> CurlResult {
     let scratch = tempfile::tempdir().unwrap();
     let headers_path = scratch.path().join("headers");
     let body_path = scratch.path().join("body");
@@ -256,7 +314,11 @@ pub fn curl_with_stdin(args: &[&str], stdin: Option<&mut dyn FnMut(&mut dyn std:
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     let mut child = cmd.spawn().expect("curl is installed");
     if let Some(feed) = stdin {
         let mut pipe = child.stdin.take().unwrap();
@@ -269,7 +331,12 @@ pub fn curl_with_stdin(args: &[&str], stdin: Option<&mut dyn FnMut(&mut dyn std:
     let http_version = parts.next().unwrap_or("").to_string();
     let raw_headers = std::fs::read_to_string(&headers_path).unwrap_or_default();
     // Keep only the last block (after any 100 Continue / redirects).
-    let last_block = raw_headers.trim_end().rsplit("\r\n\r\n").next().unwrap_or("").to_string();
+    let last_block = raw_headers
+        .trim_end()
+        .rsplit("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .to_string();
     let headers = last_block
         .lines()
         .skip(1)
@@ -301,17 +368,36 @@ pub fn push_blob(base: &str, ca: &Path, repo: &str, bytes: &[u8], extra: &[&str]
     let start_url = format!("{base}/v2/{repo}/blobs/uploads/");
     args.push(&start_url);
     let started = curl(&args);
-    assert_eq!(started.status, 202, "upload start: {}", String::from_utf8_lossy(&started.body));
+    assert_eq!(
+        started.status,
+        202,
+        "upload start: {}",
+        String::from_utf8_lossy(&started.body)
+    );
     let location = started.header("location").expect("Location").to_string();
     let sep = if location.contains('?') { '&' } else { '?' };
     let put_url = format!("{location}{sep}digest={digest}");
     let scratch = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(scratch.path(), bytes).unwrap();
     let data_arg = format!("@{}", scratch.path().display());
-    let mut args = vec!["--cacert", ca, "-X", "PUT", "-H", "Content-Type: application/octet-stream", "--data-binary", &data_arg];
+    let mut args = vec![
+        "--cacert",
+        ca,
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &data_arg,
+    ];
     args.extend_from_slice(extra);
     args.push(&put_url);
     let put = curl(&args);
-    assert_eq!(put.status, 201, "upload PUT: {}", String::from_utf8_lossy(&put.body));
+    assert_eq!(
+        put.status,
+        201,
+        "upload PUT: {}",
+        String::from_utf8_lossy(&put.body)
+    );
     digest
 }
