@@ -33,6 +33,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("upstream pool: {0}")]
     Upstream(std::io::Error),
+    #[error("TLS listener {addr}: {reason}")]
+    TlsListener { addr: String, reason: String },
 }
 
 /// Loads and validates the configuration and every file it names.
@@ -86,8 +88,11 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
         );
         for addr in &config.server.https_listen {
             // Paths are unused: the resolver supplies every certificate.
-            let mut tls = TlsSettings::intermediate("", "")
-                .map_err(|e| StartError::Upstream(std::io::Error::other(e.to_string())))?;
+            let mut tls =
+                TlsSettings::intermediate("", "").map_err(|e| StartError::TlsListener {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?;
             tls.set_cert_resolver(resolver.clone());
             tls.enable_h2();
             proxy.add_tls_with_settings(&addr.to_string(), None, tls);

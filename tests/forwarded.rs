@@ -103,6 +103,8 @@ const SPOOFED: &[&str] = &[
     "Connection: X-Hop",
     "-H",
     "X-Hop: secret",
+    "-H",
+    "Authorization: Bearer sekrit-token-123",
 ];
 
 #[test]
@@ -151,7 +153,20 @@ fn untrusted_client_headers_are_replaced() {
         }
         assert_eq!(get(&headers, "range"), ["bytes=0-99"], "{http}");
         assert_eq!(get(&headers, "docker-upload-uuid"), ["1234"], "{http}");
+        let seen_text = String::from_utf8_lossy(&result.body);
+        assert_eq!(
+            get(&headers, "authorization"),
+            ["Bearer sekrit-token-123"],
+            "{http}: {seen_text}"
+        );
     }
+    // The access line is written after the response: poll for it.
+    let log = common::wait_for("the access log", std::time::Duration::from_secs(10), || {
+        let log = edge.log_text();
+        (log.matches("registry_edge::access").count() >= 2).then_some(log)
+    });
+    assert!(!log.contains("sekrit"), "credentials never logged");
+    assert!(!log.contains("_state="), "query strings never logged");
 }
 
 #[test]

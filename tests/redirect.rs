@@ -72,7 +72,7 @@ fn external_url_is_the_redirect_target() {
     let edge = Edge::start_with(
         dir.path(),
         &certs,
-        "  external_url: https://registry.example.com\n",
+        "  external_url: https://registry.example.com\n  shutdown_grace: 1s\n",
         &upstream_yaml(&nodes, "round_robin"),
         "",
     );

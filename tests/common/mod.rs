@@ -193,10 +193,11 @@ impl Edge {
     /// `extra` is appended to a config with listeners, the dev certificate and `nodes`.
     /// It may override `upstream` wholesale by passing `upstream_yaml`.
     pub fn start(dir: &Path, certs: &Certs, upstream_yaml: &str, extra: &str) -> Edge {
-        Self::start_with(dir, certs, "", upstream_yaml, extra)
+        Self::start_with(dir, certs, "  shutdown_grace: 1s\n", upstream_yaml, extra)
     }
 
-    /// Like [`Edge::start`], with extra lines inside `server:` (indented by the caller).
+    /// Like [`Edge::start`], with extra lines inside `server:` (indented by the caller;
+    /// [`Edge::start`] passes `shutdown_grace: 1s`).
     pub fn start_with(
         dir: &Path,
         certs: &Certs,
@@ -210,7 +211,7 @@ impl Edge {
         std::fs::write(
             &config,
             format!(
-                "server:\n  https_listen: [\"127.0.0.1:{https_port}\"]\n  http_listen: [\"127.0.0.1:{http_port}\"]\n  threads: 2\n  shutdown_grace: 1s\n{server_extra}\
+                "server:\n  https_listen: [\"127.0.0.1:{https_port}\"]\n  http_listen: [\"127.0.0.1:{http_port}\"]\n  threads: 2\n{server_extra}\
                  tls:\n  certificates:\n    - cert: {}\n      key: {}\n\
                  {upstream_yaml}\n{extra}\n",
                 certs.tls_crt.display(),

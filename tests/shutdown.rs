@@ -1,0 +1,100 @@
+//! SIGTERM: the listeners close, an upload already streaming finishes, then the process exits.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{curl, make_certs, upstream_yaml, wait_for, Edge, Registry};
+
+/// Bytes the registry has received for in-progress uploads of `repo`.
+fn upload_bytes_stored(root: &Path, repo: &str) -> u64 {
+    let uploads = root
+        .join("docker/registry/v2/repositories")
+        .join(repo)
+        .join("_uploads");
+    let Ok(entries) = std::fs::read_dir(uploads) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[test]
+fn in_flight_upload_completes_after_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let registry = Registry::start(dir.path(), "node");
+    let mut edge = Edge::start_with(
+        dir.path(),
+        &certs,
+        "  shutdown_grace: 20s\n",
+        &upstream_yaml(&[registry.addr()], "repository_hash"),
+        "",
+    );
+    let ca = certs.ca_dir.join("ca.crt").to_str().unwrap().to_string();
+    let start = curl(&[
+        "--cacert",
+        &ca,
+        "-X",
+        "POST",
+        &edge.url("/v2/slow/upload/blobs/uploads/"),
+    ]);
+    assert_eq!(start.status, 202);
+    let location = start.header("location").unwrap().to_string();
+
+    // 4 MiB at 1 MiB/s: still streaming when the signal arrives.
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![7u8; 4 << 20]).unwrap();
+    let data = format!("@{}", body.display());
+    let ca_for_upload = ca.clone();
+    let upload = std::thread::spawn(move || {
+        curl(&[
+            "--cacert",
+            &ca_for_upload,
+            "--http1.1",
+            "--limit-rate",
+            "1M",
+            "-X",
+            "PATCH",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &data,
+            &location,
+        ])
+    });
+    wait_for(
+        "the registry to receive upload bytes",
+        Duration::from_secs(20),
+        || (upload_bytes_stored(&registry.root, "slow/upload") > 0).then_some(()),
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &edge.proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    // New connections are refused once the listeners close...
+    wait_for("the listener to close", Duration::from_secs(10), || {
+        (curl(&["--cacert", &ca, "--max-time", "2", &edge.url("/v2/")]).status == 0).then_some(())
+    });
+    // ...while the upload that was streaming completes.
+    let done = upload.join().unwrap();
+    assert_eq!(
+        done.status, 202,
+        "in-flight upload finished: {}",
+        done.stderr
+    );
+    assert_eq!(done.header("range"), Some("0-4194303"));
+    wait_for(
+        "the edge to exit after the grace period",
+        Duration::from_secs(40),
+        || (!edge.proc.is_running()).then_some(()),
+    );
+}
