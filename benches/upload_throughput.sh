@@ -88,7 +88,10 @@ d=$(printf '%s\n' "${direct[@]}" | median)
 e=$(printf '%s\n' "${edge[@]}" | median)
 hwm=$(awk '/VmHWM/ {print $2}' "/proc/$edge_pid/status")
 
-cat <<TABLE
+mkdir -p benches/results
+tee benches/results/upload.md <<TABLE
+Measured $(date -u +%Y-%m-%d) with \`benches/upload_throughput.sh $N $SIZE_MIB $REPS\`.
+
 | $N concurrent chunked uploads x $SIZE_MIB MiB ($(nproc) cores, medians of $REPS) | value |
 |---|---|
 | direct to registry (plain HTTP), MB/s | $d (runs: ${direct[*]}) |

@@ -82,6 +82,19 @@ fn get<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// An edge in front of a fresh echo upstream (the upstream thread lives until the test ends).
+fn echo_edge(dir: &std::path::Path, extra: &str) -> (common::Certs, Edge) {
+    let certs = make_certs(dir);
+    let upstream = EchoUpstream::start();
+    let edge = Edge::start(
+        dir,
+        &certs,
+        &upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin"),
+        extra,
+    );
+    (certs, edge)
+}
+
 const SPOOFED: &[&str] = &[
     "-H",
     "X-Forwarded-Host: evil.example",
@@ -110,14 +123,7 @@ const SPOOFED: &[&str] = &[
 #[test]
 fn untrusted_client_headers_are_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path());
-    let upstream = EchoUpstream::start();
-    let edge = Edge::start(
-        dir.path(),
-        &certs,
-        &upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin"),
-        "",
-    );
+    let (certs, edge) = echo_edge(dir.path(), "");
     let ca = certs.ca_dir.join("ca.crt");
     let url = edge.url("/v2/lib/app/blobs/uploads/u1?_state=abc%3D&digest=sha256:00");
     for http in ["--http1.1", "--http2"] {
@@ -172,12 +178,8 @@ fn untrusted_client_headers_are_replaced() {
 #[test]
 fn trusted_load_balancer_headers_are_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path());
-    let upstream = EchoUpstream::start();
-    let edge = Edge::start(
+    let (certs, edge) = echo_edge(
         dir.path(),
-        &certs,
-        &upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin"),
         "forwarded:\n  trusted_proxies: [\"127.0.0.0/8\"]\n",
     );
     let ca = certs.ca_dir.join("ca.crt");

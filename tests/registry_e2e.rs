@@ -158,15 +158,7 @@ fn one_gib_chunked_upload_streams_to_the_registry() {
     let ca = certs.ca_dir.join("ca.crt");
     let ca = ca.to_str().unwrap();
 
-    let start = curl(&[
-        "--cacert",
-        ca,
-        "-X",
-        "POST",
-        &edge.url("/v2/big/blob/blobs/uploads/"),
-    ]);
-    assert_eq!(start.status, 202);
-    let location = start.header("location").unwrap().to_string();
+    let location = common::start_upload(&edge.url("/v2/big/blob/blobs/uploads/"), ca, &[]);
     assert!(
         location.starts_with(&edge.url("/v2/big/blob/blobs/uploads/")),
         "Location points back at the edge: {location}"
@@ -269,16 +261,8 @@ fn http2_push_and_pull() {
 
     // Chunked h2 upload (no Content-Length) ending with an empty DATA frame, then a second
     // request on the pooled upstream connection must still work (Pingora #935 workaround).
-    let start = curl(&[
-        "--http2",
-        "--cacert",
-        ca,
-        "-X",
-        "POST",
-        &edge.url("/v2/h2/chunked/blobs/uploads/"),
-    ]);
-    assert_eq!(start.status, 202);
-    let location = start.header("location").unwrap().to_string();
+    let location =
+        common::start_upload(&edge.url("/v2/h2/chunked/blobs/uploads/"), ca, &["--http2"]);
     let payload = random_bytes(3 * 1024 * 1024, 9);
     let mut feed = |pipe: &mut dyn Write| pipe.write_all(&payload).unwrap();
     let patch = curl_with_stdin(
@@ -319,21 +303,18 @@ fn upload_location_ignores_spoofed_forwarded_host() {
     let dir = tempfile::tempdir().unwrap();
     let (certs, _registry, edge) = setup(dir.path(), "");
     let ca = certs.ca_dir.join("ca.crt");
-    let start = curl(&[
-        "--cacert",
-        ca.to_str().unwrap(),
-        "-X",
-        "POST",
-        "-H",
-        "X-Forwarded-Host: evil.example",
-        "-H",
-        "X-Forwarded-Proto: http",
-        "-H",
-        "Forwarded: host=evil.example;proto=http",
+    let location = common::start_upload(
         &edge.url("/v2/loc/blobs/uploads/"),
-    ]);
-    assert_eq!(start.status, 202);
-    let location = start.header("location").unwrap();
+        ca.to_str().unwrap(),
+        &[
+            "-H",
+            "X-Forwarded-Host: evil.example",
+            "-H",
+            "X-Forwarded-Proto: http",
+            "-H",
+            "Forwarded: host=evil.example;proto=http",
+        ],
+    );
     assert!(
         location.starts_with(&format!(
             "https://127.0.0.1:{}/v2/loc/blobs/uploads/",
@@ -353,14 +334,7 @@ fn max_body_size_answers_413_json() {
     let (certs, _registry, edge) = setup(dir.path(), "limits:\n  max_body_size: 1048576\n");
     let ca = certs.ca_dir.join("ca.crt");
     let ca = ca.to_str().unwrap();
-    let start = curl(&[
-        "--cacert",
-        ca,
-        "-X",
-        "POST",
-        &edge.url("/v2/limit/blobs/uploads/"),
-    ]);
-    let location = start.header("location").unwrap().to_string();
+    let location = common::start_upload(&edge.url("/v2/limit/blobs/uploads/"), ca, &[]);
 
     // Declared too large: refused before anything is streamed.
     let big = tempfile::NamedTempFile::new().unwrap();
@@ -396,14 +370,7 @@ fn max_body_size_answers_413_json() {
     assert_eq!(streamed.json()["errors"][0]["code"], "SIZE_INVALID");
 
     // Small bodies pass (in a fresh session: the streamed one was cut mid-PATCH).
-    let start = curl(&[
-        "--cacert",
-        ca,
-        "-X",
-        "POST",
-        &edge.url("/v2/limit/blobs/uploads/"),
-    ]);
-    let location = start.header("location").unwrap().to_string();
+    let location = common::start_upload(&edge.url("/v2/limit/blobs/uploads/"), ca, &[]);
     let small = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(small.path(), b"tiny").unwrap();
     let ok = curl(&[

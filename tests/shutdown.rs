@@ -37,15 +37,7 @@ fn in_flight_upload_completes_after_sigterm() {
         "",
     );
     let ca = certs.ca_dir.join("ca.crt").to_str().unwrap().to_string();
-    let start = curl(&[
-        "--cacert",
-        &ca,
-        "-X",
-        "POST",
-        &edge.url("/v2/slow/upload/blobs/uploads/"),
-    ]);
-    assert_eq!(start.status, 202);
-    let location = start.header("location").unwrap().to_string();
+    let location = common::start_upload(&edge.url("/v2/slow/upload/blobs/uploads/"), &ca, &[]);
 
     // 4 MiB at 1 MiB/s: still streaming when the signal arrives.
     let body = dir.path().join("body");

@@ -359,15 +359,11 @@ pub fn digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// Pushes `bytes` as a blob with POST + monolithic PUT through `base` (an https URL root).
-/// Returns the digest.
-pub fn push_blob(base: &str, ca: &Path, repo: &str, bytes: &[u8], extra: &[&str]) -> String {
-    let digest = digest(bytes);
-    let ca = ca.to_str().unwrap();
+/// Starts an upload session at `url` (`…/blobs/uploads/`): asserts 202, returns the Location.
+pub fn start_upload(url: &str, ca: &str, extra: &[&str]) -> String {
     let mut args = vec!["--cacert", ca, "-X", "POST"];
     args.extend_from_slice(extra);
-    let start_url = format!("{base}/v2/{repo}/blobs/uploads/");
-    args.push(&start_url);
+    args.push(url);
     let started = curl(&args);
     assert_eq!(
         started.status,
@@ -375,7 +371,15 @@ pub fn push_blob(base: &str, ca: &Path, repo: &str, bytes: &[u8], extra: &[&str]
         "upload start: {}",
         String::from_utf8_lossy(&started.body)
     );
-    let location = started.header("location").expect("Location").to_string();
+    started.header("location").expect("Location").to_string()
+}
+
+/// Pushes `bytes` as a blob with POST + monolithic PUT through `base` (an https URL root).
+/// Returns the digest.
+pub fn push_blob(base: &str, ca: &Path, repo: &str, bytes: &[u8], extra: &[&str]) -> String {
+    let digest = digest(bytes);
+    let ca = ca.to_str().unwrap();
+    let location = start_upload(&format!("{base}/v2/{repo}/blobs/uploads/"), ca, extra);
     let sep = if location.contains('?') { '&' } else { '?' };
     let put_url = format!("{location}{sep}digest={digest}");
     let scratch = tempfile::NamedTempFile::new().unwrap();
