@@ -81,13 +81,16 @@ impl ServeHttp for RedirectApp {
             308
         };
         tracing::info!(
-            target: "registry_edge::access",
-            client = %session.client_addr().map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
-            method = %method,
-            path = %session.req_header().uri.path(),
-            status,
-            listener = "http",
-        );
+                    target: "registry_edge::access",
+        client = %session
+                        .client_addr()
+                        .and_then(|a| a.as_inet())
+                        .map_or_else(|| "-".to_string(), |a| a.ip().to_string()),
+                    method = %method,
+                    path = %session.req_header().uri.path(),
+                    status,
+                    listener = "http",
+                );
         // A body we will not read makes the connection unusable for another request.
         if !session.is_body_empty() {
             session.set_keepalive(None);
