@@ -22,6 +22,8 @@ impl EchoUpstream {
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(stream.try_clone().unwrap());
                     let mut writer = stream;
+                    // Requests served on this connection: shows whether the edge pools it.
+                    let mut served = 0;
                     loop {
                         let mut head = String::new();
                         loop {
@@ -47,8 +49,9 @@ impl EchoUpstream {
                         if reader.read_exact(&mut body).is_err() {
                             return;
                         }
+                        served += 1;
                         let reply = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{head}",
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Served-On-Connection: {served}\r\nContent-Length: {}\r\n\r\n{head}",
                             head.len()
                         );
                         if writer.write_all(reply.as_bytes()).is_err() {
@@ -207,4 +210,27 @@ fn trusted_load_balancer_headers_are_kept() {
     assert_eq!(get(&headers, "x-forwarded-host"), ["registry.example.com"]);
     assert_eq!(get(&headers, "x-forwarded-port"), ["443"]);
     assert_eq!(get(&headers, "forwarded"), ["for=203.0.113.9;proto=http"]);
+}
+
+#[test]
+fn upstream_connections_are_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, edge) = echo_edge(dir.path(), "");
+    let ca = certs.ca_dir.join("ca.crt");
+    // Separate client connections: only the edge's upstream pool can make the count grow.
+    let counts: Vec<u32> = (0..4)
+        .map(|_| {
+            let r = curl(&[
+                "--cacert",
+                ca.to_str().unwrap(),
+                &edge.url("/v2/pooled/tags/list"),
+            ]);
+            assert_eq!(r.status, 200);
+            r.header("x-served-on-connection").unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(
+        counts.iter().any(|&n| n >= 2),
+        "keep-alive pooling upstream: {counts:?}"
+    );
 }
