@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -20,6 +21,12 @@ use crate::upstream::{NodePool, PoolService};
 
 /// How long the final step of a graceful shutdown may take after the grace period.
 const FINAL_SHUTDOWN_SECONDS: u64 = 5;
+
+/// HTTP/2 flow-control windows for request bodies. The h2 default (64 KiB) makes an
+/// upload wait for a WINDOW_UPDATE every 64 KiB. These bound what one connection can
+/// have buffered at the edge (the connection window caps all its streams together).
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+const H2_CONNECTION_WINDOW: u32 = 4 << 20;
 
 /// Everything `run` loads from disk, validated.
 pub struct Loaded {
@@ -86,6 +93,12 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
             EdgeProxy::new(&config, pool),
             "registry-edge https",
         );
+        if let Some(app) = proxy.app_logic_mut() {
+            let mut h2 = default_h2_options();
+            h2.initial_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONNECTION_WINDOW);
+            app.h2_options = Some(h2);
+        }
         for addr in &config.server.https_listen {
             // Paths are unused: the resolver supplies every certificate.
             let mut tls =
