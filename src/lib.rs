@@ -15,6 +15,7 @@
 //! - [`error`]: the registry's JSON error envelope for the edge's own answers.
 //! - [`server`]: assembles Pingora services from a config (used by `main` and tests).
 
+pub mod auth;
 pub mod certgen;
 pub mod config;
 pub mod error;

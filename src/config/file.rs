@@ -22,6 +22,79 @@ pub struct ConfigFile {
     /// Request limits. Default: no body size limit.
     #[serde(default)]
     pub limits: LimitsFile,
+    /// Token authentication at the edge. Default: absent (no token checks, proxy only).
+    #[serde(default)]
+    pub auth: Option<AuthFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    pub token: TokenFile,
+    pub users: UsersFile,
+    /// Ordered rules; first match wins; no match = no access. Default `[]` (nobody gets anything).
+    #[serde(default)]
+    pub acl: Vec<AclRuleFile>,
+    /// Failed-login throttling. Default `{ per_client_ip: 10, per_account: 30 }` per minute.
+    #[serde(default)]
+    pub failed_logins: Option<FailedLoginsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenFile {
+    /// Path of the token endpoint on the https listeners. Default `/jwt/auth`.
+    #[serde(default)]
+    pub realm_path: Option<String>,
+    /// Must equal the registry's `auth.token.service`.
+    pub service: String,
+    /// Must equal the registry's `auth.token.issuer`.
+    pub issuer: String,
+    /// PEM private key: RSA (RS256) or EC P-256 (ES256).
+    pub signing_key: String,
+    /// Its certificate (chain), listed in the registry's `rootcertbundle`.
+    pub certificate: String,
+    /// Token lifetime. Default `5m`; at least 60s.
+    #[serde(default)]
+    pub expiration: Option<String>,
+    /// Refresh-token lifetime. Default `7d`.
+    #[serde(default)]
+    pub refresh_expiration: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    /// htpasswd file with bcrypt entries (`htpasswd -B`).
+    pub htpasswd: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AclRuleFile {
+    /// Glob on the account; `""` = anonymous, `*` = any authenticated user.
+    pub account: String,
+    /// `repository` (default) or `registry`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Glob on the name (`*` within a segment, `**` across); `${account}` = the user.
+    pub name: String,
+    /// `pull`, `push`, `delete`, or `["*"]` for all; `[]` denies.
+    pub actions: Vec<String>,
+    /// Free text for operators. Default none.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailedLoginsFile {
+    /// Failed logins allowed per client IP per minute before 429. Default 10.
+    #[serde(default)]
+    pub per_client_ip: Option<u32>,
+    /// Failed logins allowed per account per minute (all clients together). Default 30.
+    #[serde(default)]
+    pub per_account: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,11 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::num::NonZeroU32;
+
 use ipnet::IpNet;
+
+use crate::auth::acl::{Acl, Actions, Rule};
 
 use super::file::{self, ConfigFile};
 use super::ConfigError;
@@ -23,6 +27,23 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     pub forwarded: ForwardedSettings,
     pub limits: Limits,
+    pub auth: Option<AuthSettings>,
+}
+
+/// Token authentication settings (files are loaded by `server::load`).
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub realm_path: String,
+    pub service: String,
+    pub issuer: String,
+    pub signing_key: PathBuf,
+    pub certificate: PathBuf,
+    pub expiration: Duration,
+    pub refresh_expiration: Duration,
+    pub htpasswd: PathBuf,
+    pub acl: Acl,
+    pub failed_logins_per_ip: NonZeroU32,
+    pub failed_logins_per_account: NonZeroU32,
 }
 
 #[derive(Debug, Clone)]
@@ -149,6 +170,7 @@ impl Config {
             upstream,
             forwarded,
             limits,
+            auth,
         } = file;
         let v = Validator { path };
         let server = server_settings(&v, server)?;
@@ -168,6 +190,7 @@ impl Config {
             limits: Limits {
                 max_body_size: (limits.max_body_size > 0).then_some(limits.max_body_size),
             },
+            auth: auth.map(|a| auth_settings(&v, a)).transpose()?,
         })
     }
 }
@@ -373,4 +396,131 @@ fn forwarded_settings(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ForwardedSettings { trusted_proxies })
+}
+
+fn auth_settings(v: &Validator, auth: file::AuthFile) -> Result<AuthSettings, ConfigError> {
+    let file::AuthFile {
+        token,
+        users,
+        acl,
+        failed_logins,
+    } = auth;
+    let file::TokenFile {
+        realm_path,
+        service,
+        issuer,
+        signing_key,
+        certificate,
+        expiration,
+        refresh_expiration,
+    } = token;
+    let realm_path = realm_path.unwrap_or_else(|| "/jwt/auth".to_string());
+    if !realm_path.starts_with('/')
+        || realm_path.starts_with("/v2/")
+        || realm_path == "/v2"
+        || realm_path.contains(['?', '#'])
+    {
+        return Err(v.invalid(
+            "auth.token.realm_path",
+            format!("{realm_path:?} must be a path outside /v2/"),
+        ));
+    }
+    for (key, value) in [
+        ("auth.token.service", &service),
+        ("auth.token.issuer", &issuer),
+    ] {
+        if value.is_empty() || value.contains(['"', '\\']) {
+            return Err(v.invalid(
+                key,
+                "must be non-empty and contain no quotes or backslashes",
+            ));
+        }
+    }
+    let expiration = v.duration(
+        "auth.token.expiration",
+        expiration.as_deref(),
+        Duration::from_secs(300),
+    )?;
+    if expiration < Duration::from_secs(60) {
+        return Err(v.invalid(
+            "auth.token.expiration",
+            "must be at least 60s (clients need expires_in >= 60)",
+        ));
+    }
+    let refresh_expiration = v.duration(
+        "auth.token.refresh_expiration",
+        refresh_expiration.as_deref(),
+        Duration::from_secs(7 * 24 * 3600),
+    )?;
+    let rules = acl
+        .into_iter()
+        .enumerate()
+        .map(|(i, rule)| acl_rule(v, i, rule))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (per_ip, per_account) = match failed_logins {
+        Some(file::FailedLoginsFile {
+            per_client_ip,
+            per_account,
+        }) => (per_client_ip, per_account),
+        None => (None, None),
+    };
+    let positive = |key: &str, value: Option<u32>, default: u32| {
+        NonZeroU32::new(value.unwrap_or(default))
+            .ok_or_else(|| v.invalid(key, "must be at least 1"))
+    };
+    Ok(AuthSettings {
+        realm_path,
+        service,
+        issuer,
+        signing_key: v.file_path(&signing_key),
+        certificate: v.file_path(&certificate),
+        expiration,
+        refresh_expiration,
+        htpasswd: v.file_path(&users.htpasswd),
+        acl: Acl { rules },
+        failed_logins_per_ip: positive("auth.failed_logins.per_client_ip", per_ip, 10)?,
+        failed_logins_per_account: positive("auth.failed_logins.per_account", per_account, 30)?,
+    })
+}
+
+fn acl_rule(v: &Validator, index: usize, rule: file::AclRuleFile) -> Result<Rule, ConfigError> {
+    let file::AclRuleFile {
+        account,
+        kind,
+        name,
+        actions,
+        comment,
+    } = rule;
+    let key = |field: &str| format!("auth.acl[{index}].{field}");
+    let kind = kind.unwrap_or_else(|| "repository".to_string());
+    if kind != "repository" && kind != "registry" {
+        return Err(v.invalid(
+            key("type"),
+            format!("{kind:?} is not one of repository, registry"),
+        ));
+    }
+    if name.is_empty() {
+        return Err(v.invalid(key("name"), "must not be empty"));
+    }
+    let actions = if actions.iter().any(|a| a == "*") {
+        Actions::All
+    } else {
+        if let Some(bad) = actions
+            .iter()
+            .find(|a| !matches!(a.as_str(), "pull" | "push" | "delete"))
+        {
+            return Err(v.invalid(
+                key("actions"),
+                format!("{bad:?} is not one of pull, push, delete, *"),
+            ));
+        }
+        Actions::Only(actions.into_iter().collect())
+    };
+    Ok(Rule {
+        account,
+        kind,
+        name,
+        actions,
+        comment,
+    })
 }

@@ -1,0 +1,221 @@
+//! Users from an htpasswd file (bcrypt entries, as `htpasswd -B` writes them).
+//!
+//! bcrypt runs on the blocking pool, never on the reactor. A correct login is cached
+//! for [`CACHE_TTL`] under an HMAC of user and password with a per-process random key,
+//! so a client's repeated token requests don't each pay bcrypt, and the cache holds
+//! nothing a memory dump could turn back into a password.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ring::hmac;
+
+/// How long a verified (user, password) pair skips bcrypt.
+pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// Most cached logins kept; past it, expired entries go, then everything.
+const CACHE_CAPACITY: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {problem}", path.display())]
+    Entry {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
+}
+
+/// The user database and its login cache.
+pub struct Users {
+    hashes: HashMap<String, String>,
+    cache_key: hmac::Key,
+    cache: Mutex<HashMap<Vec<u8>, Instant>>,
+    /// A valid hash to verify against for unknown users, so timing does not tell them apart.
+    decoy: String,
+}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Users")
+            .field("count", &self.hashes.len())
+            .finish()
+    }
+}
+
+impl Users {
+    pub fn load(path: &Path) -> Result<Users, UsersError> {
+        let text = std::fs::read_to_string(path).map_err(|source| UsersError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Users::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Users, UsersError> {
+        let mut hashes = HashMap::new();
+        for (index, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let entry_err = |problem: &str| UsersError::Entry {
+                path: path.to_path_buf(),
+                line: index + 1,
+                problem: problem.into(),
+            };
+            let (user, hash) = line
+                .split_once(':')
+                .ok_or_else(|| entry_err("expected user:bcrypt-hash"))?;
+            if user.is_empty() {
+                return Err(entry_err("empty user name"));
+            }
+            if !(hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$")) {
+                return Err(entry_err("only bcrypt entries are supported (htpasswd -B)"));
+            }
+            hashes.insert(user.to_string(), hash.to_string());
+        }
+        let rng = ring::rand::SystemRandom::new();
+        let cache_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system randomness");
+        let cost = hashes
+            .values()
+            .next()
+            .and_then(|h| h.get(4..6))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(bcrypt::DEFAULT_COST);
+        let decoy = bcrypt::hash("registry-edge decoy", cost).expect("bcrypt hash of a constant");
+        Ok(Users {
+            hashes,
+            cache_key,
+            cache: Mutex::new(HashMap::new()),
+            decoy,
+        })
+    }
+
+    pub fn contains(&self, user: &str) -> bool {
+        self.hashes.contains_key(user)
+    }
+
+    fn cache_tag(&self, user: &str, password: &str) -> Vec<u8> {
+        let mut ctx = hmac::Context::with_key(&self.cache_key);
+        ctx.update(user.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(password.as_bytes());
+        ctx.sign().as_ref().to_vec()
+    }
+
+    /// Whether `password` is `user`'s; `cached` tells whether bcrypt was skipped.
+    pub async fn verify(self: &Arc<Self>, user: &str, password: &str) -> Verified {
+        let tag = self.cache_tag(user, password);
+        let now = Instant::now();
+        if let Some(expires) = self.cache.lock().expect("cache lock").get(&tag) {
+            if *expires > now && self.contains(user) {
+                return Verified {
+                    ok: true,
+                    cached: true,
+                };
+            }
+        }
+        let users = self.clone();
+        let (user_owned, password_owned) = (user.to_string(), password.to_string());
+        let ok = tokio::task::spawn_blocking(move || {
+            let (hash, known) = match users.hashes.get(&user_owned) {
+                Some(hash) => (hash.as_str(), true),
+                None => (users.decoy.as_str(), false),
+            };
+            bcrypt::verify(&password_owned, hash).unwrap_or(false) && known
+        })
+        .await
+        .unwrap_or(false);
+        if ok {
+            let mut cache = self.cache.lock().expect("cache lock");
+            if cache.len() >= CACHE_CAPACITY {
+                cache.retain(|_, expires| *expires > now);
+                if cache.len() >= CACHE_CAPACITY {
+                    cache.clear();
+                }
+            }
+            cache.insert(tag, now + CACHE_TTL);
+        }
+        Verified { ok, cached: false }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub ok: bool,
+    pub cached: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users() -> Arc<Users> {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        Arc::new(
+            Users::parse(
+                Path::new("htpasswd"),
+                &format!("# comment\nalice:{hash}\n\n"),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn verifies_and_caches_only_correct_logins() {
+        let users = users();
+        assert_eq!(
+            users.verify("alice", "s3cret").await,
+            Verified {
+                ok: true,
+                cached: false
+            }
+        );
+        assert_eq!(
+            users.verify("alice", "s3cret").await,
+            Verified {
+                ok: true,
+                cached: true
+            }
+        );
+        assert_eq!(
+            users.verify("alice", "wrong").await,
+            Verified {
+                ok: false,
+                cached: false
+            }
+        );
+        assert_eq!(
+            users.verify("alice", "wrong").await,
+            Verified {
+                ok: false,
+                cached: false
+            }
+        );
+        assert_eq!(
+            users.verify("nobody", "s3cret").await,
+            Verified {
+                ok: false,
+                cached: false
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_non_bcrypt_entries_naming_the_line() {
+        let err = Users::parse(
+            Path::new("pw"),
+            "ok:$2y$04$abcdefghijklmnopqrstuu5VnfT0mVZcRo7tTzd6fQ7Ex9Hc7d8S.\nbob:{SHA}abc\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("pw:2:"), "{err}");
+        assert!(Users::parse(Path::new("pw"), "no-colon\n").is_err());
+    }
+}
