@@ -8,6 +8,8 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use serde::Serialize;
 
+use crate::auth::scope::Scope;
+
 /// An error the edge answers itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -23,6 +25,19 @@ pub enum RegistryError {
     UpstreamFailed,
     #[error("malformed request")]
     BadRequest,
+    #[error("invalid repository name")]
+    NameInvalid,
+    /// No token, or one that does not grant `needed`.
+    #[error("authentication required")]
+    Unauthorized { needed: Vec<Scope> },
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("too many failed logins; retry later")]
+    TooManyFailedLogins,
+    #[error("{0}")]
+    BadTokenRequest(String),
     #[error("internal error in the edge")]
     Internal,
 }
@@ -46,7 +61,13 @@ impl RegistryError {
             RegistryError::NoHealthyUpstream => 503,
             RegistryError::UpstreamUnreachable | RegistryError::UpstreamFailed => 502,
             RegistryError::UpstreamTimeout => 504,
-            RegistryError::BadRequest => 400,
+            RegistryError::BadRequest
+            | RegistryError::NameInvalid
+            | RegistryError::BadTokenRequest(_) => 400,
+            RegistryError::Unauthorized { .. }
+            | RegistryError::InvalidToken(_)
+            | RegistryError::BadCredentials => 401,
+            RegistryError::TooManyFailedLogins => 429,
             RegistryError::Internal => 500,
         }
     }
@@ -59,7 +80,12 @@ impl RegistryError {
             | RegistryError::UpstreamUnreachable
             | RegistryError::UpstreamTimeout
             | RegistryError::UpstreamFailed => "UNAVAILABLE",
-            RegistryError::BadRequest => "UNSUPPORTED",
+            RegistryError::BadRequest | RegistryError::BadTokenRequest(_) => "UNSUPPORTED",
+            RegistryError::NameInvalid => "NAME_INVALID",
+            RegistryError::Unauthorized { .. }
+            | RegistryError::InvalidToken(_)
+            | RegistryError::BadCredentials => "UNAUTHORIZED",
+            RegistryError::TooManyFailedLogins => "TOOMANYREQUESTS",
             RegistryError::Internal => "UNKNOWN",
         }
     }
@@ -67,6 +93,17 @@ impl RegistryError {
     fn detail(&self) -> serde_json::Value {
         match self {
             RegistryError::BodyTooLarge { limit } => serde_json::json!({ "limit": limit }),
+            // distribution's shape: one {Type, Name, Action} per needed action.
+            RegistryError::Unauthorized { needed } => serde_json::Value::Array(
+                needed
+                    .iter()
+                    .flat_map(|scope| {
+                        scope.actions.iter().map(move |action| {
+                            serde_json::json!({ "Type": scope.kind, "Name": scope.name, "Action": action })
+                        })
+                    })
+                    .collect(),
+            ),
             _ => serde_json::Value::Null,
         }
     }

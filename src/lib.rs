@@ -12,6 +12,8 @@
 //! - [`proxy`]: `EdgeProxy` (Pingora `ProxyHttp`), per-request ctx, forwarding headers.
 //! - [`upstream`]: registry node pool, repository affinity, health checks.
 //! - [`registry`]: request path → endpoint and repository.
+//! - [`auth`]: token endpoint, access policy, JWT signing/verification, per-request checks.
+//! - [`registry_config`]: the registry's matching `auth:` block; htpasswd lines.
 //! - [`error`]: the registry's JSON error envelope for the edge's own answers.
 //! - [`server`]: assembles Pingora services from a config (used by `main` and tests).
 
@@ -22,6 +24,7 @@ pub mod error;
 pub mod proxy;
 pub mod redirect;
 pub mod registry;
+pub mod registry_config;
 pub mod server;
 pub mod tls;
 pub mod upstream;

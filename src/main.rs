@@ -29,6 +29,20 @@ enum Command {
         #[arg(long, short, default_value = "conf/registry-edge.yaml")]
         config: PathBuf,
     },
+    /// Print the `auth:` block for the registry's config.yml (realm, service, issuer, rootcertbundle).
+    RegistryConfig {
+        #[arg(long, short, default_value = "conf/registry-edge.yaml")]
+        config: PathBuf,
+    },
+    /// Read a password on stdin and print an htpasswd line with its bcrypt hash.
+    HashPassword {
+        /// The user name for the htpasswd line.
+        #[arg(long)]
+        user: String,
+        /// bcrypt cost (4-31).
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+    },
     /// Write a self-signed TLS certificate and a token-signing key pair for development.
     GenCerts {
         #[arg(long)]
@@ -63,6 +77,33 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(e),
         },
+        Command::RegistryConfig { config } => match registry_edge::config::load(&config) {
+            Ok(loaded) => match registry_edge::registry_config::auth_block(&loaded) {
+                Some(block) => {
+                    print!("{block}");
+                    ExitCode::SUCCESS
+                }
+                None => fail(format!(
+                    "{}: no auth section: the edge issues no tokens",
+                    config.display()
+                )),
+            },
+            Err(e) => fail(e),
+        },
+        Command::HashPassword { user, cost } => {
+            let mut password = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut password) {
+                return fail(format!("cannot read the password from stdin: {e}"));
+            }
+            let password = password.trim_end_matches(['\r', '\n']);
+            match registry_edge::registry_config::htpasswd_line(&user, password, cost) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::GenCerts { dir, hosts } => match certgen::generate(&dir, &hosts) {
             Ok(paths) => {
                 for path in paths {

@@ -13,6 +13,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::listening::Service;
 
+use crate::auth::Auth;
 use crate::config::{self, Config, ConfigError};
 use crate::proxy::EdgeProxy;
 use crate::redirect::RedirectApp;
@@ -32,6 +33,7 @@ const H2_CONNECTION_WINDOW: u32 = 4 << 20;
 pub struct Loaded {
     pub config: Config,
     pub certificates: Option<CertSet>,
+    pub auth: Option<Auth>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,14 +50,7 @@ pub enum StartError {
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     pingora::tls::install_default_crypto_provider();
     let config = config::load(path)?;
-    if config.auth.is_some() {
-        // Refuse rather than run without the checks an operator asked for.
-        return Err(ConfigError::Invalid {
-            path: config.source.clone(),
-            key: "auth".into(),
-            problem: "token authentication is not enforced by this build yet".into(),
-        });
-    }
+
     let certificates = if config.certificates.is_empty() {
         None
     } else {
@@ -67,9 +62,18 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             })?,
         )
     };
+    let auth = match &config.auth {
+        None => None,
+        Some(settings) => Some(Auth::load(settings).map_err(|e| ConfigError::Invalid {
+            path: config.source.clone(),
+            key: e.key().into(),
+            problem: e.to_string(),
+        })?),
+    };
     Ok(Loaded {
         config,
         certificates,
+        auth,
     })
 }
 
@@ -78,6 +82,7 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
     let Loaded {
         config,
         certificates,
+        auth,
     } = loaded;
     let conf = ServerConf {
         threads: config.server.threads,
@@ -98,7 +103,7 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
         let resolver = Arc::new(CertResolver::new(certificates));
         let mut proxy = http_proxy_service_with_name(
             &server.configuration,
-            EdgeProxy::new(&config, pool),
+            EdgeProxy::new(&config, pool, auth.map(Arc::new)),
             "registry-edge https",
         );
         if let Some(app) = proxy.app_logic_mut() {

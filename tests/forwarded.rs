@@ -3,67 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-
+use common::echo::EchoUpstream;
 use common::{curl, make_certs, upstream_yaml, Edge};
-
-/// Answers every request with its own request line and headers as the body.
-struct EchoUpstream {
-    addr: String,
-}
-
-impl EchoUpstream {
-    fn start() -> EchoUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut writer = stream;
-                    // Requests served on this connection: shows whether the edge pools it.
-                    let mut served = 0;
-                    loop {
-                        let mut head = String::new();
-                        loop {
-                            let mut line = String::new();
-                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == "\r\n" {
-                                break;
-                            }
-                            head.push_str(&line);
-                        }
-                        let length = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().to_string())
-                            })
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(0);
-                        let mut body = vec![0; length];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        served += 1;
-                        let reply = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Served-On-Connection: {served}\r\nContent-Length: {}\r\n\r\n{head}",
-                            head.len()
-                        );
-                        if writer.write_all(reply.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        EchoUpstream { addr }
-    }
-}
 
 /// Header lines the upstream received, lowercased names.
 fn seen(body: &[u8]) -> (String, Vec<(String, String)>) {

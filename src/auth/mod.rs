@@ -1,9 +1,86 @@
-//! Token authentication at the edge: scopes, access policy, tokens, users, the realm
-//! endpoint and the per-request check.
+//! Token authentication at the edge: the realm endpoint that issues registry tokens,
+//! and the check that keeps unauthenticated or under-scoped requests off the nodes.
+//!
+//! - `scope`: scope strings and the repository name grammar.
+//! - `acl`: the access policy (first matching rule wins).
+//! - `access`: what a registry request needs (as distribution decides it).
+//! - `token`: signing (RS256/ES256, kid + x5c) and verification.
+//! - `users`: htpasswd users, bcrypt off the reactor, login cache.
+//! - `throttle`: failed-login limits per IP and per account.
+//! - `endpoint`: the token endpoint (GET and OAuth2 POST).
+//! - `check`: bearer-token check and the 401 challenge.
 
 pub mod access;
 pub mod acl;
+pub mod check;
+pub mod endpoint;
 pub mod scope;
 pub mod throttle;
 pub mod token;
 pub mod users;
+
+use std::sync::Arc;
+
+use crate::config::AuthSettings;
+use acl::Acl;
+use throttle::LoginThrottle;
+use token::{KeyError, SigningKeys, TokenAuthority};
+use users::{Users, UsersError};
+
+/// Everything the edge needs to answer and check tokens.
+pub struct Auth {
+    pub realm_path: String,
+    pub tokens: TokenAuthority,
+    /// Refresh tokens: same key, their own audience, so they never pass as access tokens.
+    pub refresh: TokenAuthority,
+    pub users: Arc<Users>,
+    pub acl: Acl,
+    pub throttle: LoginThrottle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthLoadError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Users(#[from] UsersError),
+}
+
+impl AuthLoadError {
+    /// The config key the problem belongs to.
+    pub fn key(&self) -> &'static str {
+        match self {
+            AuthLoadError::Key(KeyError::File { .. }) => "auth.token.certificate",
+            AuthLoadError::Key(_) => "auth.token.signing_key",
+            AuthLoadError::Users(_) => "auth.users.htpasswd",
+        }
+    }
+}
+
+impl Auth {
+    pub fn load(settings: &AuthSettings) -> Result<Auth, AuthLoadError> {
+        let keys = SigningKeys::load(&settings.signing_key, &settings.certificate)?;
+        let refresh_audience = format!("{}/refresh", settings.service);
+        Ok(Auth {
+            realm_path: settings.realm_path.clone(),
+            refresh: TokenAuthority::new(
+                keys.clone(),
+                settings.issuer.clone(),
+                refresh_audience,
+                settings.refresh_expiration,
+            ),
+            tokens: TokenAuthority::new(
+                keys,
+                settings.issuer.clone(),
+                settings.service.clone(),
+                settings.expiration,
+            ),
+            users: Arc::new(Users::load(&settings.htpasswd)?),
+            acl: settings.acl.clone(),
+            throttle: LoginThrottle::new(
+                settings.failed_logins_per_ip,
+                settings.failed_logins_per_account,
+            ),
+        })
+    }
+}

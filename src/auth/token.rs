@@ -80,6 +80,7 @@ impl Claims {
 }
 
 /// The signing key, its certificate chain and the derived header fields.
+#[derive(Clone)]
 pub struct SigningKeys {
     algorithm: Algorithm,
     encoding: EncodingKey,

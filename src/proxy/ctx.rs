@@ -19,6 +19,8 @@ pub struct RequestCtx {
     pub body_bytes: u64,
     /// An error the edge decided on itself, answered by `fail_to_proxy`.
     pub own_error: Option<RegistryError>,
+    /// The token subject (or the account a token was issued to); `""` = anonymous.
+    pub subject: Option<String>,
 }
 
 impl RequestCtx {
@@ -34,6 +36,7 @@ impl RequestCtx {
             failed_nodes: Vec::new(),
             body_bytes: 0,
             own_error: None,
+            subject: None,
         }
     }
 }

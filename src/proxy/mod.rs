@@ -19,8 +19,16 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::auth::access;
+use crate::auth::check::Verdict;
+use crate::auth::endpoint::{TokenReply, TokenRequest};
+use crate::auth::scope::is_valid_repository;
+use crate::auth::Auth;
 use crate::config::{Config, ExternalUrl, ForwardedSettings, Limits};
-use crate::error::RegistryError;
+use crate::error::{json_response_header, RegistryError};
 use crate::upstream::NodePool;
 pub use ctx::RequestCtx;
 use headers::ClientAddress;
@@ -34,6 +42,9 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// follows an early response as an error. nginx does the same ("lingering close").
 const LINGER: Duration = Duration::from_secs(5);
 
+/// Largest token-request form body read (OAuth2 POST).
+const MAX_TOKEN_FORM: usize = 64 * 1024;
+
 /// The edge's proxy service for the HTTPS listeners.
 pub struct EdgeProxy {
     pool: NodePool,
@@ -42,10 +53,11 @@ pub struct EdgeProxy {
     limits: Limits,
     connect_timeout: Duration,
     read_timeout: Duration,
+    auth: Option<Arc<Auth>>,
 }
 
 impl EdgeProxy {
-    pub fn new(config: &Config, pool: NodePool) -> Self {
+    pub fn new(config: &Config, pool: NodePool, auth: Option<Arc<Auth>>) -> Self {
         EdgeProxy {
             pool,
             forwarded: config.forwarded.clone(),
@@ -53,24 +65,151 @@ impl EdgeProxy {
             limits: config.limits,
             connect_timeout: config.upstream.connect_timeout,
             read_timeout: config.upstream.read_timeout,
+            auth,
         }
     }
 
     /// Writes an own answer before the request body was read; the connection is not reused.
-    async fn answer(&self, session: &mut Session, error: &RegistryError) -> Result<()> {
-        let unread_body = !session.is_body_empty();
+    async fn answer(
+        &self,
+        session: &mut Session,
+        error: &RegistryError,
+        extra: &[(&str, String)],
+    ) -> Result<()> {
+        let body = error.body();
+        let mut header = error.response_header(body.len());
+        for (name, value) in extra {
+            header.insert_header(name.to_string(), value.as_str())?;
+        }
+        self.respond(session, header, body).await
+    }
+
+    async fn respond(
+        &self,
+        session: &mut Session,
+        header: ResponseHeader,
+        body: Bytes,
+    ) -> Result<()> {
+        let unread_body = !session.is_body_empty() && !session.is_body_done();
         if unread_body {
             session.set_keepalive(None);
         }
-        let body = error.body();
         session
-            .write_response_header(Box::new(error.response_header(body.len())), false)
+            .write_response_header(Box::new(header), false)
             .await?;
         session.write_response_body(Some(body), true).await?;
         if unread_body {
             linger(session).await;
         }
         Ok(())
+    }
+
+    /// `https://<public host><realm_path>`: where a client fetches tokens.
+    fn realm_url(&self, session: &Session, auth: &Auth) -> String {
+        let host = match &self.external {
+            Some(external) => external.authority.clone(),
+            None => {
+                headers::request_host(session.req_header()).unwrap_or_else(|| "localhost".into())
+            }
+        };
+        format!("https://{host}{}", auth.realm_path)
+    }
+
+    /// Serves the token endpoint.
+    async fn serve_token(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        auth: &Auth,
+    ) -> Result<()> {
+        let req = session.req_header();
+        let post = req.method == http::Method::POST;
+        if !post && req.method != http::Method::GET {
+            let error = RegistryError::BadTokenRequest("use GET or POST".into());
+            return self.answer(session, &error, &[]).await;
+        }
+        let mut raw = req.uri.query().unwrap_or("").as_bytes().to_vec();
+        if post {
+            raw.clear();
+            while let Some(chunk) = session.read_request_body().await? {
+                if raw.len() + chunk.len() > MAX_TOKEN_FORM {
+                    let error = RegistryError::BadTokenRequest("form too large".into());
+                    return self.answer(session, &error, &[]).await;
+                }
+                raw.extend_from_slice(&chunk);
+            }
+        }
+        let params = url::form_urlencoded::parse(&raw).into_owned().collect();
+        let authorization = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION);
+        let authorization = authorization
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let request = TokenRequest {
+            post,
+            params,
+            authorization: authorization.as_deref(),
+            client_ip: ctx
+                .client
+                .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.client),
+        };
+        match auth.handle_token_request(&request, SystemTime::now()).await {
+            TokenReply::Issued { body, account } => {
+                ctx.subject = Some(account);
+                let header = json_response_header(200, body.len());
+                self.respond(session, header, body).await
+            }
+            TokenReply::Refused { error, retry_after } => {
+                let mut extra = Vec::new();
+                if error == RegistryError::BadCredentials {
+                    extra.push((
+                        "WWW-Authenticate",
+                        format!("Basic realm=\"{}\"", self.realm_url(session, auth)),
+                    ));
+                }
+                if let Some(seconds) = retry_after {
+                    extra.push(("Retry-After", seconds.to_string()));
+                }
+                ctx.own_error = Some(error.clone());
+                self.answer(session, &error, &extra).await
+            }
+        }
+    }
+
+    /// Checks the bearer token; `Ok(true)` when the edge answered (refused) the request.
+    async fn enforce(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        auth: &Auth,
+    ) -> Result<bool> {
+        let req = session.req_header();
+        let needed = access::needed(&req.method, req.uri.path(), req.uri.query(), &ctx.route);
+        let authorization = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        match auth.check(&needed, authorization) {
+            Verdict::Unchecked => Ok(false),
+            Verdict::Allowed { subject } => {
+                ctx.subject = Some(subject);
+                Ok(false)
+            }
+            Verdict::Denied {
+                error,
+                challenge_error,
+                scopes,
+            } => {
+                let challenge =
+                    auth.challenge(&self.realm_url(session, auth), &scopes, challenge_error);
+                ctx.own_error = Some(error.clone());
+                self.answer(session, &error, &[("WWW-Authenticate", challenge)])
+                    .await?;
+                Ok(true)
+            }
+        }
     }
 
     /// What to tell the client about a failure Pingora reports.
@@ -135,10 +274,30 @@ impl ProxyHttp for EdgeProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|addr| ClientAddress::resolve(addr.ip(), req, &self.forwarded));
+        if ctx
+            .route
+            .repository
+            .as_deref()
+            .is_some_and(|name| !is_valid_repository(name))
+        {
+            let error = RegistryError::NameInvalid;
+            self.answer(session, &error, &[]).await?;
+            ctx.own_error = Some(error);
+            return Ok(true);
+        }
+        if let Some(auth) = self.auth.clone() {
+            if session.req_header().uri.path() == auth.realm_path {
+                self.serve_token(session, ctx, &auth).await?;
+                return Ok(true);
+            }
+            if self.enforce(session, ctx, &auth).await? {
+                return Ok(true);
+            }
+        }
         if let Some(limit) = self.limits.max_body_size {
             if content_length(session).is_some_and(|len| len > limit) {
                 let error = RegistryError::BodyTooLarge { limit };
-                self.answer(session, &error).await?;
+                self.answer(session, &error, &[]).await?;
                 ctx.own_error = Some(error);
                 return Ok(true);
             }
@@ -263,6 +422,7 @@ impl ProxyHttp for EdgeProxy {
         tracing::info!(
             target: "registry_edge::access",
             client = %ctx.client.map(|c| c.client.to_string()).unwrap_or_else(|| "-".into()),
+            account = %ctx.subject.as_deref().unwrap_or("-"),
             method = %req.method,
             path = %req.uri.path(),
             status,

@@ -3,6 +3,8 @@
 //! Every process is killed when its handle drops; readiness is polled with a deadline.
 #![allow(dead_code)]
 
+pub mod echo;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -108,6 +110,11 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(dir: &Path, name: &str) -> Registry {
+        Self::start_with(dir, name, "")
+    }
+
+    /// Like [`Registry::start`] with extra top-level YAML (for example an `auth:` block).
+    pub fn start_with(dir: &Path, name: &str, extra: &str) -> Registry {
         let port = free_port();
         let root = dir.join(format!("{name}-data"));
         let config = dir.join(format!("{name}.yml"));
@@ -116,7 +123,7 @@ impl Registry {
             format!(
                 "version: 0.1\nlog: {{ level: warn, accesslog: {{ disabled: true }} }}\n\
                  storage:\n  filesystem: {{ rootdirectory: {} }}\n  delete: {{ enabled: true }}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n  secret: shared-test-secret\n",
+                 http:\n  addr: 127.0.0.1:{port}\n  secret: shared-test-secret\n{extra}",
                 root.display()
             ),
         )
@@ -156,10 +163,11 @@ impl Registry {
 
     fn wait_ready(&self) {
         let url = format!("http://{}/v2/", self.addr());
+        // 401 is ready too: the registry asks for a token when auth is on.
         wait_for(
             "the registry to answer /v2/",
             Duration::from_secs(30),
-            || (curl(&[url.as_str()]).status == 200).then_some(()),
+            || matches!(curl(&[url.as_str()]).status, 200 | 401).then_some(()),
         );
     }
 

@@ -1,0 +1,107 @@
+//! The per-request check: does the bearer token grant what the request needs?
+//!
+//! Every refusal is a 401 with a `WWW-Authenticate: Bearer` challenge naming the realm,
+//! the service and the scope to ask for (`error="invalid_token"` when a bad token was
+//! sent, `error="insufficient_scope"` when a valid one lacks access), as distribution's
+//! own access controller answers.
+
+use super::access::Needed;
+use super::scope::Scope;
+use super::Auth;
+use crate::error::RegistryError;
+
+/// The outcome of checking one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not a path the edge checks.
+    Unchecked,
+    /// The token grants what is needed; `subject` is its `sub` (`""` for anonymous tokens).
+    Allowed { subject: String },
+    Denied {
+        error: RegistryError,
+        challenge_error: Option<&'static str>,
+        scopes: Vec<Scope>,
+    },
+}
+
+/// The token in an `Authorization: Bearer …` header value.
+pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    let value = authorization?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl Auth {
+    pub fn check(&self, needed: &Needed, authorization: Option<&str>) -> Verdict {
+        let scopes = match needed {
+            Needed::Nothing => return Verdict::Unchecked,
+            Needed::AnyToken => Vec::new(),
+            Needed::Scopes(scopes) => scopes.clone(),
+        };
+        let Some(token) = bearer_token(authorization) else {
+            return Verdict::Denied {
+                error: RegistryError::Unauthorized {
+                    needed: scopes.clone(),
+                },
+                challenge_error: None,
+                scopes,
+            };
+        };
+        let claims = match self.tokens.verify(token) {
+            Ok(claims) => claims,
+            Err(e) => {
+                return Verdict::Denied {
+                    error: RegistryError::InvalidToken(e.to_string()),
+                    challenge_error: Some("invalid_token"),
+                    scopes,
+                }
+            }
+        };
+        if scopes.iter().all(|scope| claims.allows(scope)) {
+            Verdict::Allowed {
+                subject: claims.sub,
+            }
+        } else {
+            Verdict::Denied {
+                error: RegistryError::Unauthorized {
+                    needed: scopes.clone(),
+                },
+                challenge_error: Some("insufficient_scope"),
+                scopes,
+            }
+        }
+    }
+
+    /// `WWW-Authenticate` value for a refusal; `realm` is the absolute token URL.
+    pub fn challenge(&self, realm: &str, scopes: &[Scope], error: Option<&str>) -> String {
+        let mut value = format!(
+            "Bearer realm=\"{realm}\",service=\"{}\"",
+            self.tokens.service()
+        );
+        if !scopes.is_empty() {
+            let joined: Vec<String> = scopes.iter().map(Scope::to_string).collect();
+            value.push_str(&format!(",scope=\"{}\"", joined.join(" ")));
+        }
+        if let Some(error) = error {
+            value.push_str(&format!(",error=\"{error}\""));
+        }
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing() {
+        assert_eq!(bearer_token(Some("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(Some("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(Some("Basic abc")), None);
+        assert_eq!(bearer_token(Some("Bearer ")), None);
+        assert_eq!(bearer_token(None), None);
+    }
+}

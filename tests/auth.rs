@@ -1,0 +1,646 @@
+//! Token auth at the edge, against the real registry configured for token auth
+//! (its rootcertbundle is the edge's signing certificate) and real clients.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use common::echo::EchoUpstream;
+use common::{curl, make_certs, upstream_yaml, Certs, Edge, Registry};
+use registry_edge::auth::scope::Scope;
+use registry_edge::auth::token::{SigningKeys, TokenAuthority};
+
+const SERVICE: &str = "container_registry";
+const ISSUER: &str = "registry-edge-test";
+
+fn htpasswd(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("htpasswd");
+    let lines: Vec<String> = [
+        ("alice", "pw-alice"),
+        ("bob", "pw-bob"),
+        ("admin", "pw-admin"),
+    ]
+    .iter()
+    .map(|(u, p)| registry_edge::registry_config::htpasswd_line(u, p, 4).unwrap())
+    .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+fn auth_yaml(dir: &Path, extra: &str) -> String {
+    format!(
+        "auth:\n  token:\n    service: {SERVICE}\n    issuer: {ISSUER}\n    signing_key: {key}\n    certificate: {crt}\n    expiration: 5m\n  \
+         users:\n    htpasswd: {htpasswd}\n  acl:\n    \
+         - {{ account: admin, name: \"**\", actions: [\"*\"] }}\n    \
+         - {{ account: admin, type: registry, name: catalog, actions: [\"*\"] }}\n    \
+         - {{ account: \"*\", name: \"${{account}}/**\", actions: [pull, push, delete] }}\n    \
+         - {{ account: \"\", name: \"public/*\", actions: [pull] }}\n    \
+         - {{ account: \"*\", name: \"public/*\", actions: [pull] }}\n{extra}",
+        key = dir.join("certs/registry-auth.key").display(),
+        crt = dir.join("certs/registry-auth.crt").display(),
+        htpasswd = htpasswd(dir).display(),
+    )
+}
+
+fn registry_auth_block(dir: &Path) -> String {
+    format!(
+        "auth:\n  token:\n    realm: https://127.0.0.1:1/jwt/auth\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+        dir.join("certs/registry-auth.crt").display()
+    )
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    certs: Certs,
+    registry: Registry,
+    edge: Edge,
+}
+
+impl Setup {
+    fn start(auth_extra: &str, extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = make_certs(dir.path());
+        let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
+        let edge = Edge::start(
+            dir.path(),
+            &certs,
+            &upstream_yaml(&[registry.addr()], "repository_hash"),
+            &format!("{}{extra}", auth_yaml(dir.path(), auth_extra)),
+        );
+        Setup {
+            dir,
+            certs,
+            registry,
+            edge,
+        }
+    }
+
+    fn ca(&self) -> String {
+        self.certs
+            .ca_dir
+            .join("ca.crt")
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// GET on the realm; `scopes` are sent as repeated `scope` parameters.
+    fn token(
+        &self,
+        creds: Option<(&str, &str)>,
+        scopes: &[&str],
+        extra: &[&str],
+    ) -> common::CurlResult {
+        let mut url = format!("{}?service={SERVICE}", self.edge.url("/jwt/auth"));
+        for scope in scopes {
+            url.push_str(&format!("&scope={}", scope.replace(' ', "%20")));
+        }
+        let ca = self.ca();
+        let user = creds.map(|(u, p)| format!("{u}:{p}"));
+        let mut args = vec!["--cacert", ca.as_str()];
+        if let Some(user) = &user {
+            args.extend(["-u", user.as_str()]);
+        }
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    }
+
+    fn token_for(&self, creds: Option<(&str, &str)>, scopes: &[&str]) -> String {
+        let r = self.token(creds, scopes, &[]);
+        assert_eq!(
+            r.status,
+            200,
+            "token request: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()["token"].as_str().unwrap().to_string()
+    }
+
+    fn with_token(&self, token: &str, args: &[&str]) -> common::CurlResult {
+        let ca = self.ca();
+        let bearer = format!("Authorization: Bearer {token}");
+        let mut all = vec!["--cacert", ca.as_str(), "-H", bearer.as_str()];
+        all.extend_from_slice(args);
+        curl(&all)
+    }
+
+    fn signing_keys(&self) -> SigningKeys {
+        let dir = self.dir.path().join("certs");
+        SigningKeys::load(
+            &dir.join("registry-auth.key"),
+            &dir.join("registry-auth.crt"),
+        )
+        .unwrap()
+    }
+}
+
+fn claims(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn skopeo(args: &[&str]) -> std::process::Output {
+    Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .expect("skopeo is installed")
+}
+
+/// A small OCI layout to push (one layer), built with the same helper shape as the e2e tests.
+fn tiny_layout(dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(5);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "hello", &b"hello"[..])
+        .unwrap();
+    let tar = tar.into_inner().unwrap();
+    let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    let (layer, layer_size) = put(&gz.finish().unwrap());
+    let config = serde_json::json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[diff_id]},"config":{}});
+    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":config_digest,"size":config_size},
+        "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":layer,"size":layer_size}]});
+    let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json",
+        "digest":manifest_digest,"size":manifest_size,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    format!("oci:{}:v1", dir.display())
+}
+
+#[test]
+fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
+    let s = Setup::start("", "");
+    let layout = tiny_layout(&s.dir.path().join("image"));
+    let certs = s.certs.ca_dir.to_str().unwrap();
+    let target = |repo: &str| format!("docker://127.0.0.1:{}/{repo}:v1", s.edge.https_port);
+
+    let out = skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        "alice:pw-alice",
+        &layout,
+        &target("alice/app"),
+    ]);
+    assert!(
+        out.status.success(),
+        "alice pushes to alice/: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pulled = s.dir.path().join("pulled");
+    let out = skopeo(&[
+        "copy",
+        "--src-cert-dir",
+        certs,
+        "--src-creds",
+        "alice:pw-alice",
+        &target("alice/app"),
+        &format!("oci:{}:v1", pulled.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "alice pulls: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The registry itself accepts the edge's tokens (kid/x5c against its rootcertbundle).
+    let token = s.token_for(Some(("alice", "pw-alice")), &["repository:alice/app:pull"]);
+    let direct = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &format!("http://{}/v2/alice/app/tags/list", s.registry.addr()),
+    ]);
+    assert_eq!(
+        direct.status,
+        200,
+        "registry accepted the token: {}",
+        String::from_utf8_lossy(&direct.body)
+    );
+    let unauthenticated = curl(&[&format!(
+        "http://{}/v2/alice/app/tags/list",
+        s.registry.addr()
+    )]);
+    assert_eq!(
+        unauthenticated.status, 401,
+        "the registry really checks tokens"
+    );
+
+    // Bob cannot read alice's repository.
+    let out = skopeo(&[
+        "inspect",
+        "--cert-dir",
+        certs,
+        "--creds",
+        "bob:pw-bob",
+        &target("alice/app"),
+    ]);
+    assert!(!out.status.success(), "bob must not read alice/app");
+
+    // Anonymous pulls of public/* work; anonymous pushes do not.
+    let out = skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        "admin:pw-admin",
+        &layout,
+        &target("public/base"),
+    ]);
+    assert!(
+        out.status.success(),
+        "admin pushes public/base: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = skopeo(&[
+        "inspect",
+        "--cert-dir",
+        certs,
+        "--no-creds",
+        &target("public/base"),
+    ]);
+    assert!(
+        out.status.success(),
+        "anonymous pull of public/*: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-no-creds",
+        &layout,
+        &target("public/other"),
+    ]);
+    assert!(!out.status.success(), "anonymous push must fail");
+
+    let ca = s.ca();
+    let anon_push = curl(&[
+        "--cacert",
+        &ca,
+        "-X",
+        "POST",
+        &s.edge.url("/v2/public/other/blobs/uploads/"),
+    ]);
+    assert_eq!(anon_push.status, 401);
+    let challenge = anon_push.header("www-authenticate").unwrap();
+    let realm = s.edge.url("/jwt/auth");
+    assert_eq!(
+        challenge,
+        format!("Bearer realm=\"{realm}\",service=\"{SERVICE}\",scope=\"repository:public/other:pull,push\"")
+    );
+    assert_eq!(anon_push.json()["errors"][0]["code"], "UNAUTHORIZED");
+    assert_eq!(
+        anon_push.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+}
+
+#[test]
+fn under_scoped_and_bad_tokens_never_reach_the_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let upstream = EchoUpstream::start();
+    let edge = Edge::start(
+        dir.path(),
+        &certs,
+        &upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin"),
+        &auth_yaml(dir.path(), ""),
+    );
+    let s = Setup {
+        registry: Registry::start(dir.path(), "unused"),
+        dir,
+        certs,
+        edge,
+    };
+
+    // Alice asks for push on bob/app: granted nothing, so the token lacks push.
+    let token = s.token_for(
+        Some(("alice", "pw-alice")),
+        &["repository:bob/app:pull,push"],
+    );
+    assert_eq!(claims(&token)["access"], serde_json::json!([]));
+    let denied = s.with_token(
+        &token,
+        &["-X", "POST", &s.edge.url("/v2/bob/app/blobs/uploads/")],
+    );
+    assert_eq!(denied.status, 401);
+    assert!(denied
+        .header("www-authenticate")
+        .unwrap()
+        .ends_with(",error=\"insufficient_scope\""));
+    let detail = &denied.json()["errors"][0]["detail"];
+    assert_eq!(
+        detail[0],
+        serde_json::json!({"Type": "repository", "Name": "bob/app", "Action": "pull"})
+    );
+
+    let keys = s.signing_keys();
+    let now = SystemTime::now();
+    let scope = [Scope::repository("alice/app", &["pull"])];
+    let good = TokenAuthority::new(
+        keys.clone(),
+        ISSUER.into(),
+        SERVICE.into(),
+        Duration::from_secs(300),
+    )
+    .issue("alice", &scope, now)
+    .token;
+    let expired = TokenAuthority::new(
+        keys.clone(),
+        ISSUER.into(),
+        SERVICE.into(),
+        Duration::from_secs(60),
+    )
+    .issue("alice", &scope, now - Duration::from_secs(3600))
+    .token;
+    let other_audience = TokenAuthority::new(
+        keys.clone(),
+        ISSUER.into(),
+        "other_service".into(),
+        Duration::from_secs(300),
+    )
+    .issue("alice", &scope, now)
+    .token;
+    let other_issuer = TokenAuthority::new(
+        keys,
+        "someone-else".into(),
+        SERVICE.into(),
+        Duration::from_secs(300),
+    )
+    .issue("alice", &scope, now)
+    .token;
+    let mut flipped = good.clone().into_bytes();
+    let at = flipped.len() - 5;
+    flipped[at] = if flipped[at] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let payload = good.split('.').nth(1).unwrap();
+    let alg_none = format!(
+        "{}.{payload}.",
+        b64.encode(br#"{"alg":"none","typ":"JWT"}"#)
+    );
+    let public_pem = std::fs::read(s.dir.path().join("certs/registry-auth.crt")).unwrap();
+    let hs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims(&good),
+        &jsonwebtoken::EncodingKey::from_secret(&public_pem),
+    )
+    .unwrap();
+
+    let url = s.edge.url("/v2/alice/app/tags/list");
+    let ok = s.with_token(&good, &[&url]);
+    assert_eq!(ok.status, 200, "the control token passes");
+    let passed = upstream.seen.lock().unwrap().len();
+    assert_eq!(
+        passed, 1,
+        "exactly the control request reached the upstream"
+    );
+    for (what, token) in [
+        ("flipped signature", flipped.as_str()),
+        ("expired", expired.as_str()),
+        ("other audience", other_audience.as_str()),
+        ("other issuer", other_issuer.as_str()),
+        ("alg none", alg_none.as_str()),
+        ("HS256 with the public key", hs256.as_str()),
+        ("garbage", "not-a-jwt"),
+    ] {
+        let r = s.with_token(token, &[&url]);
+        assert_eq!(r.status, 401, "{what}");
+        let challenge = r.header("www-authenticate").unwrap();
+        assert!(
+            challenge.contains("scope=\"repository:alice/app:pull\""),
+            "{what}: {challenge}"
+        );
+        assert!(
+            challenge.ends_with(",error=\"invalid_token\""),
+            "{what}: {challenge}"
+        );
+    }
+    assert_eq!(
+        upstream.seen.lock().unwrap().len(),
+        passed,
+        "no refused request reached the upstream"
+    );
+    assert!(!s.edge.log_text().contains(&good), "tokens never logged");
+}
+
+#[test]
+fn docker_login_oauth2_scopes_catalog_and_service_checks() {
+    let s = Setup::start("", "");
+    let ca = s.ca();
+
+    // docker login: GET /v2/ -> 401 -> token without scope -> GET /v2/ -> 200.
+    let first = curl(&["--cacert", &ca, &s.edge.url("/v2/")]);
+    assert_eq!(first.status, 401);
+    assert_eq!(
+        first.header("www-authenticate"),
+        Some(
+            format!(
+                "Bearer realm=\"{}\",service=\"{SERVICE}\"",
+                s.edge.url("/jwt/auth")
+            )
+            .as_str()
+        )
+    );
+    let login = s.token(Some(("alice", "pw-alice")), &[], &[]);
+    let login_json = login.json();
+    assert_eq!(login.status, 200);
+    let token = login_json["token"].as_str().unwrap();
+    assert_eq!(login_json["access_token"], login_json["token"]);
+    assert!(login_json["expires_in"].as_u64().unwrap() >= 60);
+    assert!(login_json["issued_at"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        login_json.get("refresh_token").is_none(),
+        "no refresh token unless asked"
+    );
+    assert_eq!(claims(token)["access"], serde_json::json!([]));
+    assert_eq!(s.with_token(token, &[&s.edge.url("/v2/")]).status, 200);
+
+    // Wrong password / unknown user: 401 with a Basic challenge.
+    for creds in [("alice", "Gu3ss-Zq7"), ("mallory", "Zq9-secret")] {
+        let r = s.token(Some(creds), &[], &[]);
+        assert_eq!(r.status, 401, "{creds:?}");
+        assert!(r
+            .header("www-authenticate")
+            .unwrap()
+            .starts_with("Basic realm="));
+        assert_eq!(r.json()["errors"][0]["code"], "UNAUTHORIZED");
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains(creds.1),
+            "password not echoed"
+        );
+    }
+
+    // Repeated and space-separated scopes; grants are the allowed intersection.
+    let t = s.token_for(
+        Some(("alice", "pw-alice")),
+        &[
+            "repository:alice/a:pull",
+            "repository:alice/b:pull,push repository:bob/c:pull",
+            "repository:BAD:pull",
+        ],
+    );
+    let access = claims(&t)["access"].clone();
+    assert_eq!(access.as_array().unwrap().len(), 2, "{access}");
+    assert_eq!(
+        access[1],
+        serde_json::json!({"type": "repository", "name": "alice/b", "actions": ["pull", "push"]})
+    );
+
+    // OAuth2 POST: password grant with offline access, then the refresh grant.
+    let form = |fields: &[(&str, &str)]| {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        curl(&[
+            "--cacert",
+            &ca,
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/x-www-form-urlencoded",
+            "--data",
+            &body,
+            &s.edge.url("/jwt/auth"),
+        ])
+    };
+    let password = form(&[
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", "pw-alice"),
+        ("service", SERVICE),
+        ("client_id", "containerd-client"),
+        ("access_type", "offline"),
+        ("scope", "repository:alice/a:pull"),
+    ]);
+    assert_eq!(
+        password.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&password.body)
+    );
+    let password_json = password.json();
+    let refresh = password_json["refresh_token"]
+        .as_str()
+        .expect("refresh_token when offline")
+        .to_string();
+    assert_eq!(password_json["scope"], "repository:alice/a:pull");
+    assert!(
+        s.with_token(&refresh, &[&s.edge.url("/v2/")]).status == 401,
+        "a refresh token is not an access token"
+    );
+    let refreshed = form(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", &refresh),
+        ("service", SERVICE),
+        ("client_id", "docker"),
+        ("scope", "repository:alice/a:pull,push"),
+    ]);
+    assert_eq!(
+        refreshed.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&refreshed.body)
+    );
+    let access_token = refreshed.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(claims(&access_token)["sub"], "alice");
+    let bad_refresh = form(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", "nope"),
+        ("service", SERVICE),
+    ]);
+    assert_eq!(bad_refresh.status, 401);
+
+    // Catalog only for the admin rule.
+    let admin = s.token_for(Some(("admin", "pw-admin")), &["registry:catalog:*"]);
+    assert_eq!(
+        s.with_token(&admin, &[&s.edge.url("/v2/_catalog")]).status,
+        200
+    );
+    let alice = s.token_for(Some(("alice", "pw-alice")), &["registry:catalog:*"]);
+    let refused = s.with_token(&alice, &[&s.edge.url("/v2/_catalog")]);
+    assert_eq!(refused.status, 401);
+    assert!(refused
+        .header("www-authenticate")
+        .unwrap()
+        .contains("scope=\"registry:catalog:*\""));
+
+    // The service must match.
+    let wrong = curl(&[
+        "--cacert",
+        &ca,
+        &format!("{}?service=other", s.edge.url("/jwt/auth")),
+    ]);
+    assert_eq!(wrong.status, 400);
+    assert_eq!(wrong.header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn failed_logins_are_throttled_per_client() {
+    let s = Setup::start(
+        "  failed_logins: { per_client_ip: 3, per_account: 100 }\n",
+        "forwarded:\n  trusted_proxies: [\"127.0.0.0/8\"]\n",
+    );
+    let from = |ip: &str| format!("X-Forwarded-For: {ip}");
+    let attacker = from("203.0.113.1");
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            s.token(Some(("alice", "guess")), &[], &["-H", &attacker])
+                .status,
+        );
+    }
+    assert_eq!(&statuses[..3], &[401, 401, 401], "{statuses:?}");
+    assert_eq!(statuses[4], 429, "{statuses:?}");
+    let blocked = s.token(Some(("alice", "pw-alice")), &[], &["-H", &attacker]);
+    assert_eq!(
+        blocked.status, 429,
+        "a blocked client is refused before bcrypt, even with the right password"
+    );
+    assert!(
+        blocked
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(blocked.json()["errors"][0]["code"], "TOOMANYREQUESTS");
+    let other = s.token(
+        Some(("alice", "pw-alice")),
+        &[],
+        &["-H", &from("203.0.113.2")],
+    );
+    assert_eq!(
+        other.status, 200,
+        "another client of the same account still logs in"
+    );
+}
