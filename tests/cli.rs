@@ -198,13 +198,19 @@ fn every_shipped_config_passes_check() {
     registry_edge::certgen::generate(&root.join("certs"), &["registry.example.com".into()])
         .unwrap();
     let mut checked = 0;
-    for entry in std::fs::read_dir(&conf).unwrap() {
-        let path = entry.unwrap().path();
+    let entries: Vec<_> = std::fs::read_dir(&conf)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // Copy everything first: configs name files beside them (htpasswd).
+    for path in &entries {
+        std::fs::copy(path, root.join("conf").join(path.file_name().unwrap())).unwrap();
+    }
+    for path in entries {
         if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
             continue;
         }
         let copy = root.join("conf").join(path.file_name().unwrap());
-        std::fs::copy(&path, &copy).unwrap();
         let (code, _, stderr) = run(&["check", "--config", copy.to_str().unwrap()]);
         assert_eq!(code, 0, "{}: {stderr}", path.display());
         checked += 1;
@@ -213,4 +219,81 @@ fn every_shipped_config_passes_check() {
         checked >= 2,
         "conf/ should ship registry-edge.yaml and dev.yaml"
     );
+}
+
+#[test]
+fn registry_config_prints_the_matching_auth_block() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    std::fs::write(dir.path().join("htpasswd"), "").unwrap();
+    let body = valid_yaml("certs/tls.crt", "certs/tls.key")
+        + "auth:\n  token: { service: container_registry, issuer: edge, signing_key: certs/registry-auth.key, certificate: certs/registry-auth.crt }\n  users: { htpasswd: htpasswd }\n";
+    let path = config(dir.path(), "auth.yaml", &body);
+    let (code, stdout, stderr) = run(&["registry-config", "--config", &path]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("realm: https://127.0.0.1:8443/jwt/auth"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("service: container_registry") && stdout.contains("issuer: edge"),
+        "{stdout}"
+    );
+    let bundle = std::fs::canonicalize(dir.path().join("certs/registry-auth.crt")).unwrap();
+    assert!(
+        stdout.contains(&format!("rootcertbundle: {}", bundle.display())),
+        "{stdout}"
+    );
+    let (code, _, _) = run(&["check", "--config", &path]);
+    assert_eq!(code, 0);
+
+    // A signing key that does not match its certificate fails `check`, naming the key.
+    let mismatched = body.replace(
+        "signing_key: certs/registry-auth.key",
+        "signing_key: certs/tls.key",
+    );
+    let path = config(dir.path(), "auth-bad.yaml", &mismatched);
+    let (code, _, stderr) = run(&["check", "--config", &path]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("auth.token.signing_key") && stderr.contains("does not match"),
+        "{stderr}"
+    );
+
+    let path = config(
+        dir.path(),
+        "noauth.yaml",
+        &valid_yaml("certs/tls.crt", "certs/tls.key"),
+    );
+    let (code, _, stderr) = run(&["registry-config", "--config", &path]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no auth section"), "{stderr}");
+}
+
+#[test]
+fn hash_password_reads_stdin_and_prints_a_bcrypt_line() {
+    use std::io::Write;
+    let mut child = Command::new(EDGE_BIN)
+        .args(["hash-password", "--user", "alice", "--cost", "4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret-pw\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    let (user, hash) = line.trim().split_once(':').unwrap();
+    assert_eq!(user, "alice");
+    assert!(hash.starts_with("$2y$04$"), "{hash}");
+    assert!(
+        bcrypt::verify("s3cret-pw", hash).unwrap(),
+        "the trailing newline is not part of the password"
+    );
+    assert!(!line.contains("s3cret-pw"));
 }
