@@ -75,7 +75,7 @@ impl Auth {
                 settings.service.clone(),
                 settings.expiration,
             ),
-            users: Arc::new(Users::load(&settings.htpasswd)?),
+            users: Arc::new(Users::load(&settings.htpasswd, settings.login_cache_ttl)?),
             acl: settings.acl.clone(),
             throttle: LoginThrottle::new(
                 settings.failed_logins_per_ip,

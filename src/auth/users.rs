@@ -1,8 +1,8 @@
 //! Users from an htpasswd file (bcrypt entries, as `htpasswd -B` writes them).
 //!
 //! bcrypt runs on the blocking pool, never on the reactor. A correct login is cached
-//! for [`CACHE_TTL`] under an HMAC of user and password with a per-process random key,
-//! so a client's repeated token requests don't each pay bcrypt, and the cache holds
+//! for a configured time (`auth.users.cache_ttl`) under an HMAC of user and password
+//! with a per-process random key, so a client's repeated token requests don't each pay bcrypt, and the cache holds
 //! nothing a memory dump could turn back into a password.
 
 use std::collections::HashMap;
@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use ring::hmac;
 
-/// How long a verified (user, password) pair skips bcrypt.
-pub const CACHE_TTL: Duration = Duration::from_secs(60);
 /// Most cached logins kept; past it, expired entries go, then everything.
 const CACHE_CAPACITY: usize = 10_000;
 
@@ -37,6 +35,8 @@ pub struct Users {
     hashes: HashMap<String, String>,
     cache_key: hmac::Key,
     cache: Mutex<HashMap<Vec<u8>, Instant>>,
+    /// Zero disables the cache.
+    cache_ttl: Duration,
     /// A valid hash to verify against for unknown users, so timing does not tell them apart.
     decoy: String,
 }
@@ -50,15 +50,15 @@ impl std::fmt::Debug for Users {
 }
 
 impl Users {
-    pub fn load(path: &Path) -> Result<Users, UsersError> {
+    pub fn load(path: &Path, cache_ttl: Duration) -> Result<Users, UsersError> {
         let text = std::fs::read_to_string(path).map_err(|source| UsersError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Users::parse(path, &text)
+        Users::parse(path, &text, cache_ttl)
     }
 
-    pub fn parse(path: &Path, text: &str) -> Result<Users, UsersError> {
+    pub fn parse(path: &Path, text: &str, cache_ttl: Duration) -> Result<Users, UsersError> {
         let mut hashes = HashMap::new();
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -94,6 +94,7 @@ impl Users {
             hashes,
             cache_key,
             cache: Mutex::new(HashMap::new()),
+            cache_ttl,
             decoy,
         })
     }
@@ -133,7 +134,7 @@ impl Users {
         })
         .await
         .unwrap_or(false);
-        if ok {
+        if ok && !self.cache_ttl.is_zero() {
             let mut cache = self.cache.lock().expect("cache lock");
             if cache.len() >= CACHE_CAPACITY {
                 cache.retain(|_, expires| *expires > now);
@@ -141,7 +142,7 @@ impl Users {
                     cache.clear();
                 }
             }
-            cache.insert(tag, now + CACHE_TTL);
+            cache.insert(tag, now + self.cache_ttl);
         }
         Verified { ok, cached: false }
     }
@@ -163,9 +164,32 @@ mod tests {
             Users::parse(
                 Path::new("htpasswd"),
                 &format!("# comment\nalice:{hash}\n\n"),
+                Duration::from_secs(60),
             )
             .unwrap(),
         )
+    }
+
+    #[tokio::test]
+    async fn zero_ttl_disables_the_cache() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let users = Arc::new(
+            Users::parse(Path::new("h"), &format!("alice:{hash}\n"), Duration::ZERO).unwrap(),
+        );
+        assert_eq!(
+            users.verify("alice", "s3cret").await,
+            Verified {
+                ok: true,
+                cached: false
+            }
+        );
+        assert_eq!(
+            users.verify("alice", "s3cret").await,
+            Verified {
+                ok: true,
+                cached: false
+            }
+        );
     }
 
     #[tokio::test]
@@ -213,9 +237,10 @@ mod tests {
         let err = Users::parse(
             Path::new("pw"),
             "ok:$2y$04$abcdefghijklmnopqrstuu5VnfT0mVZcRo7tTzd6fQ7Ex9Hc7d8S.\nbob:{SHA}abc\n",
+            Duration::ZERO,
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("pw:2:"), "{err}");
-        assert!(Users::parse(Path::new("pw"), "no-colon\n").is_err());
+        assert!(Users::parse(Path::new("pw"), "no-colon\n", Duration::ZERO).is_err());
     }
 }

@@ -67,6 +67,10 @@ pub struct TokenFile {
 pub struct UsersFile {
     /// htpasswd file with bcrypt entries (`htpasswd -B`).
     pub htpasswd: String,
+    /// How long a correct login skips bcrypt for the same user and password. Default `60s`;
+    /// `0s` makes every login pay bcrypt.
+    #[serde(default)]
+    pub cache_ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
