@@ -648,3 +648,73 @@ fn failed_logins_are_throttled_per_client() {
         "another client of the same account still logs in"
     );
 }
+
+/// An in-process `Auth` over `dir`'s keys and the given htpasswd text.
+fn auth_with_users(dir: &Path, htpasswd_text: &str) -> registry_edge::auth::Auth {
+    let path = dir.join(format!("htpasswd-{}", htpasswd_text.len()));
+    std::fs::write(&path, htpasswd_text).unwrap();
+    registry_edge::auth::Auth::load(&registry_edge::config::AuthSettings {
+        realm_path: "/jwt/auth".into(),
+        service: SERVICE.into(),
+        issuer: ISSUER.into(),
+        signing_key: dir.join("certs/registry-auth.key"),
+        certificate: dir.join("certs/registry-auth.crt"),
+        expiration: Duration::from_secs(300),
+        refresh_expiration: Duration::from_secs(3600),
+        htpasswd: path,
+        login_cache_ttl: Duration::from_secs(60),
+        acl: Default::default(),
+        failed_logins_per_ip: std::num::NonZeroU32::MAX,
+        failed_logins_per_account: std::num::NonZeroU32::MAX,
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn removing_a_user_revokes_their_refresh_tokens() {
+    use registry_edge::auth::endpoint::{TokenReply, TokenRequest};
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let alice = registry_edge::registry_config::htpasswd_line("alice", "pw-alice", 4).unwrap();
+    let bob = registry_edge::registry_config::htpasswd_line("bob", "pw-bob", 4).unwrap();
+    let request = |fields: &[(&str, &str)]| TokenRequest {
+        post: true,
+        params: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        authorization: None,
+        client_ip: "127.0.0.1".parse().unwrap(),
+    };
+    let before = auth_with_users(dir.path(), &format!("{alice}\n{bob}\n"));
+    let login = request(&[
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", "pw-alice"),
+        ("service", SERVICE),
+        ("access_type", "offline"),
+    ]);
+    let TokenReply::Issued { body, .. } =
+        before.handle_token_request(&login, SystemTime::now()).await
+    else {
+        panic!("login refused");
+    };
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let refresh = json["refresh_token"].as_str().unwrap().to_string();
+    let grant = request(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", &refresh),
+        ("service", SERVICE),
+    ]);
+    assert!(matches!(
+        before.handle_token_request(&grant, SystemTime::now()).await,
+        TokenReply::Issued { .. }
+    ));
+
+    // Same signing key, alice removed: her refresh token no longer works.
+    let after = auth_with_users(dir.path(), &format!("{bob}\n"));
+    assert!(matches!(
+        after.handle_token_request(&grant, SystemTime::now()).await,
+        TokenReply::Refused { .. }
+    ));
+}
