@@ -27,6 +27,10 @@ pub enum RegistryError {
     BadRequest,
     #[error("invalid repository name")]
     NameInvalid,
+    #[error(
+        "the registry is in read-only maintenance mode: pushes and deletes are refused, pulls work"
+    )]
+    ReadOnly,
     /// No token, or one that does not grant `needed`.
     #[error("authentication required")]
     Unauthorized { needed: Vec<Scope> },
@@ -68,6 +72,7 @@ impl RegistryError {
             | RegistryError::InvalidToken(_)
             | RegistryError::BadCredentials => 401,
             RegistryError::TooManyFailedLogins => 429,
+            RegistryError::ReadOnly => 405,
             RegistryError::Internal => 500,
         }
     }
@@ -82,6 +87,7 @@ impl RegistryError {
             | RegistryError::UpstreamFailed => "UNAVAILABLE",
             RegistryError::BadRequest | RegistryError::BadTokenRequest(_) => "UNSUPPORTED",
             RegistryError::NameInvalid => "NAME_INVALID",
+            RegistryError::ReadOnly => "UNSUPPORTED",
             RegistryError::Unauthorized { .. }
             | RegistryError::InvalidToken(_)
             | RegistryError::BadCredentials => "UNAUTHORIZED",

@@ -16,6 +16,8 @@
 //! - [`registry_config`]: the registry's matching `auth:` block; htpasswd lines.
 //! - [`error`]: the registry's JSON error envelope for the edge's own answers.
 //! - [`server`]: assembles Pingora services from a config (used by `main` and tests).
+//! - [`settings`]: the reloadable per-request snapshot of the configuration.
+//! - [`reload`]: SIGHUP handling: validate the new config, then swap it in.
 
 pub mod auth;
 pub mod certgen;
@@ -25,6 +27,8 @@ pub mod proxy;
 pub mod redirect;
 pub mod registry;
 pub mod registry_config;
+pub mod reload;
 pub mod server;
+pub mod settings;
 pub mod tls;
 pub mod upstream;

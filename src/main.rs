@@ -29,6 +29,12 @@ enum Command {
         #[arg(long, short, default_value = "conf/registry-edge.yaml")]
         config: PathBuf,
     },
+    /// Make a running gateway re-read its configuration (sends SIGHUP to the pid in the file).
+    Reload {
+        /// The file named by `server.pid_file`.
+        #[arg(long)]
+        pid_file: PathBuf,
+    },
     /// Print the `auth:` block for the registry's config.yml (realm, service, issuer, rootcertbundle).
     RegistryConfig {
         #[arg(long, short, default_value = "conf/registry-edge.yaml")]
@@ -62,8 +68,17 @@ fn main() -> ExitCode {
                 Ok(loaded) => loaded,
                 Err(e) => return fail(e),
             };
+            let pid_file = loaded.config.server.pid_file.clone();
             match server::build(loaded) {
                 Ok(server) => {
+                    if let Some(path) = &pid_file {
+                        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+                            return fail(format!(
+                                "{}: cannot write the pid file: {e}",
+                                path.display()
+                            ));
+                        }
+                    }
                     server.run(Default::default());
                     ExitCode::SUCCESS
                 }
@@ -76,6 +91,13 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => fail(e),
+        },
+        Command::Reload { pid_file } => match signal_reload(&pid_file) {
+            Ok(pid) => {
+                println!("sent SIGHUP to {pid}; the gateway logs whether the new configuration was applied");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("{}: {e}", pid_file.display())),
         },
         Command::RegistryConfig { config } => match registry_edge::config::load(&config) {
             Ok(loaded) => match registry_edge::registry_config::auth_block(&loaded) {
@@ -114,6 +136,20 @@ fn main() -> ExitCode {
             Err(e) => fail(e),
         },
     }
+}
+
+fn signal_reload(pid_file: &std::path::Path) -> Result<i32, String> {
+    let text = std::fs::read_to_string(pid_file).map_err(|e| format!("cannot read: {e}"))?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{:?} is not a process id", text.trim()))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .map_err(|e| format!("cannot signal process {pid}: {e}"))?;
+    Ok(pid)
 }
 
 fn fail(e: impl std::fmt::Display) -> ExitCode {

@@ -13,10 +13,15 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::listening::Service;
 
+use arc_swap::ArcSwap;
+use pingora::services::background::background_service;
+
 use crate::auth::Auth;
 use crate::config::{self, Config, ConfigError};
 use crate::proxy::EdgeProxy;
 use crate::redirect::RedirectApp;
+use crate::reload::Reloader;
+use crate::settings::{Settings, SharedSettings};
 use crate::tls::{CertResolver, CertSet};
 use crate::upstream::{NodePool, PoolService};
 
@@ -93,17 +98,18 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let settings: SharedSettings = Arc::new(ArcSwap::from_pointee(Settings::new(&config, auth)));
     let (pool, health) = NodePool::build(&config.upstream).map_err(StartError::Upstream)?;
     match health {
         PoolService::Hash(service) => server.add_service(service),
         PoolService::RoundRobin(service) => server.add_service(service),
     };
 
-    if let Some(certificates) = certificates {
-        let resolver = Arc::new(CertResolver::new(certificates));
+    let resolver = certificates.map(|set| Arc::new(CertResolver::new(set)));
+    if let Some(resolver) = &resolver {
         let mut proxy = http_proxy_service_with_name(
             &server.configuration,
-            EdgeProxy::new(&config, pool, auth.map(Arc::new)),
+            EdgeProxy::new(pool, settings.clone()),
             "registry-edge https",
         );
         if let Some(app) = proxy.app_logic_mut() {
@@ -135,5 +141,9 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
         }
         server.add_service(redirect);
     }
+    server.add_service(background_service(
+        "config reload",
+        Reloader::new(&config, settings, resolver),
+    ));
     Ok(server)
 }

@@ -157,45 +157,10 @@ fn skopeo(args: &[&str]) -> std::process::Output {
         .expect("skopeo is installed")
 }
 
-/// A small OCI layout to push (one layer), built with the same helper shape as the e2e tests.
-fn tiny_layout(dir: &Path) -> String {
-    use sha2::{Digest, Sha256};
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| {
-        let hex = hex::encode(Sha256::digest(bytes));
-        std::fs::write(blobs.join(&hex), bytes).unwrap();
-        (format!("sha256:{hex}"), bytes.len())
-    };
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(5);
-    header.set_mode(0o644);
-    header.set_cksum();
-    tar.append_data(&mut header, "hello", &b"hello"[..])
-        .unwrap();
-    let tar = tar.into_inner().unwrap();
-    let diff_id = format!("sha256:{}", hex::encode(Sha256::digest(&tar)));
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    std::io::Write::write_all(&mut gz, &tar).unwrap();
-    let (layer, layer_size) = put(&gz.finish().unwrap());
-    let config = serde_json::json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[diff_id]},"config":{}});
-    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
-    let manifest = serde_json::json!({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
-        "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":config_digest,"size":config_size},
-        "layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":layer,"size":layer_size}]});
-    let (manifest_digest, manifest_size) = put(&serde_json::to_vec(&manifest).unwrap());
-    let index = serde_json::json!({"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json",
-        "digest":manifest_digest,"size":manifest_size,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]});
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    format!("oci:{}:v1", dir.display())
-}
-
 #[test]
 fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
     let s = Setup::start("", "");
-    let layout = tiny_layout(&s.dir.path().join("image"));
+    let layout = common::tiny_oci_layout(&s.dir.path().join("image"));
     let certs = s.certs.ca_dir.to_str().unwrap();
     let target = |repo: &str| format!("docker://127.0.0.1:{}/{repo}:v1", s.edge.https_port);
 

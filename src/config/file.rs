@@ -25,6 +25,18 @@ pub struct ConfigFile {
     /// Token authentication at the edge. Default: absent (no token checks, proxy only).
     #[serde(default)]
     pub auth: Option<AuthFile>,
+    /// Maintenance switches. Default `{ read_only: false }`.
+    #[serde(default)]
+    pub maintenance: MaintenanceFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceFile {
+    /// Refuse pushes and deletes (405) while pulls keep working, e.g. during garbage
+    /// collection. Default false.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +131,9 @@ pub struct ServerFile {
     /// How long in-flight requests may run after SIGTERM before the process exits. Default `60s`.
     #[serde(default)]
     pub shutdown_grace: Option<String>,
+    /// File the process id is written to (for `registry-edge reload --pid-file`). Default none.
+    #[serde(default)]
+    pub pid_file: Option<String>,
 }
 
 fn default_https_listen() -> Vec<String> {

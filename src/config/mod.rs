@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 pub use model::{
     AuthSettings, Balance, CertificatePaths, Config, ExternalUrl, ForwardedSettings, Limits,
-    ServerSettings, UpstreamSettings,
+    Maintenance, ServerSettings, UpstreamSettings,
 };
 
 /// Why a configuration could not be loaded; every variant names the file.

@@ -28,6 +28,12 @@ pub struct Config {
     pub forwarded: ForwardedSettings,
     pub limits: Limits,
     pub auth: Option<AuthSettings>,
+    pub maintenance: Maintenance,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    pub read_only: bool,
 }
 
 /// Token authentication settings (files are loaded by `server::load`).
@@ -54,6 +60,7 @@ pub struct ServerSettings {
     pub external_url: Option<ExternalUrl>,
     pub threads: usize,
     pub shutdown_grace: Duration,
+    pub pid_file: Option<PathBuf>,
 }
 
 /// The public `https://host[:port]` of the registry.
@@ -172,6 +179,7 @@ impl Config {
             forwarded,
             limits,
             auth,
+            maintenance,
         } = file;
         let v = Validator { path };
         let server = server_settings(&v, server)?;
@@ -192,6 +200,9 @@ impl Config {
                 max_body_size: (limits.max_body_size > 0).then_some(limits.max_body_size),
             },
             auth: auth.map(|a| auth_settings(&v, a)).transpose()?,
+            maintenance: Maintenance {
+                read_only: maintenance.read_only,
+            },
         })
     }
 }
@@ -203,6 +214,7 @@ fn server_settings(v: &Validator, server: file::ServerFile) -> Result<ServerSett
         external_url,
         threads,
         shutdown_grace,
+        pid_file,
     } = server;
     let https_listen = v.listen("server.https_listen", &https_listen)?;
     let http_listen = v.listen("server.http_listen", &http_listen)?;
@@ -232,6 +244,7 @@ fn server_settings(v: &Validator, server: file::ServerFile) -> Result<ServerSett
             shutdown_grace.as_deref(),
             Duration::from_secs(60),
         )?,
+        pid_file: pid_file.map(|p| v.file_path(&p)),
     })
 }
 

@@ -1,7 +1,10 @@
 //! Per-request state carried through the proxy phases.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
+
+use crate::settings::Settings;
 
 use crate::error::RegistryError;
 use crate::proxy::headers::ClientAddress;
@@ -9,6 +12,8 @@ use crate::registry::{Endpoint, Route};
 
 pub struct RequestCtx {
     pub started: Instant,
+    /// The configuration snapshot this request runs under, from start to end.
+    pub settings: Arc<Settings>,
     pub client: Option<ClientAddress>,
     pub route: Route,
     /// The node this request was (last) sent to.
@@ -24,9 +29,10 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new() -> Self {
+    pub fn new(settings: Arc<Settings>) -> Self {
         RequestCtx {
             started: Instant::now(),
+            settings,
             client: None,
             route: Route {
                 endpoint: Endpoint::Other,
@@ -38,11 +44,5 @@ impl RequestCtx {
             own_error: None,
             subject: None,
         }
-    }
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
     }
 }

@@ -19,7 +19,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::auth::access;
@@ -27,8 +26,9 @@ use crate::auth::check::Verdict;
 use crate::auth::endpoint::{TokenReply, TokenRequest};
 use crate::auth::scope::is_valid_repository;
 use crate::auth::Auth;
-use crate::config::{Config, ExternalUrl, ForwardedSettings, Limits};
+use crate::config::{ExternalUrl, Limits};
 use crate::error::{json_response_header, RegistryError};
+use crate::settings::SharedSettings;
 use crate::upstream::NodePool;
 pub use ctx::RequestCtx;
 use headers::ClientAddress;
@@ -48,25 +48,13 @@ const MAX_TOKEN_FORM: usize = 64 * 1024;
 /// The edge's proxy service for the HTTPS listeners.
 pub struct EdgeProxy {
     pool: NodePool,
-    forwarded: ForwardedSettings,
-    external: Option<ExternalUrl>,
-    limits: Limits,
-    connect_timeout: Duration,
-    read_timeout: Duration,
-    auth: Option<Arc<Auth>>,
+    /// Swapped by a reload; each request keeps the snapshot it started with.
+    settings: SharedSettings,
 }
 
 impl EdgeProxy {
-    pub fn new(config: &Config, pool: NodePool, auth: Option<Arc<Auth>>) -> Self {
-        EdgeProxy {
-            pool,
-            forwarded: config.forwarded.clone(),
-            external: config.server.external_url.clone(),
-            limits: config.limits,
-            connect_timeout: config.upstream.connect_timeout,
-            read_timeout: config.upstream.read_timeout,
-            auth,
-        }
+    pub fn new(pool: NodePool, settings: SharedSettings) -> Self {
+        EdgeProxy { pool, settings }
     }
 
     /// Writes an own answer before the request body was read; the connection is not reused.
@@ -105,8 +93,8 @@ impl EdgeProxy {
     }
 
     /// `https://<public host><realm_path>`: where a client fetches tokens.
-    fn realm_url(&self, session: &Session, auth: &Auth) -> String {
-        let host = match &self.external {
+    fn realm_url(session: &Session, external: Option<&ExternalUrl>, auth: &Auth) -> String {
+        let host = match external {
             Some(external) => external.authority.clone(),
             None => {
                 headers::request_host(session.req_header()).unwrap_or_else(|| "localhost".into())
@@ -166,7 +154,10 @@ impl EdgeProxy {
                 if error == RegistryError::BadCredentials {
                     extra.push((
                         "WWW-Authenticate",
-                        format!("Basic realm=\"{}\"", self.realm_url(session, auth)),
+                        format!(
+                            "Basic realm=\"{}\"",
+                            Self::realm_url(session, ctx.settings.external.as_ref(), auth)
+                        ),
                     ));
                 }
                 if let Some(seconds) = retry_after {
@@ -202,8 +193,11 @@ impl EdgeProxy {
                 challenge_error,
                 scopes,
             } => {
-                let challenge =
-                    auth.challenge(&self.realm_url(session, auth), &scopes, challenge_error);
+                let challenge = auth.challenge(
+                    &Self::realm_url(session, ctx.settings.external.as_ref(), auth),
+                    &scopes,
+                    challenge_error,
+                );
                 ctx.own_error = Some(error.clone());
                 self.answer(session, &error, &[("WWW-Authenticate", challenge)])
                     .await?;
@@ -213,11 +207,11 @@ impl EdgeProxy {
     }
 
     /// What to tell the client about a failure Pingora reports.
-    fn classify(&self, e: &Error) -> Option<RegistryError> {
+    fn classify(e: &Error, limits: Limits) -> Option<RegistryError> {
         use ErrorType::*;
         let error = match (e.etype(), e.esource()) {
             (HTTPStatus(413), _) => RegistryError::BodyTooLarge {
-                limit: self.limits.max_body_size.unwrap_or(0),
+                limit: limits.max_body_size.unwrap_or(0),
             },
             (HTTPStatus(status), _) => RegistryError::from_status(*status),
             (
@@ -248,6 +242,16 @@ async fn linger(session: &mut Session) {
     }
 }
 
+/// Requests that change the registry: refused in read-only mode.
+fn is_push_class(method: &http::Method, path: &str) -> bool {
+    use http::Method;
+    (path == "/v2" || path.starts_with("/v2/"))
+        && matches!(
+            *method,
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+        )
+}
+
 fn content_length(session: &Session) -> Option<u64> {
     session
         .req_header()
@@ -264,7 +268,7 @@ impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+        RequestCtx::new(self.settings.load_full())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -273,7 +277,7 @@ impl ProxyHttp for EdgeProxy {
         ctx.client = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|addr| ClientAddress::resolve(addr.ip(), req, &self.forwarded));
+            .map(|addr| ClientAddress::resolve(addr.ip(), req, &ctx.settings.forwarded));
         if ctx
             .route
             .repository
@@ -285,7 +289,18 @@ impl ProxyHttp for EdgeProxy {
             ctx.own_error = Some(error);
             return Ok(true);
         }
-        if let Some(auth) = self.auth.clone() {
+        if ctx.settings.read_only
+            && is_push_class(
+                &session.req_header().method,
+                session.req_header().uri.path(),
+            )
+        {
+            let error = RegistryError::ReadOnly;
+            self.answer(session, &error, &[]).await?;
+            ctx.own_error = Some(error);
+            return Ok(true);
+        }
+        if let Some(auth) = ctx.settings.auth.clone() {
             if session.req_header().uri.path() == auth.realm_path {
                 self.serve_token(session, ctx, &auth).await?;
                 return Ok(true);
@@ -294,7 +309,7 @@ impl ProxyHttp for EdgeProxy {
                 return Ok(true);
             }
         }
-        if let Some(limit) = self.limits.max_body_size {
+        if let Some(limit) = ctx.settings.limits.max_body_size {
             if content_length(session).is_some_and(|len| len > limit) {
                 let error = RegistryError::BodyTooLarge { limit };
                 self.answer(session, &error, &[]).await?;
@@ -318,9 +333,9 @@ impl ProxyHttp for EdgeProxy {
             })?;
         ctx.node = Some(node);
         let mut peer = HttpPeer::new(node, false, String::new());
-        peer.options.connection_timeout = Some(self.connect_timeout);
-        peer.options.read_timeout = Some(self.read_timeout);
-        peer.options.write_timeout = Some(self.read_timeout);
+        peer.options.connection_timeout = Some(ctx.settings.connect_timeout);
+        peer.options.read_timeout = Some(ctx.settings.read_timeout);
+        peer.options.write_timeout = Some(ctx.settings.read_timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         Ok(Box::new(peer))
     }
@@ -350,7 +365,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(client) = &ctx.client {
-            headers::rewrite_for_upstream(upstream_request, client, self.external.as_ref());
+            headers::rewrite_for_upstream(upstream_request, client, ctx.settings.external.as_ref());
         }
         Ok(())
     }
@@ -369,7 +384,7 @@ impl ProxyHttp for EdgeProxy {
         }
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
-            if let Some(limit) = self.limits.max_body_size {
+            if let Some(limit) = ctx.settings.limits.max_body_size {
                 if ctx.body_bytes > limit {
                     ctx.own_error = Some(RegistryError::BodyTooLarge { limit });
                     return Err(Error::explain(
@@ -388,7 +403,10 @@ impl ProxyHttp for EdgeProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let error = ctx.own_error.clone().or_else(|| self.classify(e));
+        let error = ctx
+            .own_error
+            .clone()
+            .or_else(|| Self::classify(e, ctx.settings.limits));
         let Some(error) = error else {
             return FailToProxy {
                 error_code: 0,

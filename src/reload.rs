@@ -1,0 +1,122 @@
+//! Live reload on SIGHUP: re-read the configuration, validate all of it (YAML, keys,
+//! certificates, users), and only then swap it in. An invalid file is logged with the
+//! problem and the running configuration stays in force.
+//!
+//! Applied live: read-only mode, body limits, forwarding trust, timeouts, users, ACL,
+//! token settings and TLS certificates. Listener addresses, threads and the upstream
+//! node list need a restart; a changed value is logged as not applied.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{Config, ConfigError};
+use crate::server;
+use crate::settings::{Settings, SharedSettings};
+use crate::tls::CertResolver;
+
+/// What a restart would still have to apply after a successful reload.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct NotApplied(pub Vec<&'static str>);
+
+pub struct Reloader {
+    path: PathBuf,
+    settings: SharedSettings,
+    certificates: Option<Arc<CertResolver>>,
+    fixed: Fixed,
+}
+
+/// The parts of the configuration a running process cannot change.
+#[derive(Debug, PartialEq, Eq)]
+struct Fixed {
+    https_listen: Vec<SocketAddr>,
+    http_listen: Vec<SocketAddr>,
+    threads: usize,
+    nodes: Vec<SocketAddr>,
+}
+
+impl Fixed {
+    fn of(config: &Config) -> Fixed {
+        Fixed {
+            https_listen: config.server.https_listen.clone(),
+            http_listen: config.server.http_listen.clone(),
+            threads: config.server.threads,
+            nodes: config.upstream.nodes.clone(),
+        }
+    }
+
+    fn differences(&self, other: &Fixed) -> NotApplied {
+        let mut changed = Vec::new();
+        if self.https_listen != other.https_listen || self.http_listen != other.http_listen {
+            changed.push("listener addresses");
+        }
+        if self.threads != other.threads {
+            changed.push("server.threads");
+        }
+        if self.nodes != other.nodes {
+            changed.push("upstream.nodes");
+        }
+        NotApplied(changed)
+    }
+}
+
+impl Reloader {
+    pub fn new(
+        config: &Config,
+        settings: SharedSettings,
+        certificates: Option<Arc<CertResolver>>,
+    ) -> Reloader {
+        Reloader {
+            path: config.source.clone(),
+            settings,
+            certificates,
+            fixed: Fixed::of(config),
+        }
+    }
+
+    /// Loads and validates the file, then swaps the new settings and certificates in.
+    pub fn reload(&self) -> Result<NotApplied, ConfigError> {
+        let loaded = server::load(&self.path)?;
+        let not_applied = self.fixed.differences(&Fixed::of(&loaded.config));
+        if let (Some(resolver), Some(certificates)) = (&self.certificates, loaded.certificates) {
+            resolver.replace(certificates);
+        }
+        self.settings
+            .store(Arc::new(Settings::new(&loaded.config, loaded.auth)));
+        Ok(not_applied)
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::error!("cannot listen for SIGHUP, live reload is off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hangups.recv() => match self.reload() {
+                    Ok(NotApplied(pending)) if pending.is_empty() => {
+                        tracing::info!(path = %self.path.display(), "configuration reloaded");
+                    }
+                    Ok(NotApplied(pending)) => tracing::warn!(
+                        path = %self.path.display(),
+                        "configuration reloaded; changes to {} need a restart and were not applied",
+                        pending.join(", ")
+                    ),
+                    Err(e) => tracing::error!("reload rejected, the running configuration stays in force: {e}"),
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

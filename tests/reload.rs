@@ -1,0 +1,232 @@
+//! Live reload (`registry-edge reload --pid-file`, i.e. SIGHUP): read-only maintenance on
+//! and off without a restart, broken configs rejected with the old one kept, new
+//! certificates served to new connections.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{curl, make_certs, push_blob, upstream_yaml, wait_for, Edge, Registry, EDGE_BIN};
+
+fn start(dir: &Path) -> (common::Certs, Registry, Edge) {
+    let certs = make_certs(dir);
+    let registry = Registry::start(dir, "node");
+    let pid_file = dir.join("edge.pid");
+    let edge = Edge::start_with(
+        dir,
+        &certs,
+        &format!("  shutdown_grace: 1s\n  pid_file: {}\n", pid_file.display()),
+        &upstream_yaml(&[registry.addr()], "repository_hash"),
+        "",
+    );
+    (certs, registry, edge)
+}
+
+fn reload(dir: &Path) {
+    let out = Command::new(EDGE_BIN)
+        .args(["reload", "--pid-file"])
+        .arg(dir.join("edge.pid"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn set_read_only(edge: &Edge, on: bool) {
+    let text = std::fs::read_to_string(&edge.config).unwrap();
+    let base = text.split("maintenance:").next().unwrap().to_string();
+    std::fs::write(
+        &edge.config,
+        format!("{base}maintenance:\n  read_only: {on}\n"),
+    )
+    .unwrap();
+}
+
+/// Status of starting an upload session (405 in read-only mode, 202 otherwise).
+fn upload_start_status(edge: &Edge, ca: &str, repo: &str) -> common::CurlResult {
+    curl(&[
+        "--cacert",
+        ca,
+        "-X",
+        "POST",
+        &edge.url(&format!("/v2/{repo}/blobs/uploads/")),
+    ])
+}
+
+#[test]
+fn read_only_maintenance_switched_by_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, registry, edge) = start(dir.path());
+    let ca = certs.ca_dir.join("ca.crt");
+    let ca_str = ca.to_str().unwrap().to_string();
+    let base = format!("https://127.0.0.1:{}", edge.https_port);
+    let blob = push_blob(&base, &ca, "gc/app", b"before maintenance", &[]);
+
+    // An upload that is streaming when read-only mode is switched on.
+    let location = common::start_upload(&edge.url("/v2/gc/slow/blobs/uploads/"), &ca_str, &[]);
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![3u8; 3 << 20]).unwrap();
+    let data = format!("@{}", body.display());
+    let ca_upload = ca_str.clone();
+    let upload = std::thread::spawn(move || {
+        curl(&[
+            "--cacert",
+            &ca_upload,
+            "--http1.1",
+            "--limit-rate",
+            "1M",
+            "-X",
+            "PATCH",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &data,
+            &location,
+        ])
+    });
+    let uploads = registry
+        .root
+        .join("docker/registry/v2/repositories/gc/slow/_uploads");
+    wait_for(
+        "the slow upload to reach the registry",
+        Duration::from_secs(20),
+        || {
+            let stored: u64 = std::fs::read_dir(&uploads)
+                .map(|d| {
+                    d.flatten()
+                        .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
+                        .map(|m| m.len())
+                        .sum()
+                })
+                .unwrap_or(0);
+            (stored > 0).then_some(())
+        },
+    );
+
+    set_read_only(&edge, true);
+    reload(dir.path());
+    let refused = wait_for("read-only mode", Duration::from_secs(10), || {
+        let r = upload_start_status(&edge, &ca_str, "gc/app");
+        (r.status == 405).then_some(r)
+    });
+    assert_eq!(refused.header("content-type"), Some("application/json"));
+    assert_eq!(refused.json()["errors"][0]["code"], "UNSUPPORTED");
+    assert!(refused.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("read-only"));
+    let delete = curl(&[
+        "--cacert",
+        &ca_str,
+        "-X",
+        "DELETE",
+        &edge.url(&format!("/v2/gc/app/blobs/{blob}")),
+    ]);
+    assert_eq!(delete.status, 405, "deletes are refused too");
+    let pulled = curl(&[
+        "--cacert",
+        &ca_str,
+        &edge.url(&format!("/v2/gc/app/blobs/{blob}")),
+    ]);
+    assert_eq!(pulled.status, 200, "pulls keep working");
+    assert_eq!(pulled.body, b"before maintenance");
+
+    let streamed = upload.join().unwrap();
+    assert_eq!(
+        streamed.status, 202,
+        "the upload admitted before the switch completes: {}",
+        streamed.stderr
+    );
+    assert_eq!(streamed.header("range"), Some("0-3145727"));
+
+    // A real client sees the read-only message.
+    let layout = common::tiny_oci_layout(&dir.path().join("image"));
+    let out = Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--dest-cert-dir",
+            certs.ca_dir.to_str().unwrap(),
+            &layout,
+        ])
+        .arg(format!("docker://127.0.0.1:{}/gc/new:v1", edge.https_port))
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("read-only"),
+        "skopeo reports the maintenance: {stderr}"
+    );
+
+    set_read_only(&edge, false);
+    reload(dir.path());
+    wait_for("read-write again", Duration::from_secs(10), || {
+        (upload_start_status(&edge, &ca_str, "gc/app").status == 202).then_some(())
+    });
+    let after = push_blob(&base, &ca, "gc/app", b"after maintenance", &[]);
+    assert!(registry.has_blob("gc/app", &after));
+}
+
+#[test]
+fn broken_config_is_rejected_and_certificates_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, _registry, edge) = start(dir.path());
+    let ca = certs.ca_dir.join("ca.crt");
+    let ca_str = ca.to_str().unwrap();
+    let good = std::fs::read_to_string(&edge.config).unwrap();
+
+    // A broken file: logged, and the running configuration stays (pushes still allowed).
+    std::fs::write(
+        &edge.config,
+        format!("{good}maintenance:\n  read_only: maybe\n"),
+    )
+    .unwrap();
+    reload(dir.path());
+    wait_for(
+        "the rejection to be logged",
+        Duration::from_secs(10),
+        || {
+            let log = edge.log_text();
+            (log.contains("reload rejected") && log.contains("maintenance")).then_some(())
+        },
+    );
+    assert_eq!(upload_start_status(&edge, ca_str, "keep/app").status, 202);
+
+    // New certificate files at the same paths: new connections get them.
+    let subject = || {
+        let out = Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", edge.https_port),
+                "-servername",
+                "registry.test",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("subject="))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(subject().contains("CN = registry.test"), "{}", subject());
+    let fresh = dir.path().join("fresh");
+    registry_edge::certgen::generate(&fresh, &["renewed.test".into(), "registry.test".into()])
+        .unwrap();
+    std::fs::copy(fresh.join("tls.crt"), &certs.tls_crt).unwrap();
+    std::fs::copy(fresh.join("tls.key"), &certs.tls_key).unwrap();
+    std::fs::write(&edge.config, &good).unwrap();
+    reload(dir.path());
+    wait_for("the renewed certificate", Duration::from_secs(10), || {
+        subject().contains("CN = renewed.test").then_some(())
+    });
+}
