@@ -40,6 +40,8 @@ pub enum RegistryError {
     BadCredentials,
     #[error("too many failed logins; retry later")]
     TooManyFailedLogins,
+    #[error("too many pushes started; retry after {retry_after} seconds")]
+    TooManyPushes { retry_after: u64 },
     #[error("{0}")]
     BadTokenRequest(String),
     #[error("internal error in the edge")]
@@ -71,7 +73,7 @@ impl RegistryError {
             RegistryError::Unauthorized { .. }
             | RegistryError::InvalidToken(_)
             | RegistryError::BadCredentials => 401,
-            RegistryError::TooManyFailedLogins => 429,
+            RegistryError::TooManyFailedLogins | RegistryError::TooManyPushes { .. } => 429,
             RegistryError::ReadOnly => 405,
             RegistryError::Internal => 500,
         }
@@ -91,7 +93,9 @@ impl RegistryError {
             RegistryError::Unauthorized { .. }
             | RegistryError::InvalidToken(_)
             | RegistryError::BadCredentials => "UNAUTHORIZED",
-            RegistryError::TooManyFailedLogins => "TOOMANYREQUESTS",
+            RegistryError::TooManyFailedLogins | RegistryError::TooManyPushes { .. } => {
+                "TOOMANYREQUESTS"
+            }
             RegistryError::Internal => "UNKNOWN",
         }
     }

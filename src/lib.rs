@@ -24,6 +24,7 @@ pub mod certgen;
 pub mod config;
 pub mod error;
 pub mod proxy;
+pub mod ratelimit;
 pub mod redirect;
 pub mod registry;
 pub mod registry_config;

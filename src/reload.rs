@@ -86,8 +86,9 @@ impl Reloader {
         if let (Some(resolver), Some(certificates)) = (&self.certificates, loaded.certificates) {
             resolver.replace(certificates);
         }
-        self.settings
-            .store(Arc::new(Settings::new(&loaded.config, loaded.auth)));
+        let previous = self.settings.load_full();
+        let next = Settings::new(&loaded.config, loaded.auth, Some(&previous));
+        self.settings.store(Arc::new(next));
         Ok(not_applied)
     }
 }

@@ -21,7 +21,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::proxy::EdgeProxy;
 use crate::redirect::RedirectApp;
 use crate::reload::Reloader;
-use crate::settings::{Settings, SharedSettings};
+use crate::settings::{LimiterPurge, Settings, SharedSettings};
 use crate::tls::{CertResolver, CertSet};
 use crate::upstream::{NodePool, PoolService};
 
@@ -98,7 +98,8 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let settings: SharedSettings = Arc::new(ArcSwap::from_pointee(Settings::new(&config, auth)));
+    let settings: SharedSettings =
+        Arc::new(ArcSwap::from_pointee(Settings::new(&config, auth, None)));
     let (pool, health) = NodePool::build(&config.upstream).map_err(StartError::Upstream)?;
     match health {
         PoolService::Hash(service) => server.add_service(service),
@@ -141,6 +142,10 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
         }
         server.add_service(redirect);
     }
+    let purge = LimiterPurge {
+        settings: settings.clone(),
+    };
+    server.add_service(background_service("rate limit purge", purge));
     server.add_service(background_service(
         "config reload",
         Reloader::new(&config, settings, resolver),

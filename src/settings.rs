@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
 use crate::config::{Config, ExternalUrl, ForwardedSettings, Limits};
+use crate::ratelimit::PushLimiter;
 
 /// What one request is checked and proxied with.
 pub struct Settings {
@@ -22,10 +23,21 @@ pub struct Settings {
     /// Push-class requests are refused while set (garbage collection without downtime).
     pub read_only: bool,
     pub auth: Option<Arc<Auth>>,
+    pub push_limiter: Option<Arc<PushLimiter>>,
 }
 
 impl Settings {
-    pub fn new(config: &Config, auth: Option<Auth>) -> Settings {
+    /// `previous`: the settings being replaced; an unchanged limiter keeps its counters.
+    pub fn new(config: &Config, auth: Option<Auth>, previous: Option<&Settings>) -> Settings {
+        let kept = previous
+            .and_then(|p| p.push_limiter.clone())
+            .filter(|limiter| Some(limiter.config()) == config.push_limit.as_ref());
+        let push_limiter = kept.or_else(|| {
+            config
+                .push_limit
+                .clone()
+                .map(|limit| Arc::new(PushLimiter::new(limit)))
+        });
         Settings {
             forwarded: config.forwarded.clone(),
             external: config.server.external_url.clone(),
@@ -34,9 +46,32 @@ impl Settings {
             read_timeout: config.upstream.read_timeout,
             read_only: config.maintenance.read_only,
             auth: auth.map(Arc::new),
+            push_limiter,
         }
     }
 }
 
 /// The settings in force, shared by the proxy and the reloader.
 pub type SharedSettings = Arc<ArcSwap<Settings>>;
+
+/// Every minute, drops rate-limiter keys that have been idle for their whole window.
+pub struct LimiterPurge {
+    pub settings: SharedSettings,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for LimiterPurge {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    if let Some(limiter) = &self.settings.load().push_limiter {
+                        limiter.purge();
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

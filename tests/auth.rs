@@ -13,44 +13,7 @@ use common::{curl, make_certs, upstream_yaml, Certs, Edge, Registry};
 use registry_edge::auth::scope::Scope;
 use registry_edge::auth::token::{SigningKeys, TokenAuthority};
 
-const SERVICE: &str = "container_registry";
-const ISSUER: &str = "registry-edge-test";
-
-fn htpasswd(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("htpasswd");
-    let lines: Vec<String> = [
-        ("alice", "pw-alice"),
-        ("bob", "pw-bob"),
-        ("admin", "pw-admin"),
-    ]
-    .iter()
-    .map(|(u, p)| registry_edge::registry_config::htpasswd_line(u, p, 4).unwrap())
-    .collect();
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
-}
-
-fn auth_yaml(dir: &Path, extra: &str) -> String {
-    format!(
-        "auth:\n  token:\n    service: {SERVICE}\n    issuer: {ISSUER}\n    signing_key: {key}\n    certificate: {crt}\n    expiration: 5m\n  \
-         users:\n    htpasswd: {htpasswd}\n  acl:\n    \
-         - {{ account: admin, name: \"**\", actions: [\"*\"] }}\n    \
-         - {{ account: admin, type: registry, name: catalog, actions: [\"*\"] }}\n    \
-         - {{ account: \"*\", name: \"${{account}}/**\", actions: [pull, push, delete] }}\n    \
-         - {{ account: \"\", name: \"public/*\", actions: [pull] }}\n    \
-         - {{ account: \"*\", name: \"public/*\", actions: [pull] }}\n{extra}",
-        key = dir.join("certs/registry-auth.key").display(),
-        crt = dir.join("certs/registry-auth.crt").display(),
-        htpasswd = htpasswd(dir).display(),
-    )
-}
-
-fn registry_auth_block(dir: &Path) -> String {
-    format!(
-        "auth:\n  token:\n    realm: https://127.0.0.1:1/jwt/auth\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
-        dir.join("certs/registry-auth.crt").display()
-    )
-}
+use common::auth::{auth_yaml, registry_auth_block, ISSUER, SERVICE};
 
 struct Setup {
     dir: tempfile::TempDir,

@@ -28,6 +28,33 @@ pub struct ConfigFile {
     /// Maintenance switches. Default `{ read_only: false }`.
     #[serde(default)]
     pub maintenance: MaintenanceFile,
+    /// Rate limits. Default: none.
+    #[serde(default)]
+    pub rate_limits: RateLimitsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsFile {
+    /// Push starts (`POST …/blobs/uploads/`, `PUT …/manifests/…`) per key. Default: unlimited.
+    #[serde(default)]
+    pub push: Option<PushLimitFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushLimitFile {
+    /// `account` (default; token subject, anonymous falls back to client_ip) or `client_ip`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Sustained push starts per minute per key.
+    pub per_minute: u32,
+    /// Push starts allowed at once before the rate applies. Default: `per_minute`.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Accounts never limited. Default `[]`.
+    #[serde(default)]
+    pub exempt_accounts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

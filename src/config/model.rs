@@ -12,6 +12,7 @@ use std::num::NonZeroU32;
 use ipnet::IpNet;
 
 use crate::auth::acl::{Acl, Actions, Rule};
+use crate::ratelimit::{LimitKey, PushLimit};
 
 use super::file::{self, ConfigFile};
 use super::ConfigError;
@@ -29,6 +30,8 @@ pub struct Config {
     pub limits: Limits,
     pub auth: Option<AuthSettings>,
     pub maintenance: Maintenance,
+    /// `rate_limits.push`; `None` = unlimited.
+    pub push_limit: Option<PushLimit>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -180,6 +183,7 @@ impl Config {
             limits,
             auth,
             maintenance,
+            rate_limits,
         } = file;
         let v = Validator { path };
         let server = server_settings(&v, server)?;
@@ -200,6 +204,7 @@ impl Config {
                 max_body_size: (limits.max_body_size > 0).then_some(limits.max_body_size),
             },
             auth: auth.map(|a| auth_settings(&v, a)).transpose()?,
+            push_limit: rate_limits.push.map(|p| push_limit(&v, p)).transpose()?,
             maintenance: Maintenance {
                 read_only: maintenance.read_only,
             },
@@ -541,5 +546,37 @@ fn acl_rule(v: &Validator, index: usize, rule: file::AclRuleFile) -> Result<Rule
         name,
         actions,
         comment,
+    })
+}
+
+fn push_limit(v: &Validator, push: file::PushLimitFile) -> Result<PushLimit, ConfigError> {
+    let file::PushLimitFile {
+        key,
+        per_minute,
+        burst,
+        exempt_accounts,
+    } = push;
+    let key = match key.as_deref() {
+        None | Some("account") => LimitKey::Account,
+        Some("client_ip") => LimitKey::ClientIp,
+        Some(other) => {
+            return Err(v.invalid(
+                "rate_limits.push.key",
+                format!("{other:?} is not one of account, client_ip"),
+            ))
+        }
+    };
+    let per_minute = NonZeroU32::new(per_minute)
+        .ok_or_else(|| v.invalid("rate_limits.push.per_minute", "must be at least 1"))?;
+    let burst = match burst {
+        None => per_minute,
+        Some(b) => NonZeroU32::new(b)
+            .ok_or_else(|| v.invalid("rate_limits.push.burst", "must be at least 1"))?,
+    };
+    Ok(PushLimit {
+        key,
+        per_minute,
+        burst,
+        exempt_accounts: exempt_accounts.into_iter().collect(),
     })
 }

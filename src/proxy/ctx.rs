@@ -26,6 +26,8 @@ pub struct RequestCtx {
     pub own_error: Option<RegistryError>,
     /// The token subject (or the account a token was issued to); `""` = anonymous.
     pub subject: Option<String>,
+    /// For an admitted push start: (`RateLimit-Limit`, remaining) to report in the response.
+    pub push_budget: Option<(String, u32)>,
 }
 
 impl RequestCtx {
@@ -43,6 +45,7 @@ impl RequestCtx {
             body_bytes: 0,
             own_error: None,
             subject: None,
+            push_budget: None,
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::auth::scope::is_valid_repository;
 use crate::auth::Auth;
 use crate::config::{ExternalUrl, Limits};
 use crate::error::{json_response_header, RegistryError};
+use crate::ratelimit::Admission;
 use crate::settings::SharedSettings;
 use crate::upstream::NodePool;
 pub use ctx::RequestCtx;
@@ -206,6 +207,35 @@ impl EdgeProxy {
         }
     }
 
+    /// Counts push starts against `rate_limits.push`; `Ok(true)` when refused with 429.
+    async fn limit_pushes(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(limiter) = ctx.settings.push_limiter.clone() else {
+            return Ok(false);
+        };
+        if !is_push_start(&session.req_header().method, &ctx.route) {
+            return Ok(false);
+        }
+        let client_ip = ctx.client.map(|c| c.client.to_string()).unwrap_or_default();
+        match limiter.admit(ctx.subject.as_deref(), &client_ip) {
+            Admission::Exempt => Ok(false),
+            Admission::Admitted { remaining } => {
+                ctx.push_budget = Some((limiter.limit_header(), remaining));
+                Ok(false)
+            }
+            Admission::Limited { retry_after } => {
+                let error = RegistryError::TooManyPushes { retry_after };
+                let headers = [
+                    ("Retry-After", retry_after.to_string()),
+                    ("RateLimit-Limit", limiter.limit_header()),
+                    ("RateLimit-Remaining", "0;w=60".to_string()),
+                ];
+                self.answer(session, &error, &headers).await?;
+                ctx.own_error = Some(error);
+                Ok(true)
+            }
+        }
+    }
+
     /// What to tell the client about a failure Pingora reports.
     fn classify(e: &Error, limits: Limits) -> Option<RegistryError> {
         use ErrorType::*;
@@ -240,6 +270,16 @@ async fn linger(session: &mut Session) {
         Ok(Err(e)) => tracing::debug!("client went away while its body was discarded: {e}"),
         Err(_) => tracing::debug!("stopped discarding a request body after {LINGER:?}"),
     }
+}
+
+/// Push starts: what `rate_limits.push` counts (never PATCH/PUT chunks of an upload).
+fn is_push_start(method: &http::Method, route: &crate::registry::Route) -> bool {
+    use crate::registry::Endpoint;
+    matches!(
+        (method, &route.endpoint),
+        (&http::Method::POST, Endpoint::UploadStart)
+            | (&http::Method::PUT, Endpoint::Manifest { .. })
+    )
 }
 
 /// Requests that change the registry: refused in read-only mode.
@@ -308,6 +348,9 @@ impl ProxyHttp for EdgeProxy {
             if self.enforce(session, ctx, &auth).await? {
                 return Ok(true);
             }
+        }
+        if self.limit_pushes(session, ctx).await? {
+            return Ok(true);
         }
         if let Some(limit) = ctx.settings.limits.max_body_size {
             if content_length(session).is_some_and(|len| len > limit) {
@@ -431,6 +474,19 @@ impl ProxyHttp for EdgeProxy {
             error_code: status,
             can_reuse_downstream: false,
         }
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some((limit, remaining)) = &ctx.push_budget {
+            upstream_response.insert_header("RateLimit-Limit", limit.as_str())?;
+            upstream_response.insert_header("RateLimit-Remaining", format!("{remaining};w=60"))?;
+        }
+        Ok(())
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {

@@ -3,6 +3,7 @@
 //! Every process is killed when its handle drops; readiness is polled with a deadline.
 #![allow(dead_code)]
 
+pub mod auth;
 pub mod echo;
 
 use std::net::TcpListener;

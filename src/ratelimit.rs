@@ -1,0 +1,208 @@
+//! Push-start rate limits (`rate_limits.push`): governor GCRA limiters keyed by account
+//! (the token subject; anonymous requests fall back to the client IP) or by client IP.
+//!
+//! Only push STARTS count (`POST …/blobs/uploads/`, `PUT …/manifests/…`), so a limit
+//! never cuts a body stream already admitted and pulls are never counted. Refusals are
+//! 429 `TOOMANYREQUESTS` with `Retry-After` (whole seconds until a cell is free) and
+//! Docker Hub style `RateLimit-Limit` / `RateLimit-Remaining` (`600;w=60`).
+//!
+//! Memory: a key idle for longer than it takes its budget to refill is indistinguishable
+//! from a new key, so [`PushLimiter::purge`] (run every minute) drops it; a flood of
+//! distinct client addresses costs memory for at most one refill period.
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+
+/// What a push limit is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The token subject; anonymous requests use the client IP.
+    Account,
+    ClientIp,
+}
+
+/// `rate_limits.push`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushLimit {
+    pub key: LimitKey,
+    pub per_minute: NonZeroU32,
+    pub burst: NonZeroU32,
+    pub exempt_accounts: HashSet<String>,
+}
+
+/// The outcome for one push start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Exempt,
+    Admitted { remaining: u32 },
+    Limited { retry_after: u64 },
+}
+
+type Limiter<C> = RateLimiter<String, DashMapStateStore<String>, C, StateInformationMiddleware>;
+
+pub struct PushLimiter<C: Clock = DefaultClock> {
+    config: PushLimit,
+    limiter: Limiter<C>,
+    clock: C,
+}
+
+impl PushLimiter<DefaultClock> {
+    pub fn new(config: PushLimit) -> Self {
+        Self::with_clock(config, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> PushLimiter<C> {
+    pub fn with_clock(config: PushLimit, clock: C) -> Self {
+        let quota = Quota::per_minute(config.per_minute).allow_burst(config.burst);
+        let limiter = RateLimiter::dashmap_with_clock(quota, clock.clone())
+            .with_middleware::<StateInformationMiddleware>();
+        PushLimiter {
+            config,
+            limiter,
+            clock,
+        }
+    }
+
+    pub fn config(&self) -> &PushLimit {
+        &self.config
+    }
+
+    /// The key a request is counted under.
+    pub fn key_for(&self, subject: Option<&str>, client_ip: &str) -> String {
+        match (self.config.key, subject) {
+            (LimitKey::Account, Some(account)) if !account.is_empty() => {
+                format!("account:{account}")
+            }
+            _ => format!("ip:{client_ip}"),
+        }
+    }
+
+    /// Counts one push start.
+    pub fn admit(&self, subject: Option<&str>, client_ip: &str) -> Admission {
+        if subject.is_some_and(|s| self.config.exempt_accounts.contains(s)) {
+            return Admission::Exempt;
+        }
+        match self.limiter.check_key(&self.key_for(subject, client_ip)) {
+            Ok(snapshot) => Admission::Admitted {
+                remaining: snapshot.remaining_burst_capacity(),
+            },
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                Admission::Limited {
+                    retry_after: whole_seconds(wait),
+                }
+            }
+        }
+    }
+
+    /// `RateLimit-Limit` value: `600;w=60`.
+    pub fn limit_header(&self) -> String {
+        format!("{};w=60", self.config.per_minute)
+    }
+
+    /// Drops keys whose budget has fully refilled (they behave like new keys).
+    pub fn purge(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    pub fn tracked_keys(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+/// Rounded up, and at least 1: a client told 0 would retry at once.
+fn whole_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    fn limit(per_minute: u32, burst: u32, key: LimitKey) -> PushLimit {
+        PushLimit {
+            key,
+            per_minute: NonZeroU32::new(per_minute).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+            exempt_accounts: ["ci-bot".to_string()].into(),
+        }
+    }
+
+    #[test]
+    fn burst_then_retry_after_then_refill() {
+        let clock = FakeRelativeClock::default();
+        let limiter = PushLimiter::with_clock(limit(60, 3, LimitKey::Account), clock.clone());
+        let admitted: Vec<Admission> = (0..3)
+            .map(|_| limiter.admit(Some("alice"), "10.0.0.1"))
+            .collect();
+        assert_eq!(
+            admitted,
+            [
+                Admission::Admitted { remaining: 2 },
+                Admission::Admitted { remaining: 1 },
+                Admission::Admitted { remaining: 0 }
+            ]
+        );
+        assert_eq!(
+            limiter.admit(Some("alice"), "10.0.0.1"),
+            Admission::Limited { retry_after: 1 }
+        );
+        assert!(
+            matches!(
+                limiter.admit(Some("bob"), "10.0.0.1"),
+                Admission::Admitted { .. }
+            ),
+            "other accounts are independent"
+        );
+        assert_eq!(limiter.admit(Some("ci-bot"), "10.0.0.1"), Admission::Exempt);
+        clock.advance(Duration::from_secs(1));
+        assert!(matches!(
+            limiter.admit(Some("alice"), "10.0.0.1"),
+            Admission::Admitted { .. }
+        ));
+        assert_eq!(limiter.limit_header(), "60;w=60");
+    }
+
+    #[test]
+    fn anonymous_falls_back_to_the_client_ip() {
+        let limiter = PushLimiter::new(limit(60, 1, LimitKey::Account));
+        assert_eq!(limiter.key_for(Some(""), "1.2.3.4"), "ip:1.2.3.4");
+        assert_eq!(limiter.key_for(None, "1.2.3.4"), "ip:1.2.3.4");
+        assert_eq!(limiter.key_for(Some("alice"), "1.2.3.4"), "account:alice");
+        let by_ip = PushLimiter::new(limit(60, 1, LimitKey::ClientIp));
+        assert_eq!(by_ip.key_for(Some("alice"), "1.2.3.4"), "ip:1.2.3.4");
+    }
+
+    #[test]
+    fn memory_is_bounded_by_purging_idle_keys() {
+        let clock = FakeRelativeClock::default();
+        let limiter = PushLimiter::with_clock(limit(600, 100, LimitKey::ClientIp), clock.clone());
+        for i in 0..100_000u32 {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+            assert!(matches!(
+                limiter.admit(None, &ip),
+                Admission::Admitted { .. }
+            ));
+        }
+        assert_eq!(limiter.tracked_keys(), 100_000);
+        limiter.purge();
+        assert_eq!(
+            limiter.tracked_keys(),
+            100_000,
+            "keys still inside their window stay"
+        );
+        // After a full refill period (burst / rate = 100 / 10 per second), every key is idle.
+        clock.advance(Duration::from_secs(10));
+        limiter.purge();
+        assert_eq!(limiter.tracked_keys(), 0);
+    }
+}

@@ -1,0 +1,136 @@
+//! Push-start rate limits keyed by account, against the real registry in token mode:
+//! burst then 429 with Retry-After and RateLimit headers, other accounts and pulls
+//! unaffected, exempt accounts, and a real client (skopeo) finishing once allowed.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::auth::{auth_yaml, registry_auth_block, SERVICE};
+use common::{curl, make_certs, upstream_yaml, wait_for, Edge, Registry};
+
+fn token(edge: &Edge, ca: &str, user: &str, password: &str, scope: &str) -> String {
+    let url = format!("{}?service={SERVICE}&scope={scope}", edge.url("/jwt/auth"));
+    let r = curl(&["--cacert", ca, "-u", &format!("{user}:{password}"), &url]);
+    assert_eq!(r.status, 200);
+    r.json()["token"].as_str().unwrap().to_string()
+}
+
+fn push_start(edge: &Edge, ca: &str, token: &str, repo: &str) -> common::CurlResult {
+    curl(&[
+        "--cacert",
+        ca,
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &edge.url(&format!("/v2/{repo}/blobs/uploads/")),
+    ])
+}
+
+#[test]
+fn push_starts_are_limited_per_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
+    let limits = "rate_limits:\n  push: { key: account, per_minute: 60, burst: 3, exempt_accounts: [ci-bot] }\n";
+    let edge = Edge::start(
+        dir.path(),
+        &certs,
+        &upstream_yaml(&[registry.addr()], "repository_hash"),
+        &format!("{}{limits}", auth_yaml(dir.path(), "")),
+    );
+    let ca = certs.ca_dir.join("ca.crt").to_str().unwrap().to_string();
+    let alice = token(
+        &edge,
+        &ca,
+        "alice",
+        "pw-alice",
+        "repository:alice/app:pull,push",
+    );
+    let bob = token(&edge, &ca, "bob", "pw-bob", "repository:bob/app:pull,push");
+    let bot = token(
+        &edge,
+        &ca,
+        "ci-bot",
+        "pw-ci-bot",
+        "repository:ci-bot/app:pull,push",
+    );
+
+    for remaining in [2, 1, 0] {
+        let r = push_start(&edge, &ca, &alice, "alice/app");
+        assert_eq!(r.status, 202);
+        assert_eq!(r.header("ratelimit-limit"), Some("60;w=60"));
+        assert_eq!(
+            r.header("ratelimit-remaining"),
+            Some(format!("{remaining};w=60").as_str())
+        );
+    }
+    let limited = push_start(&edge, &ca, &alice, "alice/app");
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("content-type"), Some("application/json"));
+    assert_eq!(limited.json()["errors"][0]["code"], "TOOMANYREQUESTS");
+    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry_after >= 1);
+    assert_eq!(limited.header("ratelimit-remaining"), Some("0;w=60"));
+
+    assert_eq!(
+        push_start(&edge, &ca, &bob, "bob/app").status,
+        202,
+        "another account is unaffected"
+    );
+    let pull = curl(&[
+        "--cacert",
+        &ca,
+        "-H",
+        &format!("Authorization: Bearer {alice}"),
+        &edge.url("/v2/alice/app/tags/list"),
+    ]);
+    assert_ne!(pull.status, 429, "pulls are never counted");
+    assert_ne!(pull.status, 401);
+    for _ in 0..5 {
+        assert_eq!(
+            push_start(&edge, &ca, &bot, "ci-bot/app").status,
+            202,
+            "exempt account"
+        );
+    }
+    wait_for("a cell to free up", Duration::from_secs(10), || {
+        (push_start(&edge, &ca, &alice, "alice/app").status == 202).then_some(())
+    });
+
+    // A real client with the budget spent finishes once the limit allows: skopeo retries
+    // the 429s on bodiless POSTs itself (honouring Retry-After); a 429 on the manifest PUT
+    // (a request with a body, which containers/image never retries) fails that attempt,
+    // and --retry-times repeats the copy, whose blobs are then already there.
+    while push_start(&edge, &ca, &alice, "alice/app").status == 202 {}
+    let layout = common::tiny_oci_layout(&dir.path().join("image"));
+    let out = Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--dest-cert-dir",
+            certs.ca_dir.to_str().unwrap(),
+            "--dest-creds",
+            "alice:pw-alice",
+            "--retry-times",
+            "5",
+        ])
+        .arg(&layout)
+        .arg(format!(
+            "docker://127.0.0.1:{}/alice/limited:v1",
+            edge.https_port
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo finishes under the limit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        edge.log_text().contains("status=429"),
+        "skopeo was limited on the way"
+    );
+}
