@@ -27,6 +27,18 @@ pub enum LimitKey {
     ClientIp,
 }
 
+impl LimitKey {
+    /// The limiter key for a request: `account:NAME`, or `ip:ADDR` (also for anonymous).
+    pub fn key_for(self, subject: Option<&str>, client_ip: &str) -> String {
+        match (self, subject) {
+            (LimitKey::Account, Some(account)) if !account.is_empty() => {
+                format!("account:{account}")
+            }
+            _ => format!("ip:{client_ip}"),
+        }
+    }
+}
+
 /// `rate_limits.push`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushLimit {
@@ -76,12 +88,7 @@ impl<C: Clock + Clone> PushLimiter<C> {
 
     /// The key a request is counted under.
     pub fn key_for(&self, subject: Option<&str>, client_ip: &str) -> String {
-        match (self.config.key, subject) {
-            (LimitKey::Account, Some(account)) if !account.is_empty() => {
-                format!("account:{account}")
-            }
-            _ => format!("ip:{client_ip}"),
-        }
+        self.config.key.key_for(subject, client_ip)
     }
 
     /// Counts one push start.
@@ -115,6 +122,66 @@ impl<C: Clock + Clone> PushLimiter<C> {
 
     pub fn tracked_keys(&self) -> usize {
         self.limiter.len()
+    }
+}
+
+/// `rate_limits.upload_bytes`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadBytesLimit {
+    pub key: LimitKey,
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// A per-key byte budget for request bodies (cells are bytes). Over budget, the stream
+/// is held — the edge stops reading, so TCP/h2 flow control slows the client — never failed.
+pub struct UploadThrottle {
+    config: UploadBytesLimit,
+    limiter: RateLimiter<String, DashMapStateStore<String>, DefaultClock>,
+}
+
+impl UploadThrottle {
+    pub fn new(config: UploadBytesLimit) -> Self {
+        let quota = Quota::per_second(config.per_second).allow_burst(config.burst);
+        UploadThrottle {
+            limiter: RateLimiter::dashmap_with_clock(quota, DefaultClock::default()),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &UploadBytesLimit {
+        &self.config
+    }
+
+    /// Waits until `key` may send `bytes` more; returns how long it waited.
+    pub async fn throttle(&self, key: &str, bytes: usize) -> Duration {
+        let key = key.to_string();
+        let mut waited = Duration::ZERO;
+        // A chunk larger than the burst is taken in burst-sized pieces.
+        let mut left = bytes;
+        while left > 0 {
+            let piece = left.min(self.config.burst.get() as usize);
+            let cells = NonZeroU32::new(piece as u32).unwrap_or(NonZeroU32::MIN);
+            loop {
+                match self.limiter.check_key_n(&key, cells) {
+                    Ok(Ok(())) => break,
+                    Ok(Err(not_until)) => {
+                        let wait = not_until.wait_time_from(DefaultClock::default().now());
+                        tokio::time::sleep(wait).await;
+                        waited += wait;
+                    }
+                    // Cannot happen: pieces never exceed the burst.
+                    Err(_) => break,
+                }
+            }
+            left -= piece;
+        }
+        waited
+    }
+
+    pub fn purge(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
     }
 }
 
@@ -180,6 +247,27 @@ mod tests {
         assert_eq!(limiter.key_for(Some("alice"), "1.2.3.4"), "account:alice");
         let by_ip = PushLimiter::new(limit(60, 1, LimitKey::ClientIp));
         assert_eq!(by_ip.key_for(Some("alice"), "1.2.3.4"), "ip:1.2.3.4");
+    }
+
+    #[tokio::test]
+    async fn upload_throttle_holds_streams_over_budget() {
+        let throttle = UploadThrottle::new(UploadBytesLimit {
+            key: LimitKey::Account,
+            per_second: NonZeroU32::new(1 << 20).unwrap(),
+            burst: NonZeroU32::new(1 << 20).unwrap(),
+        });
+        assert_eq!(
+            throttle.throttle("k", 1 << 20).await,
+            Duration::ZERO,
+            "the burst passes at once"
+        );
+        let waited = throttle.throttle("k", 256 << 10).await;
+        assert!(waited > Duration::ZERO, "over budget, the stream is held");
+        assert_eq!(
+            throttle.throttle("other", 64 << 10).await,
+            Duration::ZERO,
+            "keys are independent"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
 use crate::config::{Config, ExternalUrl, ForwardedSettings, Limits};
-use crate::ratelimit::PushLimiter;
+use crate::ratelimit::{PushLimiter, UploadThrottle};
 
 /// What one request is checked and proxied with.
 pub struct Settings {
@@ -24,6 +24,7 @@ pub struct Settings {
     pub read_only: bool,
     pub auth: Option<Arc<Auth>>,
     pub push_limiter: Option<Arc<PushLimiter>>,
+    pub upload_throttle: Option<Arc<UploadThrottle>>,
 }
 
 impl Settings {
@@ -32,6 +33,15 @@ impl Settings {
         let kept = previous
             .and_then(|p| p.push_limiter.clone())
             .filter(|limiter| Some(limiter.config()) == config.push_limit.as_ref());
+        let kept_throttle = previous
+            .and_then(|p| p.upload_throttle.clone())
+            .filter(|throttle| Some(throttle.config()) == config.upload_limit.as_ref());
+        let upload_throttle = kept_throttle.or_else(|| {
+            config
+                .upload_limit
+                .clone()
+                .map(|limit| Arc::new(UploadThrottle::new(limit)))
+        });
         let push_limiter = kept.or_else(|| {
             config
                 .push_limit
@@ -47,6 +57,7 @@ impl Settings {
             read_only: config.maintenance.read_only,
             auth: auth.map(Arc::new),
             push_limiter,
+            upload_throttle,
         }
     }
 }
@@ -66,8 +77,12 @@ impl pingora::services::background::BackgroundService for LimiterPurge {
         loop {
             tokio::select! {
                 _ = every.tick() => {
-                    if let Some(limiter) = &self.settings.load().push_limiter {
+                    let settings = self.settings.load();
+                    if let Some(limiter) = &settings.push_limiter {
                         limiter.purge();
+                    }
+                    if let Some(throttle) = &settings.upload_throttle {
+                        throttle.purge();
                     }
                 }
                 _ = shutdown.changed() => return,

@@ -134,3 +134,37 @@ fn push_starts_are_limited_per_account() {
         "skopeo was limited on the way"
     );
 }
+
+#[test]
+fn upload_bandwidth_cap_slows_but_never_fails_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let registry = Registry::start(dir.path(), "node");
+    let edge = Edge::start(
+        dir.path(),
+        &certs,
+        &upstream_yaml(&[registry.addr()], "repository_hash"),
+        "rate_limits:\n  upload_bytes: { key: client_ip, per_second: 1048576, burst: 1048576 }\n",
+    );
+    let ca = certs.ca_dir.join("ca.crt");
+    // 3 MiB against a 1 MiB burst: the stream must be held, and must arrive intact.
+    let bytes: Vec<u8> = (0..3u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let base = format!("https://127.0.0.1:{}", edge.https_port);
+    let digest = common::push_blob(&base, &ca, "throttled/app", &bytes, &[]);
+    assert!(registry.has_blob("throttled/app", &digest));
+    let held = wait_for("the PUT's access line", Duration::from_secs(10), || {
+        edge.log_text()
+            .lines()
+            .find(|l| l.contains("method=PUT") && l.contains("throttled/app"))
+            .map(|l| l.to_string())
+    });
+    let throttled_ms: u64 = held
+        .split("throttled_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("throttled_ms in the access log");
+    assert!(throttled_ms > 0, "the upload was held by the cap: {held}");
+}

@@ -39,6 +39,22 @@ pub struct RateLimitsFile {
     /// Push starts (`POST …/blobs/uploads/`, `PUT …/manifests/…`) per key. Default: unlimited.
     #[serde(default)]
     pub push: Option<PushLimitFile>,
+    /// Request-body bandwidth per key; over it uploads are slowed, not failed. Default: unlimited.
+    #[serde(default)]
+    pub upload_bytes: Option<UploadBytesFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadBytesFile {
+    /// `account` (default) or `client_ip`, as for `push`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Sustained bytes per second per key.
+    pub per_second: u32,
+    /// Bytes that may pass at once before the rate applies. Default: `per_second`.
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use std::num::NonZeroU32;
 use ipnet::IpNet;
 
 use crate::auth::acl::{Acl, Actions, Rule};
-use crate::ratelimit::{LimitKey, PushLimit};
+use crate::ratelimit::{LimitKey, PushLimit, UploadBytesLimit};
 
 use super::file::{self, ConfigFile};
 use super::ConfigError;
@@ -32,6 +32,8 @@ pub struct Config {
     pub maintenance: Maintenance,
     /// `rate_limits.push`; `None` = unlimited.
     pub push_limit: Option<PushLimit>,
+    /// `rate_limits.upload_bytes`; `None` = unlimited.
+    pub upload_limit: Option<UploadBytesLimit>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -205,6 +207,10 @@ impl Config {
             },
             auth: auth.map(|a| auth_settings(&v, a)).transpose()?,
             push_limit: rate_limits.push.map(|p| push_limit(&v, p)).transpose()?,
+            upload_limit: rate_limits
+                .upload_bytes
+                .map(|u| upload_limit(&v, u))
+                .transpose()?,
             maintenance: Maintenance {
                 read_only: maintenance.read_only,
             },
@@ -549,6 +555,38 @@ fn acl_rule(v: &Validator, index: usize, rule: file::AclRuleFile) -> Result<Rule
     })
 }
 
+fn limit_key(v: &Validator, field: &str, key: Option<&str>) -> Result<LimitKey, ConfigError> {
+    match key {
+        None | Some("account") => Ok(LimitKey::Account),
+        Some("client_ip") => Ok(LimitKey::ClientIp),
+        Some(other) => Err(v.invalid(field, format!("{other:?} is not one of account, client_ip"))),
+    }
+}
+
+fn upload_limit(
+    v: &Validator,
+    upload: file::UploadBytesFile,
+) -> Result<UploadBytesLimit, ConfigError> {
+    let file::UploadBytesFile {
+        key,
+        per_second,
+        burst,
+    } = upload;
+    let key = limit_key(v, "rate_limits.upload_bytes.key", key.as_deref())?;
+    let per_second = NonZeroU32::new(per_second)
+        .ok_or_else(|| v.invalid("rate_limits.upload_bytes.per_second", "must be at least 1"))?;
+    let burst = match burst {
+        None => per_second,
+        Some(b) => NonZeroU32::new(b)
+            .ok_or_else(|| v.invalid("rate_limits.upload_bytes.burst", "must be at least 1"))?,
+    };
+    Ok(UploadBytesLimit {
+        key,
+        per_second,
+        burst,
+    })
+}
+
 fn push_limit(v: &Validator, push: file::PushLimitFile) -> Result<PushLimit, ConfigError> {
     let file::PushLimitFile {
         key,
@@ -556,16 +594,7 @@ fn push_limit(v: &Validator, push: file::PushLimitFile) -> Result<PushLimit, Con
         burst,
         exempt_accounts,
     } = push;
-    let key = match key.as_deref() {
-        None | Some("account") => LimitKey::Account,
-        Some("client_ip") => LimitKey::ClientIp,
-        Some(other) => {
-            return Err(v.invalid(
-                "rate_limits.push.key",
-                format!("{other:?} is not one of account, client_ip"),
-            ))
-        }
-    };
+    let key = limit_key(v, "rate_limits.push.key", key.as_deref())?;
     let per_minute = NonZeroU32::new(per_minute)
         .ok_or_else(|| v.invalid("rate_limits.push.per_minute", "must be at least 1"))?;
     let burst = match burst {

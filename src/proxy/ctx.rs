@@ -28,6 +28,8 @@ pub struct RequestCtx {
     pub subject: Option<String>,
     /// For an admitted push start: (`RateLimit-Limit`, remaining) to report in the response.
     pub push_budget: Option<(String, u32)>,
+    /// Time the body stream was held by `rate_limits.upload_bytes`.
+    pub throttled: std::time::Duration,
 }
 
 impl RequestCtx {
@@ -46,6 +48,7 @@ impl RequestCtx {
             own_error: None,
             subject: None,
             push_budget: None,
+            throttled: std::time::Duration::ZERO,
         }
     }
 }

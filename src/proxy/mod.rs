@@ -437,6 +437,16 @@ impl ProxyHttp for EdgeProxy {
                 }
             }
         }
+        if let (Some(throttle), Some(chunk)) = (ctx.settings.upload_throttle.clone(), body.as_ref())
+        {
+            // Holding the stream here stops further reads: the client is slowed by flow control.
+            let client_ip = ctx.client.map(|c| c.client.to_string()).unwrap_or_default();
+            let key = throttle
+                .config()
+                .key
+                .key_for(ctx.subject.as_deref(), &client_ip);
+            ctx.throttled += throttle.throttle(&key, chunk.len()).await;
+        }
         Ok(())
     }
 
@@ -504,6 +514,7 @@ impl ProxyHttp for EdgeProxy {
             bytes_out = session.body_bytes_sent(),
             duration_ms = ctx.started.elapsed().as_millis() as u64,
             upstream = %ctx.node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            throttled_ms = ctx.throttled.as_millis() as u64,
             error = %e.map(|e| e.etype().as_str()).unwrap_or("-"),
         );
     }
