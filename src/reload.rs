@@ -2,9 +2,10 @@
 //! certificates, users), and only then swap it in. An invalid file is logged with the
 //! problem and the running configuration stays in force.
 //!
-//! Applied live: read-only mode, body limits, forwarding trust, timeouts, users, ACL,
-//! token settings and TLS certificates. Listener addresses, threads and the upstream
-//! node list need a restart; a changed value is logged as not applied.
+//! Applied live: read-only mode, limits, forwarding trust, timeouts, users, ACL, token
+//! settings, TLS certificates and the upstream node list (picked up by the pool within a
+//! second; health checks then judge new nodes). Listener addresses, threads and the
+//! balance mode need a restart; a changed value is logged as not applied.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,10 +16,11 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Balance, Config, ConfigError};
 use crate::server;
 use crate::settings::{Settings, SharedSettings};
 use crate::tls::CertResolver;
+use crate::upstream::NodeList;
 
 /// What a restart would still have to apply after a successful reload.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -28,6 +30,7 @@ pub struct Reloader {
     path: PathBuf,
     settings: SharedSettings,
     certificates: Option<Arc<CertResolver>>,
+    nodes: NodeList,
     fixed: Fixed,
 }
 
@@ -37,7 +40,7 @@ struct Fixed {
     https_listen: Vec<SocketAddr>,
     http_listen: Vec<SocketAddr>,
     threads: usize,
-    nodes: Vec<SocketAddr>,
+    balance: Balance,
 }
 
 impl Fixed {
@@ -46,7 +49,7 @@ impl Fixed {
             https_listen: config.server.https_listen.clone(),
             http_listen: config.server.http_listen.clone(),
             threads: config.server.threads,
-            nodes: config.upstream.nodes.clone(),
+            balance: config.upstream.balance,
         }
     }
 
@@ -58,8 +61,8 @@ impl Fixed {
         if self.threads != other.threads {
             changed.push("server.threads");
         }
-        if self.nodes != other.nodes {
-            changed.push("upstream.nodes");
+        if self.balance != other.balance {
+            changed.push("upstream.balance");
         }
         NotApplied(changed)
     }
@@ -70,11 +73,13 @@ impl Reloader {
         config: &Config,
         settings: SharedSettings,
         certificates: Option<Arc<CertResolver>>,
+        nodes: NodeList,
     ) -> Reloader {
         Reloader {
             path: config.source.clone(),
             settings,
             certificates,
+            nodes,
             fixed: Fixed::of(config),
         }
     }
@@ -86,6 +91,7 @@ impl Reloader {
         if let (Some(resolver), Some(certificates)) = (&self.certificates, loaded.certificates) {
             resolver.replace(certificates);
         }
+        self.nodes.replace(&loaded.config.upstream.nodes);
         let previous = self.settings.load_full();
         let next = Settings::new(&loaded.config, loaded.auth, Some(&previous));
         self.settings.store(Arc::new(next));

@@ -23,7 +23,7 @@ use crate::redirect::RedirectApp;
 use crate::reload::Reloader;
 use crate::settings::{LimiterPurge, Settings, SharedSettings};
 use crate::tls::{CertResolver, CertSet};
-use crate::upstream::{NodePool, PoolService};
+use crate::upstream::{NodeList, NodePool, PoolService};
 
 /// How long the final step of a graceful shutdown may take after the grace period.
 const FINAL_SHUTDOWN_SECONDS: u64 = 5;
@@ -100,7 +100,8 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
 
     let settings: SharedSettings =
         Arc::new(ArcSwap::from_pointee(Settings::new(&config, auth, None)));
-    let (pool, health) = NodePool::build(&config.upstream).map_err(StartError::Upstream)?;
+    let nodes = NodeList::new(&config.upstream.nodes);
+    let (pool, health) = NodePool::build(&config.upstream, &nodes).map_err(StartError::Upstream)?;
     match health {
         PoolService::Hash(service) => server.add_service(service),
         PoolService::RoundRobin(service) => server.add_service(service),
@@ -148,7 +149,7 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
     server.add_service(background_service("rate limit purge", purge));
     server.add_service(background_service(
         "config reload",
-        Reloader::new(&config, settings, resolver),
+        Reloader::new(&config, settings, resolver, nodes),
     ));
     Ok(server)
 }

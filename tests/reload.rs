@@ -230,3 +230,49 @@ fn broken_config_is_rejected_and_certificates_reload() {
         subject().contains("CN = renewed.test").then_some(())
     });
 }
+
+#[test]
+fn upstream_nodes_change_on_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let a = Registry::start(dir.path(), "a");
+    let b = Registry::start(dir.path(), "b");
+    let edge = Edge::start_with(
+        dir.path(),
+        &certs,
+        &format!(
+            "  shutdown_grace: 1s\n  pid_file: {}\n",
+            dir.path().join("edge.pid").display()
+        ),
+        &upstream_yaml(&[a.addr()], "repository_hash"),
+        "",
+    );
+    let ca = certs.ca_dir.join("ca.crt");
+    let base = format!("https://127.0.0.1:{}", edge.https_port);
+    let first = push_blob(&base, &ca, "move/app", b"on node a", &[]);
+    assert!(a.has_blob("move/app", &first) && !b.has_blob("move/app", &first));
+
+    let text = std::fs::read_to_string(&edge.config).unwrap();
+    std::fs::write(&edge.config, text.replace(&a.addr(), &b.addr())).unwrap();
+    reload(dir.path());
+    let mut attempt = 0u32;
+    wait_for(
+        "pushes to reach the new node",
+        Duration::from_secs(15),
+        || {
+            attempt += 1;
+            let digest = push_blob(
+                &base,
+                &ca,
+                "move/app",
+                format!("attempt {attempt}").as_bytes(),
+                &[],
+            );
+            b.has_blob("move/app", &digest).then_some(())
+        },
+    );
+    assert!(
+        !edge.log_text().contains("need a restart"),
+        "a node change is applied live"
+    );
+}

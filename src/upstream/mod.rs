@@ -2,4 +2,4 @@
 
 mod pool;
 
-pub use pool::{NodePool, PoolService};
+pub use pool::{NodeList, NodePool, PoolService};

@@ -5,15 +5,22 @@
 //! keep storage locally). When that node is unhealthy or refused the connection, the
 //! ring's next node is used. Requests without a repository rotate over healthy nodes.
 
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use futures::FutureExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use pingora::http::ResponseHeader;
+use pingora::lb::discovery::ServiceDiscovery;
 use pingora::lb::health_check::HttpHealthCheck;
 use pingora::lb::selection::consistent::KetamaHashing;
 use pingora::lb::selection::RoundRobin;
-use pingora::lb::{Backend, LoadBalancer};
+use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::background_service;
 use pingora::services::background::GenBackgroundService;
 use pingora::ErrorType;
@@ -34,6 +41,36 @@ pub enum PoolService {
     RoundRobin(GenBackgroundService<LoadBalancer<RoundRobin>>),
 }
 
+/// The node list, replaceable by a reload; the pool re-reads it every [`DISCOVERY_INTERVAL`].
+#[derive(Clone)]
+pub struct NodeList(Arc<ArcSwap<Vec<SocketAddr>>>);
+
+impl NodeList {
+    pub fn new(nodes: &[SocketAddr]) -> NodeList {
+        NodeList(Arc::new(ArcSwap::from_pointee(nodes.to_vec())))
+    }
+
+    pub fn replace(&self, nodes: &[SocketAddr]) {
+        self.0.store(Arc::new(nodes.to_vec()));
+    }
+}
+
+#[async_trait]
+impl ServiceDiscovery for NodeList {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let backends = self
+            .0
+            .load()
+            .iter()
+            .map(|addr| Backend::new(&addr.to_string()))
+            .collect::<pingora::Result<BTreeSet<_>>>()?;
+        Ok((backends, HashMap::new()))
+    }
+}
+
+/// How often the pool picks up a changed node list.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Chooses registry nodes for requests.
 pub struct NodePool {
     selector: Selector,
@@ -43,19 +80,22 @@ pub struct NodePool {
 
 impl NodePool {
     /// Builds the pool and the health-check service that keeps its node states current.
-    pub fn build(settings: &UpstreamSettings) -> std::io::Result<(NodePool, PoolService)> {
+    pub fn build(
+        settings: &UpstreamSettings,
+        nodes: &NodeList,
+    ) -> std::io::Result<(NodePool, PoolService)> {
         let (selector, service) = match settings.balance {
             Balance::RepositoryHash => {
                 let service = background_service(
                     "upstream health check",
-                    load_balancer::<KetamaHashing>(settings)?,
+                    load_balancer::<KetamaHashing>(settings, nodes)?,
                 );
                 (Selector::Hash(service.task()), PoolService::Hash(service))
             }
             Balance::RoundRobin => {
                 let service = background_service(
                     "upstream health check",
-                    load_balancer::<RoundRobin>(settings)?,
+                    load_balancer::<RoundRobin>(settings, nodes)?,
                 );
                 (
                     Selector::RoundRobin(service.task()),
@@ -97,12 +137,21 @@ impl NodePool {
     }
 }
 
-fn load_balancer<S>(settings: &UpstreamSettings) -> std::io::Result<LoadBalancer<S>>
+fn load_balancer<S>(
+    settings: &UpstreamSettings,
+    nodes: &NodeList,
+) -> std::io::Result<LoadBalancer<S>>
 where
     S: pingora::lb::selection::BackendSelection + 'static,
     S::Iter: pingora::lb::selection::BackendIter,
 {
-    let mut lb = LoadBalancer::<S>::try_from_iter(settings.nodes.iter().copied())?;
+    let mut lb = LoadBalancer::<S>::from_backends(Backends::new(Box::new(nodes.clone())));
+    // The list is in memory: the first discovery completes at once, so the pool starts full.
+    lb.update()
+        .now_or_never()
+        .transpose()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    lb.update_frequency = Some(DISCOVERY_INTERVAL);
     let mut check = HttpHealthCheck::new("registry-edge-health", false);
     let mut req = pingora::http::RequestHeader::build("GET", settings.health_path.as_bytes(), None)
         .and_then(|mut req| req.insert_header("Host", "localhost").map(|_| req))
