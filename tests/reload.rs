@@ -276,3 +276,68 @@ fn upstream_nodes_change_on_reload() {
         "a node change is applied live"
     );
 }
+
+#[test]
+fn users_and_acl_change_on_reload() {
+    use common::auth::{auth_yaml, SERVICE};
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let registry = Registry::start(dir.path(), "node");
+    let edge = Edge::start_with(
+        dir.path(),
+        &certs,
+        &format!(
+            "  shutdown_grace: 1s\n  pid_file: {}\n",
+            dir.path().join("edge.pid").display()
+        ),
+        &upstream_yaml(&[registry.addr()], "repository_hash"),
+        &auth_yaml(dir.path(), ""),
+    );
+    let ca = certs.ca_dir.join("ca.crt").to_str().unwrap().to_string();
+    let login = |user: &str, password: &str, scope: &str| {
+        let url = format!("{}?service={SERVICE}&scope={scope}", edge.url("/jwt/auth"));
+        curl(&["--cacert", &ca, "-u", &format!("{user}:{password}"), &url])
+    };
+    assert_eq!(
+        login("carol", "pw-carol", "").status,
+        401,
+        "carol is not a user yet"
+    );
+
+    // Add carol to htpasswd and a rule giving everyone pull on shared/*.
+    let htpasswd = dir.path().join("htpasswd");
+    let mut users = std::fs::read_to_string(&htpasswd).unwrap();
+    users.push_str(&registry_edge::registry_config::htpasswd_line("carol", "pw-carol", 4).unwrap());
+    users.push('\n');
+    std::fs::write(&htpasswd, users).unwrap();
+    let text = std::fs::read_to_string(&edge.config).unwrap();
+    let with_rule = text.replace(
+        "  acl:\n",
+        "  acl:\n    - { account: \"*\", name: \"shared/*\", actions: [pull] }\n",
+    );
+    assert_ne!(with_rule, text);
+    std::fs::write(&edge.config, with_rule).unwrap();
+    reload(dir.path());
+
+    let granted = wait_for(
+        "carol's login after the reload",
+        Duration::from_secs(10),
+        || {
+            let r = login("carol", "pw-carol", "repository:shared/base:pull");
+            (r.status == 200).then_some(r)
+        },
+    );
+    let token = granted.json()["token"].as_str().unwrap().to_string();
+    let payload = token.split('.').nth(1).unwrap();
+    use base64::Engine;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        claims["access"][0]["name"], "shared/base",
+        "the new ACL rule applies"
+    );
+}
