@@ -10,17 +10,25 @@ use std::time::Duration;
 
 use common::{curl, make_certs, push_blob, upstream_yaml, wait_for, Edge, Registry, EDGE_BIN};
 
+/// An edge writing its pid file (so `reload` can signal it) in front of `nodes`.
+fn edge_with_pid_file(dir: &Path, certs: &common::Certs, nodes: &[String], extra: &str) -> Edge {
+    let server = format!(
+        "  shutdown_grace: 1s\n  pid_file: {}\n",
+        dir.join("edge.pid").display()
+    );
+    Edge::start_with(
+        dir,
+        certs,
+        &server,
+        &upstream_yaml(nodes, "repository_hash"),
+        extra,
+    )
+}
+
 fn start(dir: &Path) -> (common::Certs, Registry, Edge) {
     let certs = make_certs(dir);
     let registry = Registry::start(dir, "node");
-    let pid_file = dir.join("edge.pid");
-    let edge = Edge::start_with(
-        dir,
-        &certs,
-        &format!("  shutdown_grace: 1s\n  pid_file: {}\n", pid_file.display()),
-        &upstream_yaml(&[registry.addr()], "repository_hash"),
-        "",
-    );
+    let edge = edge_with_pid_file(dir, &certs, &[registry.addr()], "");
     (certs, registry, edge)
 }
 
@@ -69,43 +77,11 @@ fn read_only_maintenance_switched_by_reload() {
 
     // An upload that is streaming when read-only mode is switched on.
     let location = common::start_upload(&edge.url("/v2/gc/slow/blobs/uploads/"), &ca_str, &[]);
-    let body = dir.path().join("body");
-    std::fs::write(&body, vec![3u8; 3 << 20]).unwrap();
-    let data = format!("@{}", body.display());
-    let ca_upload = ca_str.clone();
-    let upload = std::thread::spawn(move || {
-        curl(&[
-            "--cacert",
-            &ca_upload,
-            "--http1.1",
-            "--limit-rate",
-            "1M",
-            "-X",
-            "PATCH",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
-            &data,
-            &location,
-        ])
-    });
-    let uploads = registry
-        .root
-        .join("docker/registry/v2/repositories/gc/slow/_uploads");
+    let upload = common::spawn_slow_patch(dir.path(), &ca_str, location, 3 << 20);
     wait_for(
         "the slow upload to reach the registry",
         Duration::from_secs(20),
-        || {
-            let stored: u64 = std::fs::read_dir(&uploads)
-                .map(|d| {
-                    d.flatten()
-                        .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
-                        .map(|m| m.len())
-                        .sum()
-                })
-                .unwrap_or(0);
-            (stored > 0).then_some(())
-        },
+        || (registry.upload_bytes_stored("gc/slow") > 0).then_some(()),
     );
 
     set_read_only(&edge, true);
@@ -237,16 +213,7 @@ fn upstream_nodes_change_on_reload() {
     let certs = make_certs(dir.path());
     let a = Registry::start(dir.path(), "a");
     let b = Registry::start(dir.path(), "b");
-    let edge = Edge::start_with(
-        dir.path(),
-        &certs,
-        &format!(
-            "  shutdown_grace: 1s\n  pid_file: {}\n",
-            dir.path().join("edge.pid").display()
-        ),
-        &upstream_yaml(&[a.addr()], "repository_hash"),
-        "",
-    );
+    let edge = edge_with_pid_file(dir.path(), &certs, &[a.addr()], "");
     let ca = certs.ca_dir.join("ca.crt");
     let base = format!("https://127.0.0.1:{}", edge.https_port);
     let first = push_blob(&base, &ca, "move/app", b"on node a", &[]);
@@ -283,14 +250,10 @@ fn users_and_acl_change_on_reload() {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let registry = Registry::start(dir.path(), "node");
-    let edge = Edge::start_with(
+    let edge = edge_with_pid_file(
         dir.path(),
         &certs,
-        &format!(
-            "  shutdown_grace: 1s\n  pid_file: {}\n",
-            dir.path().join("edge.pid").display()
-        ),
-        &upstream_yaml(&[registry.addr()], "repository_hash"),
+        &[registry.addr()],
         &auth_yaml(dir.path(), ""),
     );
     let ca = certs.ca_dir.join("ca.crt").to_str().unwrap().to_string();

@@ -2,27 +2,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::{curl, make_certs, upstream_yaml, wait_for, Edge, Registry};
-
-/// Bytes the registry has received for in-progress uploads of `repo`.
-fn upload_bytes_stored(root: &Path, repo: &str) -> u64 {
-    let uploads = root
-        .join("docker/registry/v2/repositories")
-        .join(repo)
-        .join("_uploads");
-    let Ok(entries) = std::fs::read_dir(uploads) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
-        .map(|m| m.len())
-        .sum()
-}
 
 #[test]
 fn in_flight_upload_completes_after_sigterm() {
@@ -40,30 +23,11 @@ fn in_flight_upload_completes_after_sigterm() {
     let location = common::start_upload(&edge.url("/v2/slow/upload/blobs/uploads/"), &ca, &[]);
 
     // 4 MiB at 1 MiB/s: still streaming when the signal arrives.
-    let body = dir.path().join("body");
-    std::fs::write(&body, vec![7u8; 4 << 20]).unwrap();
-    let data = format!("@{}", body.display());
-    let ca_for_upload = ca.clone();
-    let upload = std::thread::spawn(move || {
-        curl(&[
-            "--cacert",
-            &ca_for_upload,
-            "--http1.1",
-            "--limit-rate",
-            "1M",
-            "-X",
-            "PATCH",
-            "-H",
-            "Content-Type: application/octet-stream",
-            "--data-binary",
-            &data,
-            &location,
-        ])
-    });
+    let upload = common::spawn_slow_patch(dir.path(), &ca, location, 4 << 20);
     wait_for(
         "the registry to receive upload bytes",
         Duration::from_secs(20),
-        || (upload_bytes_stored(&registry.root, "slow/upload") > 0).then_some(()),
+        || (registry.upload_bytes_stored("slow/upload") > 0).then_some(()),
     );
 
     let killed = Command::new("kill")

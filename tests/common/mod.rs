@@ -182,6 +182,23 @@ impl Registry {
         self.wait_ready();
     }
 
+    /// Bytes this node has received for in-progress uploads of `repo`.
+    pub fn upload_bytes_stored(&self, repo: &str) -> u64 {
+        let uploads = self
+            .root
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+            .join("_uploads");
+        let Ok(entries) = std::fs::read_dir(uploads) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.path().join("data")).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
     /// Whether this node stores a blob (asked directly, not through the edge).
     pub fn has_blob(&self, repo: &str, digest: &str) -> bool {
         let url = format!("http://{}/v2/{repo}/blobs/{digest}", self.addr());
@@ -449,4 +466,34 @@ pub fn tiny_oci_layout(dir: &Path) -> String {
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     format!("oci:{}:v1", dir.display())
+}
+
+/// PATCHes `len` bytes to `location` at 1 MiB/s on another thread, so the upload is still
+/// streaming while the test does something else.
+pub fn spawn_slow_patch(
+    dir: &Path,
+    ca: &str,
+    location: String,
+    len: usize,
+) -> std::thread::JoinHandle<CurlResult> {
+    let body = dir.join(format!("slow-body-{len}"));
+    std::fs::write(&body, vec![7u8; len]).unwrap();
+    let data = format!("@{}", body.display());
+    let ca = ca.to_string();
+    std::thread::spawn(move || {
+        curl(&[
+            "--cacert",
+            &ca,
+            "--http1.1",
+            "--limit-rate",
+            "1M",
+            "-X",
+            "PATCH",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &data,
+            &location,
+        ])
+    })
 }
