@@ -58,17 +58,24 @@ fn push_starts_are_limited_per_account() {
         "repository:ci-bot/app:pull,push",
     );
 
-    for remaining in [2, 1, 0] {
+    // A cell refills every second, so on a slow machine a refill may land inside the
+    // burst: the first answer is exact, the rest only counts down until the 429.
+    let mut remaining = Vec::new();
+    let limited = loop {
         let r = push_start(&edge, &ca, &alice, "alice/app");
+        if r.status == 429 {
+            break r;
+        }
         assert_eq!(r.status, 202);
         assert_eq!(r.header("ratelimit-limit"), Some("60;w=60"));
-        assert_eq!(
-            r.header("ratelimit-remaining"),
-            Some(format!("{remaining};w=60").as_str())
-        );
-    }
-    let limited = push_start(&edge, &ca, &alice, "alice/app");
-    assert_eq!(limited.status, 429);
+        remaining.push(r.header("ratelimit-remaining").unwrap().to_string());
+        assert!(remaining.len() <= 10, "never limited: {remaining:?}");
+    };
+    assert_eq!(remaining[0], "2;w=60", "{remaining:?}");
+    assert!(
+        remaining.len() >= 3,
+        "the burst of 3 is admitted: {remaining:?}"
+    );
     assert_eq!(limited.header("content-type"), Some("application/json"));
     assert_eq!(limited.json()["errors"][0]["code"], "TOOMANYREQUESTS");
     let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();

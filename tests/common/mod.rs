@@ -403,9 +403,35 @@ pub fn start_upload(url: &str, ca: &str, extra: &[&str]) -> String {
 /// Pushes `bytes` as a blob with POST + monolithic PUT through `base` (an https URL root).
 /// Returns the digest.
 pub fn push_blob(base: &str, ca: &Path, repo: &str, bytes: &[u8], extra: &[&str]) -> String {
+    try_push_blob(base, ca, repo, bytes, extra).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`push_blob`], reporting a refused step instead of panicking.
+pub fn try_push_blob(
+    base: &str,
+    ca: &Path,
+    repo: &str,
+    bytes: &[u8],
+    extra: &[&str],
+) -> Result<String, String> {
     let digest = digest(bytes);
     let ca = ca.to_str().unwrap();
-    let location = start_upload(&format!("{base}/v2/{repo}/blobs/uploads/"), ca, extra);
+    let mut args = vec!["--cacert", ca, "-X", "POST"];
+    args.extend_from_slice(extra);
+    let start_url = format!("{base}/v2/{repo}/blobs/uploads/");
+    args.push(&start_url);
+    let started = curl(&args);
+    if started.status != 202 {
+        return Err(format!(
+            "upload start {}: {}",
+            started.status,
+            String::from_utf8_lossy(&started.body)
+        ));
+    }
+    let location = started
+        .header("location")
+        .ok_or("upload start without Location")?
+        .to_string();
     let sep = if location.contains('?') { '&' } else { '?' };
     let put_url = format!("{location}{sep}digest={digest}");
     let scratch = tempfile::NamedTempFile::new().unwrap();
@@ -424,13 +450,14 @@ pub fn push_blob(base: &str, ca: &Path, repo: &str, bytes: &[u8], extra: &[&str]
     args.extend_from_slice(extra);
     args.push(&put_url);
     let put = curl(&args);
-    assert_eq!(
-        put.status,
-        201,
-        "upload PUT: {}",
-        String::from_utf8_lossy(&put.body)
-    );
-    digest
+    if put.status != 201 {
+        return Err(format!(
+            "upload PUT {}: {}",
+            put.status,
+            String::from_utf8_lossy(&put.body)
+        ));
+    }
+    Ok(digest)
 }
 
 /// A one-layer OCI image layout in `dir`; returns the skopeo source `oci:DIR:v1`.
