@@ -15,6 +15,8 @@ pub struct RequestCtx {
     /// The configuration snapshot this request runs under, from start to end.
     pub settings: Arc<Settings>,
     pub client: Option<ClientAddress>,
+    /// The request path as the registry will route it (percent-decoded).
+    pub path: String,
     pub route: Route,
     /// The node this request was (last) sent to.
     pub node: Option<SocketAddr>,
@@ -38,6 +40,7 @@ impl RequestCtx {
             started: Instant::now(),
             settings,
             client: None,
+            path: String::new(),
             route: Route {
                 endpoint: Endpoint::Other,
                 repository: None,

@@ -178,7 +178,7 @@ impl EdgeProxy {
         auth: &Auth,
     ) -> Result<bool> {
         let req = session.req_header();
-        let needed = access::needed(&req.method, req.uri.path(), req.uri.query(), &ctx.route);
+        let needed = access::needed(&req.method, &ctx.path, req.uri.query(), &ctx.route);
         let authorization = req
             .headers
             .get(http::header::AUTHORIZATION)
@@ -313,7 +313,21 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
-        ctx.route = crate::registry::Route::parse(req.uri.path());
+        let raw_path = req.uri.path();
+        let under_v2 = raw_path == "/v2" || raw_path.starts_with("/v2/");
+        match crate::registry::decoded_path(raw_path) {
+            Some(path) => ctx.path = path,
+            // Outside the registry API the edge routes nothing; pass such paths on as sent.
+            None if !under_v2 => ctx.path = raw_path.to_string(),
+            None => {
+                let error = RegistryError::NameInvalid;
+                self.answer(session, &error, &[]).await?;
+                ctx.own_error = Some(error);
+                return Ok(true);
+            }
+        }
+        let req = session.req_header();
+        ctx.route = crate::registry::Route::parse(&ctx.path);
         ctx.client = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -329,12 +343,7 @@ impl ProxyHttp for EdgeProxy {
             ctx.own_error = Some(error);
             return Ok(true);
         }
-        if ctx.settings.read_only
-            && is_push_class(
-                &session.req_header().method,
-                session.req_header().uri.path(),
-            )
-        {
+        if ctx.settings.read_only && is_push_class(&session.req_header().method, &ctx.path) {
             let error = RegistryError::ReadOnly;
             self.answer(session, &error, &[]).await?;
             ctx.own_error = Some(error);

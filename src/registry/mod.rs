@@ -2,4 +2,4 @@
 
 pub mod route;
 
-pub use route::{Endpoint, Route};
+pub use route::{decoded_path, Endpoint, Route};

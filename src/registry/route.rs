@@ -98,7 +98,9 @@ impl Route {
     }
 
     fn with_name(name: &str, endpoint: Endpoint) -> Route {
-        if name.is_empty() || last_is_empty(name) {
+        // An empty name is no repository; any other name is kept, valid or not, so the
+        // caller can refuse it with NAME_INVALID instead of passing it on as "unknown".
+        if name.is_empty() {
             return Route {
                 endpoint: Endpoint::Other,
                 repository: None,
@@ -111,8 +113,17 @@ impl Route {
     }
 }
 
-fn last_is_empty(name: &str) -> bool {
-    name.starts_with('/') || name.ends_with('/') || name.contains("//")
+/// The path as the registry will see it: percent-decoded, as Go's router does. `None` when
+/// decoding would hide a path separator (`%2F`) or does not give UTF-8 — such a path could
+/// make the registry route differently from the edge (a push the limiter never counts).
+pub fn decoded_path(raw: &str) -> Option<String> {
+    if raw.contains("%2F") || raw.contains("%2f") {
+        return None;
+    }
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|p| p.into_owned())
 }
 
 #[cfg(test)]
@@ -173,6 +184,14 @@ mod tests {
             ),
             ("/v2/a/uploads/x", Endpoint::Other, None),
             ("/v2//blobs/sha256:ab", Endpoint::Other, None),
+            // Kept so the edge can answer NAME_INVALID.
+            (
+                "/v2/a//b/manifests/x",
+                Endpoint::Manifest {
+                    reference: "x".into(),
+                },
+                Some("a//b"),
+            ),
             ("/v2/blobs/sha256:ab", Endpoint::Other, None),
             ("/healthz", Endpoint::Other, None),
         ];
@@ -181,6 +200,25 @@ mod tests {
             assert_eq!(&route.endpoint, endpoint, "{path}");
             assert_eq!(route.repository.as_deref(), *name, "{path}");
         }
+    }
+
+    #[test]
+    fn decoding_refuses_hidden_separators() {
+        assert_eq!(
+            decoded_path("/v2/a/b/manifests/v1").as_deref(),
+            Some("/v2/a/b/manifests/v1")
+        );
+        assert_eq!(
+            decoded_path("/v2/%2e%2e/x/manifests/v1").as_deref(),
+            Some("/v2/../x/manifests/v1")
+        );
+        assert_eq!(
+            decoded_path("/v2/a/blobs/sha256%3Aab").as_deref(),
+            Some("/v2/a/blobs/sha256:ab")
+        );
+        assert_eq!(decoded_path("/v2/a/blobs%2Fuploads/"), None);
+        assert_eq!(decoded_path("/v2/a%2fb/blobs/uploads/"), None);
+        assert_eq!(decoded_path("/v2/%ff/manifests/x"), None);
     }
 
     #[test]
