@@ -173,6 +173,34 @@ fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
         "registry accepted the token: {}",
         String::from_utf8_lossy(&direct.body)
     );
+
+    // The same claims signed with only the libtrust `kid` (no x5c): distribution 2.8 then
+    // finds the key by kid among its bundle's certificates, so this proves the kid format.
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    let mut kid_only = jsonwebtoken::Header::new(header.alg);
+    kid_only.typ = header.typ.clone();
+    kid_only.kid = header.kid.clone();
+    let key_pem = std::fs::read(s.dir.path().join("certs/registry-auth.key")).unwrap();
+    let kid_token = jsonwebtoken::encode(
+        &kid_only,
+        &claims(&token),
+        &jsonwebtoken::EncodingKey::from_ec_pem(&key_pem).unwrap(),
+    )
+    .unwrap();
+    let by_kid = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {kid_token}"),
+        &format!(
+            "http://{}/v2/alice/app/tags/list",
+            s.registry.as_ref().unwrap().addr()
+        ),
+    ]);
+    assert_eq!(
+        by_kid.status,
+        200,
+        "registry found the key by kid: {}",
+        String::from_utf8_lossy(&by_kid.body)
+    );
     let unauthenticated = curl(&[&format!(
         "http://{}/v2/alice/app/tags/list",
         s.registry.as_ref().unwrap().addr()
@@ -645,4 +673,88 @@ async fn removing_a_user_revokes_their_refresh_tokens() {
         after.handle_token_request(&grant, SystemTime::now()).await,
         TokenReply::Refused { .. }
     ));
+}
+
+#[test]
+fn rs256_tokens_from_an_rsa_key_are_accepted_by_the_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("rsa.key");
+    let crt = dir.path().join("rsa.crt");
+    for args in [
+        vec!["genrsa", "-out", key.to_str().unwrap(), "2048"],
+        vec![
+            "req",
+            "-x509",
+            "-key",
+            key.to_str().unwrap(),
+            "-out",
+            crt.to_str().unwrap(),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=token-signer",
+        ],
+    ] {
+        let out = Command::new("openssl")
+            .args(&args)
+            .output()
+            .expect("openssl CLI");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let keys = SigningKeys::load(&key, &crt).unwrap();
+    assert_eq!(keys.algorithm(), jsonwebtoken::Algorithm::RS256);
+    let registry = Registry::start_with(
+        dir.path(),
+        "rsa-node",
+        &format!(
+            "auth:\n  token:\n    realm: https://127.0.0.1:1/jwt/auth\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+            crt.display()
+        ),
+    );
+    let authority = TokenAuthority::new(
+        keys,
+        ISSUER.into(),
+        SERVICE.into(),
+        Duration::from_secs(300),
+    );
+    let token = authority
+        .issue(
+            "alice",
+            &[Scope::repository("alice/app", &["pull"])],
+            SystemTime::now(),
+        )
+        .token;
+    let url = format!("http://{}/v2/alice/app/tags/list", registry.addr());
+    // 404 NAME_UNKNOWN (nothing pushed yet) means the token passed; 401 would mean it did not.
+    let with_x5c = curl(&["-H", &format!("Authorization: Bearer {token}"), &url]);
+    assert_eq!(
+        with_x5c.status,
+        404,
+        "{}",
+        String::from_utf8_lossy(&with_x5c.body)
+    );
+
+    let header = jsonwebtoken::decode_header(&token).unwrap();
+    let mut kid_only = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    kid_only.typ = header.typ;
+    kid_only.kid = header.kid;
+    let kid_token = jsonwebtoken::encode(
+        &kid_only,
+        &claims(&token),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&key).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let by_kid = curl(&["-H", &format!("Authorization: Bearer {kid_token}"), &url]);
+    assert_eq!(
+        by_kid.status,
+        404,
+        "{}",
+        String::from_utf8_lossy(&by_kid.body)
+    );
+    let none = curl(&[url.as_str()]);
+    assert_eq!(none.status, 401, "the registry does check tokens");
 }
