@@ -8,9 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{
-    curl, make_certs, push_blob, try_push_blob, upstream_yaml, wait_for, Edge, Registry, EDGE_BIN,
-};
+use common::{curl, make_certs, push_blob, upstream_yaml, wait_for, Edge, Registry, EDGE_BIN};
 
 /// An edge writing its pid file (so `reload` can signal it) in front of `nodes`.
 fn edge_with_pid_file(dir: &Path, certs: &common::Certs, nodes: &[String], extra: &str) -> Edge {
@@ -221,6 +219,10 @@ fn upstream_nodes_change_on_reload() {
     let first = push_blob(&base, &ca, "move/app", b"on node a", &[]);
     assert!(a.has_blob("move/app", &first) && !b.has_blob("move/app", &first));
 
+    // An upload session started on A before the reload...
+    let ca_str = ca.to_str().unwrap();
+    let pending = common::start_upload(&edge.url("/v2/move/app/blobs/uploads/"), ca_str, &[]);
+
     let text = std::fs::read_to_string(&edge.config).unwrap();
     std::fs::write(&edge.config, text.replace(&a.addr(), &b.addr())).unwrap();
     reload(dir.path());
@@ -230,20 +232,43 @@ fn upstream_nodes_change_on_reload() {
         Duration::from_secs(15),
         || {
             attempt += 1;
-            // While the list changes, a session started on A may be finished on B, which (with
-            // node-local storage, as here) does not know it: such attempts fail and are retried.
-            let pushed = try_push_blob(
+            // Every push across the switch succeeds: sessions stay on the node that began them.
+            let digest = push_blob(
                 &base,
                 &ca,
                 "move/app",
                 format!("attempt {attempt}").as_bytes(),
                 &[],
             );
-            pushed
-                .ok()
-                .filter(|digest| b.has_blob("move/app", digest))
-                .map(|_| ())
+            b.has_blob("move/app", &digest).then_some(())
         },
+    );
+
+    // ...finishes there after the reload, although A is no longer listed (it drains).
+    let payload = b"started before the reload";
+    let body = dir.path().join("pending");
+    std::fs::write(&body, payload).unwrap();
+    let digest = common::digest(payload);
+    let put = curl(&[
+        "--cacert",
+        ca_str,
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &format!("@{}", body.display()),
+        &format!("{pending}&digest={digest}"),
+    ]);
+    assert_eq!(
+        put.status,
+        201,
+        "the in-flight session completes: {}",
+        String::from_utf8_lossy(&put.body)
+    );
+    assert!(
+        a.has_blob("move/app", &digest),
+        "on the node that started it"
     );
     assert!(
         !edge.log_text().contains("need a restart"),

@@ -29,8 +29,9 @@ use crate::auth::Auth;
 use crate::config::{ExternalUrl, Limits};
 use crate::error::{json_response_header, RegistryError};
 use crate::ratelimit::Admission;
+use crate::registry::Endpoint;
 use crate::settings::SharedSettings;
-use crate::upstream::NodePool;
+use crate::upstream::{NodePool, UploadSessions};
 pub use ctx::RequestCtx;
 use headers::ClientAddress;
 
@@ -49,13 +50,19 @@ const MAX_TOKEN_FORM: usize = 64 * 1024;
 /// The edge's proxy service for the HTTPS listeners.
 pub struct EdgeProxy {
     pool: NodePool,
+    /// Upload sessions pinned to the node that started them (survive node-list changes).
+    sessions: UploadSessions,
     /// Swapped by a reload; each request keeps the snapshot it started with.
     settings: SharedSettings,
 }
 
 impl EdgeProxy {
     pub fn new(pool: NodePool, settings: SharedSettings) -> Self {
-        EdgeProxy { pool, settings }
+        EdgeProxy {
+            pool,
+            sessions: UploadSessions::default(),
+            settings,
+        }
     }
 
     /// Writes an own answer before the request body was read; the connection is not reused.
@@ -377,12 +384,21 @@ impl ProxyHttp for EdgeProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let node = self
-            .pool
-            .select(ctx.route.repository.as_deref(), &ctx.failed_nodes)
-            .ok_or_else(|| {
-                Error::explain(ErrorType::HTTPStatus(503), "no healthy registry node")
-            })?;
+        let pinned = match &ctx.route.endpoint {
+            Endpoint::UploadSession { uuid } => self.sessions.node_for(uuid),
+            _ => None,
+        };
+        let pinned = pinned
+            .filter(|node| !ctx.failed_nodes.contains(node) && self.pool.can_use_pinned(*node));
+        let node = match pinned {
+            Some(node) => node,
+            None => self
+                .pool
+                .select(ctx.route.repository.as_deref(), &ctx.failed_nodes)
+                .ok_or_else(|| {
+                    Error::explain(ErrorType::HTTPStatus(503), "no healthy registry node")
+                })?,
+        };
         ctx.node = Some(node);
         let mut peer = HttpPeer::new(node, false, String::new());
         peer.options.connection_timeout = Some(ctx.settings.connect_timeout);
@@ -493,6 +509,32 @@ impl ProxyHttp for EdgeProxy {
             error_code: status,
             can_reuse_downstream: false,
         }
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        match (&ctx.route.endpoint, ctx.node) {
+            (Endpoint::UploadStart, Some(node)) if status == 202 => {
+                let uuid = upstream_response
+                    .headers
+                    .get("docker-upload-uuid")
+                    .and_then(|v| v.to_str().ok());
+                if let Some(uuid) = uuid {
+                    self.sessions.remember(uuid, node);
+                }
+            }
+            // 201: the upload was committed; 204: it was cancelled.
+            (Endpoint::UploadSession { uuid }, _) if status == 201 || status == 204 => {
+                self.sessions.forget(uuid)
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     async fn response_filter(

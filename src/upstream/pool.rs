@@ -135,6 +135,21 @@ impl NodePool {
         }?;
         backend.addr.as_inet().copied()
     }
+
+    /// Whether a node an upload session is pinned to may take the session's next request:
+    /// a listed node only while healthy; a node no longer listed is tried (it may be
+    /// draining after a reload) and, if it refuses, the request falls back to hashing.
+    pub fn can_use_pinned(&self, node: SocketAddr) -> bool {
+        let backends = match &self.selector {
+            Selector::Hash(lb) => lb.backends(),
+            Selector::RoundRobin(lb) => lb.backends(),
+        };
+        let current = backends.get_backend();
+        match current.iter().find(|b| b.addr.as_inet() == Some(&node)) {
+            Some(backend) => backends.ready(backend),
+            None => true,
+        }
+    }
 }
 
 fn load_balancer<S>(
