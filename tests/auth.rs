@@ -8,7 +8,6 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use common::echo::EchoUpstream;
 use common::{curl, make_certs, upstream_yaml, Certs, Edge, Registry};
 use registry_edge::auth::scope::Scope;
 use registry_edge::auth::token::{SigningKeys, TokenAuthority};
@@ -283,14 +282,7 @@ fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
 #[test]
 fn under_scoped_and_bad_tokens_never_reach_the_upstream() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path());
-    let upstream = EchoUpstream::start();
-    let edge = Edge::start(
-        dir.path(),
-        &certs,
-        &upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin"),
-        &auth_yaml(dir.path(), ""),
-    );
+    let (certs, upstream, edge) = common::echo::echo_edge(dir.path(), &auth_yaml(dir.path(), ""));
     let s = Setup {
         registry: None,
         dir,
@@ -678,33 +670,7 @@ async fn removing_a_user_revokes_their_refresh_tokens() {
 #[test]
 fn rs256_tokens_from_an_rsa_key_are_accepted_by_the_registry() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("rsa.key");
-    let crt = dir.path().join("rsa.crt");
-    for args in [
-        vec!["genrsa", "-out", key.to_str().unwrap(), "2048"],
-        vec![
-            "req",
-            "-x509",
-            "-key",
-            key.to_str().unwrap(),
-            "-out",
-            crt.to_str().unwrap(),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=token-signer",
-        ],
-    ] {
-        let out = Command::new("openssl")
-            .args(&args)
-            .output()
-            .expect("openssl CLI");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let (crt, key) = common::openssl_cert(dir.path(), "token-signer", &["genrsa", "2048"]);
     let keys = SigningKeys::load(&key, &crt).unwrap();
     assert_eq!(keys.algorithm(), jsonwebtoken::Algorithm::RS256);
     let registry = Registry::start_with(

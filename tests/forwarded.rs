@@ -3,8 +3,7 @@
 
 mod common;
 
-use common::echo::EchoUpstream;
-use common::{curl, make_certs, upstream_yaml, Edge};
+use common::curl;
 
 /// Header lines the upstream received, lowercased names.
 fn seen(body: &[u8]) -> (String, Vec<(String, String)>) {
@@ -24,19 +23,6 @@ fn get<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
         .filter(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
         .collect()
-}
-
-/// An edge in front of a fresh echo upstream (the upstream thread lives until the test ends).
-fn echo_edge(dir: &std::path::Path, extra: &str) -> (common::Certs, Edge) {
-    let certs = make_certs(dir);
-    let upstream = EchoUpstream::start();
-    let edge = Edge::start(
-        dir,
-        &certs,
-        &upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin"),
-        extra,
-    );
-    (certs, edge)
 }
 
 const SPOOFED: &[&str] = &[
@@ -67,7 +53,7 @@ const SPOOFED: &[&str] = &[
 #[test]
 fn untrusted_client_headers_are_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let (certs, edge) = echo_edge(dir.path(), "");
+    let (certs, _upstream, edge) = common::echo::echo_edge(dir.path(), "");
     let ca = certs.ca_dir.join("ca.crt");
     let url = edge.url("/v2/lib/app/blobs/uploads/u1?_state=abc%3D&digest=sha256:00");
     for http in ["--http1.1", "--http2"] {
@@ -122,7 +108,7 @@ fn untrusted_client_headers_are_replaced() {
 #[test]
 fn trusted_load_balancer_headers_are_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let (certs, edge) = echo_edge(
+    let (certs, _upstream, edge) = common::echo::echo_edge(
         dir.path(),
         "forwarded:\n  trusted_proxies: [\"127.0.0.0/8\"]\n",
     );
@@ -156,7 +142,7 @@ fn trusted_load_balancer_headers_are_kept() {
 #[test]
 fn upstream_connections_are_reused() {
     let dir = tempfile::tempdir().unwrap();
-    let (certs, edge) = echo_edge(dir.path(), "");
+    let (certs, _upstream, edge) = common::echo::echo_edge(dir.path(), "");
     let ca = certs.ca_dir.join("ca.crt");
     // Separate client connections: only the edge's upstream pool can make the count grow.
     let counts: Vec<u32> = (0..4)

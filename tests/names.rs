@@ -4,18 +4,13 @@
 
 mod common;
 
-use common::echo::EchoUpstream;
-use common::{curl, make_certs, upstream_yaml, Edge};
+use common::curl;
 
 #[test]
 fn invalid_names_and_hidden_separators_stop_at_the_edge() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path());
-    let upstream = EchoUpstream::start();
-    let edge = Edge::start(
+    let (certs, upstream, edge) = common::echo::echo_edge(
         dir.path(),
-        &certs,
-        &upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin"),
         "rate_limits:\n  push: { key: client_ip, per_minute: 1, burst: 1 }\n",
     );
     let ca = certs.ca_dir.join("ca.crt");

@@ -7,12 +7,11 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::auth::{auth_yaml, registry_auth_block, SERVICE};
+use common::auth::{auth_yaml, login, registry_auth_block};
 use common::{curl, make_certs, upstream_yaml, wait_for, Edge, Registry};
 
 fn token(edge: &Edge, ca: &str, user: &str, password: &str, scope: &str) -> String {
-    let url = format!("{}?service={SERVICE}&scope={scope}", edge.url("/jwt/auth"));
-    let r = curl(&["--cacert", ca, "-u", &format!("{user}:{password}"), &url]);
+    let r = login(edge, ca, user, password, scope);
     assert_eq!(r.status, 200);
     r.json()["token"].as_str().unwrap().to_string()
 }

@@ -278,7 +278,7 @@ fn upstream_nodes_change_on_reload() {
 
 #[test]
 fn users_and_acl_change_on_reload() {
-    use common::auth::{auth_yaml, SERVICE};
+    use common::auth::auth_yaml;
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let registry = Registry::start(dir.path(), "node");
@@ -290,8 +290,7 @@ fn users_and_acl_change_on_reload() {
     );
     let ca = certs.ca_dir.join("ca.crt").to_str().unwrap().to_string();
     let login = |user: &str, password: &str, scope: &str| {
-        let url = format!("{}?service={SERVICE}&scope={scope}", edge.url("/jwt/auth"));
-        curl(&["--cacert", &ca, "-u", &format!("{user}:{password}"), &url])
+        common::auth::login(&edge, &ca, user, password, scope)
     };
     assert_eq!(
         login("carol", "pw-carol", "").status,

@@ -3,47 +3,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{curl, free_port, make_certs, upstream_yaml, Edge};
-
-fn openssl(args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl CLI is installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A self-signed certificate for `name` with a key made by `keygen` (writes to the key path).
-fn cert_with_key(dir: &Path, name: &str, keygen: &[&str]) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{name}.key"));
-    let crt = dir.join(format!("{name}.crt"));
-    // `-out` right after the subcommand: genrsa wants its bit count last.
-    let mut args = vec![keygen[0], "-out", key.to_str().unwrap()];
-    args.extend_from_slice(&keygen[1..]);
-    openssl(&args);
-    openssl(&[
-        "req",
-        "-x509",
-        "-key",
-        key.to_str().unwrap(),
-        "-out",
-        crt.to_str().unwrap(),
-        "-days",
-        "2",
-        "-subj",
-        &format!("/CN={name}"),
-        "-addext",
-        &format!("subjectAltName=DNS:{name}"),
-    ]);
-    (crt, key)
-}
 
 /// What `openssl s_client` reports for a handshake: (succeeded, subject, ALPN line).
 fn handshake(port: u16, extra: &[&str]) -> (bool, String, String) {
@@ -76,8 +38,8 @@ fn certificates_by_sni_with_rsa_and_ec_keys() {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let (rsa1_crt, rsa1_key) =
-        cert_with_key(dir.path(), "rsa1.test", &["genrsa", "-traditional", "2048"]);
-    let (rsa8_crt, rsa8_key) = cert_with_key(
+        common::openssl_cert(dir.path(), "rsa1.test", &["genrsa", "-traditional", "2048"]);
+    let (rsa8_crt, rsa8_key) = common::openssl_cert(
         dir.path(),
         "rsa8.test",
         &[
@@ -88,7 +50,7 @@ fn certificates_by_sni_with_rsa_and_ec_keys() {
             "rsa_keygen_bits:2048",
         ],
     );
-    let (ec_crt, ec_key) = cert_with_key(
+    let (ec_crt, ec_key) = common::openssl_cert(
         dir.path(),
         "sec1.test",
         &["ecparam", "-name", "prime256v1", "-genkey", "-noout"],

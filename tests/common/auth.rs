@@ -42,3 +42,15 @@ pub fn registry_auth_block(dir: &Path) -> String {
         dir.join("certs/registry-auth.crt").display()
     )
 }
+
+/// GET on the edge's token realm with Basic credentials and one `scope` value.
+pub fn login(
+    edge: &super::Edge,
+    ca: &str,
+    user: &str,
+    password: &str,
+    scope: &str,
+) -> super::CurlResult {
+    let url = format!("{}?service={SERVICE}&scope={scope}", edge.url("/jwt/auth"));
+    super::curl(&["--cacert", ca, "-u", &format!("{user}:{password}"), &url])
+}

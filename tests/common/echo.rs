@@ -71,3 +71,13 @@ impl EchoUpstream {
         EchoUpstream { addr, seen }
     }
 }
+
+/// An edge (dev certificates, round robin) in front of a fresh echo upstream; `extra` is
+/// appended to its config.
+pub fn echo_edge(dir: &std::path::Path, extra: &str) -> (super::Certs, EchoUpstream, super::Edge) {
+    let certs = super::make_certs(dir);
+    let upstream = EchoUpstream::start();
+    let nodes = super::upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin");
+    let edge = super::Edge::start(dir, &certs, &nodes, extra);
+    (certs, upstream, edge)
+}

@@ -524,3 +524,42 @@ pub fn spawn_slow_patch(
         ])
     })
 }
+
+/// Runs the openssl CLI (tests make RSA and SEC1 keys with it), failing on errors.
+pub fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl CLI is installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A self-signed certificate for `name` (CN and DNS SAN) with a key made by the openssl
+/// subcommand `keygen` (e.g. `["genrsa", "2048"]`); returns (certificate, key) paths.
+pub fn openssl_cert(dir: &Path, name: &str, keygen: &[&str]) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let crt = dir.join(format!("{name}.crt"));
+    // `-out` right after the subcommand: genrsa wants its bit count last.
+    let mut args = vec![keygen[0], "-out", key.to_str().unwrap()];
+    args.extend_from_slice(&keygen[1..]);
+    openssl(&args);
+    openssl(&[
+        "req",
+        "-x509",
+        "-key",
+        key.to_str().unwrap(),
+        "-out",
+        crt.to_str().unwrap(),
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN={name}"),
+        "-addext",
+        &format!("subjectAltName=DNS:{name}"),
+    ]);
+    (crt, key)
+}
