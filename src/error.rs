@@ -118,10 +118,10 @@ impl RegistryError {
         }
     }
 
-    /// Maps a status Pingora reports (`HTTPStatus(n)`) back to an error.
+    /// Maps a status Pingora reports (`HTTPStatus(n)`) back to an error. 413 never gets
+    /// here: the proxy answers it with the configured limit.
     pub fn from_status(status: u16) -> RegistryError {
         match status {
-            413 => RegistryError::BodyTooLarge { limit: 0 },
             503 => RegistryError::NoHealthyUpstream,
             502 => RegistryError::UpstreamFailed,
             504 => RegistryError::UpstreamTimeout,

@@ -54,12 +54,7 @@ impl RedirectApp {
 
 /// The host the client asked for, without its port; `None` when absent or not a plain host.
 fn request_hostname(req: &RequestHeader) -> Option<String> {
-    let raw = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri.authority().map(|a| a.as_str().to_string()))?;
+    let raw = crate::proxy::headers::request_host(req)?;
     let authority = Authority::from_str(&raw).ok()?;
     // Userinfo would make `https://a@b/` point somewhere else than it looks.
     if authority.as_str().contains('@') || authority.host().is_empty() {

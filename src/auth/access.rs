@@ -6,7 +6,7 @@
 use http::Method;
 
 use super::scope::{is_valid_repository, Scope};
-use crate::registry::{Endpoint, Route};
+use crate::registry::{is_api_path, Endpoint, Route};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Needed {
@@ -20,7 +20,7 @@ pub enum Needed {
 
 /// The access `method` on `path` (with `query`) needs; `route` is `Route::parse(path)`.
 pub fn needed(method: &Method, path: &str, query: Option<&str>, route: &Route) -> Needed {
-    if !(path == "/v2" || path.starts_with("/v2/")) {
+    if !is_api_path(path) {
         return Needed::Nothing;
     }
     let Some(repository) = &route.repository else {

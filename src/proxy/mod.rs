@@ -292,7 +292,7 @@ fn is_push_start(method: &http::Method, route: &crate::registry::Route) -> bool 
 /// Requests that change the registry: refused in read-only mode.
 fn is_push_class(method: &http::Method, path: &str) -> bool {
     use http::Method;
-    (path == "/v2" || path.starts_with("/v2/"))
+    crate::registry::is_api_path(path)
         && matches!(
             *method,
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -321,7 +321,7 @@ impl ProxyHttp for EdgeProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         let raw_path = req.uri.path();
-        let under_v2 = raw_path == "/v2" || raw_path.starts_with("/v2/");
+        let under_v2 = crate::registry::is_api_path(raw_path);
         match crate::registry::decoded_path(raw_path) {
             Some(path) => ctx.path = path,
             // Outside the registry API the edge routes nothing; pass such paths on as sent.

@@ -113,6 +113,11 @@ impl Route {
     }
 }
 
+/// Whether `path` is under the registry API (`/v2` or `/v2/…`).
+pub fn is_api_path(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
+}
+
 /// The path as the registry will see it: percent-decoded, as Go's router does. `None` when
 /// decoding would hide a path separator (`%2F`) or does not give UTF-8 — such a path could
 /// make the registry route differently from the edge (a push the limiter never counts).
