@@ -180,6 +180,7 @@ fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
     kid_only.typ = header.typ.clone();
     kid_only.kid = header.kid.clone();
     let key_pem = std::fs::read(s.dir.path().join("certs/registry-auth.key")).unwrap();
+    registry_edge::auth::jwt_crypto::install();
     let kid_token = jsonwebtoken::encode(
         &kid_only,
         &claims(&token),
@@ -357,6 +358,7 @@ fn under_scoped_and_bad_tokens_never_reach_the_upstream() {
         b64.encode(br#"{"alg":"none","typ":"JWT"}"#)
     );
     let public_pem = std::fs::read(s.dir.path().join("certs/registry-auth.crt")).unwrap();
+    registry_edge::auth::jwt_crypto::install();
     let hs256 = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims(&good),
@@ -708,6 +710,7 @@ fn rs256_tokens_from_an_rsa_key_are_accepted_by_the_registry() {
     let mut kid_only = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     kid_only.typ = header.typ;
     kid_only.kid = header.kid;
+    registry_edge::auth::jwt_crypto::install();
     let kid_token = jsonwebtoken::encode(
         &kid_only,
         &claims(&token),

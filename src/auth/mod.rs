@@ -14,6 +14,7 @@ pub mod access;
 pub mod acl;
 pub mod check;
 pub mod endpoint;
+pub mod jwt_crypto;
 pub mod scope;
 pub mod throttle;
 pub mod token;

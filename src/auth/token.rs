@@ -102,6 +102,7 @@ impl std::fmt::Debug for SigningKeys {
 impl SigningKeys {
     /// Loads a PEM private key and its PEM certificate chain (signing certificate first).
     pub fn load(key_path: &Path, cert_path: &Path) -> Result<SigningKeys, KeyError> {
+        super::jwt_crypto::install();
         let file_err = |path: &Path, reason: String| KeyError::File {
             path: path.to_path_buf(),
             reason,
