@@ -62,7 +62,7 @@ impl Auth {
         };
         if scopes.iter().all(|scope| claims.allows(scope)) {
             Verdict::Allowed {
-                subject: claims.sub,
+                subject: claims.sub.clone(),
             }
         } else {
             Verdict::Denied {

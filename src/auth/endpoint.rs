@@ -149,7 +149,7 @@ impl Auth {
             }
             Credentials::Refresh(token) => match self.refresh.verify(&token) {
                 // A user removed from htpasswd loses their refresh tokens at once.
-                Ok(claims) if self.users.contains(&claims.sub) => (claims.sub, Some(token)),
+                Ok(claims) if self.users.contains(&claims.sub) => (claims.sub.clone(), Some(token)),
                 _ => {
                     self.throttle.record_failure(req.client_ip, "");
                     return TokenReply::Refused {

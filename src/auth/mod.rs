@@ -18,6 +18,7 @@ pub mod jwt_crypto;
 pub mod scope;
 pub mod throttle;
 pub mod token;
+pub mod token_cache;
 pub mod users;
 
 use std::sync::Arc;

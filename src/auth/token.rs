@@ -7,6 +7,7 @@
 //! and our own key, so `alg: none`, HS* and foreign keys all fail.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -16,6 +17,7 @@ use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::scope::Scope;
+use super::token_cache::{self, VerifiedTokens};
 
 /// `nbf` is set this far in the past, as GitLab does, to absorb small clock skew.
 const NOT_BEFORE_SKEW: u64 = 5;
@@ -243,7 +245,11 @@ pub struct TokenAuthority {
     issuer: String,
     service: String,
     expiration: Duration,
+    verified: VerifiedTokens,
 }
+
+/// How many verified tokens the edge remembers (about 200 bytes each).
+const VERIFIED_CAPACITY: usize = 8192;
 
 impl TokenAuthority {
     pub fn new(
@@ -257,6 +263,7 @@ impl TokenAuthority {
             issuer,
             service,
             expiration,
+            verified: VerifiedTokens::new(VERIFIED_CAPACITY),
         }
     }
 
@@ -302,8 +309,19 @@ impl TokenAuthority {
         }
     }
 
-    /// Verifies signature, algorithm, issuer, audience and validity period.
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+    /// Verifies signature, algorithm, issuer, audience and validity period. A token
+    /// verified before skips the signature check; its validity period is checked again.
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        let key = token_cache::key(token);
+        if let Some(claims) = self.verified.get(&key) {
+            return still_valid(&claims, SystemTime::now()).map(|()| claims);
+        }
+        let claims = Arc::new(self.verify_signed(token)?);
+        self.verified.insert(key, claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_signed(&self, token: &str) -> Result<Claims, TokenError> {
         let mut validation = Validation::new(self.keys.algorithm);
         validation.leeway = VERIFY_LEEWAY;
         validation.validate_nbf = true;
@@ -320,6 +338,15 @@ impl TokenAuthority {
                 _ => TokenError::Invalid,
             })
     }
+}
+
+/// The time checks jsonwebtoken applies at first verification, for cached tokens.
+fn still_valid(claims: &Claims, now: SystemTime) -> Result<(), TokenError> {
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    if claims.exp.saturating_add(VERIFY_LEEWAY) < now || claims.nbf > now + VERIFY_LEEWAY {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
 }
 
 /// 128 random bits, hex: token IDs and refresh-token IDs.
@@ -387,6 +414,42 @@ mod tests {
             auth.issue("alice", &[], SystemTime::now()).token,
             issued.token,
             "jti differs"
+        );
+    }
+
+    #[test]
+    fn verified_tokens_are_remembered_but_still_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = authority(dir.path());
+        let token = auth.issue("a", &[], SystemTime::now()).token;
+        assert!(auth.verified.is_empty());
+        let first = auth.verify(&token).unwrap();
+        assert_eq!(auth.verified.len(), 1);
+        let again = auth.verify(&token).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "second check comes from the cache"
+        );
+        // A tampered copy of a cached token is a different key: full check, refused.
+        let mut bytes = token.clone().into_bytes();
+        let last = bytes.len() - 3;
+        bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            auth.verify(&String::from_utf8(bytes).unwrap()),
+            Err(TokenError::Invalid)
+        );
+        assert_eq!(auth.verified.len(), 1, "refused tokens are not cached");
+        // The cached claims still expire: checked against the clock on every use.
+        let expiry = UNIX_EPOCH + Duration::from_secs(first.exp);
+        assert_eq!(still_valid(&first, expiry), Ok(()));
+        assert_eq!(
+            still_valid(&first, expiry + Duration::from_secs(VERIFY_LEEWAY + 1)),
+            Err(TokenError::Expired)
+        );
+        let not_before = UNIX_EPOCH + Duration::from_secs(first.nbf);
+        assert_eq!(
+            still_valid(&first, not_before - Duration::from_secs(VERIFY_LEEWAY + 1)),
+            Err(TokenError::Expired)
         );
     }
 
