@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use registry_edge::{certgen, server};
 
+// Per-request buffers churn the allocator; mimalloc's per-thread free lists cost less
+// than glibc malloc here (benches/compare_nginx.py, scenario 4).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "registry-edge",
@@ -63,7 +68,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
-            init_logging();
+            let _log_writer = init_logging();
             let loaded = match server::load(&config) {
                 Ok(loaded) => loaded,
                 Err(e) => return fail(e),
@@ -157,13 +162,21 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
-fn init_logging() {
+/// Log lines go through a writer thread that batches them into few `write`s: one
+/// syscall per access line cost ~4 % of a small request (benches/compare_nginx.py).
+/// Not lossy: a full queue slows requests down rather than dropping lines.
+fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REGISTRY_EDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::BufWriter::new(std::io::stdout()));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
         .with_ansi(ansi)
+        .with_writer(writer)
         .init();
+    guard
 }

@@ -137,10 +137,16 @@ fn first_value(req: &RequestHeader, name: &str) -> Option<String> {
 }
 
 fn set(req: &mut RequestHeader, name: &'static str, value: Option<String>) {
-    req.remove_header(name);
-    if let Some(value) = value {
+    // A static HeaderName spares a parse per call; insert replaces every value sent.
+    let name = HeaderName::from_static(name);
+    match value {
         // Values come from parsed addresses or from header values already accepted, so they are valid.
-        let _ = req.insert_header(name, value);
+        Some(value) => {
+            let _ = req.insert_header(name, value);
+        }
+        None => {
+            req.remove_header(&name);
+        }
     }
 }
 
