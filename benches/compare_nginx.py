@@ -279,6 +279,9 @@ error_log {self.work}/nginx-{port}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
  access_log {self.work}/nginx-{port}-access.log;
+ # nginx closes a connection after 1000 requests by default, and h2load does not
+ # reconnect: without this its h2 runs would stop early.
+ keepalive_requests 1000000;
  client_body_temp_path {d}/client_body;
  proxy_temp_path {d}/proxy;
  fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;

@@ -1,0 +1,100 @@
+//! The functions every proxied request runs, one by one: route classification, the
+//! bearer-token check (first sight vs. repeat), ACL evaluation and the push limiter.
+//! Run: `cargo bench --bench hot_paths`. Whole-request figures against nginx come
+//! from `benches/compare_nginx.py`.
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::time::{Duration, SystemTime};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::Method;
+use registry_edge::auth::acl::{Acl, Actions, Rule};
+use registry_edge::auth::scope::Scope;
+use registry_edge::auth::token::{SigningKeys, TokenAuthority};
+use registry_edge::ratelimit::{LimitKey, PushLimit, PushLimiter};
+use registry_edge::registry::route::{decoded_path, Route};
+
+const BLOB_PATH: &str = "/v2/group/project/app/blobs/sha256:\
+                         0d2f9a1b6c8e4f7a3b5d9c1e2f4a6b8c0d2e4f6a8b0c2d4e6f8a0b2c4d6e8f0a";
+
+fn route(c: &mut Criterion) {
+    c.bench_function("route: decode + classify a blob path", |b| {
+        b.iter(|| {
+            let path = decoded_path(std::hint::black_box(BLOB_PATH)).unwrap();
+            let route = Route::parse(&path);
+            registry_edge::auth::access::needed(&Method::HEAD, &path, None, &route)
+        })
+    });
+}
+
+fn token(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    registry_edge::certgen::generate(dir.path(), &["bench".into()]).unwrap();
+    let keys = SigningKeys::load(
+        &dir.path().join("registry-auth.key"),
+        &dir.path().join("registry-auth.crt"),
+    )
+    .unwrap();
+    let authority = TokenAuthority::new(
+        keys,
+        "bench".into(),
+        "container_registry".into(),
+        Duration::from_secs(300),
+    );
+    let access = [Scope::repository("group/project/app", &["pull", "push"])];
+    c.bench_function("token: issue (ES256 sign)", |b| {
+        b.iter(|| authority.issue("alice", &access, SystemTime::now()))
+    });
+    c.bench_function("token: verify a token seen for the first time", |b| {
+        b.iter_batched(
+            || authority.issue("alice", &access, SystemTime::now()).token,
+            |token| authority.verify(&token).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    let token = authority.issue("alice", &access, SystemTime::now()).token;
+    authority.verify(&token).unwrap();
+    c.bench_function("token: verify a token seen before (cache hit)", |b| {
+        b.iter(|| authority.verify(std::hint::black_box(&token)).unwrap())
+    });
+}
+
+fn acl(c: &mut Criterion) {
+    let rule = |account: &str, name: &str, actions: &[&str]| Rule {
+        account: account.into(),
+        kind: "repository".into(),
+        name: name.into(),
+        actions: Actions::Only(actions.iter().map(|a| a.to_string()).collect()),
+        comment: None,
+    };
+    // A GitLab-like policy: a few admin and CI rules before the per-user one that matches.
+    let acl = Acl {
+        rules: vec![
+            rule("admin", "**", &["*"]),
+            rule("ci-bot", "ci/**", &["pull", "push"]),
+            rule("", "public/*", &["pull"]),
+            rule("*", "public/*", &["pull"]),
+            rule("*", "${account}/**", &["pull", "push", "delete"]),
+        ],
+    };
+    let wanted = Scope::repository("alice/team/app", &["pull", "push"]);
+    c.bench_function("acl: grant pull,push through the 5th rule", |b| {
+        b.iter(|| acl.grant(std::hint::black_box("alice"), &wanted))
+    });
+}
+
+fn limiter(c: &mut Criterion) {
+    let limiter = PushLimiter::new(PushLimit {
+        key: LimitKey::Account,
+        per_minute: NonZeroU32::MAX,
+        burst: NonZeroU32::MAX,
+        exempt_accounts: HashSet::new(),
+    });
+    c.bench_function("limiter: admit one push (one account)", |b| {
+        b.iter(|| limiter.admit(Some(std::hint::black_box("alice")), "127.0.0.1"))
+    });
+}
+
+criterion_group!(benches, route, token, acl, limiter);
+criterion_main!(benches);
