@@ -45,6 +45,7 @@ struct Request {
     method: String,
     path: String,
     body: Body,
+    expects_continue: bool,
 }
 
 enum Body {
@@ -59,6 +60,11 @@ async fn serve(mut stream: TcpStream, blob_size: u64) -> std::io::Result<()> {
             return Ok(());
         };
         buf.drain(..head_len);
+        if request.expects_continue {
+            // As Go's net/http (the registry) does once the handler reads the body;
+            // without it curl waits a second before sending.
+            stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        }
         let received = match request.body {
             Body::Length(n) => discard_exact(&mut stream, &mut buf, n).await?,
             Body::Chunked => discard_chunked(&mut stream, &mut buf).await?,
@@ -77,7 +83,11 @@ async fn read_head(
         let mut parsed = httparse::Request::new(&mut headers);
         if let httparse::Status::Complete(len) = parsed.parse(buf).map_err(invalid)? {
             let mut body = Body::Length(0);
+            let mut expects_continue = false;
             for h in parsed.headers.iter() {
+                if h.name.eq_ignore_ascii_case("expect") {
+                    expects_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+                }
                 if h.name.eq_ignore_ascii_case("content-length") {
                     let text = std::str::from_utf8(h.value).map_err(invalid)?;
                     body = Body::Length(text.trim().parse().map_err(invalid)?);
@@ -91,6 +101,7 @@ async fn read_head(
                 method: parsed.method.unwrap_or_default().to_owned(),
                 path: parsed.path.unwrap_or_default().to_owned(),
                 body,
+                expects_continue,
             };
             return Ok(Some((request, len)));
         }
