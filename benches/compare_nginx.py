@@ -171,6 +171,7 @@ class Bench:
         self.disk = tempfile.mkdtemp(prefix="registry-edge-compare-disk.", dir="/var/tmp")
         os.chmod(self.disk, 0o755)  # nginx workers run as nobody when started by root
         self.procs = []
+        self.rates = {}  # (scenario, protocol, label) -> medians, for derived rows
         self.ca = os.path.join(self.work, "certs/tls.crt")
         sh(EDGE, "gen-certs", "--dir", os.path.join(self.work, "certs"), "--host", "localhost")
         self.big = args.big_mib * MIB
@@ -545,8 +546,14 @@ def run_small(b, table, label, contenders, url_path, headers, scenario):
     names = [n for n, _ in contenders]
     for proto, tool in (("h1", b.wrk), ("h2", b.h2load)):
         res = alternate(reps, contenders, lambda n, base, r: tool(base + url_path, headers))
-        table.add(f"{scenario}, {proto}, {label}", "req/s",
-                  *[median([x["rps"] for x in res[n]]) for n in names])
+        rates = [median([x["rps"] for x in res[n]]) for n in names]
+        table.add(f"{scenario}, {proto}, {label}", "req/s", *rates)
+        b.rates[(scenario[:1], proto, label)] = rates
+        if scenario.startswith("5") and ("4", proto, label) in b.rates:
+            # What the bearer token costs: a 1.5 KB header for both, a check for the edge.
+            without = b.rates[("4", proto, label)]
+            table.add(f"5 vs 4, {proto}: share of the scenario-4 rate kept, {label}", "%",
+                      *[100 * w / wo for w, wo in zip(rates, without)])
         table.add(f"{scenario}, {proto} p50, {label}", "ms",
                   *[median([x["p50"] for x in res[n]]) for n in names], better="lower")
         table.add(f"{scenario}, {proto} p99, {label}", "ms",
