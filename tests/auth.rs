@@ -366,6 +366,56 @@ fn under_scoped_and_bad_tokens_never_reach_the_upstream() {
     )
     .unwrap();
 
+    // Hostile shapes (issue 7): some unsigned, some signed with our own key so that only
+    // the claim types or the key hints are wrong.
+    let key_pem = std::fs::read(s.dir.path().join("certs/registry-auth.key")).unwrap();
+    let our_key = jsonwebtoken::EncodingKey::from_ec_pem(&key_pem).unwrap();
+    let good_header = jsonwebtoken::decode_header(&good).unwrap();
+    let sign = |header: &jsonwebtoken::Header, claims: &serde_json::Value| {
+        jsonwebtoken::encode(header, claims, &our_key).unwrap()
+    };
+    let good_sig = good.rsplit('.').next().unwrap();
+    let bad_base64 = format!("eyJhbGciOiJFUzI1NiJ9.!!!$$.{good_sig}");
+    let huge_header = format!(
+        "{}.{payload}.{good_sig}",
+        b64.encode(format!(
+            r#"{{"alg":"ES256","pad":"{}"}}"#,
+            "A".repeat(16 * 1024)
+        ))
+    );
+    let deep_header = format!(
+        "{}.{payload}.{good_sig}",
+        b64.encode(format!(
+            r#"{{"alg":"ES256","x":{}{}}}"#,
+            "[".repeat(5000),
+            "]".repeat(5000)
+        ))
+    );
+    let mut string_exp = claims(&good);
+    string_exp["exp"] = serde_json::json!("tomorrow");
+    let string_exp = sign(&good_header, &string_exp);
+    let mut number_aud = claims(&good);
+    number_aud["aud"] = serde_json::json!(123);
+    let number_aud = sign(&good_header, &number_aud);
+    let mut kid_nowhere = good_header.clone();
+    kid_nowhere.x5c = None;
+    kid_nowhere.kid = Some("AAAA:BBBB:CCCC:DDDD:EEEE:FFFF:GGGG:HHHH:IIII:JJJJ:KKKK:LLLL".into());
+    let kid_nowhere = sign(&kid_nowhere, &claims(&good));
+    let other_dir = s.dir.path().join("other-key");
+    registry_edge::certgen::generate(&other_dir, &["other".into()]).unwrap();
+    let other_cert_pem = std::fs::read_to_string(other_dir.join("registry-auth.crt")).unwrap();
+    let other_cert_b64: String = other_cert_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let mut foreign_x5c = good_header.clone();
+    foreign_x5c.x5c = Some(vec![other_cert_b64]);
+    let foreign_x5c = sign(&foreign_x5c, &claims(&good));
+    let mut no_key_hint = good_header.clone();
+    no_key_hint.kid = None;
+    no_key_hint.x5c = None;
+    let no_key_hint = sign(&no_key_hint, &claims(&good));
+
     let url = s.edge.url("/v2/alice/app/tags/list");
     let ok = s.with_token(&good, &[&url]);
     assert_eq!(ok.status, 200, "the control token passes");
@@ -382,6 +432,14 @@ fn under_scoped_and_bad_tokens_never_reach_the_upstream() {
         ("alg none", alg_none.as_str()),
         ("HS256 with the public key", hs256.as_str()),
         ("garbage", "not-a-jwt"),
+        ("bad base64", bad_base64.as_str()),
+        ("16 KiB header", huge_header.as_str()),
+        ("header nested 5000 deep", deep_header.as_str()),
+        ("exp as a string, signed", string_exp.as_str()),
+        ("aud as a number, signed", number_aud.as_str()),
+        ("kid of no known key, signed", kid_nowhere.as_str()),
+        ("x5c of another key, signed", foreign_x5c.as_str()),
+        ("neither kid nor x5c, signed", no_key_hint.as_str()),
     ] {
         let r = s.with_token(token, &[&url]);
         assert_eq!(r.status, 401, "{what}");
@@ -555,6 +613,36 @@ fn docker_login_oauth2_scopes_catalog_and_service_checks() {
     ]);
     assert_eq!(wrong.status, 400);
     assert_eq!(wrong.header("content-type"), Some("application/json"));
+}
+
+#[test]
+fn malformed_basic_headers_are_refused_not_anonymous() {
+    let s = Setup::start("", "");
+    // Malformed Basic headers (issue 7): refused with the same 401 as a wrong password,
+    // never a 500 and never an anonymous token.
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let long_password = b64.encode(format!("alice:{}", "x".repeat(6000)));
+    let malformed = [
+        "Basic".to_string(),
+        "Basic ".to_string(),
+        "Basic !!!not-base64!!!".to_string(),
+        format!("Basic {}", b64.encode("no-colon-here")),
+        format!("Basic {}", b64.encode(":")),
+        format!("Basic {}", b64.encode([0xff, 0xfe, b':', 0xfd])),
+        format!("Basic {long_password}"),
+        format!("Basic {} trailing", b64.encode("alice:pw-alice")),
+    ];
+    for header in &malformed {
+        let r = s.token(None, &[], &["-H", &format!("Authorization: {header}")]);
+        assert_eq!(r.status, 401, "{header:.40}");
+        assert_eq!(
+            r.json()["errors"][0]["code"],
+            "UNAUTHORIZED",
+            "{header:.40}"
+        );
+    }
+    let anonymous = s.token(None, &[], &[]);
+    assert_eq!(anonymous.status, 200, "no header at all is still anonymous");
 }
 
 #[test]

@@ -72,17 +72,32 @@ enum Credentials {
     Refresh(String),
 }
 
-fn basic_credentials(authorization: Option<&str>) -> Option<(String, String)> {
-    let (scheme, encoded) = authorization?.trim().split_once(' ')?;
+/// What an `Authorization` header offers the realm.
+#[derive(Debug, PartialEq, Eq)]
+enum Basic {
+    /// No header, or another scheme: an anonymous request.
+    Absent,
+    /// `Basic` with something that is not base64 of `user:password`: refused like a
+    /// wrong password, not silently treated as anonymous.
+    Malformed,
+    Credentials(String, String),
+}
+
+fn basic_credentials(authorization: Option<&str>) -> Basic {
+    let Some(value) = authorization else {
+        return Basic::Absent;
+    };
+    let value = value.trim();
+    let (scheme, encoded) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
+        return Basic::Absent;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    let (user, password) = text.split_once(':')?;
-    Some((user.to_string(), password.to_string()))
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim());
+    let text = decoded.ok().and_then(|bytes| String::from_utf8(bytes).ok());
+    match text.as_deref().and_then(|t| t.split_once(':')) {
+        Some((user, password)) => Basic::Credentials(user.to_string(), password.to_string()),
+        None => Basic::Malformed,
+    }
 }
 
 fn bad(message: &str) -> TokenReply {
@@ -120,8 +135,15 @@ impl Auth {
             }
         } else {
             match basic_credentials(req.authorization) {
-                Some((user, password)) => Credentials::Password { user, password },
-                None => Credentials::Anonymous,
+                Basic::Credentials(user, password) => Credentials::Password { user, password },
+                Basic::Absent => Credentials::Anonymous,
+                Basic::Malformed => {
+                    self.throttle.record_failure(req.client_ip, "");
+                    return TokenReply::Refused {
+                        error: RegistryError::BadCredentials,
+                        retry_after: None,
+                    };
+                }
             }
         };
 
@@ -184,5 +206,36 @@ impl Auth {
         };
         let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
         TokenReply::Issued { body, account }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+
+    #[test]
+    fn basic_header_shapes() {
+        let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+        let creds = |u: &str, p: &str| Basic::Credentials(u.into(), p.into());
+        assert_eq!(basic_credentials(None), Basic::Absent);
+        assert_eq!(basic_credentials(Some("Bearer abc")), Basic::Absent);
+        let ok = format!("basic {}", b64(b"alice:pw:with:colons"));
+        assert_eq!(
+            basic_credentials(Some(&ok)),
+            creds("alice", "pw:with:colons")
+        );
+        let empty = format!("Basic {}", b64(b":"));
+        assert_eq!(basic_credentials(Some(&empty)), creds("", ""));
+        for bad in [
+            "Basic".to_string(),
+            "Basic ".to_string(),
+            "Basic %%%".to_string(),
+            format!("Basic {}", b64(b"no-colon")),
+            format!("Basic {}", b64(&[0xff, b':', 0xfe])),
+            format!("Basic {} extra", b64(b"a:b")),
+        ] {
+            assert_eq!(basic_credentials(Some(&bad)), Basic::Malformed, "{bad}");
+        }
     }
 }

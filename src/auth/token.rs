@@ -199,6 +199,22 @@ impl SigningKeys {
         self.algorithm
     }
 
+    /// Whether a header's key hints point at this key. The registry picks its key by
+    /// `x5c` chain or by `kid`; a token whose hints name another key would pass the edge's
+    /// signature check and then fail at the registry, so the edge refuses it first.
+    /// At least one hint must be present: the registry refuses tokens with neither.
+    fn names_this_key(&self, header: &Header) -> bool {
+        let kid_ok = header.kid.as_deref().map(|kid| kid == self.kid);
+        let x5c_ok = header
+            .x5c
+            .as_ref()
+            .map(|chain| chain.first() == self.x5c.first());
+        match (kid_ok, x5c_ok) {
+            (None, None) => false,
+            (kid, x5c) => kid.unwrap_or(true) && x5c.unwrap_or(true),
+        }
+    }
+
     pub fn kid(&self) -> &str {
         &self.kid
     }
@@ -328,15 +344,18 @@ impl TokenAuthority {
         validation.set_issuer(&[&self.issuer]);
         validation.set_audience(&[&self.service]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        jsonwebtoken::decode::<Claims>(token, &self.keys.decoding, &validation)
-            .map(|data| data.claims)
+        let data = jsonwebtoken::decode::<Claims>(token, &self.keys.decoding, &validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature
                 | jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::Expired,
                 jsonwebtoken::errors::ErrorKind::InvalidAudience
                 | jsonwebtoken::errors::ErrorKind::InvalidIssuer => TokenError::WrongAudience,
                 _ => TokenError::Invalid,
-            })
+            })?;
+        if !self.keys.names_this_key(&data.header) {
+            return Err(TokenError::Invalid);
+        }
+        Ok(data.claims)
     }
 }
 
