@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::Method;
-use registry_edge::auth::acl::{Acl, Actions, Rule};
+use registry_edge::auth::acl::{Acl, Rule};
 use registry_edge::auth::scope::Scope;
 use registry_edge::auth::token::{SigningKeys, TokenAuthority};
 use registry_edge::ratelimit::{LimitKey, PushLimit, PushLimiter};
@@ -61,12 +61,8 @@ fn token(c: &mut Criterion) {
 }
 
 fn acl(c: &mut Criterion) {
-    let rule = |account: &str, name: &str, actions: &[&str]| Rule {
-        account: account.into(),
-        kind: "repository".into(),
-        name: name.into(),
-        actions: Actions::Only(actions.iter().map(|a| a.to_string()).collect()),
-        comment: None,
+    let rule = |account: &str, name: &str, actions: &[&str]| {
+        Rule::new(account, "repository", name, actions)
     };
     // A GitLab-like policy: a few admin and CI rules before the per-user one that matches.
     let acl = Acl {

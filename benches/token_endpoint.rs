@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use registry_edge::auth::acl::{Acl, Actions, Rule};
+use registry_edge::auth::acl::{Acl, Rule};
 use registry_edge::auth::endpoint::{TokenReply, TokenRequest};
 use registry_edge::auth::Auth;
 use registry_edge::config::AuthSettings;
@@ -20,12 +20,8 @@ fn auth(dir: &std::path::Path, cache_ttl: Duration) -> Auth {
     let line =
         registry_edge::registry_config::htpasswd_line("alice", "pw-alice", BCRYPT_COST).unwrap();
     std::fs::write(dir.join("htpasswd"), line + "\n").unwrap();
-    let rule = |account: &str, name: &str, actions: &[&str]| Rule {
-        account: account.into(),
-        kind: "repository".into(),
-        name: name.into(),
-        actions: Actions::Only(actions.iter().map(|a| a.to_string()).collect()),
-        comment: None,
+    let rule = |account: &str, name: &str, actions: &[&str]| {
+        Rule::new(account, "repository", name, actions)
     };
     Auth::load(&AuthSettings {
         realm_path: "/jwt/auth".into(),

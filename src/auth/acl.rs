@@ -19,6 +19,17 @@ pub enum Actions {
     Only(BTreeSet<String>),
 }
 
+impl Actions {
+    /// As the config file reads an action list: `*` anywhere means every action.
+    pub fn from_list<S: AsRef<str>>(actions: &[S]) -> Actions {
+        if actions.iter().any(|a| a.as_ref() == "*") {
+            Actions::All
+        } else {
+            Actions::Only(actions.iter().map(|a| a.as_ref().to_string()).collect())
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub account: String,
@@ -30,6 +41,17 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// A rule as the config file would load it, without a comment.
+    pub fn new(account: &str, kind: &str, name: &str, actions: &[&str]) -> Rule {
+        Rule {
+            account: account.into(),
+            kind: kind.into(),
+            name: name.into(),
+            actions: Actions::from_list(actions),
+            comment: None,
+        }
+    }
+
     fn matches(&self, account: &str, scope: &Scope) -> bool {
         if self.kind != scope.kind {
             return false;
@@ -101,18 +123,7 @@ mod tests {
     use super::*;
 
     fn rule(account: &str, kind: &str, name: &str, actions: &[&str]) -> Rule {
-        let actions = if actions == ["*"] {
-            Actions::All
-        } else {
-            Actions::Only(actions.iter().map(|a| a.to_string()).collect())
-        };
-        Rule {
-            account: account.into(),
-            kind: kind.into(),
-            name: name.into(),
-            actions,
-            comment: None,
-        }
+        Rule::new(account, kind, name, actions)
     }
 
     fn example() -> Acl {

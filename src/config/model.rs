@@ -532,10 +532,9 @@ fn acl_rule(v: &Validator, index: usize, rule: file::AclRuleFile) -> Result<Rule
     if name.is_empty() {
         return Err(v.invalid(key("name"), "must not be empty"));
     }
-    let actions = if actions.iter().any(|a| a == "*") {
-        Actions::All
-    } else {
-        if let Some(bad) = actions
+    let actions = Actions::from_list(&actions);
+    if let Actions::Only(list) = &actions {
+        if let Some(bad) = list
             .iter()
             .find(|a| !matches!(a.as_str(), "pull" | "push" | "delete"))
         {
@@ -544,8 +543,7 @@ fn acl_rule(v: &Validator, index: usize, rule: file::AclRuleFile) -> Result<Rule
                 format!("{bad:?} is not one of pull, push, delete, *"),
             ));
         }
-        Actions::Only(actions.into_iter().collect())
-    };
+    }
     Ok(Rule {
         account,
         kind,
