@@ -91,6 +91,19 @@ impl Setup {
         curl(&all)
     }
 
+    /// Signs any header and claims with the edge's own ES256 key, as an attacker holding
+    /// a valid signature but free to choose the rest would.
+    fn sign_with_our_key(
+        &self,
+        header: &jsonwebtoken::Header,
+        claims: &serde_json::Value,
+    ) -> String {
+        registry_edge::auth::jwt_crypto::install();
+        let key_pem = std::fs::read(self.dir.path().join("certs/registry-auth.key")).unwrap();
+        let key = jsonwebtoken::EncodingKey::from_ec_pem(&key_pem).unwrap();
+        jsonwebtoken::encode(header, claims, &key).unwrap()
+    }
+
     fn signing_keys(&self) -> SigningKeys {
         let dir = self.dir.path().join("certs");
         SigningKeys::load(
@@ -179,14 +192,7 @@ fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
     let mut kid_only = jsonwebtoken::Header::new(header.alg);
     kid_only.typ = header.typ.clone();
     kid_only.kid = header.kid.clone();
-    let key_pem = std::fs::read(s.dir.path().join("certs/registry-auth.key")).unwrap();
-    registry_edge::auth::jwt_crypto::install();
-    let kid_token = jsonwebtoken::encode(
-        &kid_only,
-        &claims(&token),
-        &jsonwebtoken::EncodingKey::from_ec_pem(&key_pem).unwrap(),
-    )
-    .unwrap();
+    let kid_token = s.sign_with_our_key(&kid_only, &claims(&token));
     let by_kid = curl(&[
         "-H",
         &format!("Authorization: Bearer {kid_token}"),
@@ -358,7 +364,6 @@ fn under_scoped_and_bad_tokens_never_reach_the_upstream() {
         b64.encode(br#"{"alg":"none","typ":"JWT"}"#)
     );
     let public_pem = std::fs::read(s.dir.path().join("certs/registry-auth.crt")).unwrap();
-    registry_edge::auth::jwt_crypto::install();
     let hs256 = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &claims(&good),
@@ -368,11 +373,9 @@ fn under_scoped_and_bad_tokens_never_reach_the_upstream() {
 
     // Hostile shapes (issue 7): some unsigned, some signed with our own key so that only
     // the claim types or the key hints are wrong.
-    let key_pem = std::fs::read(s.dir.path().join("certs/registry-auth.key")).unwrap();
-    let our_key = jsonwebtoken::EncodingKey::from_ec_pem(&key_pem).unwrap();
     let good_header = jsonwebtoken::decode_header(&good).unwrap();
     let sign = |header: &jsonwebtoken::Header, claims: &serde_json::Value| {
-        jsonwebtoken::encode(header, claims, &our_key).unwrap()
+        s.sign_with_our_key(header, claims)
     };
     let good_sig = good.rsplit('.').next().unwrap();
     let bad_base64 = format!("eyJhbGciOiJFUzI1NiJ9.!!!$$.{good_sig}");
@@ -798,7 +801,6 @@ fn rs256_tokens_from_an_rsa_key_are_accepted_by_the_registry() {
     let mut kid_only = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     kid_only.typ = header.typ;
     kid_only.kid = header.kid;
-    registry_edge::auth::jwt_crypto::install();
     let kid_token = jsonwebtoken::encode(
         &kid_only,
         &claims(&token),
