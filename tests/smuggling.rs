@@ -181,38 +181,10 @@ fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<Vec<
 
 /// Sends raw bytes over TLS and returns the status of the first response (0 if none).
 fn send_raw(edge: &Edge, ca: &std::path::Path, raw: &[u8]) -> u16 {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = "localhost".try_into().unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let tcp = TcpStream::connect(format!("127.0.0.1:{}", edge.https_port)).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut tls = common::tls_connect(edge.https_port, ca, &["http/1.1"]);
     tls.write_all(raw).unwrap();
     tls.flush().unwrap();
-    let mut response = Vec::new();
-    let mut chunk = [0u8; 4096];
-    // The status line is all we need; stop at the end of the first head.
-    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
-        match tls.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => response.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let text = String::from_utf8_lossy(&response);
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    common::read_head(&mut tls).0
 }
 
 #[test]

@@ -563,3 +563,71 @@ pub fn openssl_cert(dir: &Path, name: &str, keygen: &[&str]) -> (PathBuf, PathBu
     ]);
     (crt, key)
 }
+
+/// A TLS connection to the edge on `port`, trusting `ca`, offering `alpn`; reads time out
+/// after 20 s so a test never hangs.
+pub fn tls_connect(
+    port: u16,
+    ca: &Path,
+    alpn: &[&str],
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let name = "localhost".try_into().unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Reads one response head (and whatever body bytes came with it): (status, text).
+/// Status 0 when the connection ended before a status line.
+pub fn read_head(stream: &mut impl std::io::Read) -> (u16, String) {
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !response.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => response.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// Reads until the peer closes (or the read timeout): how long that took, and whether it
+/// was a close (true) rather than a timeout.
+pub fn wait_closed(stream: &mut impl std::io::Read) -> (Duration, bool) {
+    let started = Instant::now();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return (started.elapsed(), true),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (started.elapsed(), false)
+            }
+            Err(_) => return (started.elapsed(), true),
+        }
+    }
+}
