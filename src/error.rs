@@ -27,6 +27,15 @@ pub enum RegistryError {
     BadRequest,
     #[error("invalid repository name")]
     NameInvalid,
+    #[error("request headers too large: at most {max_headers} header lines and {max_bytes} bytes")]
+    HeadersTooLarge {
+        max_headers: usize,
+        max_bytes: usize,
+    },
+    #[error("this server does not serve the requested host")]
+    MisdirectedRequest,
+    #[error("the client was too slow sending the request")]
+    RequestTimeout,
     #[error(
         "the registry is in read-only maintenance mode: pushes and deletes are refused, pulls work"
     )]
@@ -75,6 +84,9 @@ impl RegistryError {
             | RegistryError::BadCredentials => 401,
             RegistryError::TooManyFailedLogins | RegistryError::TooManyPushes { .. } => 429,
             RegistryError::ReadOnly => 405,
+            RegistryError::HeadersTooLarge { .. } => 431,
+            RegistryError::MisdirectedRequest => 421,
+            RegistryError::RequestTimeout => 408,
             RegistryError::Internal => 500,
         }
     }
@@ -89,7 +101,10 @@ impl RegistryError {
             | RegistryError::UpstreamFailed => "UNAVAILABLE",
             RegistryError::BadRequest | RegistryError::BadTokenRequest(_) => "UNSUPPORTED",
             RegistryError::NameInvalid => "NAME_INVALID",
-            RegistryError::ReadOnly => "UNSUPPORTED",
+            RegistryError::ReadOnly
+            | RegistryError::HeadersTooLarge { .. }
+            | RegistryError::MisdirectedRequest
+            | RegistryError::RequestTimeout => "UNSUPPORTED",
             RegistryError::Unauthorized { .. }
             | RegistryError::InvalidToken(_)
             | RegistryError::BadCredentials => "UNAUTHORIZED",

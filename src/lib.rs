@@ -8,6 +8,7 @@
 //! - [`config`]: YAML file shapes → validated runtime [`config::Config`]; `load()`.
 //! - [`tls`]: PEM loading, key/cert matching, SNI certificate resolver.
 //! - [`certgen`]: `gen-certs` (self-signed TLS and token-signing material).
+//! - [`listen`]: accept loops; per-connection header/body/idle deadlines and header limits.
 //! - [`redirect`]: the plain-HTTP listeners' redirect to https.
 //! - [`proxy`]: `EdgeProxy` (Pingora `ProxyHttp`), per-request ctx, forwarding headers.
 //! - [`upstream`]: registry node pool, repository affinity, health checks.
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod certgen;
 pub mod config;
 pub mod error;
+pub mod listen;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redirect;

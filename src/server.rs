@@ -6,18 +6,19 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::protocols::http::v2::server::default_h2_options;
-use pingora::proxy::http_proxy_service_with_name;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
-use pingora::services::listening::Service;
 
 use arc_swap::ArcSwap;
 use pingora::services::background::background_service;
 
 use crate::auth::Auth;
 use crate::config::{self, Config, ConfigError};
+use crate::listen::{bind, EdgeListener};
 use crate::proxy::EdgeProxy;
 use crate::redirect::RedirectApp;
 use crate::reload::Reloader;
@@ -33,6 +34,9 @@ const FINAL_SHUTDOWN_SECONDS: u64 = 5;
 /// have buffered at the edge (the connection window caps all its streams together).
 const H2_STREAM_WINDOW: u32 = 1 << 20;
 const H2_CONNECTION_WINDOW: u32 = 4 << 20;
+/// Largest HTTP/2 header block accepted off the wire; the proxy refuses anything over
+/// `MAX_HEADER_BYTES` with 431.
+const H2_MAX_HEADER_LIST: u32 = 1 << 20;
 
 /// Everything `run` loads from disk, validated.
 pub struct Loaded {
@@ -49,6 +53,11 @@ pub enum StartError {
     Upstream(std::io::Error),
     #[error("TLS listener {addr}: {reason}")]
     TlsListener { addr: String, reason: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Loads and validates the configuration and every file it names.
@@ -107,41 +116,55 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
         PoolService::RoundRobin(service) => server.add_service(service),
     };
 
+    let bind_all = |addrs: &[std::net::SocketAddr]| {
+        addrs
+            .iter()
+            .map(|&addr| bind(addr).map_err(|source| StartError::Bind { addr, source }))
+            .collect::<Result<Vec<_>, _>>()
+    };
     let resolver = certificates.map(|set| Arc::new(CertResolver::new(set)));
     if let Some(resolver) = &resolver {
-        let mut proxy = http_proxy_service_with_name(
+        let mut proxy = http_proxy(
             &server.configuration,
-            EdgeProxy::new(pool, settings.clone()),
-            "registry-edge https",
+            EdgeProxy::new(pool, settings.clone(), resolver.clone()),
         );
-        if let Some(app) = proxy.app_logic_mut() {
-            let mut h2 = default_h2_options();
-            h2.initial_window_size(H2_STREAM_WINDOW)
-                .initial_connection_window_size(H2_CONNECTION_WINDOW);
-            app.h2_options = Some(h2);
-        }
-        for addr in &config.server.https_listen {
-            // Paths are unused: the resolver supplies every certificate.
-            let mut tls =
-                TlsSettings::intermediate("", "").map_err(|e| StartError::TlsListener {
-                    addr: addr.to_string(),
-                    reason: e.to_string(),
-                })?;
-            tls.set_cert_resolver(resolver.clone());
-            tls.enable_h2();
-            proxy.add_tls_with_settings(&addr.to_string(), None, tls);
-        }
-        server.add_service(proxy);
+        let mut h2 = default_h2_options();
+        h2.initial_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            // Room for an oversized block to arrive whole, so the proxy can answer 431
+            // (the h2 crate resets the connection for blocks over this).
+            .max_header_list_size(H2_MAX_HEADER_LIST);
+        proxy.h2_options = Some(h2);
+        let mut options = HttpServerOptions::default();
+        options.h2_idle_timeout = Some(config.server.client_timeouts.idle);
+        proxy.server_options = Some(options);
+        // Paths are unused: the resolver supplies every certificate.
+        let addr = config.server.https_listen.first().map(|a| a.to_string());
+        let mut tls = TlsSettings::intermediate("", "").map_err(|e| StartError::TlsListener {
+            addr: addr.unwrap_or_default(),
+            reason: e.to_string(),
+        })?;
+        tls.set_cert_resolver(resolver.clone());
+        tls.enable_h2();
+        server.add_service(EdgeListener::new(
+            "registry-edge https",
+            bind_all(&config.server.https_listen)?,
+            Some(tls.build()),
+            proxy,
+            settings.clone(),
+        ));
     }
 
     if !config.server.http_listen.is_empty() {
         let https_port = config.server.https_listen.first().map_or(443, |a| a.port());
         let app = RedirectApp::new(https_port, config.server.external_url.clone());
-        let mut redirect = Service::new("registry-edge http redirect".to_string(), app);
-        for addr in &config.server.http_listen {
-            redirect.add_tcp(&addr.to_string());
-        }
-        server.add_service(redirect);
+        server.add_service(EdgeListener::new(
+            "registry-edge http redirect",
+            bind_all(&config.server.http_listen)?,
+            None,
+            app,
+            settings.clone(),
+        ));
     }
     let purge = LimiterPurge {
         settings: settings.clone(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
-use crate::config::{Config, ExternalUrl, ForwardedSettings, Limits};
+use crate::config::{ClientTimeouts, Config, ExternalUrl, ForwardedSettings, Limits};
 use crate::ratelimit::{PushLimiter, UploadThrottle};
 
 /// What one request is checked and proxied with.
@@ -25,6 +25,10 @@ pub struct Settings {
     pub auth: Option<Arc<Auth>>,
     pub push_limiter: Option<Arc<PushLimiter>>,
     pub upload_throttle: Option<Arc<UploadThrottle>>,
+    /// Applied to connections accepted from now on.
+    pub client_timeouts: ClientTimeouts,
+    /// `server.strict_host`: refuse requests for names the edge does not serve.
+    pub strict_host: bool,
 }
 
 impl Settings {
@@ -58,6 +62,8 @@ impl Settings {
             auth: auth.map(Arc::new),
             push_limiter,
             upload_throttle,
+            client_timeouts: config.server.client_timeouts,
+            strict_host: config.server.strict_host,
         }
     }
 }

@@ -160,6 +160,15 @@ impl CertSet {
         Ok(CertSet { default, by_name })
     }
 
+    /// Whether a certificate names `host` (exactly or by a `*.` wildcard).
+    pub fn names(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        self.by_name.contains_key(&host)
+            || host
+                .split_once('.')
+                .is_some_and(|(_, rest)| self.by_name.contains_key(&format!("*.{rest}")))
+    }
+
     fn choose(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
         let Some(name) = server_name.map(str::to_ascii_lowercase) else {
             return self.default.clone();
@@ -185,6 +194,11 @@ impl CertResolver {
         CertResolver {
             current: ArcSwap::from_pointee(set),
         }
+    }
+
+    /// Whether the certificates in force name `host`.
+    pub fn serves(&self, host: &str) -> bool {
+        self.current.load().names(host)
     }
 
     /// Replaces the certificates for new handshakes; established connections are untouched.

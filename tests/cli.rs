@@ -103,6 +103,16 @@ fn check_rejects_broken_configs_naming_the_problem() {
             format!("{good}  balance: random\n"),
             vec!["upstream.balance", "random"],
         ),
+        (
+            "header-timeout.yaml",
+            good.replace("  http_listen", "  header_timeout: 0s\n  http_listen"),
+            vec!["server.header_timeout", "at least 1s"],
+        ),
+        (
+            "idle-timeout.yaml",
+            good.replace("  http_listen", "  idle_timeout: soon\n  http_listen"),
+            vec!["server.idle_timeout", "invalid duration"],
+        ),
         ("yaml.yaml", "server: [".to_string(), vec!["yaml.yaml"]),
     ];
     for (name, body, expected) in cases {

@@ -177,6 +177,20 @@ pub struct ServerFile {
     /// File the process id is written to (for `registry-edge reload --pid-file`). Default none.
     #[serde(default)]
     pub pid_file: Option<String>,
+    /// A client must finish the TLS handshake and the request headers this long after
+    /// connecting (or after the first byte of a later request). Default `60s`.
+    #[serde(default)]
+    pub header_timeout: Option<String>,
+    /// Longest pause while receiving a request body or sending a response. Default `60s`.
+    #[serde(default)]
+    pub body_timeout: Option<String>,
+    /// A connection with no request in progress is closed after this long. Default `75s`.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// Refuse (421) requests whose Host names none of the certificates or `external_url`.
+    /// Default false.
+    #[serde(default)]
+    pub strict_host: Option<bool>,
 }
 
 fn default_https_listen() -> Vec<String> {

@@ -6,8 +6,8 @@ mod model;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    AuthSettings, Balance, CertificatePaths, Config, ExternalUrl, ForwardedSettings, Limits,
-    Maintenance, ServerSettings, UpstreamSettings,
+    AuthSettings, Balance, CertificatePaths, ClientTimeouts, Config, ExternalUrl,
+    ForwardedSettings, Limits, Maintenance, ServerSettings, UpstreamSettings,
 };
 
 /// Why a configuration could not be loaded; every variant names the file.

@@ -66,6 +66,29 @@ pub struct ServerSettings {
     pub threads: usize,
     pub shutdown_grace: Duration,
     pub pid_file: Option<PathBuf>,
+    pub client_timeouts: ClientTimeouts,
+    pub strict_host: bool,
+}
+
+/// How long a client may take; enforced per connection (`listen::guard`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// TLS handshake plus request headers.
+    pub header: Duration,
+    /// Longest pause inside a request body or a response.
+    pub body: Duration,
+    /// No request in progress.
+    pub idle: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            header: Duration::from_secs(60),
+            body: Duration::from_secs(60),
+            idle: Duration::from_secs(75),
+        }
+    }
 }
 
 /// The public `https://host[:port]` of the registry.
@@ -226,6 +249,10 @@ fn server_settings(v: &Validator, server: file::ServerFile) -> Result<ServerSett
         threads,
         shutdown_grace,
         pid_file,
+        header_timeout,
+        body_timeout,
+        idle_timeout,
+        strict_host,
     } = server;
     let https_listen = v.listen("server.https_listen", &https_listen)?;
     let http_listen = v.listen("server.http_listen", &http_listen)?;
@@ -256,6 +283,29 @@ fn server_settings(v: &Validator, server: file::ServerFile) -> Result<ServerSett
             Duration::from_secs(60),
         )?,
         pid_file: pid_file.map(|p| v.file_path(&p)),
+        client_timeouts: client_timeouts(v, header_timeout, body_timeout, idle_timeout)?,
+        strict_host: strict_host.unwrap_or(false),
+    })
+}
+
+fn client_timeouts(
+    v: &Validator,
+    header: Option<String>,
+    body: Option<String>,
+    idle: Option<String>,
+) -> Result<ClientTimeouts, ConfigError> {
+    let defaults = ClientTimeouts::default();
+    let positive = |key: &str, value: Option<String>, default: Duration| {
+        let d = v.duration(key, value.as_deref(), default)?;
+        if d < Duration::from_secs(1) {
+            return Err(v.invalid(key, "must be at least 1s"));
+        }
+        Ok(d)
+    };
+    Ok(ClientTimeouts {
+        header: positive("server.header_timeout", header, defaults.header)?,
+        body: positive("server.body_timeout", body, defaults.body)?,
+        idle: positive("server.idle_timeout", idle, defaults.idle)?,
     })
 }
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::settings::Settings;
 
 use crate::error::RegistryError;
+use crate::listen::guard::{BodyProgress, ConnWatch};
 use crate::proxy::headers::ClientAddress;
 use crate::registry::{Endpoint, Route};
 
@@ -32,6 +33,10 @@ pub struct RequestCtx {
     pub push_budget: Option<(String, u32)>,
     /// Time the body stream was held by `rate_limits.upload_bytes`.
     pub throttled: std::time::Duration,
+    /// The connection's deadlines (`listen::guard`); `None` outside the edge's listeners.
+    pub connection: Option<Arc<ConnWatch>>,
+    /// HTTP/2: this request's body is being received and must not stall.
+    pub body_progress: Option<BodyProgress>,
 }
 
 impl RequestCtx {
@@ -52,6 +57,8 @@ impl RequestCtx {
             subject: None,
             push_budget: None,
             throttled: std::time::Duration::ZERO,
+            connection: None,
+            body_progress: None,
         }
     }
 }

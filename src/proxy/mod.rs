@@ -10,6 +10,7 @@
 pub mod ctx;
 pub mod headers;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,9 +29,11 @@ use crate::auth::scope::is_valid_repository;
 use crate::auth::Auth;
 use crate::config::{ExternalUrl, Limits};
 use crate::error::{json_response_header, RegistryError};
+use crate::listen::guard::{self, MAX_HEADER_BYTES, MAX_HEADER_LINES};
 use crate::ratelimit::Admission;
 use crate::registry::Endpoint;
 use crate::settings::SharedSettings;
+use crate::tls::CertResolver;
 use crate::upstream::{NodePool, UploadSessions};
 pub use ctx::RequestCtx;
 use headers::ClientAddress;
@@ -54,15 +57,74 @@ pub struct EdgeProxy {
     sessions: UploadSessions,
     /// Swapped by a reload; each request keeps the snapshot it started with.
     settings: SharedSettings,
+    /// The certificates in force: the names `server.strict_host` accepts.
+    certificates: Arc<CertResolver>,
 }
 
 impl EdgeProxy {
-    pub fn new(pool: NodePool, settings: SharedSettings) -> Self {
+    pub fn new(pool: NodePool, settings: SharedSettings, certificates: Arc<CertResolver>) -> Self {
         EdgeProxy {
             pool,
             sessions: UploadSessions::default(),
             settings,
+            certificates,
         }
+    }
+
+    /// Tells the connection a request started and applies the client timeouts to it.
+    fn watch_connection(session: &mut Session, ctx: &mut RequestCtx) {
+        let timeouts = ctx.settings.client_timeouts;
+        let http2 = session.is_http2();
+        let client = session.client_addr().and_then(|a| a.as_inet()).copied();
+        let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        if let (Some(client), Some(local)) = (client, local) {
+            ctx.connection = guard::watch_for(client, local);
+        }
+        if let Some(watch) = &ctx.connection {
+            watch.request_started(http2);
+            if http2 && !session.is_body_empty() {
+                ctx.body_progress = Some(watch.body_started());
+            }
+        }
+        // HTTP/1: Pingora's per-read timeout covers a stalled body; keepalive the idle wait.
+        session.set_read_timeout(Some(timeouts.body));
+        session.set_write_timeout(Some(timeouts.body));
+        if !http2 {
+            session.set_keepalive(Some(timeouts.idle.as_secs().max(1)));
+        }
+    }
+
+    /// `server.strict_host`: the request must name a host the edge has a certificate for
+    /// (or `external_url`'s host).
+    fn check_host(
+        &self,
+        session: &Session,
+        external: Option<&ExternalUrl>,
+    ) -> Option<RegistryError> {
+        let Some(raw) = headers::request_host(session.req_header()) else {
+            return Some(RegistryError::BadRequest);
+        };
+        let Ok(authority) = raw.parse::<http::uri::Authority>() else {
+            return Some(RegistryError::BadRequest);
+        };
+        if authority.as_str().contains('@') {
+            return Some(RegistryError::BadRequest);
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let external_host = external
+            .and_then(|e| e.authority.parse::<http::uri::Authority>().ok())
+            .map(|a| {
+                a.host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string()
+            });
+        let known = self.certificates.serves(host)
+            || external_host.is_some_and(|e| e.eq_ignore_ascii_case(host));
+        (!known).then_some(RegistryError::MisdirectedRequest)
     }
 
     /// Writes an own answer before the request body was read; the connection is not reused.
@@ -258,6 +320,8 @@ impl EdgeProxy {
             ) => RegistryError::UpstreamUnreachable,
             (ReadTimedout | WriteTimedout, ErrorSource::Upstream) => RegistryError::UpstreamTimeout,
             (_, ErrorSource::Upstream) => RegistryError::UpstreamFailed,
+            // A stalled body (`server.body_timeout`): tell the client, if it still listens.
+            (ReadTimedout, ErrorSource::Downstream) => RegistryError::RequestTimeout,
             // The client went away: nobody to answer.
             (ReadError | WriteError | ConnectionClosed, ErrorSource::Downstream) => return None,
             (_, ErrorSource::Downstream) => RegistryError::BadRequest,
@@ -265,6 +329,23 @@ impl EdgeProxy {
         };
         Some(error)
     }
+}
+
+/// Over the header limits HTTP/1 connections enforce as they read (`listen::guard`).
+/// HTTP/2 blocks arrive whole, so they are measured here (as HPACK does: name, value, 32).
+fn header_block_too_large(session: &Session) -> bool {
+    let req = session.req_header();
+    if req.headers.len() > MAX_HEADER_LINES {
+        return true;
+    }
+    session.is_http2()
+        && req
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum::<usize>()
+            + req.uri.to_string().len()
+            > MAX_HEADER_BYTES
 }
 
 /// Discards what is left of the request body, for at most [`LINGER`].
@@ -319,6 +400,24 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        Self::watch_connection(session, ctx);
+        // HTTP/1 header blocks are limited as they arrive (`listen::guard`); this covers h2.
+        if header_block_too_large(session) {
+            let error = RegistryError::HeadersTooLarge {
+                max_headers: MAX_HEADER_LINES,
+                max_bytes: MAX_HEADER_BYTES,
+            };
+            self.answer(session, &error, &[]).await?;
+            ctx.own_error = Some(error);
+            return Ok(true);
+        }
+        if ctx.settings.strict_host {
+            if let Some(error) = self.check_host(session, ctx.settings.external.as_ref()) {
+                self.answer(session, &error, &[]).await?;
+                ctx.own_error = Some(error);
+                return Ok(true);
+            }
+        }
         let req = session.req_header();
         let raw_path = req.uri.path();
         let under_v2 = crate::registry::is_api_path(raw_path);
@@ -450,6 +549,12 @@ impl ProxyHttp for EdgeProxy {
         if end_of_stream && body.as_ref().is_some_and(|b| b.is_empty()) {
             *body = None;
         }
+        if let Some(progress) = &ctx.body_progress {
+            progress.touch();
+        }
+        if end_of_stream {
+            ctx.body_progress = None;
+        }
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
             if let Some(limit) = ctx.settings.limits.max_body_size {
@@ -471,6 +576,9 @@ impl ProxyHttp for EdgeProxy {
                 .key
                 .key_for(ctx.subject.as_deref(), &client_ip);
             ctx.throttled += throttle.throttle(&key, chunk.len()).await;
+            if let Some(progress) = &ctx.body_progress {
+                progress.touch();
+            }
         }
         Ok(())
     }
@@ -551,6 +659,12 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.body_progress = None;
+        if let Some(watch) = &ctx.connection {
+            if !session.is_http2() {
+                watch.request_finished();
+            }
+        }
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         // Only the path: query strings can carry upload state and credentials.

@@ -1,0 +1,191 @@
+//! The edge's listeners: its own accept loop in place of Pingora's, so that every
+//! connection is wrapped in a [`guard::GuardedStream`] (deadlines, header limits) before
+//! Pingora's HTTP code reads from it. Pingora's listener offers no hook for that.
+
+pub mod guard;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::listeners::tls::Acceptor;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora::server::{ListenFds, ShutdownWatch};
+use pingora::services::Service;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::settings::SharedSettings;
+use guard::GuardedStream;
+
+/// Connections waiting to be accepted per listener (as Pingora's own listeners).
+const BACKLOG: i32 = 65535;
+
+/// Binds `addr` now, so a busy port fails the start with a clear message.
+pub fn bind(addr: SocketAddr) -> std::io::Result<StdListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A Pingora service that accepts on bound sockets and hands guarded streams to `app`.
+pub struct EdgeListener<A> {
+    name: String,
+    listeners: Vec<StdListener>,
+    tls: Option<Arc<Acceptor>>,
+    app: Option<A>,
+    settings: SharedSettings,
+}
+
+impl<A> EdgeListener<A> {
+    /// `tls`: terminate TLS with this acceptor; `None` for plain HTTP.
+    pub fn new(
+        name: &str,
+        listeners: Vec<StdListener>,
+        tls: Option<Acceptor>,
+        app: A,
+        settings: SharedSettings,
+    ) -> Self {
+        EdgeListener {
+            name: name.to_string(),
+            listeners,
+            tls: tls.map(Arc::new),
+            app: Some(app),
+            settings,
+        }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> Service for EdgeListener<A> {
+    async fn start_service(
+        &mut self,
+        _fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let app = Arc::new(self.app.take().expect("a listener service starts once"));
+        let mut loops = Vec::new();
+        for listener in self.listeners.drain(..) {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("{}: cannot use listening socket: {e}", self.name);
+                    continue;
+                }
+            };
+            loops.push(tokio::spawn(accept_loop(
+                listener,
+                app.clone(),
+                self.tls.clone(),
+                self.settings.clone(),
+                shutdown.clone(),
+            )));
+        }
+        futures::future::join_all(loops).await;
+        app.cleanup().await;
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
+    listener: TcpListener,
+    app: Arc<A>,
+    tls: Option<Arc<Acceptor>>,
+    settings: SharedSettings,
+    mut shutdown: ShutdownWatch,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+                continue;
+            }
+        };
+        match accepted {
+            Ok((tcp, client)) => {
+                let connection = Connection {
+                    app: app.clone(),
+                    tls: tls.clone(),
+                    settings: settings.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                tokio::spawn(connection.serve(tcp, client));
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                // Out of file descriptors: accept() fails at once until some are freed.
+                if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE)
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+struct Connection<A> {
+    app: Arc<A>,
+    tls: Option<Arc<Acceptor>>,
+    settings: SharedSettings,
+    shutdown: ShutdownWatch,
+}
+
+impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
+    async fn serve(self, tcp: TcpStream, client: SocketAddr) {
+        let accepted = Instant::now();
+        let timeouts = self.settings.load().client_timeouts;
+        let Ok(local) = tcp.local_addr() else { return };
+        let mut l4 = L4Stream::from(tcp);
+        if let Err(e) = l4.set_nodelay() {
+            tracing::debug!("TCP_NODELAY for {client}: {e}");
+        }
+        let digest = SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(&l4));
+        let _ = digest.peer_addr.set(Some(client.into()));
+        let _ = digest.local_addr.set(Some(local.into()));
+        l4.set_socket_digest(digest);
+
+        let stream: Stream = match &self.tls {
+            None => Box::new(l4),
+            Some(acceptor) => {
+                let deadline = accepted + timeouts.header;
+                match tokio::time::timeout_at(deadline.into(), acceptor.tls_handshake(l4)).await {
+                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Err(e)) => {
+                        tracing::debug!("TLS handshake with {client} failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake with {client}: server.header_timeout");
+                        return;
+                    }
+                }
+            }
+        };
+        let guarded: Stream = Box::new(GuardedStream::new(
+            stream,
+            (client, local),
+            timeouts,
+            accepted,
+        ));
+        let mut next = self.app.process_new(guarded, &self.shutdown).await;
+        while let Some(stream) = next {
+            next = self.app.process_new(stream, &self.shutdown).await;
+        }
+    }
+}
