@@ -28,6 +28,10 @@ use pingora::ErrorType;
 use crate::config::{Balance, UpstreamSettings};
 
 /// How far along the ring/rotation to look for an acceptable node.
+/// Shortest time a health check waits for the node's answer.
+const MIN_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Failed checks in a row before a node is taken out of the pool.
+const FAILURES_TO_MARK_DOWN: usize = 3;
 const MAX_CANDIDATES: usize = 256;
 
 enum Selector {
@@ -179,8 +183,18 @@ where
     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     check.req = req;
     check.peer_template.options.connection_timeout = Some(settings.connect_timeout);
-    check.peer_template.options.read_timeout =
-        Some(settings.health_interval.min(settings.read_timeout));
+    // A node busy with many transfers can answer one check late: take it out only after
+    // several failures in a row (a refused connection fails at once, so a stopped node is
+    // still out within a few intervals). Checks run in parallel and a round lasts as long
+    // as its slowest check, so the timeout also bounds how soon a returning node is seen.
+    check.peer_template.options.read_timeout = Some(
+        settings
+            .health_interval
+            .max(MIN_HEALTH_TIMEOUT)
+            .min(settings.read_timeout),
+    );
+    check.consecutive_failure = FAILURES_TO_MARK_DOWN;
+    check.consecutive_success = 1;
     // The registry answers /v2/ with 401 when token auth is on: that node is alive.
     check.validator = Some(Box::new(|resp: &ResponseHeader| {
         match resp.status.as_u16() {
