@@ -28,6 +28,9 @@ pub enum CertGenError {
     NoHosts,
 }
 
+/// How long generated TLS certificates are valid.
+pub const CERT_DAYS: i64 = 365;
+
 /// Writes a self-signed TLS certificate for `hosts` (plus 127.0.0.1 and ::1) and an
 /// ES256 token-signing key pair into `dir`. Returns the paths written.
 pub fn generate(dir: &Path, hosts: &[String]) -> Result<Vec<PathBuf>, CertGenError> {
@@ -46,6 +49,11 @@ pub fn generate(dir: &Path, hosts: &[String]) -> Result<Vec<PathBuf>, CertGenErr
             tls.subject_alt_names.push(SanType::IpAddress(ip));
         }
     }
+    // A year, like public CAs (Mozilla's profile wants at most 366 days): rcgen's default
+    // runs to the year 4096.
+    let now = time::OffsetDateTime::now_utc();
+    tls.not_before = now - time::Duration::hours(1);
+    tls.not_after = now + time::Duration::days(CERT_DAYS);
     tls.distinguished_name
         .push(DnType::CommonName, hosts[0].clone());
     tls.distinguished_name
