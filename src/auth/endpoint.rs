@@ -74,7 +74,7 @@ enum Credentials {
 
 /// What an `Authorization` header offers the realm.
 #[derive(Debug, PartialEq, Eq)]
-enum Basic {
+pub enum Basic {
     /// No header, or another scheme: an anonymous request.
     Absent,
     /// `Basic` with something that is not base64 of `user:password`: refused like a
@@ -83,7 +83,8 @@ enum Basic {
     Credentials(String, String),
 }
 
-fn basic_credentials(authorization: Option<&str>) -> Basic {
+/// Reads an `Authorization` header as the realm does (public for the fuzz targets).
+pub fn basic_credentials(authorization: Option<&str>) -> Basic {
     let Some(value) = authorization else {
         return Basic::Absent;
     };
