@@ -195,6 +195,7 @@ fn all_nodes_down_answers_503_at_once_and_a_returning_node_is_used_again() {
         assert_eq!(down.json()["errors"][0]["code"], "UNAVAILABLE");
     }
     let took = started.elapsed();
+    println!("10 answers with every node down took {took:?}");
     assert!(
         took < Duration::from_secs(20),
         "10 answers took {took:?}: the edge waited on a node it knew was down"
@@ -206,6 +207,7 @@ fn all_nodes_down_answers_503_at_once_and_a_returning_node_is_used_again() {
     wait_for("the node to be used again", Duration::from_secs(10), || {
         (curl(&["--max-time", "10", "--cacert", ca_arg, &url]).status == 404).then_some(())
     });
+    println!("returning node used again after {:?}", back.elapsed());
     // One interval, plus a round held up to 1 s by the silent node's check, plus load.
     assert!(
         back.elapsed() < Duration::from_secs(5),
