@@ -41,6 +41,7 @@ struct Fixed {
     http_listen: Vec<SocketAddr>,
     threads: usize,
     balance: Balance,
+    proxy_protocol: bool,
 }
 
 impl Fixed {
@@ -50,6 +51,7 @@ impl Fixed {
             http_listen: config.server.http_listen.clone(),
             threads: config.server.threads,
             balance: config.upstream.balance,
+            proxy_protocol: config.server.proxy_protocol,
         }
     }
 
@@ -63,6 +65,9 @@ impl Fixed {
         }
         if self.balance != other.balance {
             changed.push("upstream.balance");
+        }
+        if self.proxy_protocol != other.proxy_protocol {
+            changed.push("server.proxy_protocol");
         }
         NotApplied(changed)
     }

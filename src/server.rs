@@ -146,25 +146,31 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
         })?;
         tls.set_cert_resolver(resolver.clone());
         tls.enable_h2();
-        server.add_service(EdgeListener::new(
-            "registry-edge https",
-            bind_all(&config.server.https_listen)?,
-            Some(tls.build()),
-            proxy,
-            settings.clone(),
-        ));
+        server.add_service(
+            EdgeListener::new(
+                "registry-edge https",
+                bind_all(&config.server.https_listen)?,
+                Some(tls.build()),
+                proxy,
+                settings.clone(),
+            )
+            .with_proxy_protocol(config.server.proxy_protocol),
+        );
     }
 
     if !config.server.http_listen.is_empty() {
         let https_port = config.server.https_listen.first().map_or(443, |a| a.port());
         let app = RedirectApp::new(https_port, config.server.external_url.clone());
-        server.add_service(EdgeListener::new(
-            "registry-edge http redirect",
-            bind_all(&config.server.http_listen)?,
-            None,
-            app,
-            settings.clone(),
-        ));
+        server.add_service(
+            EdgeListener::new(
+                "registry-edge http redirect",
+                bind_all(&config.server.http_listen)?,
+                None,
+                app,
+                settings.clone(),
+            )
+            .with_proxy_protocol(config.server.proxy_protocol),
+        );
     }
     let purge = LimiterPurge {
         settings: settings.clone(),

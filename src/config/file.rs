@@ -191,6 +191,10 @@ pub struct ServerFile {
     /// Default false.
     #[serde(default)]
     pub strict_host: Option<bool>,
+    /// Every listener expects a PROXY protocol (v1 or v2) header first, as written by an L4
+    /// load balancer; connections without one are refused. Default false.
+    #[serde(default)]
+    pub proxy_protocol: Option<bool>,
 }
 
 fn default_https_listen() -> Vec<String> {

@@ -68,6 +68,7 @@ pub struct ServerSettings {
     pub pid_file: Option<PathBuf>,
     pub client_timeouts: ClientTimeouts,
     pub strict_host: bool,
+    pub proxy_protocol: bool,
 }
 
 /// How long a client may take; enforced per connection (`listen::guard`).
@@ -253,6 +254,7 @@ fn server_settings(v: &Validator, server: file::ServerFile) -> Result<ServerSett
         body_timeout,
         idle_timeout,
         strict_host,
+        proxy_protocol,
     } = server;
     let https_listen = v.listen("server.https_listen", &https_listen)?;
     let http_listen = v.listen("server.http_listen", &http_listen)?;
@@ -285,6 +287,7 @@ fn server_settings(v: &Validator, server: file::ServerFile) -> Result<ServerSett
         pid_file: pid_file.map(|p| v.file_path(&p)),
         client_timeouts: client_timeouts(v, header_timeout, body_timeout, idle_timeout)?,
         strict_host: strict_host.unwrap_or(false),
+        proxy_protocol: proxy_protocol.unwrap_or(false),
     })
 }
 

@@ -3,6 +3,7 @@
 //! Pingora's HTTP code reads from it. Pingora's listener offers no hook for that.
 
 pub mod guard;
+pub mod proxy_protocol;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
@@ -44,6 +45,7 @@ pub struct EdgeListener<A> {
     tls: Option<Arc<Acceptor>>,
     app: Option<A>,
     settings: SharedSettings,
+    proxy_protocol: bool,
 }
 
 impl<A> EdgeListener<A> {
@@ -61,7 +63,14 @@ impl<A> EdgeListener<A> {
             tls: tls.map(Arc::new),
             app: Some(app),
             settings,
+            proxy_protocol: false,
         }
+    }
+
+    /// Expect a PROXY protocol header before anything else on every connection.
+    pub fn with_proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
     }
 }
 
@@ -83,13 +92,14 @@ impl<A: ServerApp + Send + Sync + 'static> Service for EdgeListener<A> {
                     continue;
                 }
             };
-            loops.push(tokio::spawn(accept_loop(
-                listener,
-                app.clone(),
-                self.tls.clone(),
-                self.settings.clone(),
-                shutdown.clone(),
-            )));
+            let connection = Connection {
+                app: app.clone(),
+                tls: self.tls.clone(),
+                settings: self.settings.clone(),
+                shutdown: shutdown.clone(),
+                proxy_protocol: self.proxy_protocol,
+            };
+            loops.push(tokio::spawn(accept_loop(listener, connection)));
         }
         futures::future::join_all(loops).await;
         app.cleanup().await;
@@ -102,11 +112,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service for EdgeListener<A> {
 
 async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: TcpListener,
-    app: Arc<A>,
-    tls: Option<Arc<Acceptor>>,
-    settings: SharedSettings,
-    mut shutdown: ShutdownWatch,
+    connection: Connection<A>,
 ) {
+    let mut shutdown = connection.shutdown.clone();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -119,13 +127,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
         };
         match accepted {
             Ok((tcp, client)) => {
-                let connection = Connection {
-                    app: app.clone(),
-                    tls: tls.clone(),
-                    settings: settings.clone(),
-                    shutdown: shutdown.clone(),
-                };
-                tokio::spawn(connection.serve(tcp, client));
+                tokio::spawn(connection.clone().serve(tcp, client));
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -144,14 +146,47 @@ struct Connection<A> {
     tls: Option<Arc<Acceptor>>,
     settings: SharedSettings,
     shutdown: ShutdownWatch,
+    proxy_protocol: bool,
+}
+
+impl<A> Clone for Connection<A> {
+    fn clone(&self) -> Self {
+        Connection {
+            app: self.app.clone(),
+            tls: self.tls.clone(),
+            settings: self.settings.clone(),
+            shutdown: self.shutdown.clone(),
+            proxy_protocol: self.proxy_protocol,
+        }
+    }
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
-    async fn serve(self, tcp: TcpStream, client: SocketAddr) {
+    async fn serve(self, mut tcp: TcpStream, peer: SocketAddr) {
         let accepted = Instant::now();
         let timeouts = self.settings.load().client_timeouts;
         let Ok(local) = tcp.local_addr() else { return };
+        let (client, rest) = if self.proxy_protocol {
+            let deadline = (accepted + timeouts.header).into();
+            match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut tcp)).await {
+                Ok(Ok(header)) => (header.client.unwrap_or(peer), header.rest),
+                Ok(Err(e)) => {
+                    tracing::info!("refused connection from {peer}: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("refused connection from {peer}: no PROXY header in time");
+                    return;
+                }
+            }
+        } else {
+            (peer, Vec::new())
+        };
         let mut l4 = L4Stream::from(tcp);
+        // What the balancer sent after the header is the client's first bytes.
+        if !rest.is_empty() {
+            l4.rewind(&rest);
+        }
         if let Err(e) = l4.set_nodelay() {
             tracing::debug!("TCP_NODELAY for {client}: {e}");
         }

@@ -231,6 +231,24 @@ impl Edge {
         upstream_yaml: &str,
         extra: &str,
     ) -> Edge {
+        let edge = Self::start_unchecked(dir, certs, server_extra, upstream_yaml, extra);
+        let url = edge.url("/v2/");
+        let ca = certs.ca_dir.join("ca.crt");
+        wait_for("the edge to accept TLS", Duration::from_secs(30), || {
+            (curl(&["--cacert", ca.to_str().unwrap(), url.as_str()]).status != 0).then_some(())
+        });
+        edge
+    }
+
+    /// Like [`Edge::start_with`] without waiting for it to answer a plain TLS request
+    /// (for listeners that expect something else first).
+    pub fn start_unchecked(
+        dir: &Path,
+        certs: &Certs,
+        server_extra: &str,
+        upstream_yaml: &str,
+        extra: &str,
+    ) -> Edge {
         let https_port = free_port();
         let http_port = free_port();
         let config = dir.join(format!("edge-{https_port}.yaml"));
@@ -256,19 +274,13 @@ impl Edge {
                 .stdout(out.try_clone().unwrap())
                 .stderr(out),
         );
-        let edge = Edge {
+        Edge {
             https_port,
             http_port,
             config,
             log,
             proc,
-        };
-        let url = edge.url("/v2/");
-        let ca = certs.ca_dir.join("ca.crt");
-        wait_for("the edge to accept TLS", Duration::from_secs(30), || {
-            (curl(&["--cacert", ca.to_str().unwrap(), url.as_str()]).status != 0).then_some(())
-        });
-        edge
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -571,6 +583,17 @@ pub fn tls_connect(
     ca: &Path,
     alpn: &[&str],
 ) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let tcp = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    tls_over(tcp, ca, alpn)
+}
+
+/// TLS (trusting `ca`, offering `alpn`) over an open connection: for tests that write
+/// something before the handshake.
+pub fn tls_over(
+    tcp: std::net::TcpStream,
+    ca: &Path,
+    alpn: &[&str],
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
@@ -585,7 +608,6 @@ pub fn tls_connect(
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     let name = "localhost".try_into().unwrap();
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
-    let tcp = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     rustls::StreamOwned::new(conn, tcp)
 }

@@ -1,0 +1,143 @@
+//! PROXY protocol (issue 8): behind an L4 load balancer, the v1 or v2 header the balancer
+//! writes names the client that X-Forwarded-For, X-Real-IP and the access log show. On such
+//! listeners a connection without a valid header is refused.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use common::echo::EchoUpstream;
+use common::{make_certs, tls_over, upstream_yaml, wait_for, Certs, Edge};
+
+fn edge(dir: &std::path::Path) -> (Certs, EchoUpstream, Edge) {
+    let certs = make_certs(dir);
+    let upstream = EchoUpstream::start();
+    let nodes = upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin");
+    let server = "  shutdown_grace: 1s\n  proxy_protocol: true\n";
+    // Edge::start waits with a plain curl, which this listener refuses: start it by hand.
+    let edge = Edge::start_unchecked(dir, &certs, server, &nodes, "");
+    (certs, upstream, edge)
+}
+
+fn v2_header(client: &str, edge_port: u16) -> Vec<u8> {
+    let client: SocketAddr = client.parse().unwrap();
+    let local: SocketAddr = if client.is_ipv4() {
+        format!("127.0.0.1:{edge_port}").parse().unwrap()
+    } else {
+        format!("[::1]:{edge_port}").parse().unwrap()
+    };
+    ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (client, local),
+    )
+    .build()
+    .unwrap()
+}
+
+/// Sends `header`, then a GET over TLS; returns the echoed request head the node saw.
+fn echoed_through(edge: &Edge, certs: &Certs, header: &[u8], path: &str) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", edge.https_port)).unwrap();
+    tcp.write_all(header).unwrap();
+    let mut tls = tls_over(tcp, &certs.ca_dir.join("ca.crt"), &["http/1.1"]);
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
+fn header_value<'a>(echo: &'a str, name: &str) -> Option<&'a str> {
+    echo.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn proxy_headers_name_the_client_and_plain_connections_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, _upstream, edge) = edge(dir.path());
+    wait_for(
+        "the edge to listen",
+        std::time::Duration::from_secs(30),
+        || TcpStream::connect(("127.0.0.1", edge.https_port)).ok(),
+    );
+
+    // v1, IPv4.
+    let v1 = format!(
+        "PROXY TCP4 203.0.113.7 127.0.0.1 51234 {}\r\n",
+        edge.https_port
+    );
+    let echo = echoed_through(&edge, &certs, v1.as_bytes(), "/v2/pp/one/tags/list");
+    assert_eq!(
+        header_value(&echo, "x-forwarded-for"),
+        Some("203.0.113.7"),
+        "{echo}"
+    );
+    assert_eq!(header_value(&echo, "x-real-ip"), Some("203.0.113.7"));
+
+    // v2, IPv6; a spoofed X-Forwarded-For from the (untrusted) client is still replaced.
+    let mut tcp = TcpStream::connect(("127.0.0.1", edge.https_port)).unwrap();
+    tcp.write_all(&v2_header("[2001:db8::5]:40000", edge.https_port))
+        .unwrap();
+    let mut tls = tls_over(tcp, &certs.ca_dir.join("ca.crt"), &["http/1.1"]);
+    tls.write_all(
+        b"GET /v2/pp/two/tags/list HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 10.9.9.9\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response);
+    let echo = String::from_utf8_lossy(&response).to_string();
+    assert_eq!(
+        header_value(&echo, "x-forwarded-for"),
+        Some("2001:db8::5"),
+        "{echo}"
+    );
+
+    // The balancer's own health check (v2 LOCAL) keeps the socket's address.
+    let local = ppp::v2::Builder::new(
+        ppp::v2::Version::Two | ppp::v2::Command::Local,
+        ppp::v2::AddressFamily::Unspecified | ppp::v2::Protocol::Unspecified,
+    )
+    .build()
+    .unwrap();
+    let echo = echoed_through(&edge, &certs, &local, "/v2/pp/local/tags/list");
+    assert_eq!(header_value(&echo, "x-forwarded-for"), Some("127.0.0.1"));
+
+    // The access log shows the named clients.
+    let log = edge.log_text();
+    assert!(log.contains("client=203.0.113.7"), "{log}");
+    assert!(log.contains("client=2001:db8::5"), "{log}");
+
+    // No header: refused before TLS, on the TLS and on the plain listener.
+    let tcp = TcpStream::connect(("127.0.0.1", edge.https_port)).unwrap();
+    let mut plain = tls_over(tcp, &certs.ca_dir.join("ca.crt"), &["http/1.1"]);
+    let handshake = plain.write_all(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut buf = [0u8; 64];
+    let answered = handshake.is_ok() && matches!(plain.read(&mut buf), Ok(n) if n > 0);
+    assert!(!answered, "a connection without a PROXY header was served");
+    let mut http = TcpStream::connect(("127.0.0.1", edge.http_port)).unwrap();
+    http.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    http.write_all(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    assert!(
+        !matches!(http.read(&mut buf), Ok(n) if n > 0),
+        "the plain listener served a connection without a PROXY header"
+    );
+    assert!(edge.log_text().contains("no valid PROXY header"));
+
+    // With a header the plain listener redirects as usual.
+    let mut http = TcpStream::connect(("127.0.0.1", edge.http_port)).unwrap();
+    http.write_all(format!("PROXY TCP4 198.51.100.2 127.0.0.1 4000 {}\r\nGET /v2/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", edge.http_port).as_bytes())
+        .unwrap();
+    let mut redirect = String::new();
+    let _ = http.read_to_string(&mut redirect);
+    assert!(redirect.starts_with("HTTP/1.1 301"), "{redirect}");
+}
