@@ -9,6 +9,7 @@
 //! - [`tls`]: PEM loading, key/cert matching, SNI certificate resolver.
 //! - [`certgen`]: `gen-certs` (self-signed TLS and token-signing material).
 //! - [`listen`]: accept loops; per-connection header/body/idle deadlines and header limits.
+//! - [`metrics`]: Prometheus metrics; [`admin`]: the admin listener (/metrics, /healthz, /readyz).
 //! - [`redirect`]: the plain-HTTP listeners' redirect to https.
 //! - [`proxy`]: `EdgeProxy` (Pingora `ProxyHttp`), per-request ctx, forwarding headers.
 //! - [`upstream`]: registry node pool, repository affinity, health checks.
@@ -20,11 +21,13 @@
 //! - [`settings`]: the reloadable per-request snapshot of the configuration.
 //! - [`reload`]: SIGHUP handling: validate the new config, then swap it in.
 
+pub mod admin;
 pub mod auth;
 pub mod certgen;
 pub mod config;
 pub mod error;
 pub mod listen;
+pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redirect;

@@ -42,6 +42,7 @@ struct Fixed {
     threads: usize,
     balance: Balance,
     proxy_protocol: bool,
+    admin_listen: Option<SocketAddr>,
 }
 
 impl Fixed {
@@ -52,12 +53,16 @@ impl Fixed {
             threads: config.server.threads,
             balance: config.upstream.balance,
             proxy_protocol: config.server.proxy_protocol,
+            admin_listen: config.admin_listen,
         }
     }
 
     fn differences(&self, other: &Fixed) -> NotApplied {
         let mut changed = Vec::new();
-        if self.https_listen != other.https_listen || self.http_listen != other.http_listen {
+        if self.https_listen != other.https_listen
+            || self.http_listen != other.http_listen
+            || self.admin_listen != other.admin_listen
+        {
             changed.push("listener addresses");
         }
         if self.threads != other.threads {

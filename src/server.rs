@@ -16,6 +16,7 @@ use pingora::server::Server;
 use arc_swap::ArcSwap;
 use pingora::services::background::background_service;
 
+use crate::admin::AdminApp;
 use crate::auth::Auth;
 use crate::config::{self, Config, ConfigError};
 use crate::listen::{bind, EdgeListener};
@@ -111,6 +112,7 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
         Arc::new(ArcSwap::from_pointee(Settings::new(&config, auth, None)));
     let nodes = NodeList::new(&config.upstream.nodes);
     let (pool, health) = NodePool::build(&config.upstream, &nodes).map_err(StartError::Upstream)?;
+    let pool = Arc::new(pool);
     match health {
         PoolService::Hash(service) => server.add_service(service),
         PoolService::RoundRobin(service) => server.add_service(service),
@@ -126,7 +128,7 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
     if let Some(resolver) = &resolver {
         let mut proxy = http_proxy(
             &server.configuration,
-            EdgeProxy::new(pool, settings.clone(), resolver.clone()),
+            EdgeProxy::new(pool.clone(), settings.clone(), resolver.clone()),
         );
         let mut h2 = default_h2_options();
         h2.initial_window_size(H2_STREAM_WINDOW)
@@ -171,6 +173,15 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
             )
             .with_proxy_protocol(config.server.proxy_protocol),
         );
+    }
+    if let Some(addr) = config.admin_listen {
+        server.add_service(EdgeListener::new(
+            "registry-edge admin",
+            bind_all(&[addr])?,
+            None,
+            AdminApp::new(pool.clone()),
+            settings.clone(),
+        ));
     }
     let purge = LimiterPurge {
         settings: settings.clone(),

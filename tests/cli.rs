@@ -113,6 +113,11 @@ fn check_rejects_broken_configs_naming_the_problem() {
             good.replace("  http_listen", "  idle_timeout: soon\n  http_listen"),
             vec!["server.idle_timeout", "invalid duration"],
         ),
+        (
+            "admin.yaml",
+            format!("{good}admin:\n  listen: \"127.0.0.1:8443\"\n"),
+            vec!["admin.listen", "shares its port"],
+        ),
         ("yaml.yaml", "server: [".to_string(), vec!["yaml.yaml"]),
     ];
     for (name, body, expected) in cases {

@@ -31,6 +31,17 @@ pub struct ConfigFile {
     /// Rate limits. Default: none.
     #[serde(default)]
     pub rate_limits: RateLimitsFile,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`). Default: absent (off).
+    #[serde(default)]
+    pub admin: Option<AdminFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Plain-HTTP address for metrics and health checks, e.g. `127.0.0.1:9090`; never one
+    /// of the public listeners.
+    pub listen: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -34,6 +34,8 @@ pub struct Config {
     pub push_limit: Option<PushLimit>,
     /// `rate_limits.upload_bytes`; `None` = unlimited.
     pub upload_limit: Option<UploadBytesLimit>,
+    /// `admin.listen`; `None` = no admin listener.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -210,6 +212,7 @@ impl Config {
             auth,
             maintenance,
             rate_limits,
+            admin,
         } = file;
         let v = Validator { path };
         let server = server_settings(&v, server)?;
@@ -222,7 +225,6 @@ impl Config {
         }
         Ok(Config {
             source: path.to_path_buf(),
-            server,
             certificates,
             upstream: upstream_settings(&v, upstream)?,
             forwarded: forwarded_settings(&v, forwarded)?,
@@ -238,6 +240,10 @@ impl Config {
             maintenance: Maintenance {
                 read_only: maintenance.read_only,
             },
+            admin_listen: admin
+                .map(|a| admin_listen(&v, &server, &a.listen))
+                .transpose()?,
+            server,
         })
     }
 }
@@ -289,6 +295,28 @@ fn server_settings(v: &Validator, server: file::ServerFile) -> Result<ServerSett
         strict_host: strict_host.unwrap_or(false),
         proxy_protocol: proxy_protocol.unwrap_or(false),
     })
+}
+
+/// The admin address: never a port the public listeners use.
+fn admin_listen(
+    v: &Validator,
+    server: &ServerSettings,
+    text: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        v.invalid(
+            "admin.listen",
+            format!("{text:?} is not an IP:port address"),
+        )
+    })?;
+    let public = server.https_listen.iter().chain(&server.http_listen);
+    if let Some(clash) = public.clone().find(|p| p.port() == addr.port()) {
+        return Err(v.invalid(
+            "admin.listen",
+            format!("{addr} shares its port with the public listener {clash}"),
+        ));
+    }
+    Ok(addr)
 }
 
 fn client_timeouts(

@@ -289,6 +289,7 @@ impl GuardedStream {
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, watch.clone());
         let http2 = matches!(inner.selected_alpn_proto(), Some(ALPN::H2));
+        crate::metrics::metrics().active_connections.inc();
         GuardedStream {
             inner,
             watch,
@@ -356,6 +357,7 @@ impl GuardedStream {
 
 impl Drop for GuardedStream {
     fn drop(&mut self) {
+        crate::metrics::metrics().active_connections.dec();
         // Runs before `inner` closes the socket, so the key cannot be reused meanwhile.
         shard(&self.key)
             .lock()

@@ -198,14 +198,20 @@ impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
         let stream: Stream = match &self.tls {
             None => Box::new(l4),
             Some(acceptor) => {
+                let handshakes = &crate::metrics::metrics().tls_handshakes;
                 let deadline = accepted + timeouts.header;
                 match tokio::time::timeout_at(deadline.into(), acceptor.tls_handshake(l4)).await {
-                    Ok(Ok(tls)) => Box::new(tls),
+                    Ok(Ok(tls)) => {
+                        handshakes.with_label_values(&["ok"]).inc();
+                        Box::new(tls)
+                    }
                     Ok(Err(e)) => {
+                        handshakes.with_label_values(&["failed"]).inc();
                         tracing::debug!("TLS handshake with {client} failed: {e}");
                         return;
                     }
                     Err(_) => {
+                        handshakes.with_label_values(&["timeout"]).inc();
                         tracing::debug!("TLS handshake with {client}: server.header_timeout");
                         return;
                     }

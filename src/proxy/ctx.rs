@@ -37,6 +37,8 @@ pub struct RequestCtx {
     pub connection: Option<Arc<ConnWatch>>,
     /// HTTP/2: this request's body is being received and must not stall.
     pub body_progress: Option<BodyProgress>,
+    /// When the node for this request was chosen (upstream latency).
+    pub upstream_started: Option<Instant>,
 }
 
 impl RequestCtx {
@@ -59,6 +61,7 @@ impl RequestCtx {
             throttled: std::time::Duration::ZERO,
             connection: None,
             body_progress: None,
+            upstream_started: None,
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::auth::Auth;
 use crate::config::{ExternalUrl, Limits};
 use crate::error::{json_response_header, RegistryError};
 use crate::listen::guard::{self, MAX_HEADER_BYTES, MAX_HEADER_LINES};
+use crate::metrics::metrics;
 use crate::ratelimit::Admission;
 use crate::registry::Endpoint;
 use crate::settings::SharedSettings;
@@ -52,7 +53,7 @@ const MAX_TOKEN_FORM: usize = 64 * 1024;
 
 /// The edge's proxy service for the HTTPS listeners.
 pub struct EdgeProxy {
-    pool: NodePool,
+    pool: Arc<NodePool>,
     /// Upload sessions pinned to the node that started them (survive node-list changes).
     sessions: UploadSessions,
     /// Swapped by a reload; each request keeps the snapshot it started with.
@@ -62,7 +63,11 @@ pub struct EdgeProxy {
 }
 
 impl EdgeProxy {
-    pub fn new(pool: NodePool, settings: SharedSettings, certificates: Arc<CertResolver>) -> Self {
+    pub fn new(
+        pool: Arc<NodePool>,
+        settings: SharedSettings,
+        certificates: Arc<CertResolver>,
+    ) -> Self {
         EdgeProxy {
             pool,
             sessions: UploadSessions::default(),
@@ -215,11 +220,15 @@ impl EdgeProxy {
         };
         match auth.handle_token_request(&request, SystemTime::now()).await {
             TokenReply::Issued { body, account } => {
+                metrics().tokens_issued.inc();
                 ctx.subject = Some(account);
                 let header = json_response_header(200, body.len());
                 self.respond(session, header, body).await
             }
             TokenReply::Refused { error, retry_after } => {
+                if error == RegistryError::BadCredentials {
+                    metrics().failed_logins.inc();
+                }
                 let mut extra = Vec::new();
                 if error == RegistryError::BadCredentials {
                     extra.push((
@@ -371,6 +380,25 @@ fn is_push_start(method: &http::Method, route: &crate::registry::Route) -> bool 
 }
 
 /// Requests that change the registry: refused in read-only mode.
+/// The metrics' route class: `auth` (the token realm), `push` (writes to the registry API),
+/// `pull` (reads of a repository), `other`.
+fn route_class(
+    path: &str,
+    route: &crate::registry::Route,
+    method: &http::Method,
+    auth: Option<&Auth>,
+) -> &'static str {
+    if auth.is_some_and(|a| a.realm_path == path) {
+        "auth"
+    } else if is_push_class(method, path) {
+        "push"
+    } else if route.repository.is_some() {
+        "pull"
+    } else {
+        "other"
+    }
+}
+
 fn is_push_class(method: &http::Method, path: &str) -> bool {
     use http::Method;
     crate::registry::is_api_path(path)
@@ -499,6 +527,7 @@ impl ProxyHttp for EdgeProxy {
                 })?,
         };
         ctx.node = Some(node);
+        ctx.upstream_started = Some(std::time::Instant::now());
         let mut peer = HttpPeer::new(node, false, String::new());
         peer.options.connection_timeout = Some(ctx.settings.connect_timeout);
         peer.options.read_timeout = Some(ctx.settings.read_timeout);
@@ -621,11 +650,22 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        if let Some(started) = ctx.upstream_started {
+            metrics()
+                .upstream_seconds
+                .with_label_values(&[route_class(
+                    &ctx.path,
+                    &ctx.route,
+                    &session.req_header().method,
+                    ctx.settings.auth.as_deref(),
+                )])
+                .observe(started.elapsed().as_secs_f64());
+        }
         match (&ctx.route.endpoint, ctx.node) {
             (Endpoint::UploadStart, Some(node)) if status == 202 => {
                 let uuid = upstream_response
@@ -667,6 +707,30 @@ impl ProxyHttp for EdgeProxy {
         }
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let class = route_class(
+            &ctx.path,
+            &ctx.route,
+            &req.method,
+            ctx.settings.auth.as_deref(),
+        );
+        let m = metrics();
+        m.requests
+            .with_label_values(&[class, &status.to_string()])
+            .inc();
+        m.request_seconds
+            .with_label_values(&[class])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        m.bytes_received.inc_by(session.body_bytes_read() as u64);
+        m.bytes_sent.inc_by(session.body_bytes_sent() as u64);
+        match ctx.own_error {
+            Some(RegistryError::TooManyPushes { .. }) => {
+                m.rate_limited.with_label_values(&["push"]).inc()
+            }
+            Some(RegistryError::TooManyFailedLogins) => {
+                m.rate_limited.with_label_values(&["failed_logins"]).inc()
+            }
+            _ => {}
+        }
         // Only the path: query strings can carry upload state and credentials.
         tracing::info!(
             target: "registry_edge::access",

@@ -140,6 +140,19 @@ impl NodePool {
         backend.addr.as_inet().copied()
     }
 
+    /// Every listed node and whether it currently passes its health check.
+    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+        let backends = match &self.selector {
+            Selector::Hash(lb) => lb.backends(),
+            Selector::RoundRobin(lb) => lb.backends(),
+        };
+        let current = backends.get_backend();
+        current
+            .iter()
+            .filter_map(|b| Some((*b.addr.as_inet()?, backends.ready(b))))
+            .collect()
+    }
+
     /// Whether a node an upload session is pinned to may take the session's next request:
     /// a listed node only while healthy; a node no longer listed is tried (it may be
     /// draining after a reload) and, if it refuses, the request falls back to hashing.

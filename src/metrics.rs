@@ -1,0 +1,127 @@
+//! Prometheus metrics (the `prometheus` crate), served by the admin listener (`admin`).
+//!
+//! One process-wide set: the proxy, the listeners and the token endpoint count into it
+//! wherever the event happens. Names carry the `registry_edge_` prefix.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Request latency buckets (seconds): small registry calls up to multi-minute uploads.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route class (`pull`, `push`, `auth`, `other`) and status.
+    pub requests: IntCounterVec,
+    /// Whole-request time by route class.
+    pub request_seconds: HistogramVec,
+    /// Time from choosing a node to its response header, by route class.
+    pub upstream_seconds: HistogramVec,
+    pub bytes_received: IntCounter,
+    pub bytes_sent: IntCounter,
+    pub tokens_issued: IntCounter,
+    pub failed_logins: IntCounter,
+    /// Requests refused by a limit: `push` or `failed_logins`.
+    pub rate_limited: IntCounterVec,
+    /// 1 while a registry node passes its health check.
+    pub node_healthy: IntGaugeVec,
+    pub active_connections: IntGauge,
+    /// TLS handshakes by result (`ok`, `failed`, `timeout`).
+    pub tls_handshakes: IntCounterVec,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("registry_edge".into()), None)
+            .expect("a valid metrics prefix");
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let histogram = |name: &str, help: &str| {
+            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+            let h = HistogramVec::new(opts, &["class"]).expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let node_healthy = IntGaugeVec::new(
+            Opts::new(
+                "upstream_node_healthy",
+                "1 while the registry node passes its health check",
+            ),
+            &["node"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(node_healthy.clone()))
+            .expect("unique metric");
+        let active_connections =
+            IntGauge::new("active_connections", "Client connections open now").expect("valid");
+        registry
+            .register(Box::new(active_connections.clone()))
+            .expect("unique metric");
+        Metrics {
+            requests: counter_vec(
+                "requests_total",
+                "Requests by route class and status",
+                &["class", "status"],
+            ),
+            request_seconds: histogram("request_duration_seconds", "Request time by route class"),
+            upstream_seconds: histogram(
+                "upstream_duration_seconds",
+                "Time to the registry node's response header, by route class",
+            ),
+            bytes_received: counter("received_bytes_total", "Request body bytes received"),
+            bytes_sent: counter("sent_bytes_total", "Response body bytes sent"),
+            tokens_issued: counter("tokens_issued_total", "Registry tokens issued"),
+            failed_logins: counter("failed_logins_total", "Logins refused at the token realm"),
+            rate_limited: counter_vec(
+                "rate_limited_total",
+                "Requests refused by a limit",
+                &["limit"],
+            ),
+            tls_handshakes: counter_vec(
+                "tls_handshakes_total",
+                "TLS handshakes by result",
+                &["result"],
+            ),
+            node_healthy,
+            active_connections,
+            registry,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding metrics into memory");
+        out
+    }
+}
