@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use registry_edge::config::LogFormat;
 use registry_edge::{certgen, server};
 
 // Per-request buffers churn the allocator; mimalloc's per-thread free lists cost less
@@ -68,11 +69,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
-            let _log_writer = init_logging();
             let loaded = match server::load(&config) {
                 Ok(loaded) => loaded,
                 Err(e) => return fail(e),
             };
+            let _log_writer = init_logging(loaded.config.log_format);
             let pid_file = loaded.config.server.pid_file.clone();
             match server::build(loaded) {
                 Ok(server) => {
@@ -165,18 +166,24 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 /// Log lines go through a writer thread that batches them into few `write`s: one
 /// syscall per access line cost ~4 % of a small request (benches/compare_nginx.py).
 /// Not lossy: a full queue slows requests down rather than dropping lines.
-fn init_logging() -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REGISTRY_EDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::BufWriter::new(std::io::stdout()));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)
-        .with_ansi(ansi)
-        .with_writer(writer)
-        .init();
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
     guard
 }

@@ -34,6 +34,17 @@ pub struct ConfigFile {
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`). Default: absent (off).
     #[serde(default)]
     pub admin: Option<AdminFile>,
+    /// Log output. Default `{ format: text }`.
+    #[serde(default)]
+    pub log: LogFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFile {
+    /// `text` (default) or `json` (one JSON object per line).
+    #[serde(default)]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

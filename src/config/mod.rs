@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 pub use model::{
     AuthSettings, Balance, CertificatePaths, ClientTimeouts, Config, ExternalUrl,
-    ForwardedSettings, Limits, Maintenance, ServerSettings, UpstreamSettings,
+    ForwardedSettings, Limits, LogFormat, Maintenance, ServerSettings, UpstreamSettings,
 };
 
 /// Why a configuration could not be loaded; every variant names the file.

@@ -36,6 +36,16 @@ pub struct Config {
     pub upload_limit: Option<UploadBytesLimit>,
     /// `admin.listen`; `None` = no admin listener.
     pub admin_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    /// One JSON object per line (fields flattened).
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -213,6 +223,7 @@ impl Config {
             maintenance,
             rate_limits,
             admin,
+            log,
         } = file;
         let v = Validator { path };
         let server = server_settings(&v, server)?;
@@ -243,6 +254,15 @@ impl Config {
             admin_listen: admin
                 .map(|a| admin_listen(&v, &server, &a.listen))
                 .transpose()?,
+            log_format: match log.format.as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(
+                        v.invalid("log.format", format!("{other:?} is not one of text, json"))
+                    )
+                }
+            },
             server,
         })
     }

@@ -39,6 +39,8 @@ pub struct RequestCtx {
     pub body_progress: Option<BodyProgress>,
     /// When the node for this request was chosen (upstream latency).
     pub upstream_started: Option<Instant>,
+    /// `X-Request-Id` (the client's or a new one).
+    pub request_id: String,
 }
 
 impl RequestCtx {
@@ -62,6 +64,7 @@ impl RequestCtx {
             connection: None,
             body_progress: None,
             upstream_started: None,
+            request_id: String::new(),
         }
     }
 }

@@ -48,6 +48,9 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// follows an early response as an error. nginx does the same ("lingering close").
 const LINGER: Duration = Duration::from_secs(5);
 
+/// Correlates a request across client, edge log and registry log.
+const REQUEST_ID: &str = "X-Request-Id";
+
 /// Largest token-request form body read (OAuth2 POST).
 const MAX_TOKEN_FORM: usize = 64 * 1024;
 
@@ -157,6 +160,8 @@ impl EdgeProxy {
         if unread_body {
             session.set_keepalive(None);
         }
+        let mut header = header;
+        copy_request_id(session, &mut header)?;
         session
             .write_response_header(Box::new(header), false)
             .await?;
@@ -357,6 +362,41 @@ fn header_block_too_large(session: &Session) -> bool {
             > MAX_HEADER_BYTES
 }
 
+/// The request's `X-Request-Id`: the client's when it is a short plain token, else a new
+/// random one. Set on the request, so the node sees it too.
+fn assign_request_id(session: &mut Session) -> Result<String> {
+    let given = session
+        .req_header()
+        .headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string);
+    let id = match given {
+        Some(id) => id,
+        None => {
+            let id = crate::auth::token::random_id();
+            session
+                .req_header_mut()
+                .insert_header(REQUEST_ID, id.as_str())?;
+            id
+        }
+    };
+    Ok(id)
+}
+
+/// Returns the request's `X-Request-Id` on an answer.
+fn copy_request_id(session: &Session, answer: &mut ResponseHeader) -> Result<()> {
+    if let Some(id) = session.req_header().headers.get(REQUEST_ID).cloned() {
+        answer.insert_header(REQUEST_ID, id)?;
+    }
+    Ok(())
+}
+
 /// Discards what is left of the request body, for at most [`LINGER`].
 async fn linger(session: &mut Session) {
     if session.is_body_done() {
@@ -439,6 +479,8 @@ impl ProxyHttp for EdgeProxy {
             ctx.own_error = Some(error);
             return Ok(true);
         }
+        // After the header limits: they count what the client sent.
+        ctx.request_id = assign_request_id(session)?;
         if ctx.settings.strict_host {
             if let Some(error) = self.check_host(session, ctx.settings.external.as_ref()) {
                 self.answer(session, &error, &[]).await?;
@@ -632,10 +674,9 @@ impl ProxyHttp for EdgeProxy {
         // Once a response has started, the only honest signal left is closing the stream.
         if session.response_written().is_none() {
             let body = error.body();
-            if let Err(write_err) = session
-                .write_error_response(error.response_header(body.len()), body)
-                .await
-            {
+            let mut header = error.response_header(body.len());
+            let _ = copy_request_id(session, &mut header);
+            if let Err(write_err) = session.write_error_response(header, body).await {
                 tracing::debug!("could not send error response: {write_err}");
             } else if matches!(error, RegistryError::BodyTooLarge { .. }) {
                 linger(session).await;
@@ -687,10 +728,11 @@ impl ProxyHttp for EdgeProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        copy_request_id(session, upstream_response)?;
         if let Some((limit, remaining)) = &ctx.push_budget {
             upstream_response.insert_header("RateLimit-Limit", limit.as_str())?;
             upstream_response.insert_header("RateLimit-Remaining", format!("{remaining};w=60"))?;
@@ -722,18 +764,19 @@ impl ProxyHttp for EdgeProxy {
             .observe(ctx.started.elapsed().as_secs_f64());
         m.bytes_received.inc_by(session.body_bytes_read() as u64);
         m.bytes_sent.inc_by(session.body_bytes_sent() as u64);
-        match ctx.own_error {
-            Some(RegistryError::TooManyPushes { .. }) => {
-                m.rate_limited.with_label_values(&["push"]).inc()
-            }
-            Some(RegistryError::TooManyFailedLogins) => {
-                m.rate_limited.with_label_values(&["failed_logins"]).inc()
-            }
-            _ => {}
+        let rate_limit = match (&ctx.own_error, &ctx.push_budget) {
+            (Some(RegistryError::TooManyPushes { .. }), _) => "limited:push",
+            (Some(RegistryError::TooManyFailedLogins), _) => "limited:failed_logins",
+            (_, Some(_)) => "admitted",
+            _ => "-",
+        };
+        if let Some(limit) = rate_limit.strip_prefix("limited:") {
+            m.rate_limited.with_label_values(&[limit]).inc();
         }
         // Only the path: query strings can carry upload state and credentials.
         tracing::info!(
             target: "registry_edge::access",
+            request_id = %ctx.request_id,
             client = %ctx.client.map(|c| c.client.to_string()).unwrap_or_else(|| "-".into()),
             account = %ctx.subject.as_deref().unwrap_or("-"),
             method = %req.method,
@@ -743,6 +786,7 @@ impl ProxyHttp for EdgeProxy {
             bytes_out = session.body_bytes_sent(),
             duration_ms = ctx.started.elapsed().as_millis() as u64,
             upstream = %ctx.node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            rate_limit,
             throttled_ms = ctx.throttled.as_millis() as u64,
             error = %e.map(|e| e.etype().as_str()).unwrap_or("-"),
         );
