@@ -213,9 +213,11 @@ fn every_shipped_config_passes_check() {
     registry_edge::certgen::generate(&root.join("certs"), &["registry.example.com".into()])
         .unwrap();
     let mut checked = 0;
+    // Files only: conf/compose/ has its own test.
     let entries: Vec<_> = std::fs::read_dir(&conf)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
         .collect();
     // Copy everything first: configs name files beside them (htpasswd).
     for path in &entries {
@@ -311,4 +313,34 @@ fn hash_password_reads_stdin_and_prints_a_bcrypt_line() {
         "the trailing newline is not part of the password"
     );
     assert!(!line.contains("s3cret-pw"));
+}
+
+/// The compose example's edge config is valid once its documented setup steps have run
+/// (the registry's service name swapped for an address this machine resolves).
+#[test]
+fn compose_example_config_is_valid_after_its_setup_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let compose = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/compose/registry-edge.yaml");
+    let text = std::fs::read_to_string(compose).unwrap();
+    assert!(
+        text.contains("\"registry:5000\""),
+        "the compose service name"
+    );
+    let (code, _, stderr) = run(&[
+        "gen-certs",
+        "--dir",
+        dir.path().join("certs").to_str().unwrap(),
+        "--host",
+        "registry.example.com",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let line = registry_edge::registry_config::htpasswd_line("alice", "pw", 4).unwrap();
+    std::fs::write(dir.path().join("htpasswd"), format!("{line}\n")).unwrap();
+    let path = config(
+        dir.path(),
+        "registry-edge.yaml",
+        &text.replace("\"registry:5000\"", "\"127.0.0.1:5000\""),
+    );
+    let (code, stdout, stderr) = run(&["check", "--config", &path]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
 }

@@ -1,0 +1,20 @@
+# registry-edge container image: build with the Rust toolchain, run on distroless as non-root.
+#   docker build -t registry-edge .
+#   docker run -v $PWD/conf/compose:/etc/registry-edge:ro -p 443:8443 -p 80:8080 registry-edge
+FROM rust:1-bookworm AS build
+# Pingora's zlib-ng build needs cmake; the binary links no OpenSSL.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin registry-edge \
+ && strip target/release/registry-edge
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/registry-edge /usr/local/bin/registry-edge
+USER nonroot:nonroot
+# TLS, plain-HTTP redirect, admin (metrics and health): see conf/compose/registry-edge.yaml.
+EXPOSE 8443 8080 9090
+ENTRYPOINT ["/usr/local/bin/registry-edge"]
+CMD ["run", "--config", "/etc/registry-edge/registry-edge.yaml"]
