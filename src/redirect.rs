@@ -6,10 +6,8 @@
 //! `return 301 https://$http_host:$request_uri;` yields `https://host:8080:/v2/`.)
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 use async_trait::async_trait;
-use http::uri::Authority;
 use http::{Method, Response};
 use pingora::apps::http_app::ServeHttp;
 use pingora::http::RequestHeader;
@@ -38,7 +36,7 @@ impl RedirectApp {
         if let Some(external) = &self.external {
             return format!("https://{}{path}", external.authority);
         }
-        let host = request_hostname(req).or_else(|| {
+        let host = crate::proxy::headers::request_hostname(req).or_else(|| {
             local.map(|addr| match addr {
                 SocketAddr::V4(a) => a.ip().to_string(),
                 SocketAddr::V6(a) => format!("[{}]", a.ip()),
@@ -50,17 +48,6 @@ impl RedirectApp {
             port => format!("https://{host}:{port}{path}"),
         }
     }
-}
-
-/// The host the client asked for, without its port; `None` when absent or not a plain host.
-fn request_hostname(req: &RequestHeader) -> Option<String> {
-    let raw = crate::proxy::headers::request_host(req)?;
-    let authority = Authority::from_str(&raw).ok()?;
-    // Userinfo would make `https://a@b/` point somewhere else than it looks.
-    if authority.as_str().contains('@') || authority.host().is_empty() {
-        return None;
-    }
-    Some(authority.host().to_ascii_lowercase())
 }
 
 #[async_trait]

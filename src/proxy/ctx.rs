@@ -41,6 +41,8 @@ pub struct RequestCtx {
     pub upstream_started: Option<Instant>,
     /// `X-Request-Id` (the client's or a new one).
     pub request_id: String,
+    /// The metrics' route class (`pull`, `push`, `auth`, `other`).
+    pub class: &'static str,
 }
 
 impl RequestCtx {
@@ -65,6 +67,7 @@ impl RequestCtx {
             body_progress: None,
             upstream_started: None,
             request_id: String::new(),
+            class: "other",
         }
     }
 }

@@ -84,6 +84,17 @@ pub fn request_host(req: &RequestHeader) -> Option<String> {
         .or_else(|| req.uri.authority().map(|a| a.as_str().to_string()))
 }
 
+/// The host the client asked for, without its port; `None` when absent or not a plain host.
+pub fn request_hostname(req: &RequestHeader) -> Option<String> {
+    let raw = request_host(req)?;
+    let authority = raw.parse::<http::uri::Authority>().ok()?;
+    // Userinfo would make `https://a@b/` point somewhere else than it looks.
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return None;
+    }
+    Some(authority.host().to_ascii_lowercase())
+}
+
 /// Rewrites `req` (the request about to go upstream) for a registry node.
 pub fn rewrite_for_upstream(
     req: &mut RequestHeader,

@@ -109,29 +109,13 @@ impl EdgeProxy {
         session: &Session,
         external: Option<&ExternalUrl>,
     ) -> Option<RegistryError> {
-        let Some(raw) = headers::request_host(session.req_header()) else {
+        let Some(host) = headers::request_hostname(session.req_header()) else {
             return Some(RegistryError::BadRequest);
         };
-        let Ok(authority) = raw.parse::<http::uri::Authority>() else {
-            return Some(RegistryError::BadRequest);
-        };
-        if authority.as_str().contains('@') {
-            return Some(RegistryError::BadRequest);
-        }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
         let external_host = external
             .and_then(|e| e.authority.parse::<http::uri::Authority>().ok())
-            .map(|a| {
-                a.host()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string()
-            });
-        let known = self.certificates.serves(host)
-            || external_host.is_some_and(|e| e.eq_ignore_ascii_case(host));
+            .map(|a| a.host().to_ascii_lowercase());
+        let known = self.certificates.serves(&host) || external_host.as_deref() == Some(&host);
         (!known).then_some(RegistryError::MisdirectedRequest)
     }
 
@@ -231,11 +215,9 @@ impl EdgeProxy {
                 self.respond(session, header, body).await
             }
             TokenReply::Refused { error, retry_after } => {
-                if error == RegistryError::BadCredentials {
-                    metrics().failed_logins.inc();
-                }
                 let mut extra = Vec::new();
                 if error == RegistryError::BadCredentials {
+                    metrics().failed_logins.inc();
                     extra.push((
                         "WWW-Authenticate",
                         format!(
@@ -419,7 +401,6 @@ fn is_push_start(method: &http::Method, route: &crate::registry::Route) -> bool 
     )
 }
 
-/// Requests that change the registry: refused in read-only mode.
 /// The metrics' route class: `auth` (the token realm), `push` (writes to the registry API),
 /// `pull` (reads of a repository), `other`.
 fn route_class(
@@ -439,6 +420,7 @@ fn route_class(
     }
 }
 
+/// Requests that change the registry: refused in read-only mode.
 fn is_push_class(method: &http::Method, path: &str) -> bool {
     use http::Method;
     crate::registry::is_api_path(path)
@@ -504,6 +486,12 @@ impl ProxyHttp for EdgeProxy {
         }
         let req = session.req_header();
         ctx.route = crate::registry::Route::parse(&ctx.path);
+        ctx.class = route_class(
+            &ctx.path,
+            &ctx.route,
+            &req.method,
+            ctx.settings.auth.as_deref(),
+        );
         ctx.client = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -691,7 +679,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_response_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -699,12 +687,7 @@ impl ProxyHttp for EdgeProxy {
         if let Some(started) = ctx.upstream_started {
             metrics()
                 .upstream_seconds
-                .with_label_values(&[route_class(
-                    &ctx.path,
-                    &ctx.route,
-                    &session.req_header().method,
-                    ctx.settings.auth.as_deref(),
-                )])
+                .with_label_values(&[ctx.class])
                 .observe(started.elapsed().as_secs_f64());
         }
         match (&ctx.route.endpoint, ctx.node) {
@@ -749,21 +732,17 @@ impl ProxyHttp for EdgeProxy {
         }
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let class = route_class(
-            &ctx.path,
-            &ctx.route,
-            &req.method,
-            ctx.settings.auth.as_deref(),
-        );
+        let elapsed = ctx.started.elapsed();
+        let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
         let m = metrics();
         m.requests
-            .with_label_values(&[class, &status.to_string()])
+            .with_label_values(&[ctx.class, &status.to_string()])
             .inc();
         m.request_seconds
-            .with_label_values(&[class])
-            .observe(ctx.started.elapsed().as_secs_f64());
-        m.bytes_received.inc_by(session.body_bytes_read() as u64);
-        m.bytes_sent.inc_by(session.body_bytes_sent() as u64);
+            .with_label_values(&[ctx.class])
+            .observe(elapsed.as_secs_f64());
+        m.bytes_received.inc_by(bytes_in as u64);
+        m.bytes_sent.inc_by(bytes_out as u64);
         let rate_limit = match (&ctx.own_error, &ctx.push_budget) {
             (Some(RegistryError::TooManyPushes { .. }), _) => "limited:push",
             (Some(RegistryError::TooManyFailedLogins), _) => "limited:failed_logins",
@@ -782,9 +761,9 @@ impl ProxyHttp for EdgeProxy {
             method = %req.method,
             path = %req.uri.path(),
             status,
-            bytes_in = session.body_bytes_read(),
-            bytes_out = session.body_bytes_sent(),
-            duration_ms = ctx.started.elapsed().as_millis() as u64,
+            bytes_in,
+            bytes_out,
+            duration_ms = elapsed.as_millis() as u64,
             upstream = %ctx.node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
             rate_limit,
             throttled_ms = ctx.throttled.as_millis() as u64,
