@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::auth::{auth_yaml, login};
-use common::{curl, free_port, make_certs, push_blob, upstream_yaml, wait_for, Edge, Registry};
+use common::{curl, edge_with_node, free_port, push_blob, wait_for};
 
 /// Scrapes `/metrics` and parses it as Prometheus text.
 fn scrape(admin: u16) -> prometheus_parse::Scrape {
@@ -40,19 +40,12 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
 #[test]
 fn metrics_show_traffic_and_readyz_follows_the_nodes() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path());
-    let mut registry = Registry::start(dir.path(), "node");
     let admin = free_port();
     let extra = format!(
         "{}admin:\n  listen: \"127.0.0.1:{admin}\"\n",
         auth_yaml(dir.path(), "")
     );
-    let edge = Edge::start(
-        dir.path(),
-        &certs,
-        &upstream_yaml(&[registry.addr()], "round_robin"),
-        &extra,
-    );
+    let (certs, mut registry, edge) = edge_with_node(dir.path(), &extra);
     let ca = certs.ca_dir.join("ca.crt");
     let ca_arg = ca.to_str().unwrap();
 

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::echo::EchoUpstream;
+use common::echo::{echo_edge, echo_edge_with};
 use common::{
     curl, make_certs, read_head, start_upload, tls_connect, upstream_yaml, wait_closed, Certs,
     Edge, Registry,
@@ -17,14 +17,6 @@ use common::{
 /// Short client timeouts so the tests see them fire.
 const TIMEOUTS: &str =
     "  shutdown_grace: 1s\n  header_timeout: 2s\n  body_timeout: 2s\n  idle_timeout: 2s\n";
-
-fn echo_edge_with(dir: &std::path::Path, server_extra: &str) -> (Certs, EchoUpstream, Edge) {
-    let certs = make_certs(dir);
-    let upstream = EchoUpstream::start();
-    let nodes = upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin");
-    let edge = Edge::start_with(dir, &certs, server_extra, &nodes, "");
-    (certs, upstream, edge)
-}
 
 /// Writes `bytes` one at a time, pacing with a 100 ms read timeout, until the peer closes.
 /// Returns when it closed (from the first byte), or `None` if every byte went through and
@@ -66,7 +58,7 @@ fn slow_request() -> Vec<u8> {
 #[test]
 fn trickled_headers_and_idle_connections_are_closed() {
     let dir = tempfile::tempdir().unwrap();
-    let (certs, upstream, edge) = echo_edge_with(dir.path(), TIMEOUTS);
+    let (certs, upstream, edge) = echo_edge_with(dir.path(), TIMEOUTS, "");
     let ca = certs.ca_dir.join("ca.crt");
 
     // Slowloris over TLS: closed once server.header_timeout (2 s) has passed.
@@ -250,7 +242,7 @@ fn with_headers(count: usize, value_len: usize) -> Vec<u8> {
 #[test]
 fn oversized_and_too_many_headers_get_431() {
     let dir = tempfile::tempdir().unwrap();
-    let (certs, upstream, edge) = echo_edge_with(dir.path(), "  shutdown_grace: 1s\n");
+    let (certs, upstream, edge) = echo_edge(dir.path(), "");
 
     // 100 header fields (Host included) is the limit and passes.
     assert_eq!(raw_request(&edge, &certs, &with_headers(100, 8)).0, 200);
@@ -300,7 +292,7 @@ fn oversized_and_too_many_headers_get_431() {
 fn strict_host_refuses_names_the_edge_does_not_serve() {
     let dir = tempfile::tempdir().unwrap();
     let strict = "  shutdown_grace: 1s\n  strict_host: true\n";
-    let (certs, upstream, edge) = echo_edge_with(dir.path(), strict);
+    let (certs, upstream, edge) = echo_edge_with(dir.path(), strict, "");
     let ca = certs.ca_dir.join("ca.crt");
     let ca = ca.to_str().unwrap();
     let resolve = format!("localhost:{}:127.0.0.1", edge.https_port);
@@ -333,7 +325,7 @@ fn strict_host_refuses_names_the_edge_does_not_serve() {
 
     // Without strict_host the same spoofed Host is passed on (the check above can fail).
     let dir = tempfile::tempdir().unwrap();
-    let (certs, _upstream, edge) = echo_edge_with(dir.path(), "  shutdown_grace: 1s\n");
+    let (certs, _upstream, edge) = echo_edge(dir.path(), "");
     let ca = certs.ca_dir.join("ca.crt");
     let lax = curl(&[
         "--cacert",
@@ -348,7 +340,7 @@ fn strict_host_refuses_names_the_edge_does_not_serve() {
 #[test]
 fn control_characters_in_header_values_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (certs, upstream, edge) = echo_edge_with(dir.path(), "  shutdown_grace: 1s\n");
+    let (certs, upstream, edge) = echo_edge(dir.path(), "");
     for (what, raw) in [
         ("NUL in X-Forwarded-For", &b"GET /v2/c/r/tags/list HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 1.2.3.4\0evil\r\n\r\n"[..]),
         ("bare CR in Host", b"GET /v2/c/r/tags/list HTTP/1.1\r\nHost: local\rX-Evil: 1\r\n\r\n"),

@@ -319,14 +319,7 @@ fn slow_node_gets_504_and_a_stalled_reader_does_not_fill_memory() {
 #[test]
 fn a_thousand_aborted_uploads_leak_no_connections_or_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path());
-    let registry = Registry::start(dir.path(), "node");
-    let edge = Edge::start(
-        dir.path(),
-        &certs,
-        &upstream_yaml(&[registry.addr()], "round_robin"),
-        "",
-    );
+    let (certs, _registry, edge) = common::edge_with_node(dir.path(), "");
     let ca = certs.ca_dir.join("ca.crt");
     let pid = edge.proc.pid();
     let body = vec![9u8; 256 * 1024];

@@ -144,12 +144,8 @@ fn push_starts_are_limited_per_account() {
 #[test]
 fn upload_bandwidth_cap_slows_but_never_fails_uploads() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path());
-    let registry = Registry::start(dir.path(), "node");
-    let edge = Edge::start(
+    let (certs, registry, edge) = common::edge_with_node(
         dir.path(),
-        &certs,
-        &upstream_yaml(&[registry.addr()], "repository_hash"),
         "rate_limits:\n  upload_bytes: { key: client_ip, per_second: 1048576, burst: 1048576 }\n",
     );
     let ca = certs.ca_dir.join("ca.crt");

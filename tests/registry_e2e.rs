@@ -7,23 +7,9 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use common::{
-    curl, curl_with_stdin, digest, make_certs, push_blob, upstream_yaml, Certs, Edge, Registry,
-};
+use common::{curl, curl_with_stdin, digest, edge_with_node, push_blob};
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
-
-fn setup(dir: &Path, extra: &str) -> (Certs, Registry, Edge) {
-    let certs = make_certs(dir);
-    let registry = Registry::start(dir, "node");
-    let edge = Edge::start(
-        dir,
-        &certs,
-        &upstream_yaml(&[registry.addr()], "repository_hash"),
-        extra,
-    );
-    (certs, registry, edge)
-}
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
@@ -104,7 +90,7 @@ fn skopeo(args: &[&str]) {
 #[test]
 fn skopeo_push_and_pull_through_the_edge() {
     let dir = tempfile::tempdir().unwrap();
-    let (certs, registry, edge) = setup(dir.path(), "");
+    let (certs, registry, edge) = edge_with_node(dir.path(), "");
     let layout = dir.path().join("image");
     let layers = build_oci_layout(&layout, &[100 * 1024 * 1024 + 17, 3 * 1024 * 1024, 4096]);
     let target = format!("docker://127.0.0.1:{}/team/app:v1", edge.https_port);
@@ -154,7 +140,7 @@ fn skopeo_push_and_pull_through_the_edge() {
 fn one_gib_chunked_upload_streams_to_the_registry() {
     const SIZE: usize = 1 << 30;
     let dir = tempfile::tempdir().unwrap();
-    let (certs, registry, edge) = setup(dir.path(), "");
+    let (certs, registry, edge) = edge_with_node(dir.path(), "");
     let ca = certs.ca_dir.join("ca.crt");
     let ca = ca.to_str().unwrap();
 
@@ -236,7 +222,7 @@ fn one_gib_chunked_upload_streams_to_the_registry() {
 #[test]
 fn http2_push_and_pull() {
     let dir = tempfile::tempdir().unwrap();
-    let (certs, registry, edge) = setup(dir.path(), "");
+    let (certs, registry, edge) = edge_with_node(dir.path(), "");
     let ca = certs.ca_dir.join("ca.crt");
     let bytes = random_bytes(5 * 1024 * 1024 + 3, 7);
     let blob = push_blob(
@@ -301,7 +287,7 @@ fn http2_push_and_pull() {
 #[test]
 fn upload_location_ignores_spoofed_forwarded_host() {
     let dir = tempfile::tempdir().unwrap();
-    let (certs, _registry, edge) = setup(dir.path(), "");
+    let (certs, _registry, edge) = edge_with_node(dir.path(), "");
     let ca = certs.ca_dir.join("ca.crt");
     let location = common::start_upload(
         &edge.url("/v2/loc/blobs/uploads/"),
@@ -331,7 +317,8 @@ fn upload_location_ignores_spoofed_forwarded_host() {
 #[test]
 fn max_body_size_answers_413_json() {
     let dir = tempfile::tempdir().unwrap();
-    let (certs, _registry, edge) = setup(dir.path(), "limits:\n  max_body_size: 1048576\n");
+    let (certs, _registry, edge) =
+        edge_with_node(dir.path(), "limits:\n  max_body_size: 1048576\n");
     let ca = certs.ca_dir.join("ca.crt");
     let ca = ca.to_str().unwrap();
     let location = common::start_upload(&edge.url("/v2/limit/blobs/uploads/"), ca, &[]);

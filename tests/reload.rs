@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{curl, make_certs, push_blob, upstream_yaml, wait_for, Edge, Registry, EDGE_BIN};
+use common::{curl, make_certs, push_blob, reload, upstream_yaml, wait_for, Edge, Registry};
 
 /// An edge writing its pid file (so `reload` can signal it) in front of `nodes`.
 fn edge_with_pid_file(dir: &Path, certs: &common::Certs, nodes: &[String], extra: &str) -> Edge {
@@ -30,19 +30,6 @@ fn start(dir: &Path) -> (common::Certs, Registry, Edge) {
     let registry = Registry::start(dir, "node");
     let edge = edge_with_pid_file(dir, &certs, &[registry.addr()], "");
     (certs, registry, edge)
-}
-
-fn reload(dir: &Path) {
-    let out = Command::new(EDGE_BIN)
-        .args(["reload", "--pid-file"])
-        .arg(dir.join("edge.pid"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "reload: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn set_read_only(edge: &Edge, on: bool) {
@@ -85,7 +72,7 @@ fn read_only_maintenance_switched_by_reload() {
     );
 
     set_read_only(&edge, true);
-    reload(dir.path());
+    reload(&dir.path().join("edge.pid"));
     let refused = wait_for("read-only mode", Duration::from_secs(10), || {
         let r = upload_start_status(&edge, &ca_str, "gc/app");
         (r.status == 405).then_some(r)
@@ -142,7 +129,7 @@ fn read_only_maintenance_switched_by_reload() {
     );
 
     set_read_only(&edge, false);
-    reload(dir.path());
+    reload(&dir.path().join("edge.pid"));
     wait_for("read-write again", Duration::from_secs(10), || {
         (upload_start_status(&edge, &ca_str, "gc/app").status == 202).then_some(())
     });
@@ -164,7 +151,7 @@ fn broken_config_is_rejected_and_certificates_reload() {
         format!("{good}maintenance:\n  read_only: maybe\n"),
     )
     .unwrap();
-    reload(dir.path());
+    reload(&dir.path().join("edge.pid"));
     wait_for(
         "the rejection to be logged",
         Duration::from_secs(10),
@@ -201,7 +188,7 @@ fn broken_config_is_rejected_and_certificates_reload() {
     std::fs::copy(fresh.join("tls.crt"), &certs.tls_crt).unwrap();
     std::fs::copy(fresh.join("tls.key"), &certs.tls_key).unwrap();
     std::fs::write(&edge.config, &good).unwrap();
-    reload(dir.path());
+    reload(&dir.path().join("edge.pid"));
     wait_for("the renewed certificate", Duration::from_secs(10), || {
         subject().contains("CN = renewed.test").then_some(())
     });
@@ -225,7 +212,7 @@ fn upstream_nodes_change_on_reload() {
 
     let text = std::fs::read_to_string(&edge.config).unwrap();
     std::fs::write(&edge.config, text.replace(&a.addr(), &b.addr())).unwrap();
-    reload(dir.path());
+    reload(&dir.path().join("edge.pid"));
     let mut attempt = 0u32;
     wait_for(
         "pushes to reach the new node",
@@ -311,7 +298,7 @@ fn users_and_acl_change_on_reload() {
     );
     assert_ne!(with_rule, text);
     std::fs::write(&edge.config, with_rule).unwrap();
-    reload(dir.path());
+    reload(&dir.path().join("edge.pid"));
 
     let granted = wait_for(
         "carol's login after the reload",

@@ -5,25 +5,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{curl, digest, make_certs, push_blob, wait_for, Edge, Registry, EDGE_BIN};
-
-fn reload(pid_file: &Path) {
-    let out = Command::new(EDGE_BIN)
-        .args(["reload", "--pid-file"])
-        .arg(pid_file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::{curl, digest, make_certs, push_blob, reload, wait_for, Edge, Registry};
 
 #[test]
 fn config_and_certificate_reloads_under_100_concurrent_pulls_fail_nothing() {

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{curl, digest, make_certs, push_blob, tiny_oci_layout, upstream_yaml, Edge, Registry};
+use common::{curl, digest, edge_with_node, push_blob, tiny_oci_layout};
 use rand::{Rng, SeedableRng};
 
 fn rss_kib(pid: u32) -> u64 {
@@ -70,14 +70,7 @@ fn soak_mixed_pushes_and_pulls() {
         "the soak compares minute 2 with the last minute: 180 s at least"
     );
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path());
-    let registry = Registry::start(dir.path(), "node");
-    let edge = Edge::start(
-        dir.path(),
-        &certs,
-        &upstream_yaml(&[registry.addr()], "repository_hash"),
-        "",
-    );
+    let (certs, _registry, edge) = edge_with_node(dir.path(), "");
     let ca = certs.ca_dir.join("ca.crt");
     let ca_arg = ca.to_str().unwrap().to_string();
     let base = edge.url("");

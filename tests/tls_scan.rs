@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use common::{make_certs, upstream_yaml, Edge, Registry};
+use common::edge_with_node;
 
 /// How to run sslyze here: the tool venv `install-deps` makes, else `sslyze`, else the module.
 fn sslyze() -> Command {
@@ -31,14 +31,7 @@ fn sslyze() -> Command {
 #[test]
 fn tls_listener_matches_mozilla_intermediate() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path());
-    let registry = Registry::start(dir.path(), "node");
-    let edge = Edge::start(
-        dir.path(),
-        &certs,
-        &upstream_yaml(&[registry.addr()], "round_robin"),
-        "",
-    );
+    let (_certs, _registry, edge) = edge_with_node(dir.path(), "");
     let json_path = dir.path().join("scan.json");
     let out = sslyze()
         .arg(format!("127.0.0.1:{}", edge.https_port))

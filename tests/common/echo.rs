@@ -75,9 +75,18 @@ impl EchoUpstream {
 /// An edge (dev certificates, round robin) in front of a fresh echo upstream; `extra` is
 /// appended to its config.
 pub fn echo_edge(dir: &std::path::Path, extra: &str) -> (super::Certs, EchoUpstream, super::Edge) {
+    echo_edge_with(dir, "  shutdown_grace: 1s\n", extra)
+}
+
+/// Like [`echo_edge`], with extra lines inside `server:` (see [`super::Edge::start_with`]).
+pub fn echo_edge_with(
+    dir: &std::path::Path,
+    server_extra: &str,
+    extra: &str,
+) -> (super::Certs, EchoUpstream, super::Edge) {
     let certs = super::make_certs(dir);
     let upstream = EchoUpstream::start();
     let nodes = super::upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin");
-    let edge = super::Edge::start(dir, &certs, &nodes, extra);
+    let edge = super::Edge::start_with(dir, &certs, server_extra, &nodes, extra);
     (certs, upstream, edge)
 }

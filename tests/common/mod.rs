@@ -292,6 +292,34 @@ impl Edge {
     }
 }
 
+/// Dev certificates, one real registry node and an edge in front of it; `extra` is
+/// appended to the edge's config.
+pub fn edge_with_node(dir: &Path, extra: &str) -> (Certs, Registry, Edge) {
+    let certs = make_certs(dir);
+    let registry = Registry::start(dir, "node");
+    let edge = Edge::start(
+        dir,
+        &certs,
+        &upstream_yaml(&[registry.addr()], "repository_hash"),
+        extra,
+    );
+    (certs, registry, edge)
+}
+
+/// `registry-edge reload --pid-file`, asserting it succeeded.
+pub fn reload(pid_file: &Path) {
+    let out = Command::new(EDGE_BIN)
+        .args(["reload", "--pid-file"])
+        .arg(pid_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `upstream:` YAML for the given nodes with a fast health check.
 pub fn upstream_yaml(nodes: &[String], balance: &str) -> String {
     let list = nodes
