@@ -160,26 +160,25 @@ impl CertSet {
         Ok(CertSet { default, by_name })
     }
 
+    /// The certificate naming `name`, exactly or by a `*.` wildcard.
+    fn lookup(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
+        let name = name.to_ascii_lowercase();
+        self.by_name.get(&name).or_else(|| {
+            let (_, rest) = name.split_once('.')?;
+            self.by_name.get(&format!("*.{rest}"))
+        })
+    }
+
     /// Whether a certificate names `host` (exactly or by a `*.` wildcard).
     pub fn names(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
-        self.by_name.contains_key(&host)
-            || host
-                .split_once('.')
-                .is_some_and(|(_, rest)| self.by_name.contains_key(&format!("*.{rest}")))
+        self.lookup(host).is_some()
     }
 
     fn choose(&self, server_name: Option<&str>) -> Arc<CertifiedKey> {
-        let Some(name) = server_name.map(str::to_ascii_lowercase) else {
-            return self.default.clone();
-        };
-        if let Some(key) = self.by_name.get(&name) {
-            return key.clone();
-        }
-        let wildcard = name.split_once('.').map(|(_, rest)| format!("*.{rest}"));
-        wildcard
-            .and_then(|w| self.by_name.get(&w).cloned())
-            .unwrap_or_else(|| self.default.clone())
+        server_name
+            .and_then(|name| self.lookup(name))
+            .unwrap_or(&self.default)
+            .clone()
     }
 }
 

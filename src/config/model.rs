@@ -329,8 +329,8 @@ fn admin_listen(
             format!("{text:?} is not an IP:port address"),
         )
     })?;
-    let public = server.https_listen.iter().chain(&server.http_listen);
-    if let Some(clash) = public.clone().find(|p| p.port() == addr.port()) {
+    let mut public = server.https_listen.iter().chain(&server.http_listen);
+    if let Some(clash) = public.find(|p| p.port() == addr.port()) {
         return Err(v.invalid(
             "admin.listen",
             format!("{addr} shares its port with the public listener {clash}"),

@@ -140,12 +140,16 @@ impl NodePool {
         backend.addr.as_inet().copied()
     }
 
-    /// Every listed node and whether it currently passes its health check.
-    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
-        let backends = match &self.selector {
+    fn backends(&self) -> &Backends {
+        match &self.selector {
             Selector::Hash(lb) => lb.backends(),
             Selector::RoundRobin(lb) => lb.backends(),
-        };
+        }
+    }
+
+    /// Every listed node and whether it currently passes its health check.
+    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+        let backends = self.backends();
         let current = backends.get_backend();
         current
             .iter()
@@ -157,10 +161,7 @@ impl NodePool {
     /// a listed node only while healthy; a node no longer listed is tried (it may be
     /// draining after a reload) and, if it refuses, the request falls back to hashing.
     pub fn can_use_pinned(&self, node: SocketAddr) -> bool {
-        let backends = match &self.selector {
-            Selector::Hash(lb) => lb.backends(),
-            Selector::RoundRobin(lb) => lb.backends(),
-        };
+        let backends = self.backends();
         let current = backends.get_backend();
         match current.iter().find(|b| b.addr.as_inet() == Some(&node)) {
             Some(backend) => backends.ready(backend),
