@@ -36,7 +36,7 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process's metrics.
 pub fn metrics() -> &'static Metrics {

@@ -103,10 +103,6 @@ impl ConnWatch {
         }
     }
 
-    pub fn timeouts(&self) -> ClientTimeouts {
-        self.timeouts
-    }
-
     fn now(&self) -> u64 {
         nanos(self.origin.elapsed())
     }
