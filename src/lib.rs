@@ -21,6 +21,7 @@
 //! - [`settings`]: the reloadable per-request snapshot of the configuration.
 //! - [`reload`]: SIGHUP handling: validate the new config, then swap it in.
 
+pub mod acme;
 pub mod admin;
 pub mod auth;
 pub mod certgen;

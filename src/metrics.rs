@@ -34,6 +34,12 @@ pub struct Metrics {
     pub active_connections: IntGauge,
     /// TLS handshakes by result (`ok`, `failed`, `timeout`).
     pub tls_handshakes: IntCounterVec,
+    /// ACME orders by result (`ok`, `failed`).
+    pub acme_orders: IntCounterVec,
+    /// Failed ACME orders since the last success (0 while all is well).
+    pub acme_consecutive_failures: IntGauge,
+    /// `notAfter` (Unix seconds) of the ACME certificate in force, per name.
+    pub acme_certificate_expiry: IntGaugeVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -80,10 +86,24 @@ impl Metrics {
         registry
             .register(Box::new(node_healthy.clone()))
             .expect("unique metric");
-        let active_connections =
-            IntGauge::new("active_connections", "Client connections open now").expect("valid");
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let active_connections = gauge("active_connections", "Client connections open now");
+        let acme_certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "acme_certificate_expiry_timestamp_seconds",
+                "Expiry (notAfter, Unix seconds) of the ACME certificate in force, per name",
+            ),
+            &["name"],
+        )
+        .expect("valid metric");
         registry
-            .register(Box::new(active_connections.clone()))
+            .register(Box::new(acme_certificate_expiry.clone()))
             .expect("unique metric");
         Metrics {
             requests: counter_vec(
@@ -110,6 +130,12 @@ impl Metrics {
                 "TLS handshakes by result",
                 &["result"],
             ),
+            acme_orders: counter_vec("acme_orders_total", "ACME orders by result", &["result"]),
+            acme_consecutive_failures: gauge(
+                "acme_consecutive_failures",
+                "Failed ACME orders since the last success",
+            ),
+            acme_certificate_expiry,
             node_healthy,
             active_connections,
             registry,

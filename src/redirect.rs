@@ -6,6 +6,7 @@
 //! `return 301 https://$http_host:$request_uri;` yields `https://host:8080:/v2/`.)
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Method, Response};
@@ -13,12 +14,15 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 
+use crate::acme::challenges::{Challenges, HTTP01_PREFIX};
 use crate::config::ExternalUrl;
 
-/// Answers plain-HTTP requests with a redirect to the HTTPS listener.
+/// Answers plain-HTTP requests with a redirect to the HTTPS listener, except ACME
+/// http-01 challenges, which are answered here.
 pub struct RedirectApp {
     https_port: u16,
     external: Option<ExternalUrl>,
+    acme: Option<Arc<Challenges>>,
 }
 
 impl RedirectApp {
@@ -26,7 +30,28 @@ impl RedirectApp {
         RedirectApp {
             https_port,
             external,
+            acme: None,
         }
+    }
+
+    /// Answer `/.well-known/acme-challenge/<token>` from `challenges` instead of redirecting.
+    pub fn with_acme_challenges(mut self, challenges: Arc<Challenges>) -> Self {
+        self.acme = Some(challenges);
+        self
+    }
+
+    /// The http-01 answer for a request: 200 with the key authorization, or 404 for a
+    /// token that is not pending. `None`: not a challenge request.
+    fn acme_answer(&self, req: &RequestHeader) -> Option<(u16, Vec<u8>)> {
+        let challenges = self.acme.as_ref()?;
+        let path = req.uri.path();
+        if !path.starts_with(HTTP01_PREFIX) || !matches!(req.method, Method::GET | Method::HEAD) {
+            return None;
+        }
+        Some(match challenges.http01_answer(path) {
+            Some(answer) => (200, answer.into_bytes()),
+            None => (404, b"no such ACME challenge\n".to_vec()),
+        })
     }
 
     /// The redirect target for a request; `local` is used when the request names no usable host.
@@ -55,12 +80,13 @@ impl ServeHttp for RedirectApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
         let req = session.req_header();
+        let acme = self.acme_answer(req);
         let location = self.location(req, local);
         let method = req.method.clone();
-        let status = if method == Method::GET || method == Method::HEAD {
-            301
-        } else {
-            308
+        let status = match &acme {
+            Some((status, _)) => *status,
+            None if method == Method::GET || method == Method::HEAD => 301,
+            None => 308,
         };
         tracing::info!(
                     target: "registry_edge::access",
@@ -76,6 +102,15 @@ impl ServeHttp for RedirectApp {
         // A body we will not read makes the connection unusable for another request.
         if !session.is_body_empty() {
             session.set_keepalive(None);
+        }
+        if let Some((_, body)) = acme {
+            return Response::builder()
+                .status(status)
+                .header(http::header::CONTENT_TYPE, "application/octet-stream")
+                .header(http::header::CONTENT_LENGTH, body.len())
+                .header(http::header::CACHE_CONTROL, "no-store")
+                .body(body)
+                .expect("valid challenge response");
         }
         Response::builder()
             .status(status)

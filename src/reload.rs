@@ -4,8 +4,8 @@
 //!
 //! Applied live: read-only mode, limits, forwarding trust, timeouts, users, ACL, token
 //! settings, TLS certificates and the upstream node list (picked up by the pool within a
-//! second; health checks then judge new nodes). Listener addresses, threads and the
-//! balance mode need a restart; a changed value is logged as not applied.
+//! second; health checks then judge new nodes). Listener addresses, threads, the
+//! balance mode and `tls.acme` need a restart; a changed value is logged as not applied.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Balance, Config, ConfigError};
+use crate::config::{AcmeSettings, Balance, Config, ConfigError};
 use crate::server;
 use crate::settings::{Settings, SharedSettings};
 use crate::tls::CertResolver;
@@ -43,6 +43,7 @@ struct Fixed {
     balance: Balance,
     proxy_protocol: bool,
     admin_listen: Option<SocketAddr>,
+    acme: Option<AcmeSettings>,
 }
 
 impl Fixed {
@@ -54,6 +55,7 @@ impl Fixed {
             balance: config.upstream.balance,
             proxy_protocol: config.server.proxy_protocol,
             admin_listen: config.admin_listen,
+            acme: config.acme.clone(),
         }
     }
 
@@ -73,6 +75,9 @@ impl Fixed {
         }
         if self.proxy_protocol != other.proxy_protocol {
             changed.push("server.proxy_protocol");
+        }
+        if self.acme != other.acme {
+            changed.push("tls.acme");
         }
         NotApplied(changed)
     }

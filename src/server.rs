@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
@@ -16,9 +16,11 @@ use pingora::server::Server;
 use arc_swap::ArcSwap;
 use pingora::services::background::background_service;
 
+use crate::acme::challenges::{Challenges, ACME_TLS_ALPN};
+use crate::acme::AcmeService;
 use crate::admin::AdminApp;
 use crate::auth::Auth;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, AcmeChallenge, Config, ConfigError};
 use crate::listen::{bind, EdgeListener};
 use crate::proxy::EdgeProxy;
 use crate::redirect::RedirectApp;
@@ -52,8 +54,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("upstream pool: {0}")]
     Upstream(std::io::Error),
-    #[error("TLS listener {addr}: {reason}")]
-    TlsListener { addr: String, reason: String },
+    #[error("tls.acme: {0}")]
+    Acme(#[from] crate::acme::AcmeError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,
@@ -77,6 +79,13 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
             })?,
         )
     };
+    if let Some(path) = config.acme.as_ref().and_then(|a| a.ca_roots.as_ref()) {
+        crate::acme::read_roots(path).map_err(|e| ConfigError::Invalid {
+            path: config.source.clone(),
+            key: "tls.acme.ca_roots".into(),
+            problem: e.to_string(),
+        })?;
+    }
     let auth = match &config.auth {
         None => None,
         Some(settings) => Some(Auth::load(settings).map_err(|e| ConfigError::Invalid {
@@ -124,7 +133,13 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
             .map(|&addr| bind(addr).map_err(|source| StartError::Bind { addr, source }))
             .collect::<Result<Vec<_>, _>>()
     };
-    let resolver = certificates.map(|set| Arc::new(CertResolver::new(set)));
+    let challenges = Arc::new(Challenges::default());
+    let resolver = (certificates.is_some() || config.acme.is_some())
+        .then(|| Arc::new(CertResolver::new(certificates, challenges.clone())));
+    if let (Some(acme), Some(resolver)) = (&config.acme, &resolver) {
+        let service = AcmeService::new(acme.clone(), resolver.clone(), challenges.clone())?;
+        server.add_service(background_service("acme", service));
+    }
     if let Some(resolver) = &resolver {
         let mut proxy = http_proxy(
             &server.configuration,
@@ -140,19 +155,15 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
         let mut options = HttpServerOptions::default();
         options.h2_idle_timeout = Some(config.server.client_timeouts.idle);
         proxy.server_options = Some(options);
-        // Paths are unused: the resolver supplies every certificate.
-        let addr = config.server.https_listen.first().map(|a| a.to_string());
-        let mut tls = TlsSettings::intermediate("", "").map_err(|e| StartError::TlsListener {
-            addr: addr.unwrap_or_default(),
-            reason: e.to_string(),
-        })?;
-        tls.set_cert_resolver(resolver.clone());
-        tls.enable_h2();
+        let tls_alpn01 = config
+            .acme
+            .as_ref()
+            .is_some_and(|a| a.challenge == AcmeChallenge::TlsAlpn01);
         server.add_service(
             EdgeListener::new(
                 "registry-edge https",
                 bind_all(&config.server.https_listen)?,
-                Some(tls.build()),
+                Some(tls_acceptor(resolver.clone(), tls_alpn01)),
                 proxy,
                 settings.clone(),
             )
@@ -162,7 +173,14 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
 
     if !config.server.http_listen.is_empty() {
         let https_port = config.server.https_listen.first().map_or(443, |a| a.port());
-        let app = RedirectApp::new(https_port, config.server.external_url.clone());
+        let mut app = RedirectApp::new(https_port, config.server.external_url.clone());
+        if config
+            .acme
+            .as_ref()
+            .is_some_and(|a| a.challenge == AcmeChallenge::Http01)
+        {
+            app = app.with_acme_challenges(challenges.clone());
+        }
         server.add_service(
             EdgeListener::new(
                 "registry-edge http redirect",
@@ -192,4 +210,20 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
         Reloader::new(&config, settings, resolver, nodes),
     ));
     Ok(server)
+}
+
+/// TLS 1.2 and 1.3 with rustls's defaults (Mozilla intermediate), certificates by SNI,
+/// HTTP/2 preferred; `acme-tls/1` is offered only while tls-alpn-01 is configured.
+fn tls_acceptor(resolver: Arc<CertResolver>, tls_alpn01: bool) -> Acceptor {
+    let mut config = rustls::ServerConfig::builder_with_protocol_versions(&[
+        &rustls::version::TLS12,
+        &rustls::version::TLS13,
+    ])
+    .with_no_client_auth()
+    .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if tls_alpn01 {
+        config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
+    Acceptor::from_server_config(Arc::new(config))
 }

@@ -8,12 +8,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::ArcSwapOption;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, ResolvesServerCert};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::acme::challenges::{Challenges, ACME_TLS_ALPN};
 use crate::config::CertificatePaths;
 
 /// Why a certificate or key could not be used; each names the file.
@@ -62,6 +63,41 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
     Ok(certified)
 }
 
+/// A chain (leaf first) and its key held in memory, checked to match.
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, String> {
+    let signing_key = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("unusable private key: {e}"))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified
+        .keys_match()
+        .map_err(|_| "private key does not match the certificate".to_string())?;
+    Ok(certified)
+}
+
+/// [`certified_key`] from PEM text.
+pub fn certified_key_from_pem(chain: &str, key: &str) -> Result<CertifiedKey, String> {
+    let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate chain: {}", pem_reason(e)))?;
+    if chain.is_empty() {
+        return Err("certificate chain: no CERTIFICATE block found".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| format!("private key: {}", pem_reason(e)))?;
+    certified_key(chain, key)
+}
+
+/// The leaf's expiry (`notAfter`) as Unix seconds.
+pub fn not_after(leaf: &CertificateDer) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let chain_err = |reason: String| TlsError::Chain {
         path: path.to_path_buf(),
@@ -80,7 +116,7 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(chain)
 }
 
-fn pem_reason(e: rustls_pki_types::pem::Error) -> String {
+pub(crate) fn pem_reason(e: rustls_pki_types::pem::Error) -> String {
     match e {
         rustls_pki_types::pem::Error::NoItemsFound => {
             "no PEM block of the expected kind found".into()
@@ -91,7 +127,7 @@ fn pem_reason(e: rustls_pki_types::pem::Error) -> String {
 }
 
 /// DNS names (subjectAltName, else CN) of a DER certificate, lowercased.
-fn certificate_names(der: &CertificateDer) -> Vec<String> {
+pub fn certificate_names(der: &CertificateDer) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
     };
@@ -182,32 +218,78 @@ impl CertSet {
     }
 }
 
+/// A certificate the edge manages itself (ACME), with the exact names it is served for.
+#[derive(Debug)]
+pub struct ManagedCert {
+    pub names: Vec<String>,
+    pub key: Arc<CertifiedKey>,
+}
+
 /// SNI certificate selection for Pingora's rustls listeners, swappable at run time.
+///
+/// Two sources: the certificate files (replaced on reload) and the ACME certificate
+/// (replaced on issuance). ACME names win for their exact names; when no files are
+/// configured the ACME certificate is also the default.
 #[derive(Debug)]
 pub struct CertResolver {
-    current: ArcSwap<CertSet>,
+    files: ArcSwapOption<CertSet>,
+    managed: ArcSwapOption<ManagedCert>,
+    challenges: Arc<Challenges>,
 }
 
 impl CertResolver {
-    pub fn new(set: CertSet) -> Self {
+    pub fn new(files: Option<CertSet>, challenges: Arc<Challenges>) -> Self {
         CertResolver {
-            current: ArcSwap::from_pointee(set),
+            files: ArcSwapOption::from(files.map(Arc::new)),
+            managed: ArcSwapOption::empty(),
+            challenges,
         }
     }
 
     /// Whether the certificates in force name `host`.
     pub fn serves(&self, host: &str) -> bool {
-        self.current.load().names(host)
+        self.managed_for(host).is_some()
+            || self.files.load().as_ref().is_some_and(|f| f.names(host))
     }
 
-    /// Replaces the certificates for new handshakes; established connections are untouched.
+    /// Replaces the certificate files for new handshakes; established connections are untouched.
     pub fn replace(&self, set: CertSet) {
-        self.current.store(Arc::new(set));
+        self.files.store(Some(Arc::new(set)));
+    }
+
+    /// Puts an ACME (or placeholder) certificate in force for new handshakes.
+    pub fn set_managed(&self, cert: ManagedCert) {
+        self.managed.store(Some(Arc::new(cert)));
+    }
+
+    fn managed_for(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        let managed = self.managed.load();
+        let managed = managed.as_ref()?;
+        managed
+            .names
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
+            .then(|| managed.key.clone())
     }
 }
 
 impl ResolvesServerCert for CertResolver {
     fn resolve(&self, hello: ClientHello) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load().choose(hello.server_name()))
+        let name = hello.server_name();
+        // A CA validating tls-alpn-01 offers only acme-tls/1 and gets the validation
+        // certificate, or no handshake at all: never a real certificate.
+        if hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
+        {
+            return name.and_then(|n| self.challenges.tls_alpn01_certificate(n));
+        }
+        if let Some(key) = name.and_then(|n| self.managed_for(n)) {
+            return Some(key);
+        }
+        match self.files.load().as_ref() {
+            Some(files) => Some(files.choose(name)),
+            None => self.managed.load().as_ref().map(|m| m.key.clone()),
+        }
     }
 }

@@ -231,7 +231,34 @@ fn default_http_listen() -> Vec<String> {
 #[serde(deny_unknown_fields)]
 pub struct TlsFile {
     /// Certificates; the first is the default, the others are chosen by SNI.
+    #[serde(default)]
     pub certificates: Vec<CertificateFile>,
+    /// Certificates obtained and renewed from an ACME CA. Default: absent.
+    #[serde(default)]
+    pub acme: Option<AcmeFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeFile {
+    /// The CA's RFC 8555 directory URL.
+    pub directory: String,
+    /// Account contacts, e.g. `mailto:ops@example.com`. Default: none.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// Names on the certificate (one certificate for all of them).
+    pub domains: Vec<String>,
+    /// `http-01` (default) or `tls-alpn-01`.
+    #[serde(default)]
+    pub challenge: Option<String>,
+    /// Account key, certificate and key are kept here.
+    pub state_dir: String,
+    /// Renew this long before expiry. Default `30d`.
+    #[serde(default)]
+    pub renew_before: Option<String>,
+    /// Extra PEM roots trusted for the directory's TLS certificate.
+    #[serde(default)]
+    pub ca_roots: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,8 +6,9 @@ mod model;
 use std::path::{Path, PathBuf};
 
 pub use model::{
-    AuthSettings, Balance, CertificatePaths, ClientTimeouts, Config, ExternalUrl,
-    ForwardedSettings, Limits, LogFormat, Maintenance, ServerSettings, UpstreamSettings,
+    AcmeChallenge, AcmeSettings, AuthSettings, Balance, CertificatePaths, ClientTimeouts, Config,
+    ExternalUrl, ForwardedSettings, Limits, LogFormat, Maintenance, ServerSettings,
+    UpstreamSettings,
 };
 
 /// Why a configuration could not be loaded; every variant names the file.

@@ -25,6 +25,8 @@ pub struct Config {
     pub server: ServerSettings,
     /// Certificates in order; the first is the default.
     pub certificates: Vec<CertificatePaths>,
+    /// `tls.acme`; `None` = no certificates from an ACME CA.
+    pub acme: Option<AcmeSettings>,
     pub upstream: UpstreamSettings,
     pub forwarded: ForwardedSettings,
     pub limits: Limits,
@@ -117,6 +119,27 @@ pub struct CertificatePaths {
     pub key: PathBuf,
     /// Explicit SNI names; `None` means "the DNS names in the certificate".
     pub server_names: Option<Vec<String>>,
+}
+
+/// `tls.acme`: one certificate for `domains`, obtained and renewed from an ACME CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    pub directory: String,
+    pub contact: Vec<String>,
+    /// Lowercased DNS names.
+    pub domains: Vec<String>,
+    pub challenge: AcmeChallenge,
+    pub state_dir: PathBuf,
+    pub renew_before: Duration,
+    pub ca_roots: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    /// `/.well-known/acme-challenge/<token>` on the plain-HTTP listeners.
+    Http01,
+    /// The `acme-tls/1` ALPN protocol on the TLS listeners.
+    TlsAlpn01,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,16 +250,23 @@ impl Config {
         } = file;
         let v = Validator { path };
         let server = server_settings(&v, server)?;
-        let certificates = certificate_paths(&v, tls)?;
-        if !server.https_listen.is_empty() && certificates.is_empty() {
+        let (certificates, acme) = match tls {
+            None => (Vec::new(), None),
+            Some(file::TlsFile { certificates, acme }) => (
+                certificate_paths(&v, certificates)?,
+                acme.map(|a| acme_settings(&v, &server, a)).transpose()?,
+            ),
+        };
+        if !server.https_listen.is_empty() && certificates.is_empty() && acme.is_none() {
             return Err(v.invalid(
                 "tls.certificates",
-                "at least one certificate is needed for server.https_listen",
+                "at least one certificate (or tls.acme) is needed for server.https_listen",
             ));
         }
         Ok(Config {
             source: path.to_path_buf(),
             certificates,
+            acme,
             upstream: upstream_settings(&v, upstream)?,
             forwarded: forwarded_settings(&v, forwarded)?,
             limits: Limits {
@@ -380,13 +410,116 @@ fn parse_external_url(v: &Validator, text: &str) -> Result<ExternalUrl, ConfigEr
     Ok(ExternalUrl { authority })
 }
 
+/// Default `tls.acme.renew_before`: Let's Encrypt certificates last 90 days.
+const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn acme_settings(
+    v: &Validator,
+    server: &ServerSettings,
+    acme: file::AcmeFile,
+) -> Result<AcmeSettings, ConfigError> {
+    let file::AcmeFile {
+        directory,
+        contact,
+        domains,
+        challenge,
+        state_dir,
+        renew_before,
+        ca_roots,
+    } = acme;
+    match url::Url::parse(&directory) {
+        Ok(url) if url.scheme() == "https" && url.host().is_some() => {}
+        _ => {
+            return Err(v.invalid(
+                "tls.acme.directory",
+                format!("{directory:?} is not an https:// URL"),
+            ))
+        }
+    }
+    if let Some((i, bad)) = contact
+        .iter()
+        .enumerate()
+        .find(|(_, c)| !c.starts_with("mailto:") || c.len() == "mailto:".len())
+    {
+        return Err(v.invalid(
+            format!("tls.acme.contact[{i}]"),
+            format!("{bad:?} is not a mailto: address"),
+        ));
+    }
+    if domains.is_empty() {
+        return Err(v.invalid("tls.acme.domains", "at least one name is needed"));
+    }
+    let domains: Vec<String> = domains.iter().map(|d| d.to_ascii_lowercase()).collect();
+    for (i, domain) in domains.iter().enumerate() {
+        if !is_dns_name(domain) {
+            let why = if domain.starts_with("*.") {
+                "wildcards need the dns-01 challenge, which registry-edge does not do"
+            } else {
+                "not a DNS name"
+            };
+            return Err(v.invalid(
+                format!("tls.acme.domains[{i}]"),
+                format!("{domain:?}: {why}"),
+            ));
+        }
+    }
+    let challenge = match challenge.as_deref() {
+        None | Some("http-01") => AcmeChallenge::Http01,
+        Some("tls-alpn-01") => AcmeChallenge::TlsAlpn01,
+        Some(other) => {
+            return Err(v.invalid(
+                "tls.acme.challenge",
+                format!("{other:?} is not one of http-01, tls-alpn-01"),
+            ))
+        }
+    };
+    if server.https_listen.is_empty() {
+        return Err(v.invalid(
+            "tls.acme",
+            "needs server.https_listen to serve the certificate on",
+        ));
+    }
+    if challenge == AcmeChallenge::Http01 && server.http_listen.is_empty() {
+        return Err(v.invalid(
+            "tls.acme.challenge",
+            "http-01 is answered on server.http_listen, which is empty",
+        ));
+    }
+    let renew_before = v.duration(
+        "tls.acme.renew_before",
+        renew_before.as_deref(),
+        DEFAULT_RENEW_BEFORE,
+    )?;
+    Ok(AcmeSettings {
+        directory,
+        contact,
+        domains,
+        challenge,
+        state_dir: v.file_path(&state_dir),
+        renew_before,
+        ca_roots: ca_roots.map(|p| v.file_path(&p)),
+    })
+}
+
+/// A name a CA can validate with http-01 or tls-alpn-01: letters, digits, hyphens, dots.
+fn is_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').count() >= 2
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 fn certificate_paths(
     v: &Validator,
-    tls: Option<file::TlsFile>,
+    certificates: Vec<file::CertificateFile>,
 ) -> Result<Vec<CertificatePaths>, ConfigError> {
-    let Some(file::TlsFile { certificates }) = tls else {
-        return Ok(Vec::new());
-    };
     certificates
         .into_iter()
         .enumerate()

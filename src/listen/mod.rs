@@ -13,11 +13,13 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
+use pingora::protocols::tls::ALPN;
+use pingora::protocols::{GetSocketDigest, SocketDigest, Ssl, Stream};
 use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::Service;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::acme::challenges::ACME_TLS_ALPN;
 use crate::settings::SharedSettings;
 use guard::GuardedStream;
 
@@ -203,6 +205,11 @@ impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
                 match tokio::time::timeout_at(deadline.into(), acceptor.tls_handshake(l4)).await {
                     Ok(Ok(tls)) => {
                         handshakes.with_label_values(&["ok"]).inc();
+                        // A tls-alpn-01 validation ends with the handshake (RFC 8737 §3).
+                        if is_acme_validation(&tls) {
+                            tracing::info!("answered an ACME tls-alpn-01 validation from {client}");
+                            return;
+                        }
                         Box::new(tls)
                     }
                     Ok(Err(e)) => {
@@ -229,4 +236,8 @@ impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
             next = self.app.process_new(stream, &self.shutdown).await;
         }
     }
+}
+
+fn is_acme_validation(tls: &impl Ssl) -> bool {
+    matches!(tls.selected_alpn_proto(), Some(ALPN::Custom(p)) if p.protocol() == ACME_TLS_ALPN)
 }
