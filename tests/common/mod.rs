@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod echo;
+pub mod pebble;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -251,18 +252,20 @@ impl Edge {
     ) -> Edge {
         let https_port = free_port();
         let http_port = free_port();
+        let yaml = format!(
+            "server:\n  https_listen: [\"127.0.0.1:{https_port}\"]\n  http_listen: [\"127.0.0.1:{http_port}\"]\n  threads: 2\n{server_extra}\
+             tls:\n  certificates:\n    - cert: {}\n      key: {}\n\
+             {upstream_yaml}\n{extra}\n",
+            certs.tls_crt.display(),
+            certs.tls_key.display()
+        );
+        Self::start_config(dir, https_port, http_port, &yaml)
+    }
+
+    /// Starts the edge with a whole config of the caller's (whose listeners are on these ports).
+    pub fn start_config(dir: &Path, https_port: u16, http_port: u16, yaml: &str) -> Edge {
         let config = dir.join(format!("edge-{https_port}.yaml"));
-        std::fs::write(
-            &config,
-            format!(
-                "server:\n  https_listen: [\"127.0.0.1:{https_port}\"]\n  http_listen: [\"127.0.0.1:{http_port}\"]\n  threads: 2\n{server_extra}\
-                 tls:\n  certificates:\n    - cert: {}\n      key: {}\n\
-                 {upstream_yaml}\n{extra}\n",
-                certs.tls_crt.display(),
-                certs.tls_key.display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&config, yaml).unwrap();
         let log = dir.join(format!("edge-{https_port}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let proc = Proc::spawn(
