@@ -147,6 +147,90 @@ fn check_rejects_broken_configs_naming_the_problem() {
     );
 }
 
+fn acme_yaml(http_listen: &str, acme_extra: &str) -> String {
+    format!(
+        "server:\n  https_listen: [\"127.0.0.1:8443\"]\n  http_listen: [{http_listen}]\n\
+         tls:\n  acme:\n    directory: https://acme.test/dir\n    contact: [\"mailto:ops@example.com\"]\n    domains: [Registry.Example.com]\n    state_dir: acme\n{acme_extra}\
+         upstream:\n  nodes: [\"127.0.0.1:5000\"]\n"
+    )
+}
+
+#[test]
+fn check_validates_tls_acme() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    // ACME alone is enough for the TLS listener; check does not contact the CA.
+    for (name, body) in [
+        ("acme-only.yaml", acme_yaml("\"127.0.0.1:8080\"", "")),
+        (
+            "acme-alpn.yaml",
+            acme_yaml("", "    challenge: tls-alpn-01\n    renew_before: 20d\n"),
+        ),
+        (
+            "acme-roots.yaml",
+            acme_yaml("\"127.0.0.1:8080\"", "    ca_roots: certs/tls.crt\n"),
+        ),
+    ] {
+        let path = config(dir.path(), name, &body);
+        let (code, _, stderr) = run(&["check", "--config", &path]);
+        assert_eq!(code, 0, "{name}: {stderr}");
+    }
+    let with_http = |extra: &str| acme_yaml("\"127.0.0.1:8080\"", extra);
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        (
+            "acme-http01-no-listener.yaml",
+            acme_yaml("", ""),
+            vec!["tls.acme.challenge", "http_listen"],
+        ),
+        (
+            "acme-wildcard.yaml",
+            with_http("").replace("[Registry.Example.com]", "[\"*.example.com\"]"),
+            vec!["tls.acme.domains[0]", "dns-01"],
+        ),
+        (
+            "acme-plain-http.yaml",
+            with_http("").replace("https://acme.test", "http://acme.test"),
+            vec!["tls.acme.directory", "https://"],
+        ),
+        (
+            "acme-contact.yaml",
+            with_http("").replace("mailto:ops@example.com", "ops@example.com"),
+            vec!["tls.acme.contact[0]", "mailto:"],
+        ),
+        (
+            "acme-challenge.yaml",
+            with_http("    challenge: dns-01\n"),
+            vec!["tls.acme.challenge", "dns-01"],
+        ),
+        (
+            "acme-renew.yaml",
+            with_http("    renew_before: a month\n"),
+            vec!["tls.acme.renew_before", "invalid duration"],
+        ),
+        (
+            "acme-roots-missing.yaml",
+            with_http("    ca_roots: certs/none.pem\n"),
+            vec!["tls.acme.ca_roots", "none.pem"],
+        ),
+        (
+            "acme-no-domains.yaml",
+            with_http("").replace("[Registry.Example.com]", "[]"),
+            vec!["tls.acme.domains", "at least one"],
+        ),
+    ];
+    for (name, body, expected) in cases {
+        let path = config(dir.path(), name, &body);
+        let (code, _, stderr) = run(&["check", "--config", &path]);
+        assert_eq!(code, 1, "{name} should fail: {stderr}");
+        for needle in expected {
+            assert!(
+                stderr.contains(needle),
+                "{name}: expected {needle:?} in: {stderr}"
+            );
+        }
+    }
+}
+
 #[test]
 fn gen_certs_writes_private_keys_0600_and_a_usable_pair() {
     let dir = tempfile::tempdir().unwrap();
