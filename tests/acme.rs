@@ -262,7 +262,7 @@ fn renewal_in_the_background_under_concurrent_pulls() {
     let dir = tempfile::tempdir().unwrap();
     let setup = Setup::new(dir.path());
     // 60 s certificates renewed 50 s before expiry: a renewal every ~10 s.
-    let pebble = setup.pebble(dir.path(), Some(60));
+    let mut pebble = setup.pebble(dir.path(), Some(60));
     let root = pebble.issuer_root(&dir.path().join("pebble-root.pem"));
     let node = Registry::start(dir.path(), "node");
     let admin_port = free_port();
@@ -359,6 +359,23 @@ fn renewal_in_the_background_under_concurrent_pulls() {
         )),
         "{m}"
     );
+
+    // The CA goes away: the next renewal fails and the certificate in force keeps serving.
+    pebble.stop();
+    wait_for("a failed renewal", Duration::from_secs(60), || {
+        edge.log_text()
+            .contains("order failed (the current certificate stays in force)")
+            .then_some(())
+    });
+    assert!(verified_serial(setup.https_port, NAME, &root).is_some());
+    let got = curl(&[
+        "--cacert",
+        root.to_str().unwrap(),
+        "--resolve",
+        &resolve,
+        &blob_url,
+    ]);
+    assert_eq!(got.status, 200);
 }
 
 #[test]

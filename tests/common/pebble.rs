@@ -118,6 +118,11 @@ impl Pebble {
         });
     }
 
+    /// Stops pebble and its DNS server.
+    pub fn stop(&mut self) {
+        self.procs.clear();
+    }
+
     /// Writes the root that signs issued certificates (new each time pebble starts).
     pub fn issuer_root(&self, path: &Path) -> PathBuf {
         let ca = self.ca_roots.to_str().unwrap();
