@@ -88,7 +88,11 @@ fn limiter(c: &mut Criterion) {
         exempt_accounts: HashSet::new(),
     });
     c.bench_function("limiter: admit one push (one account)", |b| {
-        b.iter(|| limiter.admit(Some(std::hint::black_box("alice")), "127.0.0.1"))
+        b.iter(|| {
+            futures::executor::block_on(
+                limiter.admit(Some(std::hint::black_box("alice")), "127.0.0.1"),
+            )
+        })
     });
 }
 

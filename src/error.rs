@@ -51,6 +51,8 @@ pub enum RegistryError {
     TooManyFailedLogins,
     #[error("too many pushes started; retry after {retry_after} seconds")]
     TooManyPushes { retry_after: u64 },
+    #[error("push limits cannot be checked right now (shared state unavailable); retry later")]
+    LimitsUnavailable,
     #[error("{0}")]
     BadTokenRequest(String),
     #[error("internal error in the edge")]
@@ -73,7 +75,7 @@ impl RegistryError {
     pub fn status(&self) -> u16 {
         match self {
             RegistryError::BodyTooLarge { .. } => 413,
-            RegistryError::NoHealthyUpstream => 503,
+            RegistryError::NoHealthyUpstream | RegistryError::LimitsUnavailable => 503,
             RegistryError::UpstreamUnreachable | RegistryError::UpstreamFailed => 502,
             RegistryError::UpstreamTimeout => 504,
             RegistryError::BadRequest
@@ -96,6 +98,7 @@ impl RegistryError {
         match self {
             RegistryError::BodyTooLarge { .. } => "SIZE_INVALID",
             RegistryError::NoHealthyUpstream
+            | RegistryError::LimitsUnavailable
             | RegistryError::UpstreamUnreachable
             | RegistryError::UpstreamTimeout
             | RegistryError::UpstreamFailed => "UNAVAILABLE",

@@ -37,5 +37,6 @@ pub mod registry_config;
 pub mod reload;
 pub mod server;
 pub mod settings;
+pub mod shared_state;
 pub mod tls;
 pub mod upstream;

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub acme_consecutive_failures: IntGauge,
     /// `notAfter` (Unix seconds) of the ACME certificate in force, per name.
     pub acme_certificate_expiry: IntGaugeVec,
+    /// 1 while `shared_state.redis` answers.
+    pub shared_state_up: IntGauge,
+    /// Limit checks done without Redis because it was unavailable, by limit.
+    pub shared_state_fallbacks: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -136,6 +140,15 @@ impl Metrics {
                 "Failed ACME orders since the last success",
             ),
             acme_certificate_expiry,
+            shared_state_up: gauge(
+                "shared_state_up",
+                "1 while shared_state.redis answers; 0 while it does not or is not configured",
+            ),
+            shared_state_fallbacks: counter_vec(
+                "shared_state_fallbacks_total",
+                "Limit checks done without Redis while it was unavailable",
+                &["limit"],
+            ),
             node_healthy,
             active_connections,
             registry,

@@ -9,15 +9,24 @@
 //! Memory: a key idle for longer than it takes its budget to refill is indistinguishable
 //! from a new key, so [`PushLimiter::purge`] (run every minute) drops it; a flood of
 //! distinct client addresses costs memory for at most one refill period.
+//!
+//! With `shared_state.redis` the same GCRA runs in Redis (`shared_state`), so every
+//! instance counts against one budget; the local limiters are the fallback while Redis
+//! is unavailable.
 
 use std::collections::HashSet;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
+
+use crate::config::OnUnavailable;
+use crate::metrics::metrics;
+use crate::shared_state::{self, SharedState};
 
 /// What a push limit is keyed by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +61,14 @@ pub struct PushLimit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     Exempt,
-    Admitted { remaining: u32 },
-    Limited { retry_after: u64 },
+    Admitted {
+        remaining: u32,
+    },
+    Limited {
+        retry_after: u64,
+    },
+    /// The shared budget cannot be asked and `on_unavailable: deny` is set.
+    Unavailable,
 }
 
 type Limiter<C> = RateLimiter<String, DashMapStateStore<String>, C, StateInformationMiddleware>;
@@ -62,6 +77,7 @@ pub struct PushLimiter<C: Clock = DefaultClock> {
     config: PushLimit,
     limiter: Limiter<C>,
     clock: C,
+    shared: Option<Arc<SharedState>>,
 }
 
 impl PushLimiter<DefaultClock> {
@@ -79,7 +95,14 @@ impl<C: Clock + Clone> PushLimiter<C> {
             config,
             limiter,
             clock,
+            shared: None,
         }
+    }
+
+    /// Counts in Redis first (`shared_state.redis`), locally only as the fallback.
+    pub fn shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     pub fn config(&self) -> &PushLimit {
@@ -92,11 +115,39 @@ impl<C: Clock + Clone> PushLimiter<C> {
     }
 
     /// Counts one push start.
-    pub fn admit(&self, subject: Option<&str>, client_ip: &str) -> Admission {
+    pub async fn admit(&self, subject: Option<&str>, client_ip: &str) -> Admission {
         if subject.is_some_and(|s| self.config.exempt_accounts.contains(s)) {
             return Admission::Exempt;
         }
-        match self.limiter.check_key(&self.key_for(subject, client_ip)) {
+        let key = self.key_for(subject, client_ip);
+        if let Some(shared) = &self.shared {
+            let quota = shared_state::Quota {
+                per_cell: Duration::from_secs(60) / self.config.per_minute.get(),
+                burst: self.config.burst.get(),
+            };
+            match shared.check(&format!("push:{key}"), quota, 1).await {
+                Some(decision) if decision.admitted => {
+                    return Admission::Admitted {
+                        remaining: decision.remaining,
+                    }
+                }
+                Some(decision) => {
+                    return Admission::Limited {
+                        retry_after: whole_seconds(decision.wait),
+                    }
+                }
+                None => {
+                    metrics()
+                        .shared_state_fallbacks
+                        .with_label_values(&["push"])
+                        .inc();
+                    if shared.on_unavailable() == OnUnavailable::Deny {
+                        return Admission::Unavailable;
+                    }
+                }
+            }
+        }
+        match self.limiter.check_key(&key) {
             Ok(snapshot) => Admission::Admitted {
                 remaining: snapshot.remaining_burst_capacity(),
             },
@@ -133,11 +184,16 @@ pub struct UploadBytesLimit {
     pub burst: NonZeroU32,
 }
 
+/// Bytes taken from a shared (Redis) upload budget at a time; a stream may end holding up
+/// to this much unused.
+const SHARED_BLOCK: u32 = 1 << 20;
+
 /// A per-key byte budget for request bodies (cells are bytes). Over budget, the stream
 /// is held — the edge stops reading, so TCP/h2 flow control slows the client — never failed.
 pub struct UploadThrottle {
     config: UploadBytesLimit,
     limiter: RateLimiter<String, DashMapStateStore<String>, DefaultClock>,
+    shared: Option<Arc<SharedState>>,
 }
 
 impl UploadThrottle {
@@ -146,6 +202,33 @@ impl UploadThrottle {
         UploadThrottle {
             limiter: RateLimiter::dashmap_with_clock(quota, DefaultClock::default()),
             config,
+            shared: None,
+        }
+    }
+
+    /// Budgets in Redis first (`shared_state.redis`); while it is unavailable, streams
+    /// are throttled per instance (never refused: they are already admitted).
+    pub fn shared(mut self, shared: Option<Arc<SharedState>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// Takes `cells` bytes from the shared budget, waiting as Redis says;
+    /// `None` when Redis is unavailable.
+    async fn take_shared(&self, key: &str, cells: u32) -> Option<Duration> {
+        let shared = self.shared.as_ref()?;
+        let quota = shared_state::Quota {
+            per_cell: Duration::from_secs(1) / self.config.per_second.get(),
+            burst: self.config.burst.get(),
+        };
+        let mut waited = Duration::ZERO;
+        loop {
+            let decision = shared.check(&format!("upload:{key}"), quota, cells).await?;
+            if decision.admitted {
+                return Some(waited);
+            }
+            tokio::time::sleep(decision.wait).await;
+            waited += decision.wait;
         }
     }
 
@@ -153,17 +236,37 @@ impl UploadThrottle {
         &self.config
     }
 
-    /// Waits until `key` may send `bytes` more; returns how long it waited.
-    pub async fn throttle(&self, key: &str, bytes: usize) -> Duration {
-        let key = key.to_string();
+    /// Waits until `key` may send `bytes` more; returns how long it waited. `credit`:
+    /// bytes this stream has already taken from the shared budget and not yet sent.
+    pub async fn throttle(&self, key: &str, bytes: usize, credit: &mut u64) -> Duration {
+        let burst = u64::from(self.config.burst.get());
+        let local_key = key.to_string();
         let mut waited = Duration::ZERO;
+        let mut left = bytes as u64;
+        let prepaid = left.min(*credit);
+        *credit -= prepaid;
+        left -= prepaid;
         // A chunk larger than the burst is taken in burst-sized pieces.
-        let mut left = bytes;
         while left > 0 {
-            let piece = left.min(self.config.burst.get() as usize);
-            let cells = NonZeroU32::new(piece as u32).unwrap_or(NonZeroU32::MIN);
+            let piece = left.min(burst) as u32;
+            if self.shared.is_some() {
+                // Shared budgets are taken a block at a time: one Redis round trip per MiB
+                // of upload rather than one per chunk.
+                let block = piece.max(SHARED_BLOCK.min(burst as u32));
+                if let Some(shared_wait) = self.take_shared(key, block).await {
+                    waited += shared_wait;
+                    *credit += u64::from(block - piece);
+                    left -= u64::from(piece);
+                    continue;
+                }
+                metrics()
+                    .shared_state_fallbacks
+                    .with_label_values(&["upload_bytes"])
+                    .inc();
+            }
+            let cells = NonZeroU32::new(piece).unwrap_or(NonZeroU32::MIN);
             loop {
-                match self.limiter.check_key_n(&key, cells) {
+                match self.limiter.check_key_n(&local_key, cells) {
                     Ok(Ok(())) => break,
                     Ok(Err(not_until)) => {
                         let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -174,7 +277,7 @@ impl UploadThrottle {
                     Err(_) => break,
                 }
             }
-            left -= piece;
+            left -= u64::from(piece);
         }
         waited
     }
@@ -204,13 +307,14 @@ mod tests {
         }
     }
 
-    #[test]
-    fn burst_then_retry_after_then_refill() {
+    #[tokio::test]
+    async fn burst_then_retry_after_then_refill() {
         let clock = FakeRelativeClock::default();
         let limiter = PushLimiter::with_clock(limit(60, 3, LimitKey::Account), clock.clone());
-        let admitted: Vec<Admission> = (0..3)
-            .map(|_| limiter.admit(Some("alice"), "10.0.0.1"))
-            .collect();
+        let mut admitted = Vec::new();
+        for _ in 0..3 {
+            admitted.push(limiter.admit(Some("alice"), "10.0.0.1").await);
+        }
         assert_eq!(
             admitted,
             [
@@ -220,20 +324,23 @@ mod tests {
             ]
         );
         assert_eq!(
-            limiter.admit(Some("alice"), "10.0.0.1"),
+            limiter.admit(Some("alice"), "10.0.0.1").await,
             Admission::Limited { retry_after: 1 }
         );
         assert!(
             matches!(
-                limiter.admit(Some("bob"), "10.0.0.1"),
+                limiter.admit(Some("bob"), "10.0.0.1").await,
                 Admission::Admitted { .. }
             ),
             "other accounts are independent"
         );
-        assert_eq!(limiter.admit(Some("ci-bot"), "10.0.0.1"), Admission::Exempt);
+        assert_eq!(
+            limiter.admit(Some("ci-bot"), "10.0.0.1").await,
+            Admission::Exempt
+        );
         clock.advance(Duration::from_secs(1));
         assert!(matches!(
-            limiter.admit(Some("alice"), "10.0.0.1"),
+            limiter.admit(Some("alice"), "10.0.0.1").await,
             Admission::Admitted { .. }
         ));
         assert_eq!(limiter.limit_header(), "60;w=60");
@@ -257,27 +364,27 @@ mod tests {
             burst: NonZeroU32::new(1 << 20).unwrap(),
         });
         assert_eq!(
-            throttle.throttle("k", 1 << 20).await,
+            throttle.throttle("k", 1 << 20, &mut 0).await,
             Duration::ZERO,
             "the burst passes at once"
         );
-        let waited = throttle.throttle("k", 256 << 10).await;
+        let waited = throttle.throttle("k", 256 << 10, &mut 0).await;
         assert!(waited > Duration::ZERO, "over budget, the stream is held");
         assert_eq!(
-            throttle.throttle("other", 64 << 10).await,
+            throttle.throttle("other", 64 << 10, &mut 0).await,
             Duration::ZERO,
             "keys are independent"
         );
     }
 
-    #[test]
-    fn memory_is_bounded_by_purging_idle_keys() {
+    #[tokio::test]
+    async fn memory_is_bounded_by_purging_idle_keys() {
         let clock = FakeRelativeClock::default();
         let limiter = PushLimiter::with_clock(limit(600, 100, LimitKey::ClientIp), clock.clone());
         for i in 0..100_000u32 {
             let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
             assert!(matches!(
-                limiter.admit(None, &ip),
+                limiter.admit(None, &ip).await,
                 Admission::Admitted { .. }
             ));
         }

@@ -5,7 +5,7 @@
 //! Applied live: read-only mode, limits, forwarding trust, timeouts, users, ACL, token
 //! settings, TLS certificates and the upstream node list (picked up by the pool within a
 //! second; health checks then judge new nodes). Listener addresses, threads, the
-//! balance mode and `tls.acme` need a restart; a changed value is logged as not applied.
+//! balance mode, `tls.acme` and `shared_state` need a restart; a changed value is logged as not applied.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,9 +16,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{AcmeSettings, Balance, Config, ConfigError};
+use crate::config::{AcmeSettings, Balance, Config, ConfigError, RedisSettings};
 use crate::server;
 use crate::settings::{Settings, SharedSettings};
+use crate::shared_state::SharedState;
 use crate::tls::CertResolver;
 use crate::upstream::NodeList;
 
@@ -32,6 +33,7 @@ pub struct Reloader {
     certificates: Option<Arc<CertResolver>>,
     nodes: NodeList,
     fixed: Fixed,
+    shared: Option<Arc<SharedState>>,
 }
 
 /// The parts of the configuration a running process cannot change.
@@ -44,6 +46,7 @@ struct Fixed {
     proxy_protocol: bool,
     admin_listen: Option<SocketAddr>,
     acme: Option<AcmeSettings>,
+    shared_state: Option<RedisSettings>,
 }
 
 impl Fixed {
@@ -56,6 +59,7 @@ impl Fixed {
             proxy_protocol: config.server.proxy_protocol,
             admin_listen: config.admin_listen,
             acme: config.acme.clone(),
+            shared_state: config.shared_state.clone(),
         }
     }
 
@@ -79,6 +83,9 @@ impl Fixed {
         if self.acme != other.acme {
             changed.push("tls.acme");
         }
+        if self.shared_state != other.shared_state {
+            changed.push("shared_state");
+        }
         NotApplied(changed)
     }
 }
@@ -89,6 +96,7 @@ impl Reloader {
         settings: SharedSettings,
         certificates: Option<Arc<CertResolver>>,
         nodes: NodeList,
+        shared: Option<Arc<SharedState>>,
     ) -> Reloader {
         Reloader {
             path: config.source.clone(),
@@ -96,6 +104,7 @@ impl Reloader {
             certificates,
             nodes,
             fixed: Fixed::of(config),
+            shared,
         }
     }
 
@@ -108,7 +117,12 @@ impl Reloader {
         }
         self.nodes.replace(&loaded.config.upstream.nodes);
         let previous = self.settings.load_full();
-        let next = Settings::new(&loaded.config, loaded.auth, Some(&previous));
+        let next = Settings::new(
+            &loaded.config,
+            loaded.auth,
+            Some(&previous),
+            self.shared.as_ref(),
+        );
         self.settings.store(Arc::new(next));
         Ok(not_applied)
     }

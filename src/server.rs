@@ -26,6 +26,7 @@ use crate::proxy::EdgeProxy;
 use crate::redirect::RedirectApp;
 use crate::reload::Reloader;
 use crate::settings::{LimiterPurge, Settings, SharedSettings};
+use crate::shared_state::{SharedState, SharedStateProbe};
 use crate::tls::{CertResolver, CertSet};
 use crate::upstream::{NodeList, NodePool, PoolService};
 
@@ -54,6 +55,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("upstream pool: {0}")]
     Upstream(std::io::Error),
+    #[error("shared_state.redis: {0}")]
+    SharedState(String),
     #[error("tls.acme: {0}")]
     Acme(#[from] crate::acme::AcmeError),
     #[error("cannot listen on {addr}: {source}")]
@@ -117,8 +120,24 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let settings: SharedSettings =
-        Arc::new(ArcSwap::from_pointee(Settings::new(&config, auth, None)));
+    let shared = match &config.shared_state {
+        None => None,
+        Some(redis) => {
+            let shared = SharedState::new(redis.clone())
+                .map_err(|e| StartError::SharedState(e.to_string()))?;
+            server.add_service(background_service(
+                "shared state probe",
+                SharedStateProbe(shared.clone()),
+            ));
+            Some(shared)
+        }
+    };
+    let settings: SharedSettings = Arc::new(ArcSwap::from_pointee(Settings::new(
+        &config,
+        auth,
+        None,
+        shared.as_ref(),
+    )));
     let nodes = NodeList::new(&config.upstream.nodes);
     let (pool, health) = NodePool::build(&config.upstream, &nodes).map_err(StartError::Upstream)?;
     let pool = Arc::new(pool);
@@ -207,7 +226,7 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
     server.add_service(background_service("rate limit purge", purge));
     server.add_service(background_service(
         "config reload",
-        Reloader::new(&config, settings, resolver, nodes),
+        Reloader::new(&config, settings, resolver, nodes, shared),
     ));
     Ok(server)
 }

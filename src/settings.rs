@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use crate::auth::Auth;
 use crate::config::{ClientTimeouts, Config, ExternalUrl, ForwardedSettings, Limits};
 use crate::ratelimit::{PushLimiter, UploadThrottle};
+use crate::shared_state::SharedState;
 
 /// What one request is checked and proxied with.
 pub struct Settings {
@@ -33,7 +34,13 @@ pub struct Settings {
 
 impl Settings {
     /// `previous`: the settings being replaced; an unchanged limiter keeps its counters.
-    pub fn new(config: &Config, auth: Option<Auth>, previous: Option<&Settings>) -> Settings {
+    /// `shared`: Redis for limits shared with other instances (`shared_state.redis`).
+    pub fn new(
+        config: &Config,
+        auth: Option<Auth>,
+        previous: Option<&Settings>,
+        shared: Option<&Arc<SharedState>>,
+    ) -> Settings {
         let kept = previous
             .and_then(|p| p.push_limiter.clone())
             .filter(|limiter| Some(limiter.config()) == config.push_limit.as_ref());
@@ -44,13 +51,13 @@ impl Settings {
             config
                 .upload_limit
                 .clone()
-                .map(|limit| Arc::new(UploadThrottle::new(limit)))
+                .map(|limit| Arc::new(UploadThrottle::new(limit).shared(shared.cloned())))
         });
         let push_limiter = kept.or_else(|| {
             config
                 .push_limit
                 .clone()
-                .map(|limit| Arc::new(PushLimiter::new(limit)))
+                .map(|limit| Arc::new(PushLimiter::new(limit).shared(shared.cloned())))
         });
         Settings {
             forwarded: config.forwarded.clone(),
@@ -59,7 +66,10 @@ impl Settings {
             connect_timeout: config.upstream.connect_timeout,
             read_timeout: config.upstream.read_timeout,
             read_only: config.maintenance.read_only,
-            auth: auth.map(Arc::new),
+            auth: auth.map(|mut auth| {
+                auth.throttle.set_shared(shared.cloned());
+                Arc::new(auth)
+            }),
             push_limiter,
             upload_throttle,
             client_timeouts: config.server.client_timeouts,

@@ -139,7 +139,7 @@ impl Auth {
                 Basic::Credentials(user, password) => Credentials::Password { user, password },
                 Basic::Absent => Credentials::Anonymous,
                 Basic::Malformed => {
-                    self.throttle.record_failure(req.client_ip, "");
+                    self.throttle.record_failure(req.client_ip, "").await;
                     return TokenReply::Refused {
                         error: RegistryError::BadCredentials,
                         retry_after: None,
@@ -151,7 +151,7 @@ impl Auth {
         let (account, refresh_token) = match credentials {
             Credentials::Anonymous => (String::new(), None),
             Credentials::Password { user, password } => {
-                if let Some(wait) = self.throttle.blocked_for(req.client_ip, &user) {
+                if let Some(wait) = self.throttle.blocked_for(req.client_ip, &user).await {
                     let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                     return TokenReply::Refused {
                         error: RegistryError::TooManyFailedLogins,
@@ -159,7 +159,7 @@ impl Auth {
                     };
                 }
                 if !self.users.verify(&user, &password).await.ok {
-                    self.throttle.record_failure(req.client_ip, &user);
+                    self.throttle.record_failure(req.client_ip, &user).await;
                     return TokenReply::Refused {
                         error: RegistryError::BadCredentials,
                         retry_after: None,
@@ -174,7 +174,7 @@ impl Auth {
                 // A user removed from htpasswd loses their refresh tokens at once.
                 Ok(claims) if self.users.contains(&claims.sub) => (claims.sub.clone(), Some(token)),
                 _ => {
-                    self.throttle.record_failure(req.client_ip, "");
+                    self.throttle.record_failure(req.client_ip, "").await;
                     return TokenReply::Refused {
                         error: RegistryError::BadCredentials,
                         retry_after: None,

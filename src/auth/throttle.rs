@@ -5,16 +5,23 @@
 //! key gets 429 without its password being checked. The per-account limit is looser
 //! than the per-IP one, so one noisy client does not lock a user out for everyone,
 //! while guesses spread over many addresses still hit the account limit.
+//!
+//! With `shared_state.redis`, failures and blocks are kept in Redis, so guesses spread
+//! over several edge instances count against one budget; while Redis is unavailable
+//! each instance counts its own (a login is never refused for want of Redis).
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::metrics::metrics;
+use crate::shared_state::{self, SharedState};
 
 /// Past this many blocked keys, expired ones are dropped on insert.
 const PURGE_AT: usize = 1024;
@@ -56,6 +63,9 @@ impl<K: Hash + Eq + Clone> Budget<K> {
 pub struct LoginThrottle {
     per_ip: Budget<IpAddr>,
     per_account: Budget<String>,
+    per_ip_per_minute: NonZeroU32,
+    per_account_per_minute: NonZeroU32,
+    shared: Option<Arc<SharedState>>,
 }
 
 impl LoginThrottle {
@@ -63,70 +73,133 @@ impl LoginThrottle {
         LoginThrottle {
             per_ip: Budget::new(per_ip_per_minute),
             per_account: Budget::new(per_account_per_minute),
+            per_ip_per_minute,
+            per_account_per_minute,
+            shared: None,
         }
     }
 
+    /// Keeps failures in Redis first (`shared_state.redis`), locally only as the fallback.
+    pub fn set_shared(&mut self, shared: Option<Arc<SharedState>>) {
+        self.shared = shared;
+    }
+
     /// How long `ip` or `account` must wait before its credentials are checked again.
-    pub fn blocked_for(&self, ip: IpAddr, account: &str) -> Option<Duration> {
+    pub async fn blocked_for(&self, ip: IpAddr, account: &str) -> Option<Duration> {
+        if let Some(shared) = &self.shared {
+            let keys = [blocked_key(&ip_key(ip)), blocked_key(&account_key(account))];
+            match shared.blocked_for(&[&keys[0], &keys[1]]).await {
+                Some(wait) => return wait,
+                None => fell_back(),
+            }
+        }
         let now = Instant::now();
         let a = self.per_ip.blocked_for(&ip, now);
         let b = self.per_account.blocked_for(&account.to_string(), now);
         a.max(b)
     }
 
-    pub fn record_failure(&self, ip: IpAddr, account: &str) {
+    pub async fn record_failure(&self, ip: IpAddr, account: &str) {
+        if let Some(shared) = &self.shared {
+            let ip_key = ip_key(ip);
+            let account_key = account_key(account);
+            let counted = [
+                (ip_key, self.per_ip_per_minute),
+                (account_key, self.per_account_per_minute),
+            ];
+            let mut all = true;
+            for (key, per_minute) in &counted {
+                let quota = shared_state::Quota {
+                    per_cell: Duration::from_secs(60) / per_minute.get(),
+                    burst: per_minute.get(),
+                };
+                let blocked = blocked_key(key);
+                all &= shared
+                    .check_blocking(key, Some(&blocked), quota, 1)
+                    .await
+                    .is_some();
+            }
+            if all {
+                return;
+            }
+            fell_back();
+        }
         let now = Instant::now();
         self.per_ip.fail(&ip, now);
         self.per_account.fail(&account.to_string(), now);
     }
 }
 
+fn ip_key(ip: IpAddr) -> String {
+    format!("login:ip:{ip}")
+}
+
+fn account_key(account: &str) -> String {
+    format!("login:account:{account}")
+}
+
+fn blocked_key(key: &str) -> String {
+    format!("{key}:blocked")
+}
+
+fn fell_back() {
+    metrics()
+        .shared_state_fallbacks
+        .with_label_values(&["failed_logins"])
+        .inc();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn blocks_an_ip_after_its_budget_but_not_others() {
+    #[tokio::test]
+    async fn blocks_an_ip_after_its_budget_but_not_others() {
         let throttle =
             LoginThrottle::new(NonZeroU32::new(3).unwrap(), NonZeroU32::new(100).unwrap());
         let bad: IpAddr = "203.0.113.1".parse().unwrap();
         let good: IpAddr = "203.0.113.2".parse().unwrap();
         for _ in 0..3 {
-            assert_eq!(throttle.blocked_for(bad, "alice"), None);
-            throttle.record_failure(bad, "alice");
+            assert_eq!(throttle.blocked_for(bad, "alice").await, None);
+            throttle.record_failure(bad, "alice").await;
         }
         assert_eq!(
-            throttle.blocked_for(bad, "alice"),
+            throttle.blocked_for(bad, "alice").await,
             None,
             "the budget is 3 failures"
         );
-        throttle.record_failure(bad, "alice");
+        throttle.record_failure(bad, "alice").await;
         let wait = throttle
             .blocked_for(bad, "alice")
+            .await
             .expect("blocked after the 4th failure");
         assert!(
             wait <= Duration::from_secs(20),
             "one cell frees in 60/3 s: {wait:?}"
         );
         assert_eq!(
-            throttle.blocked_for(good, "alice"),
+            throttle.blocked_for(good, "alice").await,
             None,
             "other clients of the account still log in"
         );
     }
 
-    #[test]
-    fn account_limit_spans_addresses() {
+    #[tokio::test]
+    async fn account_limit_spans_addresses() {
         let throttle =
             LoginThrottle::new(NonZeroU32::new(100).unwrap(), NonZeroU32::new(2).unwrap());
         for i in 0..3u8 {
-            throttle.record_failure(IpAddr::from([198, 51, 100, i]), "bob");
+            throttle
+                .record_failure(IpAddr::from([198, 51, 100, i]), "bob")
+                .await;
         }
         assert!(throttle
             .blocked_for("192.0.2.9".parse().unwrap(), "bob")
+            .await
             .is_some());
         assert!(throttle
             .blocked_for("192.0.2.9".parse().unwrap(), "carol")
+            .await
             .is_none());
     }
 }

@@ -37,6 +37,31 @@ pub struct ConfigFile {
     /// Log output. Default `{ format: text }`.
     #[serde(default)]
     pub log: LogFile,
+    /// State shared by several edge instances. Default: absent (limits per instance).
+    #[serde(default)]
+    pub shared_state: Option<SharedStateFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedStateFile {
+    pub redis: RedisFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    /// `redis://[user:password@]host:port/db` or `rediss://…` (TLS).
+    pub url: String,
+    /// Prefix of every key. Default `registry-edge:`.
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    /// Longest wait for an answer before falling back. Default `50ms`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// `local` (default): per-instance limits while Redis is away; `deny`: refuse pushes (503).
+    #[serde(default)]
+    pub on_unavailable: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

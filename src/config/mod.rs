@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 pub use model::{
     AcmeChallenge, AcmeSettings, AuthSettings, Balance, CertificatePaths, ClientTimeouts, Config,
-    ExternalUrl, ForwardedSettings, Limits, LogFormat, Maintenance, ServerSettings,
-    UpstreamSettings,
+    ExternalUrl, ForwardedSettings, Limits, LogFormat, Maintenance, OnUnavailable, RedisSettings,
+    ServerSettings, UpstreamSettings,
 };
 
 /// Why a configuration could not be loaded; every variant names the file.

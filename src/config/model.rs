@@ -39,6 +39,38 @@ pub struct Config {
     /// `admin.listen`; `None` = no admin listener.
     pub admin_listen: Option<SocketAddr>,
     pub log_format: LogFormat,
+    /// `shared_state.redis`; `None` = every limit is kept in this process.
+    pub shared_state: Option<RedisSettings>,
+}
+
+/// `shared_state.redis`: limits kept in Redis so several instances act as one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// May carry a password: never printed (see the `Debug` impl).
+    pub url: String,
+    pub key_prefix: String,
+    pub timeout: Duration,
+    pub on_unavailable: OnUnavailable,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &"<redacted>")
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .field("on_unavailable", &self.on_unavailable)
+            .finish()
+    }
+}
+
+/// What push limits do while Redis does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnUnavailable {
+    /// Count in this process until Redis is back.
+    Local,
+    /// Refuse push starts with 503 (pulls are never affected).
+    Deny,
 }
 
 /// `log.format`.
@@ -247,6 +279,7 @@ impl Config {
             rate_limits,
             admin,
             log,
+            shared_state,
         } = file;
         let v = Validator { path };
         let server = server_settings(&v, server)?;
@@ -293,9 +326,52 @@ impl Config {
                     )
                 }
             },
+            shared_state: shared_state
+                .map(|s| redis_settings(&v, s.redis))
+                .transpose()?,
             server,
         })
     }
+}
+
+fn redis_settings(v: &Validator, redis: file::RedisFile) -> Result<RedisSettings, ConfigError> {
+    let file::RedisFile {
+        url,
+        key_prefix,
+        timeout,
+        on_unavailable,
+    } = redis;
+    if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+        // The error text never includes the URL, which may hold a password.
+        return Err(v.invalid(
+            "shared_state.redis.url",
+            format!("not a redis:// or rediss:// URL ({e})"),
+        ));
+    }
+    let timeout = v.duration(
+        "shared_state.redis.timeout",
+        timeout.as_deref(),
+        Duration::from_millis(50),
+    )?;
+    if timeout.is_zero() {
+        return Err(v.invalid("shared_state.redis.timeout", "must be more than 0"));
+    }
+    let on_unavailable = match on_unavailable.as_deref() {
+        None | Some("local") => OnUnavailable::Local,
+        Some("deny") => OnUnavailable::Deny,
+        Some(other) => {
+            return Err(v.invalid(
+                "shared_state.redis.on_unavailable",
+                format!("{other:?} is not one of local, deny"),
+            ))
+        }
+    };
+    Ok(RedisSettings {
+        url,
+        key_prefix: key_prefix.unwrap_or_else(|| "registry-edge:".to_string()),
+        timeout,
+        on_unavailable,
+    })
 }
 
 fn server_settings(v: &Validator, server: file::ServerFile) -> Result<ServerSettings, ConfigError> {

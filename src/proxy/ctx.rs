@@ -33,6 +33,8 @@ pub struct RequestCtx {
     pub push_budget: Option<(String, u32)>,
     /// Time the body stream was held by `rate_limits.upload_bytes`.
     pub throttled: std::time::Duration,
+    /// Bytes of a shared upload budget taken ahead and not yet sent (`UploadThrottle`).
+    pub upload_credit: u64,
     /// The connection's deadlines (`listen::guard`); `None` outside the edge's listeners.
     pub connection: Option<Arc<ConnWatch>>,
     /// HTTP/2: this request's body is being received and must not stall.
@@ -63,6 +65,7 @@ impl RequestCtx {
             subject: None,
             push_budget: None,
             throttled: std::time::Duration::ZERO,
+            upload_credit: 0,
             connection: None,
             body_progress: None,
             upstream_started: None,

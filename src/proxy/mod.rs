@@ -281,8 +281,14 @@ impl EdgeProxy {
             return Ok(false);
         }
         let client_ip = ctx.client.map(|c| c.client.to_string()).unwrap_or_default();
-        match limiter.admit(ctx.subject.as_deref(), &client_ip) {
+        match limiter.admit(ctx.subject.as_deref(), &client_ip).await {
             Admission::Exempt => Ok(false),
+            Admission::Unavailable => {
+                let error = RegistryError::LimitsUnavailable;
+                self.answer(session, &error, &[]).await?;
+                ctx.own_error = Some(error);
+                Ok(true)
+            }
             Admission::Admitted { remaining } => {
                 ctx.push_budget = Some((limiter.limit_header(), remaining));
                 Ok(false)
@@ -634,7 +640,9 @@ impl ProxyHttp for EdgeProxy {
                 .config()
                 .key
                 .key_for(ctx.subject.as_deref(), &client_ip);
-            ctx.throttled += throttle.throttle(&key, chunk.len()).await;
+            ctx.throttled += throttle
+                .throttle(&key, chunk.len(), &mut ctx.upload_credit)
+                .await;
             if let Some(progress) = &ctx.body_progress {
                 progress.touch();
             }
