@@ -232,6 +232,56 @@ fn check_validates_tls_acme() {
 }
 
 #[test]
+fn check_validates_shared_state_and_never_prints_the_redis_password() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let good = valid_yaml("certs/tls.crt", "certs/tls.key");
+    let redis = |url: &str, extra: &str| {
+        format!("{good}shared_state:\n  redis:\n    url: \"{url}\"\n{extra}")
+    };
+    let path = config(
+        dir.path(),
+        "shared-ok.yaml",
+        &redis(
+            "redis://:s3cret-pw@127.0.0.1:6379/0",
+            "    timeout: 20ms\n    on_unavailable: deny\n",
+        ),
+    );
+    let (code, _, stderr) = run(&["check", "--config", &path]);
+    assert_eq!(code, 0, "{stderr}");
+    let cases = [
+        (
+            "shared-url.yaml",
+            redis("http://:s3cret-pw@127.0.0.1:6379", ""),
+            "shared_state.redis.url",
+        ),
+        (
+            "shared-mode.yaml",
+            redis(
+                "redis://:s3cret-pw@127.0.0.1:6379/0",
+                "    on_unavailable: maybe\n",
+            ),
+            "shared_state.redis.on_unavailable",
+        ),
+        (
+            "shared-timeout.yaml",
+            redis("redis://:s3cret-pw@127.0.0.1:6379/0", "    timeout: 0s\n"),
+            "shared_state.redis.timeout",
+        ),
+    ];
+    for (name, body, key) in cases {
+        let path = config(dir.path(), name, &body);
+        let (code, stdout, stderr) = run(&["check", "--config", &path]);
+        assert_eq!(code, 1, "{name} should fail");
+        assert!(stderr.contains(key), "{name}: {stderr}");
+        assert!(
+            !stderr.contains("s3cret") && !stdout.contains("s3cret"),
+            "{name} printed the password: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn gen_certs_writes_private_keys_0600_and_a_usable_pair() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c");

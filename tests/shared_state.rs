@@ -1,0 +1,494 @@
+//! Several edge instances as one gateway (`shared_state.redis`): push limits and
+//! failed-login throttling shared through a real Redis (Debian's `redis-server`), the
+//! fallback while Redis is away, repository affinity and refresh tokens across instances.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::auth::{auth_yaml, login, registry_auth_block, SERVICE};
+use common::*;
+
+/// A throwaway Redis on a loopback port, without persistence.
+struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    /// `requirepass`, when set.
+    password: Option<String>,
+    proc: Option<Proc>,
+}
+
+impl RedisServer {
+    fn start(dir: &Path) -> RedisServer {
+        Self::start_with_password(dir, None)
+    }
+
+    fn start_with_password(dir: &Path, password: Option<&str>) -> RedisServer {
+        let mut redis = RedisServer {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            password: password.map(str::to_string),
+            proc: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        match &self.password {
+            Some(pw) => format!("redis://:{pw}@127.0.0.1:{}/0", self.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+        let (request, expected): (String, &[u8]) = match &self.password {
+            Some(pw) => (format!("AUTH {pw}\r\nPING\r\n"), b"+OK\r\n+PONG\r\n"),
+            None => ("PING\r\n".to_string(), b"+PONG\r\n"),
+        };
+        let mut reply = vec![0u8; expected.len()];
+        tcp.write_all(request.as_bytes()).is_ok()
+            && tcp.read_exact(&mut reply).is_ok()
+            && reply == expected
+    }
+
+    /// One command's integer reply (RESP), e.g. `PTTL key`.
+    fn integer(&self, args: &[&str]) -> i64 {
+        assert!(self.password.is_none(), "integer() speaks without AUTH");
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request += &format!("${}\r\n{arg}\r\n", arg.len());
+        }
+        tcp.write_all(request.as_bytes()).unwrap();
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        while !reply.ends_with(b"\r\n") {
+            tcp.read_exact(&mut byte).unwrap();
+            reply.push(byte[0]);
+        }
+        let text = String::from_utf8(reply).unwrap();
+        text.trim()
+            .strip_prefix(':')
+            .unwrap_or_else(|| panic!("not an integer reply: {text}"))
+            .parse()
+            .unwrap()
+    }
+
+    fn stop(&mut self) {
+        self.proc = None;
+        wait_for("redis to stop", Duration::from_secs(10), || {
+            (!self.ping()).then_some(())
+        });
+    }
+
+    /// Starts (again) on the same port, empty.
+    fn restart(&mut self) {
+        self.proc = Some(Proc::spawn(
+            Command::new("redis-server")
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(
+                    self.password
+                        .iter()
+                        .flat_map(|pw| ["--requirepass".to_string(), pw.clone()]),
+                )
+                .arg("--dir")
+                .arg(&self.dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        ));
+        wait_for("redis to answer", Duration::from_secs(20), || {
+            self.ping().then_some(())
+        });
+    }
+}
+
+fn shared_yaml(redis: &RedisServer, on_unavailable: &str) -> String {
+    format!(
+        "shared_state:\n  redis:\n    url: {}\n    key_prefix: \"test:\"\n    timeout: 50ms\n    on_unavailable: {on_unavailable}\n",
+        redis.url()
+    )
+}
+
+/// Push limit by client IP (every request here comes from 127.0.0.1): a burst of 4,
+/// refilling once a minute, so nothing refills during a test.
+const PUSH_LIMIT: &str = "rate_limits:\n  push: { key: client_ip, per_minute: 1, burst: 4 }\n";
+
+fn ca(certs: &Certs) -> String {
+    certs.ca_dir.join("ca.crt").to_str().unwrap().to_string()
+}
+
+fn push_start(edge: &Edge, ca: &str) -> CurlResult {
+    curl(&[
+        "--cacert",
+        ca,
+        "-X",
+        "POST",
+        &edge.url("/v2/app/blobs/uploads/"),
+    ])
+}
+
+/// Push starts alternating between the instances: statuses in order.
+fn alternate_push_starts(edges: [&Edge; 2], ca: &str, count: usize) -> Vec<u16> {
+    (0..count)
+        .map(|i| push_start(edges[i % 2], ca).status)
+        .collect()
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let text = curl(&[&format!("http://127.0.0.1:{port}/metrics")]);
+    String::from_utf8_lossy(&text.body)
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn push_limit_is_shared_by_two_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let node = Registry::start(dir.path(), "node");
+    let redis = RedisServer::start(dir.path());
+    let upstream = upstream_yaml(&[node.addr()], "repository_hash");
+    let extra = format!("{PUSH_LIMIT}{}", shared_yaml(&redis, "local"));
+    let a = Edge::start(dir.path(), &certs, &upstream, &extra);
+    let b = Edge::start(dir.path(), &certs, &upstream, &extra);
+    let ca = ca(&certs);
+
+    let statuses = alternate_push_starts([&a, &b], &ca, 8);
+    assert_eq!(
+        (count(&statuses, 202), count(&statuses, 429)),
+        (4, 4),
+        "one budget of 4 for both instances: {statuses:?}"
+    );
+    assert_eq!(&statuses[..4], &[202; 4], "{statuses:?}");
+    // The same refusal as the in-memory limiter: JSON, Retry-After, RateLimit headers.
+    let refused = push_start(&b, &ca);
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.json()["errors"][0]["code"], "TOOMANYREQUESTS");
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    assert_eq!(refused.header("ratelimit-limit"), Some("1;w=60"));
+    // One key for the client, expiring once its budget has refilled (4 cells × 60 s).
+    let ttl = redis.integer(&["PTTL", "test:push:ip:127.0.0.1"]);
+    assert!((1..=241_000).contains(&ttl), "PTTL {ttl}");
+
+    // The same two instances without shared_state: each has its own budget of 4.
+    let c = Edge::start(dir.path(), &certs, &upstream, PUSH_LIMIT);
+    let d = Edge::start(dir.path(), &certs, &upstream, PUSH_LIMIT);
+    let statuses = alternate_push_starts([&c, &d], &ca, 8);
+    assert_eq!(count(&statuses, 202), 8, "{statuses:?}");
+}
+
+/// `throttled_ms` of the access line of the PUT that finished an upload to `repo`.
+fn put_throttled_ms(edge: &Edge, repo: &str) -> u64 {
+    let line = wait_for("the PUT's access line", Duration::from_secs(10), || {
+        edge.log_text()
+            .lines()
+            .find(|l| l.contains("method=PUT") && l.contains(repo))
+            .map(str::to_string)
+    });
+    line.split("throttled_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("throttled_ms in {line}"))
+}
+
+#[test]
+fn upload_budget_is_shared_by_two_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let node = Registry::start(dir.path(), "node");
+    let redis = RedisServer::start(dir.path());
+    let upstream = upstream_yaml(&[node.addr()], "repository_hash");
+    let limit =
+        "rate_limits:\n  upload_bytes: { key: client_ip, per_second: 1048576, burst: 1048576 }\n";
+    let ca = certs.ca_dir.join("ca.crt");
+    let two_mib: Vec<u8> = (0..2u32 << 20).map(|i| (i % 251) as u8).collect();
+    let one_mib: Vec<u8> = (0..1u32 << 20).map(|i| (i % 241) as u8).collect();
+
+    // A spends the shared budget; B's upload right after must wait for it to refill.
+    let shared = format!("{limit}{}", shared_yaml(&redis, "local"));
+    let a = Edge::start(dir.path(), &certs, &upstream, &shared);
+    let b = Edge::start(dir.path(), &certs, &upstream, &shared);
+    push_blob(&a.url(""), &ca, "shared/first", &two_mib, &[]);
+    push_blob(&b.url(""), &ca, "shared/second", &one_mib, &[]);
+    let held = put_throttled_ms(&b, "shared/second");
+    assert!(held >= 300, "B waited {held} ms for the budget A spent");
+    eprintln!("shared upload budget: B held {held} ms after A spent the burst");
+
+    // Control: per-instance budgets, B's first MiB passes at once.
+    let c = Edge::start(dir.path(), &certs, &upstream, limit);
+    let d = Edge::start(dir.path(), &certs, &upstream, limit);
+    push_blob(&c.url(""), &ca, "local/first", &two_mib, &[]);
+    push_blob(&d.url(""), &ca, "local/second", &one_mib, &[]);
+    assert_eq!(put_throttled_ms(&d, "local/second"), 0);
+}
+
+#[test]
+fn failed_logins_are_throttled_across_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let node = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
+    let redis = RedisServer::start(dir.path());
+    let upstream = upstream_yaml(&[node.addr()], "repository_hash");
+    let auth = auth_yaml(
+        dir.path(),
+        "  failed_logins: { per_client_ip: 3, per_account: 100 }\n",
+    );
+    let ca = ca(&certs);
+    let scope = "repository:alice/app:pull";
+
+    // Five wrong passwords alternating between two instances: the fifth is throttled
+    // only if both count into one budget (each alone has seen at most three).
+    let shared = format!("{auth}{}", shared_yaml(&redis, "local"));
+    let a = Edge::start(dir.path(), &certs, &upstream, &shared);
+    let b = Edge::start(dir.path(), &certs, &upstream, &shared);
+    let statuses: Vec<u16> = (0..5)
+        .map(|i| login([&a, &b][i % 2], &ca, "alice", "wrong", scope).status)
+        .collect();
+    assert_eq!(statuses, [401, 401, 401, 401, 429], "shared throttle");
+    let throttled = login(&b, &ca, "alice", "pw-alice", scope);
+    assert_eq!(
+        throttled.status, 429,
+        "the address is blocked on every instance"
+    );
+    assert!(throttled.header("retry-after").is_some());
+
+    // Control: the same instances without shared_state never reach the limit this way.
+    let c = Edge::start(dir.path(), &certs, &upstream, &auth);
+    let d = Edge::start(dir.path(), &certs, &upstream, &auth);
+    let statuses: Vec<u16> = (0..5)
+        .map(|i| login([&c, &d][i % 2], &ca, "alice", "wrong", scope).status)
+        .collect();
+    assert_eq!(statuses, [401; 5], "per-instance throttles");
+}
+
+#[test]
+fn redis_outage_falls_back_to_local_limits_then_shares_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let node = Registry::start(dir.path(), "node");
+    let mut redis = RedisServer::start(dir.path());
+    let upstream = upstream_yaml(&[node.addr()], "repository_hash");
+    let admin = free_port();
+    let shared = format!("{PUSH_LIMIT}{}", shared_yaml(&redis, "local"));
+    let a = Edge::start(
+        dir.path(),
+        &certs,
+        &upstream,
+        &format!("{shared}admin:\n  listen: 127.0.0.1:{admin}\n"),
+    );
+    let b = Edge::start(dir.path(), &certs, &upstream, &shared);
+    let ca = ca(&certs);
+    let up = "registry_edge_shared_state_up";
+    assert_eq!(push_start(&a, &ca).status, 202);
+    assert_eq!(metric(admin, up), Some(1.0));
+
+    // Redis goes away between pushes: they go on under per-instance limits (4 each).
+    redis.stop();
+    let statuses = alternate_push_starts([&a, &b], &ca, 10);
+    assert_eq!(&statuses[..8], &[202; 8], "{statuses:?}");
+    assert_eq!(&statuses[8..], &[429; 2], "{statuses:?}");
+    assert_eq!(metric(admin, up), Some(0.0));
+    let fallbacks = metric(
+        admin,
+        "registry_edge_shared_state_fallbacks_total{limit=\"push\"}",
+    );
+    assert!(fallbacks.is_some_and(|n| n >= 4.0), "{fallbacks:?}");
+    let log = a.log_text();
+    assert_eq!(
+        log.matches("shared_state.redis unavailable").count(),
+        1,
+        "logged once per transition: {log}"
+    );
+    // Pulls never depend on Redis.
+    assert_eq!(curl(&["--cacert", &ca, &a.url("/v2/")]).status, 200);
+
+    // Redis is back (empty): both instances share one budget again.
+    redis.restart();
+    wait_for(
+        "the edges to see Redis again",
+        Duration::from_secs(20),
+        || (metric(admin, up) == Some(1.0)).then_some(()),
+    );
+    wait_for(
+        "the second edge to see Redis again",
+        Duration::from_secs(20),
+        || {
+            b.log_text()
+                .contains("shared_state.redis answers again")
+                .then_some(())
+        },
+    );
+    let statuses = alternate_push_starts([&a, &b], &ca, 8);
+    assert_eq!(
+        (count(&statuses, 202), count(&statuses, 429)),
+        (4, 4),
+        "{statuses:?}"
+    );
+    assert!(a.log_text().contains("shared_state.redis answers again"));
+}
+
+#[test]
+fn redis_outage_with_deny_refuses_pushes_but_not_pulls() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let node = Registry::start(dir.path(), "node");
+    // A password-protected Redis: the password is in the URL and must never be logged.
+    let mut redis = RedisServer::start_with_password(dir.path(), Some("pw-in-the-url"));
+    let upstream = upstream_yaml(&[node.addr()], "repository_hash");
+    let edge = Edge::start(
+        dir.path(),
+        &certs,
+        &upstream,
+        &format!("{PUSH_LIMIT}{}", shared_yaml(&redis, "deny")),
+    );
+    let ca_path = certs.ca_dir.join("ca.crt");
+    let ca = ca(&certs);
+    let blob = b"pulled while redis is down".to_vec();
+    let digest = push_blob(&edge.url(""), &ca_path, "app", &blob, &[]);
+
+    redis.stop();
+    let refused = push_start(&edge, &ca);
+    assert_eq!(refused.status, 503, "{:?}", refused.json());
+    assert_eq!(refused.json()["errors"][0]["code"], "UNAVAILABLE");
+    let pulled = curl(&[
+        "--cacert",
+        &ca,
+        &edge.url(&format!("/v2/app/blobs/{digest}")),
+    ]);
+    assert_eq!((pulled.status, pulled.body), (200, blob));
+
+    redis.restart();
+    wait_for(
+        "pushes to be admitted again",
+        Duration::from_secs(20),
+        || (push_start(&edge, &ca).status == 202).then_some(()),
+    );
+    let log = edge.log_text();
+    assert!(log.contains("shared_state.redis unavailable"), "{log}");
+    assert!(
+        !log.contains("pw-in-the-url"),
+        "the Redis password was logged: {log}"
+    );
+}
+
+#[test]
+fn a_repository_reaches_the_same_node_through_either_instance() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    // Two nodes, each with its own storage: a pull from the wrong node would be a 404.
+    let one = Registry::start(dir.path(), "one");
+    let two = Registry::start(dir.path(), "two");
+    let upstream = upstream_yaml(&[one.addr(), two.addr()], "repository_hash");
+    let a = Edge::start(dir.path(), &certs, &upstream, "");
+    let b = Edge::start(dir.path(), &certs, &upstream, "");
+    let ca_path = certs.ca_dir.join("ca.crt");
+    let ca = ca(&certs);
+    let mut on_one = 0;
+    for i in 0..8 {
+        let repo = format!("team/app-{i}");
+        let blob = format!("blob of {repo}").into_bytes();
+        let digest = push_blob(&a.url(""), &ca_path, &repo, &blob, &[]);
+        let pulled = curl(&[
+            "--cacert",
+            &ca,
+            &b.url(&format!("/v2/{repo}/blobs/{digest}")),
+        ]);
+        assert_eq!((pulled.status, pulled.body), (200, blob), "{repo}");
+        assert!(one.has_blob(&repo, &digest) != two.has_blob(&repo, &digest));
+        on_one += usize::from(one.has_blob(&repo, &digest));
+    }
+    assert!(
+        (1..8).contains(&on_one),
+        "both nodes hold repositories ({on_one} of 8 on one)"
+    );
+}
+
+#[test]
+fn refresh_tokens_work_on_every_instance_until_the_user_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let node = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
+    let upstream = upstream_yaml(&[node.addr()], "repository_hash");
+    let auth = auth_yaml(dir.path(), "");
+    let a = Edge::start(dir.path(), &certs, &upstream, &auth);
+    let b = Edge::start(dir.path(), &certs, &upstream, &auth);
+    let ca = ca(&certs);
+
+    let offline = curl(&[
+        "--cacert",
+        &ca,
+        "-u",
+        "alice:pw-alice",
+        &a.url(&format!(
+            "/jwt/auth?service={SERVICE}&scope=repository:alice/app:pull&offline_token=true"
+        )),
+    ]);
+    assert_eq!(offline.status, 200);
+    let refresh_token = offline.json()["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_string();
+    let refresh = |edge: &Edge| {
+        curl(&[
+            "--cacert",
+            &ca,
+            "-X",
+            "POST",
+            "--data-urlencode",
+            "grant_type=refresh_token",
+            "--data-urlencode",
+            &format!("service={SERVICE}"),
+            "--data-urlencode",
+            &format!("refresh_token={refresh_token}"),
+            "--data-urlencode",
+            "scope=repository:alice/app:pull",
+            &edge.url("/jwt/auth"),
+        ])
+        .status
+    };
+    assert_eq!(refresh(&b), 200, "issued by A, accepted by B");
+    assert_eq!(refresh(&a), 200);
+
+    // alice is removed from the shared htpasswd; each instance reloads.
+    // auth_yaml wrote it; htpasswd() would write it afresh.
+    let file = dir.path().join("htpasswd");
+    let kept: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("alice:"))
+        .map(str::to_string)
+        .collect();
+    std::fs::write(&file, kept.join("\n") + "\n").unwrap();
+    for edge in [&a, &b] {
+        let status = Command::new("kill")
+            .args(["-HUP", &edge.proc.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    for edge in [&a, &b] {
+        wait_for(
+            "the reload to refuse alice",
+            Duration::from_secs(20),
+            || (refresh(edge) == 401).then_some(()),
+        );
+    }
+}
