@@ -186,7 +186,8 @@ impl SharedState {
             .get_or_try_init(|| async {
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
-                    .set_response_timeout(Some(timeout))
+                    // Ours (in `call`) fires first, with the clearer message.
+                    .set_response_timeout(Some(timeout * 2))
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_secs(1));
                 ConnectionManager::new_lazy_with_config(self.client.clone(), config)

@@ -96,6 +96,8 @@ impl RedisServer {
             Command::new("redis-server")
                 .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
+                // DEBUG SLEEP plays a Redis that stops answering (tests only).
+                .args(["--enable-debug-command", "local"])
                 .args(
                     self.password
                         .iter()
@@ -343,6 +345,57 @@ fn redis_outage_falls_back_to_local_limits_then_shares_again() {
         "{statuses:?}"
     );
     assert!(a.log_text().contains("shared_state.redis answers again"));
+}
+
+#[test]
+fn a_slow_redis_times_out_into_the_fallback_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let node = Registry::start(dir.path(), "node");
+    let redis = RedisServer::start(dir.path());
+    let upstream = upstream_yaml(&[node.addr()], "repository_hash");
+    let admin = free_port();
+    let edge = Edge::start(
+        dir.path(),
+        &certs,
+        &upstream,
+        &format!(
+            "rate_limits:\n  push: {{ key: client_ip, per_minute: 1, burst: 1000 }}\n{}admin:\n  listen: 127.0.0.1:{admin}\n",
+            shared_yaml(&redis, "local")
+        ),
+    );
+    let ca = ca(&certs);
+    assert_eq!(push_start(&edge, &ca).status, 202);
+
+    // Redis stops answering (busy for 3 s) without closing connections.
+    let port = redis.port;
+    let asleep = std::thread::spawn(move || {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.write_all(b"DEBUG SLEEP 3\r\n").unwrap();
+        let mut reply = [0u8; 5];
+        tcp.read_exact(&mut reply).unwrap();
+    });
+    // Push starts go on (within the 50 ms timeout, then locally) while it sleeps.
+    wait_for(
+        "the timeout to switch to the fallback",
+        Duration::from_secs(10),
+        || {
+            assert_eq!(push_start(&edge, &ca).status, 202);
+            edge.log_text()
+                .contains("shared_state.redis unavailable (no answer within 50ms)")
+                .then_some(())
+        },
+    );
+    assert!(
+        !asleep.is_finished(),
+        "the fallback came while Redis was still asleep"
+    );
+    assert_eq!(metric(admin, "registry_edge_shared_state_up"), Some(0.0));
+    asleep.join().unwrap();
+    wait_for("Redis to be used again", Duration::from_secs(10), || {
+        (metric(admin, "registry_edge_shared_state_up") == Some(1.0)).then_some(())
+    });
+    assert_eq!(push_start(&edge, &ca).status, 202);
 }
 
 #[test]
