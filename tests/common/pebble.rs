@@ -3,11 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 
-use super::{curl, free_port, wait_for, Proc};
+use super::{curl, free_port, Proc};
 
 pub struct Pebble {
     /// The ACME directory URL.
@@ -31,10 +31,18 @@ pub struct PebbleOptions {
 }
 
 impl Pebble {
+    /// Starts pebble on fresh ports; if one of them was taken meanwhile (ports from
+    /// `free_port` can be handed to a parallel test), tries again on others.
     pub fn start(dir: &Path, options: &PebbleOptions) -> Pebble {
-        let mut pebble = Self::prepare(dir, options);
-        pebble.run();
-        pebble
+        let mut last = String::new();
+        for _ in 0..3 {
+            let mut pebble = Self::prepare(dir, options);
+            match pebble.try_run() {
+                Ok(()) => return pebble,
+                Err(log) => last = log,
+            }
+        }
+        panic!("pebble did not start three times; last log:\n{last}");
     }
 
     /// Writes the configuration and picks the ports without starting anything, so an
@@ -78,6 +86,13 @@ impl Pebble {
 
     /// Starts the mock DNS server and pebble, and waits for the directory to answer.
     pub fn run(&mut self) {
+        if let Err(log) = self.try_run() {
+            panic!("pebble did not start:\n{log}");
+        }
+    }
+
+    /// Starts both servers; `Err(pebble's log)` when the directory never answers.
+    fn try_run(&mut self) -> Result<(), String> {
         let dns = self.dns.clone();
         let dns_proc = Proc::spawn(
             Command::new("pebble-challtestsrv")
@@ -113,9 +128,23 @@ impl Pebble {
         );
         self.procs = vec![pebble, dns_proc];
         let ca = self.ca_roots.to_str().unwrap().to_string();
-        wait_for("pebble's directory", Duration::from_secs(30), || {
-            (curl(&["--cacert", &ca, &self.directory]).status == 200).then_some(())
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if curl(&["--cacert", &ca, &self.directory]).status == 200 {
+                return Ok(());
+            }
+            let exited = !self.procs[0].is_running();
+            if exited || Instant::now() > deadline {
+                self.procs.clear();
+                let why = if exited {
+                    "exited"
+                } else {
+                    "no directory after 30 s"
+                };
+                return Err(format!("{why}\n{}", self.log_text()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Stops pebble and its DNS server.
