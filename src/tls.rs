@@ -47,35 +47,38 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
         path: key.to_path_buf(),
         reason: pem_reason(e),
     })?;
-    let provider = rustls::crypto::ring::default_provider();
-    let signing_key = provider
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|e| TlsError::Key {
+    certified_key(chain, key_der).map_err(|e| match e {
+        KeyError::Unusable(reason) => TlsError::Key {
             path: key.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    let certified = CertifiedKey::new(chain, signing_key);
-    certified.keys_match().map_err(|_| TlsError::Mismatch {
-        cert: cert.to_path_buf(),
-        key: key.to_path_buf(),
-    })?;
-    Ok(certified)
+            reason,
+        },
+        KeyError::Mismatch => TlsError::Mismatch {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        },
+    })
+}
+
+/// Why a chain and a key cannot serve together.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("unusable private key: {0}")]
+    Unusable(String),
+    #[error("private key does not match the certificate")]
+    Mismatch,
 }
 
 /// A chain (leaf first) and its key held in memory, checked to match.
 pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-) -> Result<CertifiedKey, String> {
+) -> Result<CertifiedKey, KeyError> {
     let signing_key = rustls::crypto::ring::default_provider()
         .key_provider
         .load_private_key(key)
-        .map_err(|e| format!("unusable private key: {e}"))?;
+        .map_err(|e| KeyError::Unusable(e.to_string()))?;
     let certified = CertifiedKey::new(chain, signing_key);
-    certified
-        .keys_match()
-        .map_err(|_| "private key does not match the certificate".to_string())?;
+    certified.keys_match().map_err(|_| KeyError::Mismatch)?;
     Ok(certified)
 }
 
@@ -89,7 +92,7 @@ pub fn certified_key_from_pem(chain: &str, key: &str) -> Result<CertifiedKey, St
     }
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
         .map_err(|e| format!("private key: {}", pem_reason(e)))?;
-    certified_key(chain, key)
+    certified_key(chain, key).map_err(|e| e.to_string())
 }
 
 /// The leaf's expiry (`notAfter`) as Unix seconds.

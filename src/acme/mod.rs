@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use rcgen::{CertificateParams, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::config::AcmeSettings;
 use crate::metrics::metrics;
@@ -215,7 +216,9 @@ fn placeholder(names: &[String]) -> Result<ManagedCert, String> {
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(PLACEHOLDER_DAYS);
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-    let certified = certified_key_from_pem(&cert.pem(), &key.serialize_pem())?;
+    let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    let certified =
+        crate::tls::certified_key(vec![cert.der().clone()], key_der).map_err(|e| e.to_string())?;
     Ok(ManagedCert {
         names: names.to_vec(),
         key: Arc::new(certified),
