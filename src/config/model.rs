@@ -239,6 +239,20 @@ impl Validator<'_> {
         }
     }
 
+    /// Like [`Validator::duration`], refusing zero.
+    fn nonzero_duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(key, value, default)?;
+        if d.is_zero() {
+            return Err(self.invalid(key, "must be greater than 0"));
+        }
+        Ok(d)
+    }
+
     fn listen(&self, key: &str, values: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
         values
             .iter()
@@ -348,14 +362,11 @@ fn redis_settings(v: &Validator, redis: file::RedisFile) -> Result<RedisSettings
             format!("not a redis:// or rediss:// URL ({e})"),
         ));
     }
-    let timeout = v.duration(
+    let timeout = v.nonzero_duration(
         "shared_state.redis.timeout",
         timeout.as_deref(),
         Duration::from_millis(50),
     )?;
-    if timeout.is_zero() {
-        return Err(v.invalid("shared_state.redis.timeout", "must be more than 0"));
-    }
     let on_unavailable = match on_unavailable.as_deref() {
         None | Some("local") => OnUnavailable::Local,
         Some("deny") => OnUnavailable::Deny,
@@ -672,14 +683,11 @@ fn upstream_settings(
             format!("{health_path:?} must start with /"),
         ));
     }
-    let health_interval = v.duration(
+    let health_interval = v.nonzero_duration(
         "upstream.health_check.interval",
         health_interval.as_deref(),
         Duration::from_secs(5),
     )?;
-    if health_interval.is_zero() {
-        return Err(v.invalid("upstream.health_check.interval", "must be greater than 0"));
-    }
     Ok(UpstreamSettings {
         nodes,
         balance,
