@@ -80,25 +80,12 @@ impl Setup {
 
 /// Serial of the certificate served for `name`, when it verifies against `root`.
 fn verified_serial(port: u16, name: &str, root: &Path) -> Option<String> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(root).ok()? {
-        roots.add(cert.ok()?).ok()?;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let mut tls = tls_over_named(tcp, root, &[], name);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).ok()?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .ok()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let server_name = name.to_string().try_into().ok()?;
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name).ok()?;
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut tcp).ok()?;
-    }
-    let leaf = conn.peer_certificates()?.first()?.clone();
+    let leaf = tls.conn.peer_certificates()?.first()?.clone();
     let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).ok()?;
     Some(parsed.raw_serial_as_string())
 }
@@ -114,11 +101,6 @@ fn served_subject(port: u16, name: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn metrics(port: u16) -> String {
-    let got = curl(&[&format!("http://127.0.0.1:{port}/metrics")]);
-    String::from_utf8_lossy(&got.body).into_owned()
 }
 
 fn mode(path: &Path) -> u32 {
@@ -346,13 +328,9 @@ fn renewal_in_the_background_under_concurrent_pulls() {
         0,
         "one account for every order"
     );
-    let m = metrics(admin_port);
-    let ok_orders = m
-        .lines()
-        .find(|l| l.starts_with("registry_edge_acme_orders_total{result=\"ok\"}"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .unwrap_or(0);
-    assert!(ok_orders >= 2, "{m}");
+    let m = admin_metrics(admin_port);
+    let ok_orders = metric(&m, "registry_edge_acme_orders_total{result=\"ok\"}").unwrap_or(0.0);
+    assert!(ok_orders >= 2.0, "{m}");
     assert!(
         m.contains(&format!(
             "registry_edge_acme_certificate_expiry_timestamp_seconds{{name=\"{NAME}\"}}"
@@ -424,7 +402,7 @@ fn unreachable_ca_serves_placeholder_and_static_certificates_then_retries() {
     wait_for("a failed order", Duration::from_secs(30), || {
         edge.log_text().contains("order failed").then_some(())
     });
-    let m = metrics(admin_port);
+    let m = admin_metrics(admin_port);
     assert!(
         m.contains("registry_edge_acme_orders_total{result=\"failed\"} 1"),
         "{m}"
@@ -438,7 +416,7 @@ fn unreachable_ca_serves_placeholder_and_static_certificates_then_retries() {
     pebble.run();
     let root = pebble.issuer_root(&dir.path().join("pebble-root.pem"));
     wait_for_issued(&setup, &root, None, (&edge, &pebble));
-    let m = metrics(admin_port);
+    let m = admin_metrics(admin_port);
     assert!(
         m.contains("registry_edge_acme_orders_total{result=\"ok\"} 1"),
         "{m}"

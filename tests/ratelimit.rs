@@ -156,17 +156,9 @@ fn upload_bandwidth_cap_slows_but_never_fails_uploads() {
     let base = format!("https://127.0.0.1:{}", edge.https_port);
     let digest = common::push_blob(&base, &ca, "throttled/app", &bytes, &[]);
     assert!(registry.has_blob("throttled/app", &digest));
-    let held = wait_for("the PUT's access line", Duration::from_secs(10), || {
-        edge.log_text()
-            .lines()
-            .find(|l| l.contains("method=PUT") && l.contains("throttled/app"))
-            .map(|l| l.to_string())
-    });
-    let throttled_ms: u64 = held
-        .split("throttled_ms=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("throttled_ms in the access log");
-    assert!(throttled_ms > 0, "the upload was held by the cap: {held}");
+    let throttled_ms = common::put_throttled_ms(&edge, "throttled/app");
+    assert!(
+        throttled_ms > 0,
+        "the upload was held by the cap: {throttled_ms} ms"
+    );
 }

@@ -152,11 +152,7 @@ fn count(statuses: &[u16], status: u16) -> usize {
 }
 
 fn metric(port: u16, name: &str) -> Option<f64> {
-    let text = curl(&[&format!("http://127.0.0.1:{port}/metrics")]);
-    String::from_utf8_lossy(&text.body)
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    common::metric(&admin_metrics(port), name)
 }
 
 #[test]
@@ -194,21 +190,6 @@ fn push_limit_is_shared_by_two_instances() {
     let d = Edge::start(dir.path(), &certs, &upstream, PUSH_LIMIT);
     let statuses = alternate_push_starts([&c, &d], &ca, 8);
     assert_eq!(count(&statuses, 202), 8, "{statuses:?}");
-}
-
-/// `throttled_ms` of the access line of the PUT that finished an upload to `repo`.
-fn put_throttled_ms(edge: &Edge, repo: &str) -> u64 {
-    let line = wait_for("the PUT's access line", Duration::from_secs(10), || {
-        edge.log_text()
-            .lines()
-            .find(|l| l.contains("method=PUT") && l.contains(repo))
-            .map(str::to_string)
-    });
-    line.split("throttled_ms=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("throttled_ms in {line}"))
 }
 
 #[test]

@@ -625,6 +625,16 @@ pub fn tls_over(
     ca: &Path,
     alpn: &[&str],
 ) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    tls_over_named(tcp, ca, alpn, "localhost")
+}
+
+/// [`tls_over`] with `name` as SNI and the name the certificate must carry.
+pub fn tls_over_named(
+    tcp: std::net::TcpStream,
+    ca: &Path,
+    alpn: &[&str],
+    name: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
@@ -637,7 +647,7 @@ pub fn tls_over(
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    let name = "localhost".try_into().unwrap();
+    let name = name.to_string().try_into().unwrap();
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     rustls::StreamOwned::new(conn, tcp)
@@ -683,4 +693,32 @@ pub fn wait_closed(stream: &mut impl std::io::Read) -> (Duration, bool) {
             Err(_) => return (started.elapsed(), true),
         }
     }
+}
+
+/// The admin listener's `/metrics` text.
+pub fn admin_metrics(port: u16) -> String {
+    let got = curl(&[&format!("http://127.0.0.1:{port}/metrics")]);
+    String::from_utf8_lossy(&got.body).into_owned()
+}
+
+/// The value of the sample `name` (with its labels, as printed) in metrics `text`.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// `throttled_ms` of the access line of the PUT that finished an upload to `repo`.
+pub fn put_throttled_ms(edge: &Edge, repo: &str) -> u64 {
+    let line = wait_for("the PUT's access line", Duration::from_secs(10), || {
+        edge.log_text()
+            .lines()
+            .find(|l| l.contains("method=PUT") && l.contains(repo))
+            .map(str::to_string)
+    });
+    line.split("throttled_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("throttled_ms in the access log: {line}"))
 }
