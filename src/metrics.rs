@@ -48,6 +48,17 @@ pub struct Metrics {
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
+/// Registers `metric` (a handle sharing its values) and returns it.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
 /// The process's metrics.
 pub fn metrics() -> &'static Metrics {
     &METRICS
@@ -58,57 +69,44 @@ impl Metrics {
         let registry = Registry::new_custom(Some("registry_edge".into()), None)
             .expect("a valid metrics prefix");
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
+            registered(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
         };
         let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
+            registered(
+                &registry,
+                IntCounter::new(name, help).expect("valid metric"),
+            )
+        };
+        let gauge = |name: &str, help: &str| {
+            registered(&registry, IntGauge::new(name, help).expect("valid metric"))
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            registered(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
         };
         let histogram = |name: &str, help: &str| {
             let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-            let h = HistogramVec::new(opts, &["class"]).expect("valid metric");
-            registry
-                .register(Box::new(h.clone()))
-                .expect("unique metric");
-            h
+            registered(
+                &registry,
+                HistogramVec::new(opts, &["class"]).expect("valid metric"),
+            )
         };
-        let node_healthy = IntGaugeVec::new(
-            Opts::new(
-                "upstream_node_healthy",
-                "1 while the registry node passes its health check",
-            ),
+        let node_healthy = gauge_vec(
+            "upstream_node_healthy",
+            "1 while the registry node passes its health check",
             &["node"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(node_healthy.clone()))
-            .expect("unique metric");
-        let gauge = |name: &str, help: &str| {
-            let g = IntGauge::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique metric");
-            g
-        };
+        );
         let active_connections = gauge("active_connections", "Client connections open now");
-        let acme_certificate_expiry = IntGaugeVec::new(
-            Opts::new(
-                "acme_certificate_expiry_timestamp_seconds",
-                "Expiry (notAfter, Unix seconds) of the ACME certificate in force, per name",
-            ),
+        let acme_certificate_expiry = gauge_vec(
+            "acme_certificate_expiry_timestamp_seconds",
+            "Expiry (notAfter, Unix seconds) of the ACME certificate in force, per name",
             &["name"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(acme_certificate_expiry.clone()))
-            .expect("unique metric");
+        );
         Metrics {
             requests: counter_vec(
                 "requests_total",
