@@ -7,21 +7,36 @@ pub mod auth;
 pub mod echo;
 pub mod pebble;
 
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 pub const EDGE_BIN: &str = env!("CARGO_BIN_EXE_registry-edge");
 
-/// A port that was free a moment ago (the OS does not hand it out again right away).
+/// Sockets that keep the ports [`free_port`] handed out reserved until the test binary exits.
+static RESERVED_PORTS: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
+
+/// An ephemeral port chosen by the OS and kept reserved for the rest of this test binary.
+///
+/// A port that is merely free a moment ago can be taken as the local port of any outgoing
+/// connection (tests running in parallel make thousands) before the process meant to listen
+/// on it binds, and that process then fails to start. So the port stays bound here, with
+/// `SO_REUSEADDR` and never listening: the kernel does not pick it for outgoing connections,
+/// while the edge, the registry, Redis and pebble (all of which set `SO_REUSEADDR`) can still
+/// listen on it, also after a restart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    RESERVED_PORTS.lock().unwrap().push(socket);
+    port
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.
@@ -132,7 +147,7 @@ impl Registry {
         .unwrap();
         let log = dir.join(format!("{name}.log"));
         let proc = Self::spawn(&config, &log);
-        let registry = Registry {
+        let mut registry = Registry {
             port,
             root,
             config,
@@ -163,14 +178,24 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let url = format!("http://{}/v2/", self.addr());
+        let deadline = Instant::now() + Duration::from_secs(30);
         // 401 is ready too: the registry asks for a token when auth is on.
-        wait_for(
-            "the registry to answer /v2/",
-            Duration::from_secs(30),
-            || matches!(curl(&[url.as_str()]).status, 200 | 401).then_some(()),
-        );
+        while !matches!(curl(&[url.as_str()]).status, 200 | 401) {
+            let log = || std::fs::read_to_string(&self.log).unwrap_or_default();
+            assert!(
+                self.proc.is_running(),
+                "the registry exited at start; its log:\n{}",
+                log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the registry did not answer /v2/ within 30s; its log:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn stop(&mut self) {
@@ -232,12 +257,23 @@ impl Edge {
         upstream_yaml: &str,
         extra: &str,
     ) -> Edge {
-        let edge = Self::start_unchecked(dir, certs, server_extra, upstream_yaml, extra);
+        let mut edge = Self::start_unchecked(dir, certs, server_extra, upstream_yaml, extra);
         let url = edge.url("/v2/");
         let ca = certs.ca_dir.join("ca.crt");
-        wait_for("the edge to accept TLS", Duration::from_secs(30), || {
-            (curl(&["--cacert", ca.to_str().unwrap(), url.as_str()]).status != 0).then_some(())
-        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while curl(&["--cacert", ca.to_str().unwrap(), url.as_str()]).status == 0 {
+            assert!(
+                edge.proc.is_running(),
+                "the edge exited at start; its log:\n{}",
+                edge.log_text()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "the edge did not accept TLS within 30s; its log:\n{}",
+                edge.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         edge
     }
 
