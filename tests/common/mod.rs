@@ -502,9 +502,10 @@ pub fn try_push_blob(
     let started = curl(&args);
     if started.status != 202 {
         return Err(format!(
-            "upload start {}: {}",
+            "upload start {}: {}{}",
             started.status,
-            String::from_utf8_lossy(&started.body)
+            String::from_utf8_lossy(&started.body),
+            started.stderr.trim()
         ));
     }
     let location = started
@@ -531,9 +532,10 @@ pub fn try_push_blob(
     let put = curl(&args);
     if put.status != 201 {
         return Err(format!(
-            "upload PUT {}: {}",
+            "upload PUT {}: {}{}",
             put.status,
-            String::from_utf8_lossy(&put.body)
+            String::from_utf8_lossy(&put.body),
+            put.stderr.trim()
         ));
     }
     Ok(digest)
