@@ -21,12 +21,12 @@ static RESERVED_PORTS: Mutex<Vec<socket2::Socket>> = Mutex::new(Vec::new());
 
 /// An ephemeral port chosen by the OS and kept reserved for the rest of this test binary.
 ///
-/// A port that is merely free a moment ago can be taken as the local port of any outgoing
-/// connection (tests running in parallel make thousands) before the process meant to listen
-/// on it binds, and that process then fails to start. So the port stays bound here, with
-/// `SO_REUSEADDR` and never listening: the kernel does not pick it for outgoing connections,
-/// while the edge, the registry, Redis and pebble (all of which set `SO_REUSEADDR`) can still
-/// listen on it, also after a restart.
+/// A port that is merely free a moment ago can be handed to someone else (another test's
+/// port-0 bind, or an outgoing connection) before the process meant to listen on it binds,
+/// and that process then fails to start. So the port stays bound here, with `SO_REUSEADDR`
+/// and never listening: the kernel hands it to no one else, while the edge, the registry,
+/// Redis and pebble (all of which set `SO_REUSEADDR`) can still listen on it, also after a
+/// restart.
 pub fn free_port() -> u16 {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
