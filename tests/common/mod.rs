@@ -108,6 +108,26 @@ impl Proc {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
+
+    /// Polls `ready` every 50 ms until it holds, while this process keeps running.
+    /// `Err` says why not (it exited, or `timeout` passed); callers add the process's log.
+    pub fn wait_started(
+        &mut self,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        while !ready() {
+            if !self.is_running() {
+                return Err("exited at start".to_string());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("not ready within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Proc {
@@ -180,21 +200,11 @@ impl Registry {
 
     fn wait_ready(&mut self) {
         let url = format!("http://{}/v2/", self.addr());
-        let deadline = Instant::now() + Duration::from_secs(30);
         // 401 is ready too: the registry asks for a token when auth is on.
-        while !matches!(curl(&[url.as_str()]).status, 200 | 401) {
-            let log = || std::fs::read_to_string(&self.log).unwrap_or_default();
-            assert!(
-                self.proc.is_running(),
-                "the registry exited at start; its log:\n{}",
-                log()
-            );
-            assert!(
-                Instant::now() < deadline,
-                "the registry did not answer /v2/ within 30s; its log:\n{}",
-                log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let ready = || matches!(curl(&[url.as_str()]).status, 200 | 401);
+        if let Err(why) = self.proc.wait_started(Duration::from_secs(30), ready) {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            panic!("the registry did not answer /v2/: {why}; its log:\n{log}");
         }
     }
 
@@ -260,19 +270,12 @@ impl Edge {
         let mut edge = Self::start_unchecked(dir, certs, server_extra, upstream_yaml, extra);
         let url = edge.url("/v2/");
         let ca = certs.ca_dir.join("ca.crt");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while curl(&["--cacert", ca.to_str().unwrap(), url.as_str()]).status == 0 {
-            assert!(
-                edge.proc.is_running(),
-                "the edge exited at start; its log:\n{}",
+        let ready = || curl(&["--cacert", ca.to_str().unwrap(), url.as_str()]).status != 0;
+        if let Err(why) = edge.proc.wait_started(Duration::from_secs(30), ready) {
+            panic!(
+                "the edge did not accept TLS: {why}; its log:\n{}",
                 edge.log_text()
             );
-            assert!(
-                Instant::now() < deadline,
-                "the edge did not accept TLS within 30s; its log:\n{}",
-                edge.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
         edge
     }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 
@@ -128,23 +128,12 @@ impl Pebble {
         );
         self.procs = vec![pebble, dns_proc];
         let ca = self.ca_roots.to_str().unwrap().to_string();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if curl(&["--cacert", &ca, &self.directory]).status == 200 {
-                return Ok(());
-            }
-            let exited = !self.procs[0].is_running();
-            if exited || Instant::now() > deadline {
-                self.procs.clear();
-                let why = if exited {
-                    "exited"
-                } else {
-                    "no directory after 30 s"
-                };
-                return Err(format!("{why}\n{}", self.log_text()));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let ready = || curl(&["--cacert", &ca, &self.directory]).status == 200;
+        if let Err(why) = self.procs[0].wait_started(Duration::from_secs(30), ready) {
+            self.procs.clear();
+            return Err(format!("{why}\n{}", self.log_text()));
         }
+        Ok(())
     }
 
     /// Stops pebble and its DNS server.
