@@ -25,7 +25,6 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 
 use crate::config::OnUnavailable;
-use crate::metrics::metrics;
 use crate::shared_state::{self, SharedState};
 
 /// What a push limit is keyed by.
@@ -137,10 +136,7 @@ impl<C: Clock + Clone> PushLimiter<C> {
                     }
                 }
                 None => {
-                    metrics()
-                        .shared_state_fallbacks
-                        .with_label_values(&["push"])
-                        .inc();
+                    shared_state::record_fallback("push");
                     if shared.on_unavailable() == OnUnavailable::Deny {
                         return Admission::Unavailable;
                     }
@@ -259,10 +255,7 @@ impl UploadThrottle {
                     left -= u64::from(piece);
                     continue;
                 }
-                metrics()
-                    .shared_state_fallbacks
-                    .with_label_values(&["upload_bytes"])
-                    .inc();
+                shared_state::record_fallback("upload_bytes");
             }
             let cells = NonZeroU32::new(piece).unwrap_or(NonZeroU32::MIN);
             loop {

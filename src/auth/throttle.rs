@@ -20,8 +20,10 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::metrics::metrics;
 use crate::shared_state::{self, SharedState};
+
+/// The `limit` label of this throttle's shared-state fallbacks.
+const FAILED_LOGINS: &str = "failed_logins";
 
 /// Past this many blocked keys, expired ones are dropped on insert.
 const PURGE_AT: usize = 1024;
@@ -90,7 +92,7 @@ impl LoginThrottle {
             let keys = [blocked_key(&ip_key(ip)), blocked_key(&account_key(account))];
             match shared.blocked_for(&[&keys[0], &keys[1]]).await {
                 Some(wait) => return wait,
-                None => fell_back(),
+                None => shared_state::record_fallback(FAILED_LOGINS),
             }
         }
         let now = Instant::now();
@@ -122,7 +124,7 @@ impl LoginThrottle {
             if all {
                 return;
             }
-            fell_back();
+            shared_state::record_fallback(FAILED_LOGINS);
         }
         let now = Instant::now();
         self.per_ip.fail(&ip, now);
@@ -140,13 +142,6 @@ fn account_key(account: &str) -> String {
 
 fn blocked_key(key: &str) -> String {
     format!("{key}:blocked")
-}
-
-fn fell_back() {
-    metrics()
-        .shared_state_fallbacks
-        .with_label_values(&["failed_logins"])
-        .inc();
 }
 
 #[cfg(test)]
