@@ -478,3 +478,33 @@ fn compose_example_config_is_valid_after_its_setup_steps() {
     let (code, stdout, stderr) = run(&["check", "--config", &path]);
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
+
+#[test]
+fn check_refuses_htpasswd_entries_bcrypt_cannot_verify_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    for (cost, expected) in [
+        ("03", "cost 3"),
+        ("32", "cost 32"),
+        ("4x", "not a valid bcrypt hash"),
+    ] {
+        let entry = format!("{}{cost}{}", &hash[..4], &hash[6..]);
+        std::fs::write(
+            dir.path().join("htpasswd"),
+            format!("# users\nok:{hash}\nbad:{entry}\n"),
+        )
+        .unwrap();
+        let yaml = format!(
+            "{}auth:\n  token:\n    service: s\n    issuer: i\n    signing_key: certs/registry-auth.key\n    \
+             certificate: certs/registry-auth.crt\n  users:\n    htpasswd: htpasswd\n  acl: []\n",
+            valid_yaml("certs/tls.crt", "certs/tls.key")
+        );
+        let path = config(dir.path(), "auth.yaml", &yaml);
+        let (code, _, stderr) = run(&["check", "--config", &path]);
+        assert_eq!(code, 1, "{cost}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{cost}: {stderr}");
+        assert!(stderr.contains("htpasswd:3"), "{cost}: {stderr}");
+        assert!(stderr.contains(expected), "{cost}: {stderr}");
+    }
+}

@@ -79,6 +79,7 @@ impl Users {
             if !(hash.starts_with("$2y$") || hash.starts_with("$2b$") || hash.starts_with("$2a$")) {
                 return Err(entry_err("only bcrypt entries are supported (htpasswd -B)"));
             }
+            check_bcrypt(hash).map_err(|problem| entry_err(&problem))?;
             hashes.insert(user.to_string(), hash.to_string());
         }
         let rng = ring::rand::SystemRandom::new();
@@ -89,7 +90,9 @@ impl Users {
             .and_then(|h| h.get(4..6))
             .and_then(|c| c.parse().ok())
             .unwrap_or(bcrypt::DEFAULT_COST);
-        let decoy = bcrypt::hash("registry-edge decoy", cost).expect("bcrypt hash of a constant");
+        // Costs were checked above, so this cannot fail; an empty decoy only loses the
+        // timing cover for unknown users, never lets one in.
+        let decoy = bcrypt::hash("registry-edge decoy", cost).unwrap_or_default();
         Ok(Users {
             hashes,
             cache_key,
@@ -146,6 +149,28 @@ impl Users {
         }
         Verified { ok, cached: false }
     }
+}
+
+/// bcrypt costs accepted: Apache's `htpasswd -B -C` allows 4 to 17. The bcrypt crate
+/// refuses costs outside 4..=31 only when verifying (a failed login for every user), and a
+/// cost near 31 would hold a blocking thread for hours per login.
+pub const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=17;
+
+/// Checks a bcrypt hash's shape (60 characters, `$2y$NN$` + salt and hash in bcrypt's
+/// base64) and cost, so a bad entry is refused when the file is loaded, naming its line.
+fn check_bcrypt(hash: &str) -> Result<(), String> {
+    let parts: bcrypt::HashParts = hash
+        .parse()
+        .map_err(|e| format!("not a valid bcrypt hash: {e}"))?;
+    let cost = parts.get_cost();
+    if !BCRYPT_COSTS.contains(&cost) {
+        return Err(format!(
+            "bcrypt cost {cost} is outside {}..={} (htpasswd -B -C allows the same)",
+            BCRYPT_COSTS.start(),
+            BCRYPT_COSTS.end()
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,5 +240,32 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().starts_with("pw:2:"), "{err}");
         assert!(Users::parse(Path::new("pw"), "no-colon\n", Duration::ZERO).is_err());
+    }
+
+    #[test]
+    fn refuses_bad_costs_and_malformed_hashes_naming_the_line() {
+        let good = bcrypt::hash("pw", 4).unwrap();
+        let with_cost = |cost: &str| format!("{}{cost}{}", &good[..4], &good[6..]);
+        let cases = [
+            (with_cost("03"), "cost 3"),
+            (with_cost("32"), "cost 32"),
+            (with_cost("31"), "cost 31"),
+            (with_cost("xx"), "not a valid bcrypt hash"),
+            (good[..40].to_string(), "not a valid bcrypt hash"),
+            (
+                format!("{}!!{}", &good[..7], &good[9..]),
+                "not a valid bcrypt hash",
+            ),
+            (format!("{good}é"), "not a valid bcrypt hash"),
+        ];
+        for (hash, expected) in cases {
+            let text = format!("alice:{good}\nbob:{hash}\n");
+            let err = Users::parse(Path::new("pw"), &text, Duration::ZERO).unwrap_err();
+            let message = err.to_string();
+            assert!(message.starts_with("pw:2:"), "{hash}: {message}");
+            assert!(message.contains(expected), "{hash}: {message}");
+        }
+        let cost17 = with_cost("17");
+        assert!(Users::parse(Path::new("pw"), &format!("a:{cost17}\n"), Duration::ZERO).is_ok());
     }
 }
