@@ -2,12 +2,12 @@
 //! certificates, users), and only then swap it in. An invalid file is logged with the
 //! problem and the running configuration stays in force.
 //!
-//! Applied live: read-only mode, limits, forwarding trust, timeouts, users, ACL, token
-//! settings, TLS certificates and the upstream node list (picked up by the pool within a
-//! second; health checks then judge new nodes). Listener addresses, threads, the
-//! balance mode, `tls.acme` and `shared_state` need a restart; a changed value is logged as not applied.
+//! Applied live: read-only mode, limits, forwarding trust, `external_url`, timeouts, users,
+//! ACL, token settings, TLS certificates and the upstream node list (picked up by the pool
+//! within a second; health checks then judge new nodes). Every other key needs a restart
+//! and a changed value is named in the log as not applied: [`Changes::between`] classifies
+//! every key, by exhaustive destructuring, so a new key cannot be forgotten.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -16,78 +16,168 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{AcmeSettings, Balance, Config, ConfigError, RedisSettings};
+use crate::config::{Config, ConfigError, ServerSettings, UpstreamSettings};
 use crate::server;
 use crate::settings::{Settings, SharedSettings};
 use crate::shared_state::SharedState;
 use crate::tls::CertResolver;
 use crate::upstream::NodeList;
 
-/// What a restart would still have to apply after a successful reload.
+/// What a reload changed, by key: applied live, or waiting for a restart.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct NotApplied(pub Vec<&'static str>);
+pub struct Changes {
+    pub applied: Vec<&'static str>,
+    pub need_restart: Vec<&'static str>,
+}
+
+impl Changes {
+    fn note<T: PartialEq>(&mut self, key: &'static str, old: &T, new: &T, live: bool) {
+        if old != new {
+            match live {
+                true => self.applied.push(key),
+                false => self.need_restart.push(key),
+            }
+        }
+    }
+
+    /// Every key that differs between `old` and `new`, classified. Exhaustive destructuring:
+    /// a new configuration field does not compile until it is listed here, live or not.
+    pub fn between(old: &Config, new: &Config) -> Changes {
+        const LIVE: bool = true;
+        const RESTART: bool = false;
+        let Config {
+            source: _,
+            server,
+            certificates,
+            acme,
+            upstream,
+            forwarded,
+            limits,
+            auth,
+            maintenance,
+            push_limit,
+            upload_limit,
+            admin_listen,
+            log_format,
+            shared_state,
+        } = old;
+        let ServerSettings {
+            https_listen,
+            http_listen,
+            external_url,
+            threads,
+            shutdown_grace,
+            pid_file,
+            client_timeouts,
+            strict_host,
+            proxy_protocol,
+        } = server;
+        let UpstreamSettings {
+            nodes,
+            balance,
+            connect_timeout,
+            read_timeout,
+            health_path,
+            health_interval,
+        } = upstream;
+        let (ns, nu) = (&new.server, &new.upstream);
+        let mut c = Changes::default();
+        c.note(
+            "server.https_listen",
+            https_listen,
+            &ns.https_listen,
+            RESTART,
+        );
+        c.note("server.http_listen", http_listen, &ns.http_listen, RESTART);
+        c.note("server.external_url", external_url, &ns.external_url, LIVE);
+        c.note("server.threads", threads, &ns.threads, RESTART);
+        c.note(
+            "server.shutdown_grace",
+            shutdown_grace,
+            &ns.shutdown_grace,
+            RESTART,
+        );
+        c.note("server.pid_file", pid_file, &ns.pid_file, RESTART);
+        c.note(
+            "server.header_timeout",
+            &client_timeouts.header,
+            &ns.client_timeouts.header,
+            LIVE,
+        );
+        c.note(
+            "server.body_timeout",
+            &client_timeouts.body,
+            &ns.client_timeouts.body,
+            LIVE,
+        );
+        c.note(
+            "server.idle_timeout",
+            &client_timeouts.idle,
+            &ns.client_timeouts.idle,
+            LIVE,
+        );
+        c.note("server.strict_host", strict_host, &ns.strict_host, LIVE);
+        c.note(
+            "server.proxy_protocol",
+            proxy_protocol,
+            &ns.proxy_protocol,
+            RESTART,
+        );
+        c.note("tls.certificates", certificates, &new.certificates, LIVE);
+        c.note("tls.acme", acme, &new.acme, RESTART);
+        c.note("upstream.nodes", nodes, &nu.nodes, LIVE);
+        c.note("upstream.balance", balance, &nu.balance, RESTART);
+        c.note(
+            "upstream.connect_timeout",
+            connect_timeout,
+            &nu.connect_timeout,
+            LIVE,
+        );
+        c.note(
+            "upstream.read_timeout",
+            read_timeout,
+            &nu.read_timeout,
+            LIVE,
+        );
+        c.note(
+            "upstream.health_check.path",
+            health_path,
+            &nu.health_path,
+            RESTART,
+        );
+        c.note(
+            "upstream.health_check.interval",
+            health_interval,
+            &nu.health_interval,
+            RESTART,
+        );
+        c.note("forwarded", forwarded, &new.forwarded, LIVE);
+        c.note("limits", limits, &new.limits, LIVE);
+        c.note("auth", auth, &new.auth, LIVE);
+        c.note("maintenance", maintenance, &new.maintenance, LIVE);
+        c.note("rate_limits.push", push_limit, &new.push_limit, LIVE);
+        c.note(
+            "rate_limits.upload_bytes",
+            upload_limit,
+            &new.upload_limit,
+            LIVE,
+        );
+        c.note("admin.listen", admin_listen, &new.admin_listen, RESTART);
+        c.note("log.format", log_format, &new.log_format, RESTART);
+        c.note("shared_state", shared_state, &new.shared_state, RESTART);
+        c
+    }
+}
 
 pub struct Reloader {
     path: PathBuf,
     settings: SharedSettings,
     certificates: Option<Arc<CertResolver>>,
     nodes: NodeList,
-    fixed: Fixed,
+    /// The configuration the process started with: what listeners, threads and the other
+    /// restart-only keys still run on.
+    started: Config,
     shared: Option<Arc<SharedState>>,
-}
-
-/// The parts of the configuration a running process cannot change.
-#[derive(Debug, PartialEq, Eq)]
-struct Fixed {
-    https_listen: Vec<SocketAddr>,
-    http_listen: Vec<SocketAddr>,
-    threads: usize,
-    balance: Balance,
-    proxy_protocol: bool,
-    admin_listen: Option<SocketAddr>,
-    acme: Option<AcmeSettings>,
-    shared_state: Option<RedisSettings>,
-}
-
-impl Fixed {
-    fn of(config: &Config) -> Fixed {
-        Fixed {
-            https_listen: config.server.https_listen.clone(),
-            http_listen: config.server.http_listen.clone(),
-            threads: config.server.threads,
-            balance: config.upstream.balance,
-            proxy_protocol: config.server.proxy_protocol,
-            admin_listen: config.admin_listen,
-            acme: config.acme.clone(),
-            shared_state: config.shared_state.clone(),
-        }
-    }
-
-    fn differences(&self, other: &Fixed) -> NotApplied {
-        let mut changed = Vec::new();
-        if self.https_listen != other.https_listen
-            || self.http_listen != other.http_listen
-            || self.admin_listen != other.admin_listen
-        {
-            changed.push("listener addresses");
-        }
-        if self.threads != other.threads {
-            changed.push("server.threads");
-        }
-        if self.balance != other.balance {
-            changed.push("upstream.balance");
-        }
-        if self.proxy_protocol != other.proxy_protocol {
-            changed.push("server.proxy_protocol");
-        }
-        if self.acme != other.acme {
-            changed.push("tls.acme");
-        }
-        if self.shared_state != other.shared_state {
-            changed.push("shared_state");
-        }
-        NotApplied(changed)
-    }
 }
 
 impl Reloader {
@@ -103,15 +193,16 @@ impl Reloader {
             settings,
             certificates,
             nodes,
-            fixed: Fixed::of(config),
+            started: config.clone(),
             shared,
         }
     }
 
     /// Loads and validates the file, then swaps the new settings and certificates in.
-    pub fn reload(&self) -> Result<NotApplied, ConfigError> {
+    /// Returns what differs from the configuration the process started with.
+    pub fn reload(&self) -> Result<Changes, ConfigError> {
         let loaded = server::load(&self.path)?;
-        let not_applied = self.fixed.differences(&Fixed::of(&loaded.config));
+        let changes = Changes::between(&self.started, &loaded.config);
         if let (Some(resolver), Some(certificates)) = (&self.certificates, loaded.certificates) {
             resolver.replace(certificates);
         }
@@ -124,7 +215,7 @@ impl Reloader {
             self.shared.as_ref(),
         );
         self.settings.store(Arc::new(next));
-        Ok(not_applied)
+        Ok(changes)
     }
 }
 
@@ -141,18 +232,158 @@ impl BackgroundService for Reloader {
         loop {
             tokio::select! {
                 _ = hangups.recv() => match self.reload() {
-                    Ok(NotApplied(pending)) if pending.is_empty() => {
+                    Ok(Changes { need_restart, .. }) if need_restart.is_empty() => {
                         tracing::info!(path = %self.path.display(), "configuration reloaded");
                     }
-                    Ok(NotApplied(pending)) => tracing::warn!(
+                    Ok(Changes { need_restart, .. }) => tracing::warn!(
                         path = %self.path.display(),
                         "configuration reloaded; changes to {} need a restart and were not applied",
-                        pending.join(", ")
+                        need_restart.join(", ")
                     ),
                     Err(e) => tracing::error!("reload rejected, the running configuration stays in force: {e}"),
                 },
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Every key of the configuration, with a base value and another one.
+    const BASE: &str = r#"
+server:
+  https_listen: ["0.0.0.0:443"]
+  http_listen: ["0.0.0.0:80"]
+  external_url: https://registry.example.com
+  threads: 4
+  shutdown_grace: 60s
+  pid_file: /run/registry-edge.pid
+  header_timeout: 60s
+  body_timeout: 60s
+  idle_timeout: 75s
+  strict_host: false
+  proxy_protocol: false
+tls:
+  certificates:
+    - { cert: tls.crt, key: tls.key, server_names: [registry.example.com] }
+upstream:
+  nodes: ["127.0.0.1:5000"]
+  balance: repository_hash
+  connect_timeout: 5s
+  read_timeout: 900s
+  health_check: { path: /v2/, interval: 5s }
+forwarded:
+  trusted_proxies: ["10.0.0.0/8"]
+limits:
+  max_body_size: 0
+auth:
+  token:
+    service: container_registry
+    issuer: issuer
+    signing_key: registry-auth.key
+    certificate: registry-auth.crt
+    expiration: 5m
+  users:
+    htpasswd: htpasswd
+  acl:
+    - { account: "*", name: "${account}/**", actions: [pull, push] }
+rate_limits:
+  push: { key: account, per_minute: 600, burst: 100 }
+  upload_bytes: { key: account, per_second: 104857600, burst: 1073741824 }
+maintenance:
+  read_only: false
+admin:
+  listen: "127.0.0.1:9090"
+log:
+  format: text
+"#;
+
+    /// (key as reported, path in the YAML, another value, applied live).
+    const EDITS: &[(&str, &[&str], &str, bool)] = &[
+        ("server.https_listen", &["server", "https_listen"], r#"["0.0.0.0:8443"]"#, false),
+        ("server.http_listen", &["server", "http_listen"], r#"["0.0.0.0:8080"]"#, false),
+        ("server.external_url", &["server", "external_url"], "https://other.example", true),
+        ("server.threads", &["server", "threads"], "2", false),
+        ("server.shutdown_grace", &["server", "shutdown_grace"], "5s", false),
+        ("server.pid_file", &["server", "pid_file"], "/run/other.pid", false),
+        ("server.header_timeout", &["server", "header_timeout"], "10s", true),
+        ("server.body_timeout", &["server", "body_timeout"], "10s", true),
+        ("server.idle_timeout", &["server", "idle_timeout"], "10s", true),
+        ("server.strict_host", &["server", "strict_host"], "true", true),
+        ("server.proxy_protocol", &["server", "proxy_protocol"], "true", false),
+        ("tls.certificates", &["tls", "certificates"], "[{ cert: b.crt, key: b.key }]", true),
+        (
+            "tls.acme",
+            &["tls", "acme"],
+            "{ directory: https://ca.example/dir, domains: [registry.example.com], state_dir: /var/lib/acme }",
+            false,
+        ),
+        ("upstream.nodes", &["upstream", "nodes"], r#"["127.0.0.1:5001"]"#, true),
+        ("upstream.balance", &["upstream", "balance"], "round_robin", false),
+        ("upstream.connect_timeout", &["upstream", "connect_timeout"], "1s", true),
+        ("upstream.read_timeout", &["upstream", "read_timeout"], "30s", true),
+        ("upstream.health_check.path", &["upstream", "health_check", "path"], "/health", false),
+        ("upstream.health_check.interval", &["upstream", "health_check", "interval"], "1s", false),
+        ("forwarded", &["forwarded", "trusted_proxies"], r#"["192.168.0.0/16"]"#, true),
+        ("limits", &["limits", "max_body_size"], "1000", true),
+        ("auth", &["auth", "token", "expiration"], "10m", true),
+        ("maintenance", &["maintenance", "read_only"], "true", true),
+        ("rate_limits.push", &["rate_limits", "push", "per_minute"], "60", true),
+        ("rate_limits.upload_bytes", &["rate_limits", "upload_bytes", "per_second"], "1000", true),
+        ("admin.listen", &["admin", "listen"], "127.0.0.1:9191", false),
+        ("log.format", &["log", "format"], "json", false),
+        ("shared_state", &["shared_state"], "{ redis: { url: \"redis://127.0.0.1:6379\" } }", false),
+    ];
+
+    fn edited(edits: &[&(&str, &[&str], &str, bool)]) -> Config {
+        let mut yaml: serde_yaml::Value = serde_yaml::from_str(BASE).unwrap();
+        for (_, path, value, _) in edits {
+            let (last, parents) = path.split_last().unwrap();
+            let mut node = &mut yaml;
+            for key in parents {
+                node = node.get_mut(*key).unwrap();
+            }
+            node[*last] = serde_yaml::from_str(value).unwrap();
+        }
+        let text = serde_yaml::to_string(&yaml).unwrap();
+        crate::config::parse(Path::new("/etc/registry-edge/edge.yaml"), &text)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn every_key_is_applied_live_or_named_as_needing_a_restart() {
+        let base = edited(&[]);
+        assert_eq!(Changes::between(&base, &base), Changes::default());
+        for edit in EDITS {
+            let (key, _, _, live) = edit;
+            let changes = Changes::between(&base, &edited(&[edit]));
+            let expected = match live {
+                true => Changes {
+                    applied: vec![key],
+                    need_restart: vec![],
+                },
+                false => Changes {
+                    applied: vec![],
+                    need_restart: vec![key],
+                },
+            };
+            assert_eq!(changes, expected, "{key}");
+        }
+    }
+
+    #[test]
+    fn all_keys_changed_at_once_are_all_reported() {
+        let all: Vec<_> = EDITS.iter().collect();
+        let changes = Changes::between(&edited(&[]), &edited(&all));
+        let mut reported = changes.applied.clone();
+        reported.extend(&changes.need_restart);
+        let mut expected: Vec<&str> = EDITS.iter().map(|(key, ..)| *key).collect();
+        reported.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(reported, expected);
     }
 }

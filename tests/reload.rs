@@ -322,3 +322,58 @@ fn users_and_acl_change_on_reload() {
         "the new ACL rule applies"
     );
 }
+
+#[test]
+fn keys_read_only_at_start_are_named_as_needing_a_restart_and_a_bad_htpasswd_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_certs, _registry, edge) = start(dir.path());
+    let good = std::fs::read_to_string(&edge.config).unwrap();
+    // `upstream_yaml` writes a 300ms health interval; the test changes it, the shutdown
+    // grace and the log format, none of which a running process can apply.
+    assert!(good.contains("interval: 300ms"), "{good}");
+    let changed = good
+        .replace("interval: 300ms", "interval: 2s")
+        .replace("shutdown_grace: 1s", "shutdown_grace: 3s")
+        + "log:\n  format: json\n";
+    std::fs::write(&edge.config, changed).unwrap();
+    reload(&dir.path().join("edge.pid"));
+    let line = wait_for("the reload's log line", Duration::from_secs(10), || {
+        edge.log_text()
+            .lines()
+            .find(|l| l.contains("need a restart"))
+            .map(str::to_string)
+    });
+    for key in [
+        "upstream.health_check.interval",
+        "server.shutdown_grace",
+        "log.format",
+    ] {
+        assert!(line.contains(key), "{key}: {line}");
+    }
+
+    // An htpasswd entry with a bcrypt cost bcrypt refuses: the reload is rejected, naming
+    // file and line, and the process keeps serving (it used to panic).
+    let htpasswd = dir.path().join("htpasswd-bad");
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    std::fs::write(&htpasswd, format!("alice:{}03{}\n", &hash[..4], &hash[6..])).unwrap();
+    let auth = common::auth::auth_yaml(dir.path(), "").replace(
+        &dir.path().join("htpasswd").display().to_string(),
+        &htpasswd.display().to_string(),
+    );
+    std::fs::write(&edge.config, format!("{good}{auth}")).unwrap();
+    reload(&dir.path().join("edge.pid"));
+    let rejected = wait_for("the rejection", Duration::from_secs(10), || {
+        edge.log_text()
+            .lines()
+            .find(|l| l.contains("reload rejected"))
+            .map(str::to_string)
+    });
+    assert!(rejected.contains("htpasswd-bad:1"), "{rejected}");
+    assert!(rejected.contains("cost 3"), "{rejected}");
+    assert!(!edge.log_text().contains("panicked"));
+    let ca = dir.path().join("ca/ca.crt");
+    assert_eq!(
+        curl(&["--cacert", ca.to_str().unwrap(), &edge.url("/v2/")]).status,
+        200
+    );
+}

@@ -88,7 +88,7 @@ pub struct Maintenance {
 }
 
 /// Token authentication settings (files are loaded by `server::load`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
     pub realm_path: String,
     pub service: String,
@@ -104,7 +104,7 @@ pub struct AuthSettings {
     pub failed_logins_per_account: NonZeroU32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
     pub https_listen: Vec<SocketAddr>,
     pub http_listen: Vec<SocketAddr>,
@@ -145,7 +145,7 @@ pub struct ExternalUrl {
     pub authority: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificatePaths {
     pub cert: PathBuf,
     pub key: PathBuf,
@@ -181,7 +181,7 @@ pub enum Balance {
     RoundRobin,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
     pub nodes: Vec<SocketAddr>,
     pub balance: Balance,
@@ -191,7 +191,7 @@ pub struct UpstreamSettings {
     pub health_interval: Duration,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ForwardedSettings {
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -202,7 +202,7 @@ impl ForwardedSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
     /// `None` = unlimited.
     pub max_body_size: Option<u64>,
