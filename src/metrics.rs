@@ -34,6 +34,9 @@ pub struct Metrics {
     pub active_connections: IntGauge,
     /// TLS handshakes by result (`ok`, `failed`, `timeout`).
     pub tls_handshakes: IntCounterVec,
+    /// Connections refused on a PROXY-protocol listener, by reason (`untrusted_peer`,
+    /// `invalid_header`, `timeout`).
+    pub proxy_protocol_refused: IntCounterVec,
     /// ACME orders by result (`ok`, `failed`).
     pub acme_orders: IntCounterVec,
     /// Failed ACME orders since the last success (0 while all is well).
@@ -131,6 +134,11 @@ impl Metrics {
                 "tls_handshakes_total",
                 "TLS handshakes by result",
                 &["result"],
+            ),
+            proxy_protocol_refused: counter_vec(
+                "proxy_protocol_refused_total",
+                "Connections refused on a PROXY-protocol listener, by reason",
+                &["reason"],
             ),
             acme_orders: counter_vec("acme_orders_total", "ACME orders by result", &["result"]),
             acme_consecutive_failures: gauge(

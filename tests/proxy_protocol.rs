@@ -10,14 +10,25 @@ use std::net::{SocketAddr, TcpStream};
 use common::echo::EchoUpstream;
 use common::{make_certs, tls_over, upstream_yaml, wait_for, Certs, Edge};
 
-fn edge(dir: &std::path::Path) -> (Certs, EchoUpstream, Edge) {
+/// An edge with PROXY listeners; `balancers` is `forwarded.trusted_proxies`, `extra` more config.
+fn edge_trusting(
+    dir: &std::path::Path,
+    balancers: &str,
+    extra: &str,
+) -> (Certs, EchoUpstream, Edge) {
     let certs = make_certs(dir);
     let upstream = EchoUpstream::start();
     let nodes = upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin");
     let server = "  shutdown_grace: 1s\n  proxy_protocol: true\n";
+    let trust = format!("forwarded:\n  trusted_proxies: [{balancers}]\n{extra}");
     // Edge::start waits with a plain curl, which this listener refuses: start it by hand.
-    let edge = Edge::start_unchecked(dir, &certs, server, &nodes, "");
+    let edge = Edge::start_unchecked(dir, &certs, server, &nodes, &trust);
     (certs, upstream, edge)
+}
+
+/// The tests' balancer is on loopback.
+fn edge(dir: &std::path::Path) -> (Certs, EchoUpstream, Edge) {
+    edge_trusting(dir, "\"127.0.0.1/32\"", "")
 }
 
 fn v2_header(client: &str, edge_port: u16) -> Vec<u8> {
@@ -140,4 +151,71 @@ fn proxy_headers_name_the_client_and_plain_connections_are_refused() {
     let mut redirect = String::new();
     let _ = http.read_to_string(&mut redirect);
     assert!(redirect.starts_with("HTTP/1.1 301"), "{redirect}");
+}
+
+#[test]
+fn proxy_headers_from_peers_outside_trusted_proxies_are_refused_logged_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = common::free_port();
+    // The balancer is 192.0.2.1; this test connects from 127.0.0.1 like an attacker would.
+    let (certs, upstream, edge) = edge_trusting(
+        dir.path(),
+        "\"192.0.2.1/32\"",
+        &format!("admin:\n  listen: \"127.0.0.1:{admin}\"\n"),
+    );
+    wait_for(
+        "the admin listener",
+        std::time::Duration::from_secs(30),
+        || TcpStream::connect(("127.0.0.1", admin)).ok(),
+    );
+    for header in [
+        format!(
+            "PROXY TCP4 203.0.113.9 127.0.0.1 51234 {}\r\n",
+            edge.https_port
+        )
+        .into_bytes(),
+        v2_header("203.0.113.9:40000", edge.https_port),
+    ] {
+        let mut tcp = TcpStream::connect(("127.0.0.1", edge.https_port)).unwrap();
+        tcp.write_all(&header).unwrap();
+        let mut tls = tls_over(tcp, &certs.ca_dir.join("ca.crt"), &["http/1.1"]);
+        let sent = tls.write_all(
+            b"GET /v2/spoof/tags/list HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        );
+        let mut buf = [0u8; 64];
+        let answered = sent.is_ok() && matches!(tls.read(&mut buf), Ok(n) if n > 0);
+        assert!(
+            !answered,
+            "a PROXY header from an untrusted peer was served"
+        );
+    }
+    // The plain listener too.
+    let mut http = TcpStream::connect(("127.0.0.1", edge.http_port)).unwrap();
+    http.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    http.write_all(format!("PROXY TCP4 203.0.113.9 127.0.0.1 4000 {}\r\nGET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n", edge.http_port).as_bytes())
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(!matches!(http.read(&mut buf), Ok(n) if n > 0));
+
+    assert!(
+        upstream.seen.lock().unwrap().is_empty(),
+        "a spoofed request reached the node"
+    );
+    let log = wait_for(
+        "the refusals in the log",
+        std::time::Duration::from_secs(10),
+        || {
+            let log = edge.log_text();
+            (log.matches("outside forwarded.trusted_proxies").count() >= 3).then_some(log)
+        },
+    );
+    assert!(log.contains("claiming 203.0.113.9"), "{log}");
+    assert!(!log.contains("client=203.0.113.9"), "{log}");
+    let metrics = common::admin_metrics(admin);
+    let refused = common::metric(
+        &metrics,
+        "registry_edge_proxy_protocol_refused_total{reason=\"untrusted_peer\"}",
+    );
+    assert_eq!(refused, Some(3.0), "{metrics}");
 }

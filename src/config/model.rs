@@ -310,12 +310,20 @@ impl Config {
                 "at least one certificate (or tls.acme) is needed for server.https_listen",
             ));
         }
+        let forwarded = forwarded_settings(&v, forwarded)?;
+        if server.proxy_protocol && forwarded.trusted_proxies.is_empty() {
+            return Err(v.invalid(
+                "server.proxy_protocol",
+                "PROXY headers are believed only from the load balancers listed in \
+                 forwarded.trusted_proxies, and that list is empty: add the balancers' addresses",
+            ));
+        }
         Ok(Config {
             source: path.to_path_buf(),
             certificates,
             acme,
             upstream: upstream_settings(&v, upstream)?,
-            forwarded: forwarded_settings(&v, forwarded)?,
+            forwarded,
             limits: Limits {
                 max_body_size: (limits.max_body_size > 0).then_some(limits.max_body_size),
             },

@@ -170,13 +170,27 @@ impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
         let Ok(local) = tcp.local_addr() else { return };
         let (client, rest) = if self.proxy_protocol {
             let deadline = (accepted + timeouts.header).into();
+            let refused = &crate::metrics::metrics().proxy_protocol_refused;
             match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut tcp)).await {
+                // Only a configured balancer may say who the client is: anyone else who
+                // reaches the listener could claim any address and slip past per-IP limits.
+                Ok(Ok(header)) if !self.settings.load().forwarded.is_trusted(peer.ip()) => {
+                    refused.with_label_values(&["untrusted_peer"]).inc();
+                    let claimed = header.client.map_or("-".to_string(), |c| c.to_string());
+                    tracing::warn!(
+                        "refused connection from {peer}: a PROXY header (claiming {claimed}) from \
+                         a peer outside forwarded.trusted_proxies"
+                    );
+                    return;
+                }
                 Ok(Ok(header)) => (header.client.unwrap_or(peer), header.rest),
                 Ok(Err(e)) => {
+                    refused.with_label_values(&["invalid_header"]).inc();
                     tracing::info!("refused connection from {peer}: {e}");
                     return;
                 }
                 Err(_) => {
+                    refused.with_label_values(&["timeout"]).inc();
                     tracing::info!("refused connection from {peer}: no PROXY header in time");
                     return;
                 }
