@@ -26,6 +26,41 @@ pub enum CertGenError {
     Rcgen(#[from] rcgen::Error),
     #[error("at least one --host is needed")]
     NoHosts,
+    #[error("{}: cannot give it to uid {uid}, gid {gid} (changing owners needs root: run gen-certs with sudo): {source}", path.display())]
+    Chown {
+        path: PathBuf,
+        uid: u32,
+        gid: u32,
+        source: std::io::Error,
+    },
+    #[error("--owner {0:?}: expected UID or UID:GID (numbers, e.g. 65532 for the container image's user)")]
+    Owner(String),
+}
+
+/// `--owner UID[:GID]`: the account the service runs as (the container image runs as
+/// 65532:65532), so it can read the keys, which stay mode 0600.
+pub fn parse_owner(text: &str) -> Result<(u32, u32), CertGenError> {
+    let bad = || CertGenError::Owner(text.to_string());
+    let (uid, gid) = text.split_once(':').unwrap_or((text, text));
+    Ok((
+        uid.parse().map_err(|_| bad())?,
+        gid.parse().map_err(|_| bad())?,
+    ))
+}
+
+/// Gives the files [`generate`] wrote to `owner` (uid, gid).
+pub fn give_to(paths: &[PathBuf], (uid, gid): (u32, u32)) -> Result<(), CertGenError> {
+    for path in paths {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|source| {
+            CertGenError::Chown {
+                path: path.clone(),
+                uid,
+                gid,
+                source,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// How long generated TLS certificates are valid.

@@ -62,6 +62,9 @@ enum Command {
         /// DNS name for the TLS certificate (repeatable); 127.0.0.1 and ::1 are always added.
         #[arg(long = "host", required = true)]
         hosts: Vec<String>,
+        /// UID[:GID] to own the files (the container image runs as 65532); needs root.
+        #[arg(long)]
+        owner: Option<String>,
     },
 }
 
@@ -132,15 +135,25 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::GenCerts { dir, hosts } => match certgen::generate(&dir, &hosts) {
-            Ok(paths) => {
-                for path in paths {
-                    println!("wrote {}", path.display());
+        Command::GenCerts { dir, hosts, owner } => {
+            let owner = match owner.as_deref().map(certgen::parse_owner).transpose() {
+                Ok(owner) => owner,
+                Err(e) => return fail(e),
+            };
+            let generated = certgen::generate(&dir, &hosts).and_then(|paths| {
+                owner.map_or(Ok(()), |owner| certgen::give_to(&paths, owner))?;
+                Ok(paths)
+            });
+            match generated {
+                Ok(paths) => {
+                    for path in paths {
+                        println!("wrote {}", path.display());
+                    }
+                    ExitCode::SUCCESS
                 }
-                ExitCode::SUCCESS
+                Err(e) => fail(e),
             }
-            Err(e) => fail(e),
-        },
+        }
     }
 }
 

@@ -460,13 +460,20 @@ fn compose_example_config_is_valid_after_its_setup_steps() {
         text.contains("\"registry:5000\""),
         "the compose service name"
     );
-    let (code, _, stderr) = run(&[
+    // The steps in conf/docker-compose.yml: gen-certs giving the files to the image's user.
+    let root = unsafe { libc::geteuid() } == 0;
+    let certs = dir.path().join("certs");
+    let mut args = vec![
         "gen-certs",
         "--dir",
-        dir.path().join("certs").to_str().unwrap(),
+        certs.to_str().unwrap(),
         "--host",
         "registry.example.com",
-    ]);
+    ];
+    if root {
+        args.extend(["--owner", "65532"]);
+    }
+    let (code, _, stderr) = run(&args);
     assert_eq!(code, 0, "{stderr}");
     let line = registry_edge::registry_config::htpasswd_line("alice", "pw", 4).unwrap();
     std::fs::write(dir.path().join("htpasswd"), format!("{line}\n")).unwrap();
@@ -477,6 +484,81 @@ fn compose_example_config_is_valid_after_its_setup_steps() {
     );
     let (code, stdout, stderr) = run(&["check", "--config", &path]);
     assert_eq!(code, 0, "{stdout}{stderr}");
+    if !root {
+        eprintln!("not root: the check as the image's uid 65532 needs root and is skipped");
+        return;
+    }
+    // As the image's user (uid 65532, no supplementary groups): the keys are readable.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for key in ["tls.key", "registry-auth.key"] {
+        let meta = std::fs::metadata(certs.join(key)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (65532, 65532), "{key}");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{key}");
+    }
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65532",
+            "--regid",
+            "65532",
+            "--clear-groups",
+            EDGE_BIN,
+        ])
+        .args(["check", "--config", &path])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "check as uid 65532: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without --owner (the old steps), uid 65532 cannot read the keys: the check names it.
+    let other = dir.path().join("root-owned");
+    registry_edge::certgen::generate(&other, &["registry.example.com".into()]).unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = config(
+        dir.path(),
+        "root-owned.yaml",
+        &text
+            .replace("\"registry:5000\"", "\"127.0.0.1:5000\"")
+            .replace("certs/", "root-owned/"),
+    );
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "65532",
+            "--regid",
+            "65532",
+            "--clear-groups",
+            EDGE_BIN,
+        ])
+        .args(["check", "--config", &path])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn gen_certs_owner_must_be_numeric() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c");
+    let (code, _, stderr) = run(&[
+        "gen-certs",
+        "--dir",
+        out.to_str().unwrap(),
+        "--host",
+        "r.test",
+        "--owner",
+        "nonroot",
+    ]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("UID or UID:GID"), "{stderr}");
 }
 
 #[test]
