@@ -20,12 +20,14 @@
 //! - [`server`]: assembles Pingora services from a config (used by `main` and tests).
 //! - [`settings`]: the reloadable per-request snapshot of the configuration.
 //! - [`reload`]: SIGHUP handling: validate the new config, then swap it in.
+//! - [`drain`]: SIGTERM: stop accepting, exit once requests in flight finish (at most the grace).
 
 pub mod acme;
 pub mod admin;
 pub mod auth;
 pub mod certgen;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod listen;
 pub mod metrics;

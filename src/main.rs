@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             let _log_writer = init_logging(loaded.config.log_format);
             let pid_file = loaded.config.server.pid_file.clone();
             match server::build(loaded) {
-                Ok(server) => {
+                Ok((server, drain)) => {
                     if let Some(path) = &pid_file {
                         if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
                             return fail(format!(
@@ -88,7 +88,9 @@ fn main() -> ExitCode {
                             ));
                         }
                     }
-                    server.run(Default::default());
+                    server.run(pingora::server::RunArgs {
+                        shutdown_signal: Box::new(registry_edge::drain::SignalWatch(drain)),
+                    });
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),

@@ -21,6 +21,7 @@ use crate::acme::AcmeService;
 use crate::admin::AdminApp;
 use crate::auth::Auth;
 use crate::config::{self, AcmeChallenge, Config, ConfigError};
+use crate::drain::Drain;
 use crate::listen::{bind, EdgeListener};
 use crate::proxy::EdgeProxy;
 use crate::redirect::RedirectApp;
@@ -104,8 +105,9 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
     })
 }
 
-/// Builds the Pingora server: HTTPS proxy, redirect listeners, health checks.
-pub fn build(loaded: Loaded) -> Result<Server, StartError> {
+/// Builds the Pingora server: HTTPS proxy, redirect listeners, health checks. Run it with
+/// the returned [`Drain`]'s [`SignalWatch`] so SIGTERM stops as soon as requests finish.
+pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
     let Loaded {
         config,
         certificates,
@@ -113,12 +115,15 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
     } = loaded;
     let conf = ServerConf {
         threads: config.server.threads,
-        grace_period_seconds: Some(config.server.shutdown_grace.as_secs()),
+        // The drain (`crate::drain`) waits for requests in flight; Pingora's grace period
+        // would sleep its whole length after that.
+        grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(FINAL_SHUTDOWN_SECONDS),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    let drain = Drain::new(config.server.shutdown_grace);
 
     let shared = match &config.shared_state {
         None => None,
@@ -162,7 +167,12 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
     if let Some(resolver) = &resolver {
         let mut proxy = http_proxy(
             &server.configuration,
-            EdgeProxy::new(pool.clone(), settings.clone(), resolver.clone()),
+            EdgeProxy::new(
+                pool.clone(),
+                settings.clone(),
+                resolver.clone(),
+                drain.clone(),
+            ),
         );
         let mut h2 = default_h2_options();
         h2.initial_window_size(H2_STREAM_WINDOW)
@@ -186,7 +196,8 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
                 proxy,
                 settings.clone(),
             )
-            .with_proxy_protocol(config.server.proxy_protocol),
+            .with_proxy_protocol(config.server.proxy_protocol)
+            .with_drain(drain.clone()),
         );
     }
 
@@ -208,7 +219,8 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
                 app,
                 settings.clone(),
             )
-            .with_proxy_protocol(config.server.proxy_protocol),
+            .with_proxy_protocol(config.server.proxy_protocol)
+            .with_drain(drain.clone()),
         );
     }
     if let Some(addr) = config.admin_listen {
@@ -228,7 +240,7 @@ pub fn build(loaded: Loaded) -> Result<Server, StartError> {
         "config reload",
         Reloader::new(&config, settings, resolver, nodes, shared),
     ));
-    Ok(server)
+    Ok((server, drain))
 }
 
 /// TLS 1.2 and 1.3 with rustls's defaults (Mozilla intermediate), certificates by SNI,

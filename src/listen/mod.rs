@@ -20,6 +20,7 @@ use pingora::services::Service;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::acme::challenges::ACME_TLS_ALPN;
+use crate::drain::Drain;
 use crate::settings::SharedSettings;
 use guard::GuardedStream;
 
@@ -48,6 +49,7 @@ pub struct EdgeListener<A> {
     app: Option<A>,
     settings: SharedSettings,
     proxy_protocol: bool,
+    drain: Option<Arc<Drain>>,
 }
 
 impl<A> EdgeListener<A> {
@@ -66,7 +68,14 @@ impl<A> EdgeListener<A> {
             app: Some(app),
             settings,
             proxy_protocol: false,
+            drain: None,
         }
+    }
+
+    /// Stop accepting when `drain` begins (SIGTERM), before the process stops.
+    pub fn with_drain(mut self, drain: Arc<Drain>) -> Self {
+        self.drain = Some(drain);
+        self
     }
 
     /// Expect a PROXY protocol header before anything else on every connection.
@@ -101,7 +110,8 @@ impl<A: ServerApp + Send + Sync + 'static> Service for EdgeListener<A> {
                 shutdown: shutdown.clone(),
                 proxy_protocol: self.proxy_protocol,
             };
-            loops.push(tokio::spawn(accept_loop(listener, connection)));
+            let draining = self.drain.as_ref().map(|d| d.subscribe());
+            loops.push(tokio::spawn(accept_loop(listener, connection, draining)));
         }
         futures::future::join_all(loops).await;
         app.cleanup().await;
@@ -115,11 +125,17 @@ impl<A: ServerApp + Send + Sync + 'static> Service for EdgeListener<A> {
 async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: TcpListener,
     connection: Connection<A>,
+    draining: Option<tokio::sync::watch::Receiver<bool>>,
 ) {
     let mut shutdown = connection.shutdown.clone();
+    // Without a drain, a sender that never sends: the branch below never fires.
+    let (_never, idle) = tokio::sync::watch::channel(false);
+    let mut draining = draining.unwrap_or(idle);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            // Returning drops the listening socket: new connections are refused at once.
+            Ok(_) = draining.wait_for(|d| *d) => return,
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     return;

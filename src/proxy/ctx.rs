@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::drain::InFlight;
 use crate::settings::Settings;
 
 use crate::error::RegistryError;
@@ -45,6 +46,8 @@ pub struct RequestCtx {
     pub request_id: String,
     /// The metrics' route class (`pull`, `push`, `auth`, `other`).
     pub class: &'static str,
+    /// Held while the request runs, so a graceful stop waits for it.
+    pub in_flight: Option<InFlight>,
 }
 
 impl RequestCtx {
@@ -71,6 +74,7 @@ impl RequestCtx {
             upstream_started: None,
             request_id: String::new(),
             class: "other",
+            in_flight: None,
         }
     }
 }

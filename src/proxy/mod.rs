@@ -28,6 +28,7 @@ use crate::auth::endpoint::{TokenReply, TokenRequest};
 use crate::auth::scope::is_valid_repository;
 use crate::auth::Auth;
 use crate::config::{ExternalUrl, Limits};
+use crate::drain::Drain;
 use crate::error::{json_response_header, RegistryError};
 use crate::listen::guard::{self, MAX_HEADER_BYTES, MAX_HEADER_LINES};
 use crate::metrics::metrics;
@@ -63,6 +64,8 @@ pub struct EdgeProxy {
     settings: SharedSettings,
     /// The certificates in force: the names `server.strict_host` accepts.
     certificates: Arc<CertResolver>,
+    /// Counts requests in flight for a graceful stop.
+    drain: Arc<Drain>,
 }
 
 impl EdgeProxy {
@@ -70,12 +73,14 @@ impl EdgeProxy {
         pool: Arc<NodePool>,
         settings: SharedSettings,
         certificates: Arc<CertResolver>,
+        drain: Arc<Drain>,
     ) -> Self {
         EdgeProxy {
             pool,
             sessions: UploadSessions::default(),
             settings,
             certificates,
+            drain,
         }
     }
 
@@ -452,11 +457,17 @@ impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.settings.load_full())
+        let mut ctx = RequestCtx::new(self.settings.load_full());
+        ctx.in_flight = Some(self.drain.request());
+        ctx
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         Self::watch_connection(session, ctx);
+        if self.drain.is_draining() {
+            // Stopping: this answer is the connection's last.
+            session.set_keepalive(None);
+        }
         // HTTP/1 header blocks are limited as they arrive (`listen::guard`); this covers h2.
         if header_block_too_large(session) {
             let error = RegistryError::HeadersTooLarge {
