@@ -16,6 +16,13 @@ use super::scope::Scope;
 use super::Auth;
 use crate::error::RegistryError;
 
+/// Largest token the realm issues (bytes of the JWT). A client sends it back in
+/// `Authorization: Bearer …`, which must fit the edge's request-header limit
+/// (`listen::guard::MAX_HEADER_BYTES`) with room left for the request line and the other
+/// headers a client sends (docker and containerd send under 2 KiB); a larger token would be
+/// issued and then refused with 431 on every request that carries it.
+pub const MAX_TOKEN_BYTES: usize = crate::listen::guard::MAX_HEADER_BYTES - 16 * 1024;
+
 /// A token request, already read off the wire.
 pub struct TokenRequest<'a> {
     pub post: bool,
@@ -191,6 +198,15 @@ impl Auth {
             })
             .collect();
         let issued = self.tokens.issue(&account, &granted, now);
+        if issued.token.len() > MAX_TOKEN_BYTES {
+            return bad(&format!(
+                "a token for these {} scopes would be {} bytes; the edge accepts tokens of at most \
+                 {MAX_TOKEN_BYTES} bytes (request headers are limited to {} bytes): ask for fewer scopes",
+                granted.len(),
+                issued.token.len(),
+                crate::listen::guard::MAX_HEADER_BYTES,
+            ));
+        }
         let body = Body {
             token: &issued.token,
             access_token: &issued.token,
