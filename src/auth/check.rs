@@ -21,6 +21,8 @@ pub enum Verdict {
         error: RegistryError,
         challenge_error: Option<&'static str>,
         scopes: Vec<Scope>,
+        /// A valid token's `sub` when it lacks the scope (for the access log).
+        subject: Option<String>,
     },
 }
 
@@ -48,6 +50,7 @@ impl Auth {
                 },
                 challenge_error: None,
                 scopes,
+                subject: None,
             };
         };
         let claims = match self.tokens.verify(token) {
@@ -57,6 +60,7 @@ impl Auth {
                     error: RegistryError::InvalidToken(e.to_string()),
                     challenge_error: Some("invalid_token"),
                     scopes,
+                    subject: None,
                 }
             }
         };
@@ -71,6 +75,7 @@ impl Auth {
                 },
                 challenge_error: Some("insufficient_scope"),
                 scopes,
+                subject: Some(claims.sub.clone()),
             }
         }
     }

@@ -263,7 +263,9 @@ impl EdgeProxy {
                 error,
                 challenge_error,
                 scopes,
+                subject,
             } => {
+                ctx.subject = subject;
                 let challenge = auth.challenge(
                     &Self::realm_url(session, ctx.settings.external.as_ref(), auth),
                     &scopes,
