@@ -1,11 +1,11 @@
 //! The plain-HTTP listeners: every request is redirected to https.
 //!
 //! GET/HEAD get 301, other methods 308 (which keeps method and body). The target is
-//! `https://<host>[:<https port> unless 443]<path>?<query>`, with `external_url`'s
-//! authority when configured. (The docs' nginx line
+//! `https://<public origin><path>?<query>` ([`crate::proxy::origin`]: `external_url`, a
+//! trusted proxy's `X-Forwarded-Host`, as given) or, from the request's own `Host`,
+//! `https://<host>[:<https port> unless 443]<path>?<query>`. (The docs' nginx line
 //! `return 301 https://$http_host:$request_uri;` yields `https://host:8080:/v2/`.)
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,21 +15,23 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 
 use crate::acme::challenges::{Challenges, HTTP01_PREFIX};
-use crate::config::ExternalUrl;
+use crate::proxy::origin::{PublicOrigin, Source};
+use crate::settings::SharedSettings;
 
 /// Answers plain-HTTP requests with a redirect to the HTTPS listener, except ACME
 /// http-01 challenges, which are answered here.
 pub struct RedirectApp {
     https_port: u16,
-    external: Option<ExternalUrl>,
+    /// `external_url` and `forwarded.trusted_proxies`, as reloaded.
+    settings: SharedSettings,
     acme: Option<Arc<Challenges>>,
 }
 
 impl RedirectApp {
-    pub fn new(https_port: u16, external: Option<ExternalUrl>) -> Self {
+    pub fn new(https_port: u16, settings: SharedSettings) -> Self {
         RedirectApp {
             https_port,
-            external,
+            settings,
             acme: None,
         }
     }
@@ -53,24 +55,25 @@ impl RedirectApp {
             None => (404, b"no such ACME challenge\n".to_vec()),
         })
     }
+}
 
-    /// The redirect target for a request; `local` is used when the request names no usable host.
-    pub fn location(&self, req: &RequestHeader, local: Option<SocketAddr>) -> String {
-        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        let path = if path.starts_with('/') { path } else { "/" };
-        if let Some(external) = &self.external {
-            return format!("https://{}{path}", external.authority);
-        }
-        let host = crate::proxy::headers::request_hostname(req).or_else(|| {
-            local.map(|addr| match addr {
-                SocketAddr::V4(a) => a.ip().to_string(),
-                SocketAddr::V6(a) => format!("[{}]", a.ip()),
-            })
-        });
-        let host = host.unwrap_or_else(|| "localhost".to_string());
-        match self.https_port {
-            443 => format!("https://{host}{path}"),
-            port => format!("https://{host}:{port}{path}"),
+/// The redirect target for a request whose public origin is `origin`: always https.
+pub fn location(req: &RequestHeader, origin: &PublicOrigin, https_port: u16) -> String {
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = if path.starts_with('/') { path } else { "/" };
+    match origin.source {
+        Source::ExternalUrl | Source::TrustedProxy => format!("https://{}{path}", origin.authority),
+        Source::Host | Source::Listener => {
+            // The client named the plain-HTTP listener: same host, the HTTPS port.
+            let host = origin
+                .authority
+                .parse::<http::uri::Authority>()
+                .map(|a| a.host().to_ascii_lowercase())
+                .unwrap_or_else(|_| "localhost".to_string());
+            match https_port {
+                443 => format!("https://{host}{path}"),
+                port => format!("https://{host}:{port}{path}"),
+            }
         }
     }
 }
@@ -79,9 +82,16 @@ impl RedirectApp {
 impl ServeHttp for RedirectApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let req = session.req_header();
         let acme = self.acme_answer(req);
-        let location = self.location(req, local);
+        let settings = self.settings.load();
+        let trusted = peer.is_some_and(|ip| settings.forwarded.is_trusted(ip));
+        let origin = PublicOrigin::of(req, trusted, settings.external.as_ref(), local);
+        let location = location(req, &origin, self.https_port);
         let method = req.method.clone();
         let status = match &acme {
             Some((status, _)) => *status,
@@ -89,42 +99,54 @@ impl ServeHttp for RedirectApp {
             None => 308,
         };
         tracing::info!(
-                    target: "registry_edge::access",
-        client = %session
-                        .client_addr()
-                        .and_then(|a| a.as_inet())
-                        .map_or_else(|| "-".to_string(), |a| a.ip().to_string()),
-                    method = %method,
-                    path = %session.req_header().uri.path(),
-                    status,
-                    listener = "http",
-                );
+            target: "registry_edge::access",
+            client = %peer.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            method = %method,
+            path = %req.uri.path(),
+            status,
+            listener = "http",
+        );
         // A body we will not read makes the connection unusable for another request.
         if !session.is_body_empty() {
             session.set_keepalive(None);
         }
-        if let Some((_, body)) = acme {
-            return Response::builder()
-                .status(status)
-                .header(http::header::CONTENT_TYPE, "application/octet-stream")
-                .header(http::header::CONTENT_LENGTH, body.len())
-                .header(http::header::CACHE_CONTROL, "no-store")
-                .body(body)
-                .expect("valid challenge response");
+        let head = method == Method::HEAD;
+        match acme {
+            Some((_, body)) => reply(status, None, "application/octet-stream", body, head),
+            None => reply(status, Some(location), "text/plain", Vec::new(), head),
         }
-        Response::builder()
-            .status(status)
-            .header(http::header::LOCATION, location)
-            .header(http::header::CONTENT_LENGTH, 0)
-            .header(http::header::CACHE_CONTROL, "no-store")
-            .body(Vec::new())
-            .expect("valid redirect response")
     }
+}
+
+/// The plain listener's answer; HEAD gets the headers only (with the GET body's length).
+fn reply(
+    status: u16,
+    location: Option<String>,
+    content_type: &str,
+    body: Vec<u8>,
+    head: bool,
+) -> Response<Vec<u8>> {
+    let mut builder = Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store");
+    if let Some(location) = location {
+        builder = builder.header(http::header::LOCATION, location);
+    }
+    let body = if head { Vec::new() } else { body };
+    builder.body(body).unwrap_or_else(|e| {
+        tracing::warn!("cannot build the plain-HTTP answer: {e}");
+        let mut fallback = Response::new(Vec::new());
+        *fallback.status_mut() = http::StatusCode::BAD_REQUEST;
+        fallback
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn req(method: &str, target: &str, host: Option<&str>) -> RequestHeader {
         let mut req = RequestHeader::build(method, target.as_bytes(), None).unwrap();
@@ -134,57 +156,101 @@ mod tests {
         req
     }
 
+    /// The redirect for `r` as the listener computes it.
+    fn redirect(
+        r: &RequestHeader,
+        port: u16,
+        trusted: bool,
+        external: Option<&str>,
+        local: Option<SocketAddr>,
+    ) -> String {
+        let external = external.map(|a| crate::config::ExternalUrl {
+            authority: a.into(),
+        });
+        location(
+            r,
+            &PublicOrigin::of(r, trusted, external.as_ref(), local),
+            port,
+        )
+    }
+
     #[test]
     fn keeps_path_and_query_and_uses_https_port() {
-        let app = RedirectApp::new(8443, None);
         let r = req(
             "GET",
             "/v2/a/blobs/uploads/x?_state=q&digest=sha256:1",
             Some("registry.test:8080"),
         );
         assert_eq!(
-            app.location(&r, None),
+            redirect(&r, 8443, false, None, None),
             "https://registry.test:8443/v2/a/blobs/uploads/x?_state=q&digest=sha256:1"
         );
     }
 
     #[test]
     fn default_port_is_omitted() {
-        let app = RedirectApp::new(443, None);
         assert_eq!(
-            app.location(&req("GET", "/v2/", Some("registry.test")), None),
+            redirect(
+                &req("GET", "/v2/", Some("registry.test")),
+                443,
+                false,
+                None,
+                None
+            ),
             "https://registry.test/v2/"
         );
     }
 
     #[test]
     fn external_url_wins() {
-        let app = RedirectApp::new(
-            8443,
-            Some(ExternalUrl {
-                authority: "registry.example.com".into(),
-            }),
-        );
+        let r = req("PUT", "/v2/x", Some("other:8080"));
         assert_eq!(
-            app.location(&req("PUT", "/v2/x", Some("other:8080")), None),
+            redirect(&r, 8443, false, Some("registry.example.com"), None),
             "https://registry.example.com/v2/x"
         );
     }
 
     #[test]
-    fn ipv6_and_missing_host() {
-        let app = RedirectApp::new(8443, None);
+    fn trusted_forwarded_host_is_the_public_origin() {
+        let mut r = req("GET", "/v2/", Some("edge-1.internal:8080"));
+        r.insert_header("X-Forwarded-Host", "registry.example.com")
+            .unwrap();
+        r.insert_header("X-Forwarded-Proto", "http").unwrap();
         assert_eq!(
-            app.location(&req("GET", "/", Some("[::1]:8080")), None),
+            redirect(&r, 8443, true, None, None),
+            "https://registry.example.com/v2/"
+        );
+        assert_eq!(
+            redirect(&r, 8443, false, None, None),
+            "https://edge-1.internal:8443/v2/"
+        );
+    }
+
+    #[test]
+    fn ipv6_and_missing_host() {
+        assert_eq!(
+            redirect(
+                &req("GET", "/", Some("[::1]:8080")),
+                8443,
+                false,
+                None,
+                None
+            ),
             "https://[::1]:8443/"
         );
         let local = "127.0.0.1:8080".parse().ok();
         assert_eq!(
-            app.location(&req("GET", "/v2/", None), local),
+            redirect(&req("GET", "/v2/", None), 8443, false, None, local),
             "https://127.0.0.1:8443/v2/"
         );
         assert_eq!(
-            app.location(&req("GET", "/v2/", Some("evil@x")), local),
+            redirect(
+                &req("GET", "/v2/", Some("evil@x")),
+                8443,
+                false,
+                None,
+                local
+            ),
             "https://127.0.0.1:8443/v2/"
         );
     }

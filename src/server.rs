@@ -203,7 +203,7 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
 
     if !config.server.http_listen.is_empty() {
         let https_port = config.server.https_listen.first().map_or(443, |a| a.port());
-        let mut app = RedirectApp::new(https_port, config.server.external_url.clone());
+        let mut app = RedirectApp::new(https_port, settings.clone());
         if config
             .acme
             .as_ref()

@@ -10,6 +10,7 @@ use crate::settings::Settings;
 use crate::error::RegistryError;
 use crate::listen::guard::{BodyProgress, ConnWatch};
 use crate::proxy::headers::ClientAddress;
+use crate::proxy::origin::{PublicOrigin, Source};
 use crate::registry::{Endpoint, Route};
 
 pub struct RequestCtx {
@@ -46,6 +47,8 @@ pub struct RequestCtx {
     pub request_id: String,
     /// The metrics' route class (`pull`, `push`, `auth`, `other`).
     pub class: &'static str,
+    /// Where clients reach the registry (realm URLs, forwarded host and proto).
+    pub origin: PublicOrigin,
     /// Held while the request runs, so a graceful stop waits for it.
     pub in_flight: Option<InFlight>,
 }
@@ -74,6 +77,11 @@ impl RequestCtx {
             upstream_started: None,
             request_id: String::new(),
             class: "other",
+            origin: PublicOrigin {
+                scheme: "https",
+                authority: "localhost".into(),
+                source: Source::Listener,
+            },
             in_flight: None,
         }
     }

@@ -10,7 +10,8 @@ use std::net::IpAddr;
 use http::header::{HeaderName, CONNECTION, FORWARDED, HOST, TE, TRAILER, UPGRADE};
 use pingora::http::RequestHeader;
 
-use crate::config::{ExternalUrl, ForwardedSettings};
+use super::origin::PublicOrigin;
+use crate::config::ForwardedSettings;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -95,11 +96,12 @@ pub fn request_hostname(req: &RequestHeader) -> Option<String> {
     Some(authority.host().to_ascii_lowercase())
 }
 
-/// Rewrites `req` (the request about to go upstream) for a registry node.
+/// Rewrites `req` (the request about to go upstream) for a registry node; `origin` is the
+/// public origin ([`super::origin::PublicOrigin`]) the registry's `Location`s must name.
 pub fn rewrite_for_upstream(
     req: &mut RequestHeader,
     client: &ClientAddress,
-    external: Option<&ExternalUrl>,
+    origin: &PublicOrigin,
 ) {
     strip_hop_by_hop(req);
 
@@ -114,37 +116,15 @@ pub fn rewrite_for_upstream(
         format!("{}, {}", chain.join(", "), client.peer)
     };
 
-    let trusted_proto = client
-        .peer_trusted
-        .then(|| first_value(req, X_FORWARDED_PROTO))
-        .flatten()
-        .map(|p| p.to_ascii_lowercase())
-        .filter(|p| p == "https" || p == "http");
-    let proto = trusted_proto.unwrap_or_else(|| "https".to_string());
-
-    let trusted_host = client
-        .peer_trusted
-        .then(|| first_value(req, X_FORWARDED_HOST))
-        .flatten();
-    let host = trusted_host
-        .or_else(|| external.map(|e| e.authority.clone()))
-        .or_else(|| request_host(req));
-
     set(req, X_REAL_IP, Some(client.client.to_string()));
     set(req, X_FORWARDED_FOR, Some(forwarded_for));
-    set(req, X_FORWARDED_PROTO, Some(proto));
-    set(req, X_FORWARDED_HOST, host);
+    set(req, X_FORWARDED_PROTO, Some(origin.scheme.to_string()));
+    set(req, X_FORWARDED_HOST, Some(origin.authority.clone()));
     if !client.peer_trusted {
         // `Forwarded` takes precedence over X-Forwarded-* in the registry: never pass it untrusted.
         req.remove_header(&FORWARDED);
         req.remove_header(X_FORWARDED_PORT);
     }
-}
-
-fn first_value(req: &RequestHeader, name: &str) -> Option<String> {
-    let value = req.headers.get(name)?.to_str().ok()?;
-    let first = value.split(',').next()?.trim();
-    (!first.is_empty()).then(|| first.to_string())
 }
 
 fn set(req: &mut RequestHeader, name: &'static str, value: Option<String>) {
@@ -185,6 +165,16 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ExternalUrl;
+
+    fn rewrite_for_upstream(
+        req: &mut RequestHeader,
+        client: &ClientAddress,
+        external: Option<&ExternalUrl>,
+    ) {
+        let origin = PublicOrigin::of(req, client.peer_trusted, external, None);
+        super::rewrite_for_upstream(req, client, &origin);
+    }
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {
         let mut req =

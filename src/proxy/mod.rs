@@ -9,6 +9,7 @@
 
 pub mod ctx;
 pub mod headers;
+pub mod origin;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,17 +162,6 @@ impl EdgeProxy {
         Ok(())
     }
 
-    /// `https://<public host><realm_path>`: where a client fetches tokens.
-    fn realm_url(session: &Session, external: Option<&ExternalUrl>, auth: &Auth) -> String {
-        let host = match external {
-            Some(external) => external.authority.clone(),
-            None => {
-                headers::request_host(session.req_header()).unwrap_or_else(|| "localhost".into())
-            }
-        };
-        format!("https://{host}{}", auth.realm_path)
-    }
-
     /// Serves the token endpoint.
     async fn serve_token(
         &self,
@@ -225,10 +215,7 @@ impl EdgeProxy {
                     metrics().failed_logins.inc();
                     extra.push((
                         "WWW-Authenticate",
-                        format!(
-                            "Basic realm=\"{}\"",
-                            Self::realm_url(session, ctx.settings.external.as_ref(), auth)
-                        ),
+                        format!("Basic realm=\"{}\"", ctx.origin.url(&auth.realm_path)),
                     ));
                 }
                 if let Some(seconds) = retry_after {
@@ -266,11 +253,8 @@ impl EdgeProxy {
                 subject,
             } => {
                 ctx.subject = subject;
-                let challenge = auth.challenge(
-                    &Self::realm_url(session, ctx.settings.external.as_ref(), auth),
-                    &scopes,
-                    challenge_error,
-                );
+                let challenge =
+                    auth.challenge(&ctx.origin.url(&auth.realm_path), &scopes, challenge_error);
                 ctx.own_error = Some(error.clone());
                 self.answer(session, &error, &[("WWW-Authenticate", challenge)])
                     .await?;
@@ -515,6 +499,12 @@ impl ProxyHttp for EdgeProxy {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|addr| ClientAddress::resolve(addr.ip(), req, &ctx.settings.forwarded));
+        ctx.origin = origin::PublicOrigin::of(
+            req,
+            ctx.client.is_some_and(|c| c.peer_trusted),
+            ctx.settings.external.as_ref(),
+            session.server_addr().and_then(|a| a.as_inet()).copied(),
+        );
         if ctx
             .route
             .repository
@@ -610,7 +600,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(client) = &ctx.client {
-            headers::rewrite_for_upstream(upstream_request, client, ctx.settings.external.as_ref());
+            headers::rewrite_for_upstream(upstream_request, client, &ctx.origin);
         }
         Ok(())
     }
