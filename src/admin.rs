@@ -34,29 +34,41 @@ impl AdminApp {
     }
 }
 
-fn answer(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header("Content-Type", content_type)
-        .header("Content-Length", body.len())
-        .header("Cache-Control", "no-store")
-        .body(body)
-        .expect("a valid response")
+/// An admin answer; HEAD gets the headers only (with the GET body's length).
+fn answer(status: u16, content_type: &str, body: Vec<u8>, head: bool) -> Response<Vec<u8>> {
+    let length = body.len();
+    let mut response = Response::new(if head { Vec::new() } else { body });
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    if let Ok(value) = http::HeaderValue::from_str(content_type) {
+        headers.insert(http::header::CONTENT_TYPE, value);
+    }
+    headers.insert(http::header::CONTENT_LENGTH, length.into());
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let text = "text/plain; charset=utf-8";
+        let head = session.req_header().method == http::Method::HEAD;
+        let answer =
+            |status, content_type, body: &[u8]| answer(status, content_type, body.to_vec(), head);
         match session.req_header().uri.path() {
             "/metrics" => {
                 self.refresh_node_health();
-                answer(200, "text/plain; version=0.0.4", metrics().render())
+                let body = metrics().render();
+                answer(200, "text/plain; version=0.0.4", &body)
             }
-            "/healthz" => answer(200, text, b"ok\n".to_vec()),
-            "/readyz" if self.refresh_node_health() => answer(200, text, b"ready\n".to_vec()),
-            "/readyz" => answer(503, text, b"no healthy registry node\n".to_vec()),
-            _ => answer(404, text, b"/metrics, /healthz, /readyz\n".to_vec()),
+            "/healthz" => answer(200, text, b"ok\n"),
+            "/readyz" if self.refresh_node_health() => answer(200, text, b"ready\n"),
+            "/readyz" => answer(503, text, b"no healthy registry node\n"),
+            _ => answer(404, text, b"/metrics, /healthz, /readyz\n"),
         }
     }
 }

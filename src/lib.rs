@@ -11,7 +11,8 @@
 //! - [`listen`]: accept loops; per-connection header/body/idle deadlines and header limits.
 //! - [`metrics`]: Prometheus metrics; [`admin`]: the admin listener (/metrics, /healthz, /readyz).
 //! - [`redirect`]: the plain-HTTP listeners' redirect to https.
-//! - [`proxy`]: `EdgeProxy` (Pingora `ProxyHttp`), per-request ctx, forwarding headers.
+//! - [`proxy`]: `EdgeProxy` (Pingora `ProxyHttp`), per-request ctx, forwarding headers, the
+//!   public origin, the framing of the edge's own answers.
 //! - [`upstream`]: registry node pool, repository affinity, health checks.
 //! - [`registry`]: request path → endpoint and repository.
 //! - [`auth`]: token endpoint, access policy, JWT signing/verification, per-request checks.

@@ -7,6 +7,7 @@
 //! - `fail_to_proxy`: answer in the registry's JSON error format (`error`).
 //! - `logging`: one access-log line per request.
 
+pub mod answer;
 pub mod ctx;
 pub mod headers;
 pub mod origin;
@@ -38,20 +39,12 @@ use crate::registry::Endpoint;
 use crate::settings::SharedSettings;
 use crate::tls::CertResolver;
 use crate::upstream::{NodePool, UploadSessions};
+use answer::{copy_request_id, REQUEST_ID};
 pub use ctx::RequestCtx;
 use headers::ClientAddress;
 
 /// Upstream connections stay pooled this long when idle.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// After answering early, keep reading (and discarding) the request body this long so
-/// the client sees the answer: closing with unread data makes h1 send a TCP RST that can
-/// destroy the response, and on h2 some clients (curl 7.88) report the RST_STREAM that
-/// follows an early response as an error. nginx does the same ("lingering close").
-const LINGER: Duration = Duration::from_secs(5);
-
-/// Correlates a request across client, edge log and registry log.
-const REQUEST_ID: &str = "X-Request-Id";
 
 /// Largest token-request form body read (OAuth2 POST).
 const MAX_TOKEN_FORM: usize = 64 * 1024;
@@ -125,43 +118,6 @@ impl EdgeProxy {
         (!known).then_some(RegistryError::MisdirectedRequest)
     }
 
-    /// Writes an own answer before the request body was read; the connection is not reused.
-    async fn answer(
-        &self,
-        session: &mut Session,
-        error: &RegistryError,
-        extra: &[(&str, String)],
-    ) -> Result<()> {
-        let body = error.body();
-        let mut header = error.response_header(body.len());
-        for (name, value) in extra {
-            header.insert_header(name.to_string(), value.as_str())?;
-        }
-        self.respond(session, header, body).await
-    }
-
-    async fn respond(
-        &self,
-        session: &mut Session,
-        header: ResponseHeader,
-        body: Bytes,
-    ) -> Result<()> {
-        let unread_body = !session.is_body_empty() && !session.is_body_done();
-        if unread_body {
-            session.set_keepalive(None);
-        }
-        let mut header = header;
-        copy_request_id(session, &mut header)?;
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        session.write_response_body(Some(body), true).await?;
-        if unread_body {
-            linger(session).await;
-        }
-        Ok(())
-    }
-
     /// Serves the token endpoint.
     async fn serve_token(
         &self,
@@ -173,7 +129,7 @@ impl EdgeProxy {
         let post = req.method == http::Method::POST;
         if !post && req.method != http::Method::GET {
             let error = RegistryError::BadTokenRequest("use GET or POST".into());
-            return self.answer(session, &error, &[]).await;
+            return answer::error(session, &error, &[]).await;
         }
         let mut raw = req.uri.query().unwrap_or("").as_bytes().to_vec();
         if post {
@@ -181,7 +137,7 @@ impl EdgeProxy {
             while let Some(chunk) = session.read_request_body().await? {
                 if raw.len() + chunk.len() > MAX_TOKEN_FORM {
                     let error = RegistryError::BadTokenRequest("form too large".into());
-                    return self.answer(session, &error, &[]).await;
+                    return answer::error(session, &error, &[]).await;
                 }
                 raw.extend_from_slice(&chunk);
             }
@@ -207,7 +163,7 @@ impl EdgeProxy {
                 metrics().tokens_issued.inc();
                 ctx.subject = Some(account);
                 let header = json_response_header(200, body.len());
-                self.respond(session, header, body).await
+                answer::respond(session, header, body).await
             }
             TokenReply::Refused { error, retry_after } => {
                 let mut extra = Vec::new();
@@ -222,7 +178,7 @@ impl EdgeProxy {
                     extra.push(("Retry-After", seconds.to_string()));
                 }
                 ctx.own_error = Some(error.clone());
-                self.answer(session, &error, &extra).await
+                answer::error(session, &error, &extra).await
             }
         }
     }
@@ -256,8 +212,7 @@ impl EdgeProxy {
                 let challenge =
                     auth.challenge(&ctx.origin.url(&auth.realm_path), &scopes, challenge_error);
                 ctx.own_error = Some(error.clone());
-                self.answer(session, &error, &[("WWW-Authenticate", challenge)])
-                    .await?;
+                answer::error(session, &error, &[("WWW-Authenticate", challenge)]).await?;
                 Ok(true)
             }
         }
@@ -276,7 +231,7 @@ impl EdgeProxy {
             Admission::Exempt => Ok(false),
             Admission::Unavailable => {
                 let error = RegistryError::LimitsUnavailable;
-                self.answer(session, &error, &[]).await?;
+                answer::error(session, &error, &[]).await?;
                 ctx.own_error = Some(error);
                 Ok(true)
             }
@@ -291,7 +246,7 @@ impl EdgeProxy {
                     ("RateLimit-Limit", limiter.limit_header()),
                     ("RateLimit-Remaining", "0;w=60".to_string()),
                 ];
-                self.answer(session, &error, &headers).await?;
+                answer::error(session, &error, &headers).await?;
                 ctx.own_error = Some(error);
                 Ok(true)
             }
@@ -368,26 +323,6 @@ fn assign_request_id(session: &mut Session) -> Result<String> {
     Ok(id)
 }
 
-/// Returns the request's `X-Request-Id` on an answer.
-fn copy_request_id(session: &Session, answer: &mut ResponseHeader) -> Result<()> {
-    if let Some(id) = session.req_header().headers.get(REQUEST_ID).cloned() {
-        answer.insert_header(REQUEST_ID, id)?;
-    }
-    Ok(())
-}
-
-/// Discards what is left of the request body, for at most [`LINGER`].
-async fn linger(session: &mut Session) {
-    if session.is_body_done() {
-        return;
-    }
-    match tokio::time::timeout(LINGER, session.drain_request_body()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!("client went away while its body was discarded: {e}"),
-        Err(_) => tracing::debug!("stopped discarding a request body after {LINGER:?}"),
-    }
-}
-
 /// Push starts: what `rate_limits.push` counts (never PATCH/PUT chunks of an upload).
 fn is_push_start(method: &http::Method, route: &crate::registry::Route) -> bool {
     use crate::registry::Endpoint;
@@ -460,7 +395,7 @@ impl ProxyHttp for EdgeProxy {
                 max_headers: MAX_HEADER_LINES,
                 max_bytes: MAX_HEADER_BYTES,
             };
-            self.answer(session, &error, &[]).await?;
+            answer::error(session, &error, &[]).await?;
             ctx.own_error = Some(error);
             return Ok(true);
         }
@@ -468,7 +403,7 @@ impl ProxyHttp for EdgeProxy {
         ctx.request_id = assign_request_id(session)?;
         if ctx.settings.strict_host {
             if let Some(error) = self.check_host(session, ctx.settings.external.as_ref()) {
-                self.answer(session, &error, &[]).await?;
+                answer::error(session, &error, &[]).await?;
                 ctx.own_error = Some(error);
                 return Ok(true);
             }
@@ -482,7 +417,7 @@ impl ProxyHttp for EdgeProxy {
             None if !under_v2 => ctx.path = raw_path.to_string(),
             None => {
                 let error = RegistryError::NameInvalid;
-                self.answer(session, &error, &[]).await?;
+                answer::error(session, &error, &[]).await?;
                 ctx.own_error = Some(error);
                 return Ok(true);
             }
@@ -512,13 +447,13 @@ impl ProxyHttp for EdgeProxy {
             .is_some_and(|name| !is_valid_repository(name))
         {
             let error = RegistryError::NameInvalid;
-            self.answer(session, &error, &[]).await?;
+            answer::error(session, &error, &[]).await?;
             ctx.own_error = Some(error);
             return Ok(true);
         }
         if ctx.settings.read_only && is_push_class(&session.req_header().method, &ctx.path) {
             let error = RegistryError::ReadOnly;
-            self.answer(session, &error, &[]).await?;
+            answer::error(session, &error, &[]).await?;
             ctx.own_error = Some(error);
             return Ok(true);
         }
@@ -537,7 +472,7 @@ impl ProxyHttp for EdgeProxy {
         if let Some(limit) = ctx.settings.limits.max_body_size {
             if content_length(session).is_some_and(|len| len > limit) {
                 let error = RegistryError::BodyTooLarge { limit };
-                self.answer(session, &error, &[]).await?;
+                answer::error(session, &error, &[]).await?;
                 ctx.own_error = Some(error);
                 return Ok(true);
             }
@@ -670,17 +605,7 @@ impl ProxyHttp for EdgeProxy {
             };
         };
         let status = error.status();
-        // Once a response has started, the only honest signal left is closing the stream.
-        if session.response_written().is_none() {
-            let body = error.body();
-            let mut header = error.response_header(body.len());
-            let _ = copy_request_id(session, &mut header);
-            if let Err(write_err) = session.write_error_response(header, body).await {
-                tracing::debug!("could not send error response: {write_err}");
-            } else if matches!(error, RegistryError::BodyTooLarge { .. }) {
-                linger(session).await;
-            }
-        }
+        answer::failure(session, &error).await;
         ctx.own_error = Some(error);
         FailToProxy {
             error_code: status,
