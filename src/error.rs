@@ -25,6 +25,8 @@ pub enum RegistryError {
     UpstreamFailed,
     #[error("malformed request")]
     BadRequest,
+    #[error("the request has no Host header (HTTP/1.1 requires one)")]
+    MissingHost,
     #[error("invalid repository name")]
     NameInvalid,
     #[error("request headers too large: at most {max_headers} header lines and {max_bytes} bytes")]
@@ -79,6 +81,7 @@ impl RegistryError {
             RegistryError::UpstreamUnreachable | RegistryError::UpstreamFailed => 502,
             RegistryError::UpstreamTimeout => 504,
             RegistryError::BadRequest
+            | RegistryError::MissingHost
             | RegistryError::NameInvalid
             | RegistryError::BadTokenRequest(_) => 400,
             RegistryError::Unauthorized { .. }
@@ -102,7 +105,9 @@ impl RegistryError {
             | RegistryError::UpstreamUnreachable
             | RegistryError::UpstreamTimeout
             | RegistryError::UpstreamFailed => "UNAVAILABLE",
-            RegistryError::BadRequest | RegistryError::BadTokenRequest(_) => "UNSUPPORTED",
+            RegistryError::BadRequest
+            | RegistryError::MissingHost
+            | RegistryError::BadTokenRequest(_) => "UNSUPPORTED",
             RegistryError::NameInvalid => "NAME_INVALID",
             RegistryError::ReadOnly
             | RegistryError::HeadersTooLarge { .. }

@@ -296,6 +296,30 @@ fn header_block_too_large(session: &Session) -> bool {
             > MAX_HEADER_BYTES
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host` is answered 400. An HTTP/1.0 one
+/// (where `Host` is optional) gets `external_url`'s authority or the listener's address, so
+/// a registry node never sees a request without `Host`. h2 requests carry `:authority`.
+fn ensure_host(session: &mut Session, external: Option<&ExternalUrl>) -> Result<(), RegistryError> {
+    let req = session.req_header();
+    if session.is_http2() || req.headers.contains_key(http::header::HOST) {
+        return Ok(());
+    }
+    if req.version != http::Version::HTTP_10 {
+        return Err(RegistryError::MissingHost);
+    }
+    let authority = match external {
+        Some(external) => external.authority.clone(),
+        None => match session.server_addr().and_then(|a| a.as_inet()) {
+            Some(local) => local.to_string(),
+            None => return Err(RegistryError::MissingHost),
+        },
+    };
+    session
+        .req_header_mut()
+        .insert_header(http::header::HOST, authority)
+        .map_err(|_| RegistryError::MissingHost)
+}
+
 /// The request's `X-Request-Id`: the client's when it is a short plain token, else a new
 /// random one. Set on the request, so the node sees it too.
 fn assign_request_id(session: &mut Session) -> Result<String> {
@@ -401,6 +425,11 @@ impl ProxyHttp for EdgeProxy {
         }
         // After the header limits: they count what the client sent.
         ctx.request_id = assign_request_id(session)?;
+        if let Err(error) = ensure_host(session, ctx.settings.external.as_ref()) {
+            answer::error(session, &error, &[]).await?;
+            ctx.own_error = Some(error);
+            return Ok(true);
+        }
         if ctx.settings.strict_host {
             if let Some(error) = self.check_host(session, ctx.settings.external.as_ref()) {
                 answer::error(session, &error, &[]).await?;
@@ -652,6 +681,12 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         copy_request_id(session, upstream_response)?;
+        if answer::is_http10(session) {
+            // RFC 9112 §6.1: no chunked coding towards an HTTP/1.0 client. Without
+            // Transfer-Encoding (and Content-Length) Pingora delimits the body by closing.
+            upstream_response.remove_header(&http::header::TRANSFER_ENCODING);
+            session.set_keepalive(None);
+        }
         if let Some((limit, remaining)) = &ctx.push_budget {
             upstream_response.insert_header("RateLimit-Limit", limit.as_str())?;
             upstream_response.insert_header("RateLimit-Remaining", format!("{remaining};w=60"))?;
