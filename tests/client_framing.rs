@@ -247,6 +247,21 @@ fn an_oversized_header_block_gets_the_same_431_json_on_h1_and_h2() {
     assert_eq!(got.status, 431, "h1: {}", got.stderr);
     assert_eq!(got.json()["errors"][0]["code"], "UNSUPPORTED");
     assert_eq!(got.header("content-type"), Some("application/json"));
+    // HTTP/1.1 HEAD: the same 431, headers only.
+    let mut tls = tls_connect(
+        s.edge.https_port,
+        &s.certs.ca_dir.join("ca.crt"),
+        &["http/1.1"],
+    );
+    let head = format!("HEAD /v2/ HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\n\r\n");
+    let _ = tls.write_all(head.as_bytes());
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    let (block, after) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(block.starts_with("HTTP/1.1 431"), "{block}");
+    assert!(block.contains("Content-Length: "), "{block}");
+    assert!(after.is_empty(), "a body after the HEAD answer: {after}");
     // h2: curl's nghttp2 will not send a header block over 64 KiB, so a plain h2 client does.
     let answers = h2_gets(&s, &[("x-big", &big), ("x-small", "1")]);
     let (status, content_type, body) = &answers[0];

@@ -208,6 +208,8 @@ struct HeaderScan {
     bytes: usize,
     line_len: usize,
     done: bool,
+    /// The block's first bytes, enough to tell a HEAD request (answered without a body).
+    start: [u8; 5],
 }
 
 impl HeaderScan {
@@ -216,6 +218,9 @@ impl HeaderScan {
         for &b in data {
             if self.done {
                 return true;
+            }
+            if let Some(slot) = self.start.get_mut(self.bytes) {
+                *slot = b;
             }
             self.bytes += 1;
             match b {
@@ -234,6 +239,22 @@ impl HeaderScan {
         true
     }
 }
+
+impl HeaderScan {
+    /// Whether the request being scanned is a HEAD (RFC 9110 §9.3.2: no body in the answer).
+    fn is_head(&self) -> bool {
+        &self.start == b"HEAD "
+    }
+}
+
+/// The raw HTTP/1 431 answer to a HEAD request: [`REFUSAL`]'s header block alone.
+static REFUSAL_TO_HEAD: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    let end = REFUSAL
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(REFUSAL.len(), |at| at + 4);
+    REFUSAL[..end].to_vec()
+});
 
 /// The raw HTTP/1 431 answer, in the registry's error format.
 static REFUSAL: LazyLock<Vec<u8>> = LazyLock::new(|| {
@@ -256,7 +277,8 @@ static REFUSAL: LazyLock<Vec<u8>> = LazyLock::new(|| {
 });
 
 enum Refusal {
-    Writing(usize),
+    /// Bytes of the answer (`REFUSAL` or `REFUSAL_TO_HEAD`) written so far.
+    Writing(&'static [u8], usize),
     Draining,
 }
 
@@ -317,14 +339,14 @@ impl GuardedStream {
     fn poll_refuse(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             match self.refusal {
-                Some(Refusal::Writing(done)) if done < REFUSAL.len() => {
-                    match ready!(Pin::new(&mut self.inner).poll_write(cx, &REFUSAL[done..])) {
+                Some(Refusal::Writing(answer, done)) if done < answer.len() => {
+                    match ready!(Pin::new(&mut self.inner).poll_write(cx, &answer[done..])) {
                         Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                        Ok(n) => self.refusal = Some(Refusal::Writing(done + n)),
+                        Ok(n) => self.refusal = Some(Refusal::Writing(answer, done + n)),
                         Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
-                Some(Refusal::Writing(_)) => {
+                Some(Refusal::Writing(..)) => {
                     ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
                     let until = Instant::now() + REFUSAL_LINGER;
                     self.timer.as_mut().reset(until.into());
@@ -395,7 +417,9 @@ impl AsyncRead for GuardedStream {
                         .is_some_and(|scan| !scan.within_limits(&buf.filled()[before..]));
                 if over {
                     buf.set_filled(before);
-                    this.refusal = Some(Refusal::Writing(0));
+                    let head = this.scan.as_ref().is_some_and(HeaderScan::is_head);
+                    let answer = if head { &REFUSAL_TO_HEAD } else { &REFUSAL };
+                    this.refusal = Some(Refusal::Writing(answer.as_slice(), 0));
                     return this.poll_refuse(cx);
                 }
                 Poll::Ready(Ok(()))
@@ -542,5 +566,22 @@ mod tests {
         assert!(head.starts_with("HTTP/1.1 431 "));
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         assert!(body.contains("\"errors\""));
+        // To HEAD: the same header block (Content-Length included), no body.
+        let to_head = String::from_utf8(REFUSAL_TO_HEAD.clone()).unwrap();
+        assert_eq!(to_head, format!("{head}\r\n\r\n"));
+    }
+
+    #[test]
+    fn scan_tells_head_requests() {
+        let mut scan = HeaderScan::default();
+        assert!(scan.within_limits(b"HE"));
+        assert!(scan.within_limits(b"AD / HTTP/1.1\r\n"));
+        assert!(scan.is_head());
+        let mut scan = HeaderScan::default();
+        assert!(scan.within_limits(b"HEADX / HTTP/1.1\r\n"));
+        assert!(!scan.is_head());
+        let mut scan = HeaderScan::default();
+        assert!(scan.within_limits(b"GET / HTTP/1.1\r\n"));
+        assert!(!scan.is_head());
     }
 }
