@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ring::hmac;
@@ -38,7 +38,10 @@ pub struct Users {
     /// Zero disables the cache.
     cache_ttl: Duration,
     /// A valid hash to verify against for unknown users, so timing does not tell them apart.
-    decoy: String,
+    /// Made on first use, at `decoy_cost`: a load or reload pays no bcrypt work.
+    decoy: OnceLock<String>,
+    /// The cost of the file's first entry (or bcrypt's default).
+    decoy_cost: u32,
 }
 
 impl std::fmt::Debug for Users {
@@ -84,21 +87,28 @@ impl Users {
         }
         let rng = ring::rand::SystemRandom::new();
         let cache_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system randomness");
-        let cost = hashes
+        let decoy_cost = hashes
             .values()
             .next()
             .and_then(|h| h.get(4..6))
             .and_then(|c| c.parse().ok())
             .unwrap_or(bcrypt::DEFAULT_COST);
-        // Costs were checked above, so this cannot fail; an empty decoy only loses the
-        // timing cover for unknown users, never lets one in.
-        let decoy = bcrypt::hash("registry-edge decoy", cost).unwrap_or_default();
         Ok(Users {
             hashes,
             cache_key,
             cache: Mutex::new(HashMap::new()),
             cache_ttl,
-            decoy,
+            decoy: OnceLock::new(),
+            decoy_cost,
+        })
+    }
+
+    /// The decoy hash (bcrypt work on first call; run it on the blocking pool).
+    fn decoy(&self) -> &str {
+        // Costs were checked at load, so this cannot fail; an empty decoy only loses the
+        // timing cover for unknown users, never lets one in.
+        self.decoy.get_or_init(|| {
+            bcrypt::hash("registry-edge decoy", self.decoy_cost).unwrap_or_default()
         })
     }
 
@@ -131,7 +141,7 @@ impl Users {
         let ok = tokio::task::spawn_blocking(move || {
             let (hash, known) = match users.hashes.get(&user_owned) {
                 Some(hash) => (hash.as_str(), true),
-                None => (users.decoy.as_str(), false),
+                None => (users.decoy(), false),
             };
             bcrypt::verify(&password_owned, hash).unwrap_or(false) && known
         })
