@@ -1,6 +1,7 @@
 //! The admin listener (`admin.listen`, plain HTTP, never a public port): `/metrics` in
 //! Prometheus text format, `/healthz` (the process answers) and `/readyz` (at least one
-//! registry node passes its health check: what a load balancer should route on).
+//! registry node passes its health check and the process is not stopping: what a load
+//! balancer should route on).
 
 use std::sync::Arc;
 
@@ -9,16 +10,19 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::drain::Drain;
 use crate::metrics::metrics;
 use crate::upstream::NodePool;
 
 pub struct AdminApp {
     pool: Arc<NodePool>,
+    /// While draining (SIGTERM) `/readyz` says 503, so balancers stop sending new clients.
+    drain: Arc<Drain>,
 }
 
 impl AdminApp {
-    pub fn new(pool: Arc<NodePool>) -> Self {
-        AdminApp { pool }
+    pub fn new(pool: Arc<NodePool>, drain: Arc<Drain>) -> Self {
+        AdminApp { pool, drain }
     }
 
     /// Publishes node health as gauges; true when any node is healthy.
@@ -66,6 +70,7 @@ impl ServeHttp for AdminApp {
                 answer(200, "text/plain; version=0.0.4", &body)
             }
             "/healthz" => answer(200, text, b"ok\n"),
+            "/readyz" if self.drain.is_draining() => answer(503, text, b"stopping\n"),
             "/readyz" if self.refresh_node_health() => answer(200, text, b"ready\n"),
             "/readyz" => answer(503, text, b"no healthy registry node\n"),
             _ => answer(404, text, b"/metrics, /healthz, /readyz\n"),

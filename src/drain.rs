@@ -1,10 +1,13 @@
-//! Graceful stop: on SIGTERM the listeners stop accepting, requests in flight finish, and the
-//! process exits as soon as none is left — after `server.shutdown_grace` at the latest.
+//! Graceful stop: on SIGTERM (or SIGQUIT) the listeners stop accepting, connections are told
+//! (HTTP/1.1 answers close the connection and idle ones are closed, h2 connections get
+//! GOAWAY), and the process exits as soon as the requests in flight have finished and the
+//! proxy's connections have closed — after `server.shutdown_grace` at the latest.
 //!
 //! Pingora's own graceful path sleeps the whole grace period whatever is in flight
 //! (`Server::run`, `grace_period_seconds`), so `docker stop` (10 s) would always end in
 //! SIGKILL. Here the signal watch itself drains, and Pingora is given a zero grace period.
-//! Idle keep-alive connections are not waited for (nginx closes them too).
+//! Waiting for connections as well as requests matters on h2: a stream's request ends when
+//! its last DATA frame is queued, and the connection task still has to send it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +22,8 @@ use tokio::sync::{watch, Notify};
 pub struct Drain {
     draining: watch::Sender<bool>,
     in_flight: AtomicUsize,
+    /// Open client connections of the listeners the drain waits for.
+    connections: AtomicUsize,
     /// Woken when the last request in flight ends.
     idle: Notify,
     /// `server.shutdown_grace`: the longest a drain waits.
@@ -30,6 +35,7 @@ impl Drain {
         Arc::new(Drain {
             draining: watch::Sender::new(false),
             in_flight: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
             idle: Notify::new(),
             grace,
         })
@@ -41,9 +47,20 @@ impl Drain {
         InFlight(self.clone())
     }
 
+    /// Counts a client connection as open until the returned guard is dropped.
+    pub fn connection(self: &Arc<Self>) -> OpenConnection {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        OpenConnection(self.clone())
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Counted connections open now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// True once a drain has begun: answers should close their connection.
@@ -56,19 +73,22 @@ impl Drain {
         self.draining.subscribe()
     }
 
-    /// Stops the listeners and waits until no request is in flight, at most the grace period.
+    /// Stops the listeners and waits until no request is in flight and no counted connection
+    /// is open, at most the grace period.
     pub async fn drain(&self) {
         self.draining.send_replace(true);
         let deadline = tokio::time::Instant::now() + self.grace;
         loop {
             // Created before the check, so a wake-up between the two is not lost.
             let idle = self.idle.notified();
-            let left = self.in_flight();
-            if left == 0 {
+            let (requests, connections) = (self.in_flight(), self.connections());
+            if requests == 0 && connections == 0 {
                 tracing::info!("graceful stop: no request in flight, exiting");
                 return;
             }
-            tracing::info!("graceful stop: waiting for {left} request(s) in flight");
+            tracing::info!(
+                "graceful stop: waiting for {requests} request(s) in flight on {connections} connection(s)"
+            );
             tokio::select! {
                 _ = idle => {}
                 _ = tokio::time::sleep_until(deadline) => {
@@ -95,8 +115,20 @@ impl Drop for InFlight {
     }
 }
 
-/// The process's signals: SIGTERM drains and then stops, SIGINT stops at once, SIGQUIT is
-/// Pingora's graceful upgrade (its listener hand-over).
+/// One open client connection (see [`Drain::connection`]).
+pub struct OpenConnection(Arc<Drain>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if self.0.connections.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The process's signals: SIGTERM and SIGQUIT drain and then stop (SIGQUIT is nginx's
+/// graceful stop, the STOPSIGNAL of its images; Pingora's listener hand-over does not apply to
+/// the edge's own listeners); SIGINT, or a second SIGTERM/SIGQUIT while draining, stops at once.
 pub struct SignalWatch(pub Arc<Drain>);
 
 #[async_trait]
@@ -111,18 +143,18 @@ impl ShutdownSignalWatch for SignalWatch {
             tracing::error!("cannot install signal handlers; stopping");
             return ShutdownSignal::FastShutdown;
         };
+        let name = tokio::select! {
+            _ = int.recv() => return ShutdownSignal::FastShutdown,
+            _ = quit.recv() => "SIGQUIT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!("{name}: no new connections; finishing requests in flight");
         tokio::select! {
-            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = self.0.drain() => ShutdownSignal::GracefulTerminate,
+            // A second signal while draining: stop now.
             _ = int.recv() => ShutdownSignal::FastShutdown,
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: no new connections; finishing requests in flight");
-                tokio::select! {
-                    _ = self.0.drain() => {}
-                    // A second signal while draining: stop now.
-                    _ = int.recv() => return ShutdownSignal::FastShutdown,
-                }
-                ShutdownSignal::GracefulTerminate
-            }
+            _ = term.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::FastShutdown,
         }
     }
 }
@@ -156,6 +188,23 @@ mod tests {
         drain.drain().await;
         assert_eq!(started.elapsed(), Duration::from_secs(8));
         assert_eq!(drain.in_flight(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drain_waits_for_open_connections_too() {
+        let drain = Drain::new(Duration::from_secs(60));
+        let connection = drain.connection();
+        let waiting = {
+            let drain = drain.clone();
+            tokio::spawn(async move { drain.drain().await })
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            !waiting.is_finished(),
+            "no request, but a connection is open"
+        );
+        drop(connection);
+        waiting.await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

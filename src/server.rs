@@ -197,7 +197,7 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
                 settings.clone(),
             )
             .with_proxy_protocol(config.server.proxy_protocol)
-            .with_drain(drain.clone()),
+            .with_drain(drain.clone(), true),
         );
     }
 
@@ -220,7 +220,7 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
                 settings.clone(),
             )
             .with_proxy_protocol(config.server.proxy_protocol)
-            .with_drain(drain.clone()),
+            .with_drain(drain.clone(), false),
         );
     }
     if let Some(addr) = config.admin_listen {
@@ -228,7 +228,7 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
             "registry-edge admin",
             bind_all(&[addr])?,
             None,
-            AdminApp::new(pool.clone()),
+            AdminApp::new(pool.clone(), drain.clone()),
             settings.clone(),
         ));
     }

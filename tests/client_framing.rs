@@ -281,29 +281,8 @@ fn h2_gets(s: &Setup, requests: &[(&str, &str)]) -> Vec<(u16, Option<String>, Ve
         .build()
         .unwrap();
     runtime.block_on(async {
-        use rustls_pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in
-            rustls_pki_types::CertificateDer::pem_file_iter(s.certs.ca_dir.join("ca.crt")).unwrap()
-        {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", s.edge.https_port))
-            .await
-            .unwrap();
-        let tls = connector
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
-        let (client, connection) = h2::client::handshake(tls).await.unwrap();
+        let ca = s.certs.ca_dir.join("ca.crt");
+        let (client, connection) = common::h2client::connect(s.edge.https_port, &ca).await;
         tokio::spawn(connection);
         let mut answers = Vec::new();
         for (name, value) in requests {

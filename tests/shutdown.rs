@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,12 +13,13 @@ fn in_flight_upload_completes_after_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let registry = Registry::start(dir.path(), "node");
+    let admin = common::free_port();
     let mut edge = Edge::start_with(
         dir.path(),
         &certs,
         "  shutdown_grace: 20s\n",
         &upstream_yaml(&[registry.addr()], "repository_hash"),
-        "",
+        &format!("admin:\n  listen: \"127.0.0.1:{admin}\"\n"),
     );
     let ca = certs.ca_dir.join("ca.crt").to_str().unwrap().to_string();
     let location = common::start_upload(&edge.url("/v2/slow/upload/blobs/uploads/"), &ca, &[]);
@@ -40,6 +42,14 @@ fn in_flight_upload_completes_after_sigterm() {
     wait_for("the listener to close", Duration::from_secs(10), || {
         (curl(&["--cacert", &ca, "--max-time", "2", &edge.url("/v2/")]).status == 0).then_some(())
     });
+    // Load balancers are told to stop sending clients.
+    let readyz = curl(&[&format!("http://127.0.0.1:{admin}/readyz")]);
+    assert_eq!(
+        readyz.status,
+        503,
+        "{}",
+        String::from_utf8_lossy(&readyz.body)
+    );
     // ...while the upload that was streaming completes.
     let done = upload.join().unwrap();
     assert_eq!(
@@ -69,9 +79,27 @@ fn sigterm_with_nothing_in_flight_exits_at_once_not_after_the_grace() {
         &upstream_yaml(&[registry.addr()], "repository_hash"),
         "",
     );
-    let ca = certs.ca_dir.join("ca.crt").to_str().unwrap().to_string();
-    // An idle keep-alive connection is not a request in flight.
-    assert_eq!(curl(&["--cacert", &ca, &edge.url("/v2/")]).status, 200);
+    let ca = certs.ca_dir.join("ca.crt");
+    // Idle connections held open across the signal: HTTP/1.1 keep-alive (after one request)
+    // and h2 (after one stream). Neither is a request in flight; both must be closed by the
+    // edge (the h2 one with GOAWAY), or the drain would wait for them until the grace.
+    let mut h1 = common::tls_connect(edge.https_port, &ca, &["http/1.1"]);
+    h1.write_all(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    assert_eq!(common::read_head(&mut h1).0, 200);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let h2_closed = runtime.block_on(async {
+        let (client, connection) = common::h2client::connect(edge.https_port, &ca).await;
+        let closed = tokio::spawn(connection);
+        let mut client = client.ready().await.unwrap();
+        let request = http::Request::get(edge.url("/v2/")).body(()).unwrap();
+        let (response, _) = client.send_request(request, true).unwrap();
+        assert_eq!(response.await.unwrap().status(), 200);
+        // The client handle stays alive, so only the server can end this connection.
+        std::mem::forget(client);
+        // Boxed in an Option: the block's value is the connection's task, awaited later.
+        Some(closed)
+    });
     let killed = Command::new("kill")
         .args(["-TERM", &edge.proc.pid().to_string()])
         .status()
@@ -83,6 +111,13 @@ fn sigterm_with_nothing_in_flight_exits_at_once_not_after_the_grace() {
         Duration::from_secs(4),
         || (!edge.proc.is_running()).then_some(()),
     );
+    let log = edge.log_text();
+    assert!(log.contains("no request in flight, exiting"), "{log}");
+    runtime.block_on(async {
+        let closed = h2_closed.expect("the h2 connection task");
+        let ended = tokio::time::timeout(Duration::from_secs(5), closed).await;
+        assert!(ended.is_ok(), "the h2 connection was closed by the edge");
+    });
 }
 
 #[test]

@@ -50,6 +50,8 @@ pub struct EdgeListener<A> {
     settings: SharedSettings,
     proxy_protocol: bool,
     drain: Option<Arc<Drain>>,
+    /// The drain waits for this listener's connections to close, not only its requests.
+    drain_waits_for_connections: bool,
 }
 
 impl<A> EdgeListener<A> {
@@ -69,12 +71,18 @@ impl<A> EdgeListener<A> {
             settings,
             proxy_protocol: false,
             drain: None,
+            drain_waits_for_connections: false,
         }
     }
 
-    /// Stop accepting when `drain` begins (SIGTERM), before the process stops.
-    pub fn with_drain(mut self, drain: Arc<Drain>) -> Self {
+    /// Stop accepting when `drain` begins (SIGTERM), and tell connections so: HTTP/1.1 turns
+    /// keep-alive off and idle connections close, h2 connections get GOAWAY. With
+    /// `wait_for_connections`, the drain also waits until this listener's connections have
+    /// closed (so an h2 response still queued in its connection is sent); only for listeners
+    /// whose idle connections close on a drain (the proxy's: Pingora's `http_cleanup`).
+    pub fn with_drain(mut self, drain: Arc<Drain>, wait_for_connections: bool) -> Self {
         self.drain = Some(drain);
+        self.drain_waits_for_connections = wait_for_connections;
         self
     }
 
@@ -103,15 +111,24 @@ impl<A: ServerApp + Send + Sync + 'static> Service for EdgeListener<A> {
                     continue;
                 }
             };
+            // With a drain, its start is the shutdown signal the accept loop and Pingora's
+            // connection handling see (it comes before Pingora's own, which follows the drain).
+            let shutdown = self
+                .drain
+                .as_ref()
+                .map_or(shutdown.clone(), |d| d.subscribe());
             let connection = Connection {
                 app: app.clone(),
                 tls: self.tls.clone(),
                 settings: self.settings.clone(),
-                shutdown: shutdown.clone(),
+                shutdown,
                 proxy_protocol: self.proxy_protocol,
+                counted_by: self
+                    .drain
+                    .clone()
+                    .filter(|_| self.drain_waits_for_connections),
             };
-            let draining = self.drain.as_ref().map(|d| d.subscribe());
-            loops.push(tokio::spawn(accept_loop(listener, connection, draining)));
+            loops.push(tokio::spawn(accept_loop(listener, connection)));
         }
         futures::future::join_all(loops).await;
         app.cleanup().await;
@@ -125,17 +142,15 @@ impl<A: ServerApp + Send + Sync + 'static> Service for EdgeListener<A> {
 async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: TcpListener,
     connection: Connection<A>,
-    draining: Option<tokio::sync::watch::Receiver<bool>>,
 ) {
     let mut shutdown = connection.shutdown.clone();
-    // Without a drain, a sender that never sends: the branch below never fires.
-    let (_never, idle) = tokio::sync::watch::channel(false);
-    let mut draining = draining.unwrap_or(idle);
     loop {
+        // Returning drops the listening socket: new connections are refused at once.
+        if *shutdown.borrow() {
+            return;
+        }
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            // Returning drops the listening socket: new connections are refused at once.
-            Ok(_) = draining.wait_for(|d| *d) => return,
             changed = shutdown.changed() => {
                 if changed.is_err() || *shutdown.borrow() {
                     return;
@@ -165,6 +180,8 @@ struct Connection<A> {
     settings: SharedSettings,
     shutdown: ShutdownWatch,
     proxy_protocol: bool,
+    /// Counts this connection as open for the drain.
+    counted_by: Option<Arc<Drain>>,
 }
 
 impl<A> Clone for Connection<A> {
@@ -175,12 +192,14 @@ impl<A> Clone for Connection<A> {
             settings: self.settings.clone(),
             shutdown: self.shutdown.clone(),
             proxy_protocol: self.proxy_protocol,
+            counted_by: self.counted_by.clone(),
         }
     }
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
     async fn serve(self, mut tcp: TcpStream, peer: SocketAddr) {
+        let _open = self.counted_by.as_ref().map(|drain| drain.connection());
         let accepted = Instant::now();
         let timeouts = self.settings.load().client_timeouts;
         let Ok(local) = tcp.local_addr() else { return };

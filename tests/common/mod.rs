@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod echo;
+pub mod h2client;
 pub mod pebble;
 
 use std::net::SocketAddr;
