@@ -62,7 +62,16 @@ pub fn location(req: &RequestHeader, origin: &PublicOrigin, https_port: u16) -> 
     let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let path = if path.starts_with('/') { path } else { "/" };
     match origin.source {
-        Source::ExternalUrl | Source::TrustedProxy => format!("https://{}{path}", origin.authority),
+        Source::ExternalUrl => format!("https://{}{path}", origin.authority),
+        // The balancer's port is the plain-HTTP one it received on: https is on 443.
+        Source::TrustedProxy => {
+            let host = origin
+                .authority
+                .parse::<http::uri::Authority>()
+                .map(|a| a.host().to_ascii_lowercase())
+                .unwrap_or_else(|_| "localhost".to_string());
+            format!("https://{host}{path}")
+        }
         Source::Host | Source::Listener => {
             // The client named the plain-HTTP listener: same host, the HTTPS port.
             let host = origin
@@ -223,6 +232,13 @@ mod tests {
         assert_eq!(
             redirect(&r, 8443, false, None, None),
             "https://edge-1.internal:8443/v2/"
+        );
+        // A forwarded plain-HTTP port is not where https listens.
+        r.insert_header("X-Forwarded-Host", "registry.example.com:8080")
+            .unwrap();
+        assert_eq!(
+            redirect(&r, 8443, true, None, None),
+            "https://registry.example.com/v2/"
         );
     }
 

@@ -120,11 +120,11 @@ pub fn rewrite_for_upstream(
     set(req, X_FORWARDED_FOR, Some(forwarded_for));
     set(req, X_FORWARDED_PROTO, Some(origin.scheme.to_string()));
     set(req, X_FORWARDED_HOST, Some(origin.authority.clone()));
-    if !client.peer_trusted {
-        // `Forwarded` takes precedence over X-Forwarded-* in the registry: never pass it untrusted.
-        req.remove_header(&FORWARDED);
-        req.remove_header(X_FORWARDED_PORT);
-    }
+    // `Forwarded` takes precedence over X-Forwarded-* in the registry, and it appends
+    // X-Forwarded-Port to a host without one: either would make upload `Location`s disagree
+    // with the origin above (a trusted proxy's port is already part of it).
+    req.remove_header(&FORWARDED);
+    req.remove_header(X_FORWARDED_PORT);
 }
 
 fn set(req: &mut RequestHeader, name: &'static str, value: Option<String>) {
@@ -252,10 +252,9 @@ mod tests {
             header(&req, "x-forwarded-host").as_deref(),
             Some("registry.example.com")
         );
-        assert_eq!(
-            header(&req, "forwarded").as_deref(),
-            Some("for=203.0.113.9;proto=https")
-        );
+        // The origin is decided once; the registry must not rebuild another from these.
+        assert_eq!(header(&req, "forwarded"), None);
+        assert_eq!(header(&req, "x-forwarded-port"), None);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::config::ExternalUrl;
 
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const X_FORWARDED_PORT: &str = "x-forwarded-port";
 
 /// Where the public origin came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +60,10 @@ impl PublicOrigin {
         let (authority, source) = if let Some(external) = external {
             (external.authority.clone(), Source::ExternalUrl)
         } else if let Some(host) = trusted(X_FORWARDED_HOST).filter(|h| is_plain_authority(h)) {
-            (host, Source::TrustedProxy)
+            (
+                with_port(host, trusted(X_FORWARDED_PORT), scheme),
+                Source::TrustedProxy,
+            )
         } else if let Some(host) = request_host(req).filter(|h| is_plain_authority(h)) {
             (host, Source::Host)
         } else {
@@ -76,6 +80,22 @@ impl PublicOrigin {
     /// `scheme://authority` followed by `path` (which starts with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("{}://{}{path}", self.scheme, self.authority)
+    }
+}
+
+/// A trusted `X-Forwarded-Port` completes a host without a port, as distribution does
+/// (`registry/api/v2/urls.go`); the scheme's default port is left out.
+fn with_port(host: String, port: Option<String>, scheme: &str) -> String {
+    let Some(port) = port.and_then(|p| p.parse::<u16>().ok()) else {
+        return host;
+    };
+    let has_port = host
+        .parse::<http::uri::Authority>()
+        .is_ok_and(|a| a.port_u16().is_some());
+    let default = matches!((scheme, port), ("https", 443) | ("http", 80));
+    match has_port || default {
+        true => host,
+        false => format!("{host}:{port}"),
     }
 }
 
@@ -129,6 +149,28 @@ mod tests {
         let http = req(&[("Host", "h"), ("X-Forwarded-Proto", "http")]);
         assert_eq!(PublicOrigin::of(&http, false, None, None).scheme, "https");
         assert_eq!(PublicOrigin::of(&http, true, None, None).scheme, "http");
+    }
+
+    #[test]
+    fn a_trusted_forwarded_port_completes_the_host() {
+        let lb = |port: &str, host: &str| {
+            let r = req(&[
+                ("Host", "edge-1.internal:8443"),
+                ("X-Forwarded-Host", host),
+                ("X-Forwarded-Port", port),
+            ]);
+            PublicOrigin::of(&r, true, None, None).authority
+        };
+        assert_eq!(
+            lb("8443", "registry.example.com"),
+            "registry.example.com:8443"
+        );
+        assert_eq!(lb("443", "registry.example.com"), "registry.example.com");
+        assert_eq!(
+            lb("8443", "registry.example.com:9000"),
+            "registry.example.com:9000"
+        );
+        assert_eq!(lb("x", "registry.example.com"), "registry.example.com");
     }
 
     #[test]
