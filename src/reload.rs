@@ -16,7 +16,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, ConfigError, ServerSettings, UpstreamSettings};
+use crate::config::{ClientTimeouts, Config, ConfigError, ServerSettings, UpstreamSettings};
 use crate::server;
 use crate::settings::{Settings, SharedSettings};
 use crate::shared_state::SharedState;
@@ -80,6 +80,7 @@ impl Changes {
             health_path,
             health_interval,
         } = upstream;
+        let ClientTimeouts { header, body, idle } = client_timeouts;
         let (ns, nu) = (&new.server, &new.upstream);
         let mut c = Changes::default();
         c.note(
@@ -100,22 +101,12 @@ impl Changes {
         c.note("server.pid_file", pid_file, &ns.pid_file, RESTART);
         c.note(
             "server.header_timeout",
-            &client_timeouts.header,
+            header,
             &ns.client_timeouts.header,
             LIVE,
         );
-        c.note(
-            "server.body_timeout",
-            &client_timeouts.body,
-            &ns.client_timeouts.body,
-            LIVE,
-        );
-        c.note(
-            "server.idle_timeout",
-            &client_timeouts.idle,
-            &ns.client_timeouts.idle,
-            LIVE,
-        );
+        c.note("server.body_timeout", body, &ns.client_timeouts.body, LIVE);
+        c.note("server.idle_timeout", idle, &ns.client_timeouts.idle, LIVE);
         c.note("server.strict_host", strict_host, &ns.strict_host, LIVE);
         c.note(
             "server.proxy_protocol",
@@ -202,6 +193,19 @@ impl Reloader {
     /// Returns what differs from the configuration the process started with.
     pub fn reload(&self) -> Result<Changes, ConfigError> {
         let loaded = server::load(&self.path)?;
+        // The PROXY listeners keep running until a restart, and their trust list is the one
+        // reloaded: an empty one would refuse every connection.
+        if self.started.server.proxy_protocol && loaded.config.forwarded.trusted_proxies.is_empty()
+        {
+            return Err(ConfigError::Invalid {
+                path: self.path.clone(),
+                key: "forwarded.trusted_proxies".into(),
+                problem:
+                    "empty, but the running listeners expect PROXY headers (server.proxy_protocol \
+                          takes effect at a restart): keep the balancers listed until then"
+                        .into(),
+            });
+        }
         let changes = Changes::between(&self.started, &loaded.config);
         if let (Some(resolver), Some(certificates)) = (&self.certificates, loaded.certificates) {
             resolver.replace(certificates);

@@ -121,8 +121,16 @@ fn proxy_headers_name_the_client_and_plain_connections_are_refused() {
     let echo = echoed_through(&edge, &certs, &local, "/v2/pp/local/tags/list");
     assert_eq!(header_value(&echo, "x-forwarded-for"), Some("127.0.0.1"));
 
-    // The access log shows the named clients.
-    let log = edge.log_text();
+    // The access log shows the named clients (written by a background appender: poll).
+    let log = wait_for(
+        "both access lines",
+        std::time::Duration::from_secs(10),
+        || {
+            let log = edge.log_text();
+            (log.contains("client=203.0.113.7") && log.contains("client=2001:db8::5"))
+                .then_some(log)
+        },
+    );
     assert!(log.contains("client=203.0.113.7"), "{log}");
     assert!(log.contains("client=2001:db8::5"), "{log}");
 
@@ -142,7 +150,16 @@ fn proxy_headers_name_the_client_and_plain_connections_are_refused() {
         !matches!(http.read(&mut buf), Ok(n) if n > 0),
         "the plain listener served a connection without a PROXY header"
     );
-    assert!(edge.log_text().contains("no valid PROXY header"));
+    // The log is written through a background appender: poll for the line.
+    wait_for(
+        "the refusal in the log",
+        std::time::Duration::from_secs(10),
+        || {
+            edge.log_text()
+                .contains("no valid PROXY header")
+                .then_some(())
+        },
+    );
 
     // With a header the plain listener redirects as usual.
     let mut http = TcpStream::connect(("127.0.0.1", edge.http_port)).unwrap();
@@ -218,4 +235,44 @@ fn proxy_headers_from_peers_outside_trusted_proxies_are_refused_logged_and_count
         "registry_edge_proxy_protocol_refused_total{reason=\"untrusted_peer\"}",
     );
     assert_eq!(refused, Some(3.0), "{metrics}");
+}
+
+#[test]
+fn a_reload_cannot_empty_the_trust_list_of_running_proxy_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let upstream = EchoUpstream::start();
+    let nodes = upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin");
+    let pid_file = dir.path().join("edge.pid");
+    let server = format!(
+        "  shutdown_grace: 1s\n  proxy_protocol: true\n  pid_file: {}\n",
+        pid_file.display()
+    );
+    let trust = "forwarded:\n  trusted_proxies: [\"127.0.0.1/32\"]\n";
+    let edge = Edge::start_unchecked(dir.path(), &certs, &server, &nodes, trust);
+    wait_for("the pid file", std::time::Duration::from_secs(30), || {
+        std::fs::read_to_string(&pid_file).ok()
+    });
+    // Planned for the next restart: PROXY off and no balancers. Applied now, the trust list
+    // would refuse every connection the still-running PROXY listeners get.
+    let text = std::fs::read_to_string(&edge.config).unwrap();
+    let next = text
+        .replace("proxy_protocol: true", "proxy_protocol: false")
+        .replace("[\"127.0.0.1/32\"]", "[]");
+    std::fs::write(&edge.config, next).unwrap();
+    common::reload(&pid_file);
+    let line = wait_for("the rejection", std::time::Duration::from_secs(10), || {
+        edge.log_text()
+            .lines()
+            .find(|l| l.contains("reload rejected"))
+            .map(str::to_string)
+    });
+    assert!(line.contains("forwarded.trusted_proxies"), "{line}");
+    // The balancer still gets through.
+    let v1 = format!(
+        "PROXY TCP4 203.0.113.7 127.0.0.1 51234 {}\r\n",
+        edge.https_port
+    );
+    let echo = echoed_through(&edge, &certs, v1.as_bytes(), "/v2/pp/after/tags/list");
+    assert_eq!(header_value(&echo, "x-forwarded-for"), Some("203.0.113.7"));
 }
