@@ -33,6 +33,8 @@ pub enum CertGenError {
         gid: u32,
         source: std::io::Error,
     },
+    #[error("--owner {uid}:{gid}: giving files to another user needs root (run gen-certs with sudo); nothing was written")]
+    OwnerNeedsRoot { uid: u32, gid: u32 },
     #[error("--owner {0:?}: expected UID or UID:GID (numbers, e.g. 65532 for the container image's user)")]
     Owner(String),
 }
@@ -46,6 +48,18 @@ pub fn parse_owner(text: &str) -> Result<(u32, u32), CertGenError> {
         uid.parse().map_err(|_| bad())?,
         gid.parse().map_err(|_| bad())?,
     ))
+}
+
+/// Whether this process may give files to `owner`: as root, or when it is the process's own
+/// uid. Checked before anything is written, so a run without the privilege does not replace
+/// working keys and then fail.
+pub fn may_give_to((uid, gid): (u32, u32)) -> Result<(), CertGenError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 || euid == uid {
+        return Ok(());
+    }
+    Err(CertGenError::OwnerNeedsRoot { uid, gid })
 }
 
 /// Gives the files [`generate`] wrote to `owner` (uid, gid).

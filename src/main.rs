@@ -142,6 +142,9 @@ fn main() -> ExitCode {
                 Ok(owner) => owner,
                 Err(e) => return fail(e),
             };
+            if let Err(e) = owner.map_or(Ok(()), certgen::may_give_to) {
+                return fail(e);
+            }
             let generated = certgen::generate(&dir, &hosts).and_then(|paths| {
                 owner.map_or(Ok(()), |owner| certgen::give_to(&paths, owner))?;
                 Ok(paths)

@@ -559,6 +559,37 @@ fn gen_certs_owner_must_be_numeric() {
     ]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("UID or UID:GID"), "{stderr}");
+    // Giving the files to oneself needs no privilege; to another user it needs root, and
+    // without it nothing is written (working keys are not replaced by unusable ones).
+    let me = format!("{}:{}", unsafe { libc::geteuid() }, unsafe {
+        libc::getegid()
+    });
+    let (code, _, stderr) = run(&[
+        "gen-certs",
+        "--dir",
+        out.to_str().unwrap(),
+        "--host",
+        "r.test",
+        "--owner",
+        &me,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.join("tls.key").is_file());
+    if unsafe { libc::geteuid() } != 0 {
+        let other = dir.path().join("other");
+        let (code, _, stderr) = run(&[
+            "gen-certs",
+            "--dir",
+            other.to_str().unwrap(),
+            "--host",
+            "r.test",
+            "--owner",
+            "65532",
+        ]);
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("needs root"), "{stderr}");
+        assert!(!other.exists(), "nothing is written");
+    }
 }
 
 #[test]

@@ -40,7 +40,7 @@ pub struct Users {
     /// A valid hash to verify against for unknown users, so timing does not tell them apart.
     /// Made on first use, at `decoy_cost`: a load or reload pays no bcrypt work.
     decoy: OnceLock<String>,
-    /// The cost of the file's first entry (or bcrypt's default).
+    /// The cost of one of the file's entries (or bcrypt's default).
     decoy_cost: u32,
 }
 
