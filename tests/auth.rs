@@ -4,11 +4,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use common::{curl, make_certs, upstream_yaml, Certs, Edge, Registry};
+use common::{curl, make_certs, skopeo, upstream_yaml, Certs, Edge, Registry};
 use registry_edge::auth::scope::Scope;
 use registry_edge::auth::token::{SigningKeys, TokenAuthority};
 
@@ -122,14 +121,6 @@ fn claims(token: &str) -> serde_json::Value {
             .unwrap(),
     )
     .unwrap()
-}
-
-fn skopeo(args: &[&str]) -> std::process::Output {
-    Command::new("skopeo")
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .expect("skopeo is installed")
 }
 
 #[test]

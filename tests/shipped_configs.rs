@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{curl, free_port, make_certs, tiny_oci_layout, Edge, Registry, EDGE_BIN};
+use common::{curl, free_port, make_certs, skopeo, tiny_oci_layout, Edge, Registry, EDGE_BIN};
 use serde_yaml::Value;
 
 /// Sets `value` at `path` in a YAML mapping, creating mappings on the way.
@@ -23,14 +23,6 @@ fn set(yaml: &mut Value, path: &[&str], value: Value) {
 
 fn yaml(text: &str) -> Value {
     serde_yaml::from_str(text).unwrap()
-}
-
-fn skopeo(args: &[&str]) -> std::process::Output {
-    Command::new("skopeo")
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .expect("skopeo is installed")
 }
 
 /// Runs `shipped` (a path under conf/) in front of a real registry and pushes and pulls

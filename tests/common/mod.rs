@@ -462,6 +462,15 @@ pub fn curl_with_stdin(args: &[&str], stdin: Option<&mut StdinFeeder>) -> CurlRe
     }
 }
 
+/// Runs skopeo (with `--insecure-policy`) and returns what it did.
+pub fn skopeo(args: &[&str]) -> std::process::Output {
+    Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .expect("skopeo is installed")
+}
+
 /// sha256 digest string of bytes.
 pub fn digest(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
