@@ -103,9 +103,17 @@ fn with_port(host: String, port: Option<String>, scheme: &str) -> String {
 /// differently (`https://a@b/` points at `b`).
 fn is_plain_authority(value: &str) -> bool {
     !value.contains('@')
-        && value
-            .parse::<http::uri::Authority>()
-            .is_ok_and(|a| !a.host().is_empty() && a.as_str() == value)
+        && value.parse::<http::uri::Authority>().is_ok_and(|a| {
+            // `http` accepts any digits as a port; a URL needs one that fits in 16 bits.
+            let port_ok = match value.strip_prefix(a.host()) {
+                Some("") => true,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .is_some_and(|p| p.parse::<u16>().is_ok()),
+                None => false,
+            };
+            !a.host().is_empty() && a.as_str() == value && port_ok
+        })
 }
 
 fn first_value(req: &RequestHeader, name: &str) -> Option<String> {
@@ -185,7 +193,7 @@ mod tests {
     #[test]
     fn unusable_hosts_fall_back_to_the_listener() {
         let local = "127.0.0.1:8443".parse().ok();
-        for host in ["evil@x", "a b", "x/y"] {
+        for host in ["evil@x", "a b", "x/y", "x:99999"] {
             let origin = PublicOrigin::of(&req(&[("Host", host)]), false, None, local);
             assert_eq!(origin.url("/"), "https://127.0.0.1:8443/", "{host}");
         }
