@@ -44,10 +44,9 @@ pub enum CertGenError {
 pub fn parse_owner(text: &str) -> Result<(u32, u32), CertGenError> {
     let bad = || CertGenError::Owner(text.to_string());
     let (uid, gid) = text.split_once(':').unwrap_or((text, text));
-    Ok((
-        uid.parse().map_err(|_| bad())?,
-        gid.parse().map_err(|_| bad())?,
-    ))
+    // u32::MAX is chown's "leave unchanged" (-1): it would silently change nothing.
+    let id = |text: &str| text.parse::<u32>().ok().filter(|id| *id != u32::MAX);
+    Ok((id(uid).ok_or_else(bad)?, id(gid).ok_or_else(bad)?))
 }
 
 /// Whether this process may give files to `owner`: as root, or when it is the process's own

@@ -559,6 +559,19 @@ fn gen_certs_owner_must_be_numeric() {
     ]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("UID or UID:GID"), "{stderr}");
+    // chown's "leave unchanged" value would make --owner a silent no-op.
+    for owner in ["4294967295", "0:4294967295"] {
+        let (code, _, stderr) = run(&[
+            "gen-certs",
+            "--dir",
+            out.to_str().unwrap(),
+            "--host",
+            "r.test",
+            "--owner",
+            owner,
+        ]);
+        assert_eq!(code, 1, "{owner}: {stderr}");
+    }
     // Giving the files to oneself needs no privilege; to another user it needs root, and
     // without it nothing is written (working keys are not replaced by unusable ones).
     let me = format!("{}:{}", unsafe { libc::geteuid() }, unsafe {
