@@ -22,8 +22,8 @@ fn route(c: &mut Criterion) {
     c.bench_function("route: decode + classify a blob path", |b| {
         b.iter(|| {
             let path = decoded_path(std::hint::black_box(BLOB_PATH)).unwrap();
-            let route = Route::parse(&path);
-            registry_edge::auth::access::needed(&Method::HEAD, &path, None, &route)
+            let route = Route::parse(&Method::HEAD, &path);
+            registry_edge::auth::access::needed(&route, None)
         })
     });
 }

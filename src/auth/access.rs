@@ -3,10 +3,8 @@
 //! DELETE → delete; a blob mount also needs pull on its source; the catalog needs
 //! `registry:catalog:*`; `/v2/` needs any valid token.
 
-use http::Method;
-
 use super::scope::{is_valid_repository, Scope};
-use crate::registry::{is_api_path, Endpoint, Route};
+use crate::registry::{Action, Endpoint, Route};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Needed {
@@ -18,9 +16,9 @@ pub enum Needed {
     Scopes(Vec<Scope>),
 }
 
-/// The access `method` on `path` (with `query`) needs; `route` is `Route::parse(path)`.
-pub fn needed(method: &Method, path: &str, query: Option<&str>, route: &Route) -> Needed {
-    if !is_api_path(path) {
+/// The access the request classified as `route` (with its `query`) needs.
+pub fn needed(route: &Route, query: Option<&str>) -> Needed {
+    if !route.is_api() {
         return Needed::Nothing;
     }
     let Some(repository) = &route.repository else {
@@ -29,14 +27,8 @@ pub fn needed(method: &Method, path: &str, query: Option<&str>, route: &Route) -
             _ => Needed::AnyToken,
         };
     };
-    let actions: &[&str] = match *method {
-        Method::GET | Method::HEAD => &["pull"],
-        Method::POST | Method::PUT | Method::PATCH => &["pull", "push"],
-        Method::DELETE => &["delete"],
-        _ => &["pull", "push", "delete"],
-    };
-    let mut scopes = vec![Scope::repository(repository, actions)];
-    if route.endpoint == Endpoint::UploadStart && *method == Method::POST {
+    let mut scopes = vec![Scope::repository(repository, route.action.token_actions())];
+    if route.endpoint == Endpoint::UploadStart && route.action == Action::PushStart {
         let mount = query
             .into_iter()
             .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()));
@@ -62,7 +54,7 @@ mod tests {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
         };
-        needed(&method.parse().unwrap(), path, query, &Route::parse(path))
+        needed(&Route::parse(&method.parse().unwrap(), path), query)
     }
 
     fn scopes(list: &[(&str, &[&str])]) -> Needed {

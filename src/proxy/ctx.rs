@@ -11,7 +11,7 @@ use crate::error::RegistryError;
 use crate::listen::guard::{BodyProgress, ConnWatch};
 use crate::proxy::headers::ClientAddress;
 use crate::proxy::origin::{PublicOrigin, Source};
-use crate::registry::{Endpoint, Route};
+use crate::registry::Route;
 
 pub struct RequestCtx {
     pub started: Instant,
@@ -60,10 +60,7 @@ impl RequestCtx {
             settings,
             client: None,
             path: String::new(),
-            route: Route {
-                endpoint: Endpoint::Other,
-                repository: None,
-            },
+            route: Route::outside(),
             node: None,
             failed_nodes: Vec::new(),
             body_bytes: 0,

@@ -2,4 +2,4 @@
 
 pub mod route;
 
-pub use route::{decoded_path, is_api_path, Endpoint, Route};
+pub use route::{decoded_path, is_api_path, Action, Endpoint, Route};

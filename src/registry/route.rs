@@ -1,9 +1,13 @@
-//! Classifies `/v2/…` paths into registry endpoints and extracts the repository.
+//! Classifies a request (method + path) into a registry endpoint, the repository it
+//! names and the [`Action`] it takes.
 //!
-//! Parsed once per request; later phases (upstream choice, auth, limits) match on
-//! the result instead of re-reading the path. Repository names may have any number
-//! of segments, so the endpoint is found from the END of the path, as distribution's
-//! router does (the name is the longest prefix that leaves a valid endpoint).
+//! Parsed once per request; later phases (read-only mode, upstream choice, auth, limits,
+//! metrics) match on the result instead of re-reading the method or the path. Repository
+//! names may have any number of segments, so the endpoint is found from the END of the
+//! path, as distribution's router does (the name is the longest prefix that leaves a valid
+//! endpoint).
+
+use http::Method;
 
 /// What a registry request addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,93 +28,152 @@ pub enum Endpoint {
     TagsList,
     /// `/v2/<name>/referrers/<digest>`
     Referrers { digest: String },
-    /// Anything else (not a registry API path, or an unknown one).
+    /// An unknown path under `/v2/`.
+    Other,
+    /// Not a registry API path (not `/v2` or `/v2/…`): the edge routes nothing there.
+    Outside,
+}
+
+/// What a request does to the registry, from its method (and, for a push start, its
+/// endpoint). The one answer read-only mode, the push limiter, the token check and the
+/// metrics' route class all use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `GET`, `HEAD`: a pull.
+    Read,
+    /// `POST`, `PUT`, `PATCH` that is not a push start (upload chunks, a blob's closing `PUT`).
+    Write,
+    /// `POST …/blobs/uploads/` (mounts included) or `PUT …/manifests/<reference>`: what
+    /// `rate_limits.push` counts.
+    PushStart,
+    /// `DELETE`.
+    Delete,
+    /// Any other method (`OPTIONS`, `TRACE`, extensions): distribution asks for every action.
     Other,
 }
 
-/// A parsed request path.
+impl Action {
+    /// The action `method` takes on `endpoint`.
+    pub fn of(method: &Method, endpoint: &Endpoint) -> Action {
+        match (method, endpoint) {
+            (&Method::GET | &Method::HEAD, _) => Action::Read,
+            (&Method::POST, Endpoint::UploadStart) | (&Method::PUT, Endpoint::Manifest { .. }) => {
+                Action::PushStart
+            }
+            (&Method::POST | &Method::PUT | &Method::PATCH, _) => Action::Write,
+            (&Method::DELETE, _) => Action::Delete,
+            _ => Action::Other,
+        }
+    }
+
+    /// Whether it changes what the registry holds (refused in read-only mode).
+    pub fn changes_registry(self) -> bool {
+        matches!(self, Action::Write | Action::PushStart | Action::Delete)
+    }
+
+    /// The token actions distribution's `App.authorized` asks for (`registry-auth.md` §2).
+    pub fn token_actions(self) -> &'static [&'static str] {
+        match self {
+            Action::Read => &["pull"],
+            Action::Write | Action::PushStart => &["pull", "push"],
+            Action::Delete => &["delete"],
+            Action::Other => &["pull", "push", "delete"],
+        }
+    }
+}
+
+/// A classified request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     pub endpoint: Endpoint,
-    /// The repository name, for endpoints under `/v2/<name>/`.
+    /// The repository name, for endpoints under `/v2/<name>/`; kept even when it breaks the
+    /// name grammar, so the edge can refuse it with `NAME_INVALID`.
     pub repository: Option<String>,
+    pub action: Action,
 }
 
 impl Route {
-    /// Parses the path part of a request target (the query must already be removed).
-    pub fn parse(path: &str) -> Route {
-        let other = Route {
-            endpoint: Endpoint::Other,
-            repository: None,
-        };
-        let Some(rest) = path.strip_prefix("/v2/") else {
-            return if path == "/v2" {
-                Route {
-                    endpoint: Endpoint::Base,
-                    repository: None,
-                }
-            } else {
-                other
-            };
-        };
-        match rest {
-            "" => {
-                return Route {
-                    endpoint: Endpoint::Base,
-                    repository: None,
-                }
-            }
-            "_catalog" => {
-                return Route {
-                    endpoint: Endpoint::Catalog,
-                    repository: None,
-                }
-            }
-            _ => {}
+    /// Classifies `method` on `path`, the path part of a request target (already
+    /// percent-decoded, query removed).
+    pub fn parse(method: &Method, path: &str) -> Route {
+        let (endpoint, repository) = endpoint_of(path);
+        Route {
+            action: Action::of(method, &endpoint),
+            endpoint,
+            repository,
         }
-        if let Some(name) = rest
-            .strip_suffix("/blobs/uploads/")
-            .or_else(|| rest.strip_suffix("/blobs/uploads"))
-        {
-            return Route::with_name(name, Endpoint::UploadStart);
-        }
-        let Some((prefix, last)) = rest.rsplit_once('/') else {
-            return other;
-        };
-        let Some((name, keyword)) = prefix.rsplit_once('/') else {
-            return other;
-        };
-        let last = last.to_string();
-        let endpoint = match keyword {
-            "blobs" => Endpoint::Blob { digest: last },
-            "manifests" => Endpoint::Manifest { reference: last },
-            "referrers" => Endpoint::Referrers { digest: last },
-            "tags" if last == "list" => Endpoint::TagsList,
-            "uploads" => match name.strip_suffix("/blobs") {
-                Some(name) => {
-                    return Route::with_name(name, Endpoint::UploadSession { uuid: last })
-                }
-                None => return other,
-            },
-            _ => return other,
-        };
-        Route::with_name(name, endpoint)
     }
 
-    fn with_name(name: &str, endpoint: Endpoint) -> Route {
-        // An empty name is no repository; any other name is kept, valid or not, so the
-        // caller can refuse it with NAME_INVALID instead of passing it on as "unknown".
-        if name.is_empty() {
-            return Route {
-                endpoint: Endpoint::Other,
-                repository: None,
-            };
-        }
+    /// A request outside the registry API, before anything is known about it.
+    pub fn outside() -> Route {
         Route {
-            endpoint,
-            repository: Some(name.to_string()),
+            endpoint: Endpoint::Outside,
+            repository: None,
+            action: Action::Other,
         }
     }
+
+    /// Whether the request is under the registry API (`/v2` or `/v2/…`).
+    pub fn is_api(&self) -> bool {
+        self.endpoint != Endpoint::Outside
+    }
+
+    /// Whether it changes what the registry holds: an API request whose action writes or
+    /// deletes.
+    pub fn changes_registry(&self) -> bool {
+        self.is_api() && self.action.changes_registry()
+    }
+}
+
+/// The endpoint and repository `path` addresses.
+fn endpoint_of(path: &str) -> (Endpoint, Option<String>) {
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        let endpoint = if path == "/v2" {
+            Endpoint::Base
+        } else {
+            Endpoint::Outside
+        };
+        return (endpoint, None);
+    };
+    match rest {
+        "" => return (Endpoint::Base, None),
+        "_catalog" => return (Endpoint::Catalog, None),
+        _ => {}
+    }
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
+        return with_name(name, Endpoint::UploadStart);
+    }
+    let Some((prefix, last)) = rest.rsplit_once('/') else {
+        return (Endpoint::Other, None);
+    };
+    let Some((name, keyword)) = prefix.rsplit_once('/') else {
+        return (Endpoint::Other, None);
+    };
+    let last = last.to_string();
+    let endpoint = match keyword {
+        "blobs" => Endpoint::Blob { digest: last },
+        "manifests" => Endpoint::Manifest { reference: last },
+        "referrers" => Endpoint::Referrers { digest: last },
+        "tags" if last == "list" => Endpoint::TagsList,
+        "uploads" => match name.strip_suffix("/blobs") {
+            Some(name) => return with_name(name, Endpoint::UploadSession { uuid: last }),
+            None => return (Endpoint::Other, None),
+        },
+        _ => return (Endpoint::Other, None),
+    };
+    with_name(name, endpoint)
+}
+
+/// An empty name is no repository; any other name is kept, valid or not, so the caller can
+/// refuse it with NAME_INVALID instead of passing it on as "unknown".
+fn with_name(name: &str, endpoint: Endpoint) -> (Endpoint, Option<String>) {
+    if name.is_empty() {
+        return (Endpoint::Other, None);
+    }
+    (endpoint, Some(name.to_string()))
 }
 
 /// Whether `path` is under the registry API (`/v2` or `/v2/…`).
@@ -136,7 +199,7 @@ mod tests {
     use super::*;
 
     fn repo(path: &str) -> Option<String> {
-        Route::parse(path).repository
+        Route::parse(&Method::GET, path).repository
     }
 
     #[test]
@@ -198,12 +261,37 @@ mod tests {
                 Some("a//b"),
             ),
             ("/v2/blobs/sha256:ab", Endpoint::Other, None),
-            ("/healthz", Endpoint::Other, None),
+            ("/healthz", Endpoint::Outside, None),
+            ("/v2x", Endpoint::Outside, None),
         ];
         for (path, endpoint, name) in cases {
-            let route = Route::parse(path);
+            let route = Route::parse(&Method::GET, path);
             assert_eq!(&route.endpoint, endpoint, "{path}");
             assert_eq!(route.repository.as_deref(), *name, "{path}");
+        }
+    }
+
+    #[test]
+    fn actions_follow_method_and_endpoint() {
+        let cases: &[(&str, &str, Action, bool)] = &[
+            ("GET", "/v2/a/manifests/v1", Action::Read, false),
+            ("HEAD", "/v2/a/blobs/sha256:ab", Action::Read, false),
+            ("POST", "/v2/a/blobs/uploads/", Action::PushStart, true),
+            ("PUT", "/v2/a/manifests/v1", Action::PushStart, true),
+            ("PATCH", "/v2/a/blobs/uploads/u", Action::Write, true),
+            ("PUT", "/v2/a/blobs/uploads/u", Action::Write, true),
+            ("POST", "/v2/a/manifests/v1", Action::Write, true),
+            ("DELETE", "/v2/a/manifests/sha256:ab", Action::Delete, true),
+            ("OPTIONS", "/v2/a/manifests/v1", Action::Other, false),
+            ("POST", "/v2/unknown", Action::Write, true),
+            // Outside the API nothing changes the registry, whatever the method.
+            ("POST", "/jwt/auth", Action::Write, false),
+            ("DELETE", "/other", Action::Delete, false),
+        ];
+        for (method, path, action, changes) in cases {
+            let route = Route::parse(&method.parse().unwrap(), path);
+            assert_eq!(route.action, *action, "{method} {path}");
+            assert_eq!(route.changes_registry(), *changes, "{method} {path}");
         }
     }
 

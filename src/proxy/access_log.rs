@@ -1,0 +1,52 @@
+//! One access-log line (target `registry_edge::access`) and the request metrics per request.
+
+use pingora::proxy::Session;
+use pingora::Error;
+
+use super::ctx::RequestCtx;
+use crate::error::RegistryError;
+use crate::metrics::metrics;
+
+/// Records the finished request: counters and latency by route class and status, bytes in
+/// and out, rate-limit outcomes, and the log line. Only the path is logged: query strings can
+/// carry upload state and credentials.
+pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+    let req = session.req_header();
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let elapsed = ctx.started.elapsed();
+    let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
+    let m = metrics();
+    m.requests
+        .with_label_values(&[ctx.class, &status.to_string()])
+        .inc();
+    m.request_seconds
+        .with_label_values(&[ctx.class])
+        .observe(elapsed.as_secs_f64());
+    m.bytes_received.inc_by(bytes_in as u64);
+    m.bytes_sent.inc_by(bytes_out as u64);
+    let rate_limit = match (&ctx.own_error, &ctx.push_budget) {
+        (Some(RegistryError::TooManyPushes { .. }), _) => "limited:push",
+        (Some(RegistryError::TooManyFailedLogins), _) => "limited:failed_logins",
+        (_, Some(_)) => "admitted",
+        _ => "-",
+    };
+    if let Some(limit) = rate_limit.strip_prefix("limited:") {
+        m.rate_limited.with_label_values(&[limit]).inc();
+    }
+    tracing::info!(
+        target: "registry_edge::access",
+        request_id = %ctx.request_id,
+        client = %ctx.client.map(|c| c.client.to_string()).unwrap_or_else(|| "-".into()),
+        account = %ctx.subject.as_deref().unwrap_or("-"),
+        method = %req.method,
+        path = %req.uri.path(),
+        status,
+        bytes_in,
+        bytes_out,
+        duration_ms = elapsed.as_millis() as u64,
+        upstream = %ctx.node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+        rate_limit,
+        throttled_ms = ctx.throttled.as_millis() as u64,
+        error = %e.map(|e| e.etype().as_str()).unwrap_or("-"),
+    );
+}

@@ -1,0 +1,202 @@
+//! The checks a request passes before it is proxied, in order ([`STEPS`]).
+//!
+//! Each step reads the request and the per-request state, may fill the state in (request
+//! id, route, client, origin, subject), and then lets the request on ([`Outcome::Next`]),
+//! refuses it ([`Outcome::Refuse`], answered by [`refuse`] in the registry's JSON format), or
+//! reports that it answered the request itself (the token endpoint). The first step that does
+//! not say `Next` ends admission.
+//!
+//! Model: river's `RequestFilterMod` chain (`source/river/src/proxy/request_filters.rs`);
+//! the steps are an enum rather than boxed trait objects so admission allocates nothing.
+
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::checks;
+use super::ctx::RequestCtx;
+use super::{answer, token_endpoint};
+use crate::error::RegistryError;
+use crate::ratelimit::Admission;
+use crate::settings::Settings;
+use crate::tls::CertResolver;
+
+/// What one admission step decided.
+pub enum Outcome {
+    /// Go on with the next step (after the last: proxy the request).
+    Next,
+    /// Answer with this error and stop.
+    Refuse(Refusal),
+    /// The step wrote the whole answer itself.
+    Answered,
+}
+
+impl From<Option<RegistryError>> for Outcome {
+    fn from(error: Option<RegistryError>) -> Outcome {
+        error.map_or(Outcome::Next, |e| Outcome::Refuse(e.into()))
+    }
+}
+
+/// An error answer the edge gives instead of proxying: the registry error and any headers
+/// it needs (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`).
+pub struct Refusal {
+    pub error: RegistryError,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl From<RegistryError> for Refusal {
+    fn from(error: RegistryError) -> Refusal {
+        Refusal {
+            error,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// One admission step.
+#[derive(Debug, Clone, Copy)]
+pub enum Step {
+    /// h2 header blocks over the limits HTTP/1 connections enforce as they read.
+    HeaderLimits,
+    /// `X-Request-Id`: the client's or a new one (never refuses).
+    RequestId,
+    /// HTTP/1.1 needs `Host`; HTTP/1.0 gets one.
+    Host,
+    /// `server.strict_host`: a host the edge holds a certificate for.
+    StrictHost,
+    /// Decode and classify the path; resolve the client and the public origin.
+    Route,
+    /// A repository name must follow the registry's grammar.
+    RepositoryName,
+    /// `maintenance.read_only`: nothing that changes the registry.
+    ReadOnly,
+    /// The token realm (`auth.token.realm`) is answered here, never proxied.
+    TokenEndpoint,
+    /// The bearer token must grant what the request needs.
+    Token,
+    /// `rate_limits.push` counts push starts.
+    PushLimit,
+    /// `limits.max_body_size` against the declared `Content-Length`.
+    BodySize,
+}
+
+/// The steps in the order they run. The header limits come before the request id (they
+/// count what the client sent); the route before everything that needs the repository;
+/// the token check before the push limit (which may key on the token's subject).
+pub const STEPS: [Step; 11] = [
+    Step::HeaderLimits,
+    Step::RequestId,
+    Step::Host,
+    Step::StrictHost,
+    Step::Route,
+    Step::RepositoryName,
+    Step::ReadOnly,
+    Step::TokenEndpoint,
+    Step::Token,
+    Step::PushLimit,
+    Step::BodySize,
+];
+
+/// What the steps need besides the request and its state.
+pub struct Admitter<'a> {
+    /// The certificates in force: the names `server.strict_host` accepts.
+    pub certificates: &'a CertResolver,
+}
+
+impl Admitter<'_> {
+    /// Runs [`STEPS`]; `Ok(true)` when the request was answered (refused or served by the
+    /// edge itself), `Ok(false)` when it goes to a registry node. Errors are Pingora's (a
+    /// failed write, an unreadable body), handled by `fail_to_proxy`.
+    pub async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // One snapshot for all steps (the request keeps it anyway); a clone per step would
+        // cost an atomic increment each.
+        let settings = ctx.settings.clone();
+        for step in STEPS {
+            match self.run(step, &settings, session, ctx).await? {
+                Outcome::Next => {}
+                Outcome::Refuse(refusal) => {
+                    refuse(session, ctx, refusal).await?;
+                    return Ok(true);
+                }
+                Outcome::Answered => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    async fn run(
+        &self,
+        step: Step,
+        settings: &Settings,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Outcome> {
+        let outcome = match step {
+            Step::HeaderLimits => checks::header_limits(session).into(),
+            Step::RequestId => {
+                ctx.request_id = checks::assign_request_id(session)?;
+                Outcome::Next
+            }
+            Step::Host => checks::ensure_host(session, settings.external.as_ref())
+                .err()
+                .into(),
+            Step::StrictHost => match settings.strict_host {
+                true => checks::strict_host(session, self.certificates, settings.external.as_ref())
+                    .into(),
+                false => Outcome::Next,
+            },
+            Step::Route => checks::route(session, ctx).into(),
+            Step::RepositoryName => checks::repository_name(&ctx.route).into(),
+            Step::ReadOnly => (settings.read_only && ctx.route.changes_registry())
+                .then_some(RegistryError::ReadOnly)
+                .into(),
+            Step::TokenEndpoint => match &settings.auth {
+                Some(auth) if session.req_header().uri.path() == auth.realm_path => {
+                    token_endpoint::serve(session, ctx, auth).await?;
+                    Outcome::Answered
+                }
+                _ => Outcome::Next,
+            },
+            Step::Token => match &settings.auth {
+                Some(auth) => checks::token(session, ctx, auth),
+                None => Outcome::Next,
+            },
+            Step::PushLimit => push_limit(ctx).await,
+            Step::BodySize => checks::body_size(session, settings.limits.max_body_size).into(),
+        };
+        Ok(outcome)
+    }
+}
+
+/// Counts a push start against `rate_limits.push`; refuses with 429 (or 503 while shared
+/// limits are unavailable and `on_unavailable: deny`).
+async fn push_limit(ctx: &mut RequestCtx) -> Outcome {
+    let Some(limiter) = ctx.settings.push_limiter.clone() else {
+        return Outcome::Next;
+    };
+    if ctx.route.action != crate::registry::Action::PushStart {
+        return Outcome::Next;
+    }
+    let client_ip = ctx.client.map(|c| c.client.to_string()).unwrap_or_default();
+    match limiter.admit(ctx.subject.as_deref(), &client_ip).await {
+        Admission::Exempt => Outcome::Next,
+        Admission::Unavailable => Outcome::Refuse(RegistryError::LimitsUnavailable.into()),
+        Admission::Admitted { remaining } => {
+            ctx.push_budget = Some((limiter.limit_header(), remaining));
+            Outcome::Next
+        }
+        Admission::Limited { retry_after } => Outcome::Refuse(Refusal {
+            error: RegistryError::TooManyPushes { retry_after },
+            headers: vec![
+                ("Retry-After", retry_after.to_string()),
+                ("RateLimit-Limit", limiter.limit_header()),
+                ("RateLimit-Remaining", "0;w=60".to_string()),
+            ],
+        }),
+    }
+}
+
+/// Answers `refusal` and records it for the access log and `fail_to_proxy`.
+pub async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: Refusal) -> Result<()> {
+    ctx.own_error = Some(refusal.error.clone());
+    answer::error(session, &refusal.error, &refusal.headers).await
+}

@@ -1,0 +1,206 @@
+//! The admission steps' checks on the request itself: header limits, request id, `Host`,
+//! the route, the repository name, the token and the declared body size. Each returns the
+//! error to refuse with, or `None` to let the request on (see `admission`).
+
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::admission::{Outcome, Refusal};
+use super::answer::REQUEST_ID;
+use super::ctx::RequestCtx;
+use super::headers::{self, ClientAddress};
+use super::origin::PublicOrigin;
+use crate::auth::access;
+use crate::auth::check::Verdict;
+use crate::auth::scope::is_valid_repository;
+use crate::auth::Auth;
+use crate::config::ExternalUrl;
+use crate::error::RegistryError;
+use crate::listen::guard::{MAX_HEADER_BYTES, MAX_HEADER_LINES};
+use crate::registry::{self, Route};
+use crate::tls::CertResolver;
+
+/// Over the header limits HTTP/1 connections enforce as they read (`listen::guard`).
+/// HTTP/2 blocks arrive whole, so they are measured here (as HPACK does: name, value, 32).
+pub fn header_limits(session: &Session) -> Option<RegistryError> {
+    let req = session.req_header();
+    let too_large = req.headers.len() > MAX_HEADER_LINES
+        || session.is_http2()
+            && req
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 32)
+                .sum::<usize>()
+                + req.uri.to_string().len()
+                > MAX_HEADER_BYTES;
+    too_large.then_some(RegistryError::HeadersTooLarge {
+        max_headers: MAX_HEADER_LINES,
+        max_bytes: MAX_HEADER_BYTES,
+    })
+}
+
+/// The request's `X-Request-Id`: the client's when it is a short plain token, else a new
+/// random one. Set on the request, so the node sees it too.
+pub fn assign_request_id(session: &mut Session) -> Result<String> {
+    let given = session
+        .req_header()
+        .headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string);
+    let id = match given {
+        Some(id) => id,
+        None => {
+            let id = crate::auth::token::random_id();
+            session
+                .req_header_mut()
+                .insert_header(REQUEST_ID, id.as_str())?;
+            id
+        }
+    };
+    Ok(id)
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host` is answered 400. An HTTP/1.0 one
+/// (where `Host` is optional) gets `external_url`'s authority or the listener's address, so
+/// a registry node never sees a request without `Host`. h2 requests carry `:authority`.
+pub fn ensure_host(
+    session: &mut Session,
+    external: Option<&ExternalUrl>,
+) -> Result<(), RegistryError> {
+    let req = session.req_header();
+    if session.is_http2() || req.headers.contains_key(http::header::HOST) {
+        return Ok(());
+    }
+    if req.version != http::Version::HTTP_10 {
+        return Err(RegistryError::MissingHost);
+    }
+    let authority = match external {
+        Some(external) => external.authority.clone(),
+        None => match session.server_addr().and_then(|a| a.as_inet()) {
+            Some(local) => local.to_string(),
+            None => return Err(RegistryError::MissingHost),
+        },
+    };
+    session
+        .req_header_mut()
+        .insert_header(http::header::HOST, authority)
+        .map_err(|_| RegistryError::MissingHost)
+}
+
+/// `server.strict_host`: the request must name a host the edge has a certificate for
+/// (or `external_url`'s host).
+pub fn strict_host(
+    session: &Session,
+    certificates: &CertResolver,
+    external: Option<&ExternalUrl>,
+) -> Option<RegistryError> {
+    let Some(host) = headers::request_hostname(session.req_header()) else {
+        return Some(RegistryError::BadRequest);
+    };
+    let external_host = external
+        .and_then(|e| e.authority.parse::<http::uri::Authority>().ok())
+        .map(|a| a.host().to_ascii_lowercase());
+    let known = certificates.serves(&host) || external_host.as_deref() == Some(&host);
+    (!known).then_some(RegistryError::MisdirectedRequest)
+}
+
+/// Decodes and classifies the path, and resolves the client address and the public origin.
+/// Refuses an API path whose decoding would hide a separator (or is not UTF-8).
+pub fn route(session: &Session, ctx: &mut RequestCtx) -> Option<RegistryError> {
+    let req = session.req_header();
+    let raw_path = req.uri.path();
+    match registry::decoded_path(raw_path) {
+        Some(path) => ctx.path = path,
+        // Outside the registry API the edge routes nothing; pass such paths on as sent.
+        None if !registry::is_api_path(raw_path) => ctx.path = raw_path.to_string(),
+        None => return Some(RegistryError::NameInvalid),
+    }
+    ctx.route = Route::parse(&req.method, &ctx.path);
+    ctx.class = route_class(&ctx.path, &ctx.route, ctx.settings.auth.as_deref());
+    ctx.client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|addr| ClientAddress::resolve(addr.ip(), req, &ctx.settings.forwarded));
+    ctx.origin = PublicOrigin::of(
+        req,
+        ctx.client.is_some_and(|c| c.peer_trusted),
+        ctx.settings.external.as_ref(),
+        session.server_addr().and_then(|a| a.as_inet()).copied(),
+    );
+    None
+}
+
+/// The metrics' route class: `auth` (the token realm), `push` (changes to the registry),
+/// `pull` (other requests for a repository), `other`.
+fn route_class(path: &str, route: &Route, auth: Option<&Auth>) -> &'static str {
+    if auth.is_some_and(|a| a.realm_path == path) {
+        "auth"
+    } else if route.changes_registry() {
+        "push"
+    } else if route.repository.is_some() {
+        "pull"
+    } else {
+        "other"
+    }
+}
+
+/// A repository name must follow distribution's grammar (`NAME_INVALID` otherwise).
+pub fn repository_name(route: &Route) -> Option<RegistryError> {
+    route
+        .repository
+        .as_deref()
+        .is_some_and(|name| !is_valid_repository(name))
+        .then_some(RegistryError::NameInvalid)
+}
+
+/// The bearer token must grant what the request needs; a refusal carries the challenge.
+pub fn token(session: &Session, ctx: &mut RequestCtx, auth: &Auth) -> Outcome {
+    let req = session.req_header();
+    let needed = access::needed(&ctx.route, req.uri.query());
+    let authorization = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match auth.check(&needed, authorization) {
+        Verdict::Unchecked => Outcome::Next,
+        Verdict::Allowed { subject } => {
+            ctx.subject = Some(subject);
+            Outcome::Next
+        }
+        Verdict::Denied {
+            error,
+            challenge_error,
+            scopes,
+            subject,
+        } => {
+            ctx.subject = subject;
+            let realm = ctx.origin.url(&auth.realm_path);
+            let challenge = auth.challenge(&realm, &scopes, challenge_error);
+            Outcome::Refuse(Refusal {
+                error,
+                headers: vec![("WWW-Authenticate", challenge)],
+            })
+        }
+    }
+}
+
+/// `limits.max_body_size` against a declared `Content-Length` (streamed bodies are counted
+/// as they pass, in `body`).
+pub fn body_size(session: &Session, limit: Option<u64>) -> Option<RegistryError> {
+    let limit = limit?;
+    let declared: u64 = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    (declared > limit).then_some(RegistryError::BodyTooLarge { limit })
+}

@@ -1,0 +1,44 @@
+//! The client connection's side of a request: its deadlines (`listen::guard`) and
+//! keep-alive, set when a request starts and released when it ends.
+
+use pingora::proxy::Session;
+
+use super::ctx::RequestCtx;
+use crate::listen::guard;
+
+/// Tells the connection a request started and applies the client timeouts to it; a
+/// draining edge makes this answer the connection's last.
+pub fn request_started(session: &mut Session, ctx: &mut RequestCtx, draining: bool) {
+    let timeouts = ctx.settings.client_timeouts;
+    let http2 = session.is_http2();
+    let client = session.client_addr().and_then(|a| a.as_inet()).copied();
+    let local = session.server_addr().and_then(|a| a.as_inet()).copied();
+    if let (Some(client), Some(local)) = (client, local) {
+        ctx.connection = guard::watch_for(client, local);
+    }
+    if let Some(watch) = &ctx.connection {
+        watch.request_started(http2);
+        if http2 && !session.is_body_empty() {
+            ctx.body_progress = Some(watch.body_started());
+        }
+    }
+    // HTTP/1: Pingora's per-read timeout covers a stalled body; keepalive the idle wait.
+    session.set_read_timeout(Some(timeouts.body));
+    session.set_write_timeout(Some(timeouts.body));
+    if !http2 {
+        session.set_keepalive(Some(timeouts.idle.as_secs().max(1)));
+    }
+    if draining {
+        session.set_keepalive(None);
+    }
+}
+
+/// The request is over: an HTTP/1 connection goes back to waiting (idle deadline).
+pub fn request_finished(session: &Session, ctx: &mut RequestCtx) {
+    ctx.body_progress = None;
+    if let Some(watch) = &ctx.connection {
+        if !session.is_http2() {
+            watch.request_finished();
+        }
+    }
+}

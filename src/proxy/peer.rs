@@ -1,0 +1,80 @@
+//! Which registry node a request goes to: the node an upload session is pinned to while it
+//! is usable, else the pool's choice by repository affinity; and pinning sessions as the
+//! node's answers start and end them.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+use super::ctx::RequestCtx;
+use crate::metrics::metrics;
+use crate::registry::Endpoint;
+use crate::upstream::{NodePool, UploadSessions};
+
+/// Upstream connections stay pooled this long when idle.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The peer for this request (attempt); a 503 error when no node is healthy.
+pub fn choose(
+    pool: &NodePool,
+    sessions: &UploadSessions,
+    ctx: &mut RequestCtx,
+) -> Result<Box<HttpPeer>> {
+    let pinned = match &ctx.route.endpoint {
+        Endpoint::UploadSession { uuid } => sessions.node_for(uuid),
+        _ => None,
+    };
+    let pinned =
+        pinned.filter(|node| !ctx.failed_nodes.contains(node) && pool.can_use_pinned(*node));
+    let node = match pinned {
+        Some(node) => node,
+        None => pool
+            .select(ctx.route.repository.as_deref(), &ctx.failed_nodes)
+            .ok_or_else(|| {
+                Error::explain(ErrorType::HTTPStatus(503), "no healthy registry node")
+            })?,
+    };
+    ctx.node = Some(node);
+    ctx.upstream_started = Some(Instant::now());
+    Ok(Box::new(peer_for(node, ctx)))
+}
+
+fn peer_for(node: SocketAddr, ctx: &RequestCtx) -> HttpPeer {
+    let mut peer = HttpPeer::new(node, false, String::new());
+    peer.options.connection_timeout = Some(ctx.settings.connect_timeout);
+    peer.options.read_timeout = Some(ctx.settings.read_timeout);
+    peer.options.write_timeout = Some(ctx.settings.read_timeout);
+    peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+    peer
+}
+
+/// Sees the node's response header: records the upstream latency, pins an upload session
+/// the node started (202 to a start) and unpins one it ended (201 committed, 204 cancelled).
+pub fn on_response(sessions: &UploadSessions, response: &ResponseHeader, ctx: &RequestCtx) {
+    let status = response.status.as_u16();
+    if let Some(started) = ctx.upstream_started {
+        metrics()
+            .upstream_seconds
+            .with_label_values(&[ctx.class])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    match (&ctx.route.endpoint, ctx.node) {
+        (Endpoint::UploadStart, Some(node)) if status == 202 => {
+            let uuid = response
+                .headers
+                .get("docker-upload-uuid")
+                .and_then(|v| v.to_str().ok());
+            if let Some(uuid) = uuid {
+                sessions.remember(uuid, node);
+            }
+        }
+        (Endpoint::UploadSession { uuid }, _) if status == 201 || status == 204 => {
+            sessions.forget(uuid)
+        }
+        _ => {}
+    }
+}
