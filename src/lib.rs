@@ -31,6 +31,7 @@ pub mod config;
 pub mod drain;
 pub mod error;
 pub mod listen;
+pub mod load;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;

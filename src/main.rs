@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
-            let loaded = match server::load(&config) {
+            let loaded = match registry_edge::load::load_all(&config) {
                 Ok(loaded) => loaded,
                 Err(e) => return fail(e),
             };
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Command::Check { config } => match server::load(&config) {
+        Command::Check { config } => match registry_edge::load::load_all(&config) {
             Ok(_) => {
                 println!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS

@@ -17,7 +17,7 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{ClientTimeouts, Config, ConfigError, ServerSettings, UpstreamSettings};
-use crate::server;
+use crate::load::load_all;
 use crate::settings::{Settings, SharedSettings};
 use crate::shared_state::SharedState;
 use crate::tls::CertResolver;
@@ -192,7 +192,7 @@ impl Reloader {
     /// Loads and validates the file, then swaps the new settings and certificates in.
     /// Returns what differs from the configuration the process started with.
     pub fn reload(&self) -> Result<Changes, ConfigError> {
-        let loaded = server::load(&self.path)?;
+        let loaded = load_all(&self.path)?;
         // The PROXY listeners keep running until a restart, and their trust list is the one
         // reloaded: an empty one would refuse every connection.
         if self.started.server.proxy_protocol && loaded.config.forwarded.trusted_proxies.is_empty()

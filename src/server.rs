@@ -1,9 +1,6 @@
-//! Assembles the Pingora server from a validated configuration.
-//!
-//! [`load`] reads everything `run` needs (config, certificates, keys) so that `check`
-//! validates exactly what `run` would; [`build`] turns it into services.
+//! Assembles the Pingora server from what [`crate::load`] read: [`build`] turns it into
+//! services.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
@@ -19,16 +16,16 @@ use pingora::services::background::background_service;
 use crate::acme::challenges::{Challenges, ACME_TLS_ALPN};
 use crate::acme::AcmeService;
 use crate::admin::AdminApp;
-use crate::auth::Auth;
-use crate::config::{self, AcmeChallenge, Config, ConfigError};
+use crate::config::{AcmeChallenge, ConfigError};
 use crate::drain::Drain;
 use crate::listen::{bind, EdgeListener};
+use crate::load::Loaded;
 use crate::proxy::EdgeProxy;
 use crate::redirect::RedirectApp;
 use crate::reload::Reloader;
 use crate::settings::{LimiterPurge, Settings, SharedSettings};
 use crate::shared_state::{SharedState, SharedStateProbe};
-use crate::tls::{CertResolver, CertSet};
+use crate::tls::CertResolver;
 use crate::upstream::{NodeList, NodePool, PoolService};
 
 /// How long the final step of a graceful shutdown may take after the grace period.
@@ -42,13 +39,6 @@ const H2_CONNECTION_WINDOW: u32 = 4 << 20;
 /// Largest HTTP/2 header block accepted off the wire; the proxy refuses anything over
 /// `MAX_HEADER_BYTES` with 431.
 const H2_MAX_HEADER_LIST: u32 = 1 << 20;
-
-/// Everything `run` loads from disk, validated.
-pub struct Loaded {
-    pub config: Config,
-    pub certificates: Option<CertSet>,
-    pub auth: Option<Auth>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -65,44 +55,6 @@ pub enum StartError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// Loads and validates the configuration and every file it names.
-pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    pingora::tls::install_default_crypto_provider();
-    let config = config::load(path)?;
-
-    let certificates = if config.certificates.is_empty() {
-        None
-    } else {
-        Some(
-            CertSet::load(&config.certificates).map_err(|(index, e)| ConfigError::Invalid {
-                path: config.source.clone(),
-                key: format!("tls.certificates[{index}].{}", e.field()),
-                problem: e.to_string(),
-            })?,
-        )
-    };
-    if let Some(path) = config.acme.as_ref().and_then(|a| a.ca_roots.as_ref()) {
-        crate::acme::read_roots(path).map_err(|e| ConfigError::Invalid {
-            path: config.source.clone(),
-            key: "tls.acme.ca_roots".into(),
-            problem: e.to_string(),
-        })?;
-    }
-    let auth = match &config.auth {
-        None => None,
-        Some(settings) => Some(Auth::load(settings).map_err(|e| ConfigError::Invalid {
-            path: config.source.clone(),
-            key: e.key().into(),
-            problem: e.to_string(),
-        })?),
-    };
-    Ok(Loaded {
-        config,
-        certificates,
-        auth,
-    })
 }
 
 /// Builds the Pingora server: HTTPS proxy, redirect listeners, health checks. Run it with
