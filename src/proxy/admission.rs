@@ -2,7 +2,7 @@
 //!
 //! Each step reads the request and the per-request state, may fill the state in (request
 //! id, route, client, origin, subject), and then lets the request on ([`Outcome::Next`]),
-//! refuses it ([`Outcome::Refuse`], answered by [`refuse`] in the registry's JSON format), or
+//! refuses it ([`Outcome::Refuse`] with a [`Refusal`], answered by [`refuse`] in the registry's JSON format), or
 //! reports that it answered the request itself (the token endpoint). The first step that does
 //! not say `Next` ends admission.
 //!
@@ -12,9 +12,10 @@
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use super::answer::{self, Refusal};
 use super::checks;
 use super::ctx::RequestCtx;
-use super::{answer, token_endpoint};
+use super::token_endpoint;
 use crate::error::RegistryError;
 use crate::ratelimit::Admission;
 use crate::settings::Settings;
@@ -33,22 +34,6 @@ pub enum Outcome {
 impl From<Option<RegistryError>> for Outcome {
     fn from(error: Option<RegistryError>) -> Outcome {
         error.map_or(Outcome::Next, |e| Outcome::Refuse(e.into()))
-    }
-}
-
-/// An error answer the edge gives instead of proxying: the registry error and any headers
-/// it needs (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`).
-pub struct Refusal {
-    pub error: RegistryError,
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl From<RegistryError> for Refusal {
-    fn from(error: RegistryError) -> Refusal {
-        Refusal {
-            error,
-            headers: Vec::new(),
-        }
     }
 }
 
@@ -157,7 +142,9 @@ impl Admitter<'_> {
                 _ => Outcome::Next,
             },
             Step::Token => match &settings.auth {
-                Some(auth) => checks::token(session, ctx, auth),
+                Some(auth) => {
+                    checks::token(session, ctx, auth).map_or(Outcome::Next, Outcome::Refuse)
+                }
                 None => Outcome::Next,
             },
             Step::PushLimit => push_limit(ctx).await,

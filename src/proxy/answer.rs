@@ -25,6 +25,22 @@ use crate::error::RegistryError;
 /// follows an early response as an error. nginx does the same ("lingering close").
 const LINGER: Duration = Duration::from_secs(5);
 
+/// An error answer the edge gives instead of proxying: the registry error and any headers
+/// it needs (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`).
+pub struct Refusal {
+    pub error: RegistryError,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl From<RegistryError> for Refusal {
+    fn from(error: RegistryError) -> Refusal {
+        Refusal {
+            error,
+            headers: Vec::new(),
+        }
+    }
+}
+
 /// Correlates a request across client, edge log and registry log.
 pub const REQUEST_ID: &str = "X-Request-Id";
 

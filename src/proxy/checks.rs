@@ -5,8 +5,7 @@
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::admission::{Outcome, Refusal};
-use super::answer::REQUEST_ID;
+use super::answer::{Refusal, REQUEST_ID};
 use super::ctx::RequestCtx;
 use super::headers::{self, ClientAddress};
 use super::origin::PublicOrigin;
@@ -160,7 +159,7 @@ pub fn repository_name(route: &Route) -> Option<RegistryError> {
 }
 
 /// The bearer token must grant what the request needs; a refusal carries the challenge.
-pub fn token(session: &Session, ctx: &mut RequestCtx, auth: &Auth) -> Outcome {
+pub fn token(session: &Session, ctx: &mut RequestCtx, auth: &Auth) -> Option<Refusal> {
     let req = session.req_header();
     let needed = access::needed(&ctx.route, req.uri.query());
     let authorization = req
@@ -168,10 +167,10 @@ pub fn token(session: &Session, ctx: &mut RequestCtx, auth: &Auth) -> Outcome {
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     match auth.check(&needed, authorization) {
-        Verdict::Unchecked => Outcome::Next,
+        Verdict::Unchecked => None,
         Verdict::Allowed { subject } => {
             ctx.subject = Some(subject);
-            Outcome::Next
+            None
         }
         Verdict::Denied {
             error,
@@ -182,7 +181,7 @@ pub fn token(session: &Session, ctx: &mut RequestCtx, auth: &Auth) -> Outcome {
             ctx.subject = subject;
             let realm = ctx.origin.url(&auth.realm_path);
             let challenge = auth.challenge(&realm, &scopes, challenge_error);
-            Outcome::Refuse(Refusal {
+            Some(Refusal {
                 error,
                 headers: vec![("WWW-Authenticate", challenge)],
             })
