@@ -12,7 +12,8 @@ use http::Method;
 use registry_edge::auth::acl::{Acl, Rule};
 use registry_edge::auth::scope::Scope;
 use registry_edge::auth::token::{SigningKeys, TokenAuthority};
-use registry_edge::ratelimit::{LimitKey, PushLimit, PushLimiter};
+use registry_edge::config::{LimitKey, PushLimit};
+use registry_edge::limits::PushLimiter;
 use registry_edge::registry::route::{decoded_path, Route};
 
 const BLOB_PATH: &str = "/v2/group/project/app/blobs/sha256:\
@@ -81,12 +82,15 @@ fn acl(c: &mut Criterion) {
 }
 
 fn limiter(c: &mut Criterion) {
-    let limiter = PushLimiter::new(PushLimit {
-        key: LimitKey::Account,
-        per_minute: NonZeroU32::MAX,
-        burst: NonZeroU32::MAX,
-        exempt_accounts: HashSet::new(),
-    });
+    let limiter = PushLimiter::new(
+        PushLimit {
+            key: LimitKey::Account,
+            per_minute: NonZeroU32::MAX,
+            burst: NonZeroU32::MAX,
+            exempt_accounts: HashSet::new(),
+        },
+        None,
+    );
     c.bench_function("limiter: admit one push (one account)", |b| {
         b.iter(|| {
             futures::executor::block_on(

@@ -11,8 +11,9 @@ use std::num::NonZeroU32;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use registry_edge::config::{LimitKey, PushLimit};
 use registry_edge::config::{OnUnavailable, RedisSettings};
-use registry_edge::ratelimit::{Admission, LimitKey, PushLimit, PushLimiter};
+use registry_edge::limits::{Admission, PushLimiter};
 use registry_edge::shared_state::SharedState;
 
 struct RedisServer(Child);
@@ -87,7 +88,7 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let local = PushLimiter::new(limit());
+        let local = PushLimiter::new(limit(), None);
         let shared = SharedState::new(RedisSettings {
             url: format!("redis://127.0.0.1:{port}/0"),
             key_prefix: "bench:".into(),
@@ -95,7 +96,7 @@ fn main() {
             on_unavailable: OnUnavailable::Deny,
         })
         .unwrap();
-        let in_redis = PushLimiter::new(limit()).shared(Some(shared.clone()));
+        let in_redis = PushLimiter::new(limit(), Some(shared.clone()));
         // Warm-up: connection, script load (EVALSHA then SCRIPT LOAD once), caches.
         measure(&in_redis, 200).await;
         measure(&local, 200).await;

@@ -8,7 +8,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use registry_edge::auth::acl::{Acl, Rule};
+use registry_edge::auth::acl::Rule;
 use registry_edge::auth::endpoint::{TokenReply, TokenRequest};
 use registry_edge::auth::Auth;
 use registry_edge::config::AuthSettings;
@@ -33,12 +33,10 @@ fn auth(dir: &std::path::Path, cache_ttl: Duration) -> Auth {
         refresh_expiration: Duration::from_secs(3600),
         htpasswd: dir.join("htpasswd"),
         login_cache_ttl: cache_ttl,
-        acl: Acl {
-            rules: vec![
-                rule("*", "${account}/**", &["pull", "push"]),
-                rule("", "public/*", &["pull"]),
-            ],
-        },
+        acl: vec![
+            rule("*", "${account}/**", &["pull", "push"]),
+            rule("", "public/*", &["pull"]),
+        ],
         failed_logins_per_ip: NonZeroU32::MAX,
         failed_logins_per_account: NonZeroU32::MAX,
     })

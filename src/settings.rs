@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
 use crate::config::{ClientTimeouts, Config, ExternalUrl, ForwardedSettings, Limits};
-use crate::ratelimit::{PushLimiter, UploadThrottle};
+use crate::limits::{LoginThrottle, PushLimiter, UploadThrottle};
 use crate::shared_state::SharedState;
 
 /// What one request is checked and proxied with.
@@ -41,24 +41,24 @@ impl Settings {
         previous: Option<&Settings>,
         shared: Option<&Arc<SharedState>>,
     ) -> Settings {
-        let kept = previous
+        // Counters survive a reload whose own limit did not change.
+        let push_limiter = previous
             .and_then(|p| p.push_limiter.clone())
-            .filter(|limiter| Some(limiter.config()) == config.push_limit.as_ref());
-        let kept_throttle = previous
+            .filter(|limiter| Some(limiter.config()) == config.push_limit.as_ref())
+            .or_else(|| {
+                let limit = config.push_limit.clone()?;
+                Some(Arc::new(PushLimiter::new(limit, shared.cloned())))
+            });
+        let upload_throttle = previous
             .and_then(|p| p.upload_throttle.clone())
-            .filter(|throttle| Some(throttle.config()) == config.upload_limit.as_ref());
-        let upload_throttle = kept_throttle.or_else(|| {
-            config
-                .upload_limit
-                .clone()
-                .map(|limit| Arc::new(UploadThrottle::new(limit).shared(shared.cloned())))
-        });
-        let push_limiter = kept.or_else(|| {
-            config
-                .push_limit
-                .clone()
-                .map(|limit| Arc::new(PushLimiter::new(limit).shared(shared.cloned())))
-        });
+            .filter(|throttle| Some(throttle.config()) == config.upload_limit.as_ref())
+            .or_else(|| {
+                let limit = config.upload_limit.clone()?;
+                Some(Arc::new(UploadThrottle::new(limit, shared.cloned())))
+            });
+        let previous_logins = previous
+            .and_then(|p| p.auth.as_ref())
+            .map(|auth| auth.throttle.clone());
         Settings {
             forwarded: config.forwarded.clone(),
             external: config.server.external_url.clone(),
@@ -67,7 +67,12 @@ impl Settings {
             read_timeout: config.upstream.read_timeout,
             read_only: config.maintenance.read_only,
             auth: auth.map(|mut auth| {
-                auth.throttle.set_shared(shared.cloned());
+                let limits = auth.throttle.limits();
+                auth.throttle = previous_logins
+                    .filter(|kept| kept.limits() == limits)
+                    .unwrap_or_else(|| {
+                        Arc::new(LoginThrottle::new(limits.0, limits.1, shared.cloned()))
+                    });
                 Arc::new(auth)
             }),
             push_limiter,
@@ -100,9 +105,74 @@ impl pingora::services::background::BackgroundService for LimiterPurge {
                     if let Some(throttle) = &settings.upload_throttle {
                         throttle.purge();
                     }
+                    if let Some(auth) = &settings.auth {
+                        auth.throttle.purge();
+                    }
                 }
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::IpAddr;
+
+    /// A config with every limiter, its `auth` files in `dir`; `push` and `logins` are the
+    /// per-minute figures of `rate_limits.push` and `auth.failed_logins.per_client_ip`.
+    fn config(dir: &std::path::Path, push: u32, logins: u32) -> (Config, Auth) {
+        crate::certgen::generate(&dir.join("certs"), &["edge.test".into()]).unwrap();
+        let line = crate::registry_config::htpasswd_line("alice", "pw", 4).unwrap();
+        std::fs::write(dir.join("htpasswd"), line + "\n").unwrap();
+        let text = format!(
+            "server: {{ https_listen: [] }}\n\
+             upstream: {{ nodes: [\"127.0.0.1:5000\"] }}\n\
+             rate_limits:\n  push: {{ per_minute: {push} }}\n  \
+             upload_bytes: {{ per_second: 1048576 }}\n\
+             auth:\n  token:\n    service: s\n    issuer: i\n    \
+             signing_key: certs/registry-auth.key\n    certificate: certs/registry-auth.crt\n  \
+             users: {{ htpasswd: htpasswd }}\n  \
+             failed_logins: {{ per_client_ip: {logins} }}\n"
+        );
+        let config = crate::config::parse(&dir.join("edge.yaml"), &text).unwrap();
+        let auth = Auth::load(config.auth.as_ref().unwrap()).unwrap();
+        (config, auth)
+    }
+
+    #[tokio::test]
+    async fn limiters_survive_a_reload_that_keeps_their_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, auth) = config(dir.path(), 1, 1);
+        let before = Settings::new(&first, Some(auth), None, None);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let throttle = &before.auth.as_ref().unwrap().throttle;
+        throttle.record_failure(ip, "alice").await;
+        throttle.record_failure(ip, "alice").await;
+        assert!(throttle.blocked_for(ip, "alice").await.is_some());
+
+        // Same limits (another key changed elsewhere would not matter): counters are kept.
+        let (same, auth) = config(dir.path(), 1, 1);
+        let kept = Settings::new(&same, Some(auth), Some(&before), None);
+        let (push, upload) = (kept.push_limiter.unwrap(), kept.upload_throttle.unwrap());
+        assert!(Arc::ptr_eq(&push, before.push_limiter.as_ref().unwrap()));
+        assert!(Arc::ptr_eq(
+            &upload,
+            before.upload_throttle.as_ref().unwrap()
+        ));
+        let logins = &kept.auth.as_ref().unwrap().throttle;
+        assert!(
+            logins.blocked_for(ip, "alice").await.is_some(),
+            "block kept"
+        );
+
+        // Changed limits start from fresh counters.
+        let (changed, auth) = config(dir.path(), 2, 2);
+        let fresh = Settings::new(&changed, Some(auth), Some(&before), None);
+        let push = fresh.push_limiter.unwrap();
+        assert!(!Arc::ptr_eq(&push, before.push_limiter.as_ref().unwrap()));
+        let logins = &fresh.auth.as_ref().unwrap().throttle;
+        assert_eq!(logins.blocked_for(ip, "alice").await, None, "new budget");
     }
 }

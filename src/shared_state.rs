@@ -230,15 +230,6 @@ impl SharedState {
     }
 }
 
-/// Counts one decision about `limit` made locally because Redis was unavailable
-/// (`registry_edge_shared_state_fallbacks_total`).
-pub fn record_fallback(limit: &str) {
-    metrics()
-        .shared_state_fallbacks
-        .with_label_values(&[limit])
-        .inc();
-}
-
 /// The background service that brings an unavailable Redis back.
 pub struct SharedStateProbe(pub Arc<SharedState>);
 

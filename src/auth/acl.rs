@@ -10,63 +10,23 @@ use std::collections::BTreeSet;
 
 use super::scope::Scope;
 
-/// Actions a rule allows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actions {
-    /// `["*"]`: every action.
-    All,
-    /// An explicit list; empty = deny.
-    Only(BTreeSet<String>),
-}
+pub use crate::config::{Actions, Rule};
 
-impl Actions {
-    /// As the config file reads an action list: `*` anywhere means every action.
-    pub fn from_list<S: AsRef<str>>(actions: &[S]) -> Actions {
-        if actions.iter().any(|a| a.as_ref() == "*") {
-            Actions::All
-        } else {
-            Actions::Only(actions.iter().map(|a| a.as_ref().to_string()).collect())
-        }
+/// Whether `rule` applies to `account` asking for `scope`.
+fn rule_matches(rule: &Rule, account: &str, scope: &Scope) -> bool {
+    if rule.kind != scope.kind {
+        return false;
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub account: String,
-    /// `repository` (default) or `registry`.
-    pub kind: String,
-    pub name: String,
-    pub actions: Actions,
-    pub comment: Option<String>,
-}
-
-impl Rule {
-    /// A rule as the config file would load it, without a comment.
-    pub fn new(account: &str, kind: &str, name: &str, actions: &[&str]) -> Rule {
-        Rule {
-            account: account.into(),
-            kind: kind.into(),
-            name: name.into(),
-            actions: Actions::from_list(actions),
-            comment: None,
-        }
+    let account_ok = match rule.account.as_str() {
+        "" => account.is_empty(),
+        pattern => !account.is_empty() && glob_match(pattern, account),
+    };
+    if !account_ok {
+        return false;
     }
-
-    fn matches(&self, account: &str, scope: &Scope) -> bool {
-        if self.kind != scope.kind {
-            return false;
-        }
-        let account_ok = match self.account.as_str() {
-            "" => account.is_empty(),
-            pattern => !account.is_empty() && glob_match(pattern, account),
-        };
-        if !account_ok {
-            return false;
-        }
-        match expand_account(&self.name, account) {
-            Some(pattern) => glob_match(&pattern, &scope.name),
-            None => false,
-        }
+    match expand_account(&rule.name, account) {
+        Some(pattern) => glob_match(&pattern, &scope.name),
+        None => false,
     }
 }
 
@@ -91,7 +51,11 @@ impl Acl {
     /// The actions of `requested` that `account` gets: the intersection with the first
     /// matching rule, possibly empty. Asking for more is never an error.
     pub fn grant(&self, account: &str, requested: &Scope) -> BTreeSet<String> {
-        let Some(rule) = self.rules.iter().find(|r| r.matches(account, requested)) else {
+        let Some(rule) = self
+            .rules
+            .iter()
+            .find(|r| rule_matches(r, account, requested))
+        else {
             return BTreeSet::new();
         };
         match &rule.actions {

@@ -6,7 +6,6 @@
 //! - `access`: what a registry request needs (as distribution decides it).
 //! - `token`: signing (RS256/ES256, kid + x5c) and verification.
 //! - `users`: htpasswd users, bcrypt off the reactor, login cache.
-//! - `throttle`: failed-login limits per IP and per account.
 //! - `endpoint`: the token endpoint (GET and OAuth2 POST).
 //! - `check`: bearer-token check and the 401 challenge.
 
@@ -16,7 +15,6 @@ pub mod check;
 pub mod endpoint;
 pub mod jwt_crypto;
 pub mod scope;
-pub mod throttle;
 pub mod token;
 pub mod token_cache;
 pub mod users;
@@ -24,8 +22,8 @@ pub mod users;
 use std::sync::Arc;
 
 use crate::config::AuthSettings;
+use crate::limits::LoginThrottle;
 use acl::Acl;
-use throttle::LoginThrottle;
 use token::{KeyError, SigningKeys, TokenAuthority};
 use users::{Users, UsersError};
 
@@ -37,7 +35,9 @@ pub struct Auth {
     pub refresh: TokenAuthority,
     pub users: Arc<Users>,
     pub acl: Acl,
-    pub throttle: LoginThrottle,
+    /// Failed-login limits; replaced by `Settings::new` with one that shares state (or
+    /// survives the reload).
+    pub throttle: Arc<LoginThrottle>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,11 +78,14 @@ impl Auth {
                 settings.expiration,
             ),
             users: Arc::new(Users::load(&settings.htpasswd, settings.login_cache_ttl)?),
-            acl: settings.acl.clone(),
-            throttle: LoginThrottle::new(
+            acl: Acl {
+                rules: settings.acl.clone(),
+            },
+            throttle: Arc::new(LoginThrottle::new(
                 settings.failed_logins_per_ip,
                 settings.failed_logins_per_account,
-            ),
+                None,
+            )),
         })
     }
 }

@@ -1,15 +1,28 @@
-//! Configuration: YAML file shapes (`file`) turned into validated runtime types (`model`).
+//! Configuration: YAML file shapes (`file`) turned into validated runtime types.
+//!
+//! A leaf of the crate: it imports nothing from it. `model` holds [`Config`] and its
+//! assembly; each section's types sit beside their converter (`server`, `tls`, `upstream`,
+//! `auth`, `limits`, `shared_state`); `validate` names file and key in every error.
 
+mod auth;
 mod file;
+mod limits;
 mod model;
+mod server;
+mod shared_state;
+mod tls;
+mod upstream;
+mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use model::{
-    AcmeChallenge, AcmeSettings, AuthSettings, Balance, CertificatePaths, ClientTimeouts, Config,
-    ExternalUrl, ForwardedSettings, Limits, LogFormat, Maintenance, OnUnavailable, RedisSettings,
-    ServerSettings, UpstreamSettings,
-};
+pub use auth::{Actions, AuthSettings, Rule};
+pub use limits::{LimitKey, Limits, PushLimit, UploadBytesLimit};
+pub use model::{Config, LogFormat, Maintenance};
+pub use server::{ClientTimeouts, ExternalUrl, ServerSettings};
+pub use shared_state::{OnUnavailable, RedisSettings};
+pub use tls::{AcmeChallenge, AcmeSettings, CertificatePaths};
+pub use upstream::{Balance, ForwardedSettings, UpstreamSettings};
 
 /// Why a configuration could not be loaded; every variant names the file.
 #[derive(Debug, thiserror::Error)]

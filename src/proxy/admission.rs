@@ -17,7 +17,7 @@ use super::checks;
 use super::ctx::RequestCtx;
 use super::token_endpoint;
 use crate::error::RegistryError;
-use crate::ratelimit::Admission;
+use crate::limits::Admission;
 use crate::settings::Settings;
 use crate::tls::CertResolver;
 

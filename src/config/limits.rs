@@ -1,0 +1,114 @@
+//! `limits` and `rate_limits`: body size, push starts, upload bytes.
+
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+
+use super::file;
+use super::validate::Validator;
+use super::ConfigError;
+
+/// `limits`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// `None` = unlimited.
+    pub max_body_size: Option<u64>,
+}
+
+pub(super) fn limit_key(
+    v: &Validator,
+    field: &str,
+    key: Option<&str>,
+) -> Result<LimitKey, ConfigError> {
+    match key {
+        None | Some("account") => Ok(LimitKey::Account),
+        Some("client_ip") => Ok(LimitKey::ClientIp),
+        Some(other) => Err(v.invalid(field, format!("{other:?} is not one of account, client_ip"))),
+    }
+}
+
+pub(super) fn upload_limit(
+    v: &Validator,
+    upload: file::UploadBytesFile,
+) -> Result<UploadBytesLimit, ConfigError> {
+    let file::UploadBytesFile {
+        key,
+        per_second,
+        burst,
+    } = upload;
+    let key = limit_key(v, "rate_limits.upload_bytes.key", key.as_deref())?;
+    let per_second = NonZeroU32::new(per_second)
+        .ok_or_else(|| v.invalid("rate_limits.upload_bytes.per_second", "must be at least 1"))?;
+    let burst = match burst {
+        None => per_second,
+        Some(b) => NonZeroU32::new(b)
+            .ok_or_else(|| v.invalid("rate_limits.upload_bytes.burst", "must be at least 1"))?,
+    };
+    Ok(UploadBytesLimit {
+        key,
+        per_second,
+        burst,
+    })
+}
+
+pub(super) fn push_limit(
+    v: &Validator,
+    push: file::PushLimitFile,
+) -> Result<PushLimit, ConfigError> {
+    let file::PushLimitFile {
+        key,
+        per_minute,
+        burst,
+        exempt_accounts,
+    } = push;
+    let key = limit_key(v, "rate_limits.push.key", key.as_deref())?;
+    let per_minute = NonZeroU32::new(per_minute)
+        .ok_or_else(|| v.invalid("rate_limits.push.per_minute", "must be at least 1"))?;
+    let burst = match burst {
+        None => per_minute,
+        Some(b) => NonZeroU32::new(b)
+            .ok_or_else(|| v.invalid("rate_limits.push.burst", "must be at least 1"))?,
+    };
+    Ok(PushLimit {
+        key,
+        per_minute,
+        burst,
+        exempt_accounts: exempt_accounts.into_iter().collect(),
+    })
+}
+
+/// What a push limit is keyed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitKey {
+    /// The token subject; anonymous requests use the client IP.
+    Account,
+    ClientIp,
+}
+
+impl LimitKey {
+    /// The limiter key for a request: `account:NAME`, or `ip:ADDR` (also for anonymous).
+    pub fn key_for(self, subject: Option<&str>, client_ip: &str) -> String {
+        match (self, subject) {
+            (LimitKey::Account, Some(account)) if !account.is_empty() => {
+                format!("account:{account}")
+            }
+            _ => format!("ip:{client_ip}"),
+        }
+    }
+}
+
+/// `rate_limits.push`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushLimit {
+    pub key: LimitKey,
+    pub per_minute: NonZeroU32,
+    pub burst: NonZeroU32,
+    pub exempt_accounts: HashSet<String>,
+}
+
+/// `rate_limits.upload_bytes`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadBytesLimit {
+    pub key: LimitKey,
+    pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}

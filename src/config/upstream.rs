@@ -1,0 +1,138 @@
+//! `upstream` and `forwarded`: the registry nodes and whose forwarding headers to believe.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::file;
+use super::validate::Validator;
+use super::ConfigError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Consistent hashing on the repository name: a repository stays on one node.
+    RepositoryHash,
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    pub nodes: Vec<SocketAddr>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub health_path: String,
+    pub health_interval: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardedSettings {
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl ForwardedSettings {
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+}
+
+pub(super) fn upstream_settings(
+    v: &Validator,
+    upstream: file::UpstreamFile,
+) -> Result<UpstreamSettings, ConfigError> {
+    let file::UpstreamFile {
+        nodes,
+        balance,
+        connect_timeout,
+        read_timeout,
+        health_check,
+    } = upstream;
+    if nodes.is_empty() {
+        return Err(v.invalid("upstream.nodes", "at least one registry node is needed"));
+    }
+    let nodes = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            resolve_node(text).map_err(|problem| v.invalid(format!("upstream.nodes[{i}]"), problem))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let balance = match balance.as_deref() {
+        None | Some("repository_hash") => Balance::RepositoryHash,
+        Some("round_robin") => Balance::RoundRobin,
+        Some(other) => {
+            return Err(v.invalid(
+                "upstream.balance",
+                format!("{other:?} is not one of repository_hash, round_robin"),
+            ))
+        }
+    };
+    let (health_path, health_interval) = match health_check {
+        None => (None, None),
+        Some(file::HealthCheckFile { path, interval }) => (path, interval),
+    };
+    let health_path = health_path.unwrap_or_else(|| "/v2/".to_string());
+    if !health_path.starts_with('/') {
+        return Err(v.invalid(
+            "upstream.health_check.path",
+            format!("{health_path:?} must start with /"),
+        ));
+    }
+    let health_interval = v.nonzero_duration(
+        "upstream.health_check.interval",
+        health_interval.as_deref(),
+        Duration::from_secs(5),
+    )?;
+    Ok(UpstreamSettings {
+        nodes,
+        balance,
+        connect_timeout: v.duration(
+            "upstream.connect_timeout",
+            connect_timeout.as_deref(),
+            Duration::from_secs(5),
+        )?,
+        read_timeout: v.duration(
+            "upstream.read_timeout",
+            read_timeout.as_deref(),
+            Duration::from_secs(900),
+        )?,
+        health_path,
+        health_interval,
+    })
+}
+
+pub(super) fn resolve_node(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !text.contains(':') {
+        return Err(format!("{text:?} needs a port (host:port)"));
+    }
+    text.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+pub(super) fn forwarded_settings(
+    v: &Validator,
+    forwarded: file::ForwardedFile,
+) -> Result<ForwardedSettings, ConfigError> {
+    let file::ForwardedFile { trusted_proxies } = forwarded;
+    let trusted_proxies = trusted_proxies
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    v.invalid(
+                        format!("forwarded.trusted_proxies[{i}]"),
+                        format!("{text:?} is not a CIDR or IP address"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ForwardedSettings { trusted_proxies })
+}

@@ -1,0 +1,87 @@
+//! The validator every section's converter uses: it knows the file, so each error names
+//! file and key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::ConfigError;
+
+/// Collects the file path so every error names file and key.
+pub(super) struct Validator<'a> {
+    pub(super) path: &'a Path,
+}
+
+impl Validator<'_> {
+    pub(super) fn invalid(
+        &self,
+        key: impl Into<String>,
+        problem: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    pub(super) fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(text) => humantime::parse_duration(text).map_err(|e| {
+                self.invalid(
+                    key,
+                    format!("invalid duration {text:?} ({e}); use e.g. 900s or 5m"),
+                )
+            }),
+        }
+    }
+
+    /// Like [`Validator::duration`], refusing zero.
+    pub(super) fn nonzero_duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let d = self.duration(key, value, default)?;
+        if d.is_zero() {
+            return Err(self.invalid(key, "must be greater than 0"));
+        }
+        Ok(d)
+    }
+
+    pub(super) fn listen(
+        &self,
+        key: &str,
+        values: &[String],
+    ) -> Result<Vec<SocketAddr>, ConfigError> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                text.parse::<SocketAddr>().map_err(|_| {
+                    self.invalid(
+                        format!("{key}[{i}]"),
+                        format!("{text:?} is not an IP:port address"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Resolves relative paths against the config file's folder.
+    pub(super) fn file_path(&self, text: &str) -> PathBuf {
+        let path = Path::new(text);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(path)
+        }
+    }
+}
