@@ -9,6 +9,8 @@
 //! - `clients.rs`: [`curl`], [`skopeo`], blob pushes and uploads, [`tiny_oci_layout`]
 //! - `tls.rs`: [`make_certs`], openssl keys, raw TLS connections ([`tls_connect`], [`read_head`])
 //! - `metrics.rs`: [`admin_metrics`], [`metric`], [`put_throttled_ms`]
+//! - `checks.rs`: [`Checks`], soft assertions: the parts of one scenario all run, the
+//!   test fails once naming every failed part
 //!
 //! Used by some tests only, by path: `auth` (token-auth fixtures), `echo` (an upstream
 //! that echoes what the edge sent), `h2client` (a raw HTTP/2 client), `pebble` (the
@@ -20,6 +22,7 @@ pub mod echo;
 pub mod h2client;
 pub mod pebble;
 
+mod checks;
 mod clients;
 mod edge;
 mod metrics;
@@ -28,6 +31,8 @@ mod registry;
 mod tls;
 
 // Each test binary uses a different part; a glob none of it uses is no mistake.
+#[allow(unused_imports)]
+pub use checks::*;
 #[allow(unused_imports)]
 pub use clients::*;
 #[allow(unused_imports)]
