@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use common::{curl, make_certs, skopeo, upstream_yaml, Certs, Edge, Registry};
+use common::{curl, make_certs, skopeo, upstream_yaml, Certs, Checks, Edge, Registry};
 use registry_edge::auth::scope::Scope;
 use registry_edge::auth::token::{SigningKeys, TokenAuthority};
 
@@ -123,13 +123,20 @@ fn claims(token: &str) -> serde_json::Value {
     .unwrap()
 }
 
+/// One registry and edge; each behaviour below is a part of its own, so one failure does
+/// not hide the others.
 #[test]
 fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
     let s = Setup::start("", "");
     let layout = common::tiny_oci_layout(&s.dir.path().join("image"));
     let certs = s.certs.ca_dir.to_str().unwrap();
     let target = |repo: &str| format!("docker://127.0.0.1:{}/{repo}:v1", s.edge.https_port);
+    let registry_tags = format!(
+        "http://{}/v2/alice/app/tags/list",
+        s.registry.as_ref().unwrap().addr()
+    );
 
+    // Alice's image: the parts below read it.
     let out = skopeo(&[
         "copy",
         "--dest-cert-dir",
@@ -144,137 +151,150 @@ fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
         "alice pushes to alice/: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pulled = s.dir.path().join("pulled");
-    let out = skopeo(&[
-        "copy",
-        "--src-cert-dir",
-        certs,
-        "--src-creds",
-        "alice:pw-alice",
-        &target("alice/app"),
-        &format!("oci:{}:v1", pulled.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "alice pulls: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+
+    let mut checks = Checks::new();
+    checks.run("alice pulls her repository", || {
+        let pulled = s.dir.path().join("pulled");
+        let out = skopeo(&[
+            "copy",
+            "--src-cert-dir",
+            certs,
+            "--src-creds",
+            "alice:pw-alice",
+            &target("alice/app"),
+            &format!("oci:{}:v1", pulled.display()),
+        ]);
+        assert!(
+            out.status.success(),
+            "alice pulls: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
 
     // The registry itself accepts the edge's tokens (kid/x5c against its rootcertbundle).
-    let token = s.token_for(Some(("alice", "pw-alice")), &["repository:alice/app:pull"]);
-    let direct = curl(&[
-        "-H",
-        &format!("Authorization: Bearer {token}"),
-        &format!(
-            "http://{}/v2/alice/app/tags/list",
-            s.registry.as_ref().unwrap().addr()
-        ),
-    ]);
-    assert_eq!(
-        direct.status,
-        200,
-        "registry accepted the token: {}",
-        String::from_utf8_lossy(&direct.body)
-    );
+    let token = checks.run("the registry accepts the edge's token", || {
+        let token = s.token_for(Some(("alice", "pw-alice")), &["repository:alice/app:pull"]);
+        let direct = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &registry_tags,
+        ]);
+        assert_eq!(
+            direct.status,
+            200,
+            "registry accepted the token: {}",
+            String::from_utf8_lossy(&direct.body)
+        );
+        token
+    });
 
     // The same claims signed with only the libtrust `kid` (no x5c): distribution 2.8 then
     // finds the key by kid among its bundle's certificates, so this proves the kid format.
-    let header = jsonwebtoken::decode_header(&token).unwrap();
-    let mut kid_only = jsonwebtoken::Header::new(header.alg);
-    kid_only.typ = header.typ.clone();
-    kid_only.kid = header.kid.clone();
-    let kid_token = s.sign_with_our_key(&kid_only, &claims(&token));
-    let by_kid = curl(&[
-        "-H",
-        &format!("Authorization: Bearer {kid_token}"),
-        &format!(
-            "http://{}/v2/alice/app/tags/list",
-            s.registry.as_ref().unwrap().addr()
-        ),
-    ]);
-    assert_eq!(
-        by_kid.status,
-        200,
-        "registry found the key by kid: {}",
-        String::from_utf8_lossy(&by_kid.body)
-    );
-    let unauthenticated = curl(&[&format!(
-        "http://{}/v2/alice/app/tags/list",
-        s.registry.as_ref().unwrap().addr()
-    )]);
-    assert_eq!(
-        unauthenticated.status, 401,
-        "the registry really checks tokens"
-    );
+    if let Some(token) = token {
+        checks.run("the registry finds the signing key by kid alone", || {
+            let header = jsonwebtoken::decode_header(&token).unwrap();
+            let mut kid_only = jsonwebtoken::Header::new(header.alg);
+            kid_only.typ = header.typ.clone();
+            kid_only.kid = header.kid.clone();
+            let kid_token = s.sign_with_our_key(&kid_only, &claims(&token));
+            let by_kid = curl(&[
+                "-H",
+                &format!("Authorization: Bearer {kid_token}"),
+                &registry_tags,
+            ]);
+            assert_eq!(
+                by_kid.status,
+                200,
+                "registry found the key by kid: {}",
+                String::from_utf8_lossy(&by_kid.body)
+            );
+        });
+    }
 
-    // Bob cannot read alice's repository.
-    let out = skopeo(&[
-        "inspect",
-        "--cert-dir",
-        certs,
-        "--creds",
-        "bob:pw-bob",
-        &target("alice/app"),
-    ]);
-    assert!(!out.status.success(), "bob must not read alice/app");
+    checks.run("the registry really checks tokens", || {
+        let unauthenticated = curl(&[&registry_tags]);
+        assert_eq!(
+            unauthenticated.status, 401,
+            "the registry really checks tokens"
+        );
+    });
 
-    // Anonymous pulls of public/* work; anonymous pushes do not.
-    let out = skopeo(&[
-        "copy",
-        "--dest-cert-dir",
-        certs,
-        "--dest-creds",
-        "admin:pw-admin",
-        &layout,
-        &target("public/base"),
-    ]);
-    assert!(
-        out.status.success(),
-        "admin pushes public/base: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = skopeo(&[
-        "inspect",
-        "--cert-dir",
-        certs,
-        "--no-creds",
-        &target("public/base"),
-    ]);
-    assert!(
-        out.status.success(),
-        "anonymous pull of public/*: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = skopeo(&[
-        "copy",
-        "--dest-cert-dir",
-        certs,
-        "--dest-no-creds",
-        &layout,
-        &target("public/other"),
-    ]);
-    assert!(!out.status.success(), "anonymous push must fail");
+    checks.run("bob cannot read alice's repository", || {
+        let out = skopeo(&[
+            "inspect",
+            "--cert-dir",
+            certs,
+            "--creds",
+            "bob:pw-bob",
+            &target("alice/app"),
+        ]);
+        assert!(!out.status.success(), "bob must not read alice/app");
+    });
 
-    let ca = s.ca();
-    let anon_push = curl(&[
-        "--cacert",
-        &ca,
-        "-X",
-        "POST",
-        &s.edge.url("/v2/public/other/blobs/uploads/"),
-    ]);
-    assert_eq!(anon_push.status, 401);
-    let challenge = anon_push.header("www-authenticate").unwrap();
-    let realm = s.edge.url("/jwt/auth");
-    assert_eq!(
-        challenge,
-        format!("Bearer realm=\"{realm}\",service=\"{SERVICE}\",scope=\"repository:public/other:pull,push\"")
-    );
-    assert_eq!(anon_push.json()["errors"][0]["code"], "UNAUTHORIZED");
-    assert_eq!(
-        anon_push.header("docker-distribution-api-version"),
-        Some("registry/2.0")
-    );
+    checks.run("anonymous pulls of public/* work", || {
+        let out = skopeo(&[
+            "copy",
+            "--dest-cert-dir",
+            certs,
+            "--dest-creds",
+            "admin:pw-admin",
+            &layout,
+            &target("public/base"),
+        ]);
+        assert!(
+            out.status.success(),
+            "admin pushes public/base: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = skopeo(&[
+            "inspect",
+            "--cert-dir",
+            certs,
+            "--no-creds",
+            &target("public/base"),
+        ]);
+        assert!(
+            out.status.success(),
+            "anonymous pull of public/*: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+
+    checks.run("anonymous pushes fail", || {
+        let out = skopeo(&[
+            "copy",
+            "--dest-cert-dir",
+            certs,
+            "--dest-no-creds",
+            &layout,
+            &target("public/other"),
+        ]);
+        assert!(!out.status.success(), "anonymous push must fail");
+    });
+
+    checks.run("an anonymous upload gets the registry's Bearer challenge", || {
+        let ca = s.ca();
+        let anon_push = curl(&[
+            "--cacert",
+            &ca,
+            "-X",
+            "POST",
+            &s.edge.url("/v2/public/other/blobs/uploads/"),
+        ]);
+        assert_eq!(anon_push.status, 401);
+        let challenge = anon_push.header("www-authenticate").unwrap();
+        let realm = s.edge.url("/jwt/auth");
+        assert_eq!(
+            challenge,
+            format!("Bearer realm=\"{realm}\",service=\"{SERVICE}\",scope=\"repository:public/other:pull,push\"")
+        );
+        assert_eq!(anon_push.json()["errors"][0]["code"], "UNAUTHORIZED");
+        assert_eq!(
+            anon_push.header("docker-distribution-api-version"),
+            Some("registry/2.0")
+        );
+    });
+    checks.finish();
 }
 
 #[test]
@@ -288,26 +308,29 @@ fn under_scoped_and_bad_tokens_never_reach_the_upstream() {
         edge,
     };
 
+    let mut checks = Checks::new();
     // Alice asks for push on bob/app: granted nothing, so the token lacks push.
-    let token = s.token_for(
-        Some(("alice", "pw-alice")),
-        &["repository:bob/app:pull,push"],
-    );
-    assert_eq!(claims(&token)["access"], serde_json::json!([]));
-    let denied = s.with_token(
-        &token,
-        &["-X", "POST", &s.edge.url("/v2/bob/app/blobs/uploads/")],
-    );
-    assert_eq!(denied.status, 401);
-    assert!(denied
-        .header("www-authenticate")
-        .unwrap()
-        .ends_with(",error=\"insufficient_scope\""));
-    let detail = &denied.json()["errors"][0]["detail"];
-    assert_eq!(
-        detail[0],
-        serde_json::json!({"Type": "repository", "Name": "bob/app", "Action": "pull"})
-    );
+    checks.run("an under-scoped token gets insufficient_scope", || {
+        let token = s.token_for(
+            Some(("alice", "pw-alice")),
+            &["repository:bob/app:pull,push"],
+        );
+        assert_eq!(claims(&token)["access"], serde_json::json!([]));
+        let denied = s.with_token(
+            &token,
+            &["-X", "POST", &s.edge.url("/v2/bob/app/blobs/uploads/")],
+        );
+        assert_eq!(denied.status, 401);
+        assert!(denied
+            .header("www-authenticate")
+            .unwrap()
+            .ends_with(",error=\"insufficient_scope\""));
+        let detail = &denied.json()["errors"][0]["detail"];
+        assert_eq!(
+            detail[0],
+            serde_json::json!({"Type": "repository", "Name": "bob/app", "Action": "pull"})
+        );
+    });
 
     let keys = s.signing_keys();
     let now = SystemTime::now();
@@ -418,6 +441,7 @@ fn under_scoped_and_bad_tokens_never_reach_the_upstream() {
         passed, 1,
         "exactly the control request reached the upstream"
     );
+    // One part per token, so every shape that gets through is named.
     for (what, token) in [
         ("flipped signature", flipped.as_str()),
         ("expired", expired.as_str()),
@@ -435,178 +459,197 @@ fn under_scoped_and_bad_tokens_never_reach_the_upstream() {
         ("x5c of another key, signed", foreign_x5c.as_str()),
         ("neither kid nor x5c, signed", no_key_hint.as_str()),
     ] {
-        let r = s.with_token(token, &[&url]);
-        assert_eq!(r.status, 401, "{what}");
-        let challenge = r.header("www-authenticate").unwrap();
-        assert!(
-            challenge.contains("scope=\"repository:alice/app:pull\""),
-            "{what}: {challenge}"
-        );
-        assert!(
-            challenge.ends_with(",error=\"invalid_token\""),
-            "{what}: {challenge}"
-        );
+        checks.run(what, || {
+            let r = s.with_token(token, &[&url]);
+            assert_eq!(r.status, 401, "{what}");
+            let challenge = r.header("www-authenticate").unwrap();
+            assert!(
+                challenge.contains("scope=\"repository:alice/app:pull\""),
+                "{what}: {challenge}"
+            );
+            assert!(
+                challenge.ends_with(",error=\"invalid_token\""),
+                "{what}: {challenge}"
+            );
+        });
     }
-    assert_eq!(
-        upstream.seen.lock().unwrap().len(),
-        passed,
-        "no refused request reached the upstream"
-    );
-    assert!(!s.edge.log_text().contains(&good), "tokens never logged");
+    checks.run("no refused request reached the upstream", || {
+        let seen = upstream.seen.lock().unwrap().len();
+        assert_eq!(seen, passed, "no refused request reached the upstream");
+    });
+    checks.run("tokens are never logged", || {
+        assert!(!s.edge.log_text().contains(&good), "tokens never logged");
+    });
+    checks.finish();
 }
 
+/// One registry and edge; each flow of the token endpoint is a part of its own.
 #[test]
 fn docker_login_oauth2_scopes_catalog_and_service_checks() {
     let s = Setup::start("", "");
     let ca = s.ca();
+    let mut checks = Checks::new();
 
     // docker login: GET /v2/ -> 401 -> token without scope -> GET /v2/ -> 200.
-    let first = curl(&["--cacert", &ca, &s.edge.url("/v2/")]);
-    assert_eq!(first.status, 401);
-    assert_eq!(
-        first.header("www-authenticate"),
-        Some(
-            format!(
-                "Bearer realm=\"{}\",service=\"{SERVICE}\"",
-                s.edge.url("/jwt/auth")
+    checks.run("docker login", || {
+        let first = curl(&["--cacert", &ca, &s.edge.url("/v2/")]);
+        assert_eq!(first.status, 401);
+        assert_eq!(
+            first.header("www-authenticate"),
+            Some(
+                format!(
+                    "Bearer realm=\"{}\",service=\"{SERVICE}\"",
+                    s.edge.url("/jwt/auth")
+                )
+                .as_str()
             )
-            .as_str()
-        )
-    );
-    let login = s.token(Some(("alice", "pw-alice")), &[], &[]);
-    let login_json = login.json();
-    assert_eq!(login.status, 200);
-    let token = login_json["token"].as_str().unwrap();
-    assert_eq!(login_json["access_token"], login_json["token"]);
-    assert!(login_json["expires_in"].as_u64().unwrap() >= 60);
-    assert!(login_json["issued_at"].as_str().unwrap().ends_with('Z'));
-    assert!(
-        login_json.get("refresh_token").is_none(),
-        "no refresh token unless asked"
-    );
-    assert_eq!(claims(token)["access"], serde_json::json!([]));
-    assert_eq!(s.with_token(token, &[&s.edge.url("/v2/")]).status, 200);
+        );
+        let login = s.token(Some(("alice", "pw-alice")), &[], &[]);
+        let login_json = login.json();
+        assert_eq!(login.status, 200);
+        let token = login_json["token"].as_str().unwrap();
+        assert_eq!(login_json["access_token"], login_json["token"]);
+        assert!(login_json["expires_in"].as_u64().unwrap() >= 60);
+        assert!(login_json["issued_at"].as_str().unwrap().ends_with('Z'));
+        assert!(
+            login_json.get("refresh_token").is_none(),
+            "no refresh token unless asked"
+        );
+        assert_eq!(claims(token)["access"], serde_json::json!([]));
+        assert_eq!(s.with_token(token, &[&s.edge.url("/v2/")]).status, 200);
+    });
 
     // Wrong password / unknown user: 401 with a Basic challenge.
-    for creds in [("alice", "Gu3ss-Zq7"), ("mallory", "Zq9-secret")] {
-        let r = s.token(Some(creds), &[], &[]);
-        assert_eq!(r.status, 401, "{creds:?}");
-        assert!(r
-            .header("www-authenticate")
-            .unwrap()
-            .starts_with("Basic realm="));
-        assert_eq!(r.json()["errors"][0]["code"], "UNAUTHORIZED");
-        assert!(
-            !String::from_utf8_lossy(&r.body).contains(creds.1),
-            "password not echoed"
-        );
-    }
+    checks.run("wrong password, unknown user", || {
+        for creds in [("alice", "Gu3ss-Zq7"), ("mallory", "Zq9-secret")] {
+            let r = s.token(Some(creds), &[], &[]);
+            assert_eq!(r.status, 401, "{creds:?}");
+            assert!(r
+                .header("www-authenticate")
+                .unwrap()
+                .starts_with("Basic realm="));
+            assert_eq!(r.json()["errors"][0]["code"], "UNAUTHORIZED");
+            assert!(
+                !String::from_utf8_lossy(&r.body).contains(creds.1),
+                "password not echoed"
+            );
+        }
+    });
 
     // Repeated and space-separated scopes; grants are the allowed intersection.
-    let t = s.token_for(
-        Some(("alice", "pw-alice")),
-        &[
-            "repository:alice/a:pull",
-            "repository:alice/b:pull,push repository:bob/c:pull",
-            "repository:BAD:pull",
-        ],
-    );
-    let access = claims(&t)["access"].clone();
-    assert_eq!(access.as_array().unwrap().len(), 2, "{access}");
-    assert_eq!(
-        access[1],
-        serde_json::json!({"type": "repository", "name": "alice/b", "actions": ["pull", "push"]})
-    );
+    checks.run("scope intersection", || {
+        let t = s.token_for(
+            Some(("alice", "pw-alice")),
+            &[
+                "repository:alice/a:pull",
+                "repository:alice/b:pull,push repository:bob/c:pull",
+                "repository:BAD:pull",
+            ],
+        );
+        let access = claims(&t)["access"].clone();
+        assert_eq!(access.as_array().unwrap().len(), 2, "{access}");
+        assert_eq!(
+            access[1],
+            serde_json::json!({"type": "repository", "name": "alice/b", "actions": ["pull", "push"]})
+        );
+    });
 
     // OAuth2 POST: password grant with offline access, then the refresh grant.
-    let form = |fields: &[(&str, &str)]| {
-        let body: String = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        curl(&[
-            "--cacert",
-            &ca,
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/x-www-form-urlencoded",
-            "--data",
-            &body,
-            &s.edge.url("/jwt/auth"),
-        ])
-    };
-    let password = form(&[
-        ("grant_type", "password"),
-        ("username", "alice"),
-        ("password", "pw-alice"),
-        ("service", SERVICE),
-        ("client_id", "containerd-client"),
-        ("access_type", "offline"),
-        ("scope", "repository:alice/a:pull"),
-    ]);
-    assert_eq!(
-        password.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&password.body)
-    );
-    let password_json = password.json();
-    let refresh = password_json["refresh_token"]
-        .as_str()
-        .expect("refresh_token when offline")
-        .to_string();
-    assert_eq!(password_json["scope"], "repository:alice/a:pull");
-    assert!(
-        s.with_token(&refresh, &[&s.edge.url("/v2/")]).status == 401,
-        "a refresh token is not an access token"
-    );
-    let refreshed = form(&[
-        ("grant_type", "refresh_token"),
-        ("refresh_token", &refresh),
-        ("service", SERVICE),
-        ("client_id", "docker"),
-        ("scope", "repository:alice/a:pull,push"),
-    ]);
-    assert_eq!(
-        refreshed.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&refreshed.body)
-    );
-    let access_token = refreshed.json()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(claims(&access_token)["sub"], "alice");
-    let bad_refresh = form(&[
-        ("grant_type", "refresh_token"),
-        ("refresh_token", "nope"),
-        ("service", SERVICE),
-    ]);
-    assert_eq!(bad_refresh.status, 401);
+    checks.run("OAuth2 grants", || {
+        let form = |fields: &[(&str, &str)]| {
+            let body: String = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(fields)
+                .finish();
+            curl(&[
+                "--cacert",
+                &ca,
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/x-www-form-urlencoded",
+                "--data",
+                &body,
+                &s.edge.url("/jwt/auth"),
+            ])
+        };
+        let password = form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "pw-alice"),
+            ("service", SERVICE),
+            ("client_id", "containerd-client"),
+            ("access_type", "offline"),
+            ("scope", "repository:alice/a:pull"),
+        ]);
+        assert_eq!(
+            password.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&password.body)
+        );
+        let password_json = password.json();
+        let refresh = password_json["refresh_token"]
+            .as_str()
+            .expect("refresh_token when offline")
+            .to_string();
+        assert_eq!(password_json["scope"], "repository:alice/a:pull");
+        assert!(
+            s.with_token(&refresh, &[&s.edge.url("/v2/")]).status == 401,
+            "a refresh token is not an access token"
+        );
+        let refreshed = form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("service", SERVICE),
+            ("client_id", "docker"),
+            ("scope", "repository:alice/a:pull,push"),
+        ]);
+        assert_eq!(
+            refreshed.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&refreshed.body)
+        );
+        let access_token = refreshed.json()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(claims(&access_token)["sub"], "alice");
+        let bad_refresh = form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "nope"),
+            ("service", SERVICE),
+        ]);
+        assert_eq!(bad_refresh.status, 401);
+    });
 
     // Catalog only for the admin rule.
-    let admin = s.token_for(Some(("admin", "pw-admin")), &["registry:catalog:*"]);
-    assert_eq!(
-        s.with_token(&admin, &[&s.edge.url("/v2/_catalog")]).status,
-        200
-    );
-    let alice = s.token_for(Some(("alice", "pw-alice")), &["registry:catalog:*"]);
-    let refused = s.with_token(&alice, &[&s.edge.url("/v2/_catalog")]);
-    assert_eq!(refused.status, 401);
-    assert!(refused
-        .header("www-authenticate")
-        .unwrap()
-        .contains("scope=\"registry:catalog:*\""));
+    checks.run("catalog", || {
+        let admin = s.token_for(Some(("admin", "pw-admin")), &["registry:catalog:*"]);
+        assert_eq!(
+            s.with_token(&admin, &[&s.edge.url("/v2/_catalog")]).status,
+            200
+        );
+        let alice = s.token_for(Some(("alice", "pw-alice")), &["registry:catalog:*"]);
+        let refused = s.with_token(&alice, &[&s.edge.url("/v2/_catalog")]);
+        assert_eq!(refused.status, 401);
+        assert!(refused
+            .header("www-authenticate")
+            .unwrap()
+            .contains("scope=\"registry:catalog:*\""));
+    });
 
     // The service must match.
-    let wrong = curl(&[
-        "--cacert",
-        &ca,
-        &format!("{}?service=other", s.edge.url("/jwt/auth")),
-    ]);
-    assert_eq!(wrong.status, 400);
-    assert_eq!(wrong.header("content-type"), Some("application/json"));
+    checks.run("service", || {
+        let wrong = curl(&[
+            "--cacert",
+            &ca,
+            &format!("{}?service=other", s.edge.url("/jwt/auth")),
+        ]);
+        assert_eq!(wrong.status, 400);
+        assert_eq!(wrong.header("content-type"), Some("application/json"));
+    });
+    checks.finish();
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::echo::{echo_edge, echo_edge_with};
 use common::{
     curl, make_certs, read_head, start_upload, tls_connect, upstream_yaml, wait_closed, Certs,
-    Edge, Registry,
+    Checks, Edge, Registry,
 };
 
 /// Short client timeouts so the tests see them fire.
@@ -61,56 +61,71 @@ fn trickled_headers_and_idle_connections_are_closed() {
     let (certs, upstream, edge) = echo_edge_with(dir.path(), TIMEOUTS, "");
     let ca = certs.ca_dir.join("ca.crt");
 
+    let mut checks = Checks::new();
     // Slowloris over TLS: closed once server.header_timeout (2 s) has passed.
-    let mut tls = tls_connect(edge.https_port, &ca, &["http/1.1"]);
-    tls.sock
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let closed = trickle(&mut tls, &slow_request()).expect("trickled headers were never cut");
-    assert!(
-        closed >= Duration::from_millis(1500) && closed < Duration::from_secs(10),
-        "closed after {closed:?}, header_timeout is 2s"
-    );
+    checks.run("slowloris over TLS", || {
+        let mut tls = tls_connect(edge.https_port, &ca, &["http/1.1"]);
+        tls.sock
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let closed = trickle(&mut tls, &slow_request()).expect("trickled headers were never cut");
+        assert!(
+            closed >= Duration::from_millis(1500) && closed < Duration::from_secs(10),
+            "closed after {closed:?}, header_timeout is 2s"
+        );
+    });
 
     // The same on the plain-HTTP redirect listener.
-    let mut plain = std::net::TcpStream::connect(("127.0.0.1", edge.http_port)).unwrap();
-    plain
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let closed = trickle(&mut plain, &slow_request()).expect("plain slowloris was never cut");
-    assert!(
-        closed < Duration::from_secs(10),
-        "plain closed after {closed:?}"
-    );
+    checks.run("slowloris on the plain-HTTP listener", || {
+        let mut plain = std::net::TcpStream::connect(("127.0.0.1", edge.http_port)).unwrap();
+        plain
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let closed = trickle(&mut plain, &slow_request()).expect("plain slowloris was never cut");
+        assert!(
+            closed < Duration::from_secs(10),
+            "plain closed after {closed:?}"
+        );
+    });
 
     // A connection that completes its handshake but sends nothing.
-    let mut silent = tls_connect(edge.https_port, &ca, &["http/1.1"]);
-    let (waited, was_closed) = wait_closed(&mut silent);
-    assert!(
-        was_closed && waited < Duration::from_secs(10),
-        "silent: {waited:?}"
-    );
+    checks.run("a silent connection", || {
+        let mut silent = tls_connect(edge.https_port, &ca, &["http/1.1"]);
+        let (waited, was_closed) = wait_closed(&mut silent);
+        assert!(
+            was_closed && waited < Duration::from_secs(10),
+            "silent: {waited:?}"
+        );
+    });
 
     // Kept alive after a request, then idle: closed after server.idle_timeout (2 s).
-    let mut idle = tls_connect(edge.https_port, &ca, &["http/1.1"]);
-    idle.write_all(b"GET /v2/a/b/tags/list HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    assert_eq!(read_head(&mut idle).0, 200);
-    let (waited, was_closed) = wait_closed(&mut idle);
-    assert!(
-        was_closed && waited >= Duration::from_millis(1500) && waited < Duration::from_secs(10),
-        "idle connection closed={was_closed} after {waited:?}, idle_timeout is 2s"
-    );
+    checks.run("an idle kept-alive connection", || {
+        let mut idle = tls_connect(edge.https_port, &ca, &["http/1.1"]);
+        idle.write_all(b"GET /v2/a/b/tags/list HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_head(&mut idle).0, 200);
+        let (waited, was_closed) = wait_closed(&mut idle);
+        assert!(
+            was_closed && waited >= Duration::from_millis(1500) && waited < Duration::from_secs(10),
+            "idle connection closed={was_closed} after {waited:?}, idle_timeout is 2s"
+        );
+    });
 
     // Nothing trickled reached the node; the edge still serves.
-    let seen = upstream.seen.lock().unwrap().clone();
-    assert_eq!(seen, vec!["GET /v2/a/b/tags/list HTTP/1.1".to_string()]);
-    let ok = curl(&[
-        "--cacert",
-        ca.to_str().unwrap(),
-        &edge.url("/v2/a/b/tags/list"),
-    ]);
-    assert_eq!(ok.status, 200);
+    checks.run(
+        "the node saw only the served request; the edge still serves",
+        || {
+            let seen = upstream.seen.lock().unwrap().clone();
+            assert_eq!(seen, vec!["GET /v2/a/b/tags/list HTTP/1.1".to_string()]);
+            let ok = curl(&[
+                "--cacert",
+                ca.to_str().unwrap(),
+                &edge.url("/v2/a/b/tags/list"),
+            ]);
+            assert_eq!(ok.status, 200);
+        },
+    );
+    checks.finish();
 }
 
 /// PATCHes from a stdin that sends 64 KiB and then stalls until the edge has logged the
@@ -248,6 +263,7 @@ fn oversized_and_too_many_headers_get_431() {
     assert_eq!(raw_request(&edge, &certs, &with_headers(100, 8)).0, 200);
     let passed = upstream.seen.lock().unwrap().len();
 
+    let mut checks = Checks::new();
     // One more, far more (beyond Pingora's own 256), or 64 KiB in one value: 431 JSON.
     for (what, raw) in [
         ("101 fields", with_headers(101, 8)),
@@ -262,30 +278,34 @@ fn oversized_and_too_many_headers_get_431() {
             .into_bytes(),
         ),
     ] {
-        let (status, text) = raw_request(&edge, &certs, &raw);
-        assert_eq!(status, 431, "{what}: {text}");
-        assert!(text.contains("application/json"), "{what}: {text}");
+        checks.run(what, || {
+            let (status, text) = raw_request(&edge, &certs, &raw);
+            assert_eq!(status, 431, "{what}: {text}");
+            assert!(text.contains("application/json"), "{what}: {text}");
+        });
     }
 
     // HTTP/2: the same limits, from curl.
-    let ca = certs.ca_dir.join("ca.crt");
-    let ca = ca.to_str().unwrap();
-    let url = edge.url("/v2/h/r/tags/list");
-    let mut args: Vec<String> = ["--http2", "--cacert", ca].map(String::from).to_vec();
-    for i in 0..101 {
-        args.extend(["-H".to_string(), format!("X-H{i}: v")]);
-    }
-    args.push(url.clone());
-    let many = curl(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!((many.status, many.http_version.as_str()), (431, "2"));
-    assert_eq!(many.json()["errors"][0]["code"], "UNSUPPORTED");
+    checks.run("101 fields over HTTP/2", || {
+        let ca = certs.ca_dir.join("ca.crt");
+        let ca = ca.to_str().unwrap();
+        let url = edge.url("/v2/h/r/tags/list");
+        let mut args: Vec<String> = ["--http2", "--cacert", ca].map(String::from).to_vec();
+        for i in 0..101 {
+            args.extend(["-H".to_string(), format!("X-H{i}: v")]);
+        }
+        args.push(url.clone());
+        let many = curl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!((many.status, many.http_version.as_str()), (431, "2"));
+        assert_eq!(many.json()["errors"][0]["code"], "UNSUPPORTED");
+    });
     // (An h2 block over 64 KiB cannot be sent with curl: nghttp2 refuses to encode one.)
 
-    assert_eq!(
-        upstream.seen.lock().unwrap().len(),
-        passed,
-        "a refused request reached the node"
-    );
+    checks.run("no refused request reached the node", || {
+        let seen = upstream.seen.lock().unwrap().len();
+        assert_eq!(seen, passed, "a refused request reached the node");
+    });
+    checks.finish();
 }
 
 #[test]
@@ -298,59 +318,69 @@ fn strict_host_refuses_names_the_edge_does_not_serve() {
     let resolve = format!("localhost:{}:127.0.0.1", edge.https_port);
     let served = format!("https://localhost:{}/v2/s/r/tags/list", edge.https_port);
 
+    let mut checks = Checks::new();
     for http in ["--http1.1", "--http2"] {
-        let ok = curl(&[http, "--cacert", ca, "--resolve", &resolve, &served]);
-        assert_eq!(ok.status, 200, "{http}: the certificate's name is served");
-        let spoofed = curl(&[
-            http,
-            "--cacert",
-            ca,
-            "--resolve",
-            &resolve,
-            "-H",
-            "Host: evil.example",
-            &served,
-        ]);
-        assert_eq!(spoofed.status, 421, "{http}");
-        assert_eq!(spoofed.json()["errors"][0]["code"], "UNSUPPORTED");
+        checks.run(http, || {
+            let ok = curl(&[http, "--cacert", ca, "--resolve", &resolve, &served]);
+            assert_eq!(ok.status, 200, "{http}: the certificate's name is served");
+            let spoofed = curl(&[
+                http,
+                "--cacert",
+                ca,
+                "--resolve",
+                &resolve,
+                "-H",
+                "Host: evil.example",
+                &served,
+            ]);
+            assert_eq!(spoofed.status, 421, "{http}");
+            assert_eq!(spoofed.json()["errors"][0]["code"], "UNSUPPORTED");
+        });
     }
-    // HTTP/1.1 without any Host: 400.
-    let (status, text) = raw_request(&edge, &certs, b"GET /v2/s/r/tags/list HTTP/1.1\r\n\r\n");
-    assert_eq!(status, 400, "{text}");
-    assert_eq!(
-        upstream.seen.lock().unwrap().len(),
-        2,
-        "only the served requests went on"
-    );
+    checks.run("HTTP/1.1 without any Host: 400", || {
+        let (status, text) = raw_request(&edge, &certs, b"GET /v2/s/r/tags/list HTTP/1.1\r\n\r\n");
+        assert_eq!(status, 400, "{text}");
+    });
+    checks.run("only the served requests went on", || {
+        let seen = upstream.seen.lock().unwrap().len();
+        assert_eq!(seen, 2, "only the served requests went on");
+    });
 
     // Without strict_host the same spoofed Host is passed on (the check above can fail).
-    let dir = tempfile::tempdir().unwrap();
-    let (certs, _upstream, edge) = echo_edge(dir.path(), "");
-    let ca = certs.ca_dir.join("ca.crt");
-    let lax = curl(&[
-        "--cacert",
-        ca.to_str().unwrap(),
-        "-H",
-        "Host: evil.example",
-        &edge.url("/v2/s/r/tags/list"),
-    ]);
-    assert_eq!(lax.status, 200);
+    checks.run("without strict_host a spoofed Host is passed on", || {
+        let dir = tempfile::tempdir().unwrap();
+        let (certs, _upstream, edge) = echo_edge(dir.path(), "");
+        let ca = certs.ca_dir.join("ca.crt");
+        let lax = curl(&[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-H",
+            "Host: evil.example",
+            &edge.url("/v2/s/r/tags/list"),
+        ]);
+        assert_eq!(lax.status, 200);
+    });
+    checks.finish();
 }
 
 #[test]
 fn control_characters_in_header_values_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (certs, upstream, edge) = echo_edge(dir.path(), "");
+    let mut checks = Checks::new();
     for (what, raw) in [
         ("NUL in X-Forwarded-For", &b"GET /v2/c/r/tags/list HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 1.2.3.4\0evil\r\n\r\n"[..]),
         ("bare CR in Host", b"GET /v2/c/r/tags/list HTTP/1.1\r\nHost: local\rX-Evil: 1\r\n\r\n"),
         ("bare CR in X-Forwarded-Proto", b"GET /v2/c/r/tags/list HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: http\rX-Evil: 1\r\n\r\n"),
     ] {
-        let (status, text) = raw_request(&edge, &certs, raw);
-        assert_eq!(status, 400, "{what}: {text}");
+        checks.run(what, || {
+            let (status, text) = raw_request(&edge, &certs, raw);
+            assert_eq!(status, 400, "{what}: {text}");
+        });
     }
-    assert!(
-        upstream.seen.lock().unwrap().is_empty(),
-        "a refused request reached the node"
-    );
+    checks.run("no refused request reached the node", || {
+        let seen = upstream.seen.lock().unwrap().len();
+        assert_eq!(seen, 0, "a refused request reached the node");
+    });
+    checks.finish();
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     curl, digest, make_certs, push_blob, spawn_slow_patch, start_upload, tls_connect,
-    upstream_yaml, wait_for, Edge, Registry,
+    upstream_yaml, wait_for, Checks, Edge, Registry,
 };
 
 /// Resident memory of a process, in bytes.
@@ -71,46 +71,53 @@ fn node_killed_mid_upload_fails_cleanly_and_the_retry_succeeds_elsewhere() {
         Duration::from_secs(30),
         || patch.is_finished().then_some(()),
     );
-    let cut = patch.join().unwrap();
-    assert!(
-        // 100: curl saw only the interim "100 Continue" before the connection was cut.
-        matches!(cut.status, 0 | 100 | 502 | 503),
-        "a clean error, got {} {}",
-        cut.status,
-        String::from_utf8_lossy(&cut.body)
-    );
-    assert!(edge.proc.is_running(), "the edge stays up");
+    let mut checks = Checks::new();
+    checks.run("the client gets a clean error, the edge stays up", || {
+        let cut = patch.join().unwrap();
+        assert!(
+            // 100: curl saw only the interim "100 Continue" before the connection was cut.
+            matches!(cut.status, 0 | 100 | 502 | 503),
+            "a clean error, got {} {}",
+            cut.status,
+            String::from_utf8_lossy(&cut.body)
+        );
+        assert!(edge.proc.is_running(), "the edge stays up");
+    });
 
-    // Nothing of the cut upload is served.
-    let missing = curl(&[
-        "--cacert",
-        ca_arg,
-        &format!("{base}/v2/{repo}/blobs/{layer_digest}"),
-    ]);
-    assert_eq!(
-        missing.status, 404,
-        "a half-written blob must not be served"
-    );
+    checks.run("nothing of the cut upload is served", || {
+        let missing = curl(&[
+            "--cacert",
+            ca_arg,
+            &format!("{base}/v2/{repo}/blobs/{layer_digest}"),
+        ]);
+        assert_eq!(
+            missing.status, 404,
+            "a half-written blob must not be served"
+        );
+    });
 
     // The retried push goes to the survivor, and pulls back intact.
-    let pushed = wait_for(
-        "the retried push to succeed",
-        Duration::from_secs(30),
-        || common::try_push_blob(&base, &ca, repo, &layer, &[]).ok(),
-    );
-    assert_eq!(pushed, layer_digest);
-    assert!(nodes[1 - owner].has_blob(repo, &layer_digest));
-    let pulled = curl(&[
-        "--cacert",
-        ca_arg,
-        &format!("{base}/v2/{repo}/blobs/{layer_digest}"),
-    ]);
-    assert_eq!(pulled.status, 200);
-    assert_eq!(
-        digest(&pulled.body),
-        layer_digest,
-        "pulled bytes match the digest"
-    );
+    checks.run("the retry succeeds on the survivor", || {
+        let pushed = wait_for(
+            "the retried push to succeed",
+            Duration::from_secs(30),
+            || common::try_push_blob(&base, &ca, repo, &layer, &[]).ok(),
+        );
+        assert_eq!(pushed, layer_digest);
+        assert!(nodes[1 - owner].has_blob(repo, &layer_digest));
+        let pulled = curl(&[
+            "--cacert",
+            ca_arg,
+            &format!("{base}/v2/{repo}/blobs/{layer_digest}"),
+        ]);
+        assert_eq!(pulled.status, 200);
+        assert_eq!(
+            digest(&pulled.body),
+            layer_digest,
+            "pulled bytes match the digest"
+        );
+    });
+    checks.finish();
 }
 
 /// A node that answers `{}` to everything until `silent` is set, then accepts connections
@@ -255,65 +262,71 @@ fn slow_node_gets_504_and_a_stalled_reader_does_not_fill_memory() {
          health_check: {{ path: /v2/, interval: 300ms }}\n"
     );
     let edge = Edge::start(dir.path(), &certs, &upstream, "");
+    let mut checks = Checks::new();
     for http in ["--http1.1", "--http2"] {
-        let started = Instant::now();
-        let late = curl(&[
-            http,
-            "--cacert",
-            ca_arg,
-            &edge.url("/v2/faults/slow/tags/list"),
-        ]);
-        assert_eq!(late.status, 504, "{http}");
-        assert_eq!(late.json()["errors"][0]["code"], "UNAVAILABLE");
-        assert!(
-            started.elapsed() < Duration::from_secs(7),
-            "{http}: not the node's answer"
-        );
+        checks.run(http, || {
+            let started = Instant::now();
+            let late = curl(&[
+                http,
+                "--cacert",
+                ca_arg,
+                &edge.url("/v2/faults/slow/tags/list"),
+            ]);
+            assert_eq!(late.status, 504, "{http}");
+            assert_eq!(late.json()["errors"][0]["code"], "UNAVAILABLE");
+            assert!(
+                started.elapsed() < Duration::from_secs(7),
+                "{http}: not the node's answer"
+            );
+        });
     }
     drop(edge);
 
     // A client that reads 1 MiB of a 128 MiB blob and then stops reading.
-    let registry = Registry::start(dir.path(), "node");
-    let edge = Edge::start(
-        dir.path(),
-        &certs,
-        &upstream_yaml(&[registry.addr()], "round_robin"),
-        "",
-    );
-    let big = vec![3u8; 128 * MIB as usize];
-    let blob = push_blob(&edge.url(""), &ca, "faults/big", &big, &[]);
-    drop(big);
-    let idle = rss(edge.proc.pid());
-    let mut reader = tls_connect(edge.https_port, &ca, &["http/1.1"]);
-    reader
-        .write_all(
-            format!("GET /v2/faults/big/blobs/{blob} HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                .as_bytes(),
-        )
-        .unwrap();
-    let mut got = 0u64;
-    let mut chunk = vec![0u8; 64 * 1024];
-    while got < MIB {
-        got += reader.read(&mut chunk).unwrap() as u64;
-    }
-    // The node can send the rest in well under a second; watch the edge for a while.
-    let mut peak = 0;
-    let watch_until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < watch_until {
-        peak = peak.max(rss(edge.proc.pid()));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        peak < idle + 48 * MIB,
-        "edge RSS grew from {} MiB to {} MiB behind a stalled reader of a 128 MiB blob",
-        idle / MIB,
-        peak / MIB
-    );
-    println!(
-        "stalled reader: edge RSS idle {} MiB, peak {} MiB",
-        idle / MIB,
-        peak / MIB
-    );
+    checks.run("a stalled reader does not fill memory", || {
+        let registry = Registry::start(dir.path(), "node");
+        let edge = Edge::start(
+            dir.path(),
+            &certs,
+            &upstream_yaml(&[registry.addr()], "round_robin"),
+            "",
+        );
+        let big = vec![3u8; 128 * MIB as usize];
+        let blob = push_blob(&edge.url(""), &ca, "faults/big", &big, &[]);
+        drop(big);
+        let idle = rss(edge.proc.pid());
+        let mut reader = tls_connect(edge.https_port, &ca, &["http/1.1"]);
+        reader
+            .write_all(
+                format!("GET /v2/faults/big/blobs/{blob} HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+        let mut got = 0u64;
+        let mut chunk = vec![0u8; 64 * 1024];
+        while got < MIB {
+            got += reader.read(&mut chunk).unwrap() as u64;
+        }
+        // The node can send the rest in well under a second; watch the edge for a while.
+        let mut peak = 0;
+        let watch_until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < watch_until {
+            peak = peak.max(rss(edge.proc.pid()));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            peak < idle + 48 * MIB,
+            "edge RSS grew from {} MiB to {} MiB behind a stalled reader of a 128 MiB blob",
+            idle / MIB,
+            peak / MIB
+        );
+        println!(
+            "stalled reader: edge RSS idle {} MiB, peak {} MiB",
+            idle / MIB,
+            peak / MIB
+        );
+    });
+    checks.finish();
 }
 
 #[test]

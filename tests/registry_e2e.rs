@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use common::{curl, curl_with_stdin, digest, edge_with_node, push_blob};
+use common::{curl, curl_with_stdin, digest, edge_with_node, push_blob, Checks};
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 
@@ -235,53 +235,59 @@ fn http2_push_and_pull() {
     assert!(registry.has_blob("h2/repo", &blob));
 
     let ca = ca.to_str().unwrap();
-    let got = curl(&[
-        "--http2",
-        "--cacert",
-        ca,
-        &edge.url(&format!("/v2/h2/repo/blobs/{blob}")),
-    ]);
-    assert_eq!(got.status, 200);
-    assert_eq!(got.http_version, "2", "the pull used HTTP/2");
-    assert_eq!(digest(&got.body), blob);
+    let mut checks = Checks::new();
+    checks.run("the pull over HTTP/2", || {
+        let got = curl(&[
+            "--http2",
+            "--cacert",
+            ca,
+            &edge.url(&format!("/v2/h2/repo/blobs/{blob}")),
+        ]);
+        assert_eq!(got.status, 200);
+        assert_eq!(got.http_version, "2", "the pull used HTTP/2");
+        assert_eq!(digest(&got.body), blob);
+    });
 
     // Chunked h2 upload (no Content-Length) ending with an empty DATA frame, then a second
     // request on the pooled upstream connection must still work (Pingora #935 workaround).
-    let location =
-        common::start_upload(&edge.url("/v2/h2/chunked/blobs/uploads/"), ca, &["--http2"]);
-    let payload = random_bytes(3 * 1024 * 1024, 9);
-    let mut feed = |pipe: &mut dyn Write| pipe.write_all(&payload).unwrap();
-    let patch = curl_with_stdin(
-        &[
-            "--http2", "--cacert", ca, "-X", "PATCH", "-T", "-", &location,
-        ],
-        Some(&mut feed),
-    );
-    assert_eq!(patch.status, 202, "{}", patch.stderr);
-    assert_eq!(patch.http_version, "2");
-    let next = patch.header("location").unwrap().to_string();
-    let put = curl(&[
-        "--http2",
-        "--cacert",
-        ca,
-        "-X",
-        "PUT",
-        &format!("{next}&digest={}", digest(&payload)),
-    ]);
-    assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
-    for _ in 0..3 {
-        assert_eq!(
-            curl(&[
-                "--http2",
-                "--cacert",
-                ca,
-                "-I",
-                &edge.url(&format!("/v2/h2/repo/blobs/{blob}"))
-            ])
-            .status,
-            200
+    checks.run("a chunked h2 upload, then the pooled connection", || {
+        let location =
+            common::start_upload(&edge.url("/v2/h2/chunked/blobs/uploads/"), ca, &["--http2"]);
+        let payload = random_bytes(3 * 1024 * 1024, 9);
+        let mut feed = |pipe: &mut dyn Write| pipe.write_all(&payload).unwrap();
+        let patch = curl_with_stdin(
+            &[
+                "--http2", "--cacert", ca, "-X", "PATCH", "-T", "-", &location,
+            ],
+            Some(&mut feed),
         );
-    }
+        assert_eq!(patch.status, 202, "{}", patch.stderr);
+        assert_eq!(patch.http_version, "2");
+        let next = patch.header("location").unwrap().to_string();
+        let put = curl(&[
+            "--http2",
+            "--cacert",
+            ca,
+            "-X",
+            "PUT",
+            &format!("{next}&digest={}", digest(&payload)),
+        ]);
+        assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
+        for _ in 0..3 {
+            assert_eq!(
+                curl(&[
+                    "--http2",
+                    "--cacert",
+                    ca,
+                    "-I",
+                    &edge.url(&format!("/v2/h2/repo/blobs/{blob}"))
+                ])
+                .status,
+                200
+            );
+        }
+    });
+    checks.finish();
 }
 
 #[test]
@@ -323,53 +329,61 @@ fn max_body_size_answers_413_json() {
     let ca = ca.to_str().unwrap();
     let location = common::start_upload(&edge.url("/v2/limit/blobs/uploads/"), ca, &[]);
 
+    let mut checks = Checks::new();
     // Declared too large: refused before anything is streamed.
-    let big = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(big.path(), random_bytes(2 * 1024 * 1024, 3)).unwrap();
-    let data = format!("@{}", big.path().display());
-    let declared = curl(&[
-        "--cacert",
-        ca,
-        "-X",
-        "PATCH",
-        "--data-binary",
-        &data,
-        &location,
-    ]);
-    assert_eq!(declared.status, 413, "{}", declared.stderr);
-    assert_eq!(declared.header("content-type"), Some("application/json"));
-    assert_eq!(
-        declared.header("docker-distribution-api-version"),
-        Some("registry/2.0")
-    );
-    assert_eq!(declared.json()["errors"][0]["code"], "SIZE_INVALID");
+    checks.run("declared too large", || {
+        let big = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(big.path(), random_bytes(2 * 1024 * 1024, 3)).unwrap();
+        let data = format!("@{}", big.path().display());
+        let declared = curl(&[
+            "--cacert",
+            ca,
+            "-X",
+            "PATCH",
+            "--data-binary",
+            &data,
+            &location,
+        ]);
+        assert_eq!(declared.status, 413, "{}", declared.stderr);
+        assert_eq!(declared.header("content-type"), Some("application/json"));
+        assert_eq!(
+            declared.header("docker-distribution-api-version"),
+            Some("registry/2.0")
+        );
+        assert_eq!(declared.json()["errors"][0]["code"], "SIZE_INVALID");
+    });
 
     // Chunked, so the size shows only while streaming.
-    let payload = random_bytes(2 * 1024 * 1024, 4);
-    let mut feed = |pipe: &mut dyn Write| {
-        let _ = pipe.write_all(&payload);
-    };
-    let streamed = curl_with_stdin(
-        &["--cacert", ca, "-X", "PATCH", "-T", "-", &location],
-        Some(&mut feed),
-    );
-    assert_eq!(streamed.status, 413, "{}", streamed.stderr);
-    assert_eq!(streamed.json()["errors"][0]["code"], "SIZE_INVALID");
+    checks.run("too large while streaming", || {
+        let payload = random_bytes(2 * 1024 * 1024, 4);
+        let mut feed = |pipe: &mut dyn Write| {
+            let _ = pipe.write_all(&payload);
+        };
+        let streamed = curl_with_stdin(
+            &["--cacert", ca, "-X", "PATCH", "-T", "-", &location],
+            Some(&mut feed),
+        );
+        assert_eq!(streamed.status, 413, "{}", streamed.stderr);
+        assert_eq!(streamed.json()["errors"][0]["code"], "SIZE_INVALID");
+    });
 
     // Small bodies pass (in a fresh session: the streamed one was cut mid-PATCH).
-    let location = common::start_upload(&edge.url("/v2/limit/blobs/uploads/"), ca, &[]);
-    let small = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(small.path(), b"tiny").unwrap();
-    let ok = curl(&[
-        "--cacert",
-        ca,
-        "-X",
-        "PATCH",
-        "-H",
-        "Content-Type: application/octet-stream",
-        "--data-binary",
-        &format!("@{}", small.path().display()),
-        &location,
-    ]);
-    assert_eq!(ok.status, 202, "{}", String::from_utf8_lossy(&ok.body));
+    checks.run("small bodies pass", || {
+        let location = common::start_upload(&edge.url("/v2/limit/blobs/uploads/"), ca, &[]);
+        let small = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(small.path(), b"tiny").unwrap();
+        let ok = curl(&[
+            "--cacert",
+            ca,
+            "-X",
+            "PATCH",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", small.path().display()),
+            &location,
+        ]);
+        assert_eq!(ok.status, 202, "{}", String::from_utf8_lossy(&ok.body));
+    });
+    checks.finish();
 }

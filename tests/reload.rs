@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{curl, make_certs, push_blob, reload, upstream_yaml, wait_for, Edge, Registry};
+use common::{
+    curl, make_certs, push_blob, reload, upstream_yaml, wait_for, Checks, Edge, Registry,
+};
 
 /// An edge writing its pid file (so `reload` can signal it) in front of `nodes`.
 fn edge_with_pid_file(dir: &Path, certs: &common::Certs, nodes: &[String], extra: &str) -> Edge {
@@ -77,64 +79,76 @@ fn read_only_maintenance_switched_by_reload() {
         let r = upload_start_status(&edge, &ca_str, "gc/app");
         (r.status == 405).then_some(r)
     });
-    assert_eq!(refused.header("content-type"), Some("application/json"));
-    assert_eq!(refused.json()["errors"][0]["code"], "UNSUPPORTED");
-    assert!(refused.json()["errors"][0]["message"]
-        .as_str()
-        .unwrap()
-        .contains("read-only"));
-    let delete = curl(&[
-        "--cacert",
-        &ca_str,
-        "-X",
-        "DELETE",
-        &edge.url(&format!("/v2/gc/app/blobs/{blob}")),
-    ]);
-    assert_eq!(delete.status, 405, "deletes are refused too");
-    let pulled = curl(&[
-        "--cacert",
-        &ca_str,
-        &edge.url(&format!("/v2/gc/app/blobs/{blob}")),
-    ]);
-    assert_eq!(pulled.status, 200, "pulls keep working");
-    assert_eq!(pulled.body, b"before maintenance");
-
-    let streamed = upload.join().unwrap();
-    assert_eq!(
-        streamed.status, 202,
-        "the upload admitted before the switch completes: {}",
-        streamed.stderr
-    );
-    assert_eq!(streamed.header("range"), Some("0-3145727"));
-
-    // A real client sees the read-only message.
-    let layout = common::tiny_oci_layout(&dir.path().join("image"));
-    let out = Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--dest-cert-dir",
-            certs.ca_dir.to_str().unwrap(),
-            &layout,
-        ])
-        .arg(format!("docker://127.0.0.1:{}/gc/new:v1", edge.https_port))
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("read-only"),
-        "skopeo reports the maintenance: {stderr}"
-    );
-
-    set_read_only(&edge, false);
-    reload(&dir.path().join("edge.pid"));
-    wait_for("read-write again", Duration::from_secs(10), || {
-        (upload_start_status(&edge, &ca_str, "gc/app").status == 202).then_some(())
+    let mut checks = Checks::new();
+    checks.run("uploads get a read-only JSON error", || {
+        assert_eq!(refused.header("content-type"), Some("application/json"));
+        assert_eq!(refused.json()["errors"][0]["code"], "UNSUPPORTED");
+        assert!(refused.json()["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("read-only"));
     });
-    let after = push_blob(&base, &ca, "gc/app", b"after maintenance", &[]);
-    assert!(registry.has_blob("gc/app", &after));
+    checks.run("deletes are refused too", || {
+        let delete = curl(&[
+            "--cacert",
+            &ca_str,
+            "-X",
+            "DELETE",
+            &edge.url(&format!("/v2/gc/app/blobs/{blob}")),
+        ]);
+        assert_eq!(delete.status, 405, "deletes are refused too");
+    });
+    checks.run("pulls keep working", || {
+        let pulled = curl(&[
+            "--cacert",
+            &ca_str,
+            &edge.url(&format!("/v2/gc/app/blobs/{blob}")),
+        ]);
+        assert_eq!(pulled.status, 200, "pulls keep working");
+        assert_eq!(pulled.body, b"before maintenance");
+    });
+    checks.run("the upload admitted before the switch completes", || {
+        let streamed = upload.join().unwrap();
+        assert_eq!(
+            streamed.status, 202,
+            "the upload admitted before the switch completes: {}",
+            streamed.stderr
+        );
+        assert_eq!(streamed.header("range"), Some("0-3145727"));
+    });
+    // A real client sees the read-only message.
+    checks.run("a real client sees the read-only message", || {
+        let layout = common::tiny_oci_layout(&dir.path().join("image"));
+        let out = Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--dest-cert-dir",
+                certs.ca_dir.to_str().unwrap(),
+                &layout,
+            ])
+            .arg(format!("docker://127.0.0.1:{}/gc/new:v1", edge.https_port))
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("read-only"),
+            "skopeo reports the maintenance: {stderr}"
+        );
+    });
+
+    checks.run("read-write again after the next reload", || {
+        set_read_only(&edge, false);
+        reload(&dir.path().join("edge.pid"));
+        wait_for("read-write again", Duration::from_secs(10), || {
+            (upload_start_status(&edge, &ca_str, "gc/app").status == 202).then_some(())
+        });
+        let after = push_blob(&base, &ca, "gc/app", b"after maintenance", &[]);
+        assert!(registry.has_blob("gc/app", &after));
+    });
+    checks.finish();
 }
 
 #[test]
@@ -145,53 +159,59 @@ fn broken_config_is_rejected_and_certificates_reload() {
     let ca_str = ca.to_str().unwrap();
     let good = std::fs::read_to_string(&edge.config).unwrap();
 
+    let mut checks = Checks::new();
     // A broken file: logged, and the running configuration stays (pushes still allowed).
-    std::fs::write(
-        &edge.config,
-        format!("{good}maintenance:\n  read_only: maybe\n"),
-    )
-    .unwrap();
-    reload(&dir.path().join("edge.pid"));
-    wait_for(
-        "the rejection to be logged",
-        Duration::from_secs(10),
-        || {
-            let log = edge.log_text();
-            (log.contains("reload rejected") && log.contains("maintenance")).then_some(())
-        },
-    );
-    assert_eq!(upload_start_status(&edge, ca_str, "keep/app").status, 202);
+    checks.run("a broken file is rejected, the old one stays", || {
+        std::fs::write(
+            &edge.config,
+            format!("{good}maintenance:\n  read_only: maybe\n"),
+        )
+        .unwrap();
+        reload(&dir.path().join("edge.pid"));
+        wait_for(
+            "the rejection to be logged",
+            Duration::from_secs(10),
+            || {
+                let log = edge.log_text();
+                (log.contains("reload rejected") && log.contains("maintenance")).then_some(())
+            },
+        );
+        assert_eq!(upload_start_status(&edge, ca_str, "keep/app").status, 202);
+    });
 
     // New certificate files at the same paths: new connections get them.
-    let subject = || {
-        let out = Command::new("openssl")
-            .args([
-                "s_client",
-                "-connect",
-                &format!("127.0.0.1:{}", edge.https_port),
-                "-servername",
-                "registry.test",
-            ])
-            .stdin(Stdio::null())
-            .output()
+    checks.run("new connections get new certificate files", || {
+        let subject = || {
+            let out = Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &format!("127.0.0.1:{}", edge.https_port),
+                    "-servername",
+                    "registry.test",
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find(|l| l.starts_with("subject="))
+                .unwrap_or("")
+                .to_string()
+        };
+        assert!(subject().contains("CN = registry.test"), "{}", subject());
+        let fresh = dir.path().join("fresh");
+        registry_edge::certgen::generate(&fresh, &["renewed.test".into(), "registry.test".into()])
             .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find(|l| l.starts_with("subject="))
-            .unwrap_or("")
-            .to_string()
-    };
-    assert!(subject().contains("CN = registry.test"), "{}", subject());
-    let fresh = dir.path().join("fresh");
-    registry_edge::certgen::generate(&fresh, &["renewed.test".into(), "registry.test".into()])
-        .unwrap();
-    std::fs::copy(fresh.join("tls.crt"), &certs.tls_crt).unwrap();
-    std::fs::copy(fresh.join("tls.key"), &certs.tls_key).unwrap();
-    std::fs::write(&edge.config, &good).unwrap();
-    reload(&dir.path().join("edge.pid"));
-    wait_for("the renewed certificate", Duration::from_secs(10), || {
-        subject().contains("CN = renewed.test").then_some(())
+        std::fs::copy(fresh.join("tls.crt"), &certs.tls_crt).unwrap();
+        std::fs::copy(fresh.join("tls.key"), &certs.tls_key).unwrap();
+        std::fs::write(&edge.config, &good).unwrap();
+        reload(&dir.path().join("edge.pid"));
+        wait_for("the renewed certificate", Duration::from_secs(10), || {
+            subject().contains("CN = renewed.test").then_some(())
+        });
     });
+    checks.finish();
 }
 
 #[test]
@@ -328,52 +348,58 @@ fn keys_read_only_at_start_are_named_as_needing_a_restart_and_a_bad_htpasswd_is_
     let dir = tempfile::tempdir().unwrap();
     let (_certs, _registry, edge) = start(dir.path());
     let good = std::fs::read_to_string(&edge.config).unwrap();
+    let mut checks = Checks::new();
     // `upstream_yaml` writes a 300ms health interval; the test changes it, the shutdown
     // grace and the log format, none of which a running process can apply.
-    assert!(good.contains("interval: 300ms"), "{good}");
-    let changed = good
-        .replace("interval: 300ms", "interval: 2s")
-        .replace("shutdown_grace: 1s", "shutdown_grace: 3s")
-        + "log:\n  format: json\n";
-    std::fs::write(&edge.config, changed).unwrap();
-    reload(&dir.path().join("edge.pid"));
-    let line = wait_for("the reload's log line", Duration::from_secs(10), || {
-        edge.log_text()
-            .lines()
-            .find(|l| l.contains("need a restart"))
-            .map(str::to_string)
+    checks.run("keys read only at start are named", || {
+        assert!(good.contains("interval: 300ms"), "{good}");
+        let changed = good
+            .replace("interval: 300ms", "interval: 2s")
+            .replace("shutdown_grace: 1s", "shutdown_grace: 3s")
+            + "log:\n  format: json\n";
+        std::fs::write(&edge.config, changed).unwrap();
+        reload(&dir.path().join("edge.pid"));
+        let line = wait_for("the reload's log line", Duration::from_secs(10), || {
+            edge.log_text()
+                .lines()
+                .find(|l| l.contains("need a restart"))
+                .map(str::to_string)
+        });
+        for key in [
+            "upstream.health_check.interval",
+            "server.shutdown_grace",
+            "log.format",
+        ] {
+            assert!(line.contains(key), "{key}: {line}");
+        }
     });
-    for key in [
-        "upstream.health_check.interval",
-        "server.shutdown_grace",
-        "log.format",
-    ] {
-        assert!(line.contains(key), "{key}: {line}");
-    }
 
     // An htpasswd entry with a bcrypt cost bcrypt refuses: the reload is rejected, naming
     // file and line, and the process keeps serving (it used to panic).
-    let htpasswd = dir.path().join("htpasswd-bad");
-    let hash = bcrypt::hash("pw", 4).unwrap();
-    std::fs::write(&htpasswd, format!("alice:{}03{}\n", &hash[..4], &hash[6..])).unwrap();
-    let auth = common::auth::auth_yaml(dir.path(), "").replace(
-        &dir.path().join("htpasswd").display().to_string(),
-        &htpasswd.display().to_string(),
-    );
-    std::fs::write(&edge.config, format!("{good}{auth}")).unwrap();
-    reload(&dir.path().join("edge.pid"));
-    let rejected = wait_for("the rejection", Duration::from_secs(10), || {
-        edge.log_text()
-            .lines()
-            .find(|l| l.contains("reload rejected"))
-            .map(str::to_string)
+    checks.run("a bad htpasswd entry is rejected", || {
+        let htpasswd = dir.path().join("htpasswd-bad");
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        std::fs::write(&htpasswd, format!("alice:{}03{}\n", &hash[..4], &hash[6..])).unwrap();
+        let auth = common::auth::auth_yaml(dir.path(), "").replace(
+            &dir.path().join("htpasswd").display().to_string(),
+            &htpasswd.display().to_string(),
+        );
+        std::fs::write(&edge.config, format!("{good}{auth}")).unwrap();
+        reload(&dir.path().join("edge.pid"));
+        let rejected = wait_for("the rejection", Duration::from_secs(10), || {
+            edge.log_text()
+                .lines()
+                .find(|l| l.contains("reload rejected"))
+                .map(str::to_string)
+        });
+        assert!(rejected.contains("htpasswd-bad:1"), "{rejected}");
+        assert!(rejected.contains("cost 3"), "{rejected}");
+        assert!(!edge.log_text().contains("panicked"));
+        let ca = dir.path().join("ca/ca.crt");
+        assert_eq!(
+            curl(&["--cacert", ca.to_str().unwrap(), &edge.url("/v2/")]).status,
+            200
+        );
     });
-    assert!(rejected.contains("htpasswd-bad:1"), "{rejected}");
-    assert!(rejected.contains("cost 3"), "{rejected}");
-    assert!(!edge.log_text().contains("panicked"));
-    let ca = dir.path().join("ca/ca.crt");
-    assert_eq!(
-        curl(&["--cacert", ca.to_str().unwrap(), &edge.url("/v2/")]).status,
-        200
-    );
+    checks.finish();
 }

@@ -1,0 +1,426 @@
+//! What `registry-edge check` accepts and refuses, one table row per rule, run in-process.
+//!
+//! A row is a config file's name, its text and what `check` must say: valid, or refused with
+//! a message naming the file and the offending key. Rows go through the library calls the
+//! `check` command makes ([`check`]); every row runs, and a table fails once, listing every
+//! row that did not hold. `tests/cli.rs` keeps a few runs of the binary itself: exit codes,
+//! what reaches stdout and stderr, and that the Redis password is never printed.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use registry_edge::config;
+use registry_edge::load::load_all;
+
+/// What `check` must say about one config.
+enum Expect {
+    Valid,
+    /// Refused, with a message naming the file and containing every fragment.
+    Refused(&'static [&'static str]),
+}
+
+struct Case {
+    /// The config's file name (relative paths in it resolve against the fixture folder).
+    file: &'static str,
+    yaml: String,
+    expect: Expect,
+}
+
+fn valid(file: &'static str, yaml: impl Into<String>) -> Case {
+    Case {
+        file,
+        yaml: yaml.into(),
+        expect: Expect::Valid,
+    }
+}
+
+fn refused(
+    file: &'static str,
+    yaml: impl Into<String>,
+    fragments: &'static [&'static str],
+) -> Case {
+    Case {
+        file,
+        yaml: yaml.into(),
+        expect: Expect::Refused(fragments),
+    }
+}
+
+/// The password in the `shared_state` rows' Redis URLs: no message may repeat it.
+const REDIS_PASSWORD: &str = "s3cret-pw";
+
+/// What `registry-edge check` does, in-process: validate the text (`config::parse`, which
+/// reads no file), then load every file the config names (`load::load_all`, which reads the
+/// config again from `path`). The error is the message `check` prints.
+fn check(path: &Path, text: &str) -> Result<(), String> {
+    config::parse(path, text).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).unwrap();
+    load_all(path).map(drop).map_err(|e| e.to_string())
+}
+
+/// Checks every case in `dir`; fails once at the end, listing every case that did not hold
+/// (a panic counts as not holding: `check` must refuse, never crash).
+fn assert_cases(dir: &Path, cases: Vec<Case>) {
+    let total = cases.len();
+    let mut failures = Vec::new();
+    for Case { file, yaml, expect } in cases {
+        let path = dir.join(file);
+        let outcome = match catch_unwind(AssertUnwindSafe(|| check(&path, &yaml))) {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("?");
+                failures.push(format!("{file}: panicked: {why}"));
+                continue;
+            }
+        };
+        match (expect, outcome) {
+            (Expect::Valid, Ok(())) => {}
+            (Expect::Valid, Err(message)) => {
+                failures.push(format!("{file}: should be valid, refused: {message}"))
+            }
+            (Expect::Refused(fragments), Ok(())) => {
+                failures.push(format!("{file}: should be refused naming {fragments:?}"))
+            }
+            (Expect::Refused(fragments), Err(message)) => {
+                let missing: Vec<_> = std::iter::once(file)
+                    .chain(fragments.iter().copied())
+                    .filter(|f| !message.contains(f))
+                    .collect();
+                if !missing.is_empty() {
+                    failures.push(format!("{file}: {missing:?} missing from: {message}"));
+                }
+                if message.contains(REDIS_PASSWORD) {
+                    failures.push(format!("{file}: the message repeats a password: {message}"));
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {total} cases failed:\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
+}
+
+/// A folder with dev certificates in `certs/` (TLS pair, token-signing pair) and a second,
+/// unrelated pair in `other/`.
+fn fixtures() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    registry_edge::certgen::generate(
+        &dir.path().join("certs"),
+        &["registry.test".into(), "localhost".into()],
+    )
+    .unwrap();
+    registry_edge::certgen::generate(&dir.path().join("other"), &["other.test".into()]).unwrap();
+    dir
+}
+
+/// A valid config with both listeners, one certificate and one node; rows edit its text.
+fn base(cert: &str, key: &str) -> String {
+    format!(
+        "server:\n  https_listen: [\"127.0.0.1:8443\"]\n  http_listen: [\"127.0.0.1:8080\"]\n\
+         tls:\n  certificates:\n    - {{ cert: {cert}, key: {key} }}\n\
+         upstream:\n  nodes: [\"127.0.0.1:5000\"]\n  read_timeout: 900s\n"
+    )
+}
+
+fn good() -> String {
+    base("certs/tls.crt", "certs/tls.key")
+}
+
+#[test]
+fn file_shape_yaml_syntax_and_unknown_keys() {
+    let dir = fixtures();
+    assert_cases(
+        dir.path(),
+        vec![
+            refused("yaml.yaml", "server: [", &[]),
+            refused(
+                "unknown.yaml",
+                good().replace("  read_timeout", "  raed_timeout"),
+                &["unknown field `raed_timeout`"],
+            ),
+            refused(
+                "unknown-section.yaml",
+                format!("{}nginx: true\n", good()),
+                &["unknown field `nginx`"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_config_file_that_cannot_be_read_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let message = load_all(&dir.path().join("absent.yaml"))
+        .map(drop)
+        .expect_err("a missing file is refused")
+        .to_string();
+    assert!(
+        message.contains("absent.yaml") && message.contains("cannot read"),
+        "{message}"
+    );
+}
+
+#[test]
+fn tls_certificates_must_exist_match_and_be_keys() {
+    let dir = fixtures();
+    assert_cases(
+        dir.path(),
+        vec![
+            // Relative paths resolve against the config file's folder.
+            valid("ok.yaml", good()),
+            refused(
+                "missing-cert.yaml",
+                base("certs/nope.crt", "certs/tls.key"),
+                &["tls.certificates[0].cert", "nope.crt"],
+            ),
+            refused(
+                "mismatch.yaml",
+                base("certs/tls.crt", "other/tls.key"),
+                &["tls.certificates[0].key", "does not match"],
+            ),
+            refused(
+                "key-is-cert.yaml",
+                base("certs/tls.crt", "certs/tls.crt"),
+                &["tls.certificates[0].key", "private key"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn server_listeners_and_timeouts() {
+    let dir = fixtures();
+    assert_cases(
+        dir.path(),
+        vec![
+            refused(
+                "address.yaml",
+                good().replace("127.0.0.1:8080", "localhost"),
+                &["server.http_listen[0]", "IP:port"],
+            ),
+            refused(
+                "header-timeout.yaml",
+                good().replace("  http_listen", "  header_timeout: 0s\n  http_listen"),
+                &["server.header_timeout", "at least 1s"],
+            ),
+            refused(
+                "idle-timeout.yaml",
+                good().replace("  http_listen", "  idle_timeout: soon\n  http_listen"),
+                &["server.idle_timeout", "invalid duration"],
+            ),
+            refused(
+                "admin.yaml",
+                format!("{}admin:\n  listen: \"127.0.0.1:8443\"\n", good()),
+                &["admin.listen", "shares its port"],
+            ),
+        ],
+    );
+}
+
+#[test]
+fn upstream_nodes_balance_and_timeouts() {
+    let dir = fixtures();
+    assert_cases(
+        dir.path(),
+        vec![
+            refused(
+                "duration.yaml",
+                good().replace("900s", "nine hundred"),
+                &["upstream.read_timeout", "invalid duration"],
+            ),
+            refused(
+                "node.yaml",
+                good().replace("127.0.0.1:5000", "nodeport"),
+                &["upstream.nodes[0]", "port"],
+            ),
+            refused(
+                "no-nodes.yaml",
+                good().replace("[\"127.0.0.1:5000\"]", "[]"),
+                &["upstream.nodes", "at least one"],
+            ),
+            refused(
+                "balance.yaml",
+                format!("{}  balance: random\n", good()),
+                &["upstream.balance", "random"],
+            ),
+        ],
+    );
+}
+
+fn acme(http_listen: &str, acme_extra: &str) -> String {
+    format!(
+        "server:\n  https_listen: [\"127.0.0.1:8443\"]\n  http_listen: [{http_listen}]\n\
+         tls:\n  acme:\n    directory: https://acme.test/dir\n    contact: [\"mailto:ops@example.com\"]\n    domains: [Registry.Example.com]\n    state_dir: acme\n{acme_extra}\
+         upstream:\n  nodes: [\"127.0.0.1:5000\"]\n"
+    )
+}
+
+/// ACME alone is enough for the TLS listener; `check` does not contact the CA.
+#[test]
+fn tls_acme() {
+    let dir = fixtures();
+    let with_http = |extra: &str| acme("\"127.0.0.1:8080\"", extra);
+    assert_cases(
+        dir.path(),
+        vec![
+            valid("acme-only.yaml", with_http("")),
+            valid(
+                "acme-alpn.yaml",
+                acme("", "    challenge: tls-alpn-01\n    renew_before: 20d\n"),
+            ),
+            valid(
+                "acme-roots.yaml",
+                with_http("    ca_roots: certs/tls.crt\n"),
+            ),
+            refused(
+                "acme-http01-no-listener.yaml",
+                acme("", ""),
+                &["tls.acme.challenge", "http_listen"],
+            ),
+            refused(
+                "acme-wildcard.yaml",
+                with_http("").replace("[Registry.Example.com]", "[\"*.example.com\"]"),
+                &["tls.acme.domains[0]", "dns-01"],
+            ),
+            refused(
+                "acme-plain-http.yaml",
+                with_http("").replace("https://acme.test", "http://acme.test"),
+                &["tls.acme.directory", "https://"],
+            ),
+            refused(
+                "acme-contact.yaml",
+                with_http("").replace("mailto:ops@example.com", "ops@example.com"),
+                &["tls.acme.contact[0]", "mailto:"],
+            ),
+            refused(
+                "acme-challenge.yaml",
+                with_http("    challenge: dns-01\n"),
+                &["tls.acme.challenge", "dns-01"],
+            ),
+            refused(
+                "acme-renew.yaml",
+                with_http("    renew_before: a month\n"),
+                &["tls.acme.renew_before", "invalid duration"],
+            ),
+            refused(
+                "acme-roots-missing.yaml",
+                with_http("    ca_roots: certs/none.pem\n"),
+                &["tls.acme.ca_roots", "none.pem"],
+            ),
+            refused(
+                "acme-no-domains.yaml",
+                with_http("").replace("[Registry.Example.com]", "[]"),
+                &["tls.acme.domains", "at least one"],
+            ),
+        ],
+    );
+}
+
+/// A `shared_state.redis` block after [`good`]; the URLs carry [`REDIS_PASSWORD`].
+fn redis(url: &str, extra: &str) -> String {
+    format!(
+        "{}shared_state:\n  redis:\n    url: \"{url}\"\n{extra}",
+        good()
+    )
+}
+
+#[test]
+fn shared_state_redis() {
+    let dir = fixtures();
+    let url = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:6379/0");
+    assert_cases(
+        dir.path(),
+        vec![
+            valid(
+                "shared-ok.yaml",
+                redis(&url, "    timeout: 20ms\n    on_unavailable: deny\n"),
+            ),
+            refused(
+                "shared-url.yaml",
+                redis(&format!("http://:{REDIS_PASSWORD}@127.0.0.1:6379"), ""),
+                &["shared_state.redis.url"],
+            ),
+            refused(
+                "shared-mode.yaml",
+                redis(&url, "    on_unavailable: maybe\n"),
+                &["shared_state.redis.on_unavailable"],
+            ),
+            refused(
+                "shared-timeout.yaml",
+                redis(&url, "    timeout: 0s\n"),
+                &["shared_state.redis.timeout"],
+            ),
+        ],
+    );
+}
+
+/// An `auth:` block after [`good`] signing with `signing_key`, users from `htpasswd`.
+fn auth(signing_key: &str, htpasswd: &str) -> String {
+    format!(
+        "{}auth:\n  token:\n    service: container_registry\n    issuer: edge\n    \
+         signing_key: {signing_key}\n    certificate: certs/registry-auth.crt\n  \
+         users:\n    htpasswd: {htpasswd}\n  acl: []\n",
+        good()
+    )
+}
+
+#[test]
+fn auth_signing_key_must_match_its_certificate() {
+    let dir = fixtures();
+    std::fs::write(dir.path().join("htpasswd"), "").unwrap();
+    assert_cases(
+        dir.path(),
+        vec![
+            valid("auth.yaml", auth("certs/registry-auth.key", "htpasswd")),
+            refused(
+                "auth-bad.yaml",
+                auth("certs/tls.key", "htpasswd"),
+                &["auth.token.signing_key", "does not match"],
+            ),
+        ],
+    );
+}
+
+/// An htpasswd entry whose bcrypt cost is out of range or not a number is refused, naming
+/// the file and line, and never panics.
+#[test]
+fn auth_htpasswd_entries_bcrypt_cannot_verify() {
+    let dir = fixtures();
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    // One htpasswd file per row: line 3 holds the entry with the cost replaced.
+    for cost in ["03", "32", "4x"] {
+        let entry = format!("{}{cost}{}", &hash[..4], &hash[6..]);
+        std::fs::write(
+            dir.path().join(format!("htpasswd-{cost}")),
+            format!("# users\nok:{hash}\nbad:{entry}\n"),
+        )
+        .unwrap();
+    }
+    assert_cases(
+        dir.path(),
+        vec![
+            refused(
+                "cost-03.yaml",
+                auth("certs/registry-auth.key", "htpasswd-03"),
+                &["htpasswd-03:3", "cost 3"],
+            ),
+            refused(
+                "cost-32.yaml",
+                auth("certs/registry-auth.key", "htpasswd-32"),
+                &["htpasswd-32:3", "cost 32"],
+            ),
+            refused(
+                "cost-4x.yaml",
+                auth("certs/registry-auth.key", "htpasswd-4x"),
+                &["htpasswd-4x:3", "not a valid bcrypt hash"],
+            ),
+        ],
+    );
+}
