@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::Method;
 use registry_edge::auth::acl::{Acl, Rule};
-use registry_edge::auth::scope::Scope;
+use registry_edge::registry::Scope;
 use registry_edge::auth::token::{SigningKeys, TokenAuthority};
 use registry_edge::config::{LimitKey, PushLimit};
 use registry_edge::limits::PushLimiter;

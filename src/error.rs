@@ -8,7 +8,7 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use serde::Serialize;
 
-use crate::auth::scope::Scope;
+use crate::registry::Scope;
 
 /// An error the edge answers itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

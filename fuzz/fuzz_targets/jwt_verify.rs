@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 use libfuzzer_sys::fuzz_target;
-use registry_edge::auth::scope::Scope;
+use registry_edge::registry::Scope;
 use registry_edge::auth::token::{SigningKeys, TokenAuthority};
 use registry_edge::certgen;
 

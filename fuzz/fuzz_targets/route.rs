@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use registry_edge::auth::scope::is_valid_repository;
+use registry_edge::registry::is_valid_repository;
 use registry_edge::registry::{decoded_path, Route};
 
 fuzz_target!(|raw: &str| {

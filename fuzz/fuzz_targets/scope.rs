@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use registry_edge::auth::scope::{is_valid_repository, Scope};
+use registry_edge::registry::{is_valid_repository, Scope};
 
 fuzz_target!(|text: &str| {
     if let Some(scope) = Scope::parse(text) {

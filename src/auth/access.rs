@@ -3,7 +3,7 @@
 //! DELETE → delete; a blob mount also needs pull on its source; the catalog needs
 //! `registry:catalog:*`; `/v2/` needs any valid token.
 
-use super::scope::{is_valid_repository, Scope};
+use crate::registry::{is_valid_repository, Scope};
 use crate::registry::{Action, Endpoint, Route};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use super::scope::Scope;
+use crate::registry::Scope;
 
 pub use crate::config::{Actions, Rule};
 

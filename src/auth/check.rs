@@ -6,7 +6,7 @@
 //! own access controller answers.
 
 use super::access::Needed;
-use super::scope::Scope;
+use crate::registry::Scope;
 use super::Auth;
 use crate::error::RegistryError;
 

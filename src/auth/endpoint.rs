@@ -12,7 +12,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::scope::Scope;
+use crate::registry::Scope;
 use super::Auth;
 use crate::error::RegistryError;
 

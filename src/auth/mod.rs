@@ -1,7 +1,7 @@
 //! Token authentication at the edge: the realm endpoint that issues registry tokens,
 //! and the check that keeps unauthenticated or under-scoped requests off the nodes.
 //!
-//! - `scope`: scope strings and the repository name grammar.
+
 //! - `acl`: the access policy (first matching rule wins).
 //! - `access`: what a registry request needs (as distribution decides it).
 //! - `token`: signing (RS256/ES256, kid + x5c) and verification.
@@ -14,7 +14,7 @@ pub mod acl;
 pub mod check;
 pub mod endpoint;
 pub mod jwt_crypto;
-pub mod scope;
+
 pub mod token;
 pub mod token_cache;
 pub mod users;

@@ -16,7 +16,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use super::scope::Scope;
+use crate::registry::Scope;
 use super::token_cache::{self, VerifiedTokens};
 
 /// `nbf` is set this far in the past, as GitLab does, to absorb small clock skew.

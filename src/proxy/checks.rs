@@ -11,7 +11,7 @@ use super::headers::{self, ClientAddress};
 use super::origin::PublicOrigin;
 use crate::auth::access;
 use crate::auth::check::Verdict;
-use crate::auth::scope::is_valid_repository;
+use crate::registry::is_valid_repository;
 use crate::auth::Auth;
 use crate::config::ExternalUrl;
 use crate::error::RegistryError;
