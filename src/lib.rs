@@ -39,6 +39,7 @@ pub mod redirect;
 pub mod registry;
 pub mod registry_config;
 pub mod reload;
+pub mod request;
 pub mod server;
 pub mod settings;
 pub mod shared_state;

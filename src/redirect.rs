@@ -15,7 +15,7 @@ use pingora::http::RequestHeader;
 use pingora::protocols::http::ServerSession;
 
 use crate::acme::challenges::{Challenges, HTTP01_PREFIX};
-use crate::proxy::origin::{PublicOrigin, Source};
+use crate::request::origin::{PublicOrigin, Source};
 use crate::settings::SharedSettings;
 
 /// Answers plain-HTTP requests with a redirect to the HTTPS listener, except ACME

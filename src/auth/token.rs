@@ -302,7 +302,7 @@ impl TokenAuthority {
             exp: iat + expires_in,
             nbf: iat.saturating_sub(NOT_BEFORE_SKEW),
             iat,
-            jti: random_id(),
+            jti: crate::request::random_id(),
             access: access
                 .iter()
                 .map(|s| AccessEntry {
@@ -366,14 +366,6 @@ fn still_valid(claims: &Claims, now: SystemTime) -> Result<(), TokenError> {
         return Err(TokenError::Expired);
     }
     Ok(())
-}
-
-/// 128 random bits, hex: token IDs and refresh-token IDs.
-pub fn random_id() -> String {
-    use rand::RngCore;
-    let mut bytes = [0u8; 16];
-    rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

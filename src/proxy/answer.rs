@@ -41,8 +41,7 @@ impl From<RegistryError> for Refusal {
     }
 }
 
-/// Correlates a request across client, edge log and registry log.
-pub const REQUEST_ID: &str = "X-Request-Id";
+pub use crate::request::REQUEST_ID;
 
 /// Whether an answer with `status` to a request with `method` must carry no body.
 pub fn headers_only(method: &http::Method, status: u16) -> bool {

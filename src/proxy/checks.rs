@@ -7,8 +7,8 @@ use pingora::proxy::Session;
 
 use super::answer::{Refusal, REQUEST_ID};
 use super::ctx::RequestCtx;
-use super::headers::{self, ClientAddress};
-use super::origin::PublicOrigin;
+use super::headers::ClientAddress;
+use crate::request::origin::PublicOrigin;
 use crate::auth::access;
 use crate::auth::check::Verdict;
 use crate::registry::is_valid_repository;
@@ -55,7 +55,7 @@ pub fn assign_request_id(session: &mut Session) -> Result<String> {
     let id = match given {
         Some(id) => id,
         None => {
-            let id = crate::auth::token::random_id();
+            let id = crate::request::random_id();
             session
                 .req_header_mut()
                 .insert_header(REQUEST_ID, id.as_str())?;
@@ -99,7 +99,7 @@ pub fn strict_host(
     certificates: &CertResolver,
     external: Option<&ExternalUrl>,
 ) -> Option<RegistryError> {
-    let Some(host) = headers::request_hostname(session.req_header()) else {
+    let Some(host) = crate::request::request_hostname(session.req_header()) else {
         return Some(RegistryError::BadRequest);
     };
     let external_host = external

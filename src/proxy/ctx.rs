@@ -10,7 +10,7 @@ use crate::settings::Settings;
 use crate::error::RegistryError;
 use crate::listen::guard::{BodyProgress, ConnWatch};
 use crate::proxy::headers::ClientAddress;
-use crate::proxy::origin::{PublicOrigin, Source};
+use crate::request::origin::{PublicOrigin, Source};
 use crate::registry::Route;
 
 pub struct RequestCtx {

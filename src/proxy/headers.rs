@@ -7,10 +7,10 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderName, CONNECTION, FORWARDED, HOST, TE, TRAILER, UPGRADE};
+use http::header::{HeaderName, CONNECTION, FORWARDED, TE, TRAILER, UPGRADE};
 use pingora::http::RequestHeader;
 
-use super::origin::PublicOrigin;
+use crate::request::origin::PublicOrigin;
 use crate::config::ForwardedSettings;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -76,28 +76,8 @@ fn forwarded_for_chain(req: &RequestHeader) -> Vec<String> {
         .collect()
 }
 
-/// The authority the client addressed: `Host`, else the URI authority (h2 `:authority`).
-pub fn request_host(req: &RequestHeader) -> Option<String> {
-    req.headers
-        .get(HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri.authority().map(|a| a.as_str().to_string()))
-}
-
-/// The host the client asked for, without its port; `None` when absent or not a plain host.
-pub fn request_hostname(req: &RequestHeader) -> Option<String> {
-    let raw = request_host(req)?;
-    let authority = raw.parse::<http::uri::Authority>().ok()?;
-    // Userinfo would make `https://a@b/` point somewhere else than it looks.
-    if authority.as_str().contains('@') || authority.host().is_empty() {
-        return None;
-    }
-    Some(authority.host().to_ascii_lowercase())
-}
-
 /// Rewrites `req` (the request about to go upstream) for a registry node; `origin` is the
-/// public origin ([`super::origin::PublicOrigin`]) the registry's `Location`s must name.
+/// public origin ([`PublicOrigin`]) the registry's `Location`s must name.
 pub fn rewrite_for_upstream(
     req: &mut RequestHeader,
     client: &ClientAddress,

@@ -18,7 +18,6 @@ pub mod connection;
 pub mod ctx;
 pub mod failure;
 pub mod headers;
-pub mod origin;
 pub mod peer;
 pub mod token_endpoint;
 

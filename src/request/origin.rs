@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 use pingora::http::RequestHeader;
 
-use super::headers::request_host;
+use super::request_host;
 use crate::config::ExternalUrl;
 
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
