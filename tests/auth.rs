@@ -97,7 +97,7 @@ impl Setup {
         header: &jsonwebtoken::Header,
         claims: &serde_json::Value,
     ) -> String {
-        registry_edge::auth::jwt_crypto::install();
+        registry_edge::auth::token::jwt_crypto::install();
         let key_pem = std::fs::read(self.dir.path().join("certs/registry-auth.key")).unwrap();
         let key = jsonwebtoken::EncodingKey::from_ec_pem(&key_pem).unwrap();
         jsonwebtoken::encode(header, claims, &key).unwrap()

@@ -1,10 +1,9 @@
 //! Token authentication at the edge: the realm endpoint that issues registry tokens,
 //! and the check that keeps unauthenticated or under-scoped requests off the nodes.
 //!
-
 //! - `acl`: the access policy (first matching rule wins).
 //! - `access`: what a registry request needs (as distribution decides it).
-//! - `token`: signing (RS256/ES256, kid + x5c) and verification.
+//! - `token/`: keys, claims, issuing and verifying (RS256/ES256, kid + x5c), the verified cache.
 //! - `users`: htpasswd users, bcrypt off the reactor, login cache.
 //! - `endpoint`: the token endpoint (GET and OAuth2 POST).
 //! - `check`: bearer-token check and the 401 challenge.
@@ -13,10 +12,7 @@ pub mod access;
 pub mod acl;
 pub mod check;
 pub mod endpoint;
-pub mod jwt_crypto;
-
 pub mod token;
-pub mod token_cache;
 pub mod users;
 
 use std::sync::Arc;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::token::Claims;
+use super::claims::Claims;
 
 /// A token's cache key: its SHA-256, so the map holds 32 bytes, not the token.
 pub type TokenKey = [u8; 32];
