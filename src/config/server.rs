@@ -21,7 +21,7 @@ pub struct ServerSettings {
     pub proxy_protocol: bool,
 }
 
-/// How long a client may take; enforced per connection (`listen::guard`).
+/// How long a client may take; enforced per connection (`listen::stream`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientTimeouts {
     /// TLS handshake plus request headers.

@@ -1,9 +1,16 @@
 //! The edge's listeners: its own accept loop in place of Pingora's, so that every
-//! connection is wrapped in a [`guard::GuardedStream`] (deadlines, header limits) before
+//! connection is wrapped in a [`stream::GuardedStream`] (deadlines, header limits) before
 //! Pingora's HTTP code reads from it. Pingora's listener offers no hook for that.
+//!
+//! - `stream`: the wrapper; fails reads past the current phase's deadline.
+//! - `watch`: each open connection's phase and deadline, found by its address pair.
+//! - `header_limit`: HTTP/1 header lines and bytes counted as they arrive; the raw 431.
+//! - `proxy_protocol`: PROXY v1/v2 headers from trusted load balancers.
 
-pub mod guard;
+pub mod header_limit;
 pub mod proxy_protocol;
+pub mod stream;
+pub mod watch;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
@@ -22,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::acme::challenges::ACME_TLS_ALPN;
 use crate::drain::Drain;
 use crate::settings::SharedSettings;
-use guard::GuardedStream;
+use stream::GuardedStream;
 
 /// Connections waiting to be accepted per listener (as Pingora's own listeners).
 const BACKLOG: i32 = 65535;

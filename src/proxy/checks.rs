@@ -15,11 +15,11 @@ use crate::registry::is_valid_repository;
 use crate::auth::Auth;
 use crate::config::ExternalUrl;
 use crate::error::RegistryError;
-use crate::listen::guard::{MAX_HEADER_BYTES, MAX_HEADER_LINES};
+use crate::listen::header_limit::{MAX_HEADER_BYTES, MAX_HEADER_LINES};
 use crate::registry::{self, Route};
 use crate::tls::CertResolver;
 
-/// Over the header limits HTTP/1 connections enforce as they read (`listen::guard`).
+/// Over the header limits HTTP/1 connections enforce as they read (`listen::header_limit`).
 /// HTTP/2 blocks arrive whole, so they are measured here (as HPACK does: name, value, 32).
 pub fn header_limits(session: &Session) -> Option<RegistryError> {
     let req = session.req_header();

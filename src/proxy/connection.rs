@@ -1,10 +1,10 @@
-//! The client connection's side of a request: its deadlines (`listen::guard`) and
+//! The client connection's side of a request: its deadlines (`listen::watch`) and
 //! keep-alive, set when a request starts and released when it ends.
 
 use pingora::proxy::Session;
 
 use super::ctx::RequestCtx;
-use crate::listen::guard;
+use crate::listen::watch;
 
 /// Tells the connection a request started and applies the client timeouts to it; a
 /// draining edge makes this answer the connection's last.
@@ -14,7 +14,7 @@ pub fn request_started(session: &mut Session, ctx: &mut RequestCtx, draining: bo
     let client = session.client_addr().and_then(|a| a.as_inet()).copied();
     let local = session.server_addr().and_then(|a| a.as_inet()).copied();
     if let (Some(client), Some(local)) = (client, local) {
-        ctx.connection = guard::watch_for(client, local);
+        ctx.connection = watch::watch_for(client, local);
     }
     if let Some(watch) = &ctx.connection {
         watch.request_started(http2);

@@ -8,7 +8,7 @@ use crate::drain::InFlight;
 use crate::settings::Settings;
 
 use crate::error::RegistryError;
-use crate::listen::guard::{BodyProgress, ConnWatch};
+use crate::listen::watch::{BodyProgress, ConnWatch};
 use crate::proxy::headers::ClientAddress;
 use crate::request::origin::{PublicOrigin, Source};
 use crate::registry::Route;
@@ -37,7 +37,7 @@ pub struct RequestCtx {
     pub throttled: std::time::Duration,
     /// Bytes of a shared upload budget taken ahead and not yet sent (`UploadThrottle`).
     pub upload_credit: u64,
-    /// The connection's deadlines (`listen::guard`); `None` outside the edge's listeners.
+    /// The connection's deadlines (`listen::watch`); `None` outside the edge's listeners.
     pub connection: Option<Arc<ConnWatch>>,
     /// HTTP/2: this request's body is being received and must not stall.
     pub body_progress: Option<BodyProgress>,
