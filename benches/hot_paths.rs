@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::Method;
 use registry_edge::auth::acl::{Acl, Rule};
-use registry_edge::registry::Scope;
 use registry_edge::auth::token::{SigningKeys, TokenAuthority};
 use registry_edge::config::{LimitKey, PushLimit};
 use registry_edge::limits::PushLimiter;
 use registry_edge::registry::route::{decoded_path, Route};
+use registry_edge::registry::Scope;
 
 const BLOB_PATH: &str = "/v2/group/project/app/blobs/sha256:\
                          0d2f9a1b6c8e4f7a3b5d9c1e2f4a6b8c0d2e4f6a8b0c2d4e6f8a0b2c4d6e8f0a";

@@ -14,14 +14,14 @@ use crate::drain::Drain;
 use crate::metrics::metrics;
 use crate::upstream::NodePool;
 
-pub struct AdminApp {
+pub(crate) struct AdminApp {
     pool: Arc<NodePool>,
     /// While draining (SIGTERM) `/readyz` says 503, so balancers stop sending new clients.
     drain: Arc<Drain>,
 }
 
 impl AdminApp {
-    pub fn new(pool: Arc<NodePool>, drain: Arc<Drain>) -> Self {
+    pub(crate) fn new(pool: Arc<NodePool>, drain: Arc<Drain>) -> Self {
         AdminApp { pool, drain }
     }
 

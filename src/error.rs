@@ -171,7 +171,7 @@ impl RegistryError {
 }
 
 /// A registry-style JSON response header (also used by later own answers).
-pub fn json_response_header(status: u16, body_len: usize) -> ResponseHeader {
+pub(crate) fn json_response_header(status: u16, body_len: usize) -> ResponseHeader {
     let mut resp = ResponseHeader::build(status, Some(4)).expect("valid status");
     let headers = [
         ("Content-Type", "application/json".to_string()),

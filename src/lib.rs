@@ -5,43 +5,67 @@
 //! pool of registry nodes with health checks and failover.
 //!
 //! # Layout
-//! - [`config`]: YAML file shapes → validated runtime [`config::Config`]; `load()`.
-//! - [`tls`]: PEM loading, key/cert matching, SNI certificate resolver.
+//! How a request flows: `listen` accepts and guards the connection, `proxy` admits the
+//! request (checks, token, limits) and streams it to a node from `upstream`. Everything
+//! it is checked against comes from [`config`] through [`load`] and `settings`.
+//!
+//! Vocabulary (import nothing from the crate):
+//! - [`config`]: YAML file shapes → validated [`config::Config`], one file per section.
+//! - [`registry`]: request → endpoint, repository, [`registry::Action`]; the name grammar;
+//!   token scopes.
+//!
+//! Serving requests:
+//! - `listen`: accept loops; the guarded stream (deadlines, HTTP/1 header limits), the
+//!   connection watch, PROXY protocol.
+//! - `proxy`: `EdgeProxy` (Pingora `ProxyHttp`): admission steps, body streaming, node
+//!   choice, failures, the access log, the framing of the edge's own answers.
+//! - `request`: what any listener reads from a request: host, public origin, request ids.
+//! - `redirect`: the plain-HTTP listeners (redirect to https, ACME http-01).
+//! - `admin`: the admin listener (/metrics, /healthz, /readyz).
+//! - `upstream`: registry node pool, repository affinity, health checks, upload-session pins.
+//! - `error`: the registry's JSON error envelope for the edge's own answers.
+//! - `metrics`: Prometheus metrics.
+//!
+//! Identity and limits:
+//! - [`auth`]: token endpoint, access policy, tokens (keys, claims, issuing, verifying),
+//!   per-request checks, htpasswd users.
+//! - [`limits`]: push, upload-byte and failed-login limits on one Redis-first core.
+//! - [`shared_state`]: the Redis connection shared limits use, and its probe.
+//!
+//! TLS:
+//! - [`tls`]: PEM loading, key/cert matching, the SNI certificate resolver.
+//! - `acme`: certificates from an ACME CA, renewed in the background.
 //! - [`certgen`]: `gen-certs` (self-signed TLS and token-signing material).
-//! - [`listen`]: accept loops; per-connection header/body/idle deadlines and header limits.
-//! - [`metrics`]: Prometheus metrics; [`admin`]: the admin listener (/metrics, /healthz, /readyz).
-//! - [`redirect`]: the plain-HTTP listeners' redirect to https.
-//! - [`proxy`]: `EdgeProxy` (Pingora `ProxyHttp`), per-request ctx, forwarding headers, the
-//!   public origin, the framing of the edge's own answers.
-//! - [`upstream`]: registry node pool, repository affinity, health checks.
-//! - [`registry`]: request path → endpoint and repository.
-//! - [`auth`]: token endpoint, access policy, JWT signing/verification, per-request checks.
+//!
+//! Running:
+//! - [`load`]: reads everything a config names (what `check`, `run` and a reload share).
+//! - [`server`]: assembles the Pingora services (used by `main` and tests).
+//! - `settings`: the reloadable per-request snapshot of the configuration.
+//! - `reload`: SIGHUP: validate the new config, then swap it in.
+//! - [`drain`]: SIGTERM: stop accepting, exit once requests in flight finish.
 //! - [`registry_config`]: the registry's matching `auth:` block; htpasswd lines.
-//! - [`error`]: the registry's JSON error envelope for the edge's own answers.
-//! - [`server`]: assembles Pingora services from a config (used by `main` and tests).
-//! - [`settings`]: the reloadable per-request snapshot of the configuration.
-//! - [`reload`]: SIGHUP handling: validate the new config, then swap it in.
-//! - [`drain`]: SIGTERM: stop accepting, exit once requests in flight finish (at most the grace).
 
-pub mod acme;
-pub mod admin;
+#![warn(unreachable_pub)]
+
+pub(crate) mod acme;
+pub(crate) mod admin;
 pub mod auth;
 pub mod certgen;
 pub mod config;
 pub mod drain;
-pub mod error;
+pub(crate) mod error;
 pub mod limits;
-pub mod listen;
+pub(crate) mod listen;
 pub mod load;
-pub mod metrics;
-pub mod proxy;
-pub mod redirect;
+pub(crate) mod metrics;
+pub(crate) mod proxy;
+pub(crate) mod redirect;
 pub mod registry;
 pub mod registry_config;
-pub mod reload;
-pub mod request;
+pub(crate) mod reload;
+pub(crate) mod request;
 pub mod server;
-pub mod settings;
+pub(crate) mod settings;
 pub mod shared_state;
 pub mod tls;
-pub mod upstream;
+pub(crate) mod upstream;

@@ -11,8 +11,8 @@ use crate::tls::CertSet;
 /// Everything `run` loads from disk, validated.
 pub struct Loaded {
     pub config: Config,
-    pub certificates: Option<CertSet>,
-    pub auth: Option<Auth>,
+    pub(crate) certificates: Option<CertSet>,
+    pub(crate) auth: Option<Auth>,
 }
 
 /// Loads and validates the configuration and every file it names.

@@ -20,7 +20,7 @@ use crate::settings::SharedSettings;
 
 /// Answers plain-HTTP requests with a redirect to the HTTPS listener, except ACME
 /// http-01 challenges, which are answered here.
-pub struct RedirectApp {
+pub(crate) struct RedirectApp {
     https_port: u16,
     /// `external_url` and `forwarded.trusted_proxies`, as reloaded.
     settings: SharedSettings,
@@ -28,7 +28,7 @@ pub struct RedirectApp {
 }
 
 impl RedirectApp {
-    pub fn new(https_port: u16, settings: SharedSettings) -> Self {
+    pub(crate) fn new(https_port: u16, settings: SharedSettings) -> Self {
         RedirectApp {
             https_port,
             settings,
@@ -37,7 +37,7 @@ impl RedirectApp {
     }
 
     /// Answer `/.well-known/acme-challenge/<token>` from `challenges` instead of redirecting.
-    pub fn with_acme_challenges(mut self, challenges: Arc<Challenges>) -> Self {
+    pub(crate) fn with_acme_challenges(mut self, challenges: Arc<Challenges>) -> Self {
         self.acme = Some(challenges);
         self
     }
@@ -58,7 +58,7 @@ impl RedirectApp {
 }
 
 /// The redirect target for a request whose public origin is `origin`: always https.
-pub fn location(req: &RequestHeader, origin: &PublicOrigin, https_port: u16) -> String {
+pub(crate) fn location(req: &RequestHeader, origin: &PublicOrigin, https_port: u16) -> String {
     let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let path = if path.starts_with('/') { path } else { "/" };
     match origin.source {

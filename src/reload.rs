@@ -25,7 +25,7 @@ use crate::upstream::NodeList;
 
 /// What a reload changed, by key: applied live, or waiting for a restart.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Changes {
+pub(crate) struct Changes {
     pub applied: Vec<&'static str>,
     pub need_restart: Vec<&'static str>,
 }
@@ -42,7 +42,7 @@ impl Changes {
 
     /// Every key that differs between `old` and `new`, classified. Exhaustive destructuring:
     /// a new configuration field does not compile until it is listed here, live or not.
-    pub fn between(old: &Config, new: &Config) -> Changes {
+    pub(crate) fn between(old: &Config, new: &Config) -> Changes {
         const LIVE: bool = true;
         const RESTART: bool = false;
         let Config {
@@ -160,7 +160,7 @@ impl Changes {
     }
 }
 
-pub struct Reloader {
+pub(crate) struct Reloader {
     path: PathBuf,
     settings: SharedSettings,
     certificates: Option<Arc<CertResolver>>,
@@ -172,7 +172,7 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         settings: SharedSettings,
         certificates: Option<Arc<CertResolver>>,
@@ -191,7 +191,7 @@ impl Reloader {
 
     /// Loads and validates the file, then swaps the new settings and certificates in.
     /// Returns what differs from the configuration the process started with.
-    pub fn reload(&self) -> Result<Changes, ConfigError> {
+    pub(crate) fn reload(&self) -> Result<Changes, ConfigError> {
         let loaded = load_all(&self.path)?;
         // The PROXY listeners keep running until a restart, and their trust list is the one
         // reloaded: an empty one would refuse every connection.

@@ -15,7 +15,7 @@ use crate::limits::{LoginThrottle, PushLimiter, UploadThrottle};
 use crate::shared_state::SharedState;
 
 /// What one request is checked and proxied with.
-pub struct Settings {
+pub(crate) struct Settings {
     pub forwarded: ForwardedSettings,
     pub external: Option<ExternalUrl>,
     pub limits: Limits,
@@ -35,7 +35,7 @@ pub struct Settings {
 impl Settings {
     /// `previous`: the settings being replaced; an unchanged limiter keeps its counters.
     /// `shared`: Redis for limits shared with other instances (`shared_state.redis`).
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         auth: Option<Auth>,
         previous: Option<&Settings>,
@@ -84,10 +84,10 @@ impl Settings {
 }
 
 /// The settings in force, shared by the proxy and the reloader.
-pub type SharedSettings = Arc<ArcSwap<Settings>>;
+pub(crate) type SharedSettings = Arc<ArcSwap<Settings>>;
 
 /// Every minute, drops rate-limiter keys that have been idle for their whole window.
-pub struct LimiterPurge {
+pub(crate) struct LimiterPurge {
     pub settings: SharedSettings,
 }
 

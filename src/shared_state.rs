@@ -53,14 +53,14 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// A GCRA quota: one cell per `per_cell`, `burst` cells at once.
 #[derive(Debug, Clone, Copy)]
-pub struct Quota {
+pub(crate) struct Quota {
     pub per_cell: Duration,
     pub burst: u32,
 }
 
 /// Redis's answer for one GCRA check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub admitted: bool,
     pub remaining: u32,
     /// Until the refused cells would be admitted.
@@ -98,13 +98,9 @@ impl SharedState {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// Counts `cells` against `key` (without the prefix); `None` while Redis is unavailable.
-    pub async fn check(&self, key: &str, quota: Quota, cells: u32) -> Option<Decision> {
-        self.check_blocking(key, None, quota, cells).await
-    }
-
-    /// Like [`SharedState::check`]; a refusal also sets `block_key` for the wait.
-    pub async fn check_blocking(
+    /// Counts `cells` against `key` (without the prefix); a refusal also sets `block_key`
+    /// (when given) for the wait. `None` while Redis is unavailable.
+    pub(crate) async fn check_blocking(
         &self,
         key: &str,
         block_key: Option<&str>,
@@ -136,7 +132,7 @@ impl SharedState {
 
     /// The longest time any of `keys` (without the prefix) is still set for; `None`
     /// while Redis is unavailable.
-    pub async fn blocked_for(&self, keys: &[&str]) -> Option<Option<Duration>> {
+    pub(crate) async fn blocked_for(&self, keys: &[&str]) -> Option<Option<Duration>> {
         if !self.is_up() {
             return None;
         }
@@ -231,7 +227,7 @@ impl SharedState {
 }
 
 /// The background service that brings an unavailable Redis back.
-pub struct SharedStateProbe(pub Arc<SharedState>);
+pub(crate) struct SharedStateProbe(pub(crate) Arc<SharedState>);
 
 #[async_trait]
 impl BackgroundService for SharedStateProbe {

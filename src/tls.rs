@@ -1,7 +1,7 @@
 //! TLS material: loading PEM chains and keys, and choosing a certificate by SNI.
 //!
 //! Pingora's rustls listener cannot take a full `ServerConfig`, but it accepts a
-//! `ResolvesServerCert`; [`CertResolver`] is that resolver. Its certificate set sits
+//! `ResolvesServerCert`; `CertResolver` is that resolver. Its certificate set sits
 //! behind an `ArcSwap` so a reload can replace it without touching the listeners.
 
 use std::collections::HashMap;
@@ -61,7 +61,7 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
 
 /// Why a chain and a key cannot serve together.
 #[derive(Debug, thiserror::Error)]
-pub enum KeyError {
+pub(crate) enum KeyError {
     #[error("unusable private key: {0}")]
     Unusable(String),
     #[error("private key does not match the certificate")]
@@ -69,7 +69,7 @@ pub enum KeyError {
 }
 
 /// A chain (leaf first) and its key held in memory, checked to match.
-pub fn certified_key(
+pub(crate) fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<CertifiedKey, KeyError> {
@@ -83,7 +83,7 @@ pub fn certified_key(
 }
 
 /// [`certified_key`] from PEM text.
-pub fn certified_key_from_pem(chain: &str, key: &str) -> Result<CertifiedKey, String> {
+pub(crate) fn certified_key_from_pem(chain: &str, key: &str) -> Result<CertifiedKey, String> {
     let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("certificate chain: {}", pem_reason(e)))?;
@@ -96,7 +96,7 @@ pub fn certified_key_from_pem(chain: &str, key: &str) -> Result<CertifiedKey, St
 }
 
 /// The leaf's expiry (`notAfter`) as Unix seconds.
-pub fn not_after(leaf: &CertificateDer) -> Option<i64> {
+pub(crate) fn not_after(leaf: &CertificateDer) -> Option<i64> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
     Some(cert.validity().not_after.timestamp())
 }
@@ -130,7 +130,7 @@ pub(crate) fn pem_reason(e: rustls_pki_types::pem::Error) -> String {
 }
 
 /// DNS names (subjectAltName, else CN) of a DER certificate, lowercased.
-pub fn certificate_names(der: &CertificateDer) -> Vec<String> {
+pub(crate) fn certificate_names(der: &CertificateDer) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
     };
@@ -159,14 +159,14 @@ pub fn certificate_names(der: &CertificateDer) -> Vec<String> {
 
 /// The certificates in force: a default and a name index (exact and `*.` wildcard names).
 #[derive(Debug)]
-pub struct CertSet {
+pub(crate) struct CertSet {
     default: Arc<CertifiedKey>,
     by_name: HashMap<String, Arc<CertifiedKey>>,
 }
 
 impl CertSet {
     /// Loads every configured certificate. Errors carry the index of the failing entry.
-    pub fn load(entries: &[CertificatePaths]) -> Result<CertSet, (usize, TlsError)> {
+    pub(crate) fn load(entries: &[CertificatePaths]) -> Result<CertSet, (usize, TlsError)> {
         let mut default = None;
         let mut by_name = HashMap::new();
         for (i, entry) in entries.iter().enumerate() {
@@ -209,7 +209,7 @@ impl CertSet {
     }
 
     /// Whether a certificate names `host` (exactly or by a `*.` wildcard).
-    pub fn names(&self, host: &str) -> bool {
+    pub(crate) fn names(&self, host: &str) -> bool {
         self.lookup(host).is_some()
     }
 
@@ -223,7 +223,7 @@ impl CertSet {
 
 /// A certificate the edge manages itself (ACME), with the exact names it is served for.
 #[derive(Debug)]
-pub struct ManagedCert {
+pub(crate) struct ManagedCert {
     pub names: Vec<String>,
     pub key: Arc<CertifiedKey>,
 }
@@ -234,14 +234,14 @@ pub struct ManagedCert {
 /// (replaced on issuance). ACME names win for their exact names; when no files are
 /// configured the ACME certificate is also the default.
 #[derive(Debug)]
-pub struct CertResolver {
+pub(crate) struct CertResolver {
     files: ArcSwapOption<CertSet>,
     managed: ArcSwapOption<ManagedCert>,
     challenges: Arc<Challenges>,
 }
 
 impl CertResolver {
-    pub fn new(files: Option<CertSet>, challenges: Arc<Challenges>) -> Self {
+    pub(crate) fn new(files: Option<CertSet>, challenges: Arc<Challenges>) -> Self {
         CertResolver {
             files: ArcSwapOption::from(files.map(Arc::new)),
             managed: ArcSwapOption::empty(),
@@ -250,18 +250,18 @@ impl CertResolver {
     }
 
     /// Whether the certificates in force name `host`.
-    pub fn serves(&self, host: &str) -> bool {
+    pub(crate) fn serves(&self, host: &str) -> bool {
         self.managed_for(host).is_some()
             || self.files.load().as_ref().is_some_and(|f| f.names(host))
     }
 
     /// Replaces the certificate files for new handshakes; established connections are untouched.
-    pub fn replace(&self, set: CertSet) {
+    pub(crate) fn replace(&self, set: CertSet) {
         self.files.store(Some(Arc::new(set)));
     }
 
     /// Puts an ACME (or placeholder) certificate in force for new handshakes.
-    pub fn set_managed(&self, cert: ManagedCert) {
+    pub(crate) fn set_managed(&self, cert: ManagedCert) {
         self.managed.store(Some(Arc::new(cert)));
     }
 

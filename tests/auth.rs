@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use common::{curl, make_certs, skopeo, upstream_yaml, Certs, Checks, Edge, Registry};
-use registry_edge::registry::Scope;
 use registry_edge::auth::token::{SigningKeys, TokenAuthority};
+use registry_edge::registry::Scope;
 
 use common::auth::{auth_yaml, registry_auth_block, ISSUER, SERVICE};
 

@@ -10,14 +10,14 @@ use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256}
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// The ALPN protocol a tls-alpn-01 validation offers (RFC 8737).
-pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// Where http-01 tokens are fetched (RFC 8555 §8.3).
-pub const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
+pub(crate) const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// Challenge answers in force; empty outside an order.
 #[derive(Default)]
-pub struct Challenges {
+pub(crate) struct Challenges {
     /// token → key authorization.
     http01: RwLock<HashMap<String, String>>,
     /// DNS name → validation certificate.
@@ -32,13 +32,13 @@ impl std::fmt::Debug for Challenges {
 
 impl Challenges {
     /// The body to answer `path` with, when it asks for a pending http-01 token.
-    pub fn http01_answer(&self, path: &str) -> Option<String> {
+    pub(crate) fn http01_answer(&self, path: &str) -> Option<String> {
         let token = path.strip_prefix(HTTP01_PREFIX)?;
         read(&self.http01).get(token).cloned()
     }
 
     /// The validation certificate for `name`, when a tls-alpn-01 challenge is pending.
-    pub fn tls_alpn01_certificate(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+    pub(crate) fn tls_alpn01_certificate(&self, name: &str) -> Option<Arc<CertifiedKey>> {
         read(&self.tls_alpn01)
             .get(&name.to_ascii_lowercase())
             .cloned()

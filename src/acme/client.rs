@@ -54,12 +54,12 @@ pub enum AcmeError {
 }
 
 /// A certificate chain and its key, as PEM.
-pub struct Issued {
+pub(super) struct Issued {
     pub chain_pem: String,
     pub key_pem: String,
 }
 
-pub struct AcmeClient {
+pub(super) struct AcmeClient {
     settings: AcmeSettings,
     store: Arc<Store>,
     challenges: Arc<Challenges>,
@@ -68,7 +68,11 @@ pub struct AcmeClient {
 }
 
 impl AcmeClient {
-    pub fn new(settings: AcmeSettings, store: Arc<Store>, challenges: Arc<Challenges>) -> Self {
+    pub(super) fn new(
+        settings: AcmeSettings,
+        store: Arc<Store>,
+        challenges: Arc<Challenges>,
+    ) -> Self {
         AcmeClient {
             settings,
             store,
@@ -78,7 +82,7 @@ impl AcmeClient {
     }
 
     /// Orders a certificate for every configured name and waits for it.
-    pub async fn obtain(&self) -> Result<Issued, AcmeError> {
+    pub(super) async fn obtain(&self) -> Result<Issued, AcmeError> {
         let account = self.account().await?;
         let result = self.order(&account).await;
         // Whatever happened, nothing is pending any more.
@@ -196,7 +200,7 @@ fn http_client(ca_roots: Option<&Path>) -> Result<Box<dyn HttpClient>, AcmeError
 }
 
 /// The certificates of a PEM file of roots (at least one).
-pub fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, AcmeError> {
+pub(crate) fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, AcmeError> {
     let roots_err = |reason: String| AcmeError::Roots {
         path: path.to_path_buf(),
         reason,

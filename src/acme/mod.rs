@@ -3,8 +3,12 @@
 //! renewed in the background `renew_before` expiry, swapped into the TLS resolver
 //! without a restart. Until the first certificate arrives the names are served with a
 //! self-signed placeholder; the old certificate serves until a new one is in place.
+//!
+//! - `client`: the ACME exchange (account, order, challenges, finalize) via instant-acme.
+//! - `challenges`: pending http-01 and tls-alpn-01 answers the listeners serve.
+//! - `store`: account and certificates on disk in `tls.acme.state_dir`.
 
-pub mod challenges;
+pub(crate) mod challenges;
 mod client;
 mod store;
 
@@ -22,7 +26,7 @@ use crate::metrics::metrics;
 use crate::tls::{certified_key_from_pem, CertResolver, ManagedCert};
 use challenges::Challenges;
 use client::AcmeClient;
-pub use client::{read_roots, AcmeError};
+pub(crate) use client::{read_roots, AcmeError};
 use store::Store;
 
 /// First retry after a failed order; doubles up to [`MAX_BACKOFF`].
@@ -36,7 +40,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(3600);
 const PLACEHOLDER_DAYS: i64 = 7;
 
 /// The background service that keeps the ACME certificate current.
-pub struct AcmeService {
+pub(crate) struct AcmeService {
     settings: AcmeSettings,
     resolver: Arc<CertResolver>,
     store: Arc<Store>,
@@ -47,7 +51,7 @@ pub struct AcmeService {
 
 impl AcmeService {
     /// Opens the state directory and puts its certificate, or a placeholder, in force.
-    pub fn new(
+    pub(crate) fn new(
         settings: AcmeSettings,
         resolver: Arc<CertResolver>,
         challenges: Arc<Challenges>,

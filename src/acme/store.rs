@@ -35,7 +35,7 @@ struct AccountFile {
 }
 
 /// A certificate read back from the state directory.
-pub struct StoredCertificate {
+pub(super) struct StoredCertificate {
     pub chain_pem: String,
     pub key_pem: String,
     /// DNS names of the leaf, lowercased.
@@ -44,13 +44,13 @@ pub struct StoredCertificate {
     pub not_after: i64,
 }
 
-pub struct Store {
+pub(super) struct Store {
     dir: PathBuf,
 }
 
 impl Store {
     /// Creates the directory (mode 0700) when it does not exist.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    pub(super) fn open(dir: &Path) -> Result<Store, StoreError> {
         let io = |source| StoreError::Io {
             path: dir.to_path_buf(),
             source,
@@ -65,7 +65,10 @@ impl Store {
     }
 
     /// The saved credentials, when they were created with `directory`.
-    pub fn account(&self, directory: &str) -> Result<Option<AccountCredentials>, StoreError> {
+    pub(super) fn account(
+        &self,
+        directory: &str,
+    ) -> Result<Option<AccountCredentials>, StoreError> {
         let path = self.dir.join(ACCOUNT_FILE);
         let Some(text) = read_optional(&path)? else {
             return Ok(None);
@@ -77,7 +80,7 @@ impl Store {
         Ok((file.directory == directory).then_some(file.credentials))
     }
 
-    pub fn save_account(
+    pub(super) fn save_account(
         &self,
         directory: &str,
         credentials: AccountCredentials,
@@ -95,7 +98,7 @@ impl Store {
     }
 
     /// The saved certificate, if there is one.
-    pub fn certificate(&self) -> Result<Option<StoredCertificate>, StoreError> {
+    pub(super) fn certificate(&self) -> Result<Option<StoredCertificate>, StoreError> {
         let cert_path = self.dir.join(CERT_FILE);
         let key_path = self.dir.join(KEY_FILE);
         let (Some(chain_pem), Some(key_pem)) =
@@ -123,7 +126,11 @@ impl Store {
 
     /// Saves a new certificate: the key first, so a crash between the two renames leaves
     /// a mismatched pair (refused on load, and ordered again) rather than a lost key.
-    pub fn save_certificate(&self, chain_pem: &str, key_pem: &str) -> Result<(), StoreError> {
+    pub(super) fn save_certificate(
+        &self,
+        chain_pem: &str,
+        key_pem: &str,
+    ) -> Result<(), StoreError> {
         write_atomically(&self.dir.join(KEY_FILE), key_pem.as_bytes(), 0o600)?;
         write_atomically(&self.dir.join(CERT_FILE), chain_pem.as_bytes(), 0o644)
     }

@@ -6,9 +6,9 @@
 //! own access controller answers.
 
 use super::access::Needed;
-use crate::registry::Scope;
 use super::Auth;
 use crate::error::RegistryError;
+use crate::registry::Scope;
 
 /// The outcome of checking one request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,9 +12,9 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::registry::Scope;
 use super::Auth;
 use crate::error::RegistryError;
+use crate::registry::Scope;
 
 /// Largest token the realm issues (bytes of the JWT). A client sends it back in
 /// `Authorization: Bearer …`, which must fit the edge's request-header limit

@@ -8,7 +8,7 @@ use serde::Deserialize;
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
+pub(super) struct ConfigFile {
     /// Listeners and process settings.
     pub server: ServerFile,
     /// TLS certificates served on `server.https_listen`. Required when that list is not empty.
@@ -44,13 +44,13 @@ pub struct ConfigFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SharedStateFile {
+pub(super) struct SharedStateFile {
     pub redis: RedisFile,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RedisFile {
+pub(super) struct RedisFile {
     /// `redis://[user:password@]host:port/db` or `rediss://…` (TLS).
     pub url: String,
     /// Prefix of every key. Default `registry-edge:`.
@@ -66,7 +66,7 @@ pub struct RedisFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LogFile {
+pub(super) struct LogFile {
     /// `text` (default) or `json` (one JSON object per line).
     #[serde(default)]
     pub format: Option<String>,
@@ -74,7 +74,7 @@ pub struct LogFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdminFile {
+pub(super) struct AdminFile {
     /// Plain-HTTP address for metrics and health checks, e.g. `127.0.0.1:9090`; never one
     /// of the public listeners.
     pub listen: String,
@@ -82,7 +82,7 @@ pub struct AdminFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RateLimitsFile {
+pub(super) struct RateLimitsFile {
     /// Push starts (`POST …/blobs/uploads/`, `PUT …/manifests/…`) per key. Default: unlimited.
     #[serde(default)]
     pub push: Option<PushLimitFile>,
@@ -93,7 +93,7 @@ pub struct RateLimitsFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UploadBytesFile {
+pub(super) struct UploadBytesFile {
     /// `account` (default) or `client_ip`, as for `push`.
     #[serde(default)]
     pub key: Option<String>,
@@ -106,7 +106,7 @@ pub struct UploadBytesFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PushLimitFile {
+pub(super) struct PushLimitFile {
     /// `account` (default; token subject, anonymous falls back to client_ip) or `client_ip`.
     #[serde(default)]
     pub key: Option<String>,
@@ -122,7 +122,7 @@ pub struct PushLimitFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MaintenanceFile {
+pub(super) struct MaintenanceFile {
     /// Refuse pushes and deletes (405) while pulls keep working, e.g. during garbage
     /// collection. Default false.
     #[serde(default)]
@@ -131,7 +131,7 @@ pub struct MaintenanceFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AuthFile {
+pub(super) struct AuthFile {
     pub token: TokenFile,
     pub users: UsersFile,
     /// Ordered rules; first match wins; no match = no access. Default `[]` (nobody gets anything).
@@ -144,7 +144,7 @@ pub struct AuthFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TokenFile {
+pub(super) struct TokenFile {
     /// Path of the token endpoint on the https listeners. Default `/jwt/auth`.
     #[serde(default)]
     pub realm_path: Option<String>,
@@ -166,7 +166,7 @@ pub struct TokenFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UsersFile {
+pub(super) struct UsersFile {
     /// htpasswd file with bcrypt entries (`htpasswd -B`).
     pub htpasswd: String,
     /// How long a correct login skips bcrypt for the same user and password. Default `60s`;
@@ -177,7 +177,7 @@ pub struct UsersFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AclRuleFile {
+pub(super) struct AclRuleFile {
     /// Glob on the account; `""` = anonymous, `*` = any authenticated user.
     pub account: String,
     /// `repository` (default) or `registry`.
@@ -194,7 +194,7 @@ pub struct AclRuleFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FailedLoginsFile {
+pub(super) struct FailedLoginsFile {
     /// Failed logins allowed per client IP per minute before 429. Default 10.
     #[serde(default)]
     pub per_client_ip: Option<u32>,
@@ -205,7 +205,7 @@ pub struct FailedLoginsFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ServerFile {
+pub(super) struct ServerFile {
     /// TLS listeners. Default `["0.0.0.0:443"]`.
     #[serde(default = "default_https_listen")]
     pub https_listen: Vec<String>,
@@ -254,7 +254,7 @@ fn default_http_listen() -> Vec<String> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TlsFile {
+pub(super) struct TlsFile {
     /// Certificates; the first is the default, the others are chosen by SNI.
     #[serde(default)]
     pub certificates: Vec<CertificateFile>,
@@ -265,7 +265,7 @@ pub struct TlsFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AcmeFile {
+pub(super) struct AcmeFile {
     /// The CA's RFC 8555 directory URL.
     pub directory: String,
     /// Account contacts, e.g. `mailto:ops@example.com`. Default: none.
@@ -288,7 +288,7 @@ pub struct AcmeFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CertificateFile {
+pub(super) struct CertificateFile {
     /// PEM certificate chain, leaf first.
     pub cert: String,
     /// PEM private key: PKCS#8, PKCS#1 RSA or SEC1 EC.
@@ -300,7 +300,7 @@ pub struct CertificateFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamFile {
+pub(super) struct UpstreamFile {
     /// Registry nodes as `host:port`; at least one.
     pub nodes: Vec<String>,
     /// `repository_hash` (default) or `round_robin`.
@@ -319,7 +319,7 @@ pub struct UpstreamFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HealthCheckFile {
+pub(super) struct HealthCheckFile {
     /// Path requested with GET; 200 or 401 means healthy. Default `/v2/`.
     #[serde(default)]
     pub path: Option<String>,
@@ -330,7 +330,7 @@ pub struct HealthCheckFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ForwardedFile {
+pub(super) struct ForwardedFile {
     /// CIDRs (or single addresses) whose `X-Forwarded-*` headers are kept. Default `[]`.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -338,7 +338,7 @@ pub struct ForwardedFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LimitsFile {
+pub(super) struct LimitsFile {
     /// Largest request body in bytes; 0 = unlimited. Default 0.
     #[serde(default)]
     pub max_body_size: u64,

@@ -27,14 +27,14 @@ type Local<C> = RateLimiter<String, DashMapStateStore<String>, C, StateInformati
 
 /// How fast a budget refills: `n` cells per second or per minute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rate {
+pub(crate) enum Rate {
     PerSecond(NonZeroU32),
     PerMinute(NonZeroU32),
 }
 
 /// What a budget said about some cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Take {
+pub(crate) enum Take {
     /// Taken; `remaining` whole cells are left at once.
     Admitted { remaining: u32 },
     /// Not taken; they would be after `wait`.
@@ -46,7 +46,7 @@ pub enum Take {
 
 /// A keyed GCRA budget. `name` labels its fallbacks; `prefix` starts its Redis keys
 /// (`{prefix}:{key}`, after `shared_state.redis.key_prefix`).
-pub struct Budget<C: Clock = DefaultClock> {
+pub(crate) struct Budget<C: Clock = DefaultClock> {
     name: &'static str,
     prefix: &'static str,
     shared_quota: shared_state::Quota,
@@ -60,7 +60,7 @@ pub struct Budget<C: Clock = DefaultClock> {
 
 impl Budget<DefaultClock> {
     /// A budget of `burst` cells refilling at `rate`, shared through `shared` when given.
-    pub fn new(
+    pub(crate) fn new(
         name: &'static str,
         prefix: &'static str,
         rate: Rate,
@@ -73,7 +73,7 @@ impl Budget<DefaultClock> {
 
 impl<C: Clock + Clone> Budget<C> {
     /// Like [`Budget::new`] with the local clock given (tests).
-    pub fn with_clock(
+    pub(crate) fn with_clock(
         name: &'static str,
         prefix: &'static str,
         rate: Rate,
@@ -103,24 +103,24 @@ impl<C: Clock + Clone> Budget<C> {
     }
 
     /// While Redis is unavailable, answer [`Take::Unavailable`] instead of counting locally.
-    pub fn deny_when_unavailable(mut self, deny: bool) -> Self {
+    pub(crate) fn deny_when_unavailable(mut self, deny: bool) -> Self {
         self.deny_when_unavailable = deny;
         self
     }
 
     /// Whether decisions go to Redis (configured and answering).
-    pub fn is_shared(&self) -> bool {
+    pub(crate) fn is_shared(&self) -> bool {
         self.shared.as_ref().is_some_and(|s| s.is_up())
     }
 
     /// Takes `cells` from `key`'s budget.
-    pub async fn take(&self, key: &str, cells: NonZeroU32) -> Take {
+    pub(crate) async fn take(&self, key: &str, cells: NonZeroU32) -> Take {
         self.take_blocking(key, cells, false).await
     }
 
     /// Counts one failure against `key`; when it finds the budget spent, `key` is blocked
     /// for the wait ([`Budget::blocked_for`]).
-    pub async fn fail(&self, key: &str) {
+    pub(crate) async fn fail(&self, key: &str) {
         if let Take::Refused { wait } = self.take_blocking(key, NonZeroU32::MIN, true).await {
             let until = Instant::now() + wait;
             self.blocked_map().insert(key.to_string(), until);
@@ -128,7 +128,7 @@ impl<C: Clock + Clone> Budget<C> {
     }
 
     /// How long `key` stays blocked after a [`Budget::fail`] that found its budget spent.
-    pub async fn blocked_for(&self, key: &str) -> Option<Duration> {
+    pub(crate) async fn blocked_for(&self, key: &str) -> Option<Duration> {
         if let Some(shared) = &self.shared {
             match shared.blocked_for(&[&self.block_key(key)]).await {
                 Some(wait) => return wait,
@@ -189,7 +189,7 @@ impl<C: Clock + Clone> Budget<C> {
 
     /// Drops keys whose budget has fully refilled (they behave like new keys) and blocks
     /// that have expired.
-    pub fn purge(&self) {
+    pub(crate) fn purge(&self) {
         self.local.retain_recent();
         self.local.shrink_to_fit();
         let now = Instant::now();
@@ -197,7 +197,7 @@ impl<C: Clock + Clone> Budget<C> {
     }
 
     /// Keys with local state (for tests and benches).
-    pub fn tracked_keys(&self) -> usize {
+    pub(crate) fn tracked_keys(&self) -> usize {
         self.local.len()
     }
 

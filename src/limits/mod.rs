@@ -1,4 +1,4 @@
-//! Rate limits, all on one core ([`budget::Budget`]): a keyed GCRA budget counted in Redis
+//! Rate limits, all on one core (`budget::Budget`): a keyed GCRA budget counted in Redis
 //! first (`shared_state.redis`, so a fleet counts against one budget) and in this process
 //! (the governor crate) while Redis is unavailable.
 //!
@@ -11,14 +11,13 @@
 //! Every limiter survives a reload whose own settings did not change (`settings`), and all
 //! are purged by the same minute task (`settings::LimiterPurge`).
 
-pub mod budget;
+pub(crate) mod budget;
 pub mod logins;
 pub mod push;
 pub mod upload;
 
 use std::time::Duration;
 
-pub use budget::{Budget, Rate, Take};
 pub use logins::LoginThrottle;
 pub use push::{Admission, PushLimiter};
 pub use upload::UploadThrottle;

@@ -7,9 +7,9 @@ use std::sync::LazyLock;
 use crate::error::RegistryError;
 
 /// Header fields allowed in one request (the request line not counted).
-pub const MAX_HEADER_LINES: usize = 100;
+pub(crate) const MAX_HEADER_LINES: usize = 100;
 /// Bytes allowed in one request's header block, request line included.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Counts the lines and bytes of an HTTP/1 header block as it arrives.
 #[derive(Default)]
 pub(super) struct HeaderScan {

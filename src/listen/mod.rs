@@ -7,10 +7,10 @@
 //! - `header_limit`: HTTP/1 header lines and bytes counted as they arrive; the raw 431.
 //! - `proxy_protocol`: PROXY v1/v2 headers from trusted load balancers.
 
-pub mod header_limit;
-pub mod proxy_protocol;
-pub mod stream;
-pub mod watch;
+pub(crate) mod header_limit;
+pub(crate) mod proxy_protocol;
+pub(crate) mod stream;
+pub(crate) mod watch;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
@@ -35,7 +35,7 @@ use stream::GuardedStream;
 const BACKLOG: i32 = 65535;
 
 /// Binds `addr` now, so a busy port fails the start with a clear message.
-pub fn bind(addr: SocketAddr) -> std::io::Result<StdListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<StdListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
@@ -49,7 +49,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<StdListener> {
 }
 
 /// A Pingora service that accepts on bound sockets and hands guarded streams to `app`.
-pub struct EdgeListener<A> {
+pub(crate) struct EdgeListener<A> {
     name: String,
     listeners: Vec<StdListener>,
     tls: Option<Arc<Acceptor>>,
@@ -63,7 +63,7 @@ pub struct EdgeListener<A> {
 
 impl<A> EdgeListener<A> {
     /// `tls`: terminate TLS with this acceptor; `None` for plain HTTP.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         listeners: Vec<StdListener>,
         tls: Option<Acceptor>,
@@ -87,14 +87,14 @@ impl<A> EdgeListener<A> {
     /// `wait_for_connections`, the drain also waits until this listener's connections have
     /// closed (so an h2 response still queued in its connection is sent); only for listeners
     /// whose idle connections close on a drain (the proxy's: Pingora's `http_cleanup`).
-    pub fn with_drain(mut self, drain: Arc<Drain>, wait_for_connections: bool) -> Self {
+    pub(crate) fn with_drain(mut self, drain: Arc<Drain>, wait_for_connections: bool) -> Self {
         self.drain = Some(drain);
         self.drain_waits_for_connections = wait_for_connections;
         self
     }
 
     /// Expect a PROXY protocol header before anything else on every connection.
-    pub fn with_proxy_protocol(mut self, on: bool) -> Self {
+    pub(crate) fn with_proxy_protocol(mut self, on: bool) -> Self {
         self.proxy_protocol = on;
         self
     }

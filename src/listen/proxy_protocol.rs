@@ -13,7 +13,7 @@ const MAX_HEADER: usize = 4096;
 
 /// Why a connection on a PROXY-protocol listener was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyHeaderError {
+pub(crate) enum ProxyHeaderError {
     #[error("connection closed before a PROXY header")]
     Closed,
     #[error("no valid PROXY header: {0}")]
@@ -26,7 +26,7 @@ pub enum ProxyHeaderError {
 
 /// What the header said.
 #[derive(Debug, PartialEq, Eq)]
-pub struct ProxyHeader {
+pub(crate) struct ProxyHeader {
     /// The client the balancer accepted; `None` for its own connections (v2 LOCAL, v1
     /// UNKNOWN: health checks), which keep the socket's peer.
     pub client: Option<SocketAddr>,
@@ -35,7 +35,7 @@ pub struct ProxyHeader {
 }
 
 /// Reads the header at the start of `tcp`.
-pub async fn read_header(tcp: &mut TcpStream) -> Result<ProxyHeader, ProxyHeaderError> {
+pub(crate) async fn read_header(tcp: &mut TcpStream) -> Result<ProxyHeader, ProxyHeaderError> {
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
     loop {

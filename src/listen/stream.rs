@@ -50,7 +50,7 @@ enum Refusal {
 }
 
 /// An accepted connection with the deadlines above; registered while it is open.
-pub struct GuardedStream {
+pub(crate) struct GuardedStream {
     inner: Stream,
     watch: Arc<ConnWatch>,
     key: ConnKey,
@@ -62,7 +62,7 @@ pub struct GuardedStream {
 
 impl GuardedStream {
     /// Wraps `inner` (after its TLS handshake); deadlines count from `accepted`.
-    pub fn new(
+    pub(crate) fn new(
         inner: Stream,
         key: ConnKey,
         timeouts: ClientTimeouts,
@@ -288,4 +288,3 @@ impl Peek for GuardedStream {
         self.inner.try_peek(buf).await
     }
 }
-

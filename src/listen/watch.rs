@@ -18,7 +18,7 @@ use crate::config::ClientTimeouts;
 /// Where a connection is between requests; each has its own deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Receiving a request's headers (`server.header_timeout`).
     Headers = 0,
     /// An HTTP/1 request is being proxied: Pingora's per-read timeouts apply.
@@ -41,7 +41,7 @@ impl Phase {
 }
 
 /// (client, local) address of a connection.
-pub type ConnKey = (SocketAddr, SocketAddr);
+pub(crate) type ConnKey = (SocketAddr, SocketAddr);
 
 const SHARDS: usize = 16;
 type Shard = Mutex<HashMap<ConnKey, Arc<ConnWatch>>>;
@@ -53,7 +53,7 @@ fn shard(key: &ConnKey) -> &'static Shard {
 }
 
 /// The watch of the open connection between `client` and `local`, if it is guarded.
-pub fn watch_for(client: SocketAddr, local: SocketAddr) -> Option<Arc<ConnWatch>> {
+pub(crate) fn watch_for(client: SocketAddr, local: SocketAddr) -> Option<Arc<ConnWatch>> {
     let key = (client, local);
     shard(&key)
         .lock()
@@ -80,7 +80,7 @@ pub(super) fn unregister(key: &ConnKey) {
 }
 
 /// What the proxy tells a connection about the request it is handling.
-pub struct ConnWatch {
+pub(crate) struct ConnWatch {
     timeouts: ClientTimeouts,
     origin: Instant,
     /// A [`Phase`] as `u8`, shared with the proxy's threads.
@@ -120,12 +120,12 @@ impl ConnWatch {
     }
 
     /// The request headers are parsed; from here the body and upstream timeouts apply.
-    pub fn request_started(&self, http2: bool) {
+    pub(crate) fn request_started(&self, http2: bool) {
         self.set_phase(if http2 { Phase::H2 } else { Phase::Busy });
     }
 
     /// An HTTP/1 response is complete: the connection idles until the next request.
-    pub fn request_finished(&self) {
+    pub(crate) fn request_finished(&self) {
         if self.phase() == Phase::Busy {
             self.deadline
                 .store(self.now() + nanos(self.timeouts.idle), Ordering::Relaxed);
@@ -146,7 +146,7 @@ impl ConnWatch {
     }
 
     /// An HTTP/2 request body starts; the connection closes if it stalls.
-    pub fn body_started(self: &Arc<Self>) -> BodyProgress {
+    pub(crate) fn body_started(self: &Arc<Self>) -> BodyProgress {
         let id = self.next_body.fetch_add(1, Ordering::Relaxed);
         self.lock_bodies().insert(id, self.now());
         // The reader may be parked without a timer: let it arm one.
@@ -189,14 +189,14 @@ fn nanos(d: Duration) -> u64 {
 }
 
 /// One HTTP/2 request body in progress; dropping it ends the watch.
-pub struct BodyProgress {
+pub(crate) struct BodyProgress {
     watch: Arc<ConnWatch>,
     id: u64,
 }
 
 impl BodyProgress {
     /// Part of the body arrived (or was released by the upload throttle).
-    pub fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let now = self.watch.now();
         self.watch.lock_bodies().insert(self.id, now);
     }
@@ -207,4 +207,3 @@ impl Drop for BodyProgress {
         self.watch.lock_bodies().remove(&self.id);
     }
 }
-

@@ -10,7 +10,7 @@ use crate::metrics::metrics;
 /// Records the finished request: counters and latency by route class and status, bytes in
 /// and out, rate-limit outcomes, and the log line. Only the path is logged: query strings can
 /// carry upload state and credentials.
-pub fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
+pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let req = session.req_header();
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let elapsed = ctx.started.elapsed();

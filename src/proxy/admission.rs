@@ -22,7 +22,7 @@ use crate::settings::Settings;
 use crate::tls::CertResolver;
 
 /// What one admission step decided.
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Go on with the next step (after the last: proxy the request).
     Next,
     /// Answer with this error and stop.
@@ -39,7 +39,7 @@ impl From<Option<RegistryError>> for Outcome {
 
 /// One admission step.
 #[derive(Debug, Clone, Copy)]
-pub enum Step {
+pub(crate) enum Step {
     /// h2 header blocks over the limits HTTP/1 connections enforce as they read.
     HeaderLimits,
     /// `X-Request-Id`: the client's or a new one (never refuses).
@@ -67,7 +67,7 @@ pub enum Step {
 /// The steps in the order they run. The header limits come before the request id (they
 /// count what the client sent); the route before everything that needs the repository;
 /// the token check before the push limit (which may key on the token's subject).
-pub const STEPS: [Step; 11] = [
+pub(crate) const STEPS: [Step; 11] = [
     Step::HeaderLimits,
     Step::RequestId,
     Step::Host,
@@ -82,7 +82,7 @@ pub const STEPS: [Step; 11] = [
 ];
 
 /// What the steps need besides the request and its state.
-pub struct Admitter<'a> {
+pub(crate) struct Admitter<'a> {
     /// The certificates in force: the names `server.strict_host` accepts.
     pub certificates: &'a CertResolver,
 }
@@ -91,7 +91,7 @@ impl Admitter<'_> {
     /// Runs [`STEPS`]; `Ok(true)` when the request was answered (refused or served by the
     /// edge itself), `Ok(false)` when it goes to a registry node. Errors are Pingora's (a
     /// failed write, an unreadable body), handled by `fail_to_proxy`.
-    pub async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    pub(crate) async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         // One snapshot for all steps (the request keeps it anyway); a clone per step would
         // cost an atomic increment each.
         let settings = ctx.settings.clone();
@@ -183,7 +183,11 @@ async fn push_limit(ctx: &mut RequestCtx) -> Outcome {
 }
 
 /// Answers `refusal` and records it for the access log and `fail_to_proxy`.
-pub async fn refuse(session: &mut Session, ctx: &mut RequestCtx, refusal: Refusal) -> Result<()> {
+pub(crate) async fn refuse(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    refusal: Refusal,
+) -> Result<()> {
     ctx.own_error = Some(refusal.error.clone());
     answer::error(session, &refusal.error, &refusal.headers).await
 }

@@ -27,7 +27,7 @@ const LINGER: Duration = Duration::from_secs(5);
 
 /// An error answer the edge gives instead of proxying: the registry error and any headers
 /// it needs (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`).
-pub struct Refusal {
+pub(crate) struct Refusal {
     pub error: RegistryError,
     pub headers: Vec<(&'static str, String)>,
 }
@@ -41,20 +41,20 @@ impl From<RegistryError> for Refusal {
     }
 }
 
-pub use crate::request::REQUEST_ID;
+pub(crate) use crate::request::REQUEST_ID;
 
 /// Whether an answer with `status` to a request with `method` must carry no body.
-pub fn headers_only(method: &http::Method, status: u16) -> bool {
+pub(crate) fn headers_only(method: &http::Method, status: u16) -> bool {
     method == http::Method::HEAD || status == 204 || status == 304
 }
 
 /// Whether the client speaks HTTP/1.0 (no chunked bodies, no implicit keep-alive).
-pub fn is_http10(session: &Session) -> bool {
+pub(crate) fn is_http10(session: &Session) -> bool {
     !session.is_http2() && session.req_header().version == http::Version::HTTP_10
 }
 
 /// Answers `error` in the registry's JSON format, with `extra` headers.
-pub async fn error(
+pub(crate) async fn error(
     session: &mut Session,
     error: &RegistryError,
     extra: &[(&str, String)],
@@ -68,7 +68,11 @@ pub async fn error(
 }
 
 /// Writes `header` and `body` as the whole answer (see the module's framing rules).
-pub async fn respond(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {
+pub(crate) async fn respond(
+    session: &mut Session,
+    header: ResponseHeader,
+    body: Bytes,
+) -> Result<()> {
     let unread_body = !session.is_body_empty() && !session.is_body_done();
     if unread_body || is_http10(session) {
         session.set_keepalive(None);
@@ -88,7 +92,7 @@ pub async fn respond(session: &mut Session, header: ResponseHeader, body: Bytes)
 
 /// Answers a failure from `fail_to_proxy`, unless a response has already started (then
 /// closing the stream is the only honest signal left, which the caller does).
-pub async fn failure(session: &mut Session, error: &RegistryError) {
+pub(crate) async fn failure(session: &mut Session, error: &RegistryError) {
     if session.response_written().is_some() {
         return;
     }
@@ -118,7 +122,7 @@ async fn write(session: &mut Session, header: ResponseHeader, body: Option<Bytes
 }
 
 /// Returns the request's `X-Request-Id` on an answer.
-pub fn copy_request_id(session: &Session, answer: &mut ResponseHeader) -> Result<()> {
+pub(crate) fn copy_request_id(session: &Session, answer: &mut ResponseHeader) -> Result<()> {
     if let Some(id) = session.req_header().headers.get(REQUEST_ID).cloned() {
         answer.insert_header(REQUEST_ID, id)?;
     }

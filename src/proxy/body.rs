@@ -10,7 +10,7 @@ use crate::error::RegistryError;
 
 /// Sees one chunk of the request body (`None` at the end of some streams). Errors with
 /// HTTP status 413 once the body passes `limits.max_body_size` (answered by `fail_to_proxy`).
-pub async fn on_chunk(
+pub(crate) async fn on_chunk(
     body: &mut Option<Bytes>,
     end_of_stream: bool,
     ctx: &mut RequestCtx,

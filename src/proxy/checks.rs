@@ -8,20 +8,20 @@ use pingora::proxy::Session;
 use super::answer::{Refusal, REQUEST_ID};
 use super::ctx::RequestCtx;
 use super::headers::ClientAddress;
-use crate::request::origin::PublicOrigin;
 use crate::auth::access;
 use crate::auth::check::Verdict;
-use crate::registry::is_valid_repository;
 use crate::auth::Auth;
 use crate::config::ExternalUrl;
 use crate::error::RegistryError;
 use crate::listen::header_limit::{MAX_HEADER_BYTES, MAX_HEADER_LINES};
+use crate::registry::is_valid_repository;
 use crate::registry::{self, Route};
+use crate::request::origin::PublicOrigin;
 use crate::tls::CertResolver;
 
 /// Over the header limits HTTP/1 connections enforce as they read (`listen::header_limit`).
 /// HTTP/2 blocks arrive whole, so they are measured here (as HPACK does: name, value, 32).
-pub fn header_limits(session: &Session) -> Option<RegistryError> {
+pub(crate) fn header_limits(session: &Session) -> Option<RegistryError> {
     let req = session.req_header();
     let too_large = req.headers.len() > MAX_HEADER_LINES
         || session.is_http2()
@@ -40,7 +40,7 @@ pub fn header_limits(session: &Session) -> Option<RegistryError> {
 
 /// The request's `X-Request-Id`: the client's when it is a short plain token, else a new
 /// random one. Set on the request, so the node sees it too.
-pub fn assign_request_id(session: &mut Session) -> Result<String> {
+pub(crate) fn assign_request_id(session: &mut Session) -> Result<String> {
     let given = session
         .req_header()
         .headers
@@ -68,7 +68,7 @@ pub fn assign_request_id(session: &mut Session) -> Result<String> {
 /// RFC 9112 §3.2: an HTTP/1.1 request without `Host` is answered 400. An HTTP/1.0 one
 /// (where `Host` is optional) gets `external_url`'s authority or the listener's address, so
 /// a registry node never sees a request without `Host`. h2 requests carry `:authority`.
-pub fn ensure_host(
+pub(crate) fn ensure_host(
     session: &mut Session,
     external: Option<&ExternalUrl>,
 ) -> Result<(), RegistryError> {
@@ -94,7 +94,7 @@ pub fn ensure_host(
 
 /// `server.strict_host`: the request must name a host the edge has a certificate for
 /// (or `external_url`'s host).
-pub fn strict_host(
+pub(crate) fn strict_host(
     session: &Session,
     certificates: &CertResolver,
     external: Option<&ExternalUrl>,
@@ -111,7 +111,7 @@ pub fn strict_host(
 
 /// Decodes and classifies the path, and resolves the client address and the public origin.
 /// Refuses an API path whose decoding would hide a separator (or is not UTF-8).
-pub fn route(session: &Session, ctx: &mut RequestCtx) -> Option<RegistryError> {
+pub(crate) fn route(session: &Session, ctx: &mut RequestCtx) -> Option<RegistryError> {
     let req = session.req_header();
     let raw_path = req.uri.path();
     match registry::decoded_path(raw_path) {
@@ -150,7 +150,7 @@ fn route_class(path: &str, route: &Route, auth: Option<&Auth>) -> &'static str {
 }
 
 /// A repository name must follow distribution's grammar (`NAME_INVALID` otherwise).
-pub fn repository_name(route: &Route) -> Option<RegistryError> {
+pub(crate) fn repository_name(route: &Route) -> Option<RegistryError> {
     route
         .repository
         .as_deref()
@@ -159,7 +159,7 @@ pub fn repository_name(route: &Route) -> Option<RegistryError> {
 }
 
 /// The bearer token must grant what the request needs; a refusal carries the challenge.
-pub fn token(session: &Session, ctx: &mut RequestCtx, auth: &Auth) -> Option<Refusal> {
+pub(crate) fn token(session: &Session, ctx: &mut RequestCtx, auth: &Auth) -> Option<Refusal> {
     let req = session.req_header();
     let needed = access::needed(&ctx.route, req.uri.query());
     let authorization = req
@@ -191,7 +191,7 @@ pub fn token(session: &Session, ctx: &mut RequestCtx, auth: &Auth) -> Option<Ref
 
 /// `limits.max_body_size` against a declared `Content-Length` (streamed bodies are counted
 /// as they pass, in `body`).
-pub fn body_size(session: &Session, limit: Option<u64>) -> Option<RegistryError> {
+pub(crate) fn body_size(session: &Session, limit: Option<u64>) -> Option<RegistryError> {
     let limit = limit?;
     let declared: u64 = session
         .req_header()

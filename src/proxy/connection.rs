@@ -8,7 +8,7 @@ use crate::listen::watch;
 
 /// Tells the connection a request started and applies the client timeouts to it; a
 /// draining edge makes this answer the connection's last.
-pub fn request_started(session: &mut Session, ctx: &mut RequestCtx, draining: bool) {
+pub(crate) fn request_started(session: &mut Session, ctx: &mut RequestCtx, draining: bool) {
     let timeouts = ctx.settings.client_timeouts;
     let http2 = session.is_http2();
     let client = session.client_addr().and_then(|a| a.as_inet()).copied();
@@ -34,7 +34,7 @@ pub fn request_started(session: &mut Session, ctx: &mut RequestCtx, draining: bo
 }
 
 /// The request is over: an HTTP/1 connection goes back to waiting (idle deadline).
-pub fn request_finished(session: &Session, ctx: &mut RequestCtx) {
+pub(crate) fn request_finished(session: &Session, ctx: &mut RequestCtx) {
     ctx.body_progress = None;
     if let Some(watch) = &ctx.connection {
         if !session.is_http2() {

@@ -10,10 +10,10 @@ use crate::settings::Settings;
 use crate::error::RegistryError;
 use crate::listen::watch::{BodyProgress, ConnWatch};
 use crate::proxy::headers::ClientAddress;
-use crate::request::origin::{PublicOrigin, Source};
 use crate::registry::Route;
+use crate::request::origin::{PublicOrigin, Source};
 
-pub struct RequestCtx {
+pub(crate) struct RequestCtx {
     pub started: Instant,
     /// The configuration snapshot this request runs under, from start to end.
     pub settings: Arc<Settings>,
@@ -54,7 +54,7 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new(settings: Arc<Settings>) -> Self {
+    pub(crate) fn new(settings: Arc<Settings>) -> Self {
         RequestCtx {
             started: Instant::now(),
             settings,

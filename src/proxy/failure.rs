@@ -11,7 +11,7 @@ use crate::error::RegistryError;
 
 /// Answers the failure (unless the client is gone or a response already started) and tells
 /// Pingora the status and that the connection is not reused.
-pub async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+pub(crate) async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
     let error = ctx
         .own_error
         .clone()

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use http::header::{HeaderName, CONNECTION, FORWARDED, TE, TRAILER, UPGRADE};
 use pingora::http::RequestHeader;
 
-use crate::request::origin::PublicOrigin;
 use crate::config::ForwardedSettings;
+use crate::request::origin::PublicOrigin;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -32,7 +32,7 @@ const FRAMING: &[&str] = &["transfer-encoding", "content-length", "host"];
 
 /// The client as the edge sees it: the TCP peer and, behind trusted proxies, the real client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientAddress {
+pub(crate) struct ClientAddress {
     pub peer: IpAddr,
     pub peer_trusted: bool,
     /// The real client: the peer, or the rightmost untrusted address of a trusted chain.
@@ -40,7 +40,11 @@ pub struct ClientAddress {
 }
 
 impl ClientAddress {
-    pub fn resolve(peer: IpAddr, req: &RequestHeader, trust: &ForwardedSettings) -> ClientAddress {
+    pub(crate) fn resolve(
+        peer: IpAddr,
+        req: &RequestHeader,
+        trust: &ForwardedSettings,
+    ) -> ClientAddress {
         let peer_trusted = trust.is_trusted(peer);
         let mut client = peer;
         if peer_trusted {
@@ -78,7 +82,7 @@ fn forwarded_for_chain(req: &RequestHeader) -> Vec<String> {
 
 /// Rewrites `req` (the request about to go upstream) for a registry node; `origin` is the
 /// public origin ([`PublicOrigin`]) the registry's `Location`s must name.
-pub fn rewrite_for_upstream(
+pub(crate) fn rewrite_for_upstream(
     req: &mut RequestHeader,
     client: &ClientAddress,
     origin: &PublicOrigin,

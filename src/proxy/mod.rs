@@ -9,17 +9,17 @@
 //! - `fail_to_proxy`: answer in the registry's JSON error format (`failure`, `answer`).
 //! - `logging`: metrics and one access-log line per request (`access_log`).
 
-pub mod access_log;
-pub mod admission;
-pub mod answer;
-pub mod body;
-pub mod checks;
-pub mod connection;
-pub mod ctx;
-pub mod failure;
-pub mod headers;
-pub mod peer;
-pub mod token_endpoint;
+pub(crate) mod access_log;
+pub(crate) mod admission;
+pub(crate) mod answer;
+pub(crate) mod body;
+pub(crate) mod checks;
+pub(crate) mod connection;
+pub(crate) mod ctx;
+pub(crate) mod failure;
+pub(crate) mod headers;
+pub(crate) mod peer;
+pub(crate) mod token_endpoint;
 
 use std::sync::Arc;
 
@@ -35,10 +35,10 @@ use crate::settings::SharedSettings;
 use crate::tls::CertResolver;
 use crate::upstream::{NodePool, UploadSessions};
 use admission::Admitter;
-pub use ctx::RequestCtx;
+pub(crate) use ctx::RequestCtx;
 
 /// The edge's proxy service for the HTTPS listeners.
-pub struct EdgeProxy {
+pub(crate) struct EdgeProxy {
     pool: Arc<NodePool>,
     /// Upload sessions pinned to the node that started them (survive node-list changes).
     sessions: UploadSessions,
@@ -51,7 +51,7 @@ pub struct EdgeProxy {
 }
 
 impl EdgeProxy {
-    pub fn new(
+    pub(crate) fn new(
         pool: Arc<NodePool>,
         settings: SharedSettings,
         certificates: Arc<CertResolver>,

@@ -19,7 +19,7 @@ use crate::upstream::{NodePool, UploadSessions};
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The peer for this request (attempt); a 503 error when no node is healthy.
-pub fn choose(
+pub(crate) fn choose(
     pool: &NodePool,
     sessions: &UploadSessions,
     ctx: &mut RequestCtx,
@@ -54,7 +54,7 @@ fn peer_for(node: SocketAddr, ctx: &RequestCtx) -> HttpPeer {
 
 /// Sees the node's response header: records the upstream latency, pins an upload session
 /// the node started (202 to a start) and unpins one it ended (201 committed, 204 cancelled).
-pub fn on_response(sessions: &UploadSessions, response: &ResponseHeader, ctx: &RequestCtx) {
+pub(crate) fn on_response(sessions: &UploadSessions, response: &ResponseHeader, ctx: &RequestCtx) {
     let status = response.status.as_u16();
     if let Some(started) = ctx.upstream_started {
         metrics()

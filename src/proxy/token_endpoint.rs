@@ -19,7 +19,7 @@ const MAX_TOKEN_FORM: usize = 64 * 1024;
 
 /// Answers a token request: `GET` with the query (docker's token flow) or `POST` with a
 /// form (the OAuth2 flow, RFC 6749 §4.3/§6). Errors are Pingora's (write or read failed).
-pub async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Auth) -> Result<()> {
+pub(crate) async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Auth) -> Result<()> {
     let req = session.req_header();
     let post = req.method == http::Method::POST;
     if !post && req.method != http::Method::GET {

@@ -1,16 +1,16 @@
 //! What the edge reads from any request, whichever listener took it: the host the client
 //! addressed, the public origin (`origin`), and request ids.
 
-pub mod origin;
+pub(crate) mod origin;
 
 use http::header::HOST;
 use pingora::http::RequestHeader;
 
 /// Correlates a request across client, edge log and registry log.
-pub const REQUEST_ID: &str = "X-Request-Id";
+pub(crate) const REQUEST_ID: &str = "X-Request-Id";
 
 /// The authority the client addressed: `Host`, else the URI authority (h2 `:authority`).
-pub fn request_host(req: &RequestHeader) -> Option<String> {
+pub(crate) fn request_host(req: &RequestHeader) -> Option<String> {
     req.headers
         .get(HOST)
         .and_then(|v| v.to_str().ok())
@@ -19,7 +19,7 @@ pub fn request_host(req: &RequestHeader) -> Option<String> {
 }
 
 /// The host the client asked for, without its port; `None` when absent or not a plain host.
-pub fn request_hostname(req: &RequestHeader) -> Option<String> {
+pub(crate) fn request_hostname(req: &RequestHeader) -> Option<String> {
     let raw = request_host(req)?;
     let authority = raw.parse::<http::uri::Authority>().ok()?;
     // Userinfo would make `https://a@b/` point somewhere else than it looks.
@@ -30,10 +30,9 @@ pub fn request_hostname(req: &RequestHeader) -> Option<String> {
 }
 
 /// 128 random bits, hex: token IDs and refresh-token IDs.
-pub fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
-

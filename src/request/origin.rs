@@ -23,7 +23,7 @@ const X_FORWARDED_PORT: &str = "x-forwarded-port";
 
 /// Where the public origin came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     ExternalUrl,
     /// `X-Forwarded-Host` from a trusted proxy.
     TrustedProxy,
@@ -35,7 +35,7 @@ pub enum Source {
 
 /// `scheme://authority` as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublicOrigin {
+pub(crate) struct PublicOrigin {
     /// `https`, or `http` only when a trusted proxy says so.
     pub scheme: &'static str,
     /// `host[:port]`, as it goes into a URL.
@@ -46,7 +46,7 @@ pub struct PublicOrigin {
 impl PublicOrigin {
     /// Decides the origin for `req`. `peer_trusted`: the TCP peer is a trusted proxy, so its
     /// `X-Forwarded-*` headers are believed. `local`: the listener's address, the last resort.
-    pub fn of(
+    pub(crate) fn of(
         req: &RequestHeader,
         peer_trusted: bool,
         external: Option<&ExternalUrl>,
@@ -78,7 +78,7 @@ impl PublicOrigin {
     }
 
     /// `scheme://authority` followed by `path` (which starts with `/`).
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}://{}{path}", self.scheme, self.authority)
     }
 }

@@ -1,7 +1,10 @@
 //! The pool of registry nodes: selection (repository affinity or round robin) and health.
+//!
+//! - `pool`: the node list, Ketama affinity with fallback, health checks.
+//! - `sessions`: upload sessions pinned to the node that started them.
 
 mod pool;
 mod sessions;
 
-pub use pool::{NodeList, NodePool, PoolService};
-pub use sessions::UploadSessions;
+pub(crate) use pool::{NodeList, NodePool, PoolService};
+pub(crate) use sessions::UploadSessions;

@@ -40,21 +40,21 @@ enum Selector {
 }
 
 /// The background health-check service that must be added to the server.
-pub enum PoolService {
+pub(crate) enum PoolService {
     Hash(GenBackgroundService<LoadBalancer<KetamaHashing>>),
     RoundRobin(GenBackgroundService<LoadBalancer<RoundRobin>>),
 }
 
 /// The node list, replaceable by a reload; the pool re-reads it every [`DISCOVERY_INTERVAL`].
 #[derive(Clone)]
-pub struct NodeList(Arc<ArcSwap<Vec<SocketAddr>>>);
+pub(crate) struct NodeList(Arc<ArcSwap<Vec<SocketAddr>>>);
 
 impl NodeList {
-    pub fn new(nodes: &[SocketAddr]) -> NodeList {
+    pub(crate) fn new(nodes: &[SocketAddr]) -> NodeList {
         NodeList(Arc::new(ArcSwap::from_pointee(nodes.to_vec())))
     }
 
-    pub fn replace(&self, nodes: &[SocketAddr]) {
+    pub(crate) fn replace(&self, nodes: &[SocketAddr]) {
         self.0.store(Arc::new(nodes.to_vec()));
     }
 }
@@ -76,7 +76,7 @@ impl ServiceDiscovery for NodeList {
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Chooses registry nodes for requests.
-pub struct NodePool {
+pub(crate) struct NodePool {
     selector: Selector,
     /// Rotates keys for requests that have no repository.
     rotation: AtomicUsize,
@@ -84,7 +84,7 @@ pub struct NodePool {
 
 impl NodePool {
     /// Builds the pool and the health-check service that keeps its node states current.
-    pub fn build(
+    pub(crate) fn build(
         settings: &UpstreamSettings,
         nodes: &NodeList,
     ) -> std::io::Result<(NodePool, PoolService)> {
@@ -117,7 +117,11 @@ impl NodePool {
     }
 
     /// The node for a request: healthy and not in `exclude` (nodes that already failed it).
-    pub fn select(&self, repository: Option<&str>, exclude: &[SocketAddr]) -> Option<SocketAddr> {
+    pub(crate) fn select(
+        &self,
+        repository: Option<&str>,
+        exclude: &[SocketAddr],
+    ) -> Option<SocketAddr> {
         let rotating;
         let key: &[u8] = match (repository, &self.selector) {
             (Some(name), Selector::Hash(_)) => name.as_bytes(),
@@ -148,7 +152,7 @@ impl NodePool {
     }
 
     /// Every listed node and whether it currently passes its health check.
-    pub fn health(&self) -> Vec<(SocketAddr, bool)> {
+    pub(crate) fn health(&self) -> Vec<(SocketAddr, bool)> {
         let backends = self.backends();
         let current = backends.get_backend();
         current
@@ -160,7 +164,7 @@ impl NodePool {
     /// Whether a node an upload session is pinned to may take the session's next request:
     /// a listed node only while healthy; a node no longer listed is tried (it may be
     /// draining after a reload) and, if it refuses, the request falls back to hashing.
-    pub fn can_use_pinned(&self, node: SocketAddr) -> bool {
+    pub(crate) fn can_use_pinned(&self, node: SocketAddr) -> bool {
         let backends = self.backends();
         let current = backends.get_backend();
         match current.iter().find(|b| b.addr.as_inet() == Some(&node)) {

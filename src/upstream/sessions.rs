@@ -17,13 +17,13 @@ const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
 const CAPACITY: usize = 100_000;
 
 #[derive(Default)]
-pub struct UploadSessions {
+pub(crate) struct UploadSessions {
     pinned: Mutex<HashMap<String, (SocketAddr, Instant)>>,
 }
 
 impl UploadSessions {
     /// Records the node that answered an upload start with `uuid`.
-    pub fn remember(&self, uuid: &str, node: SocketAddr) {
+    pub(crate) fn remember(&self, uuid: &str, node: SocketAddr) {
         let now = Instant::now();
         let mut pinned = self.pinned.lock().expect("sessions lock");
         if pinned.len() >= CAPACITY && !pinned.contains_key(uuid) {
@@ -36,7 +36,7 @@ impl UploadSessions {
     }
 
     /// The node holding `uuid`, refreshing its pin.
-    pub fn node_for(&self, uuid: &str) -> Option<SocketAddr> {
+    pub(crate) fn node_for(&self, uuid: &str) -> Option<SocketAddr> {
         let now = Instant::now();
         let mut pinned = self.pinned.lock().expect("sessions lock");
         match pinned.get_mut(uuid) {
@@ -53,16 +53,14 @@ impl UploadSessions {
     }
 
     /// Drops a finished (or cancelled) session.
-    pub fn forget(&self, uuid: &str) {
+    pub(crate) fn forget(&self, uuid: &str) {
         self.pinned.lock().expect("sessions lock").remove(uuid);
     }
 
-    pub fn len(&self) -> usize {
+    /// Sessions pinned now (the unit test's bound check).
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.pinned.lock().expect("sessions lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

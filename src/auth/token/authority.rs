@@ -137,7 +137,6 @@ fn still_valid(claims: &Claims, now: SystemTime) -> Result<(), TokenError> {
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,7 +183,6 @@ pub fn libtrust_key_id(spki_der: &[u8]) -> String {
         .join(":")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
