@@ -324,6 +324,49 @@ fn tls_acme() {
 }
 
 /// A `shared_state.redis` block after [`good`]; the URLs carry [`REDIS_PASSWORD`].
+/// Closed sets (`log.format`, `rate_limits.*.key`, `upstream.balance`, …) are enums in the
+/// file shapes: a value outside the set names the key, the value and every choice.
+#[test]
+fn closed_sets_name_the_key_the_value_and_the_choices() {
+    let dir = fixtures();
+    assert_cases(
+        dir.path(),
+        vec![
+            valid(
+                "sets-ok.yaml",
+                format!(
+                    "{}log: {{ format: json }}\nrate_limits:\n  push: {{ per_minute: 5, key: client_ip }}\n  \
+                     upload_bytes: {{ per_second: 1024, key: account }}\n",
+                    good()
+                ),
+            ),
+            refused(
+                "log-format.yaml",
+                format!("{}log: {{ format: xml }}\n", good()),
+                &["log.format", "xml", "text", "json"],
+            ),
+            refused(
+                "push-key.yaml",
+                format!("{}rate_limits:\n  push: {{ per_minute: 5, key: user }}\n", good()),
+                &["rate_limits.push.key", "user", "account", "client_ip"],
+            ),
+            refused(
+                "upload-key.yaml",
+                format!(
+                    "{}rate_limits:\n  upload_bytes: {{ per_second: 5, key: host }}\n",
+                    good()
+                ),
+                &["rate_limits.upload_bytes.key", "host", "account", "client_ip"],
+            ),
+            refused(
+                "balance-choices.yaml",
+                format!("{}  balance: random\n", good()),
+                &["upstream.balance", "repository_hash", "round_robin"],
+            ),
+        ],
+    );
+}
+
 fn redis(url: &str, extra: &str) -> String {
     format!(
         "{}shared_state:\n  redis:\n    url: \"{url}\"\n{extra}",

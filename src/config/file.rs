@@ -5,6 +5,8 @@
 
 use serde::Deserialize;
 
+use super::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
+
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,7 +63,7 @@ pub(super) struct RedisFile {
     pub timeout: Option<String>,
     /// `local` (default): per-instance limits while Redis is away; `deny`: refuse pushes (503).
     #[serde(default)]
-    pub on_unavailable: Option<String>,
+    pub on_unavailable: Option<OnUnavailable>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,7 +71,7 @@ pub(super) struct RedisFile {
 pub(super) struct LogFile {
     /// `text` (default) or `json` (one JSON object per line).
     #[serde(default)]
-    pub format: Option<String>,
+    pub format: Option<LogFormat>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,7 +98,7 @@ pub(super) struct RateLimitsFile {
 pub(super) struct UploadBytesFile {
     /// `account` (default) or `client_ip`, as for `push`.
     #[serde(default)]
-    pub key: Option<String>,
+    pub key: Option<LimitKey>,
     /// Sustained bytes per second per key.
     pub per_second: u32,
     /// Bytes that may pass at once before the rate applies. Default: `per_second`.
@@ -109,7 +111,7 @@ pub(super) struct UploadBytesFile {
 pub(super) struct PushLimitFile {
     /// `account` (default; token subject, anonymous falls back to client_ip) or `client_ip`.
     #[serde(default)]
-    pub key: Option<String>,
+    pub key: Option<LimitKey>,
     /// Sustained push starts per minute per key.
     pub per_minute: u32,
     /// Push starts allowed at once before the rate applies. Default: `per_minute`.
@@ -275,7 +277,7 @@ pub(super) struct AcmeFile {
     pub domains: Vec<String>,
     /// `http-01` (default) or `tls-alpn-01`.
     #[serde(default)]
-    pub challenge: Option<String>,
+    pub challenge: Option<AcmeChallenge>,
     /// Account key, certificate and key are kept here.
     pub state_dir: String,
     /// Renew this long before expiry. Default `30d`.
@@ -305,7 +307,7 @@ pub(super) struct UpstreamFile {
     pub nodes: Vec<String>,
     /// `repository_hash` (default) or `round_robin`.
     #[serde(default)]
-    pub balance: Option<String>,
+    pub balance: Option<Balance>,
     /// Default `5s`.
     #[serde(default)]
     pub connect_timeout: Option<String>,

@@ -14,18 +14,6 @@ pub struct Limits {
     pub max_body_size: Option<u64>,
 }
 
-pub(super) fn limit_key(
-    v: &Validator,
-    field: &str,
-    key: Option<&str>,
-) -> Result<LimitKey, ConfigError> {
-    match key {
-        None | Some("account") => Ok(LimitKey::Account),
-        Some("client_ip") => Ok(LimitKey::ClientIp),
-        Some(other) => Err(v.invalid(field, format!("{other:?} is not one of account, client_ip"))),
-    }
-}
-
 pub(super) fn upload_limit(
     v: &Validator,
     upload: file::UploadBytesFile,
@@ -35,7 +23,7 @@ pub(super) fn upload_limit(
         per_second,
         burst,
     } = upload;
-    let key = limit_key(v, "rate_limits.upload_bytes.key", key.as_deref())?;
+    let key = key.unwrap_or_default();
     let per_second = NonZeroU32::new(per_second)
         .ok_or_else(|| v.invalid("rate_limits.upload_bytes.per_second", "must be at least 1"))?;
     let burst = match burst {
@@ -60,7 +48,7 @@ pub(super) fn push_limit(
         burst,
         exempt_accounts,
     } = push;
-    let key = limit_key(v, "rate_limits.push.key", key.as_deref())?;
+    let key = key.unwrap_or_default();
     let per_minute = NonZeroU32::new(per_minute)
         .ok_or_else(|| v.invalid("rate_limits.push.per_minute", "must be at least 1"))?;
     let burst = match burst {
@@ -77,9 +65,11 @@ pub(super) fn push_limit(
 }
 
 /// What a push limit is keyed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LimitKey {
     /// The token subject; anonymous requests use the client IP.
+    #[default]
     Account,
     ClientIp,
 }

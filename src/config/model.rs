@@ -43,7 +43,8 @@ pub struct Config {
 }
 
 /// `log.format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     #[default]
     Text,
@@ -116,15 +117,7 @@ impl Config {
             admin_listen: admin
                 .map(|a| admin_listen(&v, &server, &a.listen))
                 .transpose()?,
-            log_format: match log.format.as_deref() {
-                None | Some("text") => LogFormat::Text,
-                Some("json") => LogFormat::Json,
-                Some(other) => {
-                    return Err(
-                        v.invalid("log.format", format!("{other:?} is not one of text, json"))
-                    )
-                }
-            },
+            log_format: log.format.unwrap_or_default(),
             shared_state: shared_state
                 .map(|s| redis_settings(&v, s.redis))
                 .transpose()?,

@@ -28,9 +28,11 @@ impl std::fmt::Debug for RedisSettings {
 }
 
 /// What push limits do while Redis does not answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnUnavailable {
     /// Count in this process until Redis is back.
+    #[default]
     Local,
     /// Refuse push starts with 503 (pulls are never affected).
     Deny,
@@ -58,16 +60,7 @@ pub(super) fn redis_settings(
         timeout.as_deref(),
         Duration::from_millis(50),
     )?;
-    let on_unavailable = match on_unavailable.as_deref() {
-        None | Some("local") => OnUnavailable::Local,
-        Some("deny") => OnUnavailable::Deny,
-        Some(other) => {
-            return Err(v.invalid(
-                "shared_state.redis.on_unavailable",
-                format!("{other:?} is not one of local, deny"),
-            ))
-        }
-    };
+    let on_unavailable = on_unavailable.unwrap_or_default();
     Ok(RedisSettings {
         url,
         key_prefix: key_prefix.unwrap_or_else(|| "registry-edge:".to_string()),

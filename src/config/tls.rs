@@ -29,11 +29,15 @@ pub struct AcmeSettings {
     pub ca_roots: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `tls.acme.challenge`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 pub enum AcmeChallenge {
     /// `/.well-known/acme-challenge/<token>` on the plain-HTTP listeners.
+    #[default]
+    #[serde(rename = "http-01")]
     Http01,
     /// The `acme-tls/1` ALPN protocol on the TLS listeners.
+    #[serde(rename = "tls-alpn-01")]
     TlsAlpn01,
 }
 
@@ -90,16 +94,7 @@ pub(super) fn acme_settings(
             ));
         }
     }
-    let challenge = match challenge.as_deref() {
-        None | Some("http-01") => AcmeChallenge::Http01,
-        Some("tls-alpn-01") => AcmeChallenge::TlsAlpn01,
-        Some(other) => {
-            return Err(v.invalid(
-                "tls.acme.challenge",
-                format!("{other:?} is not one of http-01, tls-alpn-01"),
-            ))
-        }
-    };
+    let challenge = challenge.unwrap_or_default();
     if server.https_listen.is_empty() {
         return Err(v.invalid(
             "tls.acme",

@@ -9,9 +9,12 @@ use super::file;
 use super::validate::Validator;
 use super::ConfigError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `upstream.balance`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// Consistent hashing on the repository name: a repository stays on one node.
+    #[default]
     RepositoryHash,
     RoundRobin,
 }
@@ -58,16 +61,7 @@ pub(super) fn upstream_settings(
             resolve_node(text).map_err(|problem| v.invalid(format!("upstream.nodes[{i}]"), problem))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let balance = match balance.as_deref() {
-        None | Some("repository_hash") => Balance::RepositoryHash,
-        Some("round_robin") => Balance::RoundRobin,
-        Some(other) => {
-            return Err(v.invalid(
-                "upstream.balance",
-                format!("{other:?} is not one of repository_hash, round_robin"),
-            ))
-        }
-    };
+    let balance = balance.unwrap_or_default();
     let (health_path, health_interval) = match health_check {
         None => (None, None),
         Some(file::HealthCheckFile { path, interval }) => (path, interval),
