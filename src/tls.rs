@@ -14,7 +14,6 @@ use pingora::tls::{ClientHello, ResolvesServerCert};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::acme::challenges::{Challenges, ACME_TLS_ALPN};
 use crate::config::CertificatePaths;
 
 /// Why a certificate or key could not be used; each names the file.
@@ -222,6 +221,17 @@ impl CertSet {
 }
 
 /// A certificate the edge manages itself (ACME), with the exact names it is served for.
+/// The ALPN protocol a tls-alpn-01 validation offers (RFC 8737 §6.2).
+pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// Validation certificates for tls-alpn-01 challenges in progress (RFC 8737 §3), by DNS
+/// name. The ACME client keeps them (`acme::challenges`); the resolver only asks, so TLS
+/// does not depend on ACME.
+pub(crate) trait ValidationCertificates: Send + Sync + std::fmt::Debug {
+    /// The certificate to answer a validation handshake for `name` with, if one is pending.
+    fn for_name(&self, name: &str) -> Option<Arc<CertifiedKey>>;
+}
+
 #[derive(Debug)]
 pub(crate) struct ManagedCert {
     pub names: Vec<String>,
@@ -237,11 +247,11 @@ pub(crate) struct ManagedCert {
 pub(crate) struct CertResolver {
     files: ArcSwapOption<CertSet>,
     managed: ArcSwapOption<ManagedCert>,
-    challenges: Arc<Challenges>,
+    challenges: Arc<dyn ValidationCertificates>,
 }
 
 impl CertResolver {
-    pub(crate) fn new(files: Option<CertSet>, challenges: Arc<Challenges>) -> Self {
+    pub(crate) fn new(files: Option<CertSet>, challenges: Arc<dyn ValidationCertificates>) -> Self {
         CertResolver {
             files: ArcSwapOption::from(files.map(Arc::new)),
             managed: ArcSwapOption::empty(),
@@ -285,7 +295,7 @@ impl ResolvesServerCert for CertResolver {
             .alpn()
             .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN))
         {
-            return name.and_then(|n| self.challenges.tls_alpn01_certificate(n));
+            return name.and_then(|n| self.challenges.for_name(n));
         }
         if let Some(key) = name.and_then(|n| self.managed_for(n)) {
             return Some(key);

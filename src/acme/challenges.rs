@@ -9,8 +9,7 @@ use pingora::tls::sign::CertifiedKey;
 use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// The ALPN protocol a tls-alpn-01 validation offers (RFC 8737).
-pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+pub(crate) use crate::tls::ACME_TLS_ALPN;
 
 /// Where http-01 tokens are fetched (RFC 8555 §8.3).
 pub(crate) const HTTP01_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -83,6 +82,12 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl crate::tls::ValidationCertificates for Challenges {
+    fn for_name(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.tls_alpn01_certificate(name)
+    }
 }
 
 #[cfg(test)]

@@ -26,9 +26,9 @@ use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::Service;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::acme::challenges::ACME_TLS_ALPN;
 use crate::drain::Drain;
 use crate::settings::SharedSettings;
+use crate::tls::ACME_TLS_ALPN;
 use stream::GuardedStream;
 
 /// Connections waiting to be accepted per listener (as Pingora's own listeners).
