@@ -18,10 +18,10 @@ use crate::registry::Scope;
 
 /// Largest token the realm issues (bytes of the JWT). A client sends it back in
 /// `Authorization: Bearer …`, which must fit the edge's request-header limit
-/// (`listen::header_limit::MAX_HEADER_BYTES`) with room left for the request line and the other
+/// (`request::MAX_HEADER_BYTES`) with room left for the request line and the other
 /// headers a client sends (docker and containerd send under 2 KiB); a larger token would be
 /// issued and then refused with 431 on every request that carries it.
-pub const MAX_TOKEN_BYTES: usize = crate::listen::header_limit::MAX_HEADER_BYTES - 16 * 1024;
+pub const MAX_TOKEN_BYTES: usize = crate::request::MAX_HEADER_BYTES - 16 * 1024;
 
 /// A token request, already read off the wire.
 pub struct TokenRequest<'a> {
@@ -204,7 +204,7 @@ impl Auth {
                  {MAX_TOKEN_BYTES} bytes (request headers are limited to {} bytes): ask for fewer scopes",
                 granted.len(),
                 issued.token.len(),
-                crate::listen::header_limit::MAX_HEADER_BYTES,
+                crate::request::MAX_HEADER_BYTES,
             ));
         }
         let body = Body {

@@ -6,10 +6,7 @@ use std::sync::LazyLock;
 
 use crate::error::RegistryError;
 
-/// Header fields allowed in one request (the request line not counted).
-pub(crate) const MAX_HEADER_LINES: usize = 100;
-/// Bytes allowed in one request's header block, request line included.
-pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
+pub(crate) use crate::request::{MAX_HEADER_BYTES, MAX_HEADER_LINES};
 /// Counts the lines and bytes of an HTTP/1 header block as it arrives.
 #[derive(Default)]
 pub(super) struct HeaderScan {

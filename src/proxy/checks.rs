@@ -13,10 +13,10 @@ use crate::auth::check::Verdict;
 use crate::auth::Auth;
 use crate::config::ExternalUrl;
 use crate::error::RegistryError;
-use crate::listen::header_limit::{MAX_HEADER_BYTES, MAX_HEADER_LINES};
 use crate::registry::is_valid_repository;
 use crate::registry::{self, Route};
 use crate::request::origin::PublicOrigin;
+use crate::request::{MAX_HEADER_BYTES, MAX_HEADER_LINES};
 use crate::tls::CertResolver;
 
 /// Over the header limits HTTP/1 connections enforce as they read (`listen::header_limit`).

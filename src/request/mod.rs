@@ -6,6 +6,12 @@ pub(crate) mod origin;
 use http::header::HOST;
 use pingora::http::RequestHeader;
 
+/// Header fields allowed in one request (the request line not counted). HTTP/1 blocks are
+/// counted as they arrive (`listen::header_limit`), h2 blocks by the proxy.
+pub(crate) const MAX_HEADER_LINES: usize = 100;
+/// Bytes allowed in one request's header block, request line included.
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// Correlates a request across client, edge log and registry log.
 pub(crate) const REQUEST_ID: &str = "X-Request-Id";
 
