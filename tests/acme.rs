@@ -416,15 +416,13 @@ fn unreachable_ca_serves_placeholder_and_static_certificates_then_retries() {
     pebble.run();
     let root = pebble.issuer_root(&dir.path().join("pebble-root.pem"));
     wait_for_issued(&setup, &root, None, (&edge, &pebble));
-    let m = admin_metrics(admin_port);
-    assert!(
-        m.contains("registry_edge_acme_orders_total{result=\"ok\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("registry_edge_acme_consecutive_failures 0"),
-        "{m}"
-    );
+    // The certificate is put in force before the order is counted: poll the counters.
+    wait_for("the order counted as ok", Duration::from_secs(10), || {
+        let m = admin_metrics(admin_port);
+        (m.contains("registry_edge_acme_orders_total{result=\"ok\"} 1")
+            && m.contains("registry_edge_acme_consecutive_failures 0"))
+        .then_some(())
+    });
     // The static certificate still serves its own names.
     assert_eq!(
         curl(&["--cacert", ca.to_str().unwrap(), &local]).status,
