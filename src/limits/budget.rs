@@ -54,7 +54,7 @@ pub(crate) struct Budget<C: Clock = DefaultClock> {
     clock: C,
     shared: Option<Arc<SharedState>>,
     deny_when_unavailable: bool,
-    /// Keys blocked by [`Budget::fail`] until the instant given (kept in this process).
+    /// Keys blocked by a local [`Budget::fail_each`] until the instant given.
     blocked: Mutex<HashMap<String, Instant>>,
 }
 
@@ -108,70 +108,112 @@ impl<C: Clock + Clone> Budget<C> {
         self
     }
 
-    /// Whether decisions go to Redis (configured and answering).
-    pub(crate) fn is_shared(&self) -> bool {
-        self.shared.as_ref().is_some_and(|s| s.is_up())
+    /// Whether Redis is configured for this budget (it may be unavailable right now).
+    pub(crate) fn has_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
-    /// Takes `cells` from `key`'s budget.
+    /// Takes `cells` from `key`'s budget: in Redis, else (counted as a fallback) here.
     pub(crate) async fn take(&self, key: &str, cells: NonZeroU32) -> Take {
-        self.take_blocking(key, cells, false).await
-    }
-
-    /// Counts one failure against `key`; when it finds the budget spent, `key` is blocked
-    /// for the wait ([`Budget::blocked_for`]).
-    pub(crate) async fn fail(&self, key: &str) {
-        if let Take::Refused { wait } = self.take_blocking(key, NonZeroU32::MIN, true).await {
-            let until = Instant::now() + wait;
-            self.blocked_map().insert(key.to_string(), until);
+        match self.take_shared(key, cells).await {
+            Some(take) => take,
+            None if self.has_shared() && self.deny_when_unavailable => Take::Unavailable,
+            None => self.take_local(key, cells),
         }
     }
 
-    /// How long `key` stays blocked after a [`Budget::fail`] that found its budget spent.
-    pub(crate) async fn blocked_for(&self, key: &str) -> Option<Duration> {
-        if let Some(shared) = &self.shared {
-            match shared.blocked_for(&[&self.block_key(key)]).await {
-                Some(wait) => return wait,
-                None => self.record_fallback(),
-            }
-        }
-        self.blocked_map()
-            .get(key)
-            .and_then(|until| until.checked_duration_since(Instant::now()))
-            .filter(|d| !d.is_zero())
+    /// Takes `cells` in Redis; `None` when Redis is not configured or unavailable (the
+    /// latter counted as one fallback).
+    pub(crate) async fn take_shared(&self, key: &str, cells: NonZeroU32) -> Option<Take> {
+        let shared = self.shared.as_ref()?;
+        let decision = shared
+            .check_blocking(&self.redis_key(key), None, self.shared_quota, cells.get())
+            .await;
+        let Some(decision) = decision else {
+            self.record_fallback();
+            return None;
+        };
+        Some(match decision.admitted {
+            true => Take::Admitted {
+                remaining: decision.remaining,
+            },
+            false => Take::Refused {
+                wait: decision.wait,
+            },
+        })
     }
 
-    async fn take_blocking(&self, key: &str, cells: NonZeroU32, block: bool) -> Take {
-        if let Some(shared) = &self.shared {
-            let shared_key = format!("{}:{key}", self.prefix);
-            let block_key = block.then(|| self.block_key(key));
-            let decision = shared
+    /// Counts one failure against each `(budget, key)`; a key that finds its budget spent is
+    /// blocked for the wait ([`Budget::blocked_for_any`]). In Redis when every budget's
+    /// Redis answers; otherwise (one fallback counted, for the first budget's limit) every
+    /// key is counted here, as each instance counts alone while Redis is away.
+    pub(crate) async fn fail_each(entries: &[(&Budget<C>, &str)]) {
+        let Some(((first, _), shared)) = entries
+            .first()
+            .and_then(|entry| Some((entry, entry.0.shared.as_ref()?)))
+        else {
+            entries
+                .iter()
+                .for_each(|(budget, key)| budget.fail_local(key));
+            return;
+        };
+        let mut answered = true;
+        for (budget, key) in entries {
+            let block_key = budget.block_key(key);
+            answered &= shared
                 .check_blocking(
-                    &shared_key,
-                    block_key.as_deref(),
-                    self.shared_quota,
-                    cells.get(),
+                    &budget.redis_key(key),
+                    Some(&block_key),
+                    budget.shared_quota,
+                    1,
                 )
-                .await;
-            match decision {
-                Some(d) if d.admitted => {
-                    return Take::Admitted {
-                        remaining: d.remaining,
-                    }
-                }
-                Some(d) => return Take::Refused { wait: d.wait },
-                None => {
-                    self.record_fallback();
-                    if self.deny_when_unavailable {
-                        return Take::Unavailable;
-                    }
-                }
-            }
+                .await
+                .is_some();
         }
-        self.take_local(key, cells)
+        if answered {
+            return;
+        }
+        first.record_fallback();
+        entries
+            .iter()
+            .for_each(|(budget, key)| budget.fail_local(key));
     }
 
-    fn take_local(&self, key: &str, cells: NonZeroU32) -> Take {
+    /// The longest any `(budget, key)` stays blocked after [`Budget::fail_each`]: one Redis
+    /// round trip for all of them, or (one fallback counted) the blocks kept here.
+    pub(crate) async fn blocked_for_any(entries: &[(&Budget<C>, &str)]) -> Option<Duration> {
+        let (first, _) = entries.first()?;
+        if let Some(shared) = &first.shared {
+            let block_keys: Vec<String> = entries.iter().map(|(b, k)| b.block_key(k)).collect();
+            let block_keys: Vec<&str> = block_keys.iter().map(String::as_str).collect();
+            match shared.blocked_for(&block_keys).await {
+                Some(wait) => return wait,
+                None => first.record_fallback(),
+            }
+        }
+        let now = Instant::now();
+        entries
+            .iter()
+            .filter_map(|(budget, key)| {
+                budget
+                    .blocked_map()
+                    .get(*key)
+                    .and_then(|until| until.checked_duration_since(now))
+                    .filter(|d| !d.is_zero())
+            })
+            .max()
+    }
+
+    /// Counts one failure here; a refusal blocks `key` until a cell is free.
+    fn fail_local(&self, key: &str) {
+        if let Take::Refused { wait } = self.take_local(key, NonZeroU32::MIN) {
+            self.blocked_map()
+                .insert(key.to_string(), Instant::now() + wait);
+        }
+    }
+
+    /// Takes `cells` in this process only.
+    pub(crate) fn take_local(&self, key: &str, cells: NonZeroU32) -> Take {
         let key = key.to_string();
         match self.local.check_key_n(&key, cells) {
             Ok(Ok(snapshot)) => Take::Admitted {
@@ -199,6 +241,10 @@ impl<C: Clock + Clone> Budget<C> {
     /// Keys with local state (for tests and benches).
     pub(crate) fn tracked_keys(&self) -> usize {
         self.local.len()
+    }
+
+    fn redis_key(&self, key: &str) -> String {
+        format!("{}:{key}", self.prefix)
     }
 
     fn block_key(&self, key: &str) -> String {

@@ -54,15 +54,14 @@ impl LoginThrottle {
 
     /// How long `ip` or `account` must wait before its credentials are checked again.
     pub async fn blocked_for(&self, ip: IpAddr, account: &str) -> Option<Duration> {
-        let a = self.per_ip.blocked_for(&ip_key(ip)).await;
-        let b = self.per_account.blocked_for(&account_key(account)).await;
-        a.max(b)
+        let (ip, account) = (ip_key(ip), account_key(account));
+        Budget::blocked_for_any(&[(&self.per_ip, &ip), (&self.per_account, &account)]).await
     }
 
     /// Counts a failed login for `ip` and `account`.
     pub async fn record_failure(&self, ip: IpAddr, account: &str) {
-        self.per_ip.fail(&ip_key(ip)).await;
-        self.per_account.fail(&account_key(account)).await;
+        let (ip, account) = (ip_key(ip), account_key(account));
+        Budget::fail_each(&[(&self.per_ip, &ip), (&self.per_account, &account)]).await;
     }
 
     /// Drops idle keys and expired blocks.

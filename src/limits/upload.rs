@@ -45,23 +45,39 @@ impl UploadThrottle {
         // A chunk larger than the burst is taken in burst-sized pieces.
         while left > 0 {
             let piece = left.min(u64::from(burst)) as u32;
-            // Shared budgets are taken a block at a time: one Redis round trip per MiB of
-            // upload rather than one per chunk.
-            let cells = match self.budget.is_shared() {
-                true => piece.max(SHARED_BLOCK.min(burst)),
-                false => piece,
-            };
-            let cells = NonZeroU32::new(cells).unwrap_or(NonZeroU32::MIN);
-            loop {
-                match self.budget.take(key, cells).await {
-                    Take::Admitted { .. } | Take::Unavailable => break,
+            let mut local = !self.budget.has_shared();
+            if !local {
+                // Shared budgets are taken a block at a time: one Redis round trip per MiB
+                // of upload rather than one per chunk; the rest is the stream's credit.
+                let block = piece.max(SHARED_BLOCK.min(burst));
+                loop {
+                    match self.budget.take_shared(key, cells(block)).await {
+                        Some(Take::Admitted { .. }) => {
+                            *credit += u64::from(block - piece);
+                            break;
+                        }
+                        Some(Take::Refused { wait }) => {
+                            tokio::time::sleep(wait).await;
+                            waited += wait;
+                        }
+                        // Redis is unavailable (one fallback counted): this piece is
+                        // taken here, without credit.
+                        Some(Take::Unavailable) | None => {
+                            local = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            while local {
+                match self.budget.take_local(key, cells(piece)) {
+                    Take::Admitted { .. } | Take::Unavailable => local = false,
                     Take::Refused { wait } => {
                         tokio::time::sleep(wait).await;
                         waited += wait;
                     }
                 }
             }
-            *credit += u64::from(cells.get() - piece);
             left -= u64::from(piece);
         }
         waited
@@ -71,6 +87,11 @@ impl UploadThrottle {
     pub fn purge(&self) {
         self.budget.purge();
     }
+}
+
+/// At least one cell: a piece is never empty, but a zero must not reach governor.
+fn cells(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
 #[cfg(test)]

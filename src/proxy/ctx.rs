@@ -35,7 +35,7 @@ pub(crate) struct RequestCtx {
     pub push_budget: Option<(String, u32)>,
     /// Time the body stream was held by `rate_limits.upload_bytes`.
     pub throttled: std::time::Duration,
-    /// Bytes of a shared upload budget taken ahead and not yet sent (`UploadThrottle`).
+    /// Bytes of a shared (Redis) upload budget taken ahead and not yet sent (`UploadThrottle`).
     pub upload_credit: u64,
     /// The connection's deadlines (`listen::watch`); `None` outside the edge's listeners.
     pub connection: Option<Arc<ConnWatch>>,
