@@ -2,9 +2,9 @@
 //!
 //! Each step reads the request and the per-request state, may fill the state in (request
 //! id, route, client, origin, subject), and then lets the request on ([`Outcome::Next`]),
-//! refuses it ([`Outcome::Refuse`] with a [`Refusal`], answered by [`refuse`] in the registry's JSON format), or
-//! reports that it answered the request itself (the token endpoint). The first step that does
-//! not say `Next` ends admission.
+//! refuses it ([`Outcome::Refuse`] with a [`Refusal`], answered by [`refuse`] in the
+//! registry's JSON format), or reports that it answered the request itself (the token
+//! endpoint). The first step that does not say `Next` ends admission.
 //!
 //! Model: river's `RequestFilterMod` chain (`source/river/src/proxy/request_filters.rs`);
 //! the steps are an enum rather than boxed trait objects so admission allocates nothing.
@@ -182,12 +182,15 @@ async fn push_limit(ctx: &mut RequestCtx) -> Outcome {
     }
 }
 
-/// Answers `refusal` and records it for the access log and `fail_to_proxy`.
+/// Answers `refusal`, then records it for the access log and metrics.
 pub(crate) async fn refuse(
     session: &mut Session,
     ctx: &mut RequestCtx,
     refusal: Refusal,
 ) -> Result<()> {
-    ctx.own_error = Some(refusal.error.clone());
-    answer::error(session, &refusal.error, &refusal.headers).await
+    answer::error(session, &refusal.error, &refusal.headers).await?;
+    // Recorded once answered: a refusal the client never got is neither counted as a
+    // rate-limit outcome nor answered again by `fail_to_proxy`.
+    ctx.own_error = Some(refusal.error);
+    Ok(())
 }
