@@ -1,11 +1,12 @@
 //! Serde shapes of the YAML configuration file, exactly as operators write it.
 //!
-//! Nothing here is validated beyond YAML types and unknown keys; `model.rs` turns
-//! these shapes into the runtime types the gateway uses.
+//! Nothing here is validated beyond YAML types, unknown keys and closed sets (`choices`);
+//! `model.rs` and each section's converter (`server.rs`, `tls.rs`, …) turn these shapes into
+//! the runtime types the gateway uses.
 
 use serde::Deserialize;
 
-use super::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
+use super::choices::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
 
 /// The whole configuration file.
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 
+use super::choices::LimitKey;
 use super::file;
 use super::validate::Validator;
 use super::ConfigError;
@@ -62,28 +63,6 @@ pub(super) fn push_limit(
         burst,
         exempt_accounts: exempt_accounts.into_iter().collect(),
     })
-}
-
-/// What a push limit is keyed by.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LimitKey {
-    /// The token subject; anonymous requests use the client IP.
-    #[default]
-    Account,
-    ClientIp,
-}
-
-impl LimitKey {
-    /// The limiter key for a request: `account:NAME`, or `ip:ADDR` (also for anonymous).
-    pub fn key_for(self, subject: Option<&str>, client_ip: &str) -> String {
-        match (self, subject) {
-            (LimitKey::Account, Some(account)) if !account.is_empty() => {
-                format!("account:{account}")
-            }
-            _ => format!("ip:{client_ip}"),
-        }
-    }
 }
 
 /// `rate_limits.push`, validated.

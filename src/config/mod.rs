@@ -2,9 +2,11 @@
 //!
 //! A leaf of the crate: it imports nothing from it. `model` holds [`Config`] and its
 //! assembly; each section's types sit beside their converter (`server`, `tls`, `upstream`,
-//! `auth`, `limits`, `shared_state`); `validate` names file and key in every error.
+//! `auth`, `limits`, `shared_state`); `choices` holds the closed sets; `validate` names file
+//! and key in every error.
 
 mod auth;
+mod choices;
 mod file;
 mod limits;
 mod model;
@@ -17,12 +19,13 @@ mod validate;
 use std::path::{Path, PathBuf};
 
 pub use auth::{Actions, AuthSettings, Rule};
-pub use limits::{LimitKey, Limits, PushLimit, UploadBytesLimit};
-pub use model::{Config, LogFormat, Maintenance};
+pub use choices::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
+pub use limits::{Limits, PushLimit, UploadBytesLimit};
+pub use model::{Config, Maintenance};
 pub use server::{ClientTimeouts, ExternalUrl, ServerSettings};
-pub use shared_state::{OnUnavailable, RedisSettings};
-pub use tls::{AcmeChallenge, AcmeSettings, CertificatePaths};
-pub use upstream::{Balance, ForwardedSettings, UpstreamSettings};
+pub use shared_state::RedisSettings;
+pub use tls::{AcmeSettings, CertificatePaths};
+pub use upstream::{ForwardedSettings, UpstreamSettings};
 
 /// Why a configuration could not be loaded; every variant names the file.
 #[derive(Debug, thiserror::Error)]

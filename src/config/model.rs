@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::auth::{auth_settings, AuthSettings};
+use super::choices::LogFormat;
 use super::file::{self, ConfigFile};
 use super::limits::{push_limit, upload_limit, Limits, PushLimit, UploadBytesLimit};
 use super::server::{admin_listen, server_settings, ServerSettings};
@@ -40,16 +41,6 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `shared_state.redis`; `None` = every limit is kept in this process.
     pub shared_state: Option<RedisSettings>,
-}
-
-/// `log.format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    #[default]
-    Text,
-    /// One JSON object per line (fields flattened).
-    Json,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::choices::OnUnavailable;
 use super::file;
 use super::validate::Validator;
 use super::ConfigError;
@@ -25,17 +26,6 @@ impl std::fmt::Debug for RedisSettings {
             .field("on_unavailable", &self.on_unavailable)
             .finish()
     }
-}
-
-/// What push limits do while Redis does not answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnUnavailable {
-    /// Count in this process until Redis is back.
-    #[default]
-    Local,
-    /// Refuse push starts with 503 (pulls are never affected).
-    Deny,
 }
 
 pub(super) fn redis_settings(

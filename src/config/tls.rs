@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::choices::AcmeChallenge;
 use super::file;
 use super::server::ServerSettings;
 use super::validate::Validator;
@@ -27,18 +28,6 @@ pub struct AcmeSettings {
     pub state_dir: PathBuf,
     pub renew_before: Duration,
     pub ca_roots: Option<PathBuf>,
-}
-
-/// `tls.acme.challenge`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-pub enum AcmeChallenge {
-    /// `/.well-known/acme-challenge/<token>` on the plain-HTTP listeners.
-    #[default]
-    #[serde(rename = "http-01")]
-    Http01,
-    /// The `acme-tls/1` ALPN protocol on the TLS listeners.
-    #[serde(rename = "tls-alpn-01")]
-    TlsAlpn01,
 }
 
 /// Default `tls.acme.renew_before`: Let's Encrypt certificates last 90 days.

@@ -5,19 +5,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::choices::Balance;
 use super::file;
 use super::validate::Validator;
 use super::ConfigError;
-
-/// `upstream.balance`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Balance {
-    /// Consistent hashing on the repository name: a repository stays on one node.
-    #[default]
-    RepositoryHash,
-    RoundRobin,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
