@@ -15,11 +15,12 @@
 //!   token scopes.
 //!
 //! Serving requests:
-//! - `listen`: accept loops; the guarded stream (deadlines, HTTP/1 header limits), the
-//!   connection watch, PROXY protocol.
+//! - `listen`: accept loops; the guarded stream (deadlines, HTTP/1 header limits as the
+//!   block arrives), the connection watch, PROXY protocol.
 //! - `proxy`: `EdgeProxy` (Pingora `ProxyHttp`): admission steps, body streaming, node
 //!   choice, failures, the access log, the framing of the edge's own answers.
-//! - `request`: what any listener reads from a request: host, public origin, request ids.
+//! - `request`: what any listener reads from a request: host, public origin, request ids,
+//!   header limits.
 //! - `redirect`: the plain-HTTP listeners (redirect to https, ACME http-01).
 //! - `admin`: the admin listener (/metrics, /healthz, /readyz).
 //! - `upstream`: registry node pool, repository affinity, health checks, upload-session pins.

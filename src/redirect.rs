@@ -1,7 +1,7 @@
 //! The plain-HTTP listeners: every request is redirected to https.
 //!
 //! GET/HEAD get 301, other methods 308 (which keeps method and body). The target is
-//! `https://<public origin><path>?<query>` ([`crate::proxy::origin`]: `external_url`, a
+//! `https://<public origin><path>?<query>` ([`crate::request::origin`]: `external_url`, a
 //! trusted proxy's `X-Forwarded-Host`, as given) or, from the request's own `Host`,
 //! `https://<host>[:<https port> unless 443]<path>?<query>`. (The docs' nginx line
 //! `return 301 https://$http_host:$request_uri;` yields `https://host:8080:/v2/`.)

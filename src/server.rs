@@ -58,7 +58,8 @@ pub enum StartError {
 }
 
 /// Builds the Pingora server: HTTPS proxy, redirect listeners, health checks. Run it with
-/// the returned [`Drain`]'s [`SignalWatch`](crate::drain::SignalWatch) so SIGTERM stops as soon as requests finish.
+/// the returned [`Drain`]'s [`SignalWatch`](crate::drain::SignalWatch) so SIGTERM stops as
+/// soon as requests finish.
 pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
     let Loaded {
         config,

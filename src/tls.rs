@@ -220,7 +220,6 @@ impl CertSet {
     }
 }
 
-/// A certificate the edge manages itself (ACME), with the exact names it is served for.
 /// The ALPN protocol a tls-alpn-01 validation offers (RFC 8737 §6.2).
 pub(crate) const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
@@ -232,6 +231,7 @@ pub(crate) trait ValidationCertificates: Send + Sync + std::fmt::Debug {
     fn for_name(&self, name: &str) -> Option<Arc<CertifiedKey>>;
 }
 
+/// A certificate the edge manages itself (ACME), with the exact names it is served for.
 #[derive(Debug)]
 pub(crate) struct ManagedCert {
     pub names: Vec<String>,

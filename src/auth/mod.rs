@@ -7,6 +7,8 @@
 //! - `users`: htpasswd users, bcrypt off the reactor, login cache.
 //! - `endpoint`: the token endpoint (GET and OAuth2 POST).
 //! - `check`: bearer-token check and the 401 challenge.
+//!
+//! Failed logins are throttled by `limits::logins` (shared with the other limits' core).
 
 pub mod access;
 pub mod acl;

@@ -6,7 +6,8 @@ use std::sync::LazyLock;
 
 use crate::error::RegistryError;
 
-pub(crate) use crate::request::{MAX_HEADER_BYTES, MAX_HEADER_LINES};
+use crate::request::{MAX_HEADER_BYTES, MAX_HEADER_LINES};
+
 /// Counts the lines and bytes of an HTTP/1 header block as it arrives.
 #[derive(Default)]
 pub(super) struct HeaderScan {

@@ -15,7 +15,8 @@ use futures::task::AtomicWaker;
 
 use crate::config::ClientTimeouts;
 
-/// Where a connection is between requests; each has its own deadline.
+/// Which part of its life a connection is in (receiving headers, serving an HTTP/1
+/// request, idling between requests, or h2); each part has its own deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Phase {

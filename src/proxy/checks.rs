@@ -1,6 +1,8 @@
 //! The admission steps' checks on the request itself: header limits, request id, `Host`,
-//! the route, the repository name, the token and the declared body size. Each returns the
-//! error to refuse with, or `None` to let the request on (see `admission`).
+//! the route, the repository name, the token and the declared body size (see `admission`).
+//! The checks return what to refuse with, or `None` to let the request on; `route` and
+//! `token` also fill in the request state, `assign_request_id` and `ensure_host` edit the
+//! request.
 
 use pingora::prelude::*;
 use pingora::proxy::Session;

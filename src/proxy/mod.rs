@@ -3,7 +3,7 @@
 //! - `request_filter`: the connection's deadlines (`connection`), then the admission steps
 //!   (`admission`, with the checks in `checks` and the token realm in `token_endpoint`).
 //! - `upstream_peer`, `upstream_response_filter`: the node and upload-session pins (`peer`).
-//! - `upstream_request_filter`: forwarding headers (`headers`, `origin`).
+//! - `upstream_request_filter`: forwarding headers (`headers`, with `request::origin`).
 //! - `request_body_filter`: count, limit and throttle streamed bytes; never buffers (`body`).
 //! - `response_filter`: request id, HTTP/1.0 framing, push budget.
 //! - `fail_to_proxy`: answer in the registry's JSON error format (`failure`, `answer`).

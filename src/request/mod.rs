@@ -35,7 +35,7 @@ pub(crate) fn request_hostname(req: &RequestHeader) -> Option<String> {
     Some(authority.host().to_ascii_lowercase())
 }
 
-/// 128 random bits, hex: token IDs and refresh-token IDs.
+/// 128 random bits, hex: `X-Request-Id` when the client sent none, token and refresh-token IDs.
 pub(crate) fn random_id() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 16];
