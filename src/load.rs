@@ -1,9 +1,10 @@
 //! Everything a configuration names, read and checked: the config file, certificates, the
-//! token-signing key and users. `check` and `run` (and a reload) all go through
+//! token-signing key, users and the trusted issuers' certificates. `check` and `run` (and a reload) all go through
 //! [`load_all`], so `check` validates exactly what `run` would use.
 
 use std::path::Path;
 
+use crate::auth::token::TrustedIssuers;
 use crate::auth::Auth;
 use crate::config::{self, Config, ConfigError};
 use crate::tls::CertSet;
@@ -13,6 +14,7 @@ pub struct Loaded {
     pub config: Config,
     pub(crate) certificates: Option<CertSet>,
     pub(crate) auth: Option<Auth>,
+    pub(crate) trusted: TrustedIssuers,
 }
 
 /// Loads and validates the configuration and every file it names.
@@ -46,9 +48,17 @@ pub fn load_all(path: &Path) -> Result<Loaded, ConfigError> {
             problem: e.to_string(),
         })?),
     };
+    let trusted = TrustedIssuers::load(&config.trusted_issuers).map_err(|(index, e)| {
+        ConfigError::Invalid {
+            path: config.source.clone(),
+            key: format!("auth.trusted_issuers[{index}].certificates"),
+            problem: e.to_string(),
+        }
+    })?;
     Ok(Loaded {
         config,
         certificates,
         auth,
+        trusted,
     })
 }

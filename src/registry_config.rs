@@ -4,34 +4,72 @@
 use crate::config::Config;
 
 /// The registry's `auth:` block matching the edge's token settings; `None` without `auth`.
+///
+/// The registry trusts one `rootcertbundle` file: with trusted issuers it must hold the edge's
+/// certificate (if it issues tokens) and every trusted issuer's, and the block says so,
+/// naming each file. In verify-only mode the realm is the (first) trusted issuer's.
 pub fn auth_block(config: &Config) -> Option<String> {
-    let auth = config.auth.as_ref()?;
-    let host = match &config.server.external_url {
-        Some(external) => external.authority.clone(),
-        None => {
-            let addr = config.server.https_listen.first()?;
-            let ip = if addr.ip().is_unspecified() {
-                "localhost".to_string()
-            } else {
-                addr.ip().to_string()
-            };
-            if addr.port() == 443 {
-                ip
-            } else {
-                format!("{ip}:{}", addr.port())
-            }
-        }
+    let (realm, service, issuer, own_bundle) = match (&config.auth, config.trusted_issuers.first())
+    {
+        (Some(auth), _) => (
+            format!("https://{}{}", public_host(config)?, auth.realm_path),
+            auth.service.as_str(),
+            auth.issuer.as_str(),
+            Some(&auth.certificate),
+        ),
+        (None, Some(first)) => (
+            first.realm.clone(),
+            first.service.as_str(),
+            first.issuer.as_str(),
+            None,
+        ),
+        (None, None) => return None,
     };
-    let bundle =
-        std::fs::canonicalize(&auth.certificate).unwrap_or_else(|_| auth.certificate.clone());
-    Some(format!(
+    let mut bundles: Vec<String> = own_bundle
+        .into_iter()
+        .chain(config.trusted_issuers.iter().map(|t| &t.certificates))
+        .map(|path| {
+            std::fs::canonicalize(path)
+                .unwrap_or_else(|_| path.clone())
+                .display()
+                .to_string()
+        })
+        .collect();
+    bundles.dedup();
+    let mut block = format!(
         "# Paste into the registry's config.yml (service and issuer must match the edge).\n\
-         auth:\n  token:\n    realm: https://{host}{}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
-        auth.realm_path,
-        auth.service,
-        auth.issuer,
-        bundle.display()
-    ))
+         auth:\n  token:\n    realm: {realm}\n    service: {service}\n    issuer: {issuer}\n    \
+         rootcertbundle: {}\n",
+        bundles[0]
+    );
+    if bundles.len() > 1 {
+        block.push_str(
+            "# The rootcertbundle file must hold every one of these certificates (concatenate \
+             them into one PEM file and name that file above):\n",
+        );
+        for bundle in &bundles {
+            block.push_str(&format!("#   {bundle}\n"));
+        }
+    }
+    Some(block)
+}
+
+/// The host (and port) clients reach the edge at: `server.external_url`, else the first
+/// https listener.
+fn public_host(config: &Config) -> Option<String> {
+    if let Some(external) = &config.server.external_url {
+        return Some(external.authority.clone());
+    }
+    let addr = config.server.https_listen.first()?;
+    let ip = if addr.ip().is_unspecified() {
+        "localhost".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    Some(match addr.port() {
+        443 => ip,
+        port => format!("{ip}:{port}"),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -54,6 +54,7 @@ impl Changes {
             forwarded,
             limits,
             auth,
+            trusted_issuers,
             maintenance,
             push_limit,
             upload_limit,
@@ -145,6 +146,12 @@ impl Changes {
         c.note("forwarded", forwarded, &new.forwarded, LIVE);
         c.note("limits", limits, &new.limits, LIVE);
         c.note("auth", auth, &new.auth, LIVE);
+        c.note(
+            "auth.trusted_issuers",
+            trusted_issuers,
+            &new.trusted_issuers,
+            LIVE,
+        );
         c.note("maintenance", maintenance, &new.maintenance, LIVE);
         c.note("rate_limits.push", push_limit, &new.push_limit, LIVE);
         c.note(
@@ -215,6 +222,7 @@ impl Reloader {
         let next = Settings::new(
             &loaded.config,
             loaded.auth,
+            loaded.trusted,
             Some(&previous),
             self.shared.as_ref(),
         );
@@ -335,6 +343,12 @@ log:
         ("forwarded", &["forwarded", "trusted_proxies"], r#"["192.168.0.0/16"]"#, true),
         ("limits", &["limits", "max_body_size"], "1000", true),
         ("auth", &["auth", "token", "expiration"], "10m", true),
+        (
+            "auth.trusted_issuers",
+            &["auth", "trusted_issuers"],
+            "[{ issuer: issuer, service: container_registry, certificates: gitlab.crt, realm: \"https://gitlab.example.com/jwt/auth\" }]",
+            true,
+        ),
         ("maintenance", &["maintenance", "read_only"], "true", true),
         ("rate_limits.push", &["rate_limits", "push", "per_minute"], "60", true),
         ("rate_limits.upload_bytes", &["rate_limits", "upload_bytes", "per_second"], "1000", true),

@@ -65,6 +65,7 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
         config,
         certificates,
         auth,
+        trusted,
     } = loaded;
     let conf = ServerConf {
         threads: config.server.threads,
@@ -93,6 +94,7 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
     let settings: SharedSettings = Arc::new(ArcSwap::from_pointee(Settings::new(
         &config,
         auth,
+        trusted,
         None,
         shared.as_ref(),
     )));

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::token::TrustedIssuers;
 use crate::auth::Auth;
 use crate::config::{ClientTimeouts, Config, ExternalUrl, ForwardedSettings, Limits};
 use crate::limits::{LoginThrottle, PushLimiter, UploadThrottle};
@@ -24,6 +25,8 @@ pub(crate) struct Settings {
     /// Push-class requests are refused while set (garbage collection without downtime).
     pub read_only: bool,
     pub auth: Option<Arc<Auth>>,
+    /// `auth.trusted_issuers`: token services whose tokens pass the token check too.
+    pub trusted: Arc<TrustedIssuers>,
     pub push_limiter: Option<Arc<PushLimiter>>,
     pub upload_throttle: Option<Arc<UploadThrottle>>,
     /// Applied to connections accepted from now on.
@@ -38,6 +41,7 @@ impl Settings {
     pub(crate) fn new(
         config: &Config,
         auth: Option<Auth>,
+        trusted: TrustedIssuers,
         previous: Option<&Settings>,
         shared: Option<&Arc<SharedState>>,
     ) -> Settings {
@@ -75,6 +79,7 @@ impl Settings {
                     });
                 Arc::new(auth)
             }),
+            trusted: Arc::new(trusted),
             push_limiter,
             upload_throttle,
             client_timeouts: config.server.client_timeouts,
@@ -145,7 +150,7 @@ mod tests {
     async fn limiters_survive_a_reload_that_keeps_their_settings() {
         let dir = tempfile::tempdir().unwrap();
         let (first, auth) = config(dir.path(), 1, 1);
-        let before = Settings::new(&first, Some(auth), None, None);
+        let before = Settings::new(&first, Some(auth), TrustedIssuers::default(), None, None);
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let throttle = &before.auth.as_ref().unwrap().throttle;
         throttle.record_failure(ip, "alice").await;
@@ -154,7 +159,13 @@ mod tests {
 
         // Same limits (another key changed elsewhere would not matter): counters are kept.
         let (same, auth) = config(dir.path(), 1, 1);
-        let kept = Settings::new(&same, Some(auth), Some(&before), None);
+        let kept = Settings::new(
+            &same,
+            Some(auth),
+            TrustedIssuers::default(),
+            Some(&before),
+            None,
+        );
         let (push, upload) = (kept.push_limiter.unwrap(), kept.upload_throttle.unwrap());
         assert!(Arc::ptr_eq(&push, before.push_limiter.as_ref().unwrap()));
         assert!(Arc::ptr_eq(
@@ -169,7 +180,13 @@ mod tests {
 
         // Changed limits start from fresh counters.
         let (changed, auth) = config(dir.path(), 2, 2);
-        let fresh = Settings::new(&changed, Some(auth), Some(&before), None);
+        let fresh = Settings::new(
+            &changed,
+            Some(auth),
+            TrustedIssuers::default(),
+            Some(&before),
+            None,
+        );
         let push = fresh.push_limiter.unwrap();
         assert!(!Arc::ptr_eq(&push, before.push_limiter.as_ref().unwrap()));
         let logins = &fresh.auth.as_ref().unwrap().throttle;

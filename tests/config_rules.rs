@@ -467,3 +467,93 @@ fn auth_htpasswd_entries_bcrypt_cannot_verify() {
         ],
     );
 }
+
+/// An `auth:` block after [`good`] with only `trusted_issuers` (verify-only mode); `entry`
+/// is one list item's fields, `extra` more of the `auth:` block.
+fn verify_only(entry: &str, extra: &str) -> String {
+    format!(
+        "{}auth:\n  trusted_issuers:\n    - {{ {entry} }}\n{extra}",
+        good()
+    )
+}
+
+const GITLAB: &str = "issuer: gitlab-issuer, service: container_registry, \
+                      certificates: certs/registry-auth.crt, realm: \"https://gitlab.test/jwt/auth\"";
+
+#[test]
+fn trusted_issuers_and_verify_only_mode() {
+    let dir = fixtures();
+    std::fs::write(dir.path().join("htpasswd"), "").unwrap();
+    std::fs::write(dir.path().join("not-a-cert.pem"), "hello\n").unwrap();
+    let with_token = |trusted: &str| {
+        auth("certs/registry-auth.key", "htpasswd").replace("issuer: edge", "issuer: gitlab-issuer")
+            + &format!("  trusted_issuers:\n    - {{ {trusted} }}\n")
+    };
+    assert_cases(
+        dir.path(),
+        vec![
+            valid("verify-only.yaml", verify_only(GITLAB, "")),
+            valid("both.yaml", with_token(GITLAB)),
+            refused(
+                "nothing.yaml",
+                format!("{}auth:\n  acl: []\n", good()),
+                &["auth.token", "trusted_issuers"],
+            ),
+            refused(
+                "users-without-token.yaml",
+                verify_only(GITLAB, "  users: { htpasswd: htpasswd }\n"),
+                &["auth.users", "needs auth.token"],
+            ),
+            refused(
+                "acl-without-token.yaml",
+                verify_only(
+                    GITLAB,
+                    "  acl:\n    - { account: \"*\", name: \"**\", actions: [pull] }\n",
+                ),
+                &["auth.acl", "needs auth.token"],
+            ),
+            refused(
+                "realm.yaml",
+                verify_only(
+                    &GITLAB.replace("https://gitlab.test/jwt/auth", "/jwt/auth"),
+                    "",
+                ),
+                &["auth.trusted_issuers[0].realm", "absolute"],
+            ),
+            refused(
+                "issuer-differs.yaml",
+                with_token(&GITLAB.replace("gitlab-issuer", "someone")),
+                &[
+                    "auth.trusted_issuers[0].issuer",
+                    "someone",
+                    "gitlab-issuer",
+                    "registry",
+                ],
+            ),
+            refused(
+                "service-differs.yaml",
+                verify_only(
+                    GITLAB,
+                    &format!(
+                        "    - {{ {} }}\n",
+                        GITLAB.replace("container_registry", "other")
+                    ),
+                ),
+                &["auth.trusted_issuers[1].service", "other"],
+            ),
+            refused(
+                "bundle-missing.yaml",
+                verify_only(&GITLAB.replace("certs/registry-auth.crt", "absent.crt"), ""),
+                &["auth.trusted_issuers[0].certificates", "absent.crt"],
+            ),
+            refused(
+                "bundle-garbage.yaml",
+                verify_only(
+                    &GITLAB.replace("certs/registry-auth.crt", "not-a-cert.pem"),
+                    "",
+                ),
+                &["auth.trusted_issuers[0].certificates", "no CERTIFICATE"],
+            ),
+        ],
+    );
+}

@@ -6,6 +6,7 @@
 //! own access controller answers.
 
 use super::access::Needed;
+use super::token::{TokenAuthority, TokenError, TrustedIssuers};
 use super::Auth;
 use crate::error::RegistryError;
 use crate::registry::Scope;
@@ -37,64 +38,89 @@ pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
 }
 
 impl Auth {
+    /// Checks a request against this realm's tokens only (see [`check`]).
     pub fn check(&self, needed: &Needed, authorization: Option<&str>) -> Verdict {
-        let scopes = match needed {
-            Needed::Nothing => return Verdict::Unchecked,
-            Needed::AnyToken => Vec::new(),
-            Needed::Scopes(scopes) => scopes.clone(),
-        };
-        let Some(token) = bearer_token(authorization) else {
-            return Verdict::Denied {
-                error: RegistryError::Unauthorized {
-                    needed: scopes.clone(),
-                },
-                challenge_error: None,
-                scopes,
-                subject: None,
-            };
-        };
-        let claims = match self.tokens.verify(token) {
-            Ok(claims) => claims,
-            Err(e) => {
-                return Verdict::Denied {
-                    error: RegistryError::InvalidToken(e.to_string()),
-                    challenge_error: Some("invalid_token"),
-                    scopes,
-                    subject: None,
-                }
-            }
-        };
-        if scopes.iter().all(|scope| claims.allows(scope)) {
-            Verdict::Allowed {
-                subject: claims.sub.clone(),
-            }
-        } else {
-            Verdict::Denied {
-                error: RegistryError::Unauthorized {
-                    needed: scopes.clone(),
-                },
-                challenge_error: Some("insufficient_scope"),
-                scopes,
-                subject: Some(claims.sub.clone()),
-            }
-        }
+        check(
+            Some(&self.tokens),
+            &TrustedIssuers::default(),
+            needed,
+            authorization,
+        )
     }
 
     /// `WWW-Authenticate` value for a refusal; `realm` is the absolute token URL.
     pub fn challenge(&self, realm: &str, scopes: &[Scope], error: Option<&str>) -> String {
-        let mut value = format!(
-            "Bearer realm=\"{realm}\",service=\"{}\"",
-            self.tokens.service()
-        );
-        if !scopes.is_empty() {
-            let joined: Vec<String> = scopes.iter().map(Scope::to_string).collect();
-            value.push_str(&format!(",scope=\"{}\"", joined.join(" ")));
-        }
-        if let Some(error) = error {
-            value.push_str(&format!(",error=\"{error}\""));
-        }
-        value
+        challenge(realm, self.tokens.service(), scopes, error)
     }
+}
+
+/// Checks a request's bearer token against what it `needed`. A token whose header names a
+/// trusted issuer's key is that issuer's to verify; any other goes to `own`, the edge's
+/// realm (none in verify-only mode: then it is invalid).
+pub fn check(
+    own: Option<&TokenAuthority>,
+    trusted: &TrustedIssuers,
+    needed: &Needed,
+    authorization: Option<&str>,
+) -> Verdict {
+    let scopes = match needed {
+        Needed::Nothing => return Verdict::Unchecked,
+        Needed::AnyToken => Vec::new(),
+        Needed::Scopes(scopes) => scopes.clone(),
+    };
+    let Some(token) = bearer_token(authorization) else {
+        return Verdict::Denied {
+            error: RegistryError::Unauthorized {
+                needed: scopes.clone(),
+            },
+            challenge_error: None,
+            scopes,
+            subject: None,
+        };
+    };
+    let verified = trusted.verify(token).unwrap_or_else(|| match own {
+        Some(tokens) => tokens.verify(token),
+        None => Err(TokenError::Invalid),
+    });
+    let claims = match verified {
+        Ok(claims) => claims,
+        Err(e) => {
+            return Verdict::Denied {
+                error: RegistryError::InvalidToken(e.to_string()),
+                challenge_error: Some("invalid_token"),
+                scopes,
+                subject: None,
+            }
+        }
+    };
+    if scopes.iter().all(|scope| claims.allows(scope)) {
+        Verdict::Allowed {
+            subject: claims.sub.clone(),
+        }
+    } else {
+        Verdict::Denied {
+            error: RegistryError::Unauthorized {
+                needed: scopes.clone(),
+            },
+            challenge_error: Some("insufficient_scope"),
+            scopes,
+            subject: Some(claims.sub.clone()),
+        }
+    }
+}
+
+/// `WWW-Authenticate` value for a refusal (distribution's `accesscontroller.go` shape):
+/// `realm` is the absolute token URL, `service` the audience to ask for.
+pub fn challenge(realm: &str, service: &str, scopes: &[Scope], error: Option<&str>) -> String {
+    let mut value = format!("Bearer realm=\"{realm}\",service=\"{service}\"");
+    if !scopes.is_empty() {
+        let joined: Vec<String> = scopes.iter().map(Scope::to_string).collect();
+        value.push_str(&format!(",scope=\"{}\"", joined.join(" ")));
+    }
+    if let Some(error) = error {
+        value.push_str(&format!(",error=\"{error}\""));
+    }
+    value
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `auth`: the token realm, users and the access policy.
+//! `auth`: the token realm, users, the access policy, and the token services the edge trusts.
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
@@ -9,7 +9,8 @@ use super::file;
 use super::validate::Validator;
 use super::ConfigError;
 
-/// Token authentication settings (files are loaded by `load::load_all`).
+/// The edge's own token realm (`auth.token`, `auth.users`, `auth.acl`); files are loaded by
+/// `load::load_all`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
     pub realm_path: String,
@@ -27,16 +28,74 @@ pub struct AuthSettings {
     pub failed_logins_per_account: NonZeroU32,
 }
 
+/// `auth.trusted_issuers[]`: a token service whose tokens the edge accepts without issuing
+/// any (GitLab's `/jwt/auth`, docker_auth, Harbor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedIssuer {
+    /// The tokens' `iss`.
+    pub issuer: String,
+    /// The tokens' `aud`.
+    pub service: String,
+    /// PEM bundle of the issuer's signing certificates.
+    pub certificates: PathBuf,
+    /// Absolute URL of the issuer's token endpoint (the challenge's `realm`).
+    pub realm: String,
+}
+
+/// The `auth` section: the edge's own realm when `auth.token` is set, and the trusted
+/// issuers. Without `auth.token` (verify-only mode) the edge issues nothing, so `users`,
+/// `acl` and `failed_logins` are refused rather than silently ignored.
 pub(super) fn auth_settings(
     v: &Validator,
     auth: file::AuthFile,
-) -> Result<AuthSettings, ConfigError> {
+) -> Result<(Option<AuthSettings>, Vec<TrustedIssuer>), ConfigError> {
     let file::AuthFile {
         token,
         users,
+        trusted_issuers,
         acl,
         failed_logins,
     } = auth;
+    let trusted = trusted_issuers
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| trusted_issuer(v, i, t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(token) = token else {
+        let needs_token = |key: &str, why: &str| v.invalid(key, format!("needs auth.token: {why}"));
+        if trusted.is_empty() {
+            return Err(v.invalid(
+                "auth.token",
+                "needed unless auth.trusted_issuers lists a token service to trust",
+            ));
+        }
+        if users.is_some() {
+            return Err(needs_token(
+                "auth.users",
+                "users log in at the edge's own realm; in verify-only mode the trusted issuer                  authenticates them",
+            ));
+        }
+        if !acl.is_empty() {
+            return Err(needs_token(
+                "auth.acl",
+                "in verify-only mode the trusted issuer's tokens carry the access",
+            ));
+        }
+        if failed_logins.is_some() {
+            return Err(needs_token(
+                "auth.failed_logins",
+                "nobody logs in at the edge in verify-only mode",
+            ));
+        }
+        same_issuer_and_service(v, &trusted, None)?;
+        return Ok((None, trusted));
+    };
+    let Some(users) = users else {
+        return Err(v.invalid(
+            "auth.users",
+            "needed with auth.token: an htpasswd file of the users who log in",
+        ));
+    };
     let file::TokenFile {
         realm_path,
         service,
@@ -100,7 +159,8 @@ pub(super) fn auth_settings(
         NonZeroU32::new(value.unwrap_or(default))
             .ok_or_else(|| v.invalid(key, "must be at least 1"))
     };
-    Ok(AuthSettings {
+    same_issuer_and_service(v, &trusted, Some((&issuer, &service)))?;
+    let settings = AuthSettings {
         realm_path,
         service,
         issuer,
@@ -117,7 +177,82 @@ pub(super) fn auth_settings(
         acl: rules,
         failed_logins_per_ip: positive("auth.failed_logins.per_client_ip", per_ip, 10)?,
         failed_logins_per_account: positive("auth.failed_logins.per_account", per_account, 30)?,
+    };
+    Ok((Some(settings), trusted))
+}
+
+fn trusted_issuer(
+    v: &Validator,
+    index: usize,
+    entry: file::TrustedIssuerFile,
+) -> Result<TrustedIssuer, ConfigError> {
+    let file::TrustedIssuerFile {
+        issuer,
+        service,
+        certificates,
+        realm,
+    } = entry;
+    let key = |field: &str| format!("auth.trusted_issuers[{index}].{field}");
+    for (field, value) in [("issuer", &issuer), ("service", &service)] {
+        if value.is_empty() || value.contains(['"', '\\']) {
+            return Err(v.invalid(
+                key(field),
+                "must be non-empty and contain no quotes or backslashes",
+            ));
+        }
+    }
+    let url_ok = url::Url::parse(&realm)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+    if !url_ok || realm.contains(['"', '\\']) {
+        return Err(v.invalid(
+            key("realm"),
+            format!("{realm:?} is not an absolute http(s) URL (the issuer's token endpoint)"),
+        ));
+    }
+    Ok(TrustedIssuer {
+        issuer,
+        service,
+        certificates: v.file_path(&certificates),
+        realm,
     })
+}
+
+/// The registry behind the edge accepts one `issuer` and one `service`
+/// (distribution's `auth.token`), so every token the edge lets through must carry the same:
+/// a trusted issuer that differs would pass the edge and then fail at the registry.
+fn same_issuer_and_service(
+    v: &Validator,
+    trusted: &[TrustedIssuer],
+    own: Option<(&str, &str)>,
+) -> Result<(), ConfigError> {
+    let Some((issuer, service)) = own.or_else(|| {
+        trusted
+            .first()
+            .map(|t| (t.issuer.as_str(), t.service.as_str()))
+    }) else {
+        return Ok(());
+    };
+    let against = match own {
+        Some(_) => "auth.token's",
+        None => "auth.trusted_issuers[0]'s",
+    };
+    for (i, t) in trusted.iter().enumerate() {
+        for (field, value, wanted) in [
+            ("issuer", &t.issuer, issuer),
+            ("service", &t.service, service),
+        ] {
+            if value != wanted {
+                return Err(v.invalid(
+                    format!("auth.trusted_issuers[{i}].{field}"),
+                    format!(
+                        "{value:?} differs from {against} {wanted:?}: the registry behind the \
+                         edge accepts one {field}, so its tokens would be refused there"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn acl_rule(

@@ -135,8 +135,16 @@ pub(super) struct MaintenanceFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuthFile {
-    pub token: TokenFile,
-    pub users: UsersFile,
+    /// The edge's own token realm. Optional when `trusted_issuers` is set (verify-only mode).
+    #[serde(default)]
+    pub token: Option<TokenFile>,
+    /// Who may log in at the edge's realm; needs `token`.
+    #[serde(default)]
+    pub users: Option<UsersFile>,
+    /// Token services whose tokens the edge accepts (GitLab's `/jwt/auth`, docker_auth,
+    /// Harbor). Default none.
+    #[serde(default)]
+    pub trusted_issuers: Vec<TrustedIssuerFile>,
     /// Ordered rules; first match wins; no match = no access. Default `[]` (nobody gets anything).
     #[serde(default)]
     pub acl: Vec<AclRuleFile>,
@@ -165,6 +173,19 @@ pub(super) struct TokenFile {
     /// Refresh-token lifetime. Default `7d`.
     #[serde(default)]
     pub refresh_expiration: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TrustedIssuerFile {
+    /// The tokens' `iss`, as the registry's `auth.token.issuer`.
+    pub issuer: String,
+    /// The tokens' `aud`, as the registry's `auth.token.service`.
+    pub service: String,
+    /// PEM bundle of the certificates the issuer signs with (the registry's `rootcertbundle`).
+    pub certificates: String,
+    /// Absolute URL of the issuer's token endpoint, named in the edge's challenges.
+    pub realm: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,7 +18,7 @@ mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use auth::{Actions, AuthSettings, Rule};
+pub use auth::{Actions, AuthSettings, Rule, TrustedIssuer};
 pub use choices::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
 pub use limits::{Limits, PushLimit, UploadBytesLimit};
 pub use model::{Config, Maintenance};

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::auth::{auth_settings, AuthSettings};
+use super::auth::{auth_settings, AuthSettings, TrustedIssuer};
 use super::choices::LogFormat;
 use super::file::{self, ConfigFile};
 use super::limits::{push_limit, upload_limit, Limits, PushLimit, UploadBytesLimit};
@@ -30,7 +30,10 @@ pub struct Config {
     pub upstream: UpstreamSettings,
     pub forwarded: ForwardedSettings,
     pub limits: Limits,
+    /// `auth.token` and what goes with it: the edge's own realm; `None` = none.
     pub auth: Option<AuthSettings>,
+    /// `auth.trusted_issuers`: token services whose tokens the edge accepts.
+    pub trusted_issuers: Vec<TrustedIssuer>,
     pub maintenance: Maintenance,
     /// `rate_limits.push`; `None` = unlimited.
     pub push_limit: Option<PushLimit>,
@@ -87,6 +90,10 @@ impl Config {
                  forwarded.trusted_proxies, and that list is empty: add the balancers' addresses",
             ));
         }
+        let (auth, trusted_issuers) = match auth {
+            Some(a) => auth_settings(&v, a)?,
+            None => (None, Vec::new()),
+        };
         Ok(Config {
             source: path.to_path_buf(),
             certificates,
@@ -96,7 +103,8 @@ impl Config {
             limits: Limits {
                 max_body_size: (limits.max_body_size > 0).then_some(limits.max_body_size),
             },
-            auth: auth.map(|a| auth_settings(&v, a)).transpose()?,
+            auth,
+            trusted_issuers,
             push_limit: rate_limits.push.map(|p| push_limit(&v, p)).transpose()?,
             upload_limit: rate_limits
                 .upload_bytes

@@ -141,12 +141,10 @@ impl Admitter<'_> {
                 }
                 _ => Outcome::Next,
             },
-            Step::Token => match &settings.auth {
-                Some(auth) => {
-                    checks::token(session, ctx, auth).map_or(Outcome::Next, Outcome::Refuse)
-                }
-                None => Outcome::Next,
-            },
+            Step::Token if settings.auth.is_none() && settings.trusted.is_empty() => Outcome::Next,
+            Step::Token => {
+                checks::token(session, ctx, settings).map_or(Outcome::Next, Outcome::Refuse)
+            }
             Step::PushLimit => push_limit(ctx).await,
             Step::BodySize => checks::body_size(session, settings.limits.max_body_size).into(),
         };

@@ -11,7 +11,7 @@ use super::answer::{Refusal, REQUEST_ID};
 use super::ctx::RequestCtx;
 use super::headers::ClientAddress;
 use crate::auth::access;
-use crate::auth::check::Verdict;
+use crate::auth::check::{self, Verdict};
 use crate::auth::Auth;
 use crate::config::ExternalUrl;
 use crate::error::RegistryError;
@@ -19,6 +19,7 @@ use crate::registry::is_valid_repository;
 use crate::registry::{self, Route};
 use crate::request::origin::PublicOrigin;
 use crate::request::{MAX_HEADER_BYTES, MAX_HEADER_LINES};
+use crate::settings::Settings;
 use crate::tls::CertResolver;
 
 /// Over the header limits HTTP/1 connections enforce as they read (`listen::header_limit`).
@@ -160,15 +161,22 @@ pub(crate) fn repository_name(route: &Route) -> Option<RegistryError> {
         .then_some(RegistryError::NameInvalid)
 }
 
-/// The bearer token must grant what the request needs; a refusal carries the challenge.
-pub(crate) fn token(session: &Session, ctx: &mut RequestCtx, auth: &Auth) -> Option<Refusal> {
+/// The bearer token must grant what the request needs; a refusal carries the challenge,
+/// naming the edge's realm, or in verify-only mode the (first) trusted issuer's.
+pub(crate) fn token(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    settings: &Settings,
+) -> Option<Refusal> {
     let req = session.req_header();
     let needed = access::needed(&ctx.route, req.uri.query());
     let authorization = req
         .headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match auth.check(&needed, authorization) {
+    let own = settings.auth.as_deref();
+    let tokens = own.map(|auth| &auth.tokens);
+    match check::check(tokens, &settings.trusted, &needed, authorization) {
         Verdict::Unchecked => None,
         Verdict::Allowed { subject } => {
             ctx.subject = Some(subject);
@@ -181,8 +189,13 @@ pub(crate) fn token(session: &Session, ctx: &mut RequestCtx, auth: &Auth) -> Opt
             subject,
         } => {
             ctx.subject = subject;
-            let realm = ctx.origin.url(&auth.realm_path);
-            let challenge = auth.challenge(&realm, &scopes, challenge_error);
+            let (realm, service) = match (own, settings.trusted.first()) {
+                (Some(auth), _) => (ctx.origin.url(&auth.realm_path), auth.tokens.service()),
+                (None, Some(issuer)) => (issuer.realm().to_string(), issuer.service()),
+                // Admission runs this step only with a realm or a trusted issuer.
+                (None, None) => return Some(error.into()),
+            };
+            let challenge = check::challenge(&realm, service, &scopes, challenge_error);
             Some(Refusal {
                 error,
                 headers: vec![("WWW-Authenticate", challenge)],

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use jsonwebtoken::{Header, Validation};
+use jsonwebtoken::Header;
 
 use super::cache::{self, VerifiedTokens};
-use super::claims::{AccessEntry, Claims, TokenError};
+use super::claims::{self, AccessEntry, Claims, TokenError};
 use super::keys::SigningKeys;
 use crate::registry::Scope;
 
@@ -99,7 +99,7 @@ impl TokenAuthority {
     pub fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
         let key = cache::key(token);
         if let Some(claims) = self.verified.get(&key) {
-            return still_valid(&claims, SystemTime::now()).map(|()| claims);
+            return claims::still_valid(&claims, SystemTime::now(), VERIFY_LEEWAY).map(|()| claims);
         }
         let claims = Arc::new(self.verify_signed(token)?);
         self.verified.insert(key, claims.clone());
@@ -107,34 +107,19 @@ impl TokenAuthority {
     }
 
     fn verify_signed(&self, token: &str) -> Result<Claims, TokenError> {
-        let mut validation = Validation::new(self.keys.algorithm());
-        validation.leeway = VERIFY_LEEWAY;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.service]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &self.keys.decoding, &validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature
-                | jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::Expired,
-                jsonwebtoken::errors::ErrorKind::InvalidAudience
-                | jsonwebtoken::errors::ErrorKind::InvalidIssuer => TokenError::WrongAudience,
-                _ => TokenError::Invalid,
-            })?;
+        let identity = (self.issuer.as_str(), self.service.as_str());
+        let data = claims::decode(
+            token,
+            &self.keys.decoding,
+            self.keys.algorithm(),
+            identity,
+            VERIFY_LEEWAY,
+        )?;
         if !self.keys.names_this_key(&data.header) {
             return Err(TokenError::Invalid);
         }
         Ok(data.claims)
     }
-}
-
-/// The time checks jsonwebtoken applies at first verification, for cached tokens.
-fn still_valid(claims: &Claims, now: SystemTime) -> Result<(), TokenError> {
-    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    if claims.exp.saturating_add(VERIFY_LEEWAY) < now || claims.nbf > now + VERIFY_LEEWAY {
-        return Err(TokenError::Expired);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -224,14 +209,22 @@ mod tests {
         assert_eq!(auth.verified.len(), 1, "refused tokens are not cached");
         // The cached claims still expire: checked against the clock on every use.
         let expiry = UNIX_EPOCH + Duration::from_secs(first.exp);
-        assert_eq!(still_valid(&first, expiry), Ok(()));
+        assert_eq!(claims::still_valid(&first, expiry, VERIFY_LEEWAY), Ok(()));
         assert_eq!(
-            still_valid(&first, expiry + Duration::from_secs(VERIFY_LEEWAY + 1)),
+            claims::still_valid(
+                &first,
+                expiry + Duration::from_secs(VERIFY_LEEWAY + 1),
+                VERIFY_LEEWAY
+            ),
             Err(TokenError::Expired)
         );
         let not_before = UNIX_EPOCH + Duration::from_secs(first.nbf);
         assert_eq!(
-            still_valid(&first, not_before - Duration::from_secs(VERIFY_LEEWAY + 1)),
+            claims::still_valid(
+                &first,
+                not_before - Duration::from_secs(VERIFY_LEEWAY + 1),
+                VERIFY_LEEWAY
+            ),
             Err(TokenError::Expired)
         );
     }

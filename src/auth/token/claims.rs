@@ -1,5 +1,8 @@
 //! Token claims as distribution reads them, and why a presented token is refused.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, TokenData, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::registry::Scope;
@@ -49,4 +52,38 @@ impl Claims {
             })
         })
     }
+}
+
+/// Decodes `token` and checks its signature with `key` (`algorithm` only, so `alg: none`
+/// and HS* with a public key as secret fail), its issuer, audience, `exp` (required) and
+/// `nbf`, both with `leeway` seconds. The caller checks that the header names `key`.
+pub(super) fn decode(
+    token: &str,
+    key: &DecodingKey,
+    algorithm: Algorithm,
+    (issuer, service): (&str, &str),
+    leeway: u64,
+) -> Result<TokenData<Claims>, TokenError> {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = leeway;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[service]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature
+        | jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::Expired,
+        jsonwebtoken::errors::ErrorKind::InvalidAudience
+        | jsonwebtoken::errors::ErrorKind::InvalidIssuer => TokenError::WrongAudience,
+        _ => TokenError::Invalid,
+    })
+}
+
+/// The time checks [`decode`] applied at first verification, for a cached token.
+pub(super) fn still_valid(claims: &Claims, now: SystemTime, leeway: u64) -> Result<(), TokenError> {
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    if claims.exp.saturating_add(leeway) < now || claims.nbf > now + leeway {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
 }

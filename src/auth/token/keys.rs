@@ -53,58 +53,33 @@ impl SigningKeys {
         let leaf = chain
             .first()
             .ok_or_else(|| file_err(cert_path, "no CERTIFICATE block found".into()))?;
-        let (_, cert) = x509_parser::parse_x509_certificate(leaf)
-            .map_err(|e| file_err(cert_path, format!("invalid certificate: {e}")))?;
-        let spki = cert.public_key();
+        let verifying = verifying_key(leaf).map_err(|e| match e {
+            CertKeyError::Certificate(reason) => file_err(cert_path, reason),
+            CertKeyError::Unsupported(reason) => KeyError::Unsupported {
+                path: cert_path.to_path_buf(),
+                reason,
+            },
+        })?;
         let key_pem = std::fs::read(key_path).map_err(|e| file_err(key_path, e.to_string()))?;
-        let public_pem = pem_block("PUBLIC KEY", spki.raw);
-
-        let algorithm = match spki.algorithm.algorithm.to_id_string().as_str() {
-            "1.2.840.113549.1.1.1" => Algorithm::RS256,
-            "1.2.840.10045.2.1" => {
-                let curve = spki
-                    .algorithm
-                    .parameters
-                    .as_ref()
-                    .and_then(|p| p.as_oid().ok())
-                    .map(|o| o.to_id_string());
-                if curve.as_deref() != Some("1.2.840.10045.3.1.7") {
-                    return Err(KeyError::Unsupported {
-                        path: cert_path.to_path_buf(),
-                        reason: "EC keys must use P-256 (ES256)".into(),
-                    });
-                }
-                Algorithm::ES256
-            }
-            other => {
-                return Err(KeyError::Unsupported {
-                    path: cert_path.to_path_buf(),
-                    reason: format!("public key algorithm {other}; use RSA or EC P-256"),
-                })
-            }
-        };
-        let unsupported = |path: &Path, e: jsonwebtoken::errors::Error| KeyError::Unsupported {
-            path: path.to_path_buf(),
+        let unsupported = |e: jsonwebtoken::errors::Error| KeyError::Unsupported {
+            path: key_path.to_path_buf(),
             reason: e.to_string(),
         };
-        let (encoding, decoding) = match algorithm {
-            Algorithm::RS256 => (
-                EncodingKey::from_rsa_pem(&key_pem).map_err(|e| unsupported(key_path, e))?,
-                DecodingKey::from_rsa_pem(public_pem.as_bytes())
-                    .map_err(|e| unsupported(cert_path, e))?,
-            ),
-            _ => (
-                EncodingKey::from_ec_pem(&key_pem).map_err(|e| unsupported(key_path, e))?,
-                DecodingKey::from_ec_pem(public_pem.as_bytes())
-                    .map_err(|e| unsupported(cert_path, e))?,
-            ),
+        let encoding = match verifying.algorithm {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(&key_pem).map_err(unsupported)?,
+            _ => EncodingKey::from_ec_pem(&key_pem).map_err(unsupported)?,
         };
+        let VerifyingKey {
+            algorithm,
+            decoding,
+            kid,
+        } = verifying;
         let b64 = base64::engine::general_purpose::STANDARD;
         let keys = SigningKeys {
             algorithm,
             encoding,
             decoding,
-            kid: libtrust_key_id(spki.raw),
+            kid,
             x5c: chain.iter().map(|c| b64.encode(c.as_ref())).collect(),
         };
         keys.check_pair(key_path, cert_path)?;
@@ -155,6 +130,63 @@ impl SigningKeys {
     pub fn kid(&self) -> &str {
         &self.kid
     }
+}
+
+/// What verifying a token signed by a certificate's key needs.
+pub(super) struct VerifyingKey {
+    /// RS256 for an RSA key, ES256 for an EC P-256 key (what distribution's libtrust takes).
+    pub algorithm: Algorithm,
+    pub decoding: DecodingKey,
+    /// The libtrust key ID of the certificate's public key.
+    pub kid: String,
+}
+
+/// Why a certificate's key cannot verify tokens.
+pub(super) enum CertKeyError {
+    /// Not a readable X.509 certificate.
+    Certificate(String),
+    /// A key type tokens are not signed with.
+    Unsupported(String),
+}
+
+/// The verifying key of the DER certificate `cert`.
+pub(super) fn verifying_key(cert: &[u8]) -> Result<VerifyingKey, CertKeyError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert)
+        .map_err(|e| CertKeyError::Certificate(format!("invalid certificate: {e}")))?;
+    let spki = cert.public_key();
+    let public_pem = pem_block("PUBLIC KEY", spki.raw);
+    let algorithm = match spki.algorithm.algorithm.to_id_string().as_str() {
+        "1.2.840.113549.1.1.1" => Algorithm::RS256,
+        "1.2.840.10045.2.1" => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok())
+                .map(|o| o.to_id_string());
+            if curve.as_deref() != Some("1.2.840.10045.3.1.7") {
+                return Err(CertKeyError::Unsupported(
+                    "EC keys must use P-256 (ES256)".into(),
+                ));
+            }
+            Algorithm::ES256
+        }
+        other => {
+            return Err(CertKeyError::Unsupported(format!(
+                "public key algorithm {other}; use RSA or EC P-256"
+            )))
+        }
+    };
+    let decoding = match algorithm {
+        Algorithm::RS256 => DecodingKey::from_rsa_pem(public_pem.as_bytes()),
+        _ => DecodingKey::from_ec_pem(public_pem.as_bytes()),
+    }
+    .map_err(|e| CertKeyError::Unsupported(e.to_string()))?;
+    Ok(VerifyingKey {
+        algorithm,
+        decoding,
+        kid: libtrust_key_id(spki.raw),
+    })
 }
 
 fn pem_block(label: &str, der: &[u8]) -> String {

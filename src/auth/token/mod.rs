@@ -10,6 +10,7 @@
 //! - `claims`: the claims and `access` entries, what they allow, why a token is refused.
 //! - `authority`: issuing and verifying for one service (audience).
 //! - `cache`: tokens already verified, so a repeat costs a hash and a lookup.
+//! - `trusted`: verifying tokens another service issues (`auth.trusted_issuers`).
 //! - `jwt_crypto`: the jsonwebtoken crypto provider on ring.
 
 pub mod authority;
@@ -17,7 +18,9 @@ pub mod cache;
 pub mod claims;
 pub mod jwt_crypto;
 pub mod keys;
+pub mod trusted;
 
 pub use authority::{Issued, TokenAuthority};
 pub use claims::{AccessEntry, Claims, TokenError};
 pub use keys::{libtrust_key_id, KeyError, SigningKeys};
+pub use trusted::{TrustedIssuer, TrustedIssuers};
