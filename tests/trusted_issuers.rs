@@ -147,6 +147,16 @@ fn verify_only_mode_accepts_the_issuers_tokens_and_refuses_the_rest() {
     let alice = gitlab.token(Claims::new("alice", "alice/app", &["pull", "push"]));
 
     let mut checks = Checks::new();
+    checks.run("the registry itself wants the issuer's tokens", || {
+        let direct = format!("http://{}/v2/", registry.addr());
+        assert_eq!(curl(&[direct.as_str()]).status, 401);
+        let header = bearer(&alice);
+        let with_token = curl(&["-H", header.as_str(), direct.as_str()]).status;
+        assert_eq!(
+            with_token, 200,
+            "a kid-only RS256 4096 token passes distribution"
+        );
+    });
     checks.run(
         "a GitLab-shaped token passes the edge and the registry",
         || {
