@@ -27,15 +27,23 @@ pub struct AccessEntry {
     pub actions: Vec<String>,
 }
 
+/// A token's claims. Only `iss`, `aud` and `exp` are required, as distribution requires
+/// them: GitLab leaves `sub` out of deploy-token and anonymous tokens (it drops empty
+/// fields), and other issuers may leave out `nbf`, `iat` or `jti`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub iss: String,
+    /// The account; `""` (or absent) = anonymous.
+    #[serde(default)]
     pub sub: String,
     /// A string, not an array: distribution 2.8 fails to parse an array.
     pub aud: String,
     pub exp: u64,
+    #[serde(default)]
     pub nbf: u64,
+    #[serde(default)]
     pub iat: u64,
+    #[serde(default)]
     pub jti: String,
     #[serde(default)]
     pub access: Vec<AccessEntry>,
@@ -70,13 +78,24 @@ pub(super) fn decode(
     validation.set_issuer(&[issuer]);
     validation.set_audience(&[service]);
     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-    jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::ExpiredSignature
-        | jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::Expired,
-        jsonwebtoken::errors::ErrorKind::InvalidAudience
-        | jsonwebtoken::errors::ErrorKind::InvalidIssuer => TokenError::WrongAudience,
-        _ => TokenError::Invalid,
-    })
+    let data =
+        jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature
+            | jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::Expired,
+            jsonwebtoken::errors::ErrorKind::InvalidAudience
+            | jsonwebtoken::errors::ErrorKind::InvalidIssuer => TokenError::WrongAudience,
+            _ => TokenError::Invalid,
+        })?;
+    // distribution reads the times as int64: a larger value is one the registry refuses
+    // (or reads as negative), so the edge must not take it as "never expires".
+    let int64 = |t: u64| i64::try_from(t).is_ok();
+    if ![data.claims.exp, data.claims.nbf, data.claims.iat]
+        .into_iter()
+        .all(int64)
+    {
+        return Err(TokenError::Invalid);
+    }
+    Ok(data)
 }
 
 /// The time checks [`decode`] applied at first verification, for a cached token.
