@@ -485,6 +485,7 @@ fn trusted_issuers_and_verify_only_mode() {
     let dir = fixtures();
     std::fs::write(dir.path().join("htpasswd"), "").unwrap();
     std::fs::write(dir.path().join("not-a-cert.pem"), "hello\n").unwrap();
+    rsa_1024(dir.path());
     let with_token = |trusted: &str| {
         auth("certs/registry-auth.key", "htpasswd").replace("issuer: edge", "issuer: gitlab-issuer")
             + &format!("  trusted_issuers:\n    - {{ {trusted} }}\n")
@@ -547,6 +548,27 @@ fn trusted_issuers_and_verify_only_mode() {
                 &["auth.trusted_issuers[0].certificates", "absent.crt"],
             ),
             refused(
+                "realm-crlf.yaml",
+                verify_only(
+                    &GITLAB.replace("/jwt/auth\"", "/jwt/auth\\r\\nX-Injected: 1\""),
+                    "",
+                ),
+                &["auth.trusted_issuers[0].realm"],
+            ),
+            refused(
+                "issuer-newline.yaml",
+                verify_only(&GITLAB.replace("gitlab-issuer", "\"gitlab\\nissuer\""), ""),
+                &["auth.trusted_issuers[0].issuer", "control characters"],
+            ),
+            refused(
+                "bundle-rsa-1024.yaml",
+                verify_only(
+                    &GITLAB.replace("certs/registry-auth.crt", "rsa-1024.crt"),
+                    "",
+                ),
+                &["auth.trusted_issuers[0].certificates", "1024 bits"],
+            ),
+            refused(
                 "bundle-garbage.yaml",
                 verify_only(
                     &GITLAB.replace("certs/registry-auth.crt", "not-a-cert.pem"),
@@ -556,4 +578,34 @@ fn trusted_issuers_and_verify_only_mode() {
             ),
         ],
     );
+}
+
+/// `rsa-1024.crt`: a self-signed certificate for an RSA key ring cannot verify with.
+fn rsa_1024(dir: &Path) {
+    let key = dir.join("rsa-1024.key");
+    let crt = dir.join("rsa-1024.crt");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["genrsa", "-out", key.to_str().unwrap(), "1024"]);
+    run(&[
+        "req",
+        "-x509",
+        "-key",
+        key.to_str().unwrap(),
+        "-out",
+        crt.to_str().unwrap(),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=old-issuer",
+    ]);
 }

@@ -120,10 +120,10 @@ pub(super) fn auth_settings(
         ("auth.token.service", &service),
         ("auth.token.issuer", &issuer),
     ] {
-        if value.is_empty() || value.contains(['"', '\\']) {
+        if value.is_empty() || !is_plain_header_text(value) {
             return Err(v.invalid(
                 key,
-                "must be non-empty and contain no quotes or backslashes",
+                "must be non-empty, without quotes, backslashes or control characters",
             ));
         }
     }
@@ -194,16 +194,16 @@ fn trusted_issuer(
     } = entry;
     let key = |field: &str| format!("auth.trusted_issuers[{index}].{field}");
     for (field, value) in [("issuer", &issuer), ("service", &service)] {
-        if value.is_empty() || value.contains(['"', '\\']) {
+        if value.is_empty() || !is_plain_header_text(value) {
             return Err(v.invalid(
                 key(field),
-                "must be non-empty and contain no quotes or backslashes",
+                "must be non-empty, without quotes, backslashes or control characters",
             ));
         }
     }
     let url_ok = url::Url::parse(&realm)
         .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-    if !url_ok || realm.contains(['"', '\\']) {
+    if !url_ok || !is_plain_header_text(&realm) {
         return Err(v.invalid(
             key("realm"),
             format!("{realm:?} is not an absolute http(s) URL (the issuer's token endpoint)"),
@@ -215,6 +215,16 @@ fn trusted_issuer(
         certificates: v.file_path(&certificates),
         realm,
     })
+}
+
+/// Text that goes into a `WWW-Authenticate` quoted string (and into the registry's YAML as
+/// `registry-config` prints it) as is: no quotes, backslashes or control characters (CR,
+/// LF, tab, NUL). `url::Url::parse` strips tabs and newlines silently, so a URL is checked
+/// here on its raw text too.
+fn is_plain_header_text(text: &str) -> bool {
+    !text
+        .chars()
+        .any(|c| c == '"' || c == '\\' || c.is_control())
 }
 
 /// The registry behind the edge accepts one `issuer` and one `service`

@@ -132,6 +132,9 @@ impl SigningKeys {
     }
 }
 
+/// RSA key sizes ring verifies (`ring::signature::RSA_PKCS1_2048_8192_SHA256`).
+const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=8192;
+
 /// What verifying a token signed by a certificate's key needs.
 pub(super) struct VerifyingKey {
     /// RS256 for an RSA key, ES256 for an EC P-256 key (what distribution's libtrust takes).
@@ -156,7 +159,22 @@ pub(super) fn verifying_key(cert: &[u8]) -> Result<VerifyingKey, CertKeyError> {
     let spki = cert.public_key();
     let public_pem = pem_block("PUBLIC KEY", spki.raw);
     let algorithm = match spki.algorithm.algorithm.to_id_string().as_str() {
-        "1.2.840.113549.1.1.1" => Algorithm::RS256,
+        "1.2.840.113549.1.1.1" => {
+            // ring verifies RSA signatures of 2048 to 8192 bits only: a key outside would load
+            // and then refuse every token.
+            let bits = match spki.parsed() {
+                Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => rsa.key_size(),
+                _ => 0,
+            };
+            if !RSA_BITS.contains(&bits) {
+                return Err(CertKeyError::Unsupported(format!(
+                    "an RSA key of {bits} bits; RS256 keys must have {} to {} bits",
+                    RSA_BITS.start(),
+                    RSA_BITS.end()
+                )));
+            }
+            Algorithm::RS256
+        }
         "1.2.840.10045.2.1" => {
             let curve = spki
                 .algorithm
