@@ -6,6 +6,8 @@
 //! row that did not hold. `tests/cli.rs` keeps a few runs of the binary itself: exit codes,
 //! what reaches stdout and stderr, and that the Redis password is never printed.
 
+mod common;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
@@ -485,7 +487,8 @@ fn trusted_issuers_and_verify_only_mode() {
     let dir = fixtures();
     std::fs::write(dir.path().join("htpasswd"), "").unwrap();
     std::fs::write(dir.path().join("not-a-cert.pem"), "hello\n").unwrap();
-    rsa_1024(dir.path());
+    // A self-signed certificate for an RSA key ring cannot verify with.
+    common::openssl_cert(dir.path(), "rsa-1024", &["genrsa", "1024"]);
     let with_token = |trusted: &str| {
         auth("certs/registry-auth.key", "htpasswd").replace("issuer: edge", "issuer: gitlab-issuer")
             + &format!("  trusted_issuers:\n    - {{ {trusted} }}\n")
@@ -578,34 +581,4 @@ fn trusted_issuers_and_verify_only_mode() {
             ),
         ],
     );
-}
-
-/// `rsa-1024.crt`: a self-signed certificate for an RSA key ring cannot verify with.
-fn rsa_1024(dir: &Path) {
-    let key = dir.join("rsa-1024.key");
-    let crt = dir.join("rsa-1024.crt");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&["genrsa", "-out", key.to_str().unwrap(), "1024"]);
-    run(&[
-        "req",
-        "-x509",
-        "-key",
-        key.to_str().unwrap(),
-        "-out",
-        crt.to_str().unwrap(),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=old-issuer",
-    ]);
 }
