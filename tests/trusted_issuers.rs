@@ -107,6 +107,18 @@ fn registry(dir: &Path, bundle: &Path) -> Registry {
     Registry::start_with(dir, "registry", &auth)
 }
 
+/// What `registry-edge registry-config` prints for the edge's config (it must succeed).
+fn registry_config(edge: &Edge) -> String {
+    let out = std::process::Command::new(common::EDGE_BIN)
+        .args(["registry-config", "--config"])
+        .arg(&edge.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    text
+}
+
 fn bearer(token: &str) -> String {
     format!("Authorization: Bearer {token}")
 }
@@ -322,13 +334,7 @@ fn verify_only_mode_accepts_the_issuers_tokens_and_refuses_the_rest() {
     checks.run(
         "registry-config names the issuer's realm and bundle",
         || {
-            let out = std::process::Command::new(common::EDGE_BIN)
-                .args(["registry-config", "--config"])
-                .arg(&edge.config)
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(out.status.success(), "{text}");
+            let text = registry_config(&edge);
             assert!(text.contains(&format!("realm: {REALM}")), "{text}");
             assert!(text.contains(&format!("issuer: {ISSUER}")), "{text}");
             let bundle = std::fs::canonicalize(&gitlab.certificate).unwrap();
@@ -397,12 +403,7 @@ fn with_its_own_realm_the_edge_accepts_either_issuers_tokens() {
     checks.run(
         "registry-config asks for both certificates in the bundle",
         || {
-            let out = std::process::Command::new(common::EDGE_BIN)
-                .args(["registry-config", "--config"])
-                .arg(&edge.config)
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
+            let text = registry_config(&edge);
             for cert in [&own, &gitlab.certificate] {
                 let cert = std::fs::canonicalize(cert).unwrap();
                 assert!(text.contains(&cert.display().to_string()), "{text}");
