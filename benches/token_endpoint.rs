@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use registry_edge::auth::acl::Rule;
 use registry_edge::auth::endpoint::{TokenReply, TokenRequest};
 use registry_edge::auth::Auth;
-use registry_edge::config::AuthSettings;
+use registry_edge::config::{AuthSettings, UsersSettings};
 
 const BCRYPT_COST: u32 = 10;
 
@@ -31,8 +31,7 @@ fn auth(dir: &std::path::Path, cache_ttl: Duration) -> Auth {
         certificate: dir.join("certs/registry-auth.crt"),
         expiration: Duration::from_secs(300),
         refresh_expiration: Duration::from_secs(3600),
-        htpasswd: dir.join("htpasswd"),
-        login_cache_ttl: cache_ttl,
+        users: UsersSettings::htpasswd_only(dir.join("htpasswd"), cache_ttl),
         acl: vec![
             rule("*", "${account}/**", &["pull", "push"]),
             rule("", "public/*", &["pull"]),

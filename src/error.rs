@@ -57,6 +57,9 @@ pub enum RegistryError {
     LimitsUnavailable,
     #[error("{0}")]
     BadTokenRequest(String),
+    /// The login backend that had to answer could not (`ldap`, `oidc`, `http`).
+    #[error("the login service ({backend}) is unavailable; retry later")]
+    LoginUnavailable { backend: &'static str },
     #[error("internal error in the edge")]
     Internal,
 }
@@ -77,7 +80,9 @@ impl RegistryError {
     pub fn status(&self) -> u16 {
         match self {
             RegistryError::BodyTooLarge { .. } => 413,
-            RegistryError::NoHealthyUpstream | RegistryError::LimitsUnavailable => 503,
+            RegistryError::NoHealthyUpstream
+            | RegistryError::LimitsUnavailable
+            | RegistryError::LoginUnavailable { .. } => 503,
             RegistryError::UpstreamUnreachable | RegistryError::UpstreamFailed => 502,
             RegistryError::UpstreamTimeout => 504,
             RegistryError::BadRequest
@@ -102,6 +107,7 @@ impl RegistryError {
             RegistryError::BodyTooLarge { .. } => "SIZE_INVALID",
             RegistryError::NoHealthyUpstream
             | RegistryError::LimitsUnavailable
+            | RegistryError::LoginUnavailable { .. }
             | RegistryError::UpstreamUnreachable
             | RegistryError::UpstreamTimeout
             | RegistryError::UpstreamFailed => "UNAVAILABLE",

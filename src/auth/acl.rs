@@ -1,44 +1,78 @@
-//! Access policy: the first rule matching (account, type, name) decides; no match = no access.
+//! Access policy: the first rule matching (identity, type, name) decides; no match = no access.
 //!
-//! `account` and `name` are globs: `*` matches within one path segment, `**` across
-//! segments, `?` one character. `${account}` in a name expands to the authenticated
-//! user. An account pattern of `""` matches only anonymous requests, and `*` matches
-//! only authenticated users, so a rule for "everyone logged in" never opens a
-//! repository to anonymous clients by accident.
+//! A rule selects by `account`, `group` and/or `claims`; every selector it gives must
+//! match. `account`, `group` and `name` are globs: `*` matches within one path segment,
+//! `**` across segments, `?` one character. An account pattern of `""` matches only
+//! anonymous requests, and `*` only authenticated users, so a rule for "everyone logged
+//! in" never opens a repository to anonymous clients by accident. `group` matches any of
+//! the groups the login backend reported; `claims` needs each listed claim to equal its
+//! value exactly. In a name, `${account}` expands to the account and `${claims.NAME}` to
+//! an OIDC claim; a value that holds glob characters (or is empty or absent) makes the
+//! rule not match, so an identity can never widen a pattern.
 
 use std::collections::BTreeSet;
 
+use crate::auth::identity::Identity;
 use crate::registry::Scope;
 
 pub use crate::config::{Actions, Rule};
 
-/// Whether `rule` applies to `account` asking for `scope`.
-fn rule_matches(rule: &Rule, account: &str, scope: &Scope) -> bool {
+/// Whether `rule` applies to `identity` asking for `scope`.
+fn rule_matches(rule: &Rule, identity: &Identity, scope: &Scope) -> bool {
     if rule.kind != scope.kind {
         return false;
     }
-    let account_ok = match rule.account.as_str() {
-        "" => account.is_empty(),
-        pattern => !account.is_empty() && glob_match(pattern, account),
+    let account = identity.account.as_str();
+    let account_ok = match rule.account.as_deref() {
+        None => true,
+        Some("") => account.is_empty(),
+        Some(pattern) => !account.is_empty() && glob_match(pattern, account),
     };
-    if !account_ok {
+    let group_ok = match rule.group.as_deref() {
+        None => true,
+        Some(pattern) => identity.groups.iter().any(|g| glob_match(pattern, g)),
+    };
+    let claims_ok = rule
+        .claims
+        .iter()
+        .all(|(name, value)| identity.claims.get(name) == Some(value));
+    if !(account_ok && group_ok && claims_ok) {
         return false;
     }
-    match expand_account(&rule.name, account) {
+    match expand(&rule.name, identity) {
         Some(pattern) => glob_match(&pattern, &scope.name),
         None => false,
     }
 }
 
-/// `${account}` expansion; `None` when the account would act as a pattern or is anonymous.
-fn expand_account(pattern: &str, account: &str) -> Option<String> {
-    if !pattern.contains("${account}") {
+/// `${account}` and `${claims.NAME}` expansion; `None` when a value is missing, empty or
+/// would act as a pattern. `${account}` must also be one path segment.
+fn expand(pattern: &str, identity: &Identity) -> Option<String> {
+    if !pattern.contains("${") {
         return Some(pattern.to_string());
     }
-    if account.is_empty() || account.contains(['*', '?', '/']) {
-        return None;
+    let mut out = String::with_capacity(pattern.len() + 32);
+    let mut rest = pattern;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}')?;
+        let value = match &after[..end] {
+            "account" if identity.account.contains('/') => return None,
+            "account" => identity.account.as_str(),
+            inner => identity
+                .claims
+                .get(inner.strip_prefix("claims.")?)?
+                .as_str(),
+        };
+        if value.is_empty() || value.contains(['*', '?']) {
+            return None;
+        }
+        out.push_str(value);
+        rest = &after[end + 1..];
     }
-    Some(pattern.replace("${account}", account))
+    out.push_str(rest);
+    Some(out)
 }
 
 /// The ordered rule list.
@@ -48,13 +82,13 @@ pub struct Acl {
 }
 
 impl Acl {
-    /// The actions of `requested` that `account` gets: the intersection with the first
+    /// The actions of `requested` that `identity` gets: the intersection with the first
     /// matching rule, possibly empty. Asking for more is never an error.
-    pub fn grant(&self, account: &str, requested: &Scope) -> BTreeSet<String> {
+    pub fn grant(&self, identity: &Identity, requested: &Scope) -> BTreeSet<String> {
         let Some(rule) = self
             .rules
             .iter()
-            .find(|r| rule_matches(r, account, requested))
+            .find(|r| rule_matches(r, identity, requested))
         else {
             return BTreeSet::new();
         };
@@ -85,6 +119,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::identity::Backend;
 
     fn rule(account: &str, kind: &str, name: &str, actions: &[&str]) -> Rule {
         Rule::new(account, kind, name, actions)
@@ -110,7 +145,16 @@ mod tests {
     }
 
     fn granted(acl: &Acl, account: &str, scope: &str) -> Vec<String> {
-        acl.grant(account, &Scope::parse(scope).unwrap())
+        let backend = if account.is_empty() {
+            Backend::Anonymous
+        } else {
+            Backend::Htpasswd
+        };
+        granted_to(acl, &Identity::new(account, backend), scope)
+    }
+
+    fn granted_to(acl: &Acl, identity: &Identity, scope: &str) -> Vec<String> {
+        acl.grant(identity, &Scope::parse(scope).unwrap())
             .into_iter()
             .collect()
     }
@@ -164,6 +208,62 @@ mod tests {
             rules: vec![rule("**", "repository", "${account}/*", &["*"])],
         };
         assert!(granted(&acl, "*", "repository:x/app:pull").is_empty());
+    }
+
+    #[test]
+    fn group_and_claims_selectors_all_must_match() {
+        let mut platform = Rule::new("*", "repository", "platform/**", &["*"]);
+        platform.account = None;
+        platform.group = Some("platform".into());
+        let mut claims = Rule::new(
+            "",
+            "repository",
+            "${claims.repository}/**",
+            &["pull", "push"],
+        );
+        claims.account = None;
+        claims.claims = [("repository".to_string(), "acme/app".to_string())].into();
+        let mut both = Rule::new("ci-*", "repository", "shared/*", &["pull"]);
+        both.group = Some("dev*".into());
+        let acl = Acl {
+            rules: vec![platform, claims, both],
+        };
+        let alice = Identity::new("alice", Backend::Ldap).with_groups(vec!["platform".into()]);
+        let bob = Identity::new("bob", Backend::Ldap).with_groups(vec!["developers".into()]);
+        let ci_bob = Identity::new("ci-bob", Backend::Ldap).with_groups(vec!["developers".into()]);
+        let mut job = Identity::new("repo:acme/app", Backend::Http);
+        job.claims = [("repository".to_string(), "acme/app".to_string())].into();
+        let mut other_job = job.clone();
+        other_job.claims = [("repository".to_string(), "acme/other".to_string())].into();
+        let mut pattern_job = job.clone();
+        pattern_job.claims = [("repository".to_string(), "*".to_string())].into();
+        let cases: &[(&Identity, &str, &[&str])] = &[
+            (
+                &alice,
+                "repository:platform/x/y:pull,push",
+                &["pull", "push"],
+            ),
+            (&bob, "repository:platform/x:pull", &[]),
+            (
+                &job,
+                "repository:acme/app/cache:pull,push,delete",
+                &["pull", "push"],
+            ),
+            (&job, "repository:acme/other/x:pull", &[]),
+            (&other_job, "repository:acme/app/x:pull", &[]),
+            (&pattern_job, "repository:anything/x:pull", &[]),
+            (&bob, "repository:shared/x:pull", &[]),
+            (&ci_bob, "repository:shared/x:pull", &["pull"]),
+        ];
+        for (identity, scope, expected) in cases {
+            assert_eq!(
+                granted_to(&acl, identity, scope),
+                *expected,
+                "{} {scope}",
+                identity.account
+            );
+        }
+        assert!(granted(&acl, "", "repository:platform/x:pull").is_empty());
     }
 
     #[test]

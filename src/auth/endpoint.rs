@@ -3,7 +3,8 @@
 //!
 //! Grants are the intersection of what was asked and what the ACL allows, never an error
 //! for asking more; a request without scope (what `docker login` sends) gets a token with
-//! empty access. Failed logins are throttled before any bcrypt work.
+//! empty access. Failed logins are throttled before any backend is asked; a backend
+//! that cannot answer makes a 503 (`UNAVAILABLE`), never a failed login.
 
 use std::net::IpAddr;
 use std::time::SystemTime;
@@ -12,6 +13,8 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::identity::{Backend, Identity};
+use super::users::Login;
 use super::Auth;
 use crate::error::RegistryError;
 use crate::registry::Scope;
@@ -108,6 +111,23 @@ pub fn basic_credentials(authorization: Option<&str>) -> Basic {
     }
 }
 
+fn refused_login() -> TokenReply {
+    TokenReply::Refused {
+        error: RegistryError::BadCredentials,
+        retry_after: None,
+    }
+}
+
+/// 503 at the realm: the backend that had to answer could not. Not a failed login.
+fn unavailable(backend: &Backend) -> TokenReply {
+    TokenReply::Refused {
+        error: RegistryError::LoginUnavailable {
+            backend: backend.name(),
+        },
+        retry_after: None,
+    }
+}
+
 fn bad(message: &str) -> TokenReply {
     TokenReply::Refused {
         error: RegistryError::BadTokenRequest(message.to_string()),
@@ -155,8 +175,8 @@ impl Auth {
             }
         };
 
-        let (account, refresh_token) = match credentials {
-            Credentials::Anonymous => (String::new(), None),
+        let (identity, refresh_token) = match credentials {
+            Credentials::Anonymous => (Identity::anonymous(), None),
             Credentials::Password { user, password } => {
                 if let Some(wait) = self.throttle.blocked_for(req.client_ip, &user).await {
                     let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -165,35 +185,53 @@ impl Auth {
                         retry_after: Some(retry_after),
                     };
                 }
-                if !self.users.verify(&user, &password).await.ok {
-                    self.throttle.record_failure(req.client_ip, &user).await;
-                    return TokenReply::Refused {
-                        error: RegistryError::BadCredentials,
-                        retry_after: None,
-                    };
-                }
+                let identity = match self.users.login(&user, &password, req.client_ip).await {
+                    Login::Accepted(identity) => identity,
+                    Login::Refused => {
+                        self.throttle.record_failure(req.client_ip, &user).await;
+                        return refused_login();
+                    }
+                    Login::Unavailable(backend) => return unavailable(&backend),
+                };
                 let offline = req.param("offline_token") == Some("true")
                     || req.param("access_type") == Some("offline");
-                let refresh = offline.then(|| self.refresh.issue(&user, &[], now).token);
-                (user, refresh)
+                let refresh = offline
+                    .then(|| self.users.refresh_not_after(&identity, now))
+                    .and_then(|not_after| {
+                        // A bound already reached (an http login with cache_ttl 0) gets none.
+                        let issued = self.refresh.issue_refresh(&identity, not_after, now);
+                        (issued.expires_in > 0).then_some(issued.token)
+                    });
+                (identity, refresh)
             }
-            Credentials::Refresh(token) => match self.refresh.verify(&token) {
-                // A user removed from htpasswd loses their refresh tokens at once.
-                Ok(claims) if self.users.contains(&claims.sub) => (claims.sub.clone(), Some(token)),
-                _ => {
+            Credentials::Refresh(token) => {
+                let Ok(claims) = self.refresh.verify(&token) else {
                     self.throttle.record_failure(req.client_ip, "").await;
-                    return TokenReply::Refused {
-                        error: RegistryError::BadCredentials,
-                        retry_after: None,
-                    };
+                    return refused_login();
+                };
+                // Refresh tokens from before backends existed name none: htpasswd's.
+                let mut identity = claims
+                    .identity
+                    .clone()
+                    .unwrap_or_else(|| Identity::new(&claims.sub, Backend::Htpasswd));
+                identity.account = claims.sub.clone();
+                // The user must still exist in the backend that issued the token.
+                match self.users.refresh(identity).await {
+                    Login::Accepted(identity) => (identity, Some(token)),
+                    Login::Refused => {
+                        self.throttle.record_failure(req.client_ip, "").await;
+                        return refused_login();
+                    }
+                    Login::Unavailable(backend) => return unavailable(&backend),
                 }
-            },
+            }
         };
+        let account = identity.account.clone();
 
         let granted: Vec<Scope> = Scope::parse_all(req.all("scope"))
             .into_iter()
             .filter_map(|mut scope| {
-                scope.actions = self.acl.grant(&account, &scope);
+                scope.actions = self.acl.grant(&identity, &scope);
                 (!scope.actions.is_empty()).then_some(scope)
             })
             .collect();

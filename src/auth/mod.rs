@@ -4,7 +4,8 @@
 //! - `acl`: the access policy (first matching rule wins).
 //! - `access`: what a registry request needs (as distribution decides it).
 //! - `token/`: keys, claims, issuing and verifying (RS256/ES256, kid + x5c), the verified cache.
-//! - `users`: htpasswd users, bcrypt off the reactor, login cache.
+//! - `identity`: who a login proved to be (account, groups, claims, backend).
+//! - `users/`: the login backends (htpasswd, LDAP, OIDC, http) and the credential cache.
 //! - `endpoint`: the token endpoint (GET and OAuth2 POST).
 //! - `check`: bearer-token check and the 401 challenge.
 //!
@@ -14,6 +15,7 @@ pub mod access;
 pub mod acl;
 pub mod check;
 pub mod endpoint;
+pub mod identity;
 pub mod token;
 pub mod users;
 
@@ -23,7 +25,7 @@ use crate::config::AuthSettings;
 use crate::limits::LoginThrottle;
 use acl::Acl;
 use token::{KeyError, SigningKeys, TokenAuthority};
-use users::{Users, UsersError};
+use users::{Directory, UsersError};
 
 /// Everything the edge needs to answer and check tokens.
 pub struct Auth {
@@ -31,7 +33,7 @@ pub struct Auth {
     pub tokens: TokenAuthority,
     /// Refresh tokens: same key, their own audience, so they never pass as access tokens.
     pub refresh: TokenAuthority,
-    pub users: Arc<Users>,
+    pub users: Directory,
     pub acl: Acl,
     /// Failed-login limits; replaced by `Settings::new` with one that shares state (or
     /// survives the reload).
@@ -48,12 +50,13 @@ pub enum AuthLoadError {
 
 impl AuthLoadError {
     /// The config key the problem belongs to.
-    pub fn key(&self) -> &'static str {
+    pub fn key(&self) -> String {
         match self {
             AuthLoadError::Key(KeyError::File { .. }) => "auth.token.certificate",
             AuthLoadError::Key(_) => "auth.token.signing_key",
-            AuthLoadError::Users(_) => "auth.users.htpasswd",
+            AuthLoadError::Users(e) => return e.key(),
         }
+        .into()
     }
 }
 
@@ -75,7 +78,7 @@ impl Auth {
                 settings.service.clone(),
                 settings.expiration,
             ),
-            users: Arc::new(Users::load(&settings.htpasswd, settings.login_cache_ttl)?),
+            users: Directory::load(&settings.users)?,
             acl: Acl {
                 rules: settings.acl.clone(),
             },

@@ -1,11 +1,12 @@
 //! `auth`: the token realm, users, the access policy, and the token services the edge trusts.
 
-use std::collections::BTreeSet;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::acl::{acl_rule, Rule};
 use super::file;
+use super::users::{users_settings, UsersSettings};
 use super::validate::Validator;
 use super::ConfigError;
 
@@ -20,8 +21,8 @@ pub struct AuthSettings {
     pub certificate: PathBuf,
     pub expiration: Duration,
     pub refresh_expiration: Duration,
-    pub htpasswd: PathBuf,
-    pub login_cache_ttl: Duration,
+    /// `auth.users`: the login backends and their shared credential cache.
+    pub users: UsersSettings,
     /// `auth.acl`: the access policy's rules, in order (first match wins).
     pub acl: Vec<Rule>,
     pub failed_logins_per_ip: NonZeroU32,
@@ -72,7 +73,8 @@ pub(super) fn auth_settings(
         if users.is_some() {
             return Err(needs_token(
                 "auth.users",
-                "users log in at the edge's own realm; in verify-only mode the trusted issuer                  authenticates them",
+                "users log in at the edge's own realm; in verify-only mode the trusted issuer \
+                 authenticates them",
             ));
         }
         if !acl.is_empty() {
@@ -93,7 +95,7 @@ pub(super) fn auth_settings(
     let Some(users) = users else {
         return Err(v.invalid(
             "auth.users",
-            "needed with auth.token: an htpasswd file of the users who log in",
+            "needed with auth.token: the users who log in (htpasswd, ldap, oidc or http)",
         ));
     };
     let file::TokenFile {
@@ -168,12 +170,7 @@ pub(super) fn auth_settings(
         certificate: v.file_path(&certificate),
         expiration,
         refresh_expiration,
-        htpasswd: v.file_path(&users.htpasswd),
-        login_cache_ttl: v.duration(
-            "auth.users.cache_ttl",
-            users.cache_ttl.as_deref(),
-            Duration::from_secs(60),
-        )?,
+        users: users_settings(v, users)?,
         acl: rules,
         failed_logins_per_ip: positive("auth.failed_logins.per_client_ip", per_ip, 10)?,
         failed_logins_per_account: positive("auth.failed_logins.per_account", per_account, 30)?,
@@ -263,91 +260,4 @@ fn same_issuer_and_service(
         }
     }
     Ok(())
-}
-
-pub(super) fn acl_rule(
-    v: &Validator,
-    index: usize,
-    rule: file::AclRuleFile,
-) -> Result<Rule, ConfigError> {
-    let file::AclRuleFile {
-        account,
-        kind,
-        name,
-        actions,
-        comment,
-    } = rule;
-    let key = |field: &str| format!("auth.acl[{index}].{field}");
-    let kind = kind.unwrap_or_else(|| "repository".to_string());
-    if kind != "repository" && kind != "registry" {
-        return Err(v.invalid(
-            key("type"),
-            format!("{kind:?} is not one of repository, registry"),
-        ));
-    }
-    if name.is_empty() {
-        return Err(v.invalid(key("name"), "must not be empty"));
-    }
-    let actions = Actions::from_list(&actions);
-    if let Actions::Only(list) = &actions {
-        if let Some(bad) = list
-            .iter()
-            .find(|a| !matches!(a.as_str(), "pull" | "push" | "delete"))
-        {
-            return Err(v.invalid(
-                key("actions"),
-                format!("{bad:?} is not one of pull, push, delete, *"),
-            ));
-        }
-    }
-    Ok(Rule {
-        account,
-        kind,
-        name,
-        actions,
-        comment,
-    })
-}
-
-/// Actions a rule allows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actions {
-    /// `["*"]`: every action.
-    All,
-    /// An explicit list; empty = deny.
-    Only(BTreeSet<String>),
-}
-
-impl Actions {
-    /// As the config file reads an action list: `*` anywhere means every action.
-    pub fn from_list<S: AsRef<str>>(actions: &[S]) -> Actions {
-        if actions.iter().any(|a| a.as_ref() == "*") {
-            Actions::All
-        } else {
-            Actions::Only(actions.iter().map(|a| a.as_ref().to_string()).collect())
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rule {
-    pub account: String,
-    /// `repository` (default) or `registry`.
-    pub kind: String,
-    pub name: String,
-    pub actions: Actions,
-    pub comment: Option<String>,
-}
-
-impl Rule {
-    /// A rule as the config file would load it, without a comment.
-    pub fn new(account: &str, kind: &str, name: &str, actions: &[&str]) -> Rule {
-        Rule {
-            account: account.into(),
-            kind: kind.into(),
-            name: name.into(),
-            actions: Actions::from_list(actions),
-            comment: None,
-        }
-    }
 }

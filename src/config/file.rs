@@ -191,23 +191,110 @@ pub(super) struct TrustedIssuerFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UsersFile {
-    /// htpasswd file with bcrypt entries (`htpasswd -B`).
-    pub htpasswd: String,
-    /// How long a correct login skips bcrypt for the same user and password. Default `60s`;
-    /// `0s` makes every login pay bcrypt.
+    /// htpasswd file with bcrypt entries (`htpasswd -B`). Optional when another backend is set.
+    #[serde(default)]
+    pub htpasswd: Option<String>,
+    /// How long a correct login (any backend) is answered without asking the backend again.
+    /// Default `60s`; `0s` asks every time.
     #[serde(default)]
     pub cache_ttl: Option<String>,
+    /// A directory (LDAP / Active Directory). Default none.
+    #[serde(default)]
+    pub ldap: Option<LdapFile>,
+    /// OpenID providers whose ID tokens are accepted as passwords. Default none.
+    #[serde(default)]
+    pub oidc: Vec<OidcFile>,
+    /// An external authenticator asked with a JSON POST. Default none.
+    #[serde(default)]
+    pub http: Option<HttpAuthenticatorFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LdapFile {
+    /// `ldap://host[:port]` or `ldaps://host[:port]`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS. Default false.
+    #[serde(default)]
+    pub start_tls: bool,
+    /// PEM bundle of extra trust roots for the directory's certificate. Default none.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// The service account that searches users and groups. Default: anonymous search.
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    /// File holding the service account's password (one line). Needed with `bind_dn`.
+    #[serde(default)]
+    pub bind_password_file: Option<String>,
+    /// Where users are searched (subtree).
+    pub user_base: String,
+    /// Filter with `{user}`, e.g. `(&(objectClass=inetOrgPerson)(uid={user}))`.
+    pub user_filter: String,
+    /// Where groups are searched (subtree). Default: groups are not read.
+    #[serde(default)]
+    pub group_base: Option<String>,
+    /// Filter with `{dn}` and/or `{user}`. Default `(member={dn})`.
+    #[serde(default)]
+    pub group_filter: Option<String>,
+    /// Attribute that names a group. Default `cn`.
+    #[serde(default)]
+    pub group_attribute: Option<String>,
+    /// Limit for one login's directory work. Default `5s`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OidcFile {
+    /// The provider's issuer URL (`iss`); discovery is read from
+    /// `<issuer>/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The `aud` tokens must carry.
+    pub audience: String,
+    /// The login name clients send with such a token.
+    pub username: String,
+    /// Claim that becomes the account (token subject). Default `sub`.
+    #[serde(default)]
+    pub account_claim: Option<String>,
+    /// Claim holding the groups (array of strings). Default none.
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    /// PEM bundle of extra trust roots for discovery and JWKS. Default none.
+    #[serde(default)]
+    pub ca: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HttpAuthenticatorFile {
+    /// Where `{"user","password","client_ip"}` is POSTed.
+    pub url: String,
+    /// Limit for one answer. Default `5s`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// PEM bundle of extra trust roots for the authenticator's certificate. Default none.
+    #[serde(default)]
+    pub ca: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AclRuleFile {
     /// Glob on the account; `""` = anonymous, `*` = any authenticated user.
-    pub account: String,
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Glob on the groups the login backend reported (LDAP, OIDC `groups_claim`, http).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Exact string values the OIDC token's claims must have. Default none.
+    #[serde(default)]
+    pub claims: std::collections::BTreeMap<String, String>,
     /// `repository` (default) or `registry`.
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
-    /// Glob on the name (`*` within a segment, `**` across); `${account}` = the user.
+    /// Glob on the name (`*` within a segment, `**` across); `${account}` = the user,
+    /// `${claims.NAME}` = an OIDC token's claim.
     pub name: String,
     /// `pull`, `push`, `delete`, or `["*"]` for all; `[]` denies.
     pub actions: Vec<String>,

@@ -2,9 +2,10 @@
 //!
 //! A leaf of the crate: it imports nothing from it. `model` holds [`Config`] and its
 //! assembly; each section's types sit beside their converter (`server`, `tls`, `upstream`,
-//! `auth`, `limits`, `shared_state`); `choices` holds the closed sets; `validate` names file
+//! `auth`, `users`, `acl`, `limits`, `shared_state`); `choices` holds the closed sets; `validate` names file
 //! and key in every error.
 
+mod acl;
 mod auth;
 mod choices;
 mod file;
@@ -14,11 +15,13 @@ mod server;
 mod shared_state;
 mod tls;
 mod upstream;
+mod users;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
-pub use auth::{Actions, AuthSettings, Rule, TrustedIssuer};
+pub use acl::{Actions, Rule};
+pub use auth::{AuthSettings, TrustedIssuer};
 pub use choices::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
 pub use limits::{Limits, PushLimit, UploadBytesLimit};
 pub use model::{Config, Maintenance};
@@ -26,6 +29,7 @@ pub use server::{ClientTimeouts, ExternalUrl, ServerSettings};
 pub use shared_state::RedisSettings;
 pub use tls::{AcmeSettings, CertificatePaths};
 pub use upstream::{ForwardedSettings, UpstreamSettings};
+pub use users::{HttpAuthenticatorSettings, LdapSettings, OidcSettings, UsersSettings};
 
 /// Why a configuration could not be loaded; every variant names the file.
 #[derive(Debug, thiserror::Error)]

@@ -62,8 +62,39 @@ impl TokenAuthority {
 
     /// Signs a token for `subject` (`""` = anonymous) granting `access`.
     pub fn issue(&self, subject: &str, access: &[Scope], now: SystemTime) -> Issued {
+        self.issue_with(subject, access, None, None, now)
+    }
+
+    /// A refresh token for `identity`, ending at `not_after` (seconds since the epoch)
+    /// when that comes before the configured expiration.
+    pub fn issue_refresh(
+        &self,
+        identity: &crate::auth::identity::Identity,
+        not_after: Option<u64>,
+        now: SystemTime,
+    ) -> Issued {
+        self.issue_with(
+            &identity.account,
+            &[],
+            Some(identity.clone()),
+            not_after,
+            now,
+        )
+    }
+
+    fn issue_with(
+        &self,
+        subject: &str,
+        access: &[Scope],
+        identity: Option<crate::auth::identity::Identity>,
+        not_after: Option<u64>,
+        now: SystemTime,
+    ) -> Issued {
         let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        let expires_in = self.expiration.as_secs().max(60);
+        let mut expires_in = self.expiration.as_secs().max(60);
+        if let Some(end) = not_after {
+            expires_in = expires_in.min(end.saturating_sub(iat));
+        }
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: subject.to_string(),
@@ -80,6 +111,7 @@ impl TokenAuthority {
                     actions: s.actions.iter().cloned().collect(),
                 })
                 .collect(),
+            identity,
         };
         let mut header = Header::new(self.keys.algorithm());
         header.typ = Some("JWT".into());

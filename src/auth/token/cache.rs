@@ -121,6 +121,7 @@ mod tests {
             iat: 0,
             jti: sub.to_string(),
             access,
+            identity: None,
         })
     }
 

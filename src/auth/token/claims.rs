@@ -47,6 +47,14 @@ pub struct Claims {
     pub jti: String,
     #[serde(default)]
     pub access: Vec<AccessEntry>,
+    /// Refresh tokens only: the login backend and the groups and claims it reported, so a
+    /// refresh applies the same ACL as the login. Never set in registry tokens.
+    #[serde(
+        default,
+        rename = "registry_edge",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub identity: Option<crate::auth::identity::Identity>,
 }
 
 impl Claims {

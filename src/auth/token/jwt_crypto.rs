@@ -2,14 +2,15 @@
 //!
 //! jsonwebtoken ships RustCrypto and aws-lc backends; RustCrypto's P-256 took ~460 µs
 //! per token on the reference machine (issue 6), ring takes a fraction of that and adds
-//! no new C build. Only what registry tokens use is provided: ES256, ES384, RS256,
-//! RS384, RS512 and the HS family (HS* is refused at verification by the algorithm
-//! pin, but tests sign with it to prove that).
+//! no new C build. Only what registry and OpenID tokens use is provided: ES256, ES384,
+//! RS256, RS384, RS512, PS256 and the HS family (HS* is refused at
+//! verification by the algorithm pin, but tests sign with it to prove that). RSA keys may
+//! be DER or, from a JWK, a modulus and exponent.
 
 use jsonwebtoken::crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils};
 use jsonwebtoken::errors::{Error, ErrorKind, Result};
 use jsonwebtoken::signature::{self, Signer, Verifier};
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, EncodingKey};
 use ring::rand::SystemRandom;
 use ring::{hmac, signature as ring_sig};
 
@@ -54,9 +55,10 @@ fn new_signer(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSig
                     .map_err(|_| Error::from(ErrorKind::InvalidEcdsaKey))?;
             SigningKey::Ecdsa(pair)
         }
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => {
+        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 => {
             let encoding: &'static dyn ring_sig::RsaEncoding = match algorithm {
                 Algorithm::RS256 => &ring_sig::RSA_PKCS1_SHA256,
+                Algorithm::PS256 => &ring_sig::RSA_PSS_SHA256,
                 Algorithm::RS384 => &ring_sig::RSA_PKCS1_SHA384,
                 _ => &ring_sig::RSA_PKCS1_SHA512,
             };
@@ -76,7 +78,9 @@ fn new_signer(algorithm: &Algorithm, key: &EncodingKey) -> Result<Box<dyn JwtSig
 fn family_of(algorithm: &Algorithm) -> Result<AlgorithmFamily> {
     Ok(match algorithm {
         Algorithm::ES256 | Algorithm::ES384 => AlgorithmFamily::Ec,
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 => AlgorithmFamily::Rsa,
+        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 => {
+            AlgorithmFamily::Rsa
+        }
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => AlgorithmFamily::Hmac,
         _ => return Err(ErrorKind::InvalidAlgorithm.into()),
     })
@@ -122,12 +126,21 @@ struct RingVerifier {
 
 enum VerifyingKey {
     Public(&'static dyn ring_sig::VerificationAlgorithm, Vec<u8>),
+    /// An RSA key given as modulus and exponent (a JWK), big-endian bytes.
+    RsaComponents(&'static ring_sig::RsaParameters, Vec<u8>, Vec<u8>),
     Hmac(hmac::Key),
 }
 
 fn new_verifier(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifier>> {
     if key.family() != family_of(algorithm)? {
         return Err(ErrorKind::InvalidKeyFormat.into());
+    }
+    if let DecodingKeyKind::RsaModulusExponent { n, e } = key.kind() {
+        let params = rsa_parameters(algorithm).ok_or(ErrorKind::InvalidKeyFormat)?;
+        return Ok(Box::new(RingVerifier {
+            algorithm: *algorithm,
+            key: VerifyingKey::RsaComponents(params, n.clone(), e.clone()),
+        }));
     }
     let bytes = key.try_get_as_bytes()?.to_vec();
     let key = match algorithm {
@@ -136,6 +149,7 @@ fn new_verifier(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtV
         Algorithm::RS256 => VerifyingKey::Public(&ring_sig::RSA_PKCS1_2048_8192_SHA256, bytes),
         Algorithm::RS384 => VerifyingKey::Public(&ring_sig::RSA_PKCS1_2048_8192_SHA384, bytes),
         Algorithm::RS512 => VerifyingKey::Public(&ring_sig::RSA_PKCS1_2048_8192_SHA512, bytes),
+        Algorithm::PS256 => VerifyingKey::Public(&ring_sig::RSA_PSS_2048_8192_SHA256, bytes),
         _ => VerifyingKey::Hmac(hmac::Key::new(hmac_algorithm(algorithm), &bytes)),
     };
     Ok(Box::new(RingVerifier {
@@ -144,11 +158,25 @@ fn new_verifier(algorithm: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtV
     }))
 }
 
+/// ring's RSA verification for an algorithm, keys of 2048 to 8192 bits.
+fn rsa_parameters(algorithm: &Algorithm) -> Option<&'static ring_sig::RsaParameters> {
+    Some(match algorithm {
+        Algorithm::RS256 => &ring_sig::RSA_PKCS1_2048_8192_SHA256,
+        Algorithm::RS384 => &ring_sig::RSA_PKCS1_2048_8192_SHA384,
+        Algorithm::RS512 => &ring_sig::RSA_PKCS1_2048_8192_SHA512,
+        Algorithm::PS256 => &ring_sig::RSA_PSS_2048_8192_SHA256,
+        _ => return None,
+    })
+}
+
 impl Verifier<Vec<u8>> for RingVerifier {
     fn verify(&self, msg: &[u8], sig: &Vec<u8>) -> std::result::Result<(), signature::Error> {
         match &self.key {
             VerifyingKey::Public(alg, public) => ring_sig::UnparsedPublicKey::new(*alg, public)
                 .verify(msg, sig)
+                .map_err(|_| signature::Error::new()),
+            VerifyingKey::RsaComponents(params, n, e) => ring_sig::RsaPublicKeyComponents { n, e }
+                .verify(params, msg, sig)
                 .map_err(|_| signature::Error::new()),
             VerifyingKey::Hmac(key) => {
                 hmac::verify(key, msg, sig).map_err(|_| signature::Error::new())

@@ -1,22 +1,15 @@
 //! Users from an htpasswd file (bcrypt entries, as `htpasswd -B` writes them).
 //!
-//! bcrypt runs on the blocking pool, never on the reactor. A correct login is cached
-//! for a configured time (`auth.users.cache_ttl`) under an HMAC of user and password
-//! with a per-process random key, so a client's repeated token requests don't each pay bcrypt, and the cache holds
-//! nothing a memory dump could turn back into a password.
+//! bcrypt runs on the blocking pool, never on the reactor. Correct logins are cached by
+//! `users::cache` in front of every backend, so repeated token requests don't each pay bcrypt.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
 
-use ring::hmac;
-
-/// Most cached logins kept; past it, expired entries go, then everything.
-const CACHE_CAPACITY: usize = 10_000;
-
+/// Why an htpasswd file was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum UsersError {
+pub enum HtpasswdError {
     #[error("{}: cannot read: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -30,13 +23,9 @@ pub enum UsersError {
     },
 }
 
-/// The user database and its login cache.
-pub struct Users {
+/// The users of one htpasswd file.
+pub struct Htpasswd {
     hashes: HashMap<String, String>,
-    cache_key: hmac::Key,
-    cache: Mutex<HashMap<Vec<u8>, Instant>>,
-    /// Zero disables the cache.
-    cache_ttl: Duration,
     /// A valid hash to verify against for unknown users, so timing does not tell them apart.
     /// Made on first use, at `decoy_cost`: a load or reload pays no bcrypt work.
     decoy: OnceLock<String>,
@@ -44,31 +33,31 @@ pub struct Users {
     decoy_cost: u32,
 }
 
-impl std::fmt::Debug for Users {
+impl std::fmt::Debug for Htpasswd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Users")
+        f.debug_struct("Htpasswd")
             .field("count", &self.hashes.len())
             .finish()
     }
 }
 
-impl Users {
-    pub fn load(path: &Path, cache_ttl: Duration) -> Result<Users, UsersError> {
-        let text = std::fs::read_to_string(path).map_err(|source| UsersError::Read {
+impl Htpasswd {
+    pub fn load(path: &Path) -> Result<Htpasswd, HtpasswdError> {
+        let text = std::fs::read_to_string(path).map_err(|source| HtpasswdError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Users::parse(path, &text, cache_ttl)
+        Htpasswd::parse(path, &text)
     }
 
-    pub fn parse(path: &Path, text: &str, cache_ttl: Duration) -> Result<Users, UsersError> {
+    pub fn parse(path: &Path, text: &str) -> Result<Htpasswd, HtpasswdError> {
         let mut hashes = HashMap::new();
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let entry_err = |problem: &str| UsersError::Entry {
+            let entry_err = |problem: &str| HtpasswdError::Entry {
                 path: path.to_path_buf(),
                 line: index + 1,
                 problem: problem.into(),
@@ -85,19 +74,14 @@ impl Users {
             check_bcrypt(hash).map_err(|problem| entry_err(&problem))?;
             hashes.insert(user.to_string(), hash.to_string());
         }
-        let rng = ring::rand::SystemRandom::new();
-        let cache_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system randomness");
         let decoy_cost = hashes
             .values()
             .next()
             .and_then(|h| h.get(4..6))
             .and_then(|c| c.parse().ok())
             .unwrap_or(bcrypt::DEFAULT_COST);
-        Ok(Users {
+        Ok(Htpasswd {
             hashes,
-            cache_key,
-            cache: Mutex::new(HashMap::new()),
-            cache_ttl,
             decoy: OnceLock::new(),
             decoy_cost,
         })
@@ -116,49 +100,39 @@ impl Users {
         self.hashes.contains_key(user)
     }
 
-    fn cache_tag(&self, user: &str, password: &str) -> Vec<u8> {
-        let mut ctx = hmac::Context::with_key(&self.cache_key);
-        ctx.update(user.as_bytes());
-        ctx.update(&[0]);
-        ctx.update(password.as_bytes());
-        ctx.sign().as_ref().to_vec()
-    }
-
-    /// Whether `password` is `user`'s; `cached` tells whether bcrypt was skipped.
-    pub async fn verify(self: &Arc<Self>, user: &str, password: &str) -> Verified {
-        let tag = self.cache_tag(user, password);
-        let now = Instant::now();
-        if let Some(expires) = self.cache.lock().expect("cache lock").get(&tag) {
-            if *expires > now && self.contains(user) {
-                return Verified {
-                    ok: true,
-                    cached: true,
-                };
-            }
+    /// Whether `password` is `user`'s. Unknown users are checked against a decoy hash when
+    /// `decoy` is set (htpasswd is the last backend), so timing does not tell them apart.
+    pub async fn verify(self: &Arc<Self>, user: &str, password: &str, decoy: bool) -> Verdict {
+        if !decoy && !self.contains(user) {
+            return Verdict::Unknown;
         }
         let users = self.clone();
         let (user_owned, password_owned) = (user.to_string(), password.to_string());
-        let ok = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let (hash, known) = match users.hashes.get(&user_owned) {
                 Some(hash) => (hash.as_str(), true),
                 None => (users.decoy(), false),
             };
-            bcrypt::verify(&password_owned, hash).unwrap_or(false) && known
+            let ok = bcrypt::verify(&password_owned, hash).unwrap_or(false);
+            match (known, ok) {
+                (true, true) => Verdict::Correct,
+                (true, false) => Verdict::Wrong,
+                (false, _) => Verdict::Unknown,
+            }
         })
         .await
-        .unwrap_or(false);
-        if ok && !self.cache_ttl.is_zero() {
-            let mut cache = self.cache.lock().expect("cache lock");
-            if cache.len() >= CACHE_CAPACITY {
-                cache.retain(|_, expires| *expires > now);
-                if cache.len() >= CACHE_CAPACITY {
-                    cache.clear();
-                }
-            }
-            cache.insert(tag, now + self.cache_ttl);
-        }
-        Verified { ok, cached: false }
+        .unwrap_or(Verdict::Wrong)
     }
+}
+
+/// What one backend says about a user and password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Correct,
+    /// The user exists and the password is not theirs: the chain stops here.
+    Wrong,
+    /// Not this backend's user: the next backend is asked.
+    Unknown,
 }
 
 /// bcrypt costs accepted: Apache's `htpasswd -B -C` allows 4 to 17. The bcrypt crate
@@ -183,73 +157,41 @@ fn check_bcrypt(hash: &str) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verified {
-    pub ok: bool,
-    pub cached: bool,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn users() -> Arc<Users> {
-        let hash = bcrypt::hash("s3cret", 4).unwrap();
-        Arc::new(
-            Users::parse(
-                Path::new("htpasswd"),
-                &format!("# comment\nalice:{hash}\n\n"),
-                Duration::from_secs(60),
-            )
-            .unwrap(),
-        )
-    }
-
     #[tokio::test]
-    async fn zero_ttl_disables_the_cache() {
+    async fn verdicts_for_known_and_unknown_users() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
-        let users = Arc::new(
-            Users::parse(Path::new("h"), &format!("alice:{hash}\n"), Duration::ZERO).unwrap(),
-        );
-        for _ in 0..2 {
-            let expected = Verified {
-                ok: true,
-                cached: false,
-            };
-            assert_eq!(users.verify("alice", "s3cret").await, expected);
-        }
-    }
-
-    #[tokio::test]
-    async fn verifies_and_caches_only_correct_logins() {
-        let users = users();
-        // (user, password, ok, cached): in order, since the cache fills as it goes.
+        let text = format!("# comment\nalice:{hash}\n\n");
+        let users = Arc::new(Htpasswd::parse(Path::new("htpasswd"), &text).unwrap());
+        // (user, password, decoy, verdict)
         let cases = [
-            ("alice", "s3cret", true, false),
-            ("alice", "s3cret", true, true),
-            ("alice", "wrong", false, false),
-            ("alice", "wrong", false, false),
-            ("nobody", "s3cret", false, false),
+            ("alice", "s3cret", false, Verdict::Correct),
+            ("alice", "wrong", false, Verdict::Wrong),
+            ("alice", "", true, Verdict::Wrong),
+            ("nobody", "s3cret", false, Verdict::Unknown),
+            ("nobody", "s3cret", true, Verdict::Unknown),
         ];
-        for (user, password, ok, cached) in cases {
+        for (user, password, decoy, verdict) in cases {
             assert_eq!(
-                users.verify(user, password).await,
-                Verified { ok, cached },
-                "{user}/{password}"
+                users.verify(user, password, decoy).await,
+                verdict,
+                "{user}/{password}/{decoy}"
             );
         }
     }
 
     #[test]
     fn rejects_non_bcrypt_entries_naming_the_line() {
-        let err = Users::parse(
+        let err = Htpasswd::parse(
             Path::new("pw"),
             "ok:$2y$04$abcdefghijklmnopqrstuu5VnfT0mVZcRo7tTzd6fQ7Ex9Hc7d8S.\nbob:{SHA}abc\n",
-            Duration::ZERO,
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("pw:2:"), "{err}");
-        assert!(Users::parse(Path::new("pw"), "no-colon\n", Duration::ZERO).is_err());
+        assert!(Htpasswd::parse(Path::new("pw"), "no-colon\n").is_err());
     }
 
     #[test]
@@ -270,12 +212,12 @@ mod tests {
         ];
         for (hash, expected) in cases {
             let text = format!("alice:{good}\nbob:{hash}\n");
-            let err = Users::parse(Path::new("pw"), &text, Duration::ZERO).unwrap_err();
+            let err = Htpasswd::parse(Path::new("pw"), &text).unwrap_err();
             let message = err.to_string();
             assert!(message.starts_with("pw:2:"), "{hash}: {message}");
             assert!(message.contains(expected), "{hash}: {message}");
         }
         let cost17 = with_cost("17");
-        assert!(Users::parse(Path::new("pw"), &format!("a:{cost17}\n"), Duration::ZERO).is_ok());
+        assert!(Htpasswd::parse(Path::new("pw"), &format!("a:{cost17}\n")).is_ok());
     }
 }

@@ -1,0 +1,84 @@
+//! Who a login proved to be: the account, the groups and claims the backend reported,
+//! and which backend said so. The ACL matches on it; refresh tokens carry it.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// The backend that authenticated a login, as refresh tokens name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "lowercase")]
+pub enum Backend {
+    /// Not logged in.
+    Anonymous,
+    Htpasswd,
+    Ldap,
+    Http,
+    /// An OpenID provider, by its issuer URL.
+    Oidc {
+        issuer: String,
+    },
+}
+
+impl Backend {
+    /// The name used in logs and errors (`htpasswd`, `ldap`, `http`, `oidc`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Anonymous => "anonymous",
+            Backend::Htpasswd => "htpasswd",
+            Backend::Ldap => "ldap",
+            Backend::Http => "http",
+            Backend::Oidc { .. } => "oidc",
+        }
+    }
+}
+
+/// An authenticated (or anonymous) identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The token subject; `""` = anonymous.
+    #[serde(skip)]
+    pub account: String,
+    #[serde(flatten)]
+    pub backend: Backend,
+    /// Groups the backend reported (LDAP groups, an OIDC `groups_claim`, the http
+    /// authenticator's `groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// An OIDC token's claims with string values (what ACL `claims` and `${claims.NAME}` see).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claims: BTreeMap<String, String>,
+    /// When the proof stops being good (an OIDC token's `exp`), in seconds since the epoch:
+    /// cache entries and refresh tokens end there too.
+    #[serde(skip)]
+    pub not_after: Option<u64>,
+}
+
+impl Identity {
+    pub fn anonymous() -> Identity {
+        Identity::new("", Backend::Anonymous)
+    }
+
+    /// An identity without groups or claims.
+    pub fn new(account: &str, backend: Backend) -> Identity {
+        Identity {
+            account: account.to_string(),
+            backend,
+            groups: Vec::new(),
+            claims: BTreeMap::new(),
+            not_after: None,
+        }
+    }
+
+    pub fn with_groups(mut self, groups: Vec<String>) -> Identity {
+        self.groups = groups;
+        self
+    }
+
+    /// Whether the proof has run out at `now`.
+    pub fn expired(&self, now: SystemTime) -> bool {
+        let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        self.not_after.is_some_and(|end| end <= now)
+    }
+}
