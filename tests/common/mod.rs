@@ -13,13 +13,16 @@
 //!   test fails once naming every failed part
 //!
 //! Used by some tests only, by path: `auth` (token-auth fixtures), `echo` (an upstream
-//! that echoes what the edge sent), `h2client` (a raw HTTP/2 client), `pebble` (the
-//! ACME test CA).
+//! that echoes what the edge sent), `h2client` (a raw HTTP/2 client), `ldap` (a real
+//! slapd with a seeded directory), `oidc` (an OpenID Connect issuer whose keys the test
+//! holds), `pebble` (the ACME test CA).
 #![allow(dead_code)]
 
 pub mod auth;
 pub mod echo;
 pub mod h2client;
+pub mod ldap;
+pub mod oidc;
 pub mod pebble;
 
 mod checks;
