@@ -1,14 +1,22 @@
-//! LDAP against a real OpenLDAP server (`common::ldap::Slapd`, Debian's `slapd`). For
-//! now a smoke test of the harness itself, checked with the ldap-utils CLI: binds, the
-//! ACL, StartTLS and LDAPS with the harness's CA, user administration, and an outage.
+//! LDAP against a real OpenLDAP server (`common::ldap::Slapd`, Debian's `slapd`): the
+//! harness itself, checked with the ldap-utils CLI (binds, the directory's ACL, StartTLS
+//! and LDAPS with the harness's CA, user administration, an outage); then the edge's
+//! `auth.users.ldap` in front of the real registry — logins, groups in the ACL, filter
+//! injection, StartTLS and LDAPS verified against the CA, slapd stopped → 503 then
+//! recovery, refresh tokens of deleted users, and `check` naming a missing password file.
 
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
+use std::time::Duration;
+
+use common::auth::{
+    auth_yaml_with, error_code, granted, login, refresh, refresh_token_for, registry_auth_block,
+};
 use common::ldap::Slapd;
-use common::Checks;
+use common::{make_certs, reload, skopeo, upstream_yaml, wait_for, Certs, Checks, Edge, Registry};
 
 /// Runs `tool -x -H url args…`; with `ca`, TLS trusts only that CA.
 fn ldap(tool: &str, url: &str, args: &[&str], ca: Option<&Path>) -> Output {
@@ -211,4 +219,273 @@ fn slapd_harness_serves_binds_and_tls() {
     });
 
     checks.finish();
+}
+
+/// The edge's `users:` body for `slapd` over `url` (StartTLS when `start_tls`), trusting
+/// its CA when `ca`, plus an htpasswd file holding `admin` only.
+fn ldap_users(dir: &Path, slapd: &Slapd, url: &str, start_tls: bool, ca: bool) -> String {
+    let password_file = dir.join("ldap-bind.secret");
+    std::fs::write(&password_file, format!("{}\n", slapd.bind_password())).unwrap();
+    let htpasswd = dir.join("htpasswd-admin");
+    let line = registry_edge::registry_config::htpasswd_line("admin", "pw-admin", 4).unwrap();
+    std::fs::write(&htpasswd, line + "\n").unwrap();
+    let ca = if ca {
+        format!("      ca: {}\n", slapd.ca().display())
+    } else {
+        String::new()
+    };
+    format!(
+        "    htpasswd: {htpasswd}\n    cache_ttl: 5m\n    ldap:\n      url: {url}\n      start_tls: {start_tls}\n{ca}\
+         \x20     bind_dn: {bind_dn}\n      bind_password_file: {password}\n      user_base: {users}\n\
+         \x20     user_filter: \"(&(objectClass=inetOrgPerson)(uid={{user}}))\"\n      group_base: {groups}\n\
+         \x20     group_filter: \"(&(objectClass=groupOfNames)(member={{dn}}))\"\n      group_attribute: cn\n      timeout: 2s\n",
+        htpasswd = htpasswd.display(),
+        bind_dn = slapd.bind_dn(),
+        password = password_file.display(),
+        users = slapd.user_base(),
+        groups = slapd.group_base(),
+    )
+}
+
+const ACL: [&str; 2] = [
+    r#"{ group: platform, name: "platform/**", actions: ["*"] }"#,
+    r#"{ account: "*", name: "${account}/**", actions: [pull, push] }"#,
+];
+
+fn edge_config(dir: &Path, users: &str) -> String {
+    auth_yaml_with(dir, users, &ACL)
+}
+
+#[test]
+fn edge_logs_ldap_users_in_with_their_groups_and_survives_an_outage() {
+    if !Slapd::available() {
+        eprintln!(
+            "skipped: slapd and ldap-utils are not installed (apt-get install slapd ldap-utils)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut slapd = Slapd::start(dir.path());
+    let certs = make_certs(dir.path());
+    let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
+    let pid_file = dir.path().join("edge.pid");
+    let users = ldap_users(dir.path(), &slapd, &slapd.url(), true, true);
+    let edge = Edge::start_with(
+        dir.path(),
+        &certs,
+        &format!("  shutdown_grace: 1s\n  pid_file: {}\n", pid_file.display()),
+        &upstream_yaml(&[registry.addr()], "repository_hash"),
+        &edge_config(dir.path(), &users),
+    );
+    let ca = certs.ca_dir.join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let platform = "repository:platform/app:pull,push";
+    let pull_push = || vec!["pull".to_string(), "push".to_string()];
+
+    let mut checks = Checks::new();
+    checks.run(
+        "an LDAP user in group platform gets platform/** (StartTLS)",
+        || {
+            let answer = login(&edge, ca, "alice", "alice-pw", platform);
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            assert_eq!(
+                granted(&answer),
+                [("repository:platform/app".to_string(), pull_push())]
+            );
+        },
+    );
+    checks.run(
+        "a user outside the group gets only the account rule",
+        || {
+            let answer = login(&edge, ca, "bob", "bob-pw", platform);
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            assert!(granted(&answer).is_empty(), "{:?}", granted(&answer));
+            let own = login(&edge, ca, "bob", "bob-pw", "repository:bob/app:pull,push");
+            assert_eq!(
+                granted(&own),
+                [("repository:bob/app".to_string(), pull_push())]
+            );
+        },
+    );
+    checks.run("htpasswd users still log in first", || {
+        assert_eq!(login(&edge, ca, "admin", "pw-admin", platform).status, 200);
+    });
+    checks.run(
+        "wrong passwords, unknown users, empty passwords and filter injection → 401",
+        || {
+            for (user, password) in [
+                ("alice", "wrong"),
+                ("nobody", "alice-pw"),
+                ("alice", ""),
+                ("*)(uid=*", "alice-pw"),
+                ("*", "alice-pw"),
+                ("alice)(|(uid=*", "alice-pw"),
+            ] {
+                let answer = login(&edge, ca, user, password, platform);
+                assert_eq!(
+                    answer.status,
+                    401,
+                    "{user:?}/{password:?}: {}",
+                    answer.text()
+                );
+                assert_eq!(error_code(&answer), "UNAUTHORIZED", "{user:?}");
+            }
+        },
+    );
+    checks.run(
+        "skopeo pushes to the group's repository with LDAP credentials",
+        || {
+            let layout = common::tiny_oci_layout(&dir.path().join("image"));
+            let target = format!("docker://127.0.0.1:{}/platform/app:v1", edge.https_port);
+            let certs_dir = certs.ca_dir.to_str().unwrap();
+            let out = skopeo(&[
+                "copy",
+                "--dest-cert-dir",
+                certs_dir,
+                "--dest-creds",
+                "alice:alice-pw",
+                &layout,
+                &target,
+            ]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let denied = skopeo(&[
+                "copy",
+                "--dest-cert-dir",
+                certs_dir,
+                "--dest-creds",
+                "bob:bob-pw",
+                &layout,
+                &target,
+            ]);
+            assert!(!denied.status.success(), "bob is not in platform");
+        },
+    );
+    let refresh_token = checks.run("carol gets a refresh token", || {
+        let token = refresh_token_for(&edge, ca, "carol", "carol-pw").expect("a refresh token");
+        let answer = refresh(&edge, ca, &token, "repository:carol/app:pull");
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        token
+    });
+    checks.run(
+        "slapd stopped: new logins 503 UNAVAILABLE, never throttled; cached ones work",
+        || {
+            slapd.add_user("dave", "dave-pw", &[]);
+            slapd.stop();
+            // More than the default 10 failed logins per client IP: none of these count.
+            for attempt in 0..12 {
+                let answer = login(&edge, ca, "dave", "dave-pw", platform);
+                assert_eq!(answer.status, 503, "attempt {attempt}: {}", answer.text());
+                assert_eq!(error_code(&answer), "UNAVAILABLE");
+            }
+            let cached = login(&edge, ca, "alice", "alice-pw", platform);
+            assert_eq!(cached.status, 200, "{}", cached.text());
+            assert_eq!(
+                granted(&cached),
+                [("repository:platform/app".to_string(), pull_push())]
+            );
+            slapd.start_again();
+            wait_for(
+                "dave's login after slapd is back",
+                Duration::from_secs(20),
+                || (login(&edge, ca, "dave", "dave-pw", platform).status == 200).then_some(()),
+            );
+        },
+    );
+    if let Some(token) = refresh_token {
+        checks.run(
+            "a refresh token of a user deleted from LDAP is refused",
+            || {
+                slapd.delete_user("carol");
+                let answer = refresh(&edge, ca, &token, "repository:carol/app:pull");
+                assert_eq!(answer.status, 401, "{}", answer.text());
+            },
+        );
+    }
+    checks.run(
+        "LDAPS: the directory's certificate is verified (reload applies it live)",
+        || {
+            slapd.add_user("erin", "erin-pw", &["platform"]);
+            let without_ca = ldap_users(dir.path(), &slapd, &slapd.ldaps_url(), false, false);
+            std::fs::write(
+                &edge.config,
+                edge_yaml(&edge, &certs, &registry, &pid_file, &without_ca),
+            )
+            .unwrap();
+            reload(&pid_file);
+            wait_for(
+                "the untrusted LDAPS directory → 503",
+                Duration::from_secs(20),
+                || (login(&edge, ca, "erin", "erin-pw", platform).status == 503).then_some(()),
+            );
+            let with_ca = ldap_users(dir.path(), &slapd, &slapd.ldaps_url(), false, true);
+            std::fs::write(
+                &edge.config,
+                edge_yaml(&edge, &certs, &registry, &pid_file, &with_ca),
+            )
+            .unwrap();
+            reload(&pid_file);
+            wait_for("erin's login over LDAPS", Duration::from_secs(20), || {
+                let answer = login(&edge, ca, "erin", "erin-pw", platform);
+                (answer.status == 200).then_some(answer)
+            });
+        },
+    );
+    checks.run("the bind password never reaches the log", || {
+        assert!(!edge.log_text().contains(slapd.bind_password()));
+        assert!(!edge.log_text().contains("alice-pw"));
+    });
+    checks.finish();
+}
+
+/// The whole edge config again, with another `users:` body (for a reload).
+fn edge_yaml(
+    edge: &Edge,
+    certs: &Certs,
+    registry: &Registry,
+    pid_file: &Path,
+    users: &str,
+) -> String {
+    let dir = edge.config.parent().unwrap();
+    format!(
+        "server:\n  https_listen: [\"127.0.0.1:{https}\"]\n  http_listen: [\"127.0.0.1:{http}\"]\n  threads: 2\n  shutdown_grace: 1s\n  pid_file: {pid}\n\
+         tls:\n  certificates:\n    - cert: {crt}\n      key: {key}\n{upstream}\n{auth}\n",
+        https = edge.https_port,
+        http = edge.http_port,
+        pid = pid_file.display(),
+        crt = certs.tls_crt.display(),
+        key = certs.tls_key.display(),
+        upstream = upstream_yaml(&[registry.addr()], "repository_hash"),
+        auth = edge_config(dir, users),
+    )
+}
+
+#[test]
+fn check_names_a_missing_bind_password_file() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let users = "    ldap:\n      url: ldaps://ldap.example.com\n      bind_dn: cn=registry,dc=example,dc=com\n      \
+                 bind_password_file: missing.secret\n      user_base: dc=example,dc=com\n      user_filter: \"(uid={user})\"\n";
+    let config = dir.path().join("edge.yaml");
+    let yaml = format!(
+        "server:\n  https_listen: [\"127.0.0.1:0\"]\n  http_listen: []\ntls:\n  certificates:\n    - cert: certs/tls.crt\n      key: certs/tls.key\n\
+         upstream:\n  nodes: [\"127.0.0.1:5000\"]\n{}",
+        auth_yaml_with(dir.path(), users, &ACL)
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let out = Command::new(common::EDGE_BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("auth.users.ldap.bind_password_file"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("missing.secret"), "{stderr}");
 }
