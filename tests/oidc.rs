@@ -1,6 +1,8 @@
 //! OIDC ID tokens (CI job tokens presented as a password): first the stand-in issuer
 //! itself (`common::oidc`), so that the edge's tests stand on an issuer known to publish,
-//! sign and rotate as a real one does.
+//! sign and rotate as a real one does; then the edge's `auth.users.oidc` in front of the
+//! real registry — claims and groups rules, a skopeo push with a job token, every forgery
+//! refused, bounded JWKS fetches, key rotation, refresh tokens bounded by the job token.
 
 mod common;
 
@@ -223,4 +225,252 @@ fn oidc_issuer_serves_discovery_and_rotates_keys() {
     assert!(refused.is_err(), "port {port} still accepts after drop");
     let (_, closed) = wait_closed(&mut tls.sock);
     assert!(closed, "a kept-alive connection outlived the issuer");
+}
+
+/// The edge's `users:` body trusting `issuer` for login name `ci`, next to htpasswd users;
+/// the cache is off so every login is verified again.
+fn oidc_users(dir: &std::path::Path, issuer: &OidcIssuer) -> String {
+    format!(
+        "    htpasswd: {htpasswd}\n    cache_ttl: 0s\n    oidc:\n      - issuer: {iss}\n        audience: {AUDIENCE}\n\
+         \x20       username: ci\n        account_claim: sub\n        groups_claim: groups\n        ca: {ca}\n",
+        htpasswd = common::auth::htpasswd(dir).display(),
+        iss = issuer.issuer(),
+        ca = issuer.ca().display(),
+    )
+}
+
+const AUDIENCE: &str = "registry.test";
+
+const OIDC_ACL: [&str; 3] = [
+    r#"{ claims: { repository: "acme/app" }, name: "${claims.repository}/**", actions: [pull, push] }"#,
+    r#"{ group: deployers, name: "deploy/**", actions: [pull] }"#,
+    r#"{ account: "*", name: "${account}/**", actions: [pull, push] }"#,
+];
+
+/// A GitHub-Actions-like job token's claims: `repository` and `groups` besides the standard ones.
+fn job_claims(issuer: &OidcIssuer, exp_in: i64) -> Value {
+    let mut claims = issuer.claims("repo:acme/app:ref:refs/heads/main", AUDIENCE, exp_in);
+    claims["repository"] = "acme/app".into();
+    claims["groups"] = serde_json::json!(["deployers"]);
+    claims
+}
+
+#[test]
+fn edge_accepts_ci_id_tokens_and_refuses_every_forgery() {
+    use common::auth::{
+        auth_yaml_with, error_code, granted, login, refresh_token_for, registry_auth_block,
+    };
+    use common::{make_certs, skopeo, upstream_yaml, wait_for, Checks, Edge, Registry};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = OidcIssuer::start(dir.path());
+    let other = OidcIssuer::start(dir.path());
+    let certs = make_certs(dir.path());
+    let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
+    let edge = Edge::start(
+        dir.path(),
+        &certs,
+        &upstream_yaml(&[registry.addr()], "repository_hash"),
+        // Many refused logins in a row here: the throttle is not what this test is about.
+        &(auth_yaml_with(dir.path(), &oidc_users(dir.path(), &issuer), &OIDC_ACL)
+            + "  failed_logins: { per_client_ip: 1000, per_account: 1000 }\n"),
+    );
+    let ca = certs.ca_dir.join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let scope = "repository:acme/app/cache:pull,push&scope=repository:deploy/site:pull,push";
+    let expected = || {
+        vec![
+            (
+                "repository:acme/app/cache".to_string(),
+                vec!["pull".to_string(), "push".to_string()],
+            ),
+            (
+                "repository:deploy/site".to_string(),
+                vec!["pull".to_string()],
+            ),
+        ]
+    };
+    let refused = |user: &str, token: &str, what: &str| {
+        let answer = login(&edge, ca, user, token, scope);
+        assert_eq!(answer.status, 401, "{what}: {}", answer.text());
+        assert_eq!(error_code(&answer), "UNAUTHORIZED", "{what}");
+    };
+
+    let mut checks = Checks::new();
+    checks.run(
+        "a valid RS256 job token: claims and groups rules grant",
+        || {
+            let answer = login(
+                &edge,
+                ca,
+                "ci",
+                &issuer.mint(&job_claims(&issuer, 300)),
+                scope,
+            );
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            assert_eq!(granted(&answer), expected());
+            assert_eq!(issuer.discovery_fetches(), 1);
+        },
+    );
+    checks.run("a valid ES256 job token", || {
+        let answer = login(
+            &edge,
+            ca,
+            "ci",
+            &issuer.mint_es256(&job_claims(&issuer, 300)),
+            scope,
+        );
+        assert_eq!(granted(&answer), expected(), "{}", answer.text());
+    });
+    checks.run("skopeo pushes with the job token as password", || {
+        let layout = common::tiny_oci_layout(&dir.path().join("image"));
+        let creds = format!("ci:{}", issuer.mint(&job_claims(&issuer, 300)));
+        let target = format!("docker://127.0.0.1:{}/acme/app/image:v1", edge.https_port);
+        let certs_dir = certs.ca_dir.to_str().unwrap();
+        let out = skopeo(&[
+            "copy",
+            "--dest-cert-dir",
+            certs_dir,
+            "--dest-creds",
+            &creds,
+            &layout,
+            &target,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let other_repo = format!("docker://127.0.0.1:{}/acme/other:v1", edge.https_port);
+        let out = skopeo(&[
+            "copy",
+            "--dest-cert-dir",
+            certs_dir,
+            "--dest-creds",
+            &creds,
+            &layout,
+            &other_repo,
+        ]);
+        assert!(
+            !out.status.success(),
+            "the claims rule covers acme/app/** only"
+        );
+    });
+    checks.run("forged, foreign, expired and future tokens → 401", || {
+        let good = job_claims(&issuer, 300);
+        let with = |field: &str, value: Value| {
+            let mut claims = good.clone();
+            claims[field] = value;
+            claims
+        };
+        let now = good["iat"].as_i64().unwrap();
+        refused("ci", &issuer.mint_alg_none(&good), "alg none");
+        refused(
+            "ci",
+            &issuer.mint_hs256_with_public_key(&good),
+            "HS256 with the public key as secret",
+        );
+        refused(
+            "ci",
+            &issuer.mint_with_unpublished_key(&good, "rsa-1"),
+            "an unpublished key claiming rsa-1",
+        );
+        refused(
+            "ci",
+            &other.mint(&good),
+            "another issuer's key, claiming this issuer",
+        );
+        refused(
+            "ci",
+            &issuer.mint(&with("exp", (now - 120).into())),
+            "expired beyond the leeway",
+        );
+        refused(
+            "ci",
+            &issuer.mint(&with("nbf", (now + 300).into())),
+            "not valid yet",
+        );
+        refused(
+            "ci",
+            &issuer.mint(&with("iat", (now + 300).into())),
+            "issued in the future",
+        );
+        refused(
+            "ci",
+            &issuer.mint(&with("aud", "someone-else".into())),
+            "another audience",
+        );
+        refused(
+            "ci",
+            &other.mint(&other.claims("x", AUDIENCE, 300)),
+            "an issuer not configured",
+        );
+        refused(
+            "alice",
+            &issuer.mint(&good),
+            "a job token under another login name",
+        );
+        refused(
+            "ci",
+            "not-a-token",
+            "a plain password for the OIDC login name",
+        );
+    });
+    checks.run(
+        "unknown kids do not make the edge hammer the issuer",
+        || {
+            let before = issuer.jwks_fetches();
+            for n in 0..5 {
+                refused(
+                    "ci",
+                    &issuer.mint_with_unpublished_key(
+                        &job_claims(&issuer, 300),
+                        &format!("forged-{n}"),
+                    ),
+                    "forged kid",
+                );
+            }
+            assert!(
+                issuer.jwks_fetches() <= before + 1,
+                "{} fetches after {before}",
+                issuer.jwks_fetches()
+            );
+        },
+    );
+    checks.run(
+        "a rotated key is picked up (at most one JWKS fetch per 30 s)",
+        || {
+            let old = issuer.mint(&job_claims(&issuer, 300));
+            issuer.rotate();
+            let before = issuer.jwks_fetches();
+            let fresh = issuer.mint(&job_claims(&issuer, 300));
+            wait_for(
+                "the rotated key to be accepted",
+                Duration::from_secs(45),
+                || (login(&edge, ca, "ci", &fresh, scope).status == 200).then_some(()),
+            );
+            assert_eq!(issuer.jwks_fetches(), before + 1);
+            refused("ci", &old, "a token of the key the issuer withdrew");
+        },
+    );
+    checks.run(
+        "a job token's refresh token ends with the job token",
+        || {
+            let claims = job_claims(&issuer, 120);
+            let exp = claims["exp"].as_u64().unwrap();
+            let token =
+                refresh_token_for(&edge, ca, "ci", &issuer.mint(&claims)).expect("a refresh token");
+            let payload = URL_SAFE_NO_PAD
+                .decode(token.split('.').nth(1).unwrap())
+                .unwrap();
+            let refresh: Value = serde_json::from_slice(&payload).unwrap();
+            assert!(refresh["exp"].as_u64().unwrap() <= exp, "{refresh}");
+            assert_eq!(
+                refresh["registry_edge"]["claims"]["repository"], "acme/app",
+                "{refresh}"
+            );
+        },
+    );
+    checks.finish();
 }
