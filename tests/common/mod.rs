@@ -12,13 +12,15 @@
 //! - `checks.rs`: [`Checks`], soft assertions: the parts of one scenario all run, the
 //!   test fails once naming every failed part
 //!
-//! Used by some tests only, by path: `auth` (token-auth fixtures), `echo` (an upstream
+//! Used by some tests only, by path: `auth` (token-auth fixtures), `config_cases` (the
+//! table `check` is tested with), `echo` (an upstream
 //! that echoes what the edge sent), `h2client` (a raw HTTP/2 client), `ldap` (a real
 //! slapd with a seeded directory), `oidc` (an OpenID Connect issuer whose keys the test
 //! holds), `pebble` (the ACME test CA).
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod config_cases;
 pub mod echo;
 pub mod h2client;
 pub mod ldap;
