@@ -227,15 +227,17 @@ fn oidc_issuer_serves_discovery_and_rotates_keys() {
     assert!(closed, "a kept-alive connection outlived the issuer");
 }
 
-/// The edge's `users:` body trusting `issuer` for login name `ci`, next to htpasswd users;
-/// the cache is off so every login is verified again.
-fn oidc_users(dir: &std::path::Path, issuer: &OidcIssuer) -> String {
+/// The edge's `users:` body trusting `issuer` for login name `ci`, next to htpasswd users,
+/// and `untrusted` for `ci2` without its CA; the cache is off so every login is verified again.
+fn oidc_users(dir: &std::path::Path, issuer: &OidcIssuer, untrusted: &OidcIssuer) -> String {
     format!(
         "    htpasswd: {htpasswd}\n    cache_ttl: 0s\n    oidc:\n      - issuer: {iss}\n        audience: {AUDIENCE}\n\
-         \x20       username: ci\n        account_claim: sub\n        groups_claim: groups\n        ca: {ca}\n",
+         \x20       username: ci\n        account_claim: sub\n        groups_claim: groups\n        ca: {ca}\n\
+         \x20     - {{ issuer: \"{other}\", audience: {AUDIENCE}, username: ci2 }}\n",
         htpasswd = common::auth::htpasswd(dir).display(),
         iss = issuer.issuer(),
         ca = issuer.ca().display(),
+        other = untrusted.issuer(),
     )
 }
 
@@ -272,9 +274,13 @@ fn edge_accepts_ci_id_tokens_and_refuses_every_forgery() {
         dir.path(),
         &certs,
         &upstream_yaml(&[registry.addr()], "repository_hash"),
-        // Many refused logins in a row here: the throttle is not what this test is about.
-        &(auth_yaml_with(dir.path(), &oidc_users(dir.path(), &issuer), &OIDC_ACL)
-            + "  failed_logins: { per_client_ip: 1000, per_account: 1000 }\n"),
+        // Many refused job tokens in a row from one client: with 3 failures per account,
+        // the shared login name `ci` would be locked out if it were counted as an account.
+        &(auth_yaml_with(
+            dir.path(),
+            &oidc_users(dir.path(), &issuer, &other),
+            &OIDC_ACL,
+        ) + "  failed_logins: { per_client_ip: 1000, per_account: 3 }\n"),
     );
     let ca = certs.ca_dir.join("ca.crt");
     let ca = ca.to_str().unwrap();
@@ -404,7 +410,7 @@ fn edge_accepts_ci_id_tokens_and_refuses_every_forgery() {
         refused(
             "ci",
             &other.mint(&other.claims("x", AUDIENCE, 300)),
-            "an issuer not configured",
+            "another configured issuer's token under this login name",
         );
         refused(
             "alice",
@@ -417,6 +423,25 @@ fn edge_accepts_ci_id_tokens_and_refuses_every_forgery() {
             "a plain password for the OIDC login name",
         );
     });
+    checks.run(
+        "an issuer whose certificate the edge does not trust → 503, not 401",
+        || {
+            let answer = login(
+                &edge,
+                ca,
+                "ci2",
+                &other.mint(&other.claims("x", AUDIENCE, 300)),
+                scope,
+            );
+            assert_eq!(answer.status, 503, "{}", answer.text());
+            assert_eq!(error_code(&answer), "UNAVAILABLE");
+            assert_eq!(
+                other.jwks_fetches() + other.discovery_fetches(),
+                0,
+                "TLS failed before HTTP"
+            );
+        },
+    );
     checks.run(
         "unknown kids do not make the edge hammer the issuer",
         || {
@@ -455,7 +480,7 @@ fn edge_accepts_ci_id_tokens_and_refuses_every_forgery() {
         },
     );
     checks.run(
-        "a job token's refresh token ends with the job token",
+        "a job token's refresh token ends with the job token (plus the 60 s leeway)",
         || {
             let claims = job_claims(&issuer, 120);
             let exp = claims["exp"].as_u64().unwrap();
@@ -465,7 +490,7 @@ fn edge_accepts_ci_id_tokens_and_refuses_every_forgery() {
                 .decode(token.split('.').nth(1).unwrap())
                 .unwrap();
             let refresh: Value = serde_json::from_slice(&payload).unwrap();
-            assert!(refresh["exp"].as_u64().unwrap() <= exp, "{refresh}");
+            assert!(refresh["exp"].as_u64().unwrap() <= exp + 60, "{refresh}");
             assert_eq!(
                 refresh["registry_edge"]["claims"]["repository"], "acme/app",
                 "{refresh}"

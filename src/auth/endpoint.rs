@@ -178,7 +178,13 @@ impl Auth {
         let (identity, refresh_token) = match credentials {
             Credentials::Anonymous => (Identity::anonymous(), None),
             Credentials::Password { user, password } => {
-                if let Some(wait) = self.throttle.blocked_for(req.client_ip, &user).await {
+                // An OIDC entry's login name is shared by every job: only the IP counts.
+                let throttled = if self.users.is_oidc_login(&user, &password) {
+                    ""
+                } else {
+                    user.as_str()
+                };
+                if let Some(wait) = self.throttle.blocked_for(req.client_ip, throttled).await {
                     let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                     return TokenReply::Refused {
                         error: RegistryError::TooManyFailedLogins,
@@ -188,7 +194,7 @@ impl Auth {
                 let identity = match self.users.login(&user, &password, req.client_ip).await {
                     Login::Accepted(identity) => identity,
                     Login::Refused => {
-                        self.throttle.record_failure(req.client_ip, &user).await;
+                        self.throttle.record_failure(req.client_ip, throttled).await;
                         return refused_login();
                     }
                     Login::Unavailable(backend) => return unavailable(&backend),
@@ -205,6 +211,12 @@ impl Auth {
                 (identity, refresh)
             }
             Credentials::Refresh(token) => {
+                if let Some(wait) = self.throttle.blocked_for(req.client_ip, "").await {
+                    return TokenReply::Refused {
+                        error: RegistryError::TooManyFailedLogins,
+                        retry_after: Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
+                    };
+                }
                 let Ok(claims) = self.refresh.verify(&token) else {
                     self.throttle.record_failure(req.client_ip, "").await;
                     return refused_login();
@@ -235,7 +247,10 @@ impl Auth {
                 (!scope.actions.is_empty()).then_some(scope)
             })
             .collect();
-        let issued = self.tokens.issue(&account, &granted, now);
+        // An OIDC login's registry token ends with the ID token that proved it.
+        let issued = self
+            .tokens
+            .issue_until(&account, &granted, identity.not_after, now);
         if issued.token.len() > MAX_TOKEN_BYTES {
             return bad(&format!(
                 "a token for these {} scopes would be {} bytes; the edge accepts tokens of at most \

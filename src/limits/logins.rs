@@ -53,15 +53,29 @@ impl LoginThrottle {
     }
 
     /// How long `ip` or `account` must wait before its credentials are checked again.
+    /// An empty `account` checks the client IP only.
     pub async fn blocked_for(&self, ip: IpAddr, account: &str) -> Option<Duration> {
-        let (ip, account) = (ip_key(ip), account_key(account));
-        Budget::blocked_for_any(&[(&self.per_ip, &ip), (&self.per_account, &account)]).await
+        let ip = ip_key(ip);
+        match account_key(account) {
+            Some(account) => {
+                Budget::blocked_for_any(&[(&self.per_ip, &ip), (&self.per_account, &account)]).await
+            }
+            None => Budget::blocked_for_any(&[(&self.per_ip, &ip)]).await,
+        }
     }
 
-    /// Counts a failed login for `ip` and `account`.
+    /// Counts a failed login for `ip` and `account`; an empty `account` (a malformed
+    /// header, a refresh token, a login name many clients share such as an OIDC entry's
+    /// `username`) counts against the client IP only, so nobody can lock out a name that
+    /// is not one person's.
     pub async fn record_failure(&self, ip: IpAddr, account: &str) {
-        let (ip, account) = (ip_key(ip), account_key(account));
-        Budget::fail_each(&[(&self.per_ip, &ip), (&self.per_account, &account)]).await;
+        let ip = ip_key(ip);
+        match account_key(account) {
+            Some(account) => {
+                Budget::fail_each(&[(&self.per_ip, &ip), (&self.per_account, &account)]).await
+            }
+            None => Budget::fail_each(&[(&self.per_ip, &ip)]).await,
+        }
     }
 
     /// Drops idle keys and expired blocks.
@@ -77,13 +91,41 @@ fn ip_key(ip: IpAddr) -> String {
     format!("ip:{ip}")
 }
 
-fn account_key(account: &str) -> String {
-    format!("account:{account}")
+/// Trimmed and lower-cased: directories match names that way (`Alice` and `alice ` are
+/// one LDAP user), so each spelling must not get a budget of its own.
+fn account_key(account: &str) -> Option<String> {
+    let account = account.trim();
+    (!account.is_empty()).then(|| format!("account:{}", account.to_lowercase()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn spellings_share_an_account_budget_and_no_name_means_ip_only() {
+        let throttle = LoginThrottle::new(
+            NonZeroU32::new(100).unwrap(),
+            NonZeroU32::new(2).unwrap(),
+            None,
+        );
+        let ips: Vec<IpAddr> = (1..=4)
+            .map(|i| format!("203.0.113.{i}").parse().unwrap())
+            .collect();
+        for (ip, name) in ips.iter().zip(["alice", "Alice", " ALICE"]) {
+            throttle.record_failure(*ip, name).await;
+        }
+        assert!(throttle.blocked_for(ips[3], "alice").await.is_some());
+        for _ in 0..5 {
+            throttle.record_failure(ips[3], "").await;
+        }
+        assert_eq!(
+            throttle.blocked_for(ips[0], "").await,
+            None,
+            "no shared \"\" account"
+        );
+        assert!(throttle.blocked_for(ips[3], "bob").await.is_none());
+    }
 
     #[tokio::test]
     async fn blocks_an_ip_after_its_budget_but_not_others() {

@@ -65,6 +65,18 @@ impl TokenAuthority {
         self.issue_with(subject, access, None, None, now)
     }
 
+    /// Like [`TokenAuthority::issue`], ending at `not_after` (seconds since the epoch) when
+    /// that comes first.
+    pub fn issue_until(
+        &self,
+        subject: &str,
+        access: &[Scope],
+        not_after: Option<u64>,
+        now: SystemTime,
+    ) -> Issued {
+        self.issue_with(subject, access, None, not_after, now)
+    }
+
     /// A refresh token for `identity`, ending at `not_after` (seconds since the epoch)
     /// when that comes before the configured expiration.
     pub fn issue_refresh(
