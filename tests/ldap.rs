@@ -307,6 +307,23 @@ fn edge_logs_ldap_users_in_with_their_groups_and_survives_an_outage() {
             );
         },
     );
+    checks.run(
+        "the account is the directory's spelling of the name",
+        || {
+            let answer = login(
+                &edge,
+                ca,
+                "ALICE",
+                "alice-pw",
+                "repository:alice/app:pull,push",
+            );
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            assert_eq!(
+                granted(&answer),
+                [("repository:alice/app".to_string(), pull_push())]
+            );
+        },
+    );
     checks.run("htpasswd users still log in first", || {
         assert_eq!(login(&edge, ca, "admin", "pw-admin", platform).status, 200);
     });

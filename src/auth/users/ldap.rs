@@ -12,7 +12,8 @@
 use std::path::PathBuf;
 
 use deadpool::managed::{self, Metrics, Object, Pool, RecycleError, RecycleResult};
-use ldap3::{ldap_escape, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry};
+use ldap3::asn1::StructureTag;
+use ldap3::{ldap_escape, LdapConnAsync, LdapConnSettings, LdapError, Scope};
 
 use super::trust::{client_config, TrustError};
 use crate::config::LdapSettings;
@@ -42,8 +43,8 @@ pub enum LdapLoadError {
 /// What the directory said about a login.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LdapAnswer {
-    /// The password is the user's; their groups.
-    Correct(Vec<String>),
+    /// The password is the user's: the account as the directory spells it, and its groups.
+    Correct(String, Vec<String>),
     Wrong,
     /// No entry matched the user filter.
     Unknown,
@@ -143,33 +144,41 @@ impl Ldap {
         self.exchange(user, None).await
     }
 
-    /// One login's directory work on a pooled connection, within `timeout`.
+    /// One login's directory work on a pooled connection, within `timeout`. A connection
+    /// whose exchange failed or ran out of time is discarded, never handed out again with
+    /// an operation still outstanding.
     async fn exchange(&self, user: &str, password: Option<&str>) -> LdapAnswer {
         let timeout = self.settings.timeout;
-        let attempt = async {
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", self.settings.url))?;
-            conn.with_timeout(timeout);
-            match self.search_and_bind(&mut conn, user, password).await {
-                Ok(answer) => Ok(answer),
-                Err(e) => {
-                    // A connection that failed mid-exchange is not handed out again.
-                    drop(Object::take(conn));
-                    Err(format!("{}: {e}", self.settings.url))
-                }
-            }
-        };
-        match tokio::time::timeout(timeout, attempt).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(problem)) => LdapAnswer::Unavailable(problem),
-            Err(_) => LdapAnswer::Unavailable(format!(
+        let deadline = tokio::time::Instant::now() + timeout;
+        let late = || {
+            LdapAnswer::Unavailable(format!(
                 "{} did not answer within {}",
                 self.settings.url,
                 humantime::format_duration(timeout)
-            )),
+            ))
+        };
+        let mut conn = match tokio::time::timeout_at(deadline, self.pool.get()).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                return LdapAnswer::Unavailable(format!(
+                    "cannot connect to {}: {e}",
+                    self.settings.url
+                ))
+            }
+            Err(_) => return late(),
+        };
+        conn.with_timeout(timeout);
+        let work = self.search_and_bind(&mut conn, user, password);
+        match tokio::time::timeout_at(deadline, work).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                drop(Object::take(conn));
+                LdapAnswer::Unavailable(format!("{}: {e}", self.settings.url))
+            }
+            Err(_) => {
+                drop(Object::take(conn));
+                late()
+            }
         }
     }
 
@@ -194,8 +203,10 @@ impl Ldap {
         }
         let escaped_user = ldap_escape(user);
         let filter = fill(&s.user_filter, &[("{user}", &escaped_user)]);
+        let naming = naming_attribute(&s.user_filter);
+        let attrs = naming.map_or_else(|| vec!["1.1"], |a| vec![a]);
         let (entries, result) = ldap
-            .search(&s.user_base, Scope::Subtree, &filter, vec!["1.1"])
+            .search(&s.user_base, Scope::Subtree, &filter, attrs)
             .await?
             .success()?;
         if BUSY.contains(&result.rc) {
@@ -204,9 +215,12 @@ impl Ldap {
                 result.rc
             )));
         }
-        let dn = match entries.as_slice() {
+        let entry = match entries.as_slice() {
             [] => return Ok(LdapAnswer::Unknown),
-            [entry] => SearchEntry::construct(entry.clone()).dn,
+            [entry] => match parse_entry(entry) {
+                Some(entry) => entry,
+                None => return Ok(LdapAnswer::Unavailable("a malformed search entry".into())),
+            },
             more => {
                 tracing::warn!(
                     entries = more.len(),
@@ -215,13 +229,19 @@ impl Ldap {
                 return Ok(LdapAnswer::Wrong);
             }
         };
-        let groups = self.groups(ldap, &dn, &escaped_user).await?;
+        // The directory's spelling of the name (`Alice` logs in as `alice`), so the ACL,
+        // limits and logs see one account however it was typed.
+        let account = naming
+            .and_then(|a| entry.values(a).next())
+            .unwrap_or(user)
+            .to_string();
+        let groups = self.groups(ldap, &entry.dn, &escaped_user).await?;
         let Some(password) = password else {
-            return Ok(LdapAnswer::Correct(groups));
+            return Ok(LdapAnswer::Correct(account, groups));
         };
-        let bound = ldap.simple_bind(&dn, password).await?;
+        let bound = ldap.simple_bind(&entry.dn, password).await?;
         Ok(match bound.rc {
-            0 => LdapAnswer::Correct(groups),
+            0 => LdapAnswer::Correct(account, groups),
             rc if BUSY.contains(&rc) => LdapAnswer::Unavailable(format!("LDAP result {rc}")),
             INVALID_CREDENTIALS => LdapAnswer::Wrong,
             // Locked, expired or otherwise refused accounts: a "no", not an outage.
@@ -254,20 +274,73 @@ impl Ldap {
             .await?
             .success()?;
         let mut groups: Vec<String> = entries
-            .into_iter()
-            .map(SearchEntry::construct)
-            .filter_map(|entry| {
-                let values = entry.attrs.into_iter().find_map(|(name, values)| {
-                    name.eq_ignore_ascii_case(&s.group_attribute)
-                        .then_some(values)
-                })?;
-                values.into_iter().next()
+            .iter()
+            .filter_map(parse_entry)
+            .flat_map(|entry| {
+                entry
+                    .values(&s.group_attribute)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
             })
             .collect();
         groups.sort();
         groups.dedup();
         Ok(groups)
     }
+}
+
+/// The attribute a user filter compares with `{user}` (`uid` in `(uid={user})`,
+/// `sAMAccountName` in AD filters): its value is the account's own spelling.
+fn naming_attribute(filter: &str) -> Option<&str> {
+    let before = &filter[..filter.find("={user})")?];
+    let start = before
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == ';' || c == '.'))
+        .map_or(0, |i| i + 1);
+    let name = &before[start..];
+    (!name.is_empty() && before[..start].ends_with('(')).then_some(name)
+}
+
+/// A search entry's DN and its text attributes (RFC 4511 §4.5.2 SearchResultEntry).
+struct Entry {
+    dn: String,
+    attrs: Vec<(String, Vec<String>)>,
+}
+
+impl Entry {
+    /// The text values of attribute `name` (compared without case, as LDAP does).
+    fn values<'e>(&'e self, name: &'e str) -> impl Iterator<Item = &'e str> + 'e {
+        self.attrs
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, values)| values.iter().map(String::as_str))
+    }
+}
+
+/// Reads an entry as `SearchEntry::construct` does, but answers `None` where that
+/// function panics (a DN that is not UTF-8, malformed BER): the directory's bytes are
+/// network input. Values that are not UTF-8 are skipped.
+fn parse_entry(entry: &ldap3::ResultEntry) -> Option<Entry> {
+    let text = |tag: StructureTag| String::from_utf8(tag.expect_primitive()?).ok();
+    let mut parts = entry
+        .0
+        .clone()
+        .match_id(4)?
+        .expect_constructed()?
+        .into_iter();
+    let dn = text(parts.next()?)?;
+    let mut attrs = Vec::new();
+    for attribute in parts.next()?.expect_constructed()? {
+        let mut attribute = attribute.expect_constructed()?.into_iter();
+        let name = text(attribute.next()?)?;
+        let values = attribute
+            .next()?
+            .expect_constructed()?
+            .into_iter()
+            .filter_map(text)
+            .collect();
+        attrs.push((name, values));
+    }
+    Some(Entry { dn, attrs })
 }
 
 /// Replaces each placeholder in one pass, so a value holding another placeholder's text
@@ -311,6 +384,24 @@ mod tests {
             ),
             "(|(member={user})(memberUid=bob))"
         );
+    }
+
+    #[test]
+    fn the_naming_attribute_is_the_one_compared_with_user() {
+        let cases = [
+            ("(uid={user})", Some("uid")),
+            ("(&(objectClass=inetOrgPerson)(uid={user}))", Some("uid")),
+            (
+                "(&(objectCategory=person)(sAMAccountName={user}))",
+                Some("sAMAccountName"),
+            ),
+            ("(|(mail={user})(uid=x))", Some("mail")),
+            ("(cn=*{user})", None),
+            ("(uid={user}*)", None),
+        ];
+        for (filter, expected) in cases {
+            assert_eq!(naming_attribute(filter), expected, "{filter}");
+        }
     }
 
     #[test]

@@ -177,8 +177,9 @@ impl Directory {
         }
         if let Some(ldap) = &self.ldap {
             match ldap.login(user, password).await {
-                LdapAnswer::Correct(groups) => {
-                    return Login::Accepted(Identity::new(user, Backend::Ldap).with_groups(groups))
+                LdapAnswer::Correct(account, groups) => {
+                    let identity = Identity::new(&account, Backend::Ldap).with_groups(groups);
+                    return Login::Accepted(identity);
                 }
                 LdapAnswer::Wrong => return Login::Refused,
                 LdapAnswer::Unknown => {}
@@ -201,6 +202,12 @@ impl Directory {
             };
         }
         Login::Refused
+    }
+
+    /// Whether this user and password go to an OIDC provider (whose login name every job
+    /// of that provider shares).
+    pub fn is_oidc_login(&self, user: &str, password: &str) -> bool {
+        self.oidc_for(user, password).is_some()
     }
 
     /// The OIDC provider a login goes to: its `username`, and a JWT from its issuer.
@@ -231,7 +238,7 @@ impl Directory {
                     return Login::Refused;
                 };
                 match ldap.lookup(&identity.account).await {
-                    LdapAnswer::Correct(groups) => Login::Accepted(identity.with_groups(groups)),
+                    LdapAnswer::Correct(_, groups) => Login::Accepted(identity.with_groups(groups)),
                     LdapAnswer::Wrong | LdapAnswer::Unknown => Login::Refused,
                     LdapAnswer::Unavailable(problem) => {
                         tracing::warn!(%problem, "LDAP unavailable");
