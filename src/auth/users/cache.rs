@@ -12,7 +12,7 @@ use ring::hmac;
 
 use crate::auth::identity::Identity;
 
-/// Most cached logins kept; past it, expired entries go, then everything.
+/// Most cached logins kept; past it, expired entries go, and new ones wait for room.
 const CAPACITY: usize = 10_000;
 
 pub(crate) struct LoginCache {
@@ -75,8 +75,11 @@ impl LoginCache {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= CAPACITY {
             entries.retain(|_, (_, expires)| *expires > now);
+            // Still full: the new login is not cached. Clearing instead would let anyone
+            // with many valid credentials (tokens from a public OIDC issuer) flush everyone
+            // else's cached logins, which are what keeps logins working while a backend is down.
             if entries.len() >= CAPACITY {
-                entries.clear();
+                return;
             }
         }
         entries.insert(tag, (identity.clone(), now + ttl));

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::trust::{http_client, TrustError};
+use super::trust::{http_client, read_limited, TrustError};
 use crate::config::HttpAuthenticatorSettings;
 
 /// Largest answer read from the authenticator, in bytes.
@@ -82,7 +82,7 @@ impl HttpAuthenticator {
             401 | 403 => return HttpAnswer::Wrong,
             status => return HttpAnswer::Unavailable(format!("{} answered {status}", self.url)),
         }
-        let body = match read_limited(response).await {
+        let body = match read_limited(response, MAX_ANSWER).await {
             Ok(body) => body,
             Err(problem) => return HttpAnswer::Unavailable(format!("{}: {problem}", self.url)),
         };
@@ -97,19 +97,4 @@ impl HttpAuthenticator {
             )),
         }
     }
-}
-
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| e.without_url().to_string())?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(format!("answer larger than {MAX_ANSWER} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }

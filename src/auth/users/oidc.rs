@@ -18,7 +18,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use super::trust::{http_client, TrustError};
+use super::trust::{http_client, read_limited, TrustError};
 use crate::auth::identity::{Backend, Identity};
 use crate::config::OidcSettings;
 
@@ -28,6 +28,8 @@ pub const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 pub const LEEWAY: u64 = 60;
 /// Limit for one discovery or JWKS request.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest discovery document or JWKS read, in bytes.
+const MAX_DOCUMENT: usize = 1024 * 1024;
 const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorithm::PS256];
 
 /// What the provider's keys said about a token.
@@ -49,18 +51,26 @@ struct Key {
 
 #[derive(Default)]
 struct KeySet {
-    jwks_uri: Option<String>,
     keys: Vec<Key>,
-    last_fetch: Option<Instant>,
     /// Why the last fetch failed, while no later one succeeded.
     last_error: Option<String>,
+}
+
+/// What only the task fetching keys touches.
+#[derive(Default)]
+struct Fetcher {
+    jwks_uri: Option<String>,
+    last_fetch: Option<Instant>,
 }
 
 /// One OpenID provider and its cached keys.
 pub(crate) struct OidcProvider {
     settings: OidcSettings,
     client: reqwest::Client,
-    keys: tokio::sync::Mutex<KeySet>,
+    /// Read by every login; written only after a fetch, never held across one.
+    keys: std::sync::RwLock<KeySet>,
+    /// One fetch at a time; logins whose key is known never wait for it.
+    fetcher: tokio::sync::Mutex<Fetcher>,
 }
 
 impl std::fmt::Debug for OidcProvider {
@@ -93,7 +103,8 @@ impl OidcProvider {
         Ok(OidcProvider {
             settings: settings.clone(),
             client: http_client(settings.ca.as_deref(), FETCH_TIMEOUT)?,
-            keys: tokio::sync::Mutex::new(KeySet::default()),
+            keys: std::sync::RwLock::new(KeySet::default()),
+            fetcher: tokio::sync::Mutex::new(Fetcher::default()),
         })
     }
 
@@ -177,7 +188,11 @@ impl OidcProvider {
         };
         let mut identity = Identity::new(account, backend).with_groups(groups);
         identity.claims = strings;
-        identity.not_after = claims.get("exp").and_then(Value::as_u64);
+        // Accepted up to LEEWAY past `exp` (clock skew), so usable as long.
+        identity.not_after = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .map(|exp| exp.saturating_add(LEEWAY));
         OidcAnswer::Correct(identity)
     }
 
@@ -188,32 +203,45 @@ impl OidcProvider {
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Option<DecodingKey>, String> {
-        let mut set = self.keys.lock().await;
-        if let Some(key) = find(&set.keys, kid, alg) {
+        let known = |keys: &std::sync::RwLock<KeySet>| {
+            let set = keys.read().unwrap_or_else(|e| e.into_inner());
+            (find(&set.keys, kid, alg), set.last_error.clone())
+        };
+        if let (Some(key), _) = known(&self.keys) {
             return Ok(Some(key));
         }
-        let recent = set
+        let mut fetcher = self.fetcher.lock().await;
+        let recent = fetcher
             .last_fetch
             .is_some_and(|at| at.elapsed() < REFETCH_INTERVAL);
         if !recent {
-            set.last_fetch = Some(Instant::now());
-            match self.fetch(&mut set).await {
-                Ok(()) => set.last_error = None,
+            fetcher.last_fetch = Some(Instant::now());
+            let fetched = self.fetch(&mut fetcher).await;
+            let mut set = self.keys.write().unwrap_or_else(|e| e.into_inner());
+            match fetched {
+                Ok(keys) => {
+                    *set = KeySet {
+                        keys,
+                        last_error: None,
+                    }
+                }
                 Err(problem) => {
                     tracing::warn!(issuer = %self.settings.issuer, %problem, "OIDC keys could not be fetched");
                     set.last_error = Some(problem);
                 }
             }
         }
-        match (find(&set.keys, kid, alg), &set.last_error) {
+        drop(fetcher);
+        match known(&self.keys) {
             (Some(key), _) => Ok(Some(key)),
-            (None, Some(problem)) => Err(problem.clone()),
+            (None, Some(problem)) => Err(problem),
             (None, None) => Ok(None),
         }
     }
 
-    async fn fetch(&self, set: &mut KeySet) -> Result<(), String> {
-        let jwks_uri = match &set.jwks_uri {
+    /// Discovery (once) and the JWKS: the keys it publishes for signing.
+    async fn fetch(&self, fetcher: &mut Fetcher) -> Result<Vec<Key>, String> {
+        let jwks_uri = match &fetcher.jwks_uri {
             Some(uri) => uri.clone(),
             None => {
                 let url = format!(
@@ -230,12 +258,12 @@ impl OidcProvider {
                     .filter(|u| u.starts_with("https://"))
                     .ok_or_else(|| format!("{url}: no https jwks_uri"))?
                     .to_string();
-                set.jwks_uri = Some(uri.clone());
+                fetcher.jwks_uri = Some(uri.clone());
                 uri
             }
         };
         let jwks: JwkSet = self.get_json(&jwks_uri).await?;
-        set.keys = jwks
+        Ok(jwks
             .keys
             .iter()
             .filter(|jwk| {
@@ -252,8 +280,7 @@ impl OidcProvider {
                     key: DecodingKey::from_jwk(jwk).ok()?,
                 })
             })
-            .collect();
-        Ok(())
+            .collect())
     }
 
     async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, String> {
@@ -266,10 +293,10 @@ impl OidcProvider {
         if !response.status().is_success() {
             return Err(format!("{url}: answered {}", response.status()));
         }
-        response
-            .json::<T>()
+        let body = read_limited(response, MAX_DOCUMENT)
             .await
-            .map_err(|e| format!("{url}: not the expected JSON: {}", e.without_url()))
+            .map_err(|problem| format!("{url}: {problem}"))?;
+        serde_json::from_slice(&body).map_err(|e| format!("{url}: not the expected JSON: {e}"))
     }
 }
 

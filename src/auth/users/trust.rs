@@ -68,3 +68,22 @@ pub(crate) fn http_client(
             reason: format!("cannot build the HTTPS client: {e}"),
         })
 }
+
+/// A response's body, refused past `max` bytes (login backends are network input).
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| e.without_url().to_string())?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(format!("answer larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
