@@ -1,7 +1,13 @@
 //! Token endpoint throughput, in process: a correct login that hits the credential
 //! cache (token signing + ACL only) against one that pays bcrypt every time
 //! (`auth.users.cache_ttl: 0s`), at the cost `hash-password` uses by default (10),
-//! and an anonymous request for comparison. Run: `cargo bench --bench token_endpoint`.
+//! an anonymous request for comparison, and an LDAP user with a warm cache (a real slapd,
+//! as the tests start it; skipped when slapd is not installed) next to the htpasswd one.
+//! Run: `cargo bench --bench token_endpoint`.
+
+#[allow(unused_imports)]
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
@@ -11,11 +17,46 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use registry_edge::auth::acl::Rule;
 use registry_edge::auth::endpoint::{TokenReply, TokenRequest};
 use registry_edge::auth::Auth;
-use registry_edge::config::{AuthSettings, UsersSettings};
+use registry_edge::config::{AuthSettings, LdapSettings, UsersSettings};
 
 const BCRYPT_COST: u32 = 10;
 
 fn auth(dir: &std::path::Path, cache_ttl: Duration) -> Auth {
+    auth_with(dir, |htpasswd| {
+        UsersSettings::htpasswd_only(htpasswd, cache_ttl)
+    })
+}
+
+/// The realm over `slapd`'s directory (plain LDAP: the cached path never reaches it).
+fn ldap_auth(dir: &std::path::Path, slapd: &common::ldap::Slapd) -> Auth {
+    let secret = dir.join("bind.secret");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&secret, slapd.bind_password()).unwrap();
+    auth_with(dir, |_| UsersSettings {
+        htpasswd: None,
+        cache_ttl: Duration::from_secs(300),
+        ldap: Some(LdapSettings {
+            url: slapd.url(),
+            start_tls: false,
+            ca: None,
+            bind_dn: Some(slapd.bind_dn().into()),
+            bind_password_file: Some(secret.clone()),
+            user_base: slapd.user_base().into(),
+            user_filter: "(&(objectClass=inetOrgPerson)(uid={user}))".into(),
+            group_base: Some(slapd.group_base().into()),
+            group_filter: "(&(objectClass=groupOfNames)(member={dn}))".into(),
+            group_attribute: "cn".into(),
+            timeout: Duration::from_secs(5),
+        }),
+        oidc: Vec::new(),
+        http: None,
+    })
+}
+
+fn auth_with(
+    dir: &std::path::Path,
+    users: impl FnOnce(std::path::PathBuf) -> UsersSettings,
+) -> Auth {
     registry_edge::certgen::generate(&dir.join("certs"), &["bench".into()]).unwrap();
     let line =
         registry_edge::registry_config::htpasswd_line("alice", "pw-alice", BCRYPT_COST).unwrap();
@@ -31,7 +72,7 @@ fn auth(dir: &std::path::Path, cache_ttl: Duration) -> Auth {
         certificate: dir.join("certs/registry-auth.crt"),
         expiration: Duration::from_secs(300),
         refresh_expiration: Duration::from_secs(3600),
-        users: UsersSettings::htpasswd_only(dir.join("htpasswd"), cache_ttl),
+        users: users(dir.join("htpasswd")),
         acl: vec![
             rule("*", "${account}/**", &["pull", "push"]),
             rule("", "public/*", &["pull"]),
@@ -73,6 +114,19 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("anonymous", |b| b.iter(|| issue(&cached, None)));
     group.bench_function("login_cached", |b| b.iter(|| issue(&cached, Some(basic))));
+    // Kept alive until the group ends; stopped (by pid) when dropped.
+    let slapd = common::ldap::Slapd::available().then(|| common::ldap::Slapd::start(dir.path()));
+    match &slapd {
+        Some(slapd) => {
+            let ldap = ldap_auth(&dir.path().join("ldap"), slapd);
+            let alice = "Basic YWxpY2U6YWxpY2UtcHc="; // alice:alice-pw, in the directory
+            issue(&ldap, Some(alice)); // warms the credential cache: one real LDAP login
+            group.bench_function("login_ldap_cached", |b| {
+                b.iter(|| issue(&ldap, Some(alice)))
+            });
+        }
+        None => eprintln!("login_ldap_cached skipped: slapd is not installed"),
+    }
     group
         .sample_size(10)
         .measurement_time(Duration::from_secs(10));

@@ -28,8 +28,10 @@
 //! - `metrics`: Prometheus metrics.
 //!
 //! Identity and limits:
-//! - [`auth`]: token endpoint, access policy, tokens (keys, claims, issuing, verifying),
-//!   per-request checks, htpasswd users.
+//! - [`auth`]: token endpoint, access policy (account/group/claims rules), identities,
+//!   tokens (keys, claims, issuing, verifying), per-request checks, and the login backends
+//!   (`auth::users`: htpasswd, LDAP, OIDC ID tokens, an http authenticator, the credential
+//!   cache).
 //! - [`limits`]: push, upload-byte and failed-login limits on one Redis-first core.
 //! - [`shared_state`]: the Redis connection shared limits use, and its probe.
 //!
