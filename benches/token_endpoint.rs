@@ -98,6 +98,7 @@ fn request(authorization: Option<&str>) -> TokenRequest<'_> {
 fn bench(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_all()
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
