@@ -27,6 +27,9 @@ pub(crate) struct Metrics {
     pub bytes_sent: IntCounter,
     pub tokens_issued: IntCounter,
     pub failed_logins: IntCounter,
+    /// Logins answered 503 because their backend could not answer, by backend (`ldap`,
+    /// `oidc`, `http`).
+    pub login_backend_unavailable: IntCounterVec,
     /// Requests refused by a limit: `push` or `failed_logins`.
     pub rate_limited: IntCounterVec,
     /// 1 while a registry node passes its health check.
@@ -125,6 +128,11 @@ impl Metrics {
             bytes_sent: counter("sent_bytes_total", "Response body bytes sent"),
             tokens_issued: counter("tokens_issued_total", "Registry tokens issued"),
             failed_logins: counter("failed_logins_total", "Logins refused at the token realm"),
+            login_backend_unavailable: counter_vec(
+                "login_backend_unavailable_total",
+                "Logins answered 503 because their backend could not answer, by backend",
+                &["backend"],
+            ),
             rate_limited: counter_vec(
                 "rate_limited_total",
                 "Requests refused by a limit",

@@ -30,6 +30,7 @@ fn login_backends() {
     let dir = fixtures();
     std::fs::write(dir.path().join("bind.secret"), "pw\n").unwrap();
     std::fs::write(dir.path().join("empty.secret"), "\n").unwrap();
+    std::fs::write(dir.path().join("two-lines.secret"), "pw\nmore\n").unwrap();
     std::fs::write(dir.path().join("htpasswd"), "").unwrap();
     let ldap = |from: &str, to: &str| users(&LDAP.replace(from, to), RULE);
     assert_cases(
@@ -52,6 +53,16 @@ fn login_backends() {
             ),
             refused("filter-no-user.yaml", ldap("uid={user}", "uid=alice"), &["auth.users.ldap.user_filter", "{user}"]),
             refused("filter-shape.yaml", ldap("\"(&(objectClass", "\"&(objectClass"), &["auth.users.ldap.user_filter", "RFC 4515"]),
+            refused(
+                "filter-unbalanced.yaml",
+                ldap("(uid={user}))\"", "(uid={user})\""),
+                &["auth.users.ldap.user_filter", "parentheses"],
+            ),
+            refused(
+                "password-two-lines.yaml",
+                ldap("bind.secret", "two-lines.secret"),
+                &["auth.users.ldap.bind_password_file", "one line"],
+            ),
             refused("group-filter.yaml", ldap("(member={dn})", "(member=x)"), &["auth.users.ldap.group_filter", "{dn}"]),
             refused(
                 "password-missing.yaml",

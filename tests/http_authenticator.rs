@@ -106,6 +106,8 @@ fn edge_asks_the_http_authenticator_and_maps_its_answers() {
             r#"{ account: "*", name: "${account}/**", actions: [pull, push] }"#,
         ],
     );
+    let admin = common::free_port();
+    let auth = format!("{auth}admin:\n  listen: \"127.0.0.1:{admin}\"\n");
     let (certs, _registry, edge) = edge_with_node(dir.path(), &auth);
     let ca = certs.ca_dir.join("ca.crt");
     let ca = ca.to_str().unwrap();
@@ -152,6 +154,13 @@ fn edge_asks_the_http_authenticator_and_maps_its_answers() {
                 assert_eq!(answer.status, 503, "{user}: {}", answer.text());
                 assert_eq!(error_code(&answer), "UNAVAILABLE", "{user}");
             }
+            let metrics = common::admin_metrics(admin);
+            let unavailable = r#"registry_edge_login_backend_unavailable_total{backend="http"}"#;
+            assert_eq!(
+                common::metric(&metrics, unavailable),
+                Some(3.0),
+                "{metrics}"
+            );
         },
     );
     checks.run(

@@ -76,7 +76,7 @@ pub(super) fn acl_rule(
     let key = |field: &str| format!("auth.acl[{index}].{field}");
     if account.is_none() && group.is_none() && claims.is_empty() {
         return Err(v.invalid(
-            key("account"),
+            format!("auth.acl[{index}]"),
             "a rule needs at least one selector: account, group or claims",
         ));
     }

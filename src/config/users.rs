@@ -175,8 +175,14 @@ fn ldap_settings(v: &Validator, ldap: file::LdapFile) -> Result<LdapSettings, Co
         ("auth.users.ldap.user_filter", &user_filter),
         ("auth.users.ldap.group_filter", &group_filter),
     ] {
-        if !filter.starts_with('(') || !filter.ends_with(')') {
-            return Err(v.invalid(key, format!("{filter:?} is not an LDAP filter (RFC 4515)")));
+        // Parsed as the directory will receive it, with sample values in the placeholders:
+        // a filter the client library cannot encode fails every login at run time.
+        let sample = filter.replace("{user}", "x").replace("{dn}", "cn=x");
+        if ldap3::parse_filter(&sample).is_err() {
+            return Err(v.invalid(
+                key,
+                format!("{filter:?} is not an LDAP filter (RFC 4515): check its parentheses"),
+            ));
         }
     }
     if user_base.is_empty() {

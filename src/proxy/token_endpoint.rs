@@ -68,6 +68,12 @@ pub(crate) async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Au
                     format!("Basic realm=\"{}\"", ctx.origin.url(&auth.realm_path)),
                 ));
             }
+            if let RegistryError::LoginUnavailable { backend } = &error {
+                metrics()
+                    .login_backend_unavailable
+                    .with_label_values(&[backend])
+                    .inc();
+            }
             if let Some(seconds) = retry_after {
                 extra.push(("Retry-After", seconds.to_string()));
             }

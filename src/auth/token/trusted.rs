@@ -75,7 +75,12 @@ impl TrustedIssuer {
         };
         let bundle: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<Result<_, _>>())
-            .map_err(|e| file_err(format!("cannot read certificates: {e:?}")))?;
+            .map_err(|e| {
+                file_err(format!(
+                    "cannot read certificates: {}",
+                    crate::tls::pem_reason(e)
+                ))
+            })?;
         if bundle.is_empty() {
             return Err(file_err("no CERTIFICATE block found".into()));
         }

@@ -36,6 +36,8 @@ pub enum LdapLoadError {
     },
     #[error("{}: the bind password file is empty", path.display())]
     EmptyPassword { path: PathBuf },
+    #[error("{}: the bind password file must hold one line (the password)", path.display())]
+    SeveralLines { path: PathBuf },
     #[error(transparent)]
     Trust(#[from] TrustError),
 }
@@ -104,6 +106,9 @@ impl Ldap {
                 let password = text.trim_end_matches(['\r', '\n']).to_string();
                 if password.is_empty() {
                     return Err(LdapLoadError::EmptyPassword { path: path.clone() });
+                }
+                if password.contains(['\r', '\n']) {
+                    return Err(LdapLoadError::SeveralLines { path: path.clone() });
                 }
                 Some(password)
             }
