@@ -16,6 +16,16 @@
 //! HTTP/1 bodies use Pingora's own per-read timeout, set by the proxy. The proxy reaches a
 //! connection's [`ConnWatch`] through [`super::watch::watch_for`] to say which phase the
 //! connection is in.
+//!
+//! It also buffers HTTP/1 writes. Pingora writes a response header and then its body with
+//! separate writes and expects a buffered stream (its own listener adds one; the stream an
+//! own accept loop gets has none, and `set_buffer` is crate-private), while tokio-rustls
+//! seals a TLS record and sends it on every write: unbuffered, a small answer left as two
+//! records in two `sendto`s. Writes up to [`WRITE_BUFFER`] bytes are held and handed to TLS
+//! together on `poll_flush` (Pingora flushes at the end of every body and after header-only
+//! answers), on shutdown, when the buffer would overflow, and whenever the proxy reads from
+//! the client — which it does while it waits for the next piece of a streamed body, so a
+//! slow upstream's bytes never wait in the buffer.
 
 use std::fmt;
 use std::future::Future;
@@ -39,6 +49,14 @@ use super::header_limit::{HeaderScan, REFUSAL, REFUSAL_TO_HEAD};
 use super::watch::{self, ConnKey, ConnWatch, Phase};
 use crate::config::ClientTimeouts;
 
+/// Most bytes of HTTP/1 response held before they go to TLS together: one full TLS record
+/// (RFC 8446 §5.1), as nginx's `ssl_buffer_size 16k`.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// A write buffer that grew past this is freed once drained, so idle keep-alive
+/// connections hold only what small answers need.
+const KEEP_CAPACITY: usize = 4 * 1024;
+
 /// After answering 431, read and discard what the client still sends for this long, so
 /// closing does not reset the connection before the client has read the answer.
 const REFUSAL_LINGER: Duration = Duration::from_secs(2);
@@ -58,6 +76,8 @@ pub(crate) struct GuardedStream {
     /// HTTP/1 only: the header block being received.
     scan: Option<HeaderScan>,
     refusal: Option<Refusal>,
+    /// HTTP/1 only: response bytes not yet handed to TLS (HTTP/2 frames are buffered by h2).
+    pending: Option<Vec<u8>>,
 }
 
 impl GuardedStream {
@@ -79,6 +99,54 @@ impl GuardedStream {
             timer: Box::pin(tokio::time::sleep_until(accepted.into())),
             scan: (!http2).then(HeaderScan::default),
             refusal: None,
+            pending: (!http2).then(Vec::new),
+        }
+    }
+
+    /// Hands every buffered byte to the inner stream (not flushing it).
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(pending) = &mut self.pending else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut done = 0;
+        let result = loop {
+            if done == pending.len() {
+                break Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &pending[done..]) {
+                Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => done += n,
+                Poll::Ready(Err(e)) => break Poll::Ready(Err(e)),
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        pending.drain(..done);
+        if pending.is_empty() && pending.capacity() > KEEP_CAPACITY {
+            *pending = Vec::new();
+        }
+        result
+    }
+
+    /// Buffers `bufs` when they fit beside what is held; otherwise drains first, then
+    /// buffers them if they fit alone, else writes them through.
+    fn poll_buffered_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let held = self.pending.as_ref().map_or(0, Vec::len);
+        if held > 0 && held + total > WRITE_BUFFER {
+            ready!(self.poll_drain(cx))?;
+        }
+        match &mut self.pending {
+            Some(pending) if pending.len() + total <= WRITE_BUFFER => {
+                for buf in bufs {
+                    pending.extend_from_slice(buf);
+                }
+                Poll::Ready(Ok(total))
+            }
+            _ => Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -104,6 +172,8 @@ impl GuardedStream {
         loop {
             match self.refusal {
                 Some(Refusal::Writing(answer, done)) if done < answer.len() => {
+                    // An earlier answer still held goes first, in order.
+                    ready!(self.poll_drain(cx))?;
                     match ready!(Pin::new(&mut self.inner).poll_write(cx, &answer[done..])) {
                         Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                         Ok(n) => self.refusal = Some(Refusal::Writing(answer, done + n)),
@@ -163,6 +233,17 @@ impl AsyncRead for GuardedStream {
         if this.refusal.is_some() {
             return this.poll_refuse(cx);
         }
+        // The proxy reads from the client when it has written what it has for now (or
+        // waits for more from upstream): what is held goes out. A drain that must wait is
+        // retried on the next poll, which the socket's readiness brings.
+        if this.pending.as_ref().is_some_and(|p| !p.is_empty()) {
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+            if let Poll::Ready(Err(e)) = Pin::new(&mut this.inner).poll_flush(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) if buf.filled().len() > before => {
@@ -197,7 +278,11 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.pending.is_none() {
+            return Pin::new(&mut this.inner).poll_write(cx, buf);
+        }
+        this.poll_buffered_write(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -205,25 +290,36 @@ impl AsyncWrite for GuardedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        if this.pending.is_none() {
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        }
+        this.poll_buffered_write(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        // Buffered writes take slices as they come.
+        self.pending.is_some() || self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
 #[async_trait]
 impl Shutdown for GuardedStream {
     async fn shutdown(&mut self) {
+        // What is held goes out before the close (an error here ends the connection anyway).
+        let _ = std::future::poll_fn(|cx| self.poll_drain(cx)).await;
         self.inner.shutdown().await
     }
 }
