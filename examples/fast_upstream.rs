@@ -15,6 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const READ_CHUNK: usize = 256 * 1024;
+/// Body bytes sent in the same write as the head.
+const INLINE_BODY: usize = 16 * 1024;
+/// Every blob is zeros: one static buffer serves all of them.
+static ZEROS: [u8; READ_CHUNK] = [0; READ_CHUNK];
 const SMALL_BLOB: u64 = 512;
 static NEXT_UPLOAD: AtomicU64 = AtomicU64::new(1);
 
@@ -194,15 +198,22 @@ async fn respond(
         ),
         _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned(),
     };
-    stream.write_all(head.as_bytes()).await?;
-    if request.method == "GET" && path.contains("/blobs/") && upload_base.is_none() {
-        let zeros = vec![0u8; READ_CHUNK];
-        let mut left = blob_len(path, blob_size);
-        while left > 0 {
-            let n = left.min(READ_CHUNK as u64) as usize;
-            stream.write_all(&zeros[..n]).await?;
-            left -= n as u64;
-        }
+    let mut left = if request.method == "GET" && path.contains("/blobs/") && upload_base.is_none() {
+        blob_len(path, blob_size)
+    } else {
+        0
+    };
+    // Head and the start of the body in one write: a small answer is one segment, so the
+    // proxy in front sees it all at once (as from a real registry on the same host).
+    let mut first = head.into_bytes();
+    let inline = left.min(INLINE_BODY as u64) as usize;
+    first.extend_from_slice(&ZEROS[..inline]);
+    left -= inline as u64;
+    stream.write_all(&first).await?;
+    while left > 0 {
+        let n = left.min(READ_CHUNK as u64) as usize;
+        stream.write_all(&ZEROS[..n]).await?;
+        left -= n as u64;
     }
     Ok(())
 }
