@@ -3,12 +3,35 @@
 //! One process-wide set: the proxy, the listeners and the token endpoint count into it
 //! wherever the event happens. Names carry the `registry_edge_` prefix.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// The route classes request metrics are labelled with (`proxy::checks::route_class`).
+const CLASSES: [&str; 4] = ["pull", "push", "auth", "other"];
+
+/// One route class's request series, each resolved on first use and then reused:
+/// `with_label_values` hashes the labels, takes a lock and (for the status) formats a
+/// string on every request. Lazily, so a series appears in `/metrics` only once it counted.
+struct ClassSeries {
+    /// By status code, 0 (no response) to 599.
+    requests: Box<[OnceLock<IntCounter>]>,
+    seconds: OnceLock<Histogram>,
+    upstream: OnceLock<Histogram>,
+}
+
+impl ClassSeries {
+    fn new() -> ClassSeries {
+        ClassSeries {
+            requests: (0..600).map(|_| OnceLock::new()).collect(),
+            seconds: OnceLock::new(),
+            upstream: OnceLock::new(),
+        }
+    }
+}
 
 /// Request latency buckets (seconds): small registry calls up to multi-minute uploads.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -23,6 +46,8 @@ pub(crate) struct Metrics {
     pub request_seconds: HistogramVec,
     /// Time from choosing a node to its response header, by route class.
     pub upstream_seconds: HistogramVec,
+    /// Resolved handles of the three above, per class in [`CLASSES`] order.
+    series: [ClassSeries; 4],
     pub bytes_received: IntCounter,
     pub bytes_sent: IntCounter,
     pub tokens_issued: IntCounter,
@@ -165,7 +190,56 @@ impl Metrics {
             ),
             node_healthy,
             active_connections,
+            series: [(); 4].map(|()| ClassSeries::new()),
             registry,
+        }
+    }
+
+    /// Counts a finished request of route `class` with `status` (0: no response) that took
+    /// `seconds`.
+    pub(crate) fn count_request(&self, class: &str, status: u16, seconds: f64) {
+        let Some(series) = CLASSES
+            .iter()
+            .position(|c| *c == class)
+            .map(|i| &self.series[i])
+        else {
+            self.requests
+                .with_label_values(&[class, &status.to_string()])
+                .inc();
+            self.request_seconds
+                .with_label_values(&[class])
+                .observe(seconds);
+            return;
+        };
+        match series.requests.get(usize::from(status)) {
+            Some(slot) => slot
+                .get_or_init(|| {
+                    self.requests
+                        .with_label_values(&[class, &status.to_string()])
+                })
+                .inc(),
+            None => self
+                .requests
+                .with_label_values(&[class, &status.to_string()])
+                .inc(),
+        }
+        series
+            .seconds
+            .get_or_init(|| self.request_seconds.with_label_values(&[class]))
+            .observe(seconds);
+    }
+
+    /// Records the time a node of route `class` took to its response header.
+    pub(crate) fn observe_upstream(&self, class: &str, seconds: f64) {
+        match CLASSES.iter().position(|c| *c == class) {
+            Some(i) => self.series[i]
+                .upstream
+                .get_or_init(|| self.upstream_seconds.with_label_values(&[class]))
+                .observe(seconds),
+            None => self
+                .upstream_seconds
+                .with_label_values(&[class])
+                .observe(seconds),
         }
     }
 
@@ -176,5 +250,37 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("encoding metrics into memory");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolved_series_count_into_the_labelled_ones() {
+        let m = metrics();
+        let value =
+            |class: &str, status: &str| m.requests.with_label_values(&[class, status]).get();
+        let cases = [
+            ("pull", 200, "200"),
+            ("auth", 0, "0"),
+            ("unlisted", 404, "404"),
+            ("push", 999, "999"),
+        ];
+        for (class, status, label) in cases {
+            let before = value(class, label);
+            m.count_request(class, status, 0.01);
+            m.count_request(class, status, 0.02);
+            assert_eq!(value(class, label), before + 2, "{class} {status}");
+        }
+        let seconds = m.request_seconds.with_label_values(&["pull"]);
+        let before = seconds.get_sample_count();
+        m.count_request("pull", 201, 0.5);
+        assert_eq!(seconds.get_sample_count(), before + 1);
+        let upstream = m.upstream_seconds.with_label_values(&["other"]);
+        let before = upstream.get_sample_count();
+        m.observe_upstream("other", 0.1);
+        assert_eq!(upstream.get_sample_count(), before + 1);
     }
 }

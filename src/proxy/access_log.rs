@@ -16,12 +16,7 @@ pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let elapsed = ctx.started.elapsed();
     let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
     let m = metrics();
-    m.requests
-        .with_label_values(&[ctx.class, &status.to_string()])
-        .inc();
-    m.request_seconds
-        .with_label_values(&[ctx.class])
-        .observe(elapsed.as_secs_f64());
+    m.count_request(ctx.class, status, elapsed.as_secs_f64());
     m.bytes_received.inc_by(bytes_in as u64);
     m.bytes_sent.inc_by(bytes_out as u64);
     let rate_limit = match (&ctx.own_error, &ctx.push_budget) {

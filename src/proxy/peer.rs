@@ -57,10 +57,7 @@ fn peer_for(node: SocketAddr, ctx: &RequestCtx) -> HttpPeer {
 pub(crate) fn on_response(sessions: &UploadSessions, response: &ResponseHeader, ctx: &RequestCtx) {
     let status = response.status.as_u16();
     if let Some(started) = ctx.upstream_started {
-        metrics()
-            .upstream_seconds
-            .with_label_values(&[ctx.class])
-            .observe(started.elapsed().as_secs_f64());
+        metrics().observe_upstream(ctx.class, started.elapsed().as_secs_f64());
     }
     match (&ctx.route.endpoint, ctx.node) {
         (Endpoint::UploadStart, Some(node)) if status == 202 => {
