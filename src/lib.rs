@@ -26,6 +26,7 @@
 //! - `upstream`: registry node pool, repository affinity, health checks, upload-session pins.
 //! - `error`: the registry's JSON error envelope for the edge's own answers.
 //! - `metrics`: Prometheus metrics.
+//! - [`log_writer`]: log lines to stdout, access lines buffered per thread.
 //!
 //! Identity and limits:
 //! - [`auth`]: token endpoint, access policy (account/group/claims rules), identities,
@@ -60,6 +61,7 @@ pub(crate) mod error;
 pub mod limits;
 pub(crate) mod listen;
 pub mod load;
+pub mod log_writer;
 pub(crate) mod metrics;
 pub(crate) mod proxy;
 pub(crate) mod redirect;

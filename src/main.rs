@@ -181,16 +181,22 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// Log lines go through a writer thread that batches them into few `write`s: one
-/// syscall per access line cost ~4 % of a small request (benches/compare_nginx.py).
-/// Not lossy: a full queue slows requests down rather than dropping lines.
-fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+/// Log lines go to standard output through [`registry_edge::log_writer`]: access lines are
+/// buffered per worker thread and written by size or every `REGISTRY_EDGE_LOG_FLUSH`
+/// (default 1s, `0s` = every line at once), everything else at once; the guard writes
+/// what is buffered when `run` returns.
+fn init_logging(format: LogFormat) -> registry_edge::log_writer::FlushGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REGISTRY_EDGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let interval = match std::env::var("REGISTRY_EDGE_LOG_FLUSH") {
+        Err(_) => std::time::Duration::from_secs(1),
+        Ok(text) => humantime::parse_duration(&text).unwrap_or_else(|e| {
+            eprintln!("registry-edge: REGISTRY_EDGE_LOG_FLUSH={text:?} ({e}); using 1s");
+            std::time::Duration::from_secs(1)
+        }),
+    };
+    let (writer, guard) = registry_edge::log_writer::LogWriter::start(interval);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(true)

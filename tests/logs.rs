@@ -135,3 +135,85 @@ fn json_access_lines_carry_the_request_and_no_credentials() {
         assert!(!log.contains(secret), "the log contains {secret:?}");
     }
 }
+
+/// Access lines are buffered per thread (as nginx's `access_log … buffer=64k flush=1s`):
+/// they reach the log within the flush interval, and a graceful stop writes every one.
+#[test]
+fn buffered_access_lines_arrive_within_the_interval_and_survive_a_graceful_stop() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let upstream = EchoUpstream::start();
+    let ca = certs.ca_dir.join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    // Only access lines (no "graceful stop" info line, whose write would flush them too):
+    // what is buffered at exit is written by the log writer's guard alone.
+    let start = |flush: &str| {
+        let (https, http) = (common::free_port(), common::free_port());
+        let yaml = format!(
+            "server:\n  https_listen: [\"127.0.0.1:{https}\"]\n  http_listen: [\"127.0.0.1:{http}\"]\n  threads: 2\n  shutdown_grace: 2s\n\
+             tls:\n  certificates:\n    - cert: {}\n      key: {}\n{}",
+            certs.tls_crt.display(),
+            certs.tls_key.display(),
+            upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin"),
+        );
+        let edge = Edge::start_config_env(
+            dir.path(),
+            https,
+            http,
+            &yaml,
+            &[
+                ("REGISTRY_EDGE_LOG_FLUSH", flush),
+                ("REGISTRY_EDGE_LOG", "warn,registry_edge::access=info"),
+            ],
+        );
+        wait_for("the edge to answer", Duration::from_secs(30), || {
+            (curl(&["--cacert", ca, &edge.url("/v2/")]).status == 200).then_some(())
+        });
+        edge
+    };
+    // 40 requests on one connection; their lines (~8 KB) stay below the 64 KiB flush size.
+    let send = |edge: &Edge| {
+        let urls: Vec<String> = (0..40)
+            .map(|i| edge.url(&format!("/v2/batch/n{i}/tags/list")))
+            .collect();
+        let mut args = vec!["--cacert", ca];
+        args.extend(urls.iter().map(String::as_str));
+        let got = curl(&args);
+        assert_eq!(got.status, 200, "{}", got.stderr);
+    };
+    let lines = |edge: &Edge| {
+        edge.log_text()
+            .lines()
+            .filter(|l| l.contains("/v2/batch/") && l.contains("status=200"))
+            .count()
+    };
+
+    let every_second = start("1s");
+    send(&every_second);
+    wait_for(
+        "40 access lines within the flush interval",
+        Duration::from_secs(5),
+        || (lines(&every_second) == 40).then_some(()),
+    );
+
+    let mut hourly = start("1h");
+    send(&hourly);
+    assert_eq!(
+        lines(&hourly),
+        0,
+        "access lines are buffered:\n{}",
+        hourly.log_text()
+    );
+    let pid = nix::unistd::Pid::from_raw(hourly.proc.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    wait_for("the edge to exit", Duration::from_secs(20), || {
+        (!hourly.proc.is_running()).then_some(())
+    });
+    assert_eq!(
+        lines(&hourly),
+        40,
+        "a graceful stop writes every buffered line:\n{}",
+        hourly.log_text()
+    );
+}

@@ -69,8 +69,22 @@ impl Edge {
         Self::start_config(dir, https_port, http_port, &yaml)
     }
 
-    /// Starts the edge with a whole config of the caller's (whose listeners are on these ports).
+    /// Starts the edge with a whole config of the caller's (whose listeners are on these
+    /// ports). Log lines are written at once (`REGISTRY_EDGE_LOG_FLUSH=0s`), so tests can
+    /// read a request's access line as soon as its answer arrived.
     pub fn start_config(dir: &Path, https_port: u16, http_port: u16, yaml: &str) -> Edge {
+        Self::start_config_env(dir, https_port, http_port, yaml, &[])
+    }
+
+    /// Like [`Edge::start_config`], with extra environment variables (set after the
+    /// defaults, so they override them).
+    pub fn start_config_env(
+        dir: &Path,
+        https_port: u16,
+        http_port: u16,
+        yaml: &str,
+        env: &[(&str, &str)],
+    ) -> Edge {
         let config = dir.join(format!("edge-{https_port}.yaml"));
         std::fs::write(&config, yaml).unwrap();
         let log = dir.join(format!("edge-{https_port}.log"));
@@ -80,6 +94,8 @@ impl Edge {
                 .args(["run", "--config"])
                 .arg(&config)
                 .env("REGISTRY_EDGE_LOG", "info")
+                .env("REGISTRY_EDGE_LOG_FLUSH", "0s")
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().unwrap())
                 .stderr(out),
