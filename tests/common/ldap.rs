@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, openssl, wait_for};
+use super::{free_port, wait_for};
 
 const SUFFIX: &str = "dc=example,dc=com";
 const ADMIN_DN: &str = "cn=admin,dc=example,dc=com";
@@ -63,7 +63,7 @@ impl Slapd {
         let ldaps_port = free_port();
         let dir = dir.join(format!("slapd-{port}"));
         std::fs::create_dir_all(dir.join("db")).unwrap();
-        let (ca, cert, key) = certificates(&dir);
+        let (ca, cert, key) = super::ca_and_server_cert(&dir, "registry-edge test LDAP CA");
         let conf = dir.join("slapd.conf");
         let pid_file = dir.join("slapd.pid");
         std::fs::write(&conf, config(&dir, &pid_file, &ca, &cert, &key)).unwrap();
@@ -376,68 +376,6 @@ fn person_attributes(uid: &str, password: &str) -> String {
         "objectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n\
          mail: {uid}@example.com\nuserPassword: {password}\n"
     )
-}
-
-/// A test CA and a server certificate it signs for `127.0.0.1` and `localhost` (P-256
-/// keys, two days), made with the openssl CLI: (ca, cert, key) paths.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let (ca, ca_key) = (file("ca.pem"), file("ca.key"));
-    let (cert, key, csr, ext) = (
-        file("server.pem"),
-        file("server.key"),
-        file("server.csr"),
-        file("server.ext"),
-    );
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-noenc",
-    ];
-    let mut args = vec![
-        "req",
-        "-x509",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=registry-edge test LDAP CA",
-    ];
-    args.extend_from_slice(&ec);
-    args.extend_from_slice(&["-keyout", &ca_key, "-out", &ca]);
-    openssl(&args);
-    let mut args = vec!["req", "-new", "-subj", "/CN=localhost"];
-    args.extend_from_slice(&ec);
-    args.extend_from_slice(&["-keyout", &key, "-out", &csr]);
-    openssl(&args);
-    std::fs::write(
-        &ext,
-        "subjectAltName = IP:127.0.0.1, DNS:localhost\n\
-         basicConstraints = critical, CA:FALSE\n\
-         keyUsage = critical, digitalSignature\n\
-         extendedKeyUsage = serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-set_serial",
-        "2",
-        "-days",
-        "2",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
-    (ca.into(), cert.into(), key.into())
 }
 
 /// slapd's path: on PATH, or in /usr/sbin (not on a normal user's PATH).

@@ -74,7 +74,7 @@ impl OidcIssuer {
         let port = free_port();
         let dir = dir.join(format!("oidc-{port}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let (ca, cert, key) = https_certificate(&dir);
+        let (ca, cert, key) = super::ca_and_server_cert(&dir, "registry-edge test OIDC CA");
         let issuer = format!("https://127.0.0.1:{port}");
         let keys = Keys {
             rsa: SigningKey::generate(&dir, "rsa-1", "rsa-1", Algorithm::RS256),
@@ -300,61 +300,6 @@ fn sign(alg: Algorithm, kid: &str, key: &EncodingKey, claims: &Value) -> String 
     let mut header = Header::new(alg);
     header.kid = Some(kid.to_string());
     jsonwebtoken::encode(&header, claims, key).unwrap()
-}
-
-/// A CA and a server certificate it signed for IP 127.0.0.1 and DNS localhost, P-256
-/// keys: (CA certificate, server certificate, server key).
-fn https_certificate(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
-    let (ca, ca_key) = (path("ca.crt"), path("ca.key"));
-    let (cert, key, csr, ext) = (
-        path("server.crt"),
-        path("server.key"),
-        path("server.csr"),
-        path("server.ext"),
-    );
-    let p256 = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    // openssl's default config marks a `req -x509` certificate CA:TRUE.
-    let mut args = vec!["req", "-x509", "-keyout", &ca_key, "-out", &ca];
-    args.extend_from_slice(&p256);
-    args.extend_from_slice(&["-days", "2", "-subj", "/CN=registry-edge test OIDC CA"]);
-    openssl(&args);
-    let mut args = vec!["req", "-new", "-keyout", &key, "-out", &csr];
-    args.extend_from_slice(&p256);
-    args.extend_from_slice(&["-subj", "/CN=localhost"]);
-    openssl(&args);
-    std::fs::write(
-        &ext,
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n\
-         basicConstraints=critical,CA:FALSE\n\
-         extendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        &csr,
-        "-CA",
-        &ca,
-        "-CAkey",
-        &ca_key,
-        "-set_serial",
-        "2",
-        "-days",
-        "2",
-        "-extfile",
-        &ext,
-        "-out",
-        &cert,
-    ]);
-    (ca.into(), cert.into(), key.into())
 }
 
 /// Listens on the port [`free_port`] reserved (that socket also has `SO_REUSEADDR`).

@@ -157,3 +157,61 @@ pub fn wait_closed(stream: &mut impl std::io::Read) -> (Duration, bool) {
         }
     }
 }
+
+/// A test CA named `ca_name` and a server certificate it signs for `127.0.0.1` and
+/// `localhost` (P-256 keys, two days), made with the openssl CLI in `dir`: (CA certificate,
+/// server certificate, server key) paths. For the stand-in servers (slapd, the OIDC issuer)
+/// the edge must verify like real ones.
+pub fn ca_and_server_cert(dir: &Path, ca_name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let ca_subject = format!("/CN={ca_name}");
+    let (ca, ca_key) = (file("ca.pem"), file("ca.key"));
+    let (cert, key, csr, ext) = (
+        file("server.pem"),
+        file("server.key"),
+        file("server.csr"),
+        file("server.ext"),
+    );
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-noenc",
+    ];
+    let mut args = vec!["req", "-x509", "-days", "2", "-subj", &ca_subject];
+    args.extend_from_slice(&ec);
+    args.extend_from_slice(&["-keyout", &ca_key, "-out", &ca]);
+    openssl(&args);
+    let mut args = vec!["req", "-new", "-subj", "/CN=localhost"];
+    args.extend_from_slice(&ec);
+    args.extend_from_slice(&["-keyout", &key, "-out", &csr]);
+    openssl(&args);
+    std::fs::write(
+        &ext,
+        "subjectAltName = IP:127.0.0.1, DNS:localhost\n\
+         basicConstraints = critical, CA:FALSE\n\
+         keyUsage = critical, digitalSignature\n\
+         extendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-set_serial",
+        "2",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    (ca.into(), cert.into(), key.into())
+}
