@@ -7,11 +7,11 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use common::{curl, make_certs, skopeo, upstream_yaml, Certs, Checks, Edge, Registry};
+use common::{curl, make_certs, skopeo, skopeo_push, Certs, Checks, Edge, Registry};
 use registry_edge::auth::token::{SigningKeys, TokenAuthority};
 use registry_edge::registry::Scope;
 
-use common::auth::{auth_yaml, registry_auth_block, ISSUER, SERVICE};
+use common::auth::{auth_yaml, edge_with_token_node, ISSUER, SERVICE};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -24,12 +24,8 @@ struct Setup {
 impl Setup {
     fn start(auth_extra: &str, extra: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let certs = make_certs(dir.path());
-        let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
-        let edge = Edge::start(
+        let (certs, registry, edge) = edge_with_token_node(
             dir.path(),
-            &certs,
-            &upstream_yaml(&[registry.addr()], "repository_hash"),
             &format!("{}{extra}", auth_yaml(dir.path(), auth_extra)),
         );
         Setup {
@@ -137,15 +133,7 @@ fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
     );
 
     // Alice's image: the parts below read it.
-    let out = skopeo(&[
-        "copy",
-        "--dest-cert-dir",
-        certs,
-        "--dest-creds",
-        "alice:pw-alice",
-        &layout,
-        &target("alice/app"),
-    ]);
+    let out = skopeo_push(certs, "alice:pw-alice", &layout, &target("alice/app"));
     assert!(
         out.status.success(),
         "alice pushes to alice/: {}",
@@ -232,15 +220,7 @@ fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
     });
 
     checks.run("anonymous pulls of public/* work", || {
-        let out = skopeo(&[
-            "copy",
-            "--dest-cert-dir",
-            certs,
-            "--dest-creds",
-            "admin:pw-admin",
-            &layout,
-            &target("public/base"),
-        ]);
+        let out = skopeo_push(certs, "admin:pw-admin", &layout, &target("public/base"));
         assert!(
             out.status.success(),
             "admin pushes public/base: {}",

@@ -8,7 +8,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use common::auth::{auth_yaml, registry_auth_block, SERVICE};
+use common::auth::{auth_yaml, edge_with_token_node, SERVICE};
 use common::{curl, make_certs, tls_connect, upstream_yaml, Certs, Edge, Registry};
 
 struct Setup {
@@ -24,13 +24,9 @@ impl Setup {
     /// appended to the edge's config.
     fn start(extra: &str) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let certs = make_certs(dir.path());
-        let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
         let admin = common::free_port();
-        let edge = Edge::start(
+        let (certs, registry, edge) = edge_with_token_node(
             dir.path(),
-            &certs,
-            &upstream_yaml(&[registry.addr()], "repository_hash"),
             &format!(
                 "{}admin:\n  listen: \"127.0.0.1:{admin}\"\n{extra}",
                 auth_yaml(dir.path(), "")

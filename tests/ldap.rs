@@ -16,7 +16,9 @@ use common::auth::{
     auth_yaml_with, error_code, granted, login, refresh, refresh_token_for, registry_auth_block,
 };
 use common::ldap::Slapd;
-use common::{make_certs, reload, skopeo, upstream_yaml, wait_for, Certs, Checks, Edge, Registry};
+use common::{
+    make_certs, reload, skopeo_push, upstream_yaml, wait_for, Certs, Checks, Edge, Registry,
+};
 
 /// Runs `tool -x -H url args…`; with `ca`, TLS trusts only that CA.
 fn ldap(tool: &str, url: &str, args: &[&str], ca: Option<&Path>) -> Output {
@@ -355,29 +357,13 @@ fn edge_logs_ldap_users_in_with_their_groups_and_survives_an_outage() {
             let layout = common::tiny_oci_layout(&dir.path().join("image"));
             let target = format!("docker://127.0.0.1:{}/platform/app:v1", edge.https_port);
             let certs_dir = certs.ca_dir.to_str().unwrap();
-            let out = skopeo(&[
-                "copy",
-                "--dest-cert-dir",
-                certs_dir,
-                "--dest-creds",
-                "alice:alice-pw",
-                &layout,
-                &target,
-            ]);
+            let out = skopeo_push(certs_dir, "alice:alice-pw", &layout, &target);
             assert!(
                 out.status.success(),
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let denied = skopeo(&[
-                "copy",
-                "--dest-cert-dir",
-                certs_dir,
-                "--dest-creds",
-                "bob:bob-pw",
-                &layout,
-                &target,
-            ]);
+            let denied = skopeo_push(certs_dir, "bob:bob-pw", &layout, &target);
             assert!(!denied.status.success(), "bob is not in platform");
         },
     );

@@ -260,20 +260,16 @@ fn job_claims(issuer: &OidcIssuer, exp_in: i64) -> Value {
 #[test]
 fn edge_accepts_ci_id_tokens_and_refuses_every_forgery() {
     use common::auth::{
-        auth_yaml_with, error_code, granted, login, refresh_token_for, registry_auth_block,
+        auth_yaml_with, edge_with_token_node, error_code, granted, login, refresh_token_for,
     };
-    use common::{make_certs, skopeo, upstream_yaml, wait_for, Checks, Edge, Registry};
+    use common::{skopeo_push, wait_for, Checks};
     use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();
     let issuer = OidcIssuer::start(dir.path());
     let other = OidcIssuer::start(dir.path());
-    let certs = make_certs(dir.path());
-    let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
-    let edge = Edge::start(
+    let (certs, _registry, edge) = edge_with_token_node(
         dir.path(),
-        &certs,
-        &upstream_yaml(&[registry.addr()], "repository_hash"),
         // Many refused job tokens in a row from one client: with 3 failures per account,
         // the shared login name `ci` would be locked out if it were counted as an account.
         &(auth_yaml_with(
@@ -334,30 +330,14 @@ fn edge_accepts_ci_id_tokens_and_refuses_every_forgery() {
         let creds = format!("ci:{}", issuer.mint(&job_claims(&issuer, 300)));
         let target = format!("docker://127.0.0.1:{}/acme/app/image:v1", edge.https_port);
         let certs_dir = certs.ca_dir.to_str().unwrap();
-        let out = skopeo(&[
-            "copy",
-            "--dest-cert-dir",
-            certs_dir,
-            "--dest-creds",
-            &creds,
-            &layout,
-            &target,
-        ]);
+        let out = skopeo_push(certs_dir, &creds, &layout, &target);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         let other_repo = format!("docker://127.0.0.1:{}/acme/other:v1", edge.https_port);
-        let out = skopeo(&[
-            "copy",
-            "--dest-cert-dir",
-            certs_dir,
-            "--dest-creds",
-            &creds,
-            &layout,
-            &other_repo,
-        ]);
+        let out = skopeo_push(certs_dir, &creds, &layout, &other_repo);
         assert!(
             !out.status.success(),
             "the claims rule covers acme/app/** only"

@@ -7,8 +7,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::auth::{auth_yaml, login, registry_auth_block};
-use common::{curl, make_certs, upstream_yaml, wait_for, Edge, Registry};
+use common::auth::{auth_yaml, edge_with_token_node, login};
+use common::{curl, wait_for, Edge};
 
 fn token(edge: &Edge, ca: &str, user: &str, password: &str, scope: &str) -> String {
     let r = login(edge, ca, user, password, scope);
@@ -31,13 +31,9 @@ fn push_start(edge: &Edge, ca: &str, token: &str, repo: &str) -> common::CurlRes
 #[test]
 fn push_starts_are_limited_per_account() {
     let dir = tempfile::tempdir().unwrap();
-    let certs = make_certs(dir.path());
-    let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
     let limits = "rate_limits:\n  push: { key: account, per_minute: 60, burst: 3, exempt_accounts: [ci-bot] }\n";
-    let edge = Edge::start(
+    let (certs, _registry, edge) = edge_with_token_node(
         dir.path(),
-        &certs,
-        &upstream_yaml(&[registry.addr()], "repository_hash"),
         &format!("{}{limits}", auth_yaml(dir.path(), "")),
     );
     let ca = certs.ca_dir.join("ca.crt").to_str().unwrap().to_string();

@@ -43,6 +43,24 @@ pub fn registry_auth_block(dir: &Path) -> String {
     )
 }
 
+/// Like [`super::edge_with_node`], with the node configured for token auth
+/// ([`registry_auth_block`]); `extra` (usually an `auth:` section) is appended to the
+/// edge's config.
+pub fn edge_with_token_node(
+    dir: &Path,
+    extra: &str,
+) -> (super::Certs, super::Registry, super::Edge) {
+    let certs = super::make_certs(dir);
+    let registry = super::Registry::start_with(dir, "node", &registry_auth_block(dir));
+    let edge = super::Edge::start(
+        dir,
+        &certs,
+        &super::upstream_yaml(&[registry.addr()], "repository_hash"),
+        extra,
+    );
+    (certs, registry, edge)
+}
+
 /// GET on the edge's token realm with Basic credentials and one `scope` value.
 pub fn login(
     edge: &super::Edge,

@@ -105,6 +105,25 @@ pub fn skopeo(args: &[&str]) -> std::process::Output {
         .expect("skopeo is installed")
 }
 
+/// `skopeo copy` of `source` to `target` with `creds` (`user:password`), trusting the CA in
+/// `cert_dir`: what pushing an image through the edge takes.
+pub fn skopeo_push(
+    cert_dir: &str,
+    creds: &str,
+    source: &str,
+    target: &str,
+) -> std::process::Output {
+    skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        cert_dir,
+        "--dest-creds",
+        creds,
+        source,
+        target,
+    ])
+}
+
 /// sha256 digest string of bytes.
 pub fn digest(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
