@@ -111,6 +111,14 @@ pub fn basic_credentials(authorization: Option<&str>) -> Basic {
     }
 }
 
+/// 429 while the client or account is blocked (`blocked_for` answers only waits > 0).
+fn too_many_failed_logins(wait: std::time::Duration) -> TokenReply {
+    TokenReply::Refused {
+        error: RegistryError::TooManyFailedLogins,
+        retry_after: Some(crate::limits::retry_after_seconds(wait)),
+    }
+}
+
 fn refused_login() -> TokenReply {
     TokenReply::Refused {
         error: RegistryError::BadCredentials,
@@ -185,11 +193,7 @@ impl Auth {
                     user.as_str()
                 };
                 if let Some(wait) = self.throttle.blocked_for(req.client_ip, throttled).await {
-                    let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                    return TokenReply::Refused {
-                        error: RegistryError::TooManyFailedLogins,
-                        retry_after: Some(retry_after),
-                    };
+                    return too_many_failed_logins(wait);
                 }
                 let identity = match self.users.login(&user, &password, req.client_ip).await {
                     Login::Accepted(identity) => identity,
@@ -212,10 +216,7 @@ impl Auth {
             }
             Credentials::Refresh(token) => {
                 if let Some(wait) = self.throttle.blocked_for(req.client_ip, "").await {
-                    return TokenReply::Refused {
-                        error: RegistryError::TooManyFailedLogins,
-                        retry_after: Some(wait.as_secs() + u64::from(wait.subsec_nanos() > 0)),
-                    };
+                    return too_many_failed_logins(wait);
                 }
                 let Ok(claims) = self.refresh.verify(&token) else {
                     self.throttle.record_failure(req.client_ip, "").await;

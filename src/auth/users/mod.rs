@@ -267,9 +267,4 @@ impl Directory {
             _ => None,
         }
     }
-
-    /// Whether `user` is in the htpasswd file (tests and tools).
-    pub fn htpasswd_contains(&self, user: &str) -> bool {
-        self.htpasswd.as_ref().is_some_and(|h| h.contains(user))
-    }
 }
