@@ -34,10 +34,10 @@ pub fn load_all(path: &Path) -> Result<Loaded, ConfigError> {
         )
     };
     if let Some(path) = config.acme.as_ref().and_then(|a| a.ca_roots.as_ref()) {
-        crate::acme::read_roots(path).map_err(|e| ConfigError::Invalid {
+        crate::tls::client_config(Some(path)).map_err(|e| ConfigError::Invalid {
             path: config.source.clone(),
             key: "tls.acme.ca_roots".into(),
-            problem: e.to_string(),
+            problem: crate::acme::AcmeError::from(e).to_string(),
         })?;
     }
     let auth = match &config.auth {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, ResolvesServerCert};
+use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -116,6 +117,48 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     x509_parser::parse_x509_certificate(&chain[0])
         .map_err(|e| chain_err(format!("invalid certificate: {e}")))?;
     Ok(chain)
+}
+
+/// A bundle of extra trust roots that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", path.display())]
+pub struct RootsError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// A rustls client configuration (ring) trusting the system's roots and the certificates
+/// of the PEM bundle `ca` (at least one): what the edge's own HTTPS and LDAPS clients use
+/// (ACME, OIDC, LDAP, the http authenticator).
+pub(crate) fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, RootsError> {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if let Some(path) = ca {
+        let error = |reason: String| RootsError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| error(pem_reason(e)))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| error(pem_reason(e)))?;
+        if certs.is_empty() {
+            return Err(error("no CERTIFICATE block found".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| error(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RootsError {
+            path: ca.map(Path::to_path_buf).unwrap_or_default(),
+            reason: e.to_string(),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 pub(crate) fn pem_reason(e: rustls_pki_types::pem::Error) -> String {

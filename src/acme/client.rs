@@ -13,9 +13,6 @@ use instant_acme::{
     Account, AuthorizationStatus, BodyWrapper, ChallengeType, HttpClient, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,
 };
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 
 use super::challenges::Challenges;
 use super::store::{Store, StoreError};
@@ -169,22 +166,7 @@ impl AcmeClient {
 
 /// An HTTPS client trusting the system's roots plus `ca_roots`.
 fn http_client(ca_roots: Option<&Path>) -> Result<Box<dyn HttpClient>, AcmeError> {
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if let Some(path) = ca_roots {
-        for cert in read_roots(path)? {
-            roots.add(cert).map_err(|e| AcmeError::Roots {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = (*crate::tls::client_config(ca_roots)?).clone();
     let mut tcp = HttpConnector::new();
     tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
     tcp.enforce_http(false);
@@ -199,18 +181,11 @@ fn http_client(ca_roots: Option<&Path>) -> Result<Box<dyn HttpClient>, AcmeError
     Ok(Box::new(client))
 }
 
-/// The certificates of a PEM file of roots (at least one).
-pub(crate) fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, AcmeError> {
-    let roots_err = |reason: String| AcmeError::Roots {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| roots_err(crate::tls::pem_reason(e)))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| roots_err(crate::tls::pem_reason(e)))?;
-    if certs.is_empty() {
-        return Err(roots_err("no CERTIFICATE block found".into()));
+impl From<crate::tls::RootsError> for AcmeError {
+    fn from(e: crate::tls::RootsError) -> AcmeError {
+        AcmeError::Roots {
+            path: e.path,
+            reason: e.reason,
+        }
     }
-    Ok(certs)
 }

@@ -26,7 +26,7 @@ use crate::metrics::metrics;
 use crate::tls::{certified_key_from_pem, CertResolver, ManagedCert};
 use challenges::Challenges;
 use client::AcmeClient;
-pub(crate) use client::{read_roots, AcmeError};
+pub(crate) use client::AcmeError;
 use store::Store;
 
 /// First retry after a failed order; doubles up to [`MAX_BACKOFF`].

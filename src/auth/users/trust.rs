@@ -2,53 +2,13 @@
 //! authenticator): the system's roots plus an optional PEM bundle (`ca`), certificates
 //! and host names always verified, rustls on ring as everywhere else in the edge.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
+pub(crate) use crate::tls::client_config;
 
-/// A `ca` bundle that could not be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {reason}", path.display())]
-pub struct TrustError {
-    pub path: PathBuf,
-    pub reason: String,
-}
-
-/// A rustls client configuration trusting the system's roots and `ca`'s certificates.
-pub(crate) fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TrustError> {
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-    if let Some(path) = ca {
-        let error = |reason: String| TrustError {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let certs = CertificateDer::pem_file_iter(path)
-            .map_err(|e| error(crate::tls::pem_reason(e)))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| error(crate::tls::pem_reason(e)))?;
-        if certs.is_empty() {
-            return Err(error("no CERTIFICATE block found".into()));
-        }
-        for cert in certs {
-            roots.add(cert).map_err(|e| error(e.to_string()))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TrustError {
-            path: ca.map(Path::to_path_buf).unwrap_or_default(),
-            reason: e.to_string(),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
+/// A `ca` bundle that could not be used (the shared [`crate::tls::RootsError`]).
+pub type TrustError = crate::tls::RootsError;
 
 /// An HTTPS (and HTTP) client over [`client_config`] whose every request ends after `timeout`.
 pub(crate) fn http_client(
