@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use super::trust::{http_client, read_limited, TrustError};
@@ -303,11 +303,7 @@ impl OidcProvider {
 /// The key named by `kid` (or, for a token without `kid`, the only key of the right
 /// family) whose family and `alg` fit `alg`.
 fn find(keys: &[Key], kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
-    let family = match alg {
-        Algorithm::ES256 => AlgorithmFamily::Ec,
-        _ => AlgorithmFamily::Rsa,
-    };
-    let fits = |k: &&Key| k.key.family() == family && k.algorithm.is_none_or(|a| a == alg);
+    let fits = |k: &&Key| k.key.family() == alg.family() && k.algorithm.is_none_or(|a| a == alg);
     let mut candidates = keys.iter().filter(fits);
     match kid {
         Some(kid) => candidates.find(|k| k.kid.as_deref() == Some(kid)),
