@@ -79,6 +79,15 @@ pub(crate) struct Metrics {
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
+/// Applies `apply` to the series held in `slot` (looked up on first use), or to one looked
+/// up now when there is no slot (a class or status outside the table).
+fn with_series<M>(slot: Option<&OnceLock<M>>, lookup: impl FnOnce() -> M, apply: impl FnOnce(&M)) {
+    match slot {
+        Some(slot) => apply(slot.get_or_init(lookup)),
+        None => apply(&lookup()),
+    }
+}
+
 /// Registers `metric` (a handle sharing its values) and returns it.
 fn registered<M: prometheus::core::Collector + Clone + 'static>(
     registry: &Registry,
@@ -198,49 +207,34 @@ impl Metrics {
     /// Counts a finished request of route `class` with `status` (0: no response) that took
     /// `seconds`.
     pub(crate) fn count_request(&self, class: &str, status: u16, seconds: f64) {
-        let Some(series) = CLASSES
-            .iter()
-            .position(|c| *c == class)
-            .map(|i| &self.series[i])
-        else {
-            self.requests
-                .with_label_values(&[class, &status.to_string()])
-                .inc();
-            self.request_seconds
-                .with_label_values(&[class])
-                .observe(seconds);
-            return;
-        };
-        match series.requests.get(usize::from(status)) {
-            Some(slot) => slot
-                .get_or_init(|| {
-                    self.requests
-                        .with_label_values(&[class, &status.to_string()])
-                })
-                .inc(),
-            None => self
-                .requests
-                .with_label_values(&[class, &status.to_string()])
-                .inc(),
-        }
-        series
-            .seconds
-            .get_or_init(|| self.request_seconds.with_label_values(&[class]))
-            .observe(seconds);
+        let series = self.series_of(class);
+        with_series(
+            series.and_then(|s| s.requests.get(usize::from(status))),
+            || {
+                self.requests
+                    .with_label_values(&[class, &status.to_string()])
+            },
+            |counter| counter.inc(),
+        );
+        with_series(
+            series.map(|s| &s.seconds),
+            || self.request_seconds.with_label_values(&[class]),
+            |histogram| histogram.observe(seconds),
+        );
     }
 
     /// Records the time a node of route `class` took to its response header.
     pub(crate) fn observe_upstream(&self, class: &str, seconds: f64) {
-        match CLASSES.iter().position(|c| *c == class) {
-            Some(i) => self.series[i]
-                .upstream
-                .get_or_init(|| self.upstream_seconds.with_label_values(&[class]))
-                .observe(seconds),
-            None => self
-                .upstream_seconds
-                .with_label_values(&[class])
-                .observe(seconds),
-        }
+        with_series(
+            self.series_of(class).map(|s| &s.upstream),
+            || self.upstream_seconds.with_label_values(&[class]),
+            |histogram| histogram.observe(seconds),
+        );
+    }
+
+    fn series_of(&self, class: &str) -> Option<&ClassSeries> {
+        let index = CLASSES.iter().position(|c| *c == class)?;
+        Some(&self.series[index])
     }
 
     /// The Prometheus text exposition of every metric.
