@@ -6,9 +6,11 @@
 //! - `watch`: each open connection's phase and deadline, found by its address pair.
 //! - `header_limit`: HTTP/1 header lines and bytes counted as they arrive; the raw 431.
 //! - `proxy_protocol`: PROXY v1/v2 headers from trusted load balancers.
+//! - `read_buffer`: a read buffer under TLS while data arrives in bulk.
 
 pub(crate) mod header_limit;
 pub(crate) mod proxy_protocol;
+pub(crate) mod read_buffer;
 pub(crate) mod stream;
 pub(crate) mod watch;
 
@@ -29,6 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::drain::Drain;
 use crate::settings::SharedSettings;
 use crate::tls::ACME_TLS_ALPN;
+use read_buffer::ReadBuffered;
 use stream::GuardedStream;
 
 /// Connections waiting to be accepted per listener (as Pingora's own listeners).
@@ -258,7 +261,12 @@ impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
             Some(acceptor) => {
                 let handshakes = &crate::metrics::metrics().tls_handshakes;
                 let deadline = accepted + timeouts.header;
-                match tokio::time::timeout_at(deadline.into(), acceptor.tls_handshake(l4)).await {
+                match tokio::time::timeout_at(
+                    deadline.into(),
+                    acceptor.tls_handshake(ReadBuffered::new(l4)),
+                )
+                .await
+                {
                     Ok(Ok(tls)) => {
                         handshakes.with_label_values(&["ok"]).inc();
                         // A tls-alpn-01 validation ends with the handshake (RFC 8737 §3).
