@@ -10,6 +10,8 @@
 //!   has parsed the request (`server.header_timeout`); an HTTP/1 header block over
 //!   `header_limit`'s lines or bytes is answered 431 right here;
 //! - idle: after an HTTP/1 response, until the next request starts (`server.idle_timeout`);
+//!   the read then ends the stream (Pingora's HTTP/1 code closes quietly), so the proxy
+//!   leaves Pingora's own keep-alive timer off;
 //! - HTTP/2: while any stream's request body has made no progress for `server.body_timeout`
 //!   (the whole connection is closed: the stalled stream cannot be reached from here).
 //!
@@ -164,6 +166,11 @@ impl GuardedStream {
         }
         ready!(self.timer.as_mut().poll(cx));
         tracing::debug!(client = %self.key.0, "closing connection: {why}");
+        if self.watch.phase() == Phase::Idle {
+            // Between requests the end of the stream closes quietly, as Pingora's own
+            // keep-alive timeout does; the proxy leaves that timer off (one timer per wait).
+            return Poll::Ready(Ok(()));
+        }
         Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, why)))
     }
 

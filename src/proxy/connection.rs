@@ -22,11 +22,18 @@ pub(crate) fn request_started(session: &mut Session, ctx: &mut RequestCtx, drain
             ctx.body_progress = Some(watch.body_started());
         }
     }
-    // HTTP/1: Pingora's per-read timeout covers a stalled body; keepalive the idle wait.
+    // HTTP/1: Pingora's per-read timeout covers a stalled body. The idle wait is the
+    // guard's (`listen::stream`), which ends the stream at `idle_timeout`: Pingora's keep-alive
+    // timer (`Some(0)`: none) would arm a second timer for every wait. A connection the watch
+    // cannot be found for keeps Pingora's timer.
     session.set_read_timeout(Some(timeouts.body));
     session.set_write_timeout(Some(timeouts.body));
     if !http2 {
-        session.set_keepalive(Some(timeouts.idle.as_secs().max(1)));
+        let idle = match ctx.connection {
+            Some(_) => 0,
+            None => timeouts.idle.as_secs().max(1),
+        };
+        session.set_keepalive(Some(idle));
     }
     if draining {
         session.set_keepalive(None);
