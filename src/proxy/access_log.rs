@@ -31,7 +31,7 @@ pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     tracing::info!(
         target: "registry_edge::access",
         request_id = %ctx.request_id,
-        client = %ctx.client.map(|c| c.client.to_string()).unwrap_or_else(|| "-".into()),
+        client = %OrDash(ctx.client.map(|c| c.client)),
         account = %ctx.subject.as_deref().unwrap_or("-"),
         method = %req.method,
         path = %req.uri.path(),
@@ -39,9 +39,21 @@ pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         bytes_in,
         bytes_out,
         duration_ms = elapsed.as_millis() as u64,
-        upstream = %ctx.node.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+        upstream = %OrDash(ctx.node),
         rate_limit,
         throttled_ms = ctx.throttled.as_millis() as u64,
         error = %e.map(|e| e.etype().as_str()).unwrap_or("-"),
     );
+}
+
+/// A value or `-` when absent, formatted straight into the line (no `String` per field).
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }

@@ -7,11 +7,11 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderName, CONNECTION, FORWARDED, TE, TRAILER, UPGRADE};
+use http::header::{HeaderName, HeaderValue, CONNECTION, FORWARDED, HOST, TE, TRAILER, UPGRADE};
 use pingora::http::RequestHeader;
 
 use crate::config::ForwardedSettings;
-use crate::request::origin::PublicOrigin;
+use crate::request::origin::{PublicOrigin, Source};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -82,6 +82,12 @@ fn forwarded_for_chain(req: &RequestHeader) -> Vec<String> {
 
 /// Rewrites `req` (the request about to go upstream) for a registry node; `origin` is the
 /// public origin ([`PublicOrigin`]) the registry's `Location`s must name.
+///
+/// Per request this costs one formatted address and one copy per inserted header name:
+/// Pingora's `insert_header` parses every name into an owned `HeaderName`. Values reuse what
+/// exists: the scheme is static, the client's address is shared by `X-Real-IP` and
+/// `X-Forwarded-For` when they agree, and `X-Forwarded-Host` shares the request's `Host`
+/// bytes when the origin came from it.
 pub(crate) fn rewrite_for_upstream(
     req: &mut RequestHeader,
     client: &ClientAddress,
@@ -94,38 +100,77 @@ pub(crate) fn rewrite_for_upstream(
     } else {
         Vec::new()
     };
+    let peer = address_value(client.peer);
     let forwarded_for = if chain.is_empty() {
-        client.peer.to_string()
+        peer.clone()
     } else {
-        format!("{}, {}", chain.join(", "), client.peer)
+        let joined = format!("{}, {}", chain.join(", "), client.peer);
+        HeaderValue::from_str(&joined).unwrap_or_else(|_| peer.clone())
     };
+    let real_ip = match client.client == client.peer {
+        true => peer,
+        false => address_value(client.client),
+    };
+    let host = match origin.source {
+        Source::Host => req
+            .headers
+            .get(HOST)
+            .filter(|v| v.as_bytes() == origin.authority.as_bytes())
+            .cloned(),
+        _ => None,
+    };
+    let host = host.or_else(|| HeaderValue::from_str(&origin.authority).ok());
 
-    set(req, X_REAL_IP, Some(client.client.to_string()));
+    set(req, X_REAL_IP, Some(real_ip));
     set(req, X_FORWARDED_FOR, Some(forwarded_for));
-    set(req, X_FORWARDED_PROTO, Some(origin.scheme.to_string()));
-    set(req, X_FORWARDED_HOST, Some(origin.authority.clone()));
-    // `Forwarded` takes precedence over X-Forwarded-* in the registry, and it appends
-    // X-Forwarded-Port to a host without one: either would make upload `Location`s disagree
-    // with the origin above (a trusted proxy's port is already part of it).
-    req.remove_header(&FORWARDED);
-    req.remove_header(X_FORWARDED_PORT);
+    set(
+        req,
+        X_FORWARDED_PROTO,
+        Some(HeaderValue::from_static(origin.scheme)),
+    );
+    set(req, X_FORWARDED_HOST, host);
 }
 
-fn set(req: &mut RequestHeader, name: &'static str, value: Option<String>) {
-    // A static HeaderName spares a parse per call; insert replaces every value sent.
-    let name = HeaderName::from_static(name);
+/// An address as a header value (digits, dots, colons and hex are always valid).
+fn address_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    // Long enough for any IPv6 address (45 bytes); formatted without a `String`.
+    let mut text = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    let _ = write!(cursor, "{ip}");
+    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    HeaderValue::from_bytes(&text[..len]).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+fn set(req: &mut RequestHeader, name: &'static str, value: Option<HeaderValue>) {
+    // A `&'static str` name reaches Pingora's case map without a copy (a `HeaderName` of a
+    // non-standard name would be copied there once more); insert replaces every value sent.
     match value {
-        // Values come from parsed addresses or from header values already accepted, so they are valid.
         Some(value) => {
             let _ = req.insert_header(name, value);
         }
         None => {
-            req.remove_header(&name);
+            req.remove_header(name);
         }
     }
 }
 
+/// Names removed from every request: hop-by-hop fields, and the `Forwarded` /
+/// `X-Forwarded-Port` the registry would prefer over the origin set here (`Forwarded` takes
+/// precedence over X-Forwarded-* in the registry, and it appends X-Forwarded-Port to a host
+/// without one: either would make upload `Location`s disagree with the origin).
+fn always_removed(name: &HeaderName) -> bool {
+    [CONNECTION, TE, TRAILER, UPGRADE, FORWARDED].contains(name)
+        || HOP_BY_HOP.contains(&name.as_str())
+        || name.as_str() == X_FORWARDED_PORT
+}
+
 fn strip_hop_by_hop(req: &mut RequestHeader) {
+    // Most requests carry none of these: one pass over the few names sent spares a dozen
+    // lookups, each of which would hash its name.
+    if !req.headers.keys().any(always_removed) {
+        return;
+    }
     let listed: Vec<HeaderName> = req
         .headers
         .get_all(CONNECTION)
@@ -138,11 +183,14 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
     for name in listed {
         req.remove_header(&name);
     }
-    for name in [CONNECTION, TE, TRAILER, UPGRADE] {
+    let present: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| always_removed(name))
+        .cloned()
+        .collect();
+    for name in present {
         req.remove_header(&name);
-    }
-    for name in HOP_BY_HOP {
-        req.remove_header(*name);
     }
 }
 
