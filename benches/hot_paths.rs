@@ -1,5 +1,6 @@
 //! The functions every proxied request runs, one by one: route classification, the
-//! bearer-token check (first sight vs. repeat), ACL evaluation and the push limiter.
+//! bearer-token check (first sight vs. repeat), ACL evaluation and the push limiter; the
+//! request id, forwarding headers and request metrics every proxied request pays for.
 //! Run: `cargo bench --bench hot_paths`. Whole-request figures against nginx come
 //! from `benches/compare_nginx.py`.
 
@@ -102,5 +103,44 @@ fn limiter(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route, token, acl, limiter);
+/// The per-request pieces the issue-18 work rewrote: request id, forwarding headers,
+/// request metrics.
+fn request_path(c: &mut Criterion) {
+    use registry_edge::bench_support as edge;
+    c.bench_function("request id: 128 random bits as hex", |b| {
+        b.iter(edge::request_id)
+    });
+    let request = || {
+        let mut req = pingora::http::RequestHeader::build("GET", BLOB_PATH.as_bytes(), None)
+            .expect("a valid request line");
+        for (name, value) in [
+            ("Host", "registry.example.com"),
+            ("User-Agent", "containerd/1.7.24"),
+            ("Accept", "application/vnd.oci.image.layer.v1.tar+gzip"),
+            (
+                "Authorization",
+                "Bearer eyJhbGciOiJFUzI1NiJ9.e30.c2lnbmF0dXJl",
+            ),
+        ] {
+            req.append_header(name, value).expect("a valid header");
+        }
+        req
+    };
+    let peer = "192.0.2.7".parse().expect("an address");
+    c.bench_function("forwarding headers: rewrite a request for a node", |b| {
+        b.iter_batched(
+            request,
+            |mut req| {
+                edge::forward_request_headers(&mut req, peer);
+                req
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("metrics: count one request (class, status, latency)", |b| {
+        b.iter(|| edge::count_request("pull", 200, 0.002))
+    });
+}
+
+criterion_group!(benches, route, token, acl, limiter, request_path);
 criterion_main!(benches);

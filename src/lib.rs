@@ -47,6 +47,9 @@
 //! - `settings`: the reloadable per-request snapshot of the configuration.
 //! - `reload`: SIGHUP: validate the new config, then swap it in.
 //! - [`drain`]: SIGTERM: stop accepting, exit once requests in flight finish.
+//!
+//! Benchmarks: `bench_support` (hidden) lets `benches/hot_paths.rs` time private
+//! per-request code.
 //! - [`registry_config`]: the registry's matching `auth:` block; htpasswd lines.
 
 #![warn(unreachable_pub)]
@@ -54,6 +57,8 @@
 pub(crate) mod acme;
 pub(crate) mod admin;
 pub mod auth;
+#[doc(hidden)]
+pub mod bench_support;
 pub mod certgen;
 pub mod config;
 pub mod drain;
