@@ -9,9 +9,11 @@ upstream share CPU 0. For every peer, h1 and h2, alternating peers across repeti
 
 - CPU per request: user + system time of all the proxy's processes (/proc/PID/stat of the
   process and its children) divided by the requests completed, at saturation, and at a fixed
-  offered rate well below it (`h2load --rps`), with p50/p99 latency at that rate;
+  offered rate well below it (`h2load --rps`), with p50/p99 latency at that rate (from
+  h2load's per-request `--log-file`);
 - requests/s at saturation;
-- syscalls and send calls per request (`strace -c -f` over a separate run).
+- syscalls and send calls per request (`strace -c -f` over a separate run);
+- TLS records per small response (a counting relay in front of the proxy, one connection).
 
 Configs of the peers are in benches/peers/. Several edge binaries can be compared
 (--edge OLD --edge NEW). Output: a Markdown table (medians) on stdout and in --out.
@@ -28,6 +30,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,26 +149,119 @@ class Caddy(Peer):
                 "caddy", "run", "--config", conf, "--adapter", "caddyfile"]
 
 
-def h2load(url, proto, n, rps=None):
-    cmd = ["taskset", "-c", "0", "h2load", "-n", str(n), "-c", "32"]
+def h2load(url, proto, n, rps=None, clients=32, log=None):
+    """(succeeded, requests/s, (p50 ms, p99 ms) or None); percentiles need `log`, a path for
+    h2load's per-request log (h2load itself prints only min/max/mean)."""
+    cmd = ["taskset", "-c", "0", "h2load", "-n", str(n), "-c", str(clients)]
     if proto == "h1":
         cmd.append("--h1")
     if rps:
         cmd += ["--rps", str(rps)]
+    if log:
+        cmd += ["--log-file", log]
     out = subprocess.run(cmd + [url], capture_output=True, text=True).stdout
     ok = int(re.search(r"(\d+) succeeded", out).group(1))
     rate = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
-    # "time for request:  min  max  mean  sd  +/- sd" — h2load prints no percentiles; the
-    # mean and max at a fixed rate stand in for p50/p99.
-    m = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)", out)
-    return ok, rate, (m.group(3), m.group(2)) if m else ("-", "-")
+    return ok, rate, percentiles(log) if log else None
 
 
-def to_ms(text):
-    m = re.match(r"([\d.]+)(us|ms|s)", text)
-    if not m:
-        return float("nan")
-    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+def percentiles(log):
+    """p50 and p99 in ms from an h2load --log-file (third column: µs to end of response)."""
+    times = sorted(int(line.split("\t")[2]) for line in open(log)
+                   if line.count("\t") >= 2 and line.split("\t")[1] != "-1")
+    if not times:
+        return float("nan"), float("nan")
+    pick = lambda q: times[min(len(times) - 1, int(q * len(times)))] / 1000
+    return pick(0.50), pick(0.99)
+
+
+class RecordCounter:
+    """A loopback relay in front of a proxy that counts the TLS records (RFC 8446 §5.1: a
+    5-byte header, then `length` bytes) the proxy sends to the client."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.records = 0
+        self.pipes = 0  # copying threads still running
+        self.lock = threading.Lock()
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            with self.lock:
+                self.pipes += 2
+            threading.Thread(target=self.pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(server, client, True), daemon=True).start()
+
+    def pipe(self, src, dst, count):
+        header, need = b"", 5  # bytes of the record header seen; bytes left in this part
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+                while count and data:
+                    if len(header) < 5:
+                        take = data[:5 - len(header)]
+                        header += take
+                        data = data[len(take):]
+                        if len(header) == 5:
+                            need = int.from_bytes(header[3:5], "big")
+                            with self.lock:
+                                self.records += 1
+                    else:
+                        skip = min(need, len(data))
+                        need -= skip
+                        data = data[skip:]
+                        if need == 0:
+                            header = b""
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with self.lock:
+            self.pipes -= 1
+
+    def settled(self, deadline_s=10):
+        """Waits until every relayed connection has closed both ways."""
+        end = time.time() + deadline_s
+        while time.time() < end:
+            with self.lock:
+                if self.pipes == 0:
+                    return
+            time.sleep(0.01)
+        raise SystemExit("the TLS record relay did not see its connections close")
+
+    def close(self):
+        self.listener.close()
+
+
+def records_per_response(peer, proto):
+    """TLS records the proxy sends per small response on one connection: the difference of a
+    long and a short run, so the handshake, tickets and h2 settings drop out."""
+    relay = RecordCounter(peer.port)
+    url = f"https://127.0.0.1:{relay.port}{URL_PATH}"
+    counts = []
+    for n in (100, 600):
+        with relay.lock:
+            relay.records = 0
+        ok, _, _ = h2load(url, proto, n, clients=1)
+        relay.settled()
+        with relay.lock:
+            counts.append((relay.records, ok))
+    relay.close()
+    (short, ok_short), (long, ok_long) = counts
+    return (long - short) / max(1, ok_long - ok_short)
 
 
 def syscalls(peer, proto, n):
@@ -193,6 +289,7 @@ def syscalls(peer, proto, n):
 
 def measure(peer, args):
     row = {}
+    log = os.path.join(peer.work, "h2load-requests.tsv")
     for proto in ("h1", "h2"):
         h2load(peer.url(), proto, 2000)  # warm-up: connections, sessions, pools
         before = cpu_seconds(peer.proc.pid)
@@ -200,13 +297,15 @@ def measure(peer, args):
         row[f"{proto} CPU µs/request, saturated"] = (cpu_seconds(peer.proc.pid) - before) / ok * 1e6
         row[f"{proto} requests/s, saturated"] = rate
         before = cpu_seconds(peer.proc.pid)
-        ok, _, (mean, worst) = h2load(peer.url(), proto, args.rate * args.rate_seconds, args.rate)
+        ok, _, (p50, p99) = h2load(peer.url(), proto, args.rate * args.rate_seconds, args.rate,
+                                   log=log)
         row[f"{proto} CPU µs/request at {args.rate}/s"] = (cpu_seconds(peer.proc.pid) - before) / ok * 1e6
-        row[f"{proto} mean ms at {args.rate}/s"] = to_ms(mean)
-        row[f"{proto} max ms at {args.rate}/s"] = to_ms(worst)
+        row[f"{proto} p50 ms at {args.rate}/s"] = p50
+        row[f"{proto} p99 ms at {args.rate}/s"] = p99
         calls, sends = syscalls(peer, proto, 5000)
         row[f"{proto} syscalls/request"] = calls
         row[f"{proto} send calls/request"] = sends
+        row[f"{proto} TLS records/response"] = records_per_response(peer, proto)
     return row
 
 
@@ -266,7 +365,7 @@ def main():
     for key, by_peer in results.items():
         values = [median(by_peer[n]) for n in names]
         ratios = [f"{values[subject] / values[i]:.2f}" if values[i] else "-" for i in others]
-        lines.append(f"| {key} | " + " | ".join(f"{v:,.1f}" for v in values) + " | " +
+        lines.append(f"| {key} | " + " | ".join(f"{v:,.2f}" if v < 10 else f"{v:,.1f}" for v in values) + " | " +
                      " | ".join(ratios) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
