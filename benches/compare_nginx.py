@@ -11,7 +11,8 @@ its default buffering ("nginx-buf"). Each proxy gets the same number of worker t
 (--threads, plus a 1-thread per-core pass for the small-request scenarios). Every
 measurement alternates the proxies A/B/A/B for --reps rounds and reports medians.
 
-Writes a Markdown table to benches/results/latest.md and prints it.
+Then the pinned small-request pass against nginx, HAProxy and Caddy (benches/small_requests.py;
+skip with --no-peers). Writes a Markdown table to benches/results/latest.md and prints it.
 Needs root for apt-get when tools are missing (nginx-light, wrk, nghttp2-client, ...).
 """
 
@@ -66,6 +67,9 @@ def ensure_tools():
         "docker-registry": "docker-registry",
         "curl": "curl",
         "cmake": "cmake",
+        "haproxy": "haproxy",
+        "caddy": "caddy",
+        "strace": "strace",
     }
     missing = sorted({pkg for tool, pkg in wanted.items() if not shutil.which(tool)})
     if missing:
@@ -586,6 +590,8 @@ def main():
                     help="smaller sizes, 1 rep, 2 s runs: for trying the script, not for figures")
     ap.add_argument("--out", default=os.path.join(ROOT, "benches/results/latest.md"))
     ap.add_argument("--skip-setup", action="store_true", help="do not apt-get or cargo build")
+    ap.add_argument("--no-peers", action="store_true",
+                    help="skip the pinned small-request pass against nginx, HAProxy and Caddy")
     args = ap.parse_args()
     if args.quick:
         args.reps, args.duration, args.big_mib, args.concurrent_mib = 1, 2, 256, 64
@@ -666,9 +672,24 @@ def main():
         "examples/fast_upstream.rs (answers at once, discards uploads)."
     )
     md = table.markdown(header)
+    if not args.no_peers:
+        md += "\n" + small_requests_against_peers(args)
     with open(args.out, "w") as f:
         f.write(md)
     print(md)
+
+
+def small_requests_against_peers(args):
+    """The pinned small-request pass against nginx, HAProxy and Caddy
+    (benches/small_requests.py, which also writes benches/results/small_requests.md)."""
+    cmd = [sys.executable, os.path.join(ROOT, "benches", "small_requests.py"),
+           "--edge", EDGE, "--reps", str(args.reps)]
+    if args.quick:
+        cmd += ["--requests", "4000", "--rate-seconds", "2"]
+    log("== small requests, proxy pinned to one core, against nginx, HAProxy and Caddy")
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with open(os.path.join(ROOT, "benches", "results", "small_requests.md")) as f:
+        return f.read()
 
 
 def run_tokens(b, table, label, edge_base):
