@@ -47,10 +47,10 @@
 //! - `settings`: the reloadable per-request snapshot of the configuration.
 //! - `reload`: SIGHUP: validate the new config, then swap it in.
 //! - [`drain`]: SIGTERM: stop accepting, exit once requests in flight finish.
+//! - [`registry_config`]: the registry's matching `auth:` block; htpasswd lines.
 //!
 //! Benchmarks: `bench_support` (hidden) lets `benches/hot_paths.rs` time private
 //! per-request code.
-//! - [`registry_config`]: the registry's matching `auth:` block; htpasswd lines.
 
 #![warn(unreachable_pub)]
 
