@@ -7,7 +7,11 @@
 //! - `header_limit`: HTTP/1 header lines and bytes counted as they arrive; the raw 431.
 //! - `proxy_protocol`: PROXY v1/v2 headers from trusted load balancers.
 //! - `read_buffer`: a read buffer under TLS while data arrives in bulk.
+//! - `digests`: `delegate_digests!`, the connection details both wrappers pass through.
 
+// First: the wrappers below use its macro.
+#[macro_use]
+mod digests;
 pub(crate) mod header_limit;
 pub(crate) mod proxy_protocol;
 pub(crate) mod read_buffer;
