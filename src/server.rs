@@ -69,11 +69,6 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
     } = loaded;
     let conf = ServerConf {
         threads: config.server.threads,
-        // One single-threaded runtime per worker thread, each connection staying on the
-        // thread it was given (`listen`): measured against tokio's work-stealing runtime in
-        // one run (benches/small_requests.py, issue 18), 0.72× the CPU per small h1 request
-        // and 0.77× per h2 request at saturation, with the same p99.
-        work_stealing: false,
         // The drain (`crate::drain`) waits for requests in flight; Pingora's grace period
         // would sleep its whole length after that.
         grace_period_seconds: Some(0),

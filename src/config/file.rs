@@ -326,8 +326,7 @@ pub(super) struct ServerFile {
     /// Public URL of the registry (`https://host[:port]`); default: derived from `Host`.
     #[serde(default)]
     pub external_url: Option<String>,
-    /// Worker threads per listening service, each with its own single-threaded runtime (a
-    /// connection stays on the thread that took it). Default: the number of CPUs.
+    /// Worker threads per listening service. Default: the number of CPUs.
     #[serde(default)]
     pub threads: Option<usize>,
     /// How long in-flight requests may run after SIGTERM before the process exits. Default `60s`.

@@ -174,9 +174,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
         };
         match accepted {
             Ok((tcp, client)) => {
-                // Each worker thread runs its own runtime (`server`): a connection goes to
-                // one of them and stays there, as Pingora's own listeners place it.
-                pingora_runtime::current_handle().spawn(connection.clone().serve(tcp, client));
+                tokio::spawn(connection.clone().serve(tcp, client));
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
