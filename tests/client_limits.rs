@@ -224,6 +224,17 @@ fn stalled_request_bodies_are_cut_over_http1_and_http2() {
             assert!(logged.contains("status=0"), "{logged}");
             assert_ne!(code, "202");
         }
+        // Pingora's error line for the cut request names it, but not its query: the
+        // upload state travels there.
+        let state = location
+            .split_once("_state=")
+            .map(|(_, rest)| rest.split('&').next().unwrap_or(rest))
+            .expect("the registry's upload location carries _state");
+        let log = edge.log_text();
+        assert!(
+            log.contains("/v2/stall/repo/blobs/uploads/") && !log.contains(state),
+            "{http}: the upload state reached the log:\n{log}"
+        );
     }
     // The edge and the node still take uploads.
     let blob = common::push_blob(

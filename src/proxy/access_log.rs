@@ -1,4 +1,5 @@
-//! One access-log line (target `registry_edge::access`) and the request metrics per request.
+//! One access-log line (target `registry_edge::access`) and the request metrics per request;
+//! the request as Pingora's error lines name it.
 
 use pingora::proxy::Session;
 use pingora::Error;
@@ -44,6 +45,20 @@ pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         throttled_ms = ctx.throttled.as_millis() as u64,
         error = %e.map(|e| e.etype().as_str()).unwrap_or("-"),
     );
+}
+
+/// The request as Pingora's error lines name it ("Fail to proxy: … METHOD PATH, Host: …"):
+/// Pingora's own summary prints the whole URI, and a query can carry upload state and
+/// credentials, which never reach the log (as in the access line).
+pub(crate) fn summary(session: &Session) -> String {
+    let req = session.req_header();
+    let host = crate::request::request_host(req);
+    format!(
+        "{} {}, Host: {}",
+        req.method,
+        req.uri.path(),
+        host.as_deref().unwrap_or("")
+    )
 }
 
 /// A value or `-` when absent, formatted straight into the line (no `String` per field).

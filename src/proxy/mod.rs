@@ -176,4 +176,8 @@ impl ProxyHttp for EdgeProxy {
         connection::request_finished(session, ctx);
         access_log::record(session, e, ctx);
     }
+
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        access_log::summary(session)
+    }
 }
