@@ -3,7 +3,7 @@
 //! Every process is killed when its handle drops; readiness is polled with a deadline.
 //!
 //! Everything below is re-exported here, so tests write `common::{curl, Edge, …}`.
-//! - `process.rs`: [`Proc`] (killed on drop), [`free_port`], [`wait_for`]
+//! - `process.rs`: [`Proc`] (killed on drop), [`free_port`], [`wait_for`], [`tool`], [`skip`]
 //! - `registry.rs`: [`Registry`], the real registry node
 //! - `edge.rs`: [`Edge`], [`edge_with_node`], [`upstream_yaml`], [`reload`]
 //! - `clients.rs`: [`curl`], [`skopeo`], blob pushes and uploads, [`tiny_oci_layout`]
@@ -14,15 +14,18 @@
 //!
 //! Used by some tests only, by path: `auth` (token-auth fixtures), `config_cases` (the
 //! table `check` is tested with), `echo` (an upstream
-//! that echoes what the edge sent), `h2client` (a raw HTTP/2 client), `ldap` (a real
+//! that echoes what the edge sent), `docker` (a private Docker engine), `images` (container
+//! images made offline, any layer size), `h2client` (a raw HTTP/2 client), `ldap` (a real
 //! slapd with a seeded directory), `oidc` (an OpenID Connect issuer whose keys the test
 //! holds), `pebble` (the ACME test CA).
 #![allow(dead_code)]
 
 pub mod auth;
 pub mod config_cases;
+pub mod docker;
 pub mod echo;
 pub mod h2client;
+pub mod images;
 pub mod ldap;
 pub mod oidc;
 pub mod pebble;

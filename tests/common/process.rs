@@ -71,6 +71,27 @@ impl Proc {
         }
     }
 
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`; whether it exited on the
+    /// SIGTERM. Daemons that start children of their own (dockerd, containerd) need the
+    /// SIGTERM to stop them.
+    pub fn terminate(&mut self, grace: Duration) -> bool {
+        let Some(child) = self.child.as_mut() else {
+            return true;
+        };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                self.child = None;
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+        false
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
@@ -100,4 +121,22 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The executable `name` on `PATH`, if installed.
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|file| {
+            std::fs::metadata(file)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Prints why a test does not run: only for a tool that could not be installed (CI installs
+/// every one of them, so a skip there is visible in its log).
+pub fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
 }
