@@ -18,12 +18,14 @@ use crate::metrics::metrics;
 const MAX_TOKEN_FORM: usize = 64 * 1024;
 
 /// Answers a token request: `GET` with the query (docker's token flow) or `POST` with a
-/// form (the OAuth2 flow, RFC 6749 §4.3/§6). Errors are Pingora's (write or read failed).
+/// form (the OAuth2 flow, RFC 6749 §4.3/§6). `HEAD` is answered as `GET` without the
+/// body (RFC 9110 §9.3.2: a server that answers GET answers HEAD alike). Errors are
+/// Pingora's (write or read failed).
 pub(crate) async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Auth) -> Result<()> {
     let req = session.req_header();
     let post = req.method == http::Method::POST;
-    if !post && req.method != http::Method::GET {
-        let error = RegistryError::BadTokenRequest("use GET or POST".into());
+    if !post && req.method != http::Method::GET && req.method != http::Method::HEAD {
+        let error = RegistryError::BadTokenRequest("use GET, HEAD or POST".into());
         return answer::error(session, &error, &[]).await;
     }
     let mut raw = req.uri.query().unwrap_or("").as_bytes().to_vec();
