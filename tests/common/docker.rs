@@ -11,7 +11,7 @@ use super::{tool, Proc};
 
 /// The docker CLI that matches Debian's engine: a newer CLI first on `PATH` may want
 /// buildx for `docker build`.
-fn docker_cli() -> PathBuf {
+pub fn docker_cli() -> PathBuf {
     let debian = PathBuf::from("/usr/bin/docker");
     if debian.exists() {
         debian
@@ -88,6 +88,11 @@ impl Dockerd {
     /// The CLI against this engine.
     pub fn command(&self) -> Command {
         cli(&self.dir)
+    }
+
+    /// `DOCKER_HOST` for this engine, for other tools (docker-compose, scripts/image).
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("docker.sock").display())
     }
 
     pub fn docker(&self, args: &[&str]) -> Output {
