@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{curl, free_port, make_certs, skopeo, tiny_oci_layout, Edge, Registry, EDGE_BIN};
+use serde::Deserialize;
 use serde_yaml::Value;
 
 /// Sets `value` at `path` in a YAML mapping, creating mappings on the way.
@@ -198,4 +199,73 @@ fn every_shipped_config_serves_a_login_a_push_and_a_pull() {
     for config in &shipped {
         push_and_pull_with(config);
     }
+}
+
+/// `conf/kubernetes/` passes a strict schema check (kubernetes-validate from PyPI, which
+/// scripts/install-deps puts in ~/.cache/registry-edge), and the configuration its
+/// ConfigMap carries serves a login, a push and a pull like the other shipped ones.
+#[test]
+fn kubernetes_example_is_valid_and_its_config_serves() {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/kubernetes");
+    let mut manifests: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().and_then(|e| e.to_str()) == Some("yaml"))
+        .collect();
+    manifests.sort();
+    let kinds: Vec<String> = manifests
+        .iter()
+        .flat_map(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            serde_yaml::Deserializer::from_str(&text)
+                .map(|doc| {
+                    Value::deserialize(doc).unwrap()["kind"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for kind in [
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "Secret",
+        "PodDisruptionBudget",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} in {kinds:?}");
+    }
+
+    let home = std::env::var("HOME").unwrap_or_default();
+    let validator =
+        Path::new(&home).join(".cache/registry-edge/kubernetes-validate/bin/kubernetes-validate");
+    if validator.exists() {
+        // 1.30: an API level every supported cluster serves.
+        let out = Command::new(&validator)
+            .args(["--strict", "--kubernetes-version", "1.30.0"])
+            .args(&manifests)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        common::skip(
+            "kubernetes schema check",
+            "kubernetes-validate is not installed (scripts/install-deps installs it)",
+        );
+    }
+
+    let configmap: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(folder.join("configmap.yaml")).unwrap())
+            .unwrap();
+    let config = configmap["data"]["registry-edge.yaml"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry-edge.yaml");
+    std::fs::write(&path, config).unwrap();
+    push_and_pull_with(path.to_str().unwrap());
 }
