@@ -231,8 +231,10 @@ fn login_pull_push_pull(program: &str) {
     let s = Setup::start();
     let cert_dir = ["--cert-dir", s.ca_dir()];
     let run = |args: &[&str]| containers_tool(&s, program).args(args).output().unwrap();
-    let seed = format!("docker://{}/alice/seed:v1", s.host);
-    let copy = format!("{}/alice/from-{program}:v1", s.host);
+    // Local images are named without the transport; the registry side takes docker://.
+    let seed = format!("{}/alice/seed:v1", s.host);
+    let remote_seed = format!("docker://{seed}");
+    let copy = format!("docker://{}/alice/from-{program}:v1", s.host);
 
     let mut checks = common::Checks::new();
     checks.run("wrong password", || {
@@ -257,13 +259,10 @@ fn login_pull_push_pull(program: &str) {
             "pw-alice",
         );
         assert_ok(&out);
-        assert_ok(&run(&[&["pull"][..], &cert_dir, &[&seed]].concat()));
-        let pushed = format!("docker://{copy}");
-        assert_ok(&run(
-            &[&["push"][..], &cert_dir, &[&seed[9..], &pushed]].concat()
-        ));
+        assert_ok(&run(&[&["pull"][..], &cert_dir, &[&remote_seed]].concat()));
+        assert_ok(&run(&[&["push"][..], &cert_dir, &[&seed, &copy]].concat()));
         assert_ok(&run(&["rmi", "--all", "--force"]));
-        assert_ok(&run(&[&["pull"][..], &cert_dir, &[&pushed]].concat()));
+        assert_ok(&run(&[&["pull"][..], &cert_dir, &[&copy]].concat()));
     });
     checks.finish();
 }
