@@ -1,8 +1,8 @@
 # registry-edge container image: build with the Rust toolchain, run on distroless as non-root.
 #   docker build -t registry-edge .
-#   docker run -v $PWD/conf/compose:/etc/registry-edge:ro -p 443:8443 -p 80:8080 registry-edge
 # Without access to those base images, scripts/image builds the same runtime stage offline
-# over a binary built on the host (README, "Container image").
+# over a binary built on the host. How to run it (keys for uid 65532, a registry it can
+# reach, the stop timeout): README, "Container image"; with a registry: "Compose".
 FROM rust:1-bookworm AS build
 # Pingora's zlib-ng build needs cmake; the binary links no OpenSSL.
 RUN apt-get update \
