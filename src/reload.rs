@@ -16,7 +16,9 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{ClientTimeouts, Config, ConfigError, ServerSettings, UpstreamSettings};
+use crate::config::{
+    CacheSettings, ClientTimeouts, Config, ConfigError, ServerSettings, UpstreamSettings,
+};
 use crate::load::load_all;
 use crate::settings::{Settings, SharedSettings};
 use crate::shared_state::SharedState;
@@ -61,6 +63,7 @@ impl Changes {
             admin_listen,
             log_format,
             shared_state,
+            cache,
         } = old;
         let ServerSettings {
             https_listen,
@@ -163,6 +166,15 @@ impl Changes {
         c.note("admin.listen", admin_listen, &new.admin_listen, RESTART);
         c.note("log.format", log_format, &new.log_format, RESTART);
         c.note("shared_state", shared_state, &new.shared_state, RESTART);
+        // Turning the cache on or off, or moving it, needs a restart; the running cache's
+        // budgets change live.
+        let dir = |c: &Option<CacheSettings>| c.as_ref().map(|c| c.dir.clone());
+        c.note("cache.dir", &dir(cache), &dir(&new.cache), RESTART);
+        if let (Some(old), Some(new)) = (cache, &new.cache) {
+            c.note("cache.max_size", &old.max_size, &new.max_size, LIVE);
+            c.note("cache.memory", &old.memory, &new.memory, LIVE);
+            c.note("cache.max_object", &old.max_object, &new.max_object, LIVE);
+        }
         c
     }
 }
@@ -312,6 +324,11 @@ admin:
   listen: "127.0.0.1:9090"
 log:
   format: text
+cache:
+  dir: /var/cache/registry-edge
+  max_size: 1GiB
+  memory: 64MiB
+  max_object: 512MiB
 "#;
 
     /// (key as reported, path in the YAML, another value, applied live).
@@ -355,6 +372,10 @@ log:
         ("admin.listen", &["admin", "listen"], "127.0.0.1:9191", false),
         ("log.format", &["log", "format"], "json", false),
         ("shared_state", &["shared_state"], "{ redis: { url: \"redis://127.0.0.1:6379\" } }", false),
+        ("cache.dir", &["cache", "dir"], "/var/cache/other", false),
+        ("cache.max_size", &["cache", "max_size"], "2GiB", true),
+        ("cache.memory", &["cache", "memory"], "32MiB", true),
+        ("cache.max_object", &["cache", "max_object"], "256MiB", true),
     ];
 
     fn edited(edits: &[&(&str, &[&str], &str, bool)]) -> Config {

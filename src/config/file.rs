@@ -43,6 +43,24 @@ pub(super) struct ConfigFile {
     /// State shared by several edge instances. Default: absent (limits per instance).
     #[serde(default)]
     pub shared_state: Option<SharedStateFile>,
+    /// The cache of blobs and manifests pulled by digest. Default: absent (off).
+    #[serde(default)]
+    pub cache: Option<CacheFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CacheFile {
+    /// Folder of the entries (relative to the config file's folder).
+    pub dir: String,
+    /// Bytes on disk, e.g. `50GiB`.
+    pub max_size: String,
+    /// Bytes of small objects also kept in memory. Default 64MiB (at most `max_size`).
+    #[serde(default)]
+    pub memory: Option<String>,
+    /// Largest object cached. Default 20GiB (at most `max_size`).
+    #[serde(default)]
+    pub max_object: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,11 +2,12 @@
 //!
 //! A leaf of the crate: it imports nothing from it. `model` holds [`Config`] and its
 //! assembly; each section's types sit beside their converter (`server`, `tls`, `upstream`,
-//! `auth`, `users`, `acl`, `limits`, `shared_state`); `choices` holds the closed sets; `validate` names file
+//! `auth`, `users`, `acl`, `limits`, `shared_state`, `cache`); `choices` holds the closed sets; `validate` names file
 //! and key in every error.
 
 mod acl;
 mod auth;
+mod cache;
 mod choices;
 mod file;
 mod limits;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 pub use acl::{Actions, Rule};
 pub use auth::{AuthSettings, TrustedIssuer};
+pub use cache::CacheSettings;
 pub use choices::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
 pub use limits::{Limits, PushLimit, UploadBytesLimit};
 pub use model::{Config, Maintenance};

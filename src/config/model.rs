@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::auth::{auth_settings, AuthSettings, TrustedIssuer};
+use super::cache::{cache_settings, CacheSettings};
 use super::choices::LogFormat;
 use super::file::{self, ConfigFile};
 use super::limits::{push_limit, upload_limit, Limits, PushLimit, UploadBytesLimit};
@@ -44,6 +45,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `shared_state.redis`; `None` = every limit is kept in this process.
     pub shared_state: Option<RedisSettings>,
+    /// `cache`; `None` = every pull goes to the registry.
+    pub cache: Option<CacheSettings>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,6 +69,7 @@ impl Config {
             admin,
             log,
             shared_state,
+            cache,
         } = file;
         let v = Validator { path };
         let server = server_settings(&v, server)?;
@@ -120,6 +124,7 @@ impl Config {
             shared_state: shared_state
                 .map(|s| redis_settings(&v, s.redis))
                 .transpose()?,
+            cache: cache.map(|c| cache_settings(&v, c)).transpose()?,
             server,
         })
     }

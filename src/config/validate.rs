@@ -75,6 +75,19 @@ impl Validator<'_> {
             .collect()
     }
 
+    /// A size in bytes written as `50GiB`, `256MiB`, `500MB` or plain bytes (`bytesize`).
+    pub(super) fn size(&self, key: &str, text: &str) -> Result<u64, ConfigError> {
+        text.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|size| size.as_u64())
+            .map_err(|e| {
+                self.invalid(
+                    key,
+                    format!("invalid size {text:?} ({e}); use e.g. 20GiB, 256MiB or 500MB"),
+                )
+            })
+    }
+
     /// Resolves relative paths against the config file's folder.
     pub(super) fn file_path(&self, text: &str) -> PathBuf {
         let path = Path::new(text);
