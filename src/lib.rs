@@ -24,6 +24,8 @@
 //! - `redirect`: the plain-HTTP listeners (redirect to https, ACME http-01).
 //! - `admin`: the admin listener (/metrics, /healthz, /readyz).
 //! - `upstream`: registry node pool, repository affinity, health checks, upload-session pins.
+//! - `cache`: blobs and manifests pulled by digest, kept on disk (`cacache`) and served
+//!   only to requests the edge authorized for a repository the registry confirmed.
 //! - `error`: the registry's JSON error envelope for the edge's own answers.
 //! - `metrics`: Prometheus metrics.
 //! - [`log_writer`]: log lines to stdout, access lines buffered per thread.
@@ -59,6 +61,7 @@ pub(crate) mod admin;
 pub mod auth;
 #[doc(hidden)]
 pub mod bench_support;
+pub(crate) mod cache;
 pub mod certgen;
 pub mod config;
 pub mod drain;

@@ -75,6 +75,12 @@ pub(crate) struct Metrics {
     pub shared_state_up: IntGauge,
     /// Limit checks done without Redis because it was unavailable, by limit.
     pub shared_state_fallbacks: IntCounterVec,
+    /// Cache events (`cache`): `hit`, `miss`, `fill`, `eviction`, `mismatch`, `error`.
+    pub cache_events: IntCounterVec,
+    /// Body bytes answered from the cache.
+    pub cache_served_bytes: IntCounter,
+    /// Bytes the cache holds on disk.
+    pub cache_size: IntGauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -197,6 +203,16 @@ impl Metrics {
                 "Limit checks done without Redis while it was unavailable",
                 &["limit"],
             ),
+            cache_events: counter_vec(
+                "cache_events_total",
+                "Cache hits, misses, fills, evictions, digest mismatches and I/O errors",
+                &["event"],
+            ),
+            cache_served_bytes: counter(
+                "cache_served_bytes_total",
+                "Body bytes answered from the cache",
+            ),
+            cache_size: gauge("cache_size_bytes", "Bytes the cache holds on disk"),
             node_healthy,
             active_connections,
             series: [(); 4].map(|()| ClassSeries::new()),

@@ -1,0 +1,267 @@
+//! Filling the cache while the registry's answer streams to the client.
+//!
+//! Pingora's body filters are synchronous, so each chunk is handed to a task that writes it
+//! to a `cacache` writer; the writer checks size and SHA-256 against the digest on commit,
+//! and only then is the entry added to the index. A fill the client abandoned (the
+//! [`Fill`] dropped before [`Fill::finish`]), a digest mismatch, or a writer more than
+//! [`MAX_QUEUED`] behind the network leaves nothing behind: `cacache` writes into a
+//! temporary file that is deleted unless committed.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+#[cfg(test)]
+use super::Store;
+use super::{Cache, Entry};
+use crate::metrics::metrics;
+
+/// Bytes a fill may have queued for the disk before it is given up (the client is not
+/// slowed down for the cache's sake).
+const MAX_QUEUED: u64 = 64 << 20;
+
+enum Message {
+    Chunk(Bytes),
+    End,
+}
+
+/// The digests being filled now: one fill per digest at a time.
+#[derive(Default)]
+pub(crate) struct Filling(Mutex<HashSet<String>>);
+
+impl Filling {
+    fn claim(&self, digest: &str) -> bool {
+        self.lock().insert(digest.to_string())
+    }
+
+    fn release(&self, digest: &str) {
+        self.lock().remove(digest);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One entry being written; feed it the body, then [`Fill::finish`].
+pub(crate) struct Fill {
+    sender: mpsc::UnboundedSender<Message>,
+    queued: Arc<AtomicU64>,
+}
+
+/// What a fill is for: the digest, its size (`Content-Length`) and the registry's
+/// `Content-Type`.
+pub(crate) struct FillRequest {
+    pub digest: String,
+    pub size: u64,
+    pub content_type: String,
+    /// `cache.max_size` of the request's settings: the bound eviction keeps to.
+    pub max_size: u64,
+}
+
+impl Fill {
+    /// Starts a fill, unless caching stopped, the digest is cached or being filled already,
+    /// or it is not a SHA-256 digest. Must be called inside the Tokio runtime.
+    pub(crate) fn start(cache: &Arc<Cache>, request: FillRequest) -> Option<Fill> {
+        let hex = super::sha256_hex(&request.digest)?;
+        let integrity = cacache::Integrity::from_hex(hex, cacache::Algorithm::Sha256).ok()?;
+        if !cache.writable() || cache.store.contains(&request.digest) {
+            return None;
+        }
+        if !cache.filling.claim(&request.digest) {
+            return None;
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicU64::new(0));
+        let task = Writer {
+            cache: Arc::clone(cache),
+            integrity,
+            request,
+            queued: Arc::clone(&queued),
+        };
+        tokio::spawn(task.run(receiver));
+        Some(Fill { sender, queued })
+    }
+
+    /// Hands one body chunk to the writer; `false` when the fill was given up (the caller
+    /// drops it).
+    pub(crate) fn push(&self, chunk: &Bytes) -> bool {
+        let queued = self.queued.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        if queued + chunk.len() as u64 > MAX_QUEUED {
+            return false;
+        }
+        self.sender.send(Message::Chunk(chunk.clone())).is_ok()
+    }
+
+    /// The body ended: commit if size and digest match.
+    pub(crate) fn finish(self) {
+        let _ = self.sender.send(Message::End);
+    }
+}
+
+struct Writer {
+    cache: Arc<Cache>,
+    integrity: cacache::Integrity,
+    request: FillRequest,
+    queued: Arc<AtomicU64>,
+}
+
+impl Writer {
+    async fn run(self, mut receiver: mpsc::UnboundedReceiver<Message>) {
+        let committed = self.write(&mut receiver).await;
+        self.cache.filling.release(&self.request.digest);
+        if committed {
+            metrics().cache_events.with_label_values(&["fill"]).inc();
+        }
+    }
+
+    /// Writes until the end of the body; `true` once the entry is committed and indexed.
+    async fn write(&self, receiver: &mut mpsc::UnboundedReceiver<Message>) -> bool {
+        let Ok(size) = usize::try_from(self.request.size) else {
+            return false;
+        };
+        let opts = cacache::WriteOpts::new()
+            .algorithm(cacache::Algorithm::Sha256)
+            .integrity(self.integrity.clone())
+            .size(size)
+            .metadata(serde_json::json!({ "content_type": self.request.content_type }));
+        let dir = self.cache.store.dir();
+        let mut writer = match opts.open(dir, &self.request.digest).await {
+            Ok(writer) => writer,
+            Err(e) => {
+                self.cache.fail("cannot start an entry", &e);
+                return false;
+            }
+        };
+        while let Some(message) = receiver.recv().await {
+            match message {
+                Message::Chunk(chunk) => {
+                    self.queued.fetch_sub(chunk.len() as u64, Ordering::Relaxed);
+                    if let Err(e) = writer.write_all(&chunk).await {
+                        self.cache.fail("cannot write an entry", &e);
+                        return false;
+                    }
+                }
+                Message::End => return self.commit(writer).await,
+            }
+        }
+        // The client went away (or the fill fell behind): the temporary file is dropped.
+        false
+    }
+
+    async fn commit(&self, writer: cacache::Writer) -> bool {
+        match writer.commit().await {
+            Ok(_) => {
+                let entry = Entry {
+                    size: self.request.size,
+                    content_type: self.request.content_type.clone(),
+                };
+                let digest = self.request.digest.clone();
+                self.cache
+                    .store
+                    .insert(digest, entry, self.request.max_size);
+                true
+            }
+            Err(cacache::Error::IntegrityError(_) | cacache::Error::SizeMismatch(..)) => {
+                metrics()
+                    .cache_events
+                    .with_label_values(&["mismatch"])
+                    .inc();
+                tracing::warn!(
+                    "cache: the registry's {} did not match its digest or length; not cached",
+                    self.request.digest
+                );
+                false
+            }
+            Err(e) => {
+                self.cache.fail("cannot commit an entry", &e);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CacheSettings;
+
+    fn cache(dir: &std::path::Path) -> Arc<Cache> {
+        let settings = CacheSettings {
+            dir: dir.to_path_buf(),
+            max_size: 1 << 20,
+            memory: 0,
+            max_object: 1 << 20,
+        };
+        Arc::new(Cache::open(&settings).unwrap())
+    }
+
+    fn request(bytes: &[u8]) -> FillRequest {
+        use sha2::Digest;
+        FillRequest {
+            digest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))),
+            size: bytes.len() as u64,
+            content_type: "application/octet-stream".into(),
+            max_size: 1 << 20,
+        }
+    }
+
+    /// Waits until no fill is running (each releases its digest when done).
+    async fn settled(cache: &Cache) {
+        for _ in 0..200 {
+            if cache.filling.lock().is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("a fill did not end");
+    }
+
+    #[tokio::test]
+    async fn a_matching_body_becomes_an_entry_once_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache(dir.path());
+        let body = b"layer bytes".repeat(1000);
+        let fill = Fill::start(&cache, request(&body)).unwrap();
+        assert!(
+            Fill::start(&cache, request(&body)).is_none(),
+            "one fill per digest"
+        );
+        for chunk in body.chunks(4096) {
+            assert!(fill.push(&Bytes::copy_from_slice(chunk)));
+        }
+        fill.finish();
+        settled(&cache).await;
+        assert_eq!(
+            cache.store.get(&request(&body).digest).map(|e| e.size),
+            Some(11_000)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_mismatch_or_an_abandoned_fill_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = cache(dir.path());
+        let body = b"the real content".to_vec();
+        let mut claimed = request(&body);
+        claimed.digest = request(b"other content!!!").digest;
+        let fill = Fill::start(&cache, claimed).unwrap();
+        fill.push(&Bytes::from(body.clone()));
+        fill.finish();
+        let abandoned = Fill::start(&cache, request(&body)).unwrap();
+        abandoned.push(&Bytes::from_static(b"the real"));
+        drop(abandoned);
+        settled(&cache).await;
+        assert_eq!(cache.store.len(), 0);
+        let reopened = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(reopened.len(), 0, "nothing committed on disk");
+        let leftovers = std::fs::read_dir(dir.path().join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(leftovers, 0, "temporary files removed");
+    }
+}

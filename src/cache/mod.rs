@@ -1,0 +1,141 @@
+//! The cache of blobs and manifests pulled by digest (`cache:`).
+//!
+//! Content is addressed by its SHA-256, so one entry serves every repository that holds
+//! it; who may be answered from it is decided per request (`proxy::cache_answer`): the edge
+//! granted pull on the repository, and the registry confirmed that this repository holds
+//! this digest ([`confirmed`]).
+//!
+//! - [`store`]: the entries on disk (the `cacache` crate: content-addressed files checked
+//!   against their SHA-256 when written and while read) and the in-memory index (size,
+//!   content type, least recently used first) rebuilt from the folder at start.
+//! - [`fill`]: an entry written while the registry's answer streams to the client; visible
+//!   only once its SHA-256 matched the digest.
+//! - [`confirmed`]: the repository+digest pairs the registry answered 200 for.
+//!
+//! A full disk or an I/O error stops caching (logged once, counted) and every request goes
+//! to the registry as before.
+
+pub(crate) mod confirmed;
+pub(crate) mod fill;
+pub(crate) mod store;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::CacheSettings;
+use crate::metrics::metrics;
+
+pub(crate) use confirmed::Confirmed;
+pub(crate) use store::{Entry, Store};
+
+/// Why the cache could not be opened at start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CacheError {
+    #[error("cache.dir {}: {source}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cache.dir {}: cannot read its entries: {source}", dir.display())]
+    Index {
+        dir: PathBuf,
+        source: cacache::Error,
+    },
+}
+
+/// The cache: its store, the confirmed pairs, and whether caching still works.
+pub(crate) struct Cache {
+    pub store: Store,
+    pub confirmed: Confirmed,
+    /// Digests being filled now (one fill per digest).
+    filling: fill::Filling,
+    /// Set after an I/O error: nothing more is written (already cached entries are still
+    /// served; reading verifies them).
+    broken: AtomicBool,
+}
+
+impl Cache {
+    /// Creates `settings.dir` (0700) if needed and rebuilds the index from it.
+    pub(crate) fn open(settings: &CacheSettings) -> Result<Cache, CacheError> {
+        create_private_dir(&settings.dir)?;
+        let store = Store::open(&settings.dir, settings.max_size)?;
+        Ok(Cache {
+            store,
+            confirmed: Confirmed::new(),
+            filling: fill::Filling::default(),
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether new entries may be written.
+    pub(crate) fn writable(&self) -> bool {
+        !self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Stops caching after an I/O error (a full disk, a folder gone), logging it once.
+    pub(crate) fn fail(&self, what: &str, error: &dyn std::fmt::Display) {
+        metrics().cache_events.with_label_values(&["error"]).inc();
+        if !self.broken.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "cache: {what}: {error}; caching stops until restart, pulls go to the registry"
+            );
+        }
+    }
+}
+
+/// Creates `dir` with mode 0700 (a cache of private images), or checks an existing one is
+/// a folder.
+fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let error = |source| CacheError::Dir {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(error(std::io::Error::other("exists and is not a folder"))),
+        Err(_) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(error),
+    }
+}
+
+/// The hex part of `sha256:<64 hex>`, or `None` for any other digest (only SHA-256
+/// content is cached: it is what the registry and the `cacache` store both verify).
+pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lowercase_sha256_digests_are_cacheable() {
+        let hex = "a".repeat(64);
+        assert_eq!(sha256_hex(&format!("sha256:{hex}")), Some(hex.as_str()));
+        for other in [
+            format!("sha512:{hex}"),
+            format!("sha256:{}", "A".repeat(64)),
+            format!("sha256:{}", "a".repeat(63)),
+            "latest".to_string(),
+        ] {
+            assert_eq!(sha256_hex(&other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_folder_is_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/cache");
+        create_private_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::write(root.path().join("file"), b"x").unwrap();
+        assert!(create_private_dir(&root.path().join("file")).is_err());
+    }
+}

@@ -1,0 +1,252 @@
+//! The entries on disk and their in-memory index.
+//!
+//! Files are `cacache`'s: content under `content-v2/` named by its SHA-256, an index entry
+//! per digest (key `sha256:<hex>`) holding the size and the registry's `Content-Type`. The
+//! in-memory index (least recently used first) is rebuilt from those entries at start, so
+//! there is no separate database to lose or corrupt; entries whose content file is gone are
+//! skipped. Eviction removes least recently used entries until the total is within
+//! `cache.max_size`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use lru::LruCache;
+
+use super::CacheError;
+use crate::metrics::metrics;
+
+/// What the registry answered for one digest, enough to answer a HEAD without the disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// Content length in bytes.
+    pub size: u64,
+    /// The registry's `Content-Type` for it.
+    pub content_type: String,
+}
+
+struct Index {
+    entries: LruCache<String, Entry>,
+    /// Sum of the entries' sizes.
+    bytes: u64,
+}
+
+/// The cache folder and its index.
+pub(crate) struct Store {
+    dir: PathBuf,
+    index: Mutex<Index>,
+}
+
+impl Store {
+    /// Rebuilds the index from `dir`, oldest entries first, then evicts down to `max_size`.
+    pub(crate) fn open(dir: &Path, max_size: u64) -> Result<Store, CacheError> {
+        let mut found = Vec::new();
+        for item in cacache::list_sync(dir) {
+            let meta = match item {
+                Ok(meta) => meta,
+                // A new cache has no index folder yet.
+                Err(cacache::Error::IoError(e, _)) if e.kind() == std::io::ErrorKind::NotFound => {
+                    break;
+                }
+                Err(source) => {
+                    return Err(CacheError::Index {
+                        dir: dir.to_path_buf(),
+                        source,
+                    })
+                }
+            };
+            if super::sha256_hex(&meta.key).is_none() || !content_exists(dir, &meta.integrity) {
+                continue;
+            }
+            let content_type = meta.metadata["content_type"]
+                .as_str()
+                .unwrap_or("application/octet-stream")
+                .to_string();
+            found.push((meta.time, meta.key, meta.size as u64, content_type));
+        }
+        found.sort_by_key(|(time, ..)| *time);
+        let store = Store {
+            dir: dir.to_path_buf(),
+            index: Mutex::new(Index {
+                entries: LruCache::unbounded(),
+                bytes: 0,
+            }),
+        };
+        for (_, key, size, content_type) in found {
+            store.insert(key, Entry { size, content_type }, max_size);
+        }
+        tracing::info!(
+            "cache {}: {} entries, {} bytes",
+            dir.display(),
+            store.len(),
+            store.bytes()
+        );
+        Ok(store)
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The entry for `digest`, marked as just used.
+    pub(crate) fn get(&self, digest: &str) -> Option<Entry> {
+        self.lock().entries.get(digest).cloned()
+    }
+
+    /// Whether `digest` is cached, without marking it used.
+    pub(crate) fn contains(&self, digest: &str) -> bool {
+        self.lock().entries.contains(digest)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.lock().bytes
+    }
+
+    /// Adds a committed entry, then evicts least recently used ones over `max_size`.
+    pub(crate) fn insert(&self, digest: String, entry: Entry, max_size: u64) {
+        let evicted = {
+            let mut index = self.lock();
+            index.bytes += entry.size;
+            if let Some(old) = index.entries.put(digest, entry) {
+                index.bytes -= old.size;
+            }
+            let mut evicted = Vec::new();
+            while index.bytes > max_size {
+                let Some((key, old)) = index.entries.pop_lru() else {
+                    break;
+                };
+                index.bytes -= old.size;
+                evicted.push(key);
+            }
+            metrics().cache_size.set(index.bytes as i64);
+            evicted
+        };
+        for key in evicted {
+            metrics()
+                .cache_events
+                .with_label_values(&["eviction"])
+                .inc();
+            self.delete_files(&key);
+        }
+    }
+
+    /// Forgets `digest` and deletes its files (a failed verification, a purge).
+    pub(crate) fn remove(&self, digest: &str) {
+        let removed = {
+            let mut index = self.lock();
+            let removed = index.entries.pop(digest);
+            if let Some(old) = &removed {
+                index.bytes -= old.size;
+            }
+            metrics().cache_size.set(index.bytes as i64);
+            removed.is_some()
+        };
+        if removed {
+            self.delete_files(digest);
+        }
+    }
+
+    /// Forgets `digest` whose files are already gone (purged by `registry-edge cache purge`).
+    pub(crate) fn forget(&self, digest: &str) {
+        let mut index = self.lock();
+        if let Some(old) = index.entries.pop(digest) {
+            index.bytes -= old.size;
+        }
+        metrics().cache_size.set(index.bytes as i64);
+    }
+
+    /// Removes the index entry and the content. Content is shared by nothing else: the key
+    /// is the content's own digest.
+    fn delete_files(&self, digest: &str) {
+        if let Ok(Some(meta)) = cacache::index::find(&self.dir, digest) {
+            let _ = cacache::remove_hash_sync(&self.dir, &meta.integrity);
+        }
+        let _ = cacache::RemoveOpts::new()
+            .remove_fully(true)
+            .remove_sync(&self.dir, digest);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        // A panic while holding the lock leaves a consistent index (every update is a
+        // few arithmetic steps), so a poisoned lock is still usable.
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn content_exists(dir: &Path, integrity: &cacache::Integrity) -> bool {
+    cacache::SyncReader::open_hash(dir, integrity.clone()).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(size: u64) -> Entry {
+        Entry {
+            size,
+            content_type: "application/octet-stream".into(),
+        }
+    }
+
+    fn put(dir: &Path, bytes: &[u8]) -> String {
+        use sha2::Digest;
+        let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+        let opts = cacache::WriteOpts::new()
+            .algorithm(cacache::Algorithm::Sha256)
+            .size(bytes.len())
+            .metadata(serde_json::json!({ "content_type": "text/plain" }));
+        let mut writer = opts.open_sync(dir, &digest).unwrap();
+        std::io::Write::write_all(&mut writer, bytes).unwrap();
+        writer.commit().unwrap();
+        digest
+    }
+
+    #[test]
+    fn the_index_is_rebuilt_from_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = put(dir.path(), b"first");
+        let b = put(dir.path(), b"second!");
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.bytes(), 12);
+        assert_eq!(
+            store.get(&a),
+            Some(Entry {
+                size: 5,
+                content_type: "text/plain".into()
+            })
+        );
+        assert!(store.contains(&b));
+    }
+
+    #[test]
+    fn least_recently_used_entries_go_first_and_their_files_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = put(dir.path(), b"aaaa");
+        let b = put(dir.path(), b"bbbb");
+        let store = Store::open(dir.path(), 8).unwrap();
+        store.get(&a);
+        let c = put(dir.path(), b"cccc");
+        store.insert(c.clone(), entry(4), 8);
+        assert!(store.contains(&a) && store.contains(&c));
+        assert!(!store.contains(&b), "b was the least recently used");
+        assert_eq!(store.bytes(), 8);
+        // Gone from disk too: a restart does not bring it back.
+        let reopened = Store::open(dir.path(), 8).unwrap();
+        assert!(!reopened.contains(&b));
+        assert_eq!(reopened.len(), 2);
+    }
+
+    #[test]
+    fn a_removed_entry_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = put(dir.path(), b"gone");
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        store.remove(&a);
+        assert_eq!((store.len(), store.bytes()), (0, 0));
+        assert_eq!(Store::open(dir.path(), 1 << 20).unwrap().len(), 0);
+    }
+}
