@@ -16,6 +16,7 @@ use pingora::services::background::background_service;
 use crate::acme::challenges::{Challenges, ACME_TLS_ALPN};
 use crate::acme::AcmeService;
 use crate::admin::AdminApp;
+use crate::cache::Cache;
 use crate::config::{AcmeChallenge, ConfigError};
 use crate::drain::Drain;
 use crate::listen::{bind, EdgeListener};
@@ -44,6 +45,9 @@ const H2_MAX_HEADER_LIST: u32 = 1 << 20;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `cache.dir` could not be created or read.
+    #[error("{0}")]
+    Cache(String),
     #[error("upstream pool: {0}")]
     Upstream(std::io::Error),
     #[error("shared_state.redis: {0}")]
@@ -98,6 +102,12 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
         None,
         shared.as_ref(),
     )));
+    let cache = config
+        .cache
+        .as_ref()
+        .map(|settings| Cache::open(settings).map(Arc::new))
+        .transpose()
+        .map_err(|e| StartError::Cache(e.to_string()))?;
     let nodes = NodeList::new(&config.upstream.nodes);
     let (pool, health) = NodePool::build(&config.upstream, &nodes).map_err(StartError::Upstream)?;
     let pool = Arc::new(pool);
@@ -127,6 +137,7 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
                 settings.clone(),
                 resolver.clone(),
                 drain.clone(),
+                cache.clone(),
             ),
         );
         let mut h2 = default_h2_options();

@@ -11,7 +11,9 @@ use arc_swap::ArcSwap;
 
 use crate::auth::token::TrustedIssuers;
 use crate::auth::Auth;
-use crate::config::{ClientTimeouts, Config, ExternalUrl, ForwardedSettings, Limits};
+use crate::config::{
+    CacheSettings, ClientTimeouts, Config, ExternalUrl, ForwardedSettings, Limits,
+};
 use crate::limits::{LoginThrottle, PushLimiter, UploadThrottle};
 use crate::shared_state::SharedState;
 
@@ -33,6 +35,9 @@ pub(crate) struct Settings {
     pub client_timeouts: ClientTimeouts,
     /// `server.strict_host`: refuse requests for names the edge does not serve.
     pub strict_host: bool,
+    /// `cache`: its budgets as of this snapshot (the cache itself lives as long as the
+    /// process); `None` = no cache.
+    pub cache: Option<CacheSettings>,
 }
 
 impl Settings {
@@ -84,6 +89,7 @@ impl Settings {
             upload_throttle,
             client_timeouts: config.server.client_timeouts,
             strict_host: config.server.strict_host,
+            cache: config.cache.clone(),
         }
     }
 }

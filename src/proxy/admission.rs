@@ -12,10 +12,14 @@
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use std::sync::Arc;
+
 use super::answer::{self, Refusal};
+use super::cache_answer;
 use super::checks;
 use super::ctx::RequestCtx;
 use super::token_endpoint;
+use crate::cache::Cache;
 use crate::error::RegistryError;
 use crate::limits::Admission;
 use crate::settings::Settings;
@@ -58,6 +62,8 @@ pub(crate) enum Step {
     TokenEndpoint,
     /// The bearer token must grant what the request needs.
     Token,
+    /// A pull by digest the cache holds for this repository is answered from it.
+    Cache,
     /// `rate_limits.push` counts push starts.
     PushLimit,
     /// `limits.max_body_size` against the declared `Content-Length`.
@@ -66,8 +72,9 @@ pub(crate) enum Step {
 
 /// The steps in the order they run. The header limits come before the request id (they
 /// count what the client sent); the route before everything that needs the repository;
-/// the token check before the push limit (which may key on the token's subject).
-pub(crate) const STEPS: [Step; 11] = [
+/// the token check before the push limit (which may key on the token's subject) and before
+/// the cache (which answers only requests the token check let through).
+pub(crate) const STEPS: [Step; 12] = [
     Step::HeaderLimits,
     Step::RequestId,
     Step::Host,
@@ -77,6 +84,7 @@ pub(crate) const STEPS: [Step; 11] = [
     Step::ReadOnly,
     Step::TokenEndpoint,
     Step::Token,
+    Step::Cache,
     Step::PushLimit,
     Step::BodySize,
 ];
@@ -85,6 +93,8 @@ pub(crate) const STEPS: [Step; 11] = [
 pub(crate) struct Admitter<'a> {
     /// The certificates in force: the names `server.strict_host` accepts.
     pub certificates: &'a CertResolver,
+    /// The cache, when `cache` is configured.
+    pub cache: Option<&'a Arc<Cache>>,
 }
 
 impl Admitter<'_> {
@@ -145,6 +155,18 @@ impl Admitter<'_> {
             Step::Token => {
                 checks::token(session, ctx, settings).map_or(Outcome::Next, Outcome::Refuse)
             }
+            Step::Cache => match self.cache {
+                Some(cache) => {
+                    ctx.cache_pull = cache_answer::pull_by_digest(&ctx.route);
+                    // Only a token the edge checked proves pull on the repository.
+                    let edge_checked = settings.auth.is_some() || !settings.trusted.is_empty();
+                    match cache_answer::try_serve(session, ctx, cache, edge_checked).await? {
+                        true => Outcome::Answered,
+                        false => Outcome::Next,
+                    }
+                }
+                None => Outcome::Next,
+            },
             Step::PushLimit => push_limit(ctx).await,
             Step::BodySize => checks::body_size(session, settings.limits.max_body_size).into(),
         };

@@ -51,6 +51,10 @@ pub(crate) struct RequestCtx {
     pub origin: PublicOrigin,
     /// Held while the request runs, so a graceful stop waits for it.
     pub in_flight: Option<InFlight>,
+    /// (repository, digest) of a pull by digest the cache may answer or fill.
+    pub cache_pull: Option<(String, String)>,
+    /// The cache entry this response is filling (dropped unfinished = discarded).
+    pub cache_fill: Option<crate::cache::fill::Fill>,
 }
 
 impl RequestCtx {
@@ -80,6 +84,8 @@ impl RequestCtx {
                 source: Source::Listener,
             },
             in_flight: None,
+            cache_pull: None,
+            cache_fill: None,
         }
     }
 }

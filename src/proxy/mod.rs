@@ -2,7 +2,10 @@
 //!
 //! - `request_filter`: the connection's deadlines (`connection`), then the admission steps
 //!   (`admission`, with the checks in `checks` and the token realm in `token_endpoint`).
-//! - `upstream_peer`, `upstream_response_filter`: the node and upload-session pins (`peer`).
+//! - `upstream_peer`, `upstream_response_filter`: the node and upload-session pins (`peer`);
+//!   what the registry's answer teaches the cache (`cache_fill`).
+//! - `response_body_filter`: the body into a cache fill (`cache_fill`); answers from the
+//!   cache are written in admission (`cache_answer`).
 //! - `upstream_request_filter`: forwarding headers (`headers`, with `request::origin`).
 //! - `request_body_filter`: count, limit and throttle streamed bytes; never buffers (`body`).
 //! - `response_filter`: request id, HTTP/1.0 framing, push budget.
@@ -13,6 +16,8 @@ pub(crate) mod access_log;
 pub(crate) mod admission;
 pub(crate) mod answer;
 pub(crate) mod body;
+pub(crate) mod cache_answer;
+pub(crate) mod cache_fill;
 pub(crate) mod checks;
 pub(crate) mod connection;
 pub(crate) mod ctx;
@@ -30,6 +35,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::Error;
 
+use crate::cache::Cache;
 use crate::drain::Drain;
 use crate::settings::SharedSettings;
 use crate::tls::CertResolver;
@@ -48,6 +54,8 @@ pub(crate) struct EdgeProxy {
     certificates: Arc<CertResolver>,
     /// Counts requests in flight for a graceful stop.
     drain: Arc<Drain>,
+    /// `cache`; `None` = off.
+    cache: Option<Arc<Cache>>,
 }
 
 impl EdgeProxy {
@@ -56,6 +64,7 @@ impl EdgeProxy {
         settings: SharedSettings,
         certificates: Arc<CertResolver>,
         drain: Arc<Drain>,
+        cache: Option<Arc<Cache>>,
     ) -> Self {
         EdgeProxy {
             pool,
@@ -63,6 +72,7 @@ impl EdgeProxy {
             settings,
             certificates,
             drain,
+            cache,
         }
     }
 }
@@ -81,6 +91,7 @@ impl ProxyHttp for EdgeProxy {
         connection::request_started(session, ctx, self.drain.is_draining());
         let admitter = Admitter {
             certificates: &self.certificates,
+            cache: self.cache.as_ref(),
         };
         admitter.admit(session, ctx).await
     }
@@ -144,12 +155,27 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         peer::on_response(&self.sessions, upstream_response, ctx);
+        if let Some(cache) = &self.cache {
+            let method = &session.req_header().method;
+            cache_fill::on_response(cache, upstream_response, ctx, method);
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        cache_fill::on_body(body, end_of_stream, ctx);
+        Ok(None)
     }
 
     async fn response_filter(

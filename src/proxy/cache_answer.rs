@@ -1,0 +1,298 @@
+//! Answering a pull by digest from the cache (admission's `Cache` step).
+//!
+//! Only when every condition holds (`registry-edge` issue "authorization-aware cache"):
+//! `GET`/`HEAD` of a blob, or of a manifest by digest (tags move; a tag is always asked of
+//! the registry); the edge itself checked a token granting pull on the repository (its own
+//! realm or a trusted issuer's); the registry confirmed this repository holds this digest;
+//! and the entry is cached. Otherwise the request goes to the registry, which fills the
+//! cache and confirms the pair (`cache_fill`).
+//!
+//! HTTP as the registry answers: `Content-Length`, `Content-Type`, `Docker-Content-Digest`,
+//! `ETag`; `If-None-Match` → 304; one `Range` → 206 with `Content-Range` (416 when it
+//! cannot be satisfied); HEAD never reads the disk. Integrity: the content is hashed while
+//! it is read (`cacache`), and the last chunk of the answer is held back until the whole
+//! file matched its digest; on a mismatch the answer is cut short (the client sees a
+//! failed transfer and retries, from the registry) and the entry is dropped. A range
+//! request therefore reads the whole entry.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use tokio::io::AsyncReadExt;
+
+use super::answer::copy_request_id;
+use super::ctx::RequestCtx;
+use crate::cache::{Cache, Entry};
+use crate::metrics::metrics;
+use crate::registry::{Action, Endpoint, Route};
+
+/// Bytes read from the disk at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// The repository and digest of a pull the cache may answer or fill: `GET`/`HEAD` of
+/// `/v2/<name>/blobs/sha256:…` or `/v2/<name>/manifests/sha256:…`.
+pub(crate) fn pull_by_digest(route: &Route) -> Option<(String, String)> {
+    if route.action != Action::Read {
+        return None;
+    }
+    let digest = match &route.endpoint {
+        Endpoint::Blob { digest } => digest,
+        Endpoint::Manifest { reference } => reference,
+        _ => return None,
+    };
+    crate::cache::sha256_hex(digest)?;
+    Some((route.repository.clone()?, digest.clone()))
+}
+
+/// Answers from the cache when allowed and cached; `Ok(false)` sends the request on to the
+/// registry. `edge_checked`: the token step verified pull on the repository.
+pub(crate) async fn try_serve(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    cache: &Arc<Cache>,
+    edge_checked: bool,
+) -> Result<bool> {
+    let Some((repository, digest)) = ctx.cache_pull.clone() else {
+        return Ok(false);
+    };
+    let entry = match edge_checked && cache.confirmed.holds(&repository, &digest) {
+        true => cache.store.get(&digest),
+        false => None,
+    };
+    let Some(entry) = entry else {
+        metrics().cache_events.with_label_values(&["miss"]).inc();
+        return Ok(false);
+    };
+    serve(session, cache, &digest, &entry).await
+}
+
+/// A `Range` header asked for bytes `start..=end` of the entry.
+#[derive(Debug, PartialEq, Eq)]
+enum Wanted {
+    Whole,
+    Part { start: u64, end: u64 },
+    Unsatisfiable,
+}
+
+/// One `bytes=` range (RFC 9110 §14.1.2); several ranges, or anything else, get the whole
+/// entry, as a server may answer any `Range` it does not support.
+fn wanted(range: Option<&str>, size: u64) -> Wanted {
+    let Some(spec) = range.and_then(|r| r.trim().strip_prefix("bytes=")) else {
+        return Wanted::Whole;
+    };
+    if spec.contains(',') {
+        return Wanted::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Wanted::Whole;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let parsed = match (first.is_empty(), last.is_empty()) {
+        // bytes=-N: the last N bytes.
+        (true, false) => last
+            .parse::<u64>()
+            .ok()
+            .map(|n| (size.saturating_sub(n), size.wrapping_sub(1), n == 0)),
+        (false, true) => first
+            .parse::<u64>()
+            .ok()
+            .map(|s| (s, size.wrapping_sub(1), false)),
+        (false, false) => match (first.parse::<u64>(), last.parse::<u64>()) {
+            (Ok(s), Ok(e)) if s <= e => Some((s, e.min(size.wrapping_sub(1)), false)),
+            _ => None,
+        },
+        (true, true) => None,
+    };
+    match parsed {
+        None => Wanted::Whole,
+        Some((start, end, empty)) if empty || size == 0 || start >= size || start > end => {
+            Wanted::Unsatisfiable
+        }
+        Some((start, end, _)) => Wanted::Part { start, end },
+    }
+}
+
+fn header_value<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+    session.req_header().headers.get(name)?.to_str().ok()
+}
+
+/// Writes the cached answer for `digest`; `Ok(false)` when its content is gone from the disk
+/// (purged, or removed by hand), so the registry answers instead.
+async fn serve(session: &mut Session, cache: &Cache, digest: &str, entry: &Entry) -> Result<bool> {
+    let etag = format!("\"{digest}\"");
+    let not_modified = header_value(session, "if-none-match")
+        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let head = session.req_header().method == http::Method::HEAD;
+    let wanted = match header_value(session, "range") {
+        Some(_) if not_modified => Wanted::Whole,
+        range => wanted(range, entry.size),
+    };
+    let (status, start, end) = match wanted {
+        _ if not_modified => (304, 0, 0),
+        Wanted::Whole => (200, 0, entry.size),
+        Wanted::Part { start, end } => (206, start, end + 1),
+        Wanted::Unsatisfiable => (416, 0, 0),
+    };
+    let mut header = ResponseHeader::build(status, Some(8))?;
+    header.insert_header("Docker-Distribution-Api-Version", "registry/2.0")?;
+    header.insert_header("Docker-Content-Digest", digest)?;
+    header.insert_header("ETag", etag.as_str())?;
+    header.insert_header("Accept-Ranges", "bytes")?;
+    match status {
+        304 => {}
+        416 => {
+            header.insert_header("Content-Range", format!("bytes */{}", entry.size))?;
+            header.insert_header("Content-Length", "0")?;
+        }
+        _ => {
+            header.insert_header("Content-Type", entry.content_type.as_str())?;
+            header.insert_header("Content-Length", (end - start).to_string())?;
+            if status == 206 {
+                let range = format!("bytes {start}-{}/{}", end - 1, entry.size);
+                header.insert_header("Content-Range", range)?;
+            }
+        }
+    }
+    copy_request_id(session, &mut header)?;
+    let body = !head && (status == 200 || status == 206);
+    // Opened before anything is written: content that is gone sends the request on.
+    let reader = match body {
+        true => match cacache::Reader::open(cache.store.dir(), digest).await {
+            Ok(reader) => Some(reader),
+            Err(e) => {
+                tracing::warn!("cache: {digest} is gone from the disk ({e}); asking the registry");
+                cache.store.forget(digest);
+                metrics().cache_events.with_label_values(&["miss"]).inc();
+                return Ok(false);
+            }
+        },
+        false => None,
+    };
+    metrics().cache_events.with_label_values(&["hit"]).inc();
+    session
+        .write_response_header(Box::new(header), false)
+        .await?;
+    match reader {
+        Some(reader) => stream(session, cache, reader, digest, start, end).await?,
+        None => session.write_response_body(None, true).await?,
+    }
+    Ok(true)
+}
+
+/// Sends bytes `start..end` of the entry, reading it whole so its digest is checked; the
+/// last chunk goes only once the digest matched.
+async fn stream(
+    session: &mut Session,
+    cache: &Cache,
+    mut reader: cacache::Reader,
+    digest: &str,
+    start: u64,
+    end: u64,
+) -> Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut offset = 0u64;
+    let mut held: Option<Bytes> = None;
+    loop {
+        let n = match reader.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => return Err(dropped(cache, digest, &format!("cannot be read ({e})"))),
+        };
+        let (chunk_start, chunk_end) = (offset, offset + n as u64);
+        offset = chunk_end;
+        let from = start.max(chunk_start);
+        let to = end.min(chunk_end);
+        if from < to {
+            let part = Bytes::copy_from_slice(
+                &buf[(from - chunk_start) as usize..(to - chunk_start) as usize],
+            );
+            if let Some(previous) = held.replace(part) {
+                metrics().cache_served_bytes.inc_by(previous.len() as u64);
+                session.write_response_body(Some(previous), false).await?;
+            }
+        }
+    }
+    if reader.check().is_err() || offset < end {
+        return Err(dropped(cache, digest, "does not match its digest"));
+    }
+    if let Some(last) = &held {
+        metrics().cache_served_bytes.inc_by(last.len() as u64);
+    }
+    session.write_response_body(held, true).await
+}
+
+/// Drops a damaged entry and returns the error that cuts the answer short.
+fn dropped(cache: &Cache, digest: &str, problem: &str) -> Box<Error> {
+    metrics()
+        .cache_events
+        .with_label_values(&["mismatch"])
+        .inc();
+    tracing::error!("cache: {digest} {problem}; entry dropped, the answer cut short");
+    cache.store.remove(digest);
+    Error::explain(ErrorType::InternalError, "cached entry failed verification")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(wanted(None, 10), Wanted::Whole);
+        assert_eq!(
+            wanted(Some("bytes=0-3"), 10),
+            Wanted::Part { start: 0, end: 3 }
+        );
+        assert_eq!(
+            wanted(Some("bytes=4-"), 10),
+            Wanted::Part { start: 4, end: 9 }
+        );
+        assert_eq!(
+            wanted(Some("bytes=-3"), 10),
+            Wanted::Part { start: 7, end: 9 }
+        );
+        assert_eq!(
+            wanted(Some("bytes=8-100"), 10),
+            Wanted::Part { start: 8, end: 9 }
+        );
+        assert_eq!(
+            wanted(Some("bytes=-30"), 10),
+            Wanted::Part { start: 0, end: 9 }
+        );
+        assert_eq!(wanted(Some("bytes=10-"), 10), Wanted::Unsatisfiable);
+        assert_eq!(wanted(Some("bytes=-0"), 10), Wanted::Unsatisfiable);
+        for whole in [
+            "bytes=5-2",
+            "bytes=0-1,4-5",
+            "items=0-1",
+            "bytes=x-",
+            "bytes=-",
+        ] {
+            assert_eq!(wanted(Some(whole), 10), Wanted::Whole, "{whole}");
+        }
+    }
+
+    #[test]
+    fn only_pulls_by_sha256_digest_are_cacheable() {
+        let digest = format!("sha256:{}", "b".repeat(64));
+        let route = |method: &str, path: &str| Route::parse(&method.parse().unwrap(), path);
+        let blob = route("GET", &format!("/v2/team/app/blobs/{digest}"));
+        assert_eq!(
+            pull_by_digest(&blob),
+            Some(("team/app".into(), digest.clone()))
+        );
+        let manifest = route("HEAD", &format!("/v2/team/app/manifests/{digest}"));
+        assert_eq!(
+            pull_by_digest(&manifest),
+            Some(("team/app".into(), digest.clone()))
+        );
+        for path in ["/v2/team/app/manifests/latest", "/v2/team/app/tags/list"] {
+            assert_eq!(pull_by_digest(&route("GET", path)), None, "{path}");
+        }
+        let delete = route("DELETE", &format!("/v2/team/app/blobs/{digest}"));
+        assert_eq!(pull_by_digest(&delete), None);
+    }
+}

@@ -1,0 +1,96 @@
+//! What the registry's answers teach the cache (the upstream response phases).
+//!
+//! - A 200 to a pull by digest confirms the repository+digest pair; a GET's body also fills
+//!   the cache when it fits `cache.max_object` and says what it is (`Content-Length`, no
+//!   `Content-Encoding`, any `Docker-Content-Digest` equal to the digest asked for).
+//! - A 404 for the pair forgets it; so does a 202 to a DELETE of that blob or manifest.
+//! - Anything else (a 307 to the storage, a 206, an error) changes nothing.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+
+use super::ctx::RequestCtx;
+use crate::cache::fill::{Fill, FillRequest};
+use crate::cache::Cache;
+use crate::registry::{Action, Endpoint};
+
+/// Reads the registry's response header for a request the cache cares about.
+pub(crate) fn on_response(
+    cache: &Arc<Cache>,
+    response: &ResponseHeader,
+    ctx: &mut RequestCtx,
+    method: &http::Method,
+) {
+    let status = response.status.as_u16();
+    if ctx.route.action == Action::Delete {
+        if let (202, Some((repository, digest))) = (status, deleted(ctx)) {
+            cache.confirmed.forget(&repository, &digest);
+        }
+        return;
+    }
+    let Some((repository, digest)) = ctx.cache_pull.clone() else {
+        return;
+    };
+    match status {
+        200 => cache.confirmed.confirm(&repository, &digest),
+        404 => {
+            cache.confirmed.forget(&repository, &digest);
+            return;
+        }
+        _ => return,
+    }
+    if method != http::Method::GET {
+        return;
+    }
+    let Some(limits) = ctx.settings.cache.as_ref() else {
+        return;
+    };
+    let header = |name: &str| response.headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(size) = header("content-length").and_then(|v| v.parse::<u64>().ok()) else {
+        return;
+    };
+    let same_digest = header("docker-content-digest").is_none_or(|d| d == digest);
+    if size > limits.max_object || header("content-encoding").is_some() || !same_digest {
+        return;
+    }
+    let request = FillRequest {
+        digest,
+        size,
+        content_type: header("content-type")
+            .unwrap_or("application/octet-stream")
+            .to_string(),
+        max_size: limits.max_size,
+    };
+    ctx.cache_fill = Fill::start(cache, request);
+}
+
+/// Feeds one chunk of the body to the fill; the end of the body commits it.
+pub(crate) fn on_body(body: &Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) {
+    let Some(fill) = &ctx.cache_fill else {
+        return;
+    };
+    if let Some(chunk) = body {
+        if !fill.push(chunk) {
+            // Given up: dropping it discards what was written.
+            ctx.cache_fill = None;
+            return;
+        }
+    }
+    if end_of_stream {
+        if let Some(fill) = ctx.cache_fill.take() {
+            fill.finish();
+        }
+    }
+}
+
+/// The repository and digest a DELETE removes (a blob, or a manifest by digest).
+fn deleted(ctx: &RequestCtx) -> Option<(String, String)> {
+    let digest = match &ctx.route.endpoint {
+        Endpoint::Blob { digest } => digest,
+        Endpoint::Manifest { reference } => reference,
+        _ => return None,
+    };
+    Some((ctx.route.repository.clone()?, digest.clone()))
+}

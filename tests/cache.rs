@@ -1,0 +1,348 @@
+//! The cache of pulls by digest (`cache:`), against the real registry with token auth at
+//! the edge and skopeo: hot pulls are answered with the registry stopped, but only for a
+//! token that grants pull and a repository the registry confirmed; tags always go to the
+//! registry; a damaged entry is never delivered whole; entries survive a restart.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::auth::{auth_yaml, login, registry_auth_block};
+use common::images::noise_image;
+use common::{
+    admin_metrics, curl, free_port, make_certs, metric, skopeo, upstream_yaml, wait_for, Certs,
+    Checks, CurlResult, Edge, Registry,
+};
+
+struct Setup {
+    dir: tempfile::TempDir,
+    certs: Certs,
+    registry: Registry,
+    edge: Edge,
+    admin: u16,
+}
+
+impl Setup {
+    fn start(cache_extra: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = make_certs(dir.path());
+        let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
+        let admin = free_port();
+        let edge = Self::edge(dir.path(), &certs, &registry, admin, cache_extra);
+        Setup {
+            dir,
+            certs,
+            registry,
+            edge,
+            admin,
+        }
+    }
+
+    fn edge(dir: &Path, certs: &Certs, registry: &Registry, admin: u16, cache_extra: &str) -> Edge {
+        let extra = format!(
+            "{}admin:\n  listen: \"127.0.0.1:{admin}\"\ncache:\n  dir: {}\n  max_size: 1GiB\n{cache_extra}",
+            auth_yaml(dir, ""),
+            dir.join("cache").display()
+        );
+        Edge::start(
+            dir,
+            certs,
+            &upstream_yaml(&[registry.addr()], "repository_hash"),
+            &extra,
+        )
+    }
+
+    fn restart_edge(&mut self) {
+        self.edge.proc.kill();
+        self.edge = Self::edge(self.dir.path(), &self.certs, &self.registry, self.admin, "");
+    }
+
+    fn ca(&self) -> String {
+        self.certs.ca_dir.join("ca.crt").display().to_string()
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.edge.https_port)
+    }
+
+    /// A bearer token for `user` with `scope`.
+    fn token(&self, user: &str, scope: &str) -> String {
+        let answer = login(&self.edge, &self.ca(), user, &format!("pw-{user}"), scope);
+        answer.json()["token"].as_str().unwrap().to_string()
+    }
+
+    /// GET (or `method`) of `path` with alice's pull token for `repository`.
+    fn get(&self, repository: &str, path: &str, extra: &[&str]) -> CurlResult {
+        let token = self.token("alice", &format!("repository:{repository}:pull"));
+        let bearer = format!("Authorization: Bearer {token}");
+        let ca = self.ca();
+        let mut args = vec!["--cacert", &ca, "-H", &bearer];
+        args.extend_from_slice(extra);
+        let url = self.edge.url(path);
+        args.push(&url);
+        curl(&args)
+    }
+
+    /// Starts the registry again and waits until the edge's health check sees it.
+    fn restart_registry(&mut self) {
+        self.registry.restart();
+        let url = self.edge.url("/v2/");
+        let ca = self.ca();
+        wait_for(
+            "the node to be healthy again",
+            Duration::from_secs(10),
+            || (curl(&["--cacert", &ca, &url]).status == 401).then_some(()),
+        );
+    }
+
+    /// The first layer's digest and size in the manifest `digest` of alice/app.
+    fn layer_of(&self, digest: &str) -> (String, u64) {
+        let out = skopeo(&[
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            self.certs.ca_dir.to_str().unwrap(),
+            "--creds",
+            "alice:pw-alice",
+            &format!("docker://{}/alice/app@{digest}", self.host()),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let layer = &manifest["layers"][0];
+        (
+            layer["digest"].as_str().unwrap().to_string(),
+            layer["size"].as_u64().unwrap(),
+        )
+    }
+
+    fn metric(&self, event: &str) -> f64 {
+        let text = admin_metrics(self.admin);
+        metric(
+            &text,
+            &format!("registry_edge_cache_events_total{{event=\"{event}\"}}"),
+        )
+        .unwrap_or(0.0)
+    }
+
+    /// skopeo pull of `reference` (after the host) into a fresh OCI layout; the layout's
+    /// blob names (digests) on success.
+    fn pull(&self, reference: &str, into: &str) -> Result<Vec<String>, String> {
+        let target = self.dir.path().join(into);
+        let out = skopeo(&[
+            "copy",
+            "--src-cert-dir",
+            self.certs.ca_dir.to_str().unwrap(),
+            "--src-creds",
+            "alice:pw-alice",
+            &format!("docker://{}/{reference}", self.host()),
+            &format!("oci:{}:x", target.display()),
+        ]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(blob_names(&target))
+    }
+}
+
+fn blob_names(layout: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The file `cacache` keeps `digest`'s content in (its `content-v2` layout).
+fn content_file(cache: &Path, digest: &str) -> PathBuf {
+    let hex = &digest["sha256:".len()..];
+    cache
+        .join("content-v2/sha256")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(&hex[4..])
+}
+
+#[test]
+fn hot_pulls_are_served_from_the_cache_only_to_whom_the_registry_confirmed() {
+    let mut s = Setup::start("");
+    let layout = s.dir.path().join("layout");
+    let source = noise_image(&layout, "v1", 100 << 20, 11);
+    let digest_file = s.dir.path().join("pushed-digest");
+    let pushed = skopeo(&[
+        "copy",
+        "--digestfile",
+        digest_file.to_str().unwrap(),
+        "--dest-cert-dir",
+        s.certs.ca_dir.to_str().unwrap(),
+        "--dest-creds",
+        "alice:pw-alice",
+        &source,
+        &format!("docker://{}/alice/app:v1", s.host()),
+    ]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    // skopeo compresses the layer on the way: the registry's digests are the pushed ones.
+    let manifest = std::fs::read_to_string(&digest_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let (layer, layer_size) = s.layer_of(&manifest);
+
+    let first = s
+        .pull(&format!("alice/app@{manifest}"), "first")
+        .expect("cold pull");
+    // Manifest, config and layer, each filled once its digest matched.
+    wait_for("three fills", Duration::from_secs(30), || {
+        (s.metric("fill") >= 3.0).then_some(())
+    });
+    let layer_file = content_file(&s.dir.path().join("cache"), &layer);
+    assert_eq!(std::fs::metadata(&layer_file).unwrap().len(), layer_size);
+
+    let mut checks = Checks::new();
+    checks.run(
+        "a repository the registry says lacks the blob gets 404",
+        || {
+            let answer = s.get(
+                "alice/other",
+                &format!("/v2/alice/other/blobs/{layer}"),
+                &["-I"],
+            );
+            assert_eq!(answer.status, 404);
+        },
+    );
+    s.registry.stop();
+    checks.run(
+        "with the registry stopped, a pull by digest is answered whole",
+        || {
+            let again = s
+                .pull(&format!("alice/app@{manifest}"), "second")
+                .expect("hot pull");
+            assert_eq!(again, first);
+        },
+    );
+    checks.run("a pull by tag still asks the registry", || {
+        let answer = s.get("alice/app", "/v2/alice/app/manifests/v1", &[]);
+        assert!(matches!(answer.status, 502 | 503), "{}", answer.status);
+        assert!(answer.json()["errors"][0]["code"].is_string());
+    });
+    checks.run(
+        "a repository the registry never confirmed is not answered",
+        || {
+            let answer = s.get(
+                "alice/other",
+                &format!("/v2/alice/other/blobs/{layer}"),
+                &[],
+            );
+            assert!(matches!(answer.status, 502 | 503), "{}", answer.status);
+        },
+    );
+    checks.run("a token without pull on the repository gets 401", || {
+        let token = s.token("bob", "repository:alice/app:pull");
+        let answer = curl(&[
+            "--cacert",
+            &s.ca(),
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &s.edge.url(&format!("/v2/alice/app/blobs/{layer}")),
+        ]);
+        assert_eq!(answer.status, 401);
+        assert!(answer.body.len() < 1000, "blob bytes sent to bob");
+    });
+    checks.run("HEAD, If-None-Match and Range from the cache", || {
+        let path = format!("/v2/alice/app/blobs/{layer}");
+        let head = s.get("alice/app", &path, &["-I"]);
+        assert_eq!(head.status, 200);
+        assert_eq!(
+            head.header("content-length"),
+            Some(layer_size.to_string().as_str())
+        );
+        assert_eq!(head.header("docker-content-digest"), Some(layer.as_str()));
+        let etag = head.header("etag").unwrap().to_string();
+        let cached = s.get(
+            "alice/app",
+            &path,
+            &["-H", &format!("If-None-Match: {etag}")],
+        );
+        assert_eq!(cached.status, 304);
+        let part = s.get("alice/app", &path, &["-H", "Range: bytes=1000-1999"]);
+        assert_eq!(part.status, 206);
+        let whole = std::fs::read(&layer_file).unwrap();
+        assert_eq!(part.body, &whole[1000..2000]);
+        let size = whole.len();
+        assert_eq!(
+            part.header("content-range"),
+            Some(format!("bytes 1000-1999/{size}").as_str())
+        );
+    });
+    checks.run("a restart keeps the entries", || {
+        s.restart_edge();
+        let size = metric(&admin_metrics(s.admin), "registry_edge_cache_size_bytes").unwrap_or(0.0);
+        assert!(size >= layer_size as f64, "index not rebuilt: {size} bytes");
+        // The pairs the registry confirmed are the process's: confirm again after a restart.
+        s.restart_registry();
+        s.pull(&format!("alice/app@{manifest}"), "third")
+            .expect("pull after restart");
+        assert_eq!(s.metric("fill"), 0.0, "entries were filled again");
+        s.registry.stop();
+        let hot = s
+            .pull(&format!("alice/app@{manifest}"), "fourth")
+            .expect("hot pull after restart");
+        assert_eq!(hot, first);
+    });
+    checks.run("a DELETE through the edge forgets the pair", || {
+        s.restart_registry();
+        let token = s.token("alice", "repository:alice/app:pull,delete");
+        let path = format!("/v2/alice/app/manifests/{manifest}");
+        let bearer = format!("Authorization: Bearer {token}");
+        let deleted = curl(&[
+            "--cacert",
+            &s.ca(),
+            "-H",
+            &bearer,
+            "-X",
+            "DELETE",
+            &s.edge.url(&path),
+        ]);
+        assert_eq!(deleted.status, 202, "{}", deleted.text());
+        s.registry.stop();
+        let answer = s.get("alice/app", &path, &[]);
+        assert!(
+            matches!(answer.status, 502 | 503),
+            "served after DELETE: {}",
+            answer.status
+        );
+    });
+    checks.run(
+        "an altered entry is never delivered whole, and is dropped",
+        || {
+            let mut bytes = std::fs::read(&layer_file).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0xff;
+            std::fs::write(&layer_file, &bytes).unwrap();
+            let before = s.metric("mismatch");
+            let answer = s.get("alice/app", &format!("/v2/alice/app/blobs/{layer}"), &[]);
+            assert!(
+                answer.status != 200 || answer.body.len() < bytes.len(),
+                "the altered blob came whole"
+            );
+            assert!(answer.body != bytes, "the altered content was delivered");
+            assert!(s.metric("mismatch") > before);
+            let after = s.get("alice/app", &format!("/v2/alice/app/blobs/{layer}"), &[]);
+            assert!(
+                matches!(after.status, 502 | 503),
+                "the entry was not dropped: {}",
+                after.status
+            );
+        },
+    );
+    checks.finish();
+}
