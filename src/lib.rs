@@ -61,7 +61,7 @@ pub(crate) mod admin;
 pub mod auth;
 #[doc(hidden)]
 pub mod bench_support;
-pub(crate) mod cache;
+pub mod cache;
 pub mod certgen;
 pub mod config;
 pub mod drain;

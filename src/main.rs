@@ -55,6 +55,11 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         cost: u32,
     },
+    /// The cache of pulls (`cache:` in the configuration).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
     /// Write a self-signed TLS certificate and a token-signing key pair for development.
     GenCerts {
         #[arg(long)]
@@ -65,6 +70,19 @@ enum Command {
         /// UID[:GID] to own the files (the container image runs as 65532); needs root.
         #[arg(long)]
         owner: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Delete cached entries: all, or one digest. A running edge asks the registry for a
+    /// purged entry on its next pull.
+    Purge {
+        #[arg(long, short, default_value = "conf/registry-edge.yaml")]
+        config: PathBuf,
+        /// Only this entry (`sha256:<hex>`).
+        #[arg(long)]
+        digest: Option<String>,
     },
 }
 
@@ -123,6 +141,29 @@ fn main() -> ExitCode {
             },
             Err(e) => fail(e),
         },
+        Command::Cache {
+            action: CacheAction::Purge { config, digest },
+        } => {
+            let settings = match registry_edge::config::load(&config) {
+                Ok(loaded) => match loaded.cache {
+                    Some(settings) => settings,
+                    None => return fail(format!("{}: no cache section", config.display())),
+                },
+                Err(e) => return fail(e),
+            };
+            match registry_edge::cache::purge(&settings, digest.as_deref()) {
+                Ok(purged) => {
+                    println!(
+                        "purged {} entries ({} bytes) from {}",
+                        purged.entries,
+                        purged.bytes,
+                        settings.dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::HashPassword { user, cost } => {
             let mut password = String::new();
             if let Err(e) = std::io::stdin().read_line(&mut password) {

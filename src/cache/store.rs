@@ -149,6 +149,11 @@ impl Store {
         }
     }
 
+    /// Every cached digest.
+    pub(crate) fn digests(&self) -> Vec<String> {
+        self.lock().entries.iter().map(|(k, _)| k.clone()).collect()
+    }
+
     /// Forgets `digest` whose files are already gone (purged by `registry-edge cache purge`).
     pub(crate) fn forget(&self, digest: &str) {
         let mut index = self.lock();
