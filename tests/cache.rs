@@ -25,6 +25,13 @@ struct Setup {
 
 impl Setup {
     fn start(cache_extra: &str) -> Setup {
+        Self::start_with_size("1GiB", cache_extra)
+    }
+
+    /// Like [`Setup::start`] with another `cache.max_size`.
+    fn start_with_size(max_size: &str, cache_extra: &str) -> Setup {
+        let cache_extra = format!("  max_size: {max_size}\n{cache_extra}");
+        let cache_extra = cache_extra.as_str();
         let dir = tempfile::tempdir().unwrap();
         let certs = make_certs(dir.path());
         let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
@@ -41,7 +48,7 @@ impl Setup {
 
     fn edge(dir: &Path, certs: &Certs, registry: &Registry, admin: u16, cache_extra: &str) -> Edge {
         let extra = format!(
-            "{}admin:\n  listen: \"127.0.0.1:{admin}\"\ncache:\n  dir: {}\n  max_size: 1GiB\n{cache_extra}",
+            "{}admin:\n  listen: \"127.0.0.1:{admin}\"\ncache:\n  dir: {}\n{cache_extra}",
             auth_yaml(dir, ""),
             dir.join("cache").display()
         );
@@ -55,7 +62,14 @@ impl Setup {
 
     fn restart_edge(&mut self) {
         self.edge.proc.kill();
-        self.edge = Self::edge(self.dir.path(), &self.certs, &self.registry, self.admin, "");
+        let extra = "  max_size: 1GiB\n";
+        self.edge = Self::edge(
+            self.dir.path(),
+            &self.certs,
+            &self.registry,
+            self.admin,
+            extra,
+        );
     }
 
     fn ca(&self) -> String {
@@ -345,4 +359,141 @@ fn hot_pulls_are_served_from_the_cache_only_to_whom_the_registry_confirmed() {
         },
     );
     checks.finish();
+}
+
+/// Pushes `bytes` as a blob of alice/`repo` and returns its digest.
+fn push_blob(s: &Setup, repo: &str, bytes: &[u8]) -> String {
+    let token = s.token("alice", &format!("repository:alice/{repo}:pull,push"));
+    let bearer = format!("Authorization: Bearer {token}");
+    let base = format!("https://127.0.0.1:{}", s.edge.https_port);
+    common::push_blob(
+        &base,
+        &s.certs.ca_dir.join("ca.crt"),
+        &format!("alice/{repo}"),
+        bytes,
+        &["-H", &bearer],
+    )
+}
+
+fn noise(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
+        .collect()
+}
+
+#[test]
+fn eviction_keeps_max_size_and_purge_deletes_entries() {
+    let mut s = Setup::start_with_size("3MiB", "  max_object: 2MiB\n");
+    let blobs: Vec<(String, Vec<u8>)> = (0..3u8)
+        .map(|i| {
+            let bytes = noise(1_500_000, i);
+            (push_blob(&s, "evict", &bytes), bytes)
+        })
+        .collect();
+    for (digest, bytes) in &blobs {
+        let answer = s.get(
+            "alice/evict",
+            &format!("/v2/alice/evict/blobs/{digest}"),
+            &[],
+        );
+        assert_eq!(answer.status, 200);
+        assert!(answer.body == *bytes);
+        let fills = blobs.iter().position(|(d, _)| d == digest).unwrap() as f64 + 1.0;
+        wait_for("the fill", Duration::from_secs(10), || {
+            (s.metric("fill") >= fills).then_some(())
+        });
+    }
+    let size = metric(&admin_metrics(s.admin), "registry_edge_cache_size_bytes").unwrap();
+    assert!(size <= (3 << 20) as f64, "{size} bytes over max_size");
+    assert!(s.metric("eviction") >= 1.0);
+    s.registry.stop();
+    let path = |digest: &str| format!("/v2/alice/evict/blobs/{digest}");
+    let first = s.get("alice/evict", &path(&blobs[0].0), &[]);
+    assert!(
+        matches!(first.status, 502 | 503),
+        "the least recently used entry was kept"
+    );
+    let last = s.get("alice/evict", &path(&blobs[2].0), &[]);
+    assert_eq!(last.status, 200);
+
+    let purge = |args: &[&str]| {
+        std::process::Command::new(common::EDGE_BIN)
+            .args(["cache", "purge", "--config"])
+            .arg(&s.edge.config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let refused = purge(&["--digest", "latest"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("sha256:"));
+    let purged = purge(&["--digest", &blobs[2].0]);
+    assert!(
+        purged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&purged.stderr)
+    );
+    assert!(String::from_utf8_lossy(&purged.stdout).contains("purged 1 entries"));
+    let gone = s.get("alice/evict", &path(&blobs[2].0), &[]);
+    assert!(
+        matches!(gone.status, 502 | 503),
+        "a purged entry was served: {}",
+        gone.status
+    );
+}
+
+/// `cache.dir` on a 1 MiB tmpfs: a 3 MiB blob cannot be cached, the pull still succeeds,
+/// caching stops (counted once as an error), and pulls keep working from the registry.
+#[test]
+fn a_full_disk_stops_caching_and_pulls_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+        .arg(&cache)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        return common::skip("a_full_disk", "cannot mount a tmpfs here (needs root)");
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(cache.clone());
+    let certs = make_certs(dir.path());
+    let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
+    let admin = free_port();
+    let edge = Setup::edge(dir.path(), &certs, &registry, admin, "  max_size: 1GiB\n");
+    let s = Setup {
+        dir,
+        certs,
+        registry,
+        edge,
+        admin,
+    };
+    let bytes = noise(3_000_000, 9);
+    let digest = push_blob(&s, "full", &bytes);
+    for _ in 0..3 {
+        let answer = s.get("alice/full", &format!("/v2/alice/full/blobs/{digest}"), &[]);
+        assert_eq!(answer.status, 200);
+        assert!(
+            answer.body == bytes,
+            "the pull was damaged by the full cache"
+        );
+    }
+    wait_for("the error to be counted", Duration::from_secs(10), || {
+        (s.metric("error") >= 1.0).then_some(())
+    });
+    assert_eq!(
+        s.metric("error"),
+        1.0,
+        "caching did not stop after the first error"
+    );
+    assert_eq!(s.metric("fill"), 0.0);
+    let logged = s.edge.log_text().matches("caching stops").count();
+    assert_eq!(logged, 1, "{}", s.edge.log_text());
 }
