@@ -497,3 +497,41 @@ fn a_full_disk_stops_caching_and_pulls_keep_working() {
     let logged = s.edge.log_text().matches("caching stops").count();
     assert_eq!(logged, 1, "{}", s.edge.log_text());
 }
+
+/// Eight clients pulling one cold blob at once cause one registry fetch: the others wait
+/// for its fill and are answered from the cache (the edge's access log names a node only
+/// for requests it sent to the registry).
+#[test]
+fn concurrent_cold_pulls_cause_one_registry_fetch() {
+    let s = Setup::start("");
+    let bytes = noise(20_000_000, 3);
+    let digest = push_blob(&s, "cold", &bytes);
+    let token = s.token("alice", "repository:alice/cold:pull");
+    let path = format!("/v2/alice/cold/blobs/{digest}");
+    // The pair is confirmed first (a HEAD goes to the registry and fills nothing).
+    let head = s.get("alice/cold", &path, &["-I"]);
+    assert_eq!(head.status, 200);
+    let url = s.edge.url(&path);
+    let ca = s.ca();
+    let pulls: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, ca, bearer) = (
+                url.clone(),
+                ca.clone(),
+                format!("Authorization: Bearer {token}"),
+            );
+            std::thread::spawn(move || curl(&["--cacert", &ca, "-H", &bearer, &url]))
+        })
+        .collect();
+    for pull in pulls {
+        let answer = pull.join().unwrap();
+        assert_eq!(answer.status, 200);
+        assert!(answer.body == bytes, "a pull got other bytes");
+    }
+    let log = s.edge.log_text();
+    let fetched = log
+        .lines()
+        .filter(|l| l.contains("method=GET") && l.contains(&digest) && !l.contains("upstream=-"))
+        .count();
+    assert_eq!(fetched, 1, "GETs sent to the registry:\n{log}");
+}

@@ -57,6 +57,9 @@ pub(crate) struct Fill {
 /// `Content-Type`.
 pub(crate) struct FillRequest {
     pub digest: String,
+    /// The leading request's hold on the digest: released when the fill ends, so the
+    /// requests waiting for it then find the entry.
+    pub leader: Option<super::inflight::Leader>,
     pub size: u64,
     pub content_type: String,
     /// `cache.max_size` of the request's settings: the bound eviction keeps to.
@@ -117,6 +120,8 @@ impl Writer {
         if committed {
             metrics().cache_events.with_label_values(&["fill"]).inc();
         }
+        // The requests waiting for this digest look for the entry only now.
+        drop(self.request.leader);
     }
 
     /// Writes until the end of the body; `true` once the entry is committed and indexed.
@@ -203,6 +208,7 @@ mod tests {
     fn request(bytes: &[u8]) -> FillRequest {
         use sha2::Digest;
         FillRequest {
+            leader: None,
             digest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))),
             size: bytes.len() as u64,
             content_type: "application/octet-stream".into(),

@@ -11,12 +11,14 @@
 //! - [`fill`]: an entry written while the registry's answer streams to the client; visible
 //!   only once its SHA-256 matched the digest.
 //! - [`confirmed`]: the repository+digest pairs the registry answered 200 for.
+//! - [`inflight`]: one registry fetch per digest when many pull it cold at once.
 //!
 //! A full disk or an I/O error stops caching (logged once, counted) and every request goes
 //! to the registry as before.
 
 pub(crate) mod confirmed;
 pub(crate) mod fill;
+pub(crate) mod inflight;
 pub(crate) mod store;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +53,8 @@ pub(crate) struct Cache {
     pub confirmed: Confirmed,
     /// Digests being filled now (one fill per digest).
     filling: fill::Filling,
+    /// Digests a leading request is fetching now.
+    inflight: inflight::Inflight,
     /// Set after an I/O error: nothing more is written (already cached entries are still
     /// served; reading verifies them).
     broken: AtomicBool,
@@ -65,6 +69,7 @@ impl Cache {
             store,
             confirmed: Confirmed::new(),
             filling: fill::Filling::default(),
+            inflight: inflight::Inflight::default(),
             broken: AtomicBool::new(false),
         })
     }

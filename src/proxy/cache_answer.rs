@@ -25,6 +25,7 @@ use tokio::io::AsyncReadExt;
 
 use super::answer::copy_request_id;
 use super::ctx::RequestCtx;
+use crate::cache::inflight::{self, Role};
 use crate::cache::{Cache, Entry};
 use crate::metrics::metrics;
 use crate::registry::{Action, Endpoint, Route};
@@ -58,15 +59,28 @@ pub(crate) async fn try_serve(
     let Some((repository, digest)) = ctx.cache_pull.clone() else {
         return Ok(false);
     };
-    let entry = match edge_checked && cache.confirmed.holds(&repository, &digest) {
+    let cached = |cache: &Cache| match edge_checked && cache.confirmed.holds(&repository, &digest) {
         true => cache.store.get(&digest),
         false => None,
     };
-    let Some(entry) = entry else {
-        metrics().cache_events.with_label_values(&["miss"]).inc();
-        return Ok(false);
-    };
-    serve(session, cache, &digest, &entry).await
+    if let Some(entry) = cached(cache) {
+        return serve(session, cache, &digest, &entry).await;
+    }
+    // A cold GET: the first fetches from the registry, the others wait for its fill.
+    let get = session.req_header().method == http::Method::GET;
+    if get && edge_checked && cache.writable() {
+        match inflight::join(cache, &digest) {
+            Role::Lead(leader) => ctx.cache_leader = Some(leader),
+            Role::Follow(done) => {
+                inflight::wait(done, ctx.settings.read_timeout).await;
+                if let Some(entry) = cached(cache) {
+                    return serve(session, cache, &digest, &entry).await;
+                }
+            }
+        }
+    }
+    metrics().cache_events.with_label_values(&["miss"]).inc();
+    Ok(false)
 }
 
 /// A `Range` header asked for bytes `start..=end` of the entry.

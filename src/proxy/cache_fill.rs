@@ -57,6 +57,7 @@ pub(crate) fn on_response(
     }
     let request = FillRequest {
         digest,
+        leader: ctx.cache_leader.take(),
         size,
         content_type: header("content-type")
             .unwrap_or("application/octet-stream")

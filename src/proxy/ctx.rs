@@ -55,6 +55,8 @@ pub(crate) struct RequestCtx {
     pub cache_pull: Option<(String, String)>,
     /// The cache entry this response is filling (dropped unfinished = discarded).
     pub cache_fill: Option<crate::cache::fill::Fill>,
+    /// This request leads the registry fetch of its digest (others wait for it).
+    pub cache_leader: Option<crate::cache::inflight::Leader>,
 }
 
 impl RequestCtx {
@@ -86,6 +88,7 @@ impl RequestCtx {
             in_flight: None,
             cache_pull: None,
             cache_fill: None,
+            cache_leader: None,
         }
     }
 }

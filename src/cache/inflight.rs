@@ -1,0 +1,100 @@
+//! One registry fetch per digest when many clients pull it cold at once (a CI fleet
+//! starting together): the first GET becomes the leader and goes to the registry; the
+//! others wait until its fill is committed (or fails) and are then answered from the
+//! cache. A leader that fills nothing (a 404, a 307, a body over `max_object`, a client
+//! gone) releases the others, who then ask the registry themselves.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// The digests being fetched by a leader now.
+#[derive(Default)]
+pub(crate) struct Inflight(Mutex<HashMap<String, watch::Receiver<bool>>>);
+
+/// Held by the leader's request, then by its fill; dropping it releases the waiters.
+pub(crate) struct Leader {
+    cache: std::sync::Arc<super::Cache>,
+    digest: String,
+    done: watch::Sender<bool>,
+}
+
+/// What a request for `digest` should do.
+pub(crate) enum Role {
+    /// Fetch it from the registry; hold this until the fill ends.
+    Lead(Leader),
+    /// Another request is fetching it: wait on this.
+    Follow(watch::Receiver<bool>),
+}
+
+impl Inflight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<bool>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Leads the fetch of `digest`, or follows the request already leading it.
+pub(crate) fn join(cache: &std::sync::Arc<super::Cache>, digest: &str) -> Role {
+    let mut map = cache.inflight.lock();
+    if let Some(receiver) = map.get(digest) {
+        return Role::Follow(receiver.clone());
+    }
+    let (done, receiver) = watch::channel(false);
+    map.insert(digest.to_string(), receiver);
+    Role::Lead(Leader {
+        cache: std::sync::Arc::clone(cache),
+        digest: digest.to_string(),
+        done,
+    })
+}
+
+/// Waits until the leader is done, at most `limit`.
+pub(crate) async fn wait(mut receiver: watch::Receiver<bool>, limit: Duration) {
+    let _ = tokio::time::timeout(limit, receiver.wait_for(|done| *done)).await;
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        self.cache.inflight.lock().remove(&self.digest);
+        let _ = self.done.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CacheSettings;
+
+    #[tokio::test]
+    async fn followers_wait_for_the_leader_and_the_next_request_leads_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = CacheSettings {
+            dir: dir.path().to_path_buf(),
+            max_size: 1 << 20,
+            memory: 0,
+            max_object: 1 << 20,
+        };
+        let cache = std::sync::Arc::new(super::super::Cache::open(&settings).unwrap());
+        let Role::Lead(leader) = join(&cache, "sha256:a") else {
+            panic!("the first request must lead");
+        };
+        let Role::Follow(follower) = join(&cache, "sha256:a") else {
+            panic!("the second request must follow");
+        };
+        assert!(
+            matches!(join(&cache, "sha256:b"), Role::Lead(_)),
+            "another digest"
+        );
+        let waiting = tokio::spawn(wait(follower, Duration::from_secs(10)));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        drop(leader);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the follower was released")
+            .unwrap();
+        assert!(matches!(join(&cache, "sha256:a"), Role::Lead(_)));
+    }
+}
