@@ -101,17 +101,20 @@ impl Setup {
     /// Starts the registry again and waits until the edge's health check sees it.
     fn restart_registry(&mut self) {
         self.registry.restart();
-        let url = self.edge.url("/v2/");
-        let ca = self.ca();
+        // A request with a token goes to the registry (without one the edge answers 401).
+        let token = self.token("alice", "");
+        let bearer = format!("Authorization: Bearer {token}");
+        let (url, ca) = (self.edge.url("/v2/"), self.ca());
         wait_for(
             "the node to be healthy again",
             Duration::from_secs(10),
-            || (curl(&["--cacert", &ca, &url]).status == 401).then_some(()),
+            || (curl(&["--cacert", &ca, "-H", &bearer, &url]).status == 200).then_some(()),
         );
     }
 
-    /// The first layer's digest and size in the manifest `digest` of alice/app.
-    fn layer_of(&self, digest: &str) -> (String, u64) {
+    /// The first layer's digest and size, and the config's digest, in the manifest `digest`
+    /// of alice/app.
+    fn layer_of(&self, digest: &str) -> (String, u64, String) {
         let out = skopeo(&[
             "inspect",
             "--raw",
@@ -131,6 +134,7 @@ impl Setup {
         (
             layer["digest"].as_str().unwrap().to_string(),
             layer["size"].as_u64().unwrap(),
+            manifest["config"]["digest"].as_str().unwrap().to_string(),
         )
     }
 
@@ -209,7 +213,7 @@ fn hot_pulls_are_served_from_the_cache_only_to_whom_the_registry_confirmed() {
         .unwrap()
         .trim()
         .to_string();
-    let (layer, layer_size) = s.layer_of(&manifest);
+    let (layer, layer_size, config) = s.layer_of(&manifest);
 
     let first = s
         .pull(&format!("alice/app@{manifest}"), "first")
@@ -358,6 +362,13 @@ fn hot_pulls_are_served_from_the_cache_only_to_whom_the_registry_confirmed() {
             );
         },
     );
+    checks.run("small objects are answered from memory", || {
+        // The image config was kept in memory when last read whole: its file is not needed.
+        std::fs::remove_file(content_file(&s.dir.path().join("cache"), &config)).unwrap();
+        let answer = s.get("alice/app", &format!("/v2/alice/app/blobs/{config}"), &[]);
+        assert_eq!(answer.status, 200);
+        assert_eq!(common::digest(&answer.body), config);
+    });
     checks.finish();
 }
 

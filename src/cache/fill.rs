@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use super::memory::Memory;
 #[cfg(test)]
 use super::Store;
 use super::{Cache, Entry};
@@ -64,6 +65,8 @@ pub(crate) struct FillRequest {
     pub content_type: String,
     /// `cache.max_size` of the request's settings: the bound eviction keeps to.
     pub max_size: u64,
+    /// `cache.memory` of the request's settings: small objects are kept in memory too.
+    pub memory: u64,
 }
 
 impl Fill {
@@ -135,6 +138,9 @@ impl Writer {
             .size(size)
             .metadata(serde_json::json!({ "content_type": self.request.content_type }));
         let dir = self.cache.store.dir();
+        // A small object is also kept in memory once its digest matched.
+        let keep = Memory::wants(self.request.size, self.request.memory);
+        let mut kept = Vec::with_capacity(if keep { size } else { 0 });
         let mut writer = match opts.open(dir, &self.request.digest).await {
             Ok(writer) => writer,
             Err(e) => {
@@ -146,12 +152,22 @@ impl Writer {
             match message {
                 Message::Chunk(chunk) => {
                     self.queued.fetch_sub(chunk.len() as u64, Ordering::Relaxed);
+                    if keep {
+                        kept.extend_from_slice(&chunk);
+                    }
                     if let Err(e) = writer.write_all(&chunk).await {
                         self.cache.fail("cannot write an entry", &e);
                         return false;
                     }
                 }
-                Message::End => return self.commit(writer).await,
+                Message::End => {
+                    let committed = self.commit(writer).await;
+                    if committed && keep {
+                        let (digest, budget) = (&self.request.digest, self.request.memory);
+                        self.cache.memory.put(digest, Bytes::from(kept), budget);
+                    }
+                    return committed;
+                }
             }
         }
         // The client went away (or the fill fell behind): the temporary file is dropped.
@@ -213,6 +229,7 @@ mod tests {
             size: bytes.len() as u64,
             content_type: "application/octet-stream".into(),
             max_size: 1 << 20,
+            memory: 1 << 20,
         }
     }
 

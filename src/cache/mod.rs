@@ -12,6 +12,7 @@
 //!   only once its SHA-256 matched the digest.
 //! - [`confirmed`]: the repository+digest pairs the registry answered 200 for.
 //! - [`inflight`]: one registry fetch per digest when many pull it cold at once.
+//! - [`memory`]: small hot objects (manifests, configs) also kept in memory.
 //!
 //! A full disk or an I/O error stops caching (logged once, counted) and every request goes
 //! to the registry as before.
@@ -19,6 +20,7 @@
 pub(crate) mod confirmed;
 pub(crate) mod fill;
 pub(crate) mod inflight;
+pub(crate) mod memory;
 pub(crate) mod store;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +53,8 @@ pub enum CacheError {
 pub(crate) struct Cache {
     pub store: Store,
     pub confirmed: Confirmed,
+    /// Verified small objects, served without reading a file.
+    pub memory: memory::Memory,
     /// Digests being filled now (one fill per digest).
     filling: fill::Filling,
     /// Digests a leading request is fetching now.
@@ -68,6 +72,7 @@ impl Cache {
         Ok(Cache {
             store,
             confirmed: Confirmed::new(),
+            memory: memory::Memory::default(),
             filling: fill::Filling::default(),
             inflight: inflight::Inflight::default(),
             broken: AtomicBool::new(false),

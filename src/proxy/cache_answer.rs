@@ -26,6 +26,7 @@ use tokio::io::AsyncReadExt;
 use super::answer::copy_request_id;
 use super::ctx::RequestCtx;
 use crate::cache::inflight::{self, Role};
+use crate::cache::memory::Memory;
 use crate::cache::{Cache, Entry};
 use crate::metrics::metrics;
 use crate::registry::{Action, Endpoint, Route};
@@ -59,12 +60,13 @@ pub(crate) async fn try_serve(
     let Some((repository, digest)) = ctx.cache_pull.clone() else {
         return Ok(false);
     };
+    let memory_budget = ctx.settings.cache.as_ref().map_or(0, |c| c.memory);
     let cached = |cache: &Cache| match edge_checked && cache.confirmed.holds(&repository, &digest) {
         true => cache.store.get(&digest),
         false => None,
     };
     if let Some(entry) = cached(cache) {
-        return serve(session, cache, &digest, &entry).await;
+        return serve(session, cache, &digest, &entry, memory_budget).await;
     }
     // A cold GET: the first fetches from the registry, the others wait for its fill.
     let get = session.req_header().method == http::Method::GET;
@@ -74,7 +76,7 @@ pub(crate) async fn try_serve(
             Role::Follow(done) => {
                 inflight::wait(done, ctx.settings.read_timeout).await;
                 if let Some(entry) = cached(cache) {
-                    return serve(session, cache, &digest, &entry).await;
+                    return serve(session, cache, &digest, &entry, memory_budget).await;
                 }
             }
         }
@@ -135,7 +137,13 @@ fn header_value<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
 
 /// Writes the cached answer for `digest`; `Ok(false)` when its content is gone from the disk
 /// (purged, or removed by hand), so the registry answers instead.
-async fn serve(session: &mut Session, cache: &Cache, digest: &str, entry: &Entry) -> Result<bool> {
+async fn serve(
+    session: &mut Session,
+    cache: &Cache,
+    digest: &str,
+    entry: &Entry,
+    memory_budget: u64,
+) -> Result<bool> {
     let etag = format!("\"{digest}\"");
     let not_modified = header_value(session, "if-none-match")
         .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
@@ -173,39 +181,78 @@ async fn serve(session: &mut Session, cache: &Cache, digest: &str, entry: &Entry
     copy_request_id(session, &mut header)?;
     let body = !head && (status == 200 || status == 206);
     // Opened before anything is written: content that is gone sends the request on.
-    let reader = match body {
-        true => match cacache::Reader::open(cache.store.dir(), digest).await {
-            Ok(reader) => Some(reader),
-            Err(e) => {
-                tracing::warn!("cache: {digest} is gone from the disk ({e}); asking the registry");
-                cache.store.forget(digest);
-                metrics().cache_events.with_label_values(&["miss"]).inc();
-                return Ok(false);
-            }
-        },
+    let source = match body {
         false => None,
+        true => match cache.memory.get(digest) {
+            Some(content) => Some(Source::Memory(content)),
+            None => match cacache::Reader::open(cache.store.dir(), digest).await {
+                Ok(reader) => Some(Source::Disk(reader)),
+                Err(e) => {
+                    tracing::warn!(
+                        "cache: {digest} is gone from the disk ({e}); asking the registry"
+                    );
+                    cache.store.forget(digest);
+                    metrics().cache_events.with_label_values(&["miss"]).inc();
+                    return Ok(false);
+                }
+            },
+        },
     };
     metrics().cache_events.with_label_values(&["hit"]).inc();
     session
         .write_response_header(Box::new(header), false)
         .await?;
-    match reader {
-        Some(reader) => stream(session, cache, reader, digest, start, end).await?,
+    match source {
+        Some(Source::Memory(content)) => {
+            let part = content.slice(start as usize..end as usize);
+            metrics().cache_served_bytes.inc_by(part.len() as u64);
+            session.write_response_body(Some(part), true).await?;
+        }
+        Some(Source::Disk(reader)) => {
+            let keep = Memory::wants(entry.size, memory_budget).then_some(memory_budget);
+            let read = Read {
+                reader,
+                digest,
+                start,
+                end,
+                keep,
+            };
+            stream(session, cache, read).await?;
+        }
         None => session.write_response_body(None, true).await?,
     }
     Ok(true)
 }
 
-/// Sends bytes `start..end` of the entry, reading it whole so its digest is checked; the
-/// last chunk goes only once the digest matched.
-async fn stream(
-    session: &mut Session,
-    cache: &Cache,
-    mut reader: cacache::Reader,
-    digest: &str,
+/// Where a cached body comes from.
+enum Source {
+    /// Verified when it went in: sent as is.
+    Memory(Bytes),
+    /// Verified while read.
+    Disk(cacache::Reader),
+}
+
+/// One read of an entry from the disk: bytes `start..end` are sent; `keep` (the memory
+/// budget) keeps the whole verified content in memory afterwards.
+struct Read<'a> {
+    reader: cacache::Reader,
+    digest: &'a str,
     start: u64,
     end: u64,
-) -> Result<()> {
+    keep: Option<u64>,
+}
+
+/// Sends bytes `start..end` of the entry, reading it whole so its digest is checked; the
+/// last chunk goes only once the digest matched.
+async fn stream(session: &mut Session, cache: &Cache, read: Read<'_>) -> Result<()> {
+    let Read {
+        mut reader,
+        digest,
+        start,
+        end,
+        keep,
+    } = read;
+    let mut kept = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     let mut offset = 0u64;
     let mut held: Option<Bytes> = None;
@@ -215,6 +262,9 @@ async fn stream(
             Ok(n) => n,
             Err(e) => return Err(dropped(cache, digest, &format!("cannot be read ({e})"))),
         };
+        if keep.is_some() {
+            kept.extend_from_slice(&buf[..n]);
+        }
         let (chunk_start, chunk_end) = (offset, offset + n as u64);
         offset = chunk_end;
         let from = start.max(chunk_start);
@@ -232,6 +282,9 @@ async fn stream(
     if reader.check().is_err() || offset < end {
         return Err(dropped(cache, digest, "does not match its digest"));
     }
+    if let Some(budget) = keep {
+        cache.memory.put(digest, Bytes::from(kept), budget);
+    }
     if let Some(last) = &held {
         metrics().cache_served_bytes.inc_by(last.len() as u64);
     }
@@ -246,6 +299,7 @@ fn dropped(cache: &Cache, digest: &str, problem: &str) -> Box<Error> {
         .inc();
     tracing::error!("cache: {digest} {problem}; entry dropped, the answer cut short");
     cache.store.remove(digest);
+    cache.memory.remove(digest);
     Error::explain(ErrorType::InternalError, "cached entry failed verification")
 }
 

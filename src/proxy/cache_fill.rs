@@ -63,6 +63,7 @@ pub(crate) fn on_response(
             .unwrap_or("application/octet-stream")
             .to_string(),
         max_size: limits.max_size,
+        memory: limits.memory,
     };
     ctx.cache_fill = Fill::start(cache, request);
 }
