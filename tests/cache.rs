@@ -546,3 +546,86 @@ fn concurrent_cold_pulls_cause_one_registry_fetch() {
         .count();
     assert_eq!(fetched, 1, "GETs sent to the registry:\n{log}");
 }
+
+/// Without `auth` at the edge (proxy only), a cached body is served only after the
+/// registry answered a `HEAD` with the client's own credentials: here the registry checks
+/// htpasswd users itself.
+#[test]
+fn proxy_only_mode_asks_the_registry_with_the_clients_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = common::auth::htpasswd(dir.path());
+    let registry = Registry::start_with(
+        dir.path(),
+        "node",
+        &format!(
+            "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+            users.display()
+        ),
+    );
+    let certs = make_certs(dir.path());
+    let admin = free_port();
+    let extra = format!(
+        "admin:\n  listen: \"127.0.0.1:{admin}\"\ncache:\n  dir: {}\n  max_size: 1GiB\n",
+        dir.path().join("cache").display()
+    );
+    let edge = Edge::start(
+        dir.path(),
+        &certs,
+        &upstream_yaml(&[registry.addr()], "repository_hash"),
+        &extra,
+    );
+    let ca = certs.ca_dir.join("ca.crt");
+    let bytes = noise(2_000_000, 5);
+    let base = format!("https://127.0.0.1:{}", edge.https_port);
+    let digest = common::push_blob(&base, &ca, "alice/app", &bytes, &["-u", "alice:pw-alice"]);
+    let get = |repo: &str, creds: &str| {
+        curl(&[
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-u",
+            creds,
+            &edge.url(&format!("/v2/{repo}/blobs/{digest}")),
+        ])
+    };
+    let events = |event: &str| {
+        let text = admin_metrics(admin);
+        metric(
+            &text,
+            &format!("registry_edge_cache_events_total{{event=\"{event}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(get("alice/app", "alice:pw-alice").status, 200);
+    wait_for("the fill", Duration::from_secs(10), || {
+        (events("fill") >= 1.0).then_some(())
+    });
+
+    let mut checks = Checks::new();
+    checks.run(
+        "the registry's 200 to the HEAD lets the cache answer",
+        || {
+            let hits = events("hit");
+            let answer = get("alice/app", "alice:pw-alice");
+            assert_eq!(answer.status, 200);
+            assert!(answer.body == bytes);
+            assert_eq!(events("hit"), hits + 1.0, "not answered from the cache");
+        },
+    );
+    checks.run(
+        "wrong credentials get the registry's 401, not the blob",
+        || {
+            let hits = events("hit");
+            let answer = get("alice/app", "alice:wrong");
+            assert_eq!(answer.status, 401);
+            assert!(answer.body.len() < 1000);
+            assert_eq!(events("hit"), hits);
+        },
+    );
+    checks.run(
+        "a repository without the blob gets the registry's 404",
+        || {
+            assert_eq!(get("alice/other", "alice:pw-alice").status, 404);
+        },
+    );
+    checks.finish();
+}

@@ -32,6 +32,10 @@ use crate::metrics::metrics;
 pub(crate) use confirmed::Confirmed;
 pub(crate) use store::{Entry, Store};
 
+/// How long a proxy-only mode `HEAD` to the registry may take before the request is sent
+/// on to the registry as usual.
+const REGISTRY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Why the cache could not be opened at start.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -40,6 +44,8 @@ pub enum CacheError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot build the client that asks the registry: {0}")]
+    Client(String),
     #[error("{0:?} is not a digest the cache keeps (sha256:<64 lowercase hex>)")]
     Digest(String),
     #[error("cache.dir {}: cannot read its entries: {source}", dir.display())]
@@ -59,6 +65,8 @@ pub(crate) struct Cache {
     filling: fill::Filling,
     /// Digests a leading request is fetching now.
     inflight: inflight::Inflight,
+    /// Asks a registry node whether a client may pull a digest (proxy-only mode).
+    pub registry_client: reqwest::Client,
     /// Set after an I/O error: nothing more is written (already cached entries are still
     /// served; reading verifies them).
     broken: AtomicBool,
@@ -75,6 +83,8 @@ impl Cache {
             memory: memory::Memory::default(),
             filling: fill::Filling::default(),
             inflight: inflight::Inflight::default(),
+            registry_client: crate::auth::users::trust::http_client(None, REGISTRY_CHECK_TIMEOUT)
+                .map_err(|e| CacheError::Client(e.to_string()))?,
             broken: AtomicBool::new(false),
         })
     }

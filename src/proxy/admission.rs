@@ -24,6 +24,7 @@ use crate::error::RegistryError;
 use crate::limits::Admission;
 use crate::settings::Settings;
 use crate::tls::CertResolver;
+use crate::upstream::NodePool;
 
 /// What one admission step decided.
 pub(crate) enum Outcome {
@@ -95,6 +96,8 @@ pub(crate) struct Admitter<'a> {
     pub certificates: &'a CertResolver,
     /// The cache, when `cache` is configured.
     pub cache: Option<&'a Arc<Cache>>,
+    /// The registry nodes (the cache's proxy-only check asks one).
+    pub pool: &'a NodePool,
 }
 
 impl Admitter<'_> {
@@ -160,7 +163,9 @@ impl Admitter<'_> {
                     ctx.cache_pull = cache_answer::pull_by_digest(&ctx.route);
                     // Only a token the edge checked proves pull on the repository.
                     let edge_checked = settings.auth.is_some() || !settings.trusted.is_empty();
-                    match cache_answer::try_serve(session, ctx, cache, edge_checked).await? {
+                    let served =
+                        cache_answer::try_serve(session, ctx, cache, edge_checked, self.pool);
+                    match served.await? {
                         true => Outcome::Answered,
                         false => Outcome::Next,
                     }

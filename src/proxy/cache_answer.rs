@@ -16,6 +16,7 @@
 //! request therefore reads the whole entry.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -30,6 +31,7 @@ use crate::cache::memory::Memory;
 use crate::cache::{Cache, Entry};
 use crate::metrics::metrics;
 use crate::registry::{Action, Endpoint, Route};
+use crate::upstream::NodePool;
 
 /// Bytes read from the disk at a time.
 const CHUNK: usize = 64 * 1024;
@@ -50,12 +52,15 @@ pub(crate) fn pull_by_digest(route: &Route) -> Option<(String, String)> {
 }
 
 /// Answers from the cache when allowed and cached; `Ok(false)` sends the request on to the
-/// registry. `edge_checked`: the token step verified pull on the repository.
+/// registry. `edge_checked`: the token step verified pull on the repository; without it
+/// (proxy-only mode) the registry is asked with the client's credentials (`pool` picks the
+/// node).
 pub(crate) async fn try_serve(
     session: &mut Session,
     ctx: &mut RequestCtx,
     cache: &Arc<Cache>,
     edge_checked: bool,
+    pool: &NodePool,
 ) -> Result<bool> {
     let Some((repository, digest)) = ctx.cache_pull.clone() else {
         return Ok(false);
@@ -67,6 +72,13 @@ pub(crate) async fn try_serve(
     };
     if let Some(entry) = cached(cache) {
         return serve(session, cache, &digest, &entry, memory_budget).await;
+    }
+    if !edge_checked && session.req_header().method == http::Method::GET {
+        if let Some(entry) = cache.store.get(&digest) {
+            if registry_allows(session, ctx, cache, pool).await {
+                return serve(session, cache, &digest, &entry, memory_budget).await;
+            }
+        }
     }
     // A cold GET: the first fetches from the registry, the others wait for its fill.
     let get = session.req_header().method == http::Method::GET;
@@ -83,6 +95,47 @@ pub(crate) async fn try_serve(
     }
     metrics().cache_events.with_label_values(&["miss"]).inc();
     Ok(false)
+}
+
+/// Proxy-only mode: the request as a `HEAD` to the registry node it would go to, with the
+/// client's `Authorization`. A 200 allows the cached body (and confirms the pair); a 404
+/// forgets the pair; anything else, or no answer, sends the request on as usual.
+async fn registry_allows(
+    session: &Session,
+    ctx: &RequestCtx,
+    cache: &Cache,
+    pool: &NodePool,
+) -> bool {
+    let Some((repository, digest)) = &ctx.cache_pull else {
+        return false;
+    };
+    let Some(node) = pool.select(Some(repository), &[]) else {
+        return false;
+    };
+    let mut head = cache
+        .registry_client
+        .head(format!("http://{node}{}", ctx.path))
+        .timeout(ctx.settings.read_timeout.min(Duration::from_secs(10)));
+    for name in [http::header::AUTHORIZATION, http::header::ACCEPT] {
+        if let Some(value) = session.req_header().headers.get(&name) {
+            head = head.header(name, value.clone());
+        }
+    }
+    match head.send().await.map(|answer| answer.status().as_u16()) {
+        Ok(200) => {
+            cache.confirmed.confirm(repository, digest);
+            true
+        }
+        Ok(404) => {
+            cache.confirmed.forget(repository, digest);
+            false
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::debug!("cache: the registry check of {digest} failed: {e}");
+            false
+        }
+    }
 }
 
 /// A `Range` header asked for bytes `start..=end` of the entry.

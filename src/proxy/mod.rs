@@ -92,6 +92,7 @@ impl ProxyHttp for EdgeProxy {
         let admitter = Admitter {
             certificates: &self.certificates,
             cache: self.cache.as_ref(),
+            pool: &self.pool,
         };
         admitter.admit(session, ctx).await
     }
