@@ -629,3 +629,49 @@ fn proxy_only_mode_asks_the_registry_with_the_clients_credentials() {
     );
     checks.finish();
 }
+
+/// A layer cached for one repository is served for another only after the registry
+/// answered a HEAD for that repository: a cross-repository mount makes the second hold it.
+#[test]
+fn another_repository_is_served_once_the_registry_says_it_holds_the_digest() {
+    let mut s = Setup::start("");
+    let bytes = noise(2_000_000, 7);
+    let digest = push_blob(&s, "first", &bytes);
+    let path = |repo: &str| format!("/v2/alice/{repo}/blobs/{digest}");
+    assert_eq!(s.get("alice/first", &path("first"), &[]).status, 200);
+    wait_for("the fill", Duration::from_secs(10), || {
+        (s.metric("fill") >= 1.0).then_some(())
+    });
+    // Not in alice/second yet: the registry's answer to the HEAD is 404.
+    assert_eq!(s.get("alice/second", &path("second"), &[]).status, 404);
+    // A mount puts it there (the registry links the existing blob).
+    let token = s.token(
+        "alice",
+        "repository:alice/second:pull,push&scope=repository:alice/first:pull",
+    );
+    let mount = s.edge.url(&format!(
+        "/v2/alice/second/blobs/uploads/?mount={digest}&from=alice/first"
+    ));
+    let mounted = curl(&[
+        "--cacert",
+        &s.ca(),
+        "-X",
+        "POST",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &mount,
+    ]);
+    assert_eq!(mounted.status, 201, "{}", mounted.text());
+    let hits = s.metric("hit");
+    let answer = s.get("alice/second", &path("second"), &[]);
+    assert_eq!(answer.status, 200);
+    assert!(answer.body == bytes);
+    assert_eq!(
+        s.metric("hit"),
+        hits + 1.0,
+        "the second repository's pull was not answered from the cache"
+    );
+    // Confirmed now: answered with the registry stopped.
+    s.registry.stop();
+    assert_eq!(s.get("alice/second", &path("second"), &[]).status, 200);
+}

@@ -4,8 +4,11 @@
 //! `GET`/`HEAD` of a blob, or of a manifest by digest (tags move; a tag is always asked of
 //! the registry); the edge itself checked a token granting pull on the repository (its own
 //! realm or a trusted issuer's); the registry confirmed this repository holds this digest;
-//! and the entry is cached. Otherwise the request goes to the registry, which fills the
-//! cache and confirms the pair (`cache_fill`).
+//! and the entry is cached. A cached digest not yet confirmed for the repository (another
+//! repository's pull cached it), and every GET in proxy-only mode (no token checked at the
+//! edge), is first sent to the registry as a `HEAD` with the client's `Authorization`: only
+//! its 200 lets the cache answer. Otherwise the request goes to the registry, which fills
+//! the cache and confirms the pair (`cache_fill`).
 //!
 //! HTTP as the registry answers: `Content-Length`, `Content-Type`, `Docker-Content-Digest`,
 //! `ETag`; `If-None-Match` → 304; one `Range` → 206 with `Content-Range` (416 when it
@@ -53,8 +56,8 @@ pub(crate) fn pull_by_digest(route: &Route) -> Option<(String, String)> {
 
 /// Answers from the cache when allowed and cached; `Ok(false)` sends the request on to the
 /// registry. `edge_checked`: the token step verified pull on the repository; without it
-/// (proxy-only mode) the registry is asked with the client's credentials (`pool` picks the
-/// node).
+/// (proxy-only mode) only the registry's `HEAD` answer lets the cache answer (`pool` picks
+/// the node asked).
 pub(crate) async fn try_serve(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -73,7 +76,9 @@ pub(crate) async fn try_serve(
     if let Some(entry) = cached(cache) {
         return serve(session, cache, &digest, &entry, memory_budget).await;
     }
-    if !edge_checked && session.req_header().method == http::Method::GET {
+    // Not (yet) confirmed for this repository, or proxy-only mode: the registry decides
+    // with a HEAD whether this client may have what another repository's pull cached.
+    if session.req_header().method == http::Method::GET {
         if let Some(entry) = cache.store.get(&digest) {
             if registry_allows(session, ctx, cache, pool).await {
                 return serve(session, cache, &digest, &entry, memory_budget).await;
@@ -97,9 +102,10 @@ pub(crate) async fn try_serve(
     Ok(false)
 }
 
-/// Proxy-only mode: the request as a `HEAD` to the registry node it would go to, with the
-/// client's `Authorization`. A 200 allows the cached body (and confirms the pair); a 404
-/// forgets the pair; anything else, or no answer, sends the request on as usual.
+/// The request as a `HEAD` to the registry node it would go to, with the client's
+/// `Authorization` (a token the edge checked, or in proxy-only mode whatever the registry
+/// checks). A 200 allows the cached body (and confirms the pair); a 404 forgets the pair;
+/// anything else, or no answer, sends the request on as usual.
 async fn registry_allows(
     session: &Session,
     ctx: &RequestCtx,
