@@ -239,7 +239,7 @@ class Bench:
 
     # ---- proxies ---------------------------------------------------------------------
 
-    def edge(self, upstream_port, threads, auth):
+    def edge(self, upstream_port, threads, auth, extra=""):
         port = free_port()
         conf = os.path.join(self.work, f"edge-{port}.yaml")
         auth_yaml = ""
@@ -258,7 +258,7 @@ class Bench:
                 f"threads: {threads}, shutdown_grace: 1s }}\n"
                 "tls: { certificates: [ { cert: certs/tls.crt, key: certs/tls.key } ] }\n"
                 f"upstream: {{ nodes: [\"127.0.0.1:{upstream_port}\"], read_timeout: 900s, "
-                "health_check: { interval: 1s } }\n" + auth_yaml
+                "health_check: { interval: 1s } }\n" + auth_yaml + extra
             )
         env = dict(os.environ, REGISTRY_EDGE_LOG="info")
         p = self.start(f"edge-{port}", [EDGE, "run", "--config", conf], env)

@@ -23,7 +23,11 @@ use crate::metrics::metrics;
 
 /// Bytes a fill may have queued for the disk before it is given up (the client is not
 /// slowed down for the cache's sake).
-const MAX_QUEUED: u64 = 64 << 20;
+const MAX_QUEUED: u64 = 16 << 20;
+
+/// Bytes gathered before one write: each write is a hop to Tokio's blocking pool
+/// (`cacache` writes through `spawn_blocking`), so body chunks of a few KiB are coalesced.
+const WRITE_SIZE: usize = 1 << 20;
 
 enum Message {
     Chunk(Bytes),
@@ -148,6 +152,7 @@ impl Writer {
                 return false;
             }
         };
+        let mut pending = Vec::with_capacity(WRITE_SIZE.min(size));
         while let Some(message) = receiver.recv().await {
             match message {
                 Message::Chunk(chunk) => {
@@ -155,12 +160,17 @@ impl Writer {
                     if keep {
                         kept.extend_from_slice(&chunk);
                     }
-                    if let Err(e) = writer.write_all(&chunk).await {
-                        self.cache.fail("cannot write an entry", &e);
+                    pending.extend_from_slice(&chunk);
+                    if pending.len() >= WRITE_SIZE
+                        && !self.write_out(&mut writer, &mut pending).await
+                    {
                         return false;
                     }
                 }
                 Message::End => {
+                    if !self.write_out(&mut writer, &mut pending).await {
+                        return false;
+                    }
                     let committed = self.commit(writer).await;
                     if committed && keep {
                         let (digest, budget) = (&self.request.digest, self.request.memory);
@@ -172,6 +182,16 @@ impl Writer {
         }
         // The client went away (or the fill fell behind): the temporary file is dropped.
         false
+    }
+
+    /// Writes what was gathered; `false` after an I/O error (caching stops).
+    async fn write_out(&self, writer: &mut cacache::Writer, pending: &mut Vec<u8>) -> bool {
+        if let Err(e) = writer.write_all(pending).await {
+            self.cache.fail("cannot write an entry", &e);
+            return false;
+        }
+        pending.clear();
+        true
     }
 
     async fn commit(&self, writer: cacache::Writer) -> bool {
