@@ -21,9 +21,13 @@ use super::Store;
 use super::{Cache, Entry};
 use crate::metrics::metrics;
 
-/// Bytes a fill may have queued for the disk before it is given up (the client is not
-/// slowed down for the cache's sake).
-const MAX_QUEUED: u64 = 16 << 20;
+/// Bytes a fill may have queued for the disk before it is given up.
+const MAX_QUEUED: u64 = 64 << 20;
+
+/// Above this backlog the client's answer is paced (a millisecond per chunk) so the disk
+/// catches up, rather than giving the fill up: the cost of a cold pull is bounded by the
+/// disk's speed only when the disk is the slower side.
+pub(crate) const PACE_ABOVE: u64 = 32 << 20;
 
 /// Bytes gathered before one write: each write is a hop to Tokio's blocking pool
 /// (`cacache` writes through `spawn_blocking`), so body chunks of a few KiB are coalesced.
@@ -105,6 +109,11 @@ impl Fill {
             return false;
         }
         self.sender.send(Message::Chunk(chunk.clone())).is_ok()
+    }
+
+    /// Bytes handed over and not yet written.
+    pub(crate) fn backlog(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// The body ended: commit if size and digest match.

@@ -12,7 +12,9 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 
 use super::ctx::RequestCtx;
-use crate::cache::fill::{Fill, FillRequest};
+use std::time::Duration;
+
+use crate::cache::fill::{self, Fill, FillRequest};
 use crate::cache::Cache;
 use crate::registry::{Action, Endpoint};
 
@@ -68,23 +70,28 @@ pub(crate) fn on_response(
     ctx.cache_fill = Fill::start(cache, request);
 }
 
-/// Feeds one chunk of the body to the fill; the end of the body commits it.
-pub(crate) fn on_body(body: &Option<Bytes>, end_of_stream: bool, ctx: &mut RequestCtx) {
-    let Some(fill) = &ctx.cache_fill else {
-        return;
-    };
+/// Feeds one chunk of the body to the fill; the end of the body commits it. Returns a
+/// pause for the client's answer while the disk is far behind (`fill::PACE_ABOVE`).
+pub(crate) fn on_body(
+    body: &Option<Bytes>,
+    end_of_stream: bool,
+    ctx: &mut RequestCtx,
+) -> Option<Duration> {
+    let fill = ctx.cache_fill.as_ref()?;
     if let Some(chunk) = body {
         if !fill.push(chunk) {
             // Given up: dropping it discards what was written.
             ctx.cache_fill = None;
-            return;
+            return None;
         }
     }
     if end_of_stream {
         if let Some(fill) = ctx.cache_fill.take() {
             fill.finish();
         }
+        return None;
     }
+    (fill.backlog() > fill::PACE_ABOVE).then_some(Duration::from_millis(1))
 }
 
 /// The repository and digest a DELETE removes (a blob, or a manifest by digest).

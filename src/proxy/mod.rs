@@ -175,8 +175,7 @@ impl ProxyHttp for EdgeProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        cache_fill::on_body(body, end_of_stream, ctx);
-        Ok(None)
+        Ok(cache_fill::on_body(body, end_of_stream, ctx))
     }
 
     async fn response_filter(
