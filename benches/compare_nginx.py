@@ -12,7 +12,8 @@ its default buffering ("nginx-buf"). Each proxy gets the same number of worker t
 measurement alternates the proxies A/B/A/B for --reps rounds and reports medians.
 
 Then the pinned small-request pass against nginx, HAProxy and Caddy (benches/small_requests.py;
-skip with --no-peers). Writes a Markdown table to benches/results/latest.md and prints it.
+skip with --no-peers) and the cache pass (benches/cache.py; skip with --no-cache). Writes a
+Markdown table to benches/results/latest.md and prints it.
 Needs root for apt-get when tools are missing (nginx-light, wrk, nghttp2-client, ...).
 """
 
@@ -592,6 +593,8 @@ def main():
     ap.add_argument("--skip-setup", action="store_true", help="do not apt-get or cargo build")
     ap.add_argument("--no-peers", action="store_true",
                     help="skip the pinned small-request pass against nginx, HAProxy and Caddy")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="skip the cache pass (benches/cache.py)")
     args = ap.parse_args()
     if args.quick:
         args.reps, args.duration, args.big_mib, args.concurrent_mib = 1, 2, 256, 64
@@ -674,6 +677,8 @@ def main():
     md = table.markdown(header)
     if not args.no_peers:
         md += "\n" + small_requests_against_peers(args)
+    if not args.no_cache:
+        md += "\n" + cache_pass(args)
     with open(args.out, "w") as f:
         f.write(md)
     print(md)
@@ -689,6 +694,20 @@ def small_requests_against_peers(args):
     log("== small requests, proxy pinned to one core, against nginx, HAProxy and Caddy")
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(ROOT, "benches", "results", "small_requests.md")) as f:
+        return f.read()
+
+
+def cache_pass(args):
+    """The cache against nginx and the uncached edge (benches/cache.py, which also writes
+    benches/results/cache.md)."""
+    out = os.path.join(ROOT, "benches", "results", "cache.md")
+    cmd = [sys.executable, os.path.join(ROOT, "benches", "cache.py"), "--skip-setup",
+           "--reps", str(args.reps), "--threads", str(args.threads), "--out", out]
+    if args.quick:
+        cmd.append("--quick")
+    log("== the cache: hot pulls, small blobs and cold pulls")
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    with open(out) as f:
         return f.read()
 
 
