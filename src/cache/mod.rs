@@ -167,6 +167,30 @@ fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
     }
 }
 
+/// The `cacache` integrity a digest names, if it is a SHA-256 digest.
+pub(crate) fn integrity_of(digest: &str) -> Option<cacache::Integrity> {
+    cacache::Integrity::from_hex(sha256_hex(digest)?, cacache::Algorithm::Sha256).ok()
+}
+
+/// Opens `digest`'s content for a read that checks it against the digest itself.
+pub(crate) async fn open_content(
+    dir: &Path,
+    digest: &str,
+) -> Result<cacache::Reader, cacache::Error> {
+    let integrity = integrity_of(digest)
+        .ok_or_else(|| cacache::Error::EntryNotFound(dir.to_path_buf(), digest.to_string()))?;
+    cacache::Reader::open_hash(dir, integrity).await
+}
+
+/// Whether a `cacache` error says the content is not there (purged, removed by hand).
+pub(crate) fn is_not_found(error: &cacache::Error) -> bool {
+    match error {
+        cacache::Error::EntryNotFound(..) => true,
+        cacache::Error::IoError(e, _) => e.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
 /// The hex part of `sha256:<64 hex>`, or `None` for any other digest (only SHA-256
 /// content is cached: it is what the registry and the `cacache` store both verify).
 pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {

@@ -54,7 +54,11 @@ impl Store {
                     })
                 }
             };
-            if super::sha256_hex(&meta.key).is_none() || !content_exists(dir, &meta.integrity) {
+            // An index entry must name its own digest's content: one pointing elsewhere (or
+            // at nothing) is not an entry.
+            let names_itself = super::integrity_of(&meta.key)
+                .is_some_and(|own| own.matches(&meta.integrity).is_some());
+            if !names_itself || !content_exists(dir, &meta.integrity) {
                 continue;
             }
             let content_type = meta.metadata["content_type"]
@@ -164,14 +168,22 @@ impl Store {
     }
 
     /// Removes the index entry and the content. Content is shared by nothing else: the key
-    /// is the content's own digest.
+    /// is the content's own digest. Unlinking a large file can take a while, so inside the
+    /// runtime it goes to the blocking pool.
     fn delete_files(&self, digest: &str) {
-        if let Ok(Some(meta)) = cacache::index::find(&self.dir, digest) {
-            let _ = cacache::remove_hash_sync(&self.dir, &meta.integrity);
+        let (dir, digest) = (self.dir.clone(), digest.to_string());
+        let delete = move || {
+            if let Ok(Some(meta)) = cacache::index::find(&dir, &digest) {
+                let _ = cacache::remove_hash_sync(&dir, &meta.integrity);
+            }
+            let _ = cacache::RemoveOpts::new()
+                .remove_fully(true)
+                .remove_sync(&dir, &digest);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(delete)),
+            Err(_) => delete(),
         }
-        let _ = cacache::RemoveOpts::new()
-            .remove_fully(true)
-            .remove_sync(&self.dir, digest);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
@@ -243,6 +255,26 @@ mod tests {
         let reopened = Store::open(dir.path(), 8).unwrap();
         assert!(!reopened.contains(&b));
         assert_eq!(reopened.len(), 2);
+    }
+
+    #[test]
+    fn an_index_entry_naming_other_content_is_not_an_entry() {
+        use sha2::Digest;
+        let dir = tempfile::tempdir().unwrap();
+        let other = put(dir.path(), b"what is really there");
+        let claimed = format!("sha256:{}", hex::encode(sha2::Sha256::digest(b"wanted")));
+        let integrity = cacache::index::find(dir.path(), &other)
+            .unwrap()
+            .unwrap()
+            .integrity;
+        let opts = cacache::WriteOpts::new().integrity(integrity).size(20);
+        cacache::index::insert(dir.path(), &claimed, opts).unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert!(
+            !store.contains(&claimed),
+            "an entry pointing at another digest's content"
+        );
+        assert!(store.contains(&other));
     }
 
     #[test]

@@ -36,6 +36,10 @@ use crate::metrics::metrics;
 use crate::registry::{Action, Endpoint, Route};
 use crate::upstream::NodePool;
 
+/// Longest a cold GET waits for another request's fill of the same digest before asking
+/// the registry itself (a slow leader's client must not hold the others up).
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
 /// Bytes read from the disk at a time: each read is a hop to Tokio's blocking pool
 /// (`cacache` reads through `tokio::fs`), so fewer, larger reads cost less CPU.
 const CHUNK: usize = 512 * 1024;
@@ -92,9 +96,16 @@ pub(crate) async fn try_serve(
         match inflight::join(cache, &digest) {
             Role::Lead(leader) => ctx.cache_leader = Some(leader),
             Role::Follow(done) => {
-                inflight::wait(done, ctx.settings.read_timeout).await;
+                inflight::wait(done, ctx.settings.read_timeout.min(MAX_WAIT)).await;
                 if let Some(entry) = cached(cache) {
                     return serve(session, cache, &digest, &entry, memory_budget).await;
+                }
+                // Filled for another repository's pull: the registry says whether this one
+                // holds it too, without a second download.
+                if let Some(entry) = cache.store.get(&digest) {
+                    if registry_allows(session, ctx, cache, pool).await {
+                        return serve(session, cache, &digest, &entry, memory_budget).await;
+                    }
                 }
             }
         }
@@ -245,13 +256,14 @@ async fn serve(
         false => None,
         true => match cache.memory.get(digest) {
             Some(content) => Some(Source::Memory(content)),
-            None => match cacache::Reader::open(cache.store.dir(), digest).await {
+            // Opened by the digest itself, not by what the index entry says it holds.
+            None => match crate::cache::open_content(cache.store.dir(), digest).await {
                 Ok(reader) => Some(Source::Disk(reader)),
                 Err(e) => {
-                    tracing::warn!(
-                        "cache: {digest} is gone from the disk ({e}); asking the registry"
-                    );
-                    cache.store.forget(digest);
+                    tracing::warn!("cache: {digest} cannot be opened ({e}); asking the registry");
+                    if crate::cache::is_not_found(&e) {
+                        cache.store.forget(digest);
+                    }
                     metrics().cache_events.with_label_values(&["miss"]).inc();
                     return Ok(false);
                 }
@@ -273,6 +285,7 @@ async fn serve(
             let read = Read {
                 reader,
                 digest,
+                size: entry.size,
                 start,
                 end,
                 keep,
@@ -297,6 +310,8 @@ enum Source {
 struct Read<'a> {
     reader: cacache::Reader,
     digest: &'a str,
+    /// The entry's size as indexed: the content must be exactly this long.
+    size: u64,
     start: u64,
     end: u64,
     keep: Option<u64>,
@@ -308,6 +323,7 @@ async fn stream(session: &mut Session, cache: &Cache, read: Read<'_>) -> Result<
     let Read {
         mut reader,
         digest,
+        size: entry_size,
         start,
         end,
         keep,
@@ -340,7 +356,7 @@ async fn stream(session: &mut Session, cache: &Cache, read: Read<'_>) -> Result<
             }
         }
     }
-    if reader.check().is_err() || offset < end {
+    if reader.check().is_err() || offset != entry_size {
         return Err(dropped(cache, digest, "does not match its digest"));
     }
     if let Some(budget) = keep {

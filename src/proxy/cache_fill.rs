@@ -35,6 +35,9 @@ pub(crate) fn on_response(
     let Some((repository, digest)) = ctx.cache_pull.clone() else {
         return;
     };
+    // The requests waiting for this digest go on at once unless a fill starts below; the
+    // lead is never held for the length of a download that fills nothing.
+    let leader = ctx.cache_leader.take();
     match status {
         200 => cache.confirmed.confirm(&repository, &digest),
         404 => {
@@ -59,7 +62,7 @@ pub(crate) fn on_response(
     }
     let request = FillRequest {
         digest,
-        leader: ctx.cache_leader.take(),
+        leader,
         size,
         content_type: header("content-type")
             .unwrap_or("application/octet-stream")
