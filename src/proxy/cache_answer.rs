@@ -134,10 +134,23 @@ async fn registry_allows(
         .registry_client
         .head(format!("http://{node}{}", ctx.path))
         .timeout(ctx.settings.read_timeout.min(Duration::from_secs(10)));
-    for name in [http::header::AUTHORIZATION, http::header::ACCEPT] {
+    for name in [
+        http::header::AUTHORIZATION,
+        http::header::ACCEPT,
+        http::header::HOST,
+    ] {
         if let Some(value) = session.req_header().headers.get(&name) {
             head = head.header(name, value.clone());
         }
+    }
+    // As the proxied request would say who asks (a registry or an auth proxy in front of it
+    // may decide by client address).
+    if let Some(client) = &ctx.client {
+        let address = client.client.to_string();
+        head = head
+            .header("X-Real-IP", address.as_str())
+            .header("X-Forwarded-For", address.as_str())
+            .header("X-Forwarded-Proto", ctx.origin.scheme);
     }
     match head.send().await.map(|answer| answer.status().as_u16()) {
         Ok(200) => {
