@@ -542,9 +542,14 @@ fn concurrent_cold_pulls_cause_one_registry_fetch() {
     let log = s.edge.log_text();
     let fetched = log
         .lines()
-        .filter(|l| l.contains("method=GET") && l.contains(&digest) && !l.contains("upstream=-"))
+        .filter(|l| l.contains("method=GET") && l.contains(&digest) && l.contains("upstream=127."))
         .count();
     assert_eq!(fetched, 1, "GETs sent to the registry:\n{log}");
+    let from_cache = log
+        .lines()
+        .filter(|l| l.contains("method=GET") && l.contains(&digest) && l.contains("upstream=cache"))
+        .count();
+    assert_eq!(from_cache, 7, "answers from the cache:\n{log}");
 }
 
 /// Without `auth` at the edge (proxy only), a cached body is served only after the

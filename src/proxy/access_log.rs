@@ -40,7 +40,7 @@ pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         bytes_in,
         bytes_out,
         duration_ms = elapsed.as_millis() as u64,
-        upstream = %OrDash(ctx.node),
+        upstream = %Upstream(ctx),
         rate_limit,
         throttled_ms = ctx.throttled.as_millis() as u64,
         error = %e.map(|e| e.etype().as_str()).unwrap_or("-"),
@@ -59,6 +59,18 @@ pub(crate) fn summary(session: &Session) -> String {
         req.uri.path(),
         host.as_deref().unwrap_or("")
     )
+}
+
+/// The node a request went to, `cache` for an answer from the cache, or `-`.
+struct Upstream<'a>(&'a RequestCtx);
+
+impl std::fmt::Display for Upstream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.from_cache {
+            true => f.write_str("cache"),
+            false => OrDash(self.0.node).fmt(f),
+        }
+    }
 }
 
 /// A value or `-` when absent, formatted straight into the line (no `String` per field).

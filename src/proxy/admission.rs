@@ -166,7 +166,10 @@ impl Admitter<'_> {
                     let served =
                         cache_answer::try_serve(session, ctx, cache, edge_checked, self.pool);
                     match served.await? {
-                        true => Outcome::Answered,
+                        true => {
+                            ctx.from_cache = true;
+                            Outcome::Answered
+                        }
                         false => Outcome::Next,
                     }
                 }

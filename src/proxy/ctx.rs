@@ -57,6 +57,8 @@ pub(crate) struct RequestCtx {
     pub cache_fill: Option<crate::cache::fill::Fill>,
     /// This request leads the registry fetch of its digest (others wait for it).
     pub cache_leader: Option<crate::cache::inflight::Leader>,
+    /// Answered from the cache (the access line says `upstream=cache`).
+    pub from_cache: bool,
 }
 
 impl RequestCtx {
@@ -89,6 +91,7 @@ impl RequestCtx {
             cache_pull: None,
             cache_fill: None,
             cache_leader: None,
+            from_cache: false,
         }
     }
 }
