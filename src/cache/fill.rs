@@ -60,6 +60,7 @@ impl Filling {
 pub(crate) struct Fill {
     sender: mpsc::UnboundedSender<Message>,
     queued: Arc<AtomicU64>,
+    cache: Arc<Cache>,
 }
 
 /// What a fill is for: the digest, its size (`Content-Length`) and the registry's
@@ -98,17 +99,28 @@ impl Fill {
             queued: Arc::clone(&queued),
         };
         tokio::spawn(task.run(receiver));
-        Some(Fill { sender, queued })
+        Some(Fill {
+            sender,
+            queued,
+            cache: Arc::clone(cache),
+        })
     }
 
     /// Hands one body chunk to the writer; `false` when the fill was given up (the caller
     /// drops it).
     pub(crate) fn push(&self, chunk: &Bytes) -> bool {
-        let queued = self.queued.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-        if queued + chunk.len() as u64 > MAX_QUEUED {
+        let len = chunk.len() as u64;
+        let mine = self.queued.fetch_add(len, Ordering::Relaxed) + len;
+        let all = self.cache.fill_backlog.fetch_add(len, Ordering::Relaxed) + len;
+        if mine > MAX_QUEUED
+            || all > self.cache.fill_budget
+            || self.sender.send(Message::Chunk(chunk.clone())).is_err()
+        {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.cache.fill_backlog.fetch_sub(len, Ordering::Relaxed);
             return false;
         }
-        self.sender.send(Message::Chunk(chunk.clone())).is_ok()
+        true
     }
 
     /// Bytes handed over and not yet written.
@@ -132,6 +144,13 @@ struct Writer {
 impl Writer {
     async fn run(self, mut receiver: mpsc::UnboundedReceiver<Message>) {
         let committed = self.write(&mut receiver).await;
+        // Chunks still queued (a fill given up) leave the shared backlog too.
+        receiver.close();
+        while let Some(message) = receiver.recv().await {
+            if let Message::Chunk(chunk) = message {
+                self.consumed(chunk.len());
+            }
+        }
         self.cache.filling.release(&self.request.digest);
         if committed {
             metrics().cache_events.with_label_values(&["fill"]).inc();
@@ -165,7 +184,7 @@ impl Writer {
         while let Some(message) = receiver.recv().await {
             match message {
                 Message::Chunk(chunk) => {
-                    self.queued.fetch_sub(chunk.len() as u64, Ordering::Relaxed);
+                    self.consumed(chunk.len());
                     if keep {
                         kept.extend_from_slice(&chunk);
                     }
@@ -191,6 +210,14 @@ impl Writer {
         }
         // The client went away (or the fill fell behind): the temporary file is dropped.
         false
+    }
+
+    /// Takes `len` bytes off this fill's and the shared backlog.
+    fn consumed(&self, len: usize) {
+        self.queued.fetch_sub(len as u64, Ordering::Relaxed);
+        self.cache
+            .fill_backlog
+            .fetch_sub(len as u64, Ordering::Relaxed);
     }
 
     /// Writes what was gathered; `false` after an I/O error (caching stops).
@@ -291,6 +318,41 @@ mod tests {
         assert_eq!(
             cache.store.get(&request(&body).digest).map(|e| e.size),
             Some(11_000)
+        );
+    }
+
+    #[tokio::test]
+    async fn fills_together_stay_within_the_shared_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = CacheSettings {
+            dir: dir.path().to_path_buf(),
+            max_size: 1 << 20,
+            memory: 0,
+            max_object: 1 << 20,
+        };
+        let mut cache = Cache::open(&settings).unwrap();
+        cache.fill_budget = 1000;
+        let cache = Arc::new(cache);
+        let (a, b) = (vec![1u8; 4000], vec![2u8; 4000]);
+        let first = Fill::start(&cache, request(&a)).unwrap();
+        let second = Fill::start(&cache, request(&b)).unwrap();
+        assert!(
+            !first.push(&Bytes::from(vec![1u8; 1500])),
+            "over the shared budget"
+        );
+        assert_eq!(
+            cache.fill_backlog.load(Ordering::Relaxed),
+            0,
+            "a refused chunk still counted"
+        );
+        assert!(first.push(&Bytes::from(vec![1u8; 500])));
+        assert!(second.push(&Bytes::from(vec![2u8; 400])));
+        drop((first, second));
+        settled(&cache).await;
+        assert_eq!(
+            cache.fill_backlog.load(Ordering::Relaxed),
+            0,
+            "abandoned fills left bytes counted"
         );
     }
 

@@ -36,6 +36,13 @@ pub(crate) use store::{Entry, Store};
 /// on to the registry as usual.
 const REGISTRY_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Bytes all fills together may have queued for the disk (each fill also has its own
+/// bound, `fill::MAX_QUEUED`); past it, chunks are not queued and their fills are given up.
+const FILL_BUDGET: u64 = 256 << 20;
+
+/// Range answers read from the disk at once.
+const RANGE_READS: usize = 2;
+
 /// Why the cache could not be opened at start.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -67,6 +74,12 @@ pub(crate) struct Cache {
     inflight: inflight::Inflight,
     /// Asks a registry node whether a client may pull a digest (proxy-only mode).
     pub registry_client: reqwest::Client,
+    /// Bytes all fills together have queued for the disk, and the most they may.
+    pub(crate) fill_backlog: std::sync::atomic::AtomicU64,
+    pub(crate) fill_budget: u64,
+    /// Range answers read (and hash) the whole entry: at most this many at once, so small
+    /// ranges on huge entries cannot take every core and the disk.
+    pub(crate) range_reads: tokio::sync::Semaphore,
     /// Set after an I/O error: nothing more is written (already cached entries are still
     /// served; reading verifies them).
     broken: AtomicBool,
@@ -83,6 +96,9 @@ impl Cache {
             memory: memory::Memory::default(),
             filling: fill::Filling::default(),
             inflight: inflight::Inflight::default(),
+            fill_backlog: std::sync::atomic::AtomicU64::new(0),
+            fill_budget: FILL_BUDGET,
+            range_reads: tokio::sync::Semaphore::new(RANGE_READS),
             registry_client: crate::auth::users::trust::http_client(None, REGISTRY_CHECK_TIMEOUT)
                 .map_err(|e| CacheError::Client(e.to_string()))?,
             broken: AtomicBool::new(false),

@@ -303,6 +303,11 @@ async fn serve(
                 end,
                 keep,
             };
+            // A range reads the whole entry to check it: a few at a time.
+            let _permit = match status {
+                206 => cache.range_reads.acquire().await.ok(),
+                _ => None,
+            };
             stream(session, cache, read).await?;
         }
         None => session.write_response_body(None, true).await?,
