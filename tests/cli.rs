@@ -256,20 +256,9 @@ fn registry_config_prints_the_matching_auth_block() {
 
 #[test]
 fn hash_password_reads_stdin_and_prints_a_bcrypt_line() {
-    use std::io::Write;
-    let mut child = Command::new(EDGE_BIN)
-        .args(["hash-password", "--user", "alice", "--cost", "4"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"s3cret-pw\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut hash = Command::new(EDGE_BIN);
+    hash.args(["hash-password", "--user", "alice", "--cost", "4"]);
+    let out = common::run_with_input(&mut hash, "s3cret-pw\n");
     assert!(out.status.success());
     let line = String::from_utf8(out.stdout).unwrap();
     let (user, hash) = line.trim().split_once(':').unwrap();

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use common::auth::{auth_yaml, edge_with_token_node};
 use common::docker::output_text;
-use common::{skip, skopeo_push, tiny_oci_layout, tool, Certs, Edge, Proc, Registry};
+use common::{
+    run_with_input, skip, skopeo_push, tiny_oci_layout, tool, Certs, Edge, Proc, Registry,
+};
 
 struct Setup {
     dir: tempfile::TempDir,
@@ -61,24 +63,6 @@ impl Setup {
 #[track_caller]
 fn assert_ok(out: &Output) {
     assert!(out.status.success(), "{}", output_text(out));
-}
-
-/// Runs `cmd` with `input` on its standard input.
-fn run_with_input(cmd: &mut Command, input: &str) -> Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// A containerd of the test's own (root, state and sockets under `dir`, no CRI plugin).

@@ -101,19 +101,9 @@ impl Dockerd {
 
     /// `docker login` with the password on standard input.
     pub fn login(&self, registry: &str, user: &str, password: &str) -> Output {
-        let mut child = self
-            .command()
-            .args(["login", "--username", user, "--password-stdin", registry])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("docker CLI runs");
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(password.as_bytes()).unwrap();
-        drop(stdin);
-        child.wait_with_output().unwrap()
+        let mut login = self.command();
+        login.args(["login", "--username", user, "--password-stdin", registry]);
+        super::run_with_input(&mut login, password)
     }
 
     /// Makes the engine trust `ca` for `authority` (`host:port`).

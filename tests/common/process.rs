@@ -123,6 +123,23 @@ impl Drop for Proc {
     }
 }
 
+/// Runs `cmd` with `input` on its standard input (closed after it), capturing its output:
+/// what a password read from stdin (`--password-stdin`, `hash-password`) takes.
+pub fn run_with_input(cmd: &mut std::process::Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
 /// The executable `name` on `PATH`, if installed.
 pub fn tool(name: &str) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
