@@ -265,16 +265,9 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::CacheSettings;
 
     fn cache(dir: &std::path::Path) -> Arc<Cache> {
-        let settings = CacheSettings {
-            dir: dir.to_path_buf(),
-            max_size: 1 << 20,
-            memory: 0,
-            max_object: 1 << 20,
-        };
-        Arc::new(Cache::open(&settings).unwrap())
+        Arc::new(Cache::for_tests(dir))
     }
 
     fn request(bytes: &[u8]) -> FillRequest {
@@ -324,13 +317,7 @@ mod tests {
     #[tokio::test]
     async fn fills_together_stay_within_the_shared_budget() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = CacheSettings {
-            dir: dir.path().to_path_buf(),
-            max_size: 1 << 20,
-            memory: 0,
-            max_object: 1 << 20,
-        };
-        let mut cache = Cache::open(&settings).unwrap();
+        let mut cache = Cache::for_tests(dir.path());
         cache.fill_budget = 1000;
         let cache = Arc::new(cache);
         let (a, b) = (vec![1u8; 4000], vec![2u8; 4000]);

@@ -65,18 +65,11 @@ impl Drop for Leader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::CacheSettings;
 
     #[tokio::test]
     async fn followers_wait_for_the_leader_and_the_next_request_leads_again() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = CacheSettings {
-            dir: dir.path().to_path_buf(),
-            max_size: 1 << 20,
-            memory: 0,
-            max_object: 1 << 20,
-        };
-        let cache = std::sync::Arc::new(super::super::Cache::open(&settings).unwrap());
+        let cache = std::sync::Arc::new(super::super::Cache::for_tests(dir.path()));
         let Role::Lead(leader) = join(&cache, "sha256:a") else {
             panic!("the first request must lead");
         };

@@ -105,6 +105,18 @@ impl Cache {
         })
     }
 
+    /// A 1 MiB cache in `dir` with no memory tier, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &Path) -> Cache {
+        let settings = CacheSettings {
+            dir: dir.to_path_buf(),
+            max_size: 1 << 20,
+            memory: 0,
+            max_object: 1 << 20,
+        };
+        Cache::open(&settings).expect("a cache in a fresh folder")
+    }
+
     /// Whether new entries may be written.
     pub(crate) fn writable(&self) -> bool {
         !self.broken.load(Ordering::Relaxed)
