@@ -29,6 +29,7 @@ use tokio::io::AsyncReadExt;
 
 use super::answer::copy_request_id;
 use super::ctx::RequestCtx;
+use super::range::{wanted, Wanted};
 use crate::cache::inflight::{self, Role};
 use crate::cache::memory::Memory;
 use crate::cache::{Cache, Entry};
@@ -166,52 +167,6 @@ async fn registry_allows(
             tracing::debug!("cache: the registry check of {digest} failed: {e}");
             false
         }
-    }
-}
-
-/// A `Range` header asked for bytes `start..=end` of the entry.
-#[derive(Debug, PartialEq, Eq)]
-enum Wanted {
-    Whole,
-    Part { start: u64, end: u64 },
-    Unsatisfiable,
-}
-
-/// One `bytes=` range (RFC 9110 §14.1.2); several ranges, or anything else, get the whole
-/// entry, as a server may answer any `Range` it does not support.
-fn wanted(range: Option<&str>, size: u64) -> Wanted {
-    let Some(spec) = range.and_then(|r| r.trim().strip_prefix("bytes=")) else {
-        return Wanted::Whole;
-    };
-    if spec.contains(',') {
-        return Wanted::Whole;
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return Wanted::Whole;
-    };
-    let (first, last) = (first.trim(), last.trim());
-    let parsed = match (first.is_empty(), last.is_empty()) {
-        // bytes=-N: the last N bytes.
-        (true, false) => last
-            .parse::<u64>()
-            .ok()
-            .map(|n| (size.saturating_sub(n), size.wrapping_sub(1), n == 0)),
-        (false, true) => first
-            .parse::<u64>()
-            .ok()
-            .map(|s| (s, size.wrapping_sub(1), false)),
-        (false, false) => match (first.parse::<u64>(), last.parse::<u64>()) {
-            (Ok(s), Ok(e)) if s <= e => Some((s, e.min(size.wrapping_sub(1)), false)),
-            _ => None,
-        },
-        (true, true) => None,
-    };
-    match parsed {
-        None => Wanted::Whole,
-        Some((start, end, empty)) if empty || size == 0 || start >= size || start > end => {
-            Wanted::Unsatisfiable
-        }
-        Some((start, end, _)) => Wanted::Part { start, end },
     }
 }
 
@@ -401,42 +356,6 @@ fn dropped(cache: &Cache, digest: &str, problem: &str) -> Box<Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_follow_rfc_9110() {
-        assert_eq!(wanted(None, 10), Wanted::Whole);
-        assert_eq!(
-            wanted(Some("bytes=0-3"), 10),
-            Wanted::Part { start: 0, end: 3 }
-        );
-        assert_eq!(
-            wanted(Some("bytes=4-"), 10),
-            Wanted::Part { start: 4, end: 9 }
-        );
-        assert_eq!(
-            wanted(Some("bytes=-3"), 10),
-            Wanted::Part { start: 7, end: 9 }
-        );
-        assert_eq!(
-            wanted(Some("bytes=8-100"), 10),
-            Wanted::Part { start: 8, end: 9 }
-        );
-        assert_eq!(
-            wanted(Some("bytes=-30"), 10),
-            Wanted::Part { start: 0, end: 9 }
-        );
-        assert_eq!(wanted(Some("bytes=10-"), 10), Wanted::Unsatisfiable);
-        assert_eq!(wanted(Some("bytes=-0"), 10), Wanted::Unsatisfiable);
-        for whole in [
-            "bytes=5-2",
-            "bytes=0-1,4-5",
-            "items=0-1",
-            "bytes=x-",
-            "bytes=-",
-        ] {
-            assert_eq!(wanted(Some(whole), 10), Wanted::Whole, "{whole}");
-        }
-    }
 
     #[test]
     fn only_pulls_by_sha256_digest_are_cacheable() {

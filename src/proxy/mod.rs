@@ -5,7 +5,7 @@
 //! - `upstream_peer`, `upstream_response_filter`: the node and upload-session pins (`peer`);
 //!   what the registry's answer teaches the cache (`cache_fill`).
 //! - `response_body_filter`: the body into a cache fill (`cache_fill`); answers from the
-//!   cache are written in admission (`cache_answer`).
+//!   cache are written in admission (`cache_answer`, with `range` for `Range` headers).
 //! - `upstream_request_filter`: forwarding headers (`headers`, with `request::origin`).
 //! - `request_body_filter`: count, limit and throttle streamed bytes; never buffers (`body`).
 //! - `response_filter`: request id, HTTP/1.0 framing, push budget.
@@ -24,6 +24,7 @@ pub(crate) mod ctx;
 pub(crate) mod failure;
 pub(crate) mod headers;
 pub(crate) mod peer;
+pub(crate) mod range;
 pub(crate) mod token_endpoint;
 
 use std::sync::Arc;
