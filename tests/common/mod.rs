@@ -14,13 +14,14 @@
 //!
 //! Used by some tests only, by path: `auth` (token-auth fixtures), `config_cases` (the
 //! table `check` is tested with), `echo` (an upstream
-//! that echoes what the edge sent), `docker` (a private Docker engine), `images` (container
+//! that echoes what the edge sent), `cache` (the cache tests' setup), `docker` (a private Docker engine), `images` (container
 //! images made offline, any layer size), `h2client` (a raw HTTP/2 client), `ldap` (a real
 //! slapd with a seeded directory), `oidc` (an OpenID Connect issuer whose keys the test
 //! holds), `pebble` (the ACME test CA).
 #![allow(dead_code)]
 
 pub mod auth;
+pub mod cache;
 pub mod config_cases;
 pub mod docker;
 pub mod echo;
