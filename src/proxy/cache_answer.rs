@@ -34,7 +34,7 @@ use crate::cache::inflight::{self, Role};
 use crate::cache::memory::Memory;
 use crate::cache::{Cache, Entry};
 use crate::metrics::metrics;
-use crate::registry::{Action, Endpoint, Route};
+use crate::registry::{Action, Route};
 use crate::upstream::NodePool;
 
 /// Longest a cold GET waits for another request's fill of the same digest before asking
@@ -51,13 +51,9 @@ pub(crate) fn pull_by_digest(route: &Route) -> Option<(String, String)> {
     if route.action != Action::Read {
         return None;
     }
-    let digest = match &route.endpoint {
-        Endpoint::Blob { digest } => digest,
-        Endpoint::Manifest { reference } => reference,
-        _ => return None,
-    };
+    let (repository, digest) = route.content()?;
     crate::cache::sha256_hex(digest)?;
-    Some((route.repository.clone()?, digest.clone()))
+    Some((repository.to_string(), digest.to_string()))
 }
 
 /// Answers from the cache when allowed and cached; `Ok(false)` sends the request on to the

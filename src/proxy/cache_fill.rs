@@ -7,16 +7,15 @@
 //! - Anything else (a 307 to the storage, a 206, an error) changes nothing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 
 use super::ctx::RequestCtx;
-use std::time::Duration;
-
 use crate::cache::fill::{self, Fill, FillRequest};
 use crate::cache::Cache;
-use crate::registry::{Action, Endpoint};
+use crate::registry::Action;
 
 /// Reads the registry's response header for a request the cache cares about.
 pub(crate) fn on_response(
@@ -27,8 +26,8 @@ pub(crate) fn on_response(
 ) {
     let status = response.status.as_u16();
     if ctx.route.action == Action::Delete {
-        if let (202, Some((repository, digest))) = (status, deleted(ctx)) {
-            cache.confirmed.forget(&repository, &digest);
+        if let (202, Some((repository, digest))) = (status, ctx.route.content()) {
+            cache.confirmed.forget(repository, digest);
         }
         return;
     }
@@ -95,14 +94,4 @@ pub(crate) fn on_body(
         return None;
     }
     (fill.backlog() > fill::PACE_ABOVE).then_some(Duration::from_millis(1))
-}
-
-/// The repository and digest a DELETE removes (a blob, or a manifest by digest).
-fn deleted(ctx: &RequestCtx) -> Option<(String, String)> {
-    let digest = match &ctx.route.endpoint {
-        Endpoint::Blob { digest } => digest,
-        Endpoint::Manifest { reference } => reference,
-        _ => return None,
-    };
-    Some((ctx.route.repository.clone()?, digest.clone()))
 }

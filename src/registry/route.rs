@@ -113,6 +113,17 @@ impl Route {
         }
     }
 
+    /// The repository and the content reference of a blob, or of a manifest (a tag or a
+    /// digest): what the cache keys on and what a DELETE removes.
+    pub fn content(&self) -> Option<(&str, &str)> {
+        let reference = match &self.endpoint {
+            Endpoint::Blob { digest } => digest,
+            Endpoint::Manifest { reference } => reference,
+            _ => return None,
+        };
+        Some((self.repository.as_deref()?, reference.as_str()))
+    }
+
     /// Whether the request is under the registry API (`/v2` or `/v2/…`).
     pub fn is_api(&self) -> bool {
         self.endpoint != Endpoint::Outside
