@@ -41,6 +41,12 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// Whether the edge checks bearer tokens itself: its own realm, or trusted issuers'.
+    /// Without either it only proxies, and the registry decides who may do what.
+    pub(crate) fn checks_tokens(&self) -> bool {
+        self.auth.is_some() || !self.trusted.is_empty()
+    }
+
     /// `previous`: the settings being replaced; an unchanged limiter keeps its counters.
     /// `shared`: Redis for limits shared with other instances (`shared_state.redis`).
     pub(crate) fn new(

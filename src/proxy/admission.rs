@@ -154,7 +154,7 @@ impl Admitter<'_> {
                 }
                 _ => Outcome::Next,
             },
-            Step::Token if settings.auth.is_none() && settings.trusted.is_empty() => Outcome::Next,
+            Step::Token if !settings.checks_tokens() => Outcome::Next,
             Step::Token => {
                 checks::token(session, ctx, settings).map_or(Outcome::Next, Outcome::Refuse)
             }
@@ -162,7 +162,7 @@ impl Admitter<'_> {
                 Some(cache) => {
                     ctx.cache_pull = cache_answer::pull_by_digest(&ctx.route);
                     // Only a token the edge checked proves pull on the repository.
-                    let edge_checked = settings.auth.is_some() || !settings.trusted.is_empty();
+                    let edge_checked = settings.checks_tokens();
                     let served =
                         cache_answer::try_serve(session, ctx, cache, edge_checked, self.pool);
                     match served.await? {
