@@ -1,7 +1,8 @@
 //! The cache shared between requests, against the real registry: concurrent cold pulls of
 //! one digest cause one registry fetch; proxy-only mode asks the registry with each
 //! client's credentials; a digest cached for one repository serves another only once the
-//! registry says it holds it.
+//! registry says it holds it; a cached OCI manifest goes only to clients whose `Accept`
+//! lists it, as the registry's own answers do.
 
 mod common;
 
@@ -9,8 +10,8 @@ use std::time::Duration;
 
 use common::cache::{noise, push_blob, Setup};
 use common::{
-    admin_metrics, curl, free_port, make_certs, metric, upstream_yaml, wait_for, Checks, Edge,
-    Registry,
+    admin_metrics, curl, free_port, make_certs, metric, skopeo, tiny_oci_layout, upstream_yaml,
+    wait_for, Checks, Edge, Registry,
 };
 
 /// Eight clients pulling one cold blob at once cause one registry fetch: the others wait
@@ -183,4 +184,61 @@ fn another_repository_is_served_once_the_registry_says_it_holds_the_digest() {
     // Confirmed now: answered with the registry stopped.
     s.registry.stop();
     assert_eq!(s.get("alice/second", &path("second"), &[]).status, 200);
+}
+
+/// The registry answers an OCI manifest by digest only to a client whose `Accept` lists
+/// its media type (a 404 to the others); the cache answers the same way, and such a 404
+/// does not make the edge forget that the repository holds the manifest.
+#[test]
+fn a_cached_oci_manifest_goes_only_to_clients_that_accept_it() {
+    let mut s = Setup::start("");
+    let source = tiny_oci_layout(&s.dir.path().join("layout"));
+    let digest_file = s.dir.path().join("pushed-digest");
+    let pushed = skopeo(&[
+        "copy",
+        "--digestfile",
+        digest_file.to_str().unwrap(),
+        "--dest-cert-dir",
+        s.certs.ca_dir.to_str().unwrap(),
+        "--dest-creds",
+        "alice:pw-alice",
+        &source,
+        &format!("docker://{}/alice/oci:v1", s.host()),
+    ]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let digest = std::fs::read_to_string(&digest_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let path = format!("/v2/alice/oci/manifests/{digest}");
+    let oci = "Accept: application/vnd.oci.image.manifest.v1+json";
+    let first = s.get("alice/oci", &path, &["-H", oci]);
+    assert_eq!(first.status, 200, "{}", first.text());
+    wait_for("the fill", Duration::from_secs(10), || {
+        (s.metric("fill") >= 1.0).then_some(())
+    });
+    let docker_only = "Accept: application/vnd.docker.distribution.manifest.v2+json";
+    for accept in [docker_only, "Accept: */*"] {
+        let refused = s.get("alice/oci", &path, &["-H", accept]);
+        assert_eq!(refused.status, 404, "{accept}: {}", refused.text());
+        assert!(
+            refused.text().contains("MANIFEST_UNKNOWN"),
+            "{}",
+            refused.text()
+        );
+    }
+    // Still known to be held: answered from the cache with the registry stopped.
+    s.registry.stop();
+    let again = s.get("alice/oci", &path, &["-H", oci]);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert!(again.body == first.body);
+    let status = s.get("alice/oci", &path, &["-H", docker_only]).status;
+    assert!(
+        matches!(status, 502 | 503),
+        "{status}: not for the registry to say"
+    );
 }

@@ -96,6 +96,11 @@ impl Store {
         self.lock().entries.get(digest).cloned()
     }
 
+    /// The entry for `digest`, without marking it used.
+    pub(crate) fn peek(&self, digest: &str) -> Option<Entry> {
+        self.lock().entries.peek(digest).cloned()
+    }
+
     /// Whether `digest` is cached, without marking it used.
     pub(crate) fn contains(&self, digest: &str) -> bool {
         self.lock().entries.contains(digest)

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use tokio::io::AsyncReadExt;
@@ -166,6 +166,28 @@ async fn registry_allows(
     }
 }
 
+/// Whether the registry would answer this request with a manifest of `content_type`.
+/// distribution answers an OCI image manifest or index by digest only to a client whose
+/// `Accept` lists that media type, and a 404 `MANIFEST_UNKNOWN` to the others (its
+/// `registry/handlers/manifests.go`); Docker's types and blobs go to every client.
+pub(crate) fn accepts(request: &RequestHeader, content_type: &str) -> bool {
+    const OCI_MANIFESTS: [&str; 2] = [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    ];
+    if !OCI_MANIFESTS.contains(&content_type) {
+        return true;
+    }
+    request
+        .headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|item| item.split(';').next())
+        .any(|media_type| media_type.trim().eq_ignore_ascii_case(content_type))
+}
+
 fn header_value<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     session.req_header().headers.get(name)?.to_str().ok()
 }
@@ -179,6 +201,9 @@ async fn serve(
     entry: &Entry,
     memory_budget: u64,
 ) -> Result<bool> {
+    if !accepts(session.req_header(), &entry.content_type) {
+        return Ok(false);
+    }
     let etag = format!("\"{digest}\"");
     let not_modified = header_value(session, "if-none-match")
         .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
@@ -352,6 +377,25 @@ fn dropped(cache: &Cache, digest: &str, problem: &str) -> Box<Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oci_manifests_go_only_to_clients_that_accept_them() {
+        let oci = "application/vnd.oci.image.manifest.v1+json";
+        let docker = "application/vnd.docker.distribution.manifest.v2+json";
+        let request = |accept: &[&str]| {
+            let mut header = RequestHeader::build("GET", b"/v2/a/manifests/x", None).unwrap();
+            for value in accept {
+                header.append_header("Accept", *value).unwrap();
+            }
+            header
+        };
+        assert!(!accepts(&request(&[]), oci));
+        assert!(!accepts(&request(&[docker, "*/*"]), oci));
+        assert!(accepts(&request(&[docker, &format!("{oci}; q=0.5")]), oci));
+        assert!(accepts(&request(&[&format!("{docker}, {oci}")]), oci));
+        assert!(accepts(&request(&[]), docker));
+        assert!(accepts(&request(&[]), "application/octet-stream"));
+    }
 
     #[test]
     fn only_pulls_by_sha256_digest_are_cacheable() {

@@ -3,14 +3,14 @@
 //! - A 200 to a pull by digest confirms the repository+digest pair; a GET's body also fills
 //!   the cache when it fits `cache.max_object` and says what it is (`Content-Length`, no
 //!   `Content-Encoding`, any `Docker-Content-Digest` equal to the digest asked for).
-//! - A 404 for the pair forgets it; so does a 202 to a DELETE of that blob or manifest.
+//! - A 404 for the pair forgets it (unless the client's `Accept` explains it); so does a 202 to a DELETE of that blob or manifest.
 //! - Anything else (a 307 to the storage, a 206, an error) changes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 use super::ctx::RequestCtx;
 use crate::cache::fill::{self, Fill, FillRequest};
@@ -22,7 +22,7 @@ pub(crate) fn on_response(
     cache: &Arc<Cache>,
     response: &ResponseHeader,
     ctx: &mut RequestCtx,
-    method: &http::Method,
+    request: &RequestHeader,
 ) {
     let status = response.status.as_u16();
     if ctx.route.action == Action::Delete {
@@ -39,13 +39,15 @@ pub(crate) fn on_response(
     let leader = ctx.cache_leader.take();
     match status {
         200 => cache.confirmed.confirm(&repository, &digest),
-        404 => {
+        // A 404 explained by the client's `Accept` (an OCI manifest asked for without its
+        // media type) says nothing about whether the repository holds it.
+        404 if !withheld_for_accept(cache, &digest, request) => {
             cache.confirmed.forget(&repository, &digest);
             return;
         }
         _ => return,
     }
-    if method != http::Method::GET {
+    if request.method != http::Method::GET {
         return;
     }
     let Some(limits) = ctx.settings.cache.as_ref() else {
@@ -70,6 +72,15 @@ pub(crate) fn on_response(
         memory: limits.memory,
     };
     ctx.cache_fill = Fill::start(cache, request);
+}
+
+/// Whether the cached entry for `digest` is one the registry refuses to this request's
+/// `Accept` (see [`super::cache_answer::accepts`]).
+fn withheld_for_accept(cache: &Cache, digest: &str, request: &RequestHeader) -> bool {
+    cache
+        .store
+        .peek(digest)
+        .is_some_and(|entry| !super::cache_answer::accepts(request, &entry.content_type))
 }
 
 /// Feeds one chunk of the body to the fill; the end of the body commits it. Returns a

@@ -163,8 +163,7 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         peer::on_response(&self.sessions, upstream_response, ctx);
         if let Some(cache) = &self.cache {
-            let method = &session.req_header().method;
-            cache_fill::on_response(cache, upstream_response, ctx, method);
+            cache_fill::on_response(cache, upstream_response, ctx, session.req_header());
         }
         Ok(())
     }
