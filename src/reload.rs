@@ -166,10 +166,14 @@ impl Changes {
         c.note("admin.listen", admin_listen, &new.admin_listen, RESTART);
         c.note("log.format", log_format, &new.log_format, RESTART);
         c.note("shared_state", shared_state, &new.shared_state, RESTART);
-        // Turning the cache on or off, or moving it, needs a restart; the running cache's
-        // budgets change live.
+        // Turning the cache on, or moving it, needs a restart; turning it off stops answers
+        // from it at once (admission reads the new settings); its budgets change live.
         let dir = |c: &Option<CacheSettings>| c.as_ref().map(|c| c.dir.clone());
-        c.note("cache.dir", &dir(cache), &dir(&new.cache), RESTART);
+        let applied = match new.cache {
+            None => LIVE,
+            Some(_) => RESTART,
+        };
+        c.note("cache.dir", &dir(cache), &dir(&new.cache), applied);
         if let (Some(old), Some(new)) = (cache, &new.cache) {
             c.note("cache.max_size", &old.max_size, &new.max_size, LIVE);
             c.note("cache.memory", &old.memory, &new.memory, LIVE);
@@ -325,7 +329,7 @@ admin:
 log:
   format: text
 cache:
-  dir: /var/cache/registry-edge
+  dir: /tmp/registry-edge-reload-cache
   max_size: 1GiB
   memory: 64MiB
   max_object: 512MiB
@@ -372,7 +376,7 @@ cache:
         ("admin.listen", &["admin", "listen"], "127.0.0.1:9191", false),
         ("log.format", &["log", "format"], "json", false),
         ("shared_state", &["shared_state"], "{ redis: { url: \"redis://127.0.0.1:6379\" } }", false),
-        ("cache.dir", &["cache", "dir"], "/var/cache/other", false),
+        ("cache.dir", &["cache", "dir"], "/tmp/registry-edge-other-cache", false),
         ("cache.max_size", &["cache", "max_size"], "2GiB", true),
         ("cache.memory", &["cache", "memory"], "32MiB", true),
         ("cache.max_object", &["cache", "max_object"], "256MiB", true),

@@ -193,11 +193,31 @@ fn hot_pulls_are_served_from_the_cache_only_to_whom_the_registry_confirmed() {
         },
     );
     checks.run("small objects are answered from memory", || {
-        // The image config was kept in memory when last read whole: its file is not needed.
-        std::fs::remove_file(content_file(&s.dir.path().join("cache"), &config)).unwrap();
+        // The image config was kept in memory when last read whole (verified then): a
+        // byte changed in its file since is not read.
+        let file = content_file(&s.dir.path().join("cache"), &config);
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[0] ^= 0xff;
+        std::fs::write(&file, &bytes).unwrap();
+        let before = s.metric("mismatch");
         let answer = s.get("alice/app", &format!("/v2/alice/app/blobs/{config}"), &[]);
         assert_eq!(answer.status, 200);
         assert_eq!(common::digest(&answer.body), config);
+        assert_eq!(s.metric("mismatch"), before, "read from the disk");
+    });
+    checks.run("removing cache: by reload stops answers from it", || {
+        let path = format!("/v2/alice/app/blobs/{config}");
+        assert_eq!(s.get("alice/app", &path, &[]).status, 200);
+        let text = std::fs::read_to_string(&s.edge.config).unwrap();
+        let without = &text[..text.find("\ncache:\n").expect("a cache section") + 1];
+        std::fs::write(&s.edge.config, without).unwrap();
+        // What `registry-edge reload` sends.
+        let pid = nix::unistd::Pid::from_raw(s.edge.proc.pid() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        wait_for("the reload", Duration::from_secs(10), || {
+            let status = s.get("alice/app", &path, &[]).status;
+            matches!(status, 502 | 503).then_some(())
+        });
     });
     checks.finish();
 }
@@ -224,6 +244,14 @@ fn eviction_keeps_max_size_and_purge_deletes_entries() {
             (s.metric("fill") >= fills).then_some(())
         });
     }
+    // A small blob is kept in memory as well as on disk.
+    let small = noise(100_000, 9);
+    let small_digest = push_blob(&s, "evict", &small);
+    let small_path = format!("/v2/alice/evict/blobs/{small_digest}");
+    assert_eq!(s.get("alice/evict", &small_path, &[]).status, 200);
+    wait_for("the small fill", Duration::from_secs(10), || {
+        (s.metric("fill") >= 4.0).then_some(())
+    });
     let size = metric(&admin_metrics(s.admin), "registry_edge_cache_size_bytes").unwrap();
     assert!(size <= (3 << 20) as f64, "{size} bytes over max_size");
     assert!(s.metric("eviction") >= 1.0);
@@ -259,6 +287,15 @@ fn eviction_keeps_max_size_and_purge_deletes_entries() {
     assert!(
         matches!(gone.status, 502 | 503),
         "a purged entry was served: {}",
+        gone.status
+    );
+    // The whole cache: the running edge stops answering from memory too.
+    assert!(s.get("alice/evict", &small_path, &[]).body == small);
+    assert!(purge(&[]).status.success());
+    let gone = s.get("alice/evict", &small_path, &[]);
+    assert!(
+        matches!(gone.status, 502 | 503),
+        "a purged entry was served from memory: {}",
         gone.status
     );
 }

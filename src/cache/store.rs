@@ -101,6 +101,15 @@ impl Store {
         self.lock().entries.peek(digest).cloned()
     }
 
+    /// Whether the content file of `digest` is still on disk: one `stat`, no open. An
+    /// object kept in memory is served only while its file exists, so a purge by another
+    /// process (`registry-edge cache purge`) reaches the memory tier too.
+    pub(crate) fn content_on_disk(&self, digest: &str) -> bool {
+        super::sha256_hex(digest)
+            .map(|hex| content_path(&self.dir, hex))
+            .is_some_and(|path| std::fs::symlink_metadata(path).is_ok())
+    }
+
     /// Whether `digest` is cached, without marking it used.
     pub(crate) fn contains(&self, digest: &str) -> bool {
         self.lock().entries.contains(digest)
@@ -198,6 +207,15 @@ impl Store {
     }
 }
 
+/// Where `cacache` keeps content of SHA-256 `hex` (its `content-v2` layout, checked by
+/// the tests against what it writes).
+fn content_path(dir: &Path, hex: &str) -> PathBuf {
+    dir.join("content-v2/sha256")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(&hex[4..])
+}
+
 fn content_exists(dir: &Path, integrity: &cacache::Integrity) -> bool {
     cacache::SyncReader::open_hash(dir, integrity.clone()).is_ok()
 }
@@ -242,6 +260,12 @@ mod tests {
             })
         );
         assert!(store.contains(&b));
+        assert!(
+            store.content_on_disk(&a),
+            "content_path differs from cacache's layout"
+        );
+        cacache::remove_hash_sync(dir.path(), &crate::cache::integrity_of(&a).unwrap()).unwrap();
+        assert!(!store.content_on_disk(&a));
     }
 
     #[test]

@@ -53,14 +53,22 @@ pub(super) fn cache_settings(v: &Validator, file: CacheFile) -> Result<CacheSett
     if max_object == 0 {
         return Err(v.invalid("cache.max_object", "must be greater than 0"));
     }
+    if memory > max_size {
+        return Err(v.invalid(
+            "cache.memory",
+            format!("{memory} bytes is more than cache.max_size ({max_size} bytes): the memory tier holds only entries also on disk"),
+        ));
+    }
     if max_object > max_size {
         return Err(v.invalid(
             "cache.max_object",
             format!("{max_object} bytes is more than cache.max_size ({max_size} bytes): such an object could never be kept"),
         ));
     }
+    let dir = v.file_path(&dir);
+    v.writable_dir("cache.dir", &dir)?;
     Ok(CacheSettings {
-        dir: v.file_path(&dir),
+        dir,
         max_size,
         memory,
         max_object,
@@ -79,14 +87,16 @@ mod tests {
 
     #[test]
     fn sizes_take_binary_and_decimal_units() {
-        let s =
-            settings("{ dir: cache, max_size: 50GiB, memory: 256MiB, max_object: 500MB }").unwrap();
-        assert_eq!(s.dir, PathBuf::from("/etc/registry-edge/cache"));
+        let s = settings(
+            "{ dir: /tmp/edge-cache, max_size: 50GiB, memory: 256MiB, max_object: 500MB }",
+        )
+        .unwrap();
+        assert_eq!(s.dir, PathBuf::from("/tmp/edge-cache"));
         assert_eq!(
             (s.max_size, s.memory, s.max_object),
             (50 << 30, 256 << 20, 500_000_000)
         );
-        let s = settings("{ dir: /var/cache/e, max_size: \"1048576\" }").unwrap();
+        let s = settings("{ dir: /tmp/edge-cache, max_size: \"1048576\" }").unwrap();
         assert_eq!(
             (s.max_size, s.memory, s.max_object),
             (1 << 20, 1 << 20, 1 << 20)
@@ -104,6 +114,9 @@ mod tests {
                 "cache.max_object",
             ),
             ("{ dir: \" \", max_size: 1GiB }", "cache.dir"),
+            ("{ dir: c, max_size: 1MiB, memory: 2MiB }", "cache.memory"),
+            ("{ dir: /dev/null, max_size: 1GiB }", "cache.dir"),
+            ("{ dir: /dev/null/cache, max_size: 1GiB }", "cache.dir"),
         ] {
             let error = settings(yaml).unwrap_err().to_string();
             assert!(error.contains(key), "{yaml}: {error}");

@@ -97,4 +97,37 @@ impl Validator<'_> {
             self.path.parent().unwrap_or(Path::new(".")).join(path)
         }
     }
+
+    /// Checks that `dir` is a folder the edge can write in, or one it can create: the
+    /// nearest existing ancestor must be a writable folder. What `run` would refuse at
+    /// start, `check` refuses too (as the user running `check`).
+    pub(super) fn writable_dir(&self, key: &str, dir: &Path) -> Result<(), ConfigError> {
+        use nix::unistd::{access, AccessFlags};
+        let mut existing = dir;
+        while !existing.exists() {
+            match existing.parent() {
+                Some(parent) => existing = parent,
+                None => break,
+            }
+        }
+        let shown = dir.display();
+        if !existing.is_dir() {
+            let problem = match existing == dir {
+                true => format!("{shown} exists and is not a directory"),
+                false => format!(
+                    "{shown} cannot be created: {} is not a directory",
+                    existing.display()
+                ),
+            };
+            return Err(self.invalid(key, problem));
+        }
+        if let Err(e) = access(existing, AccessFlags::W_OK | AccessFlags::X_OK) {
+            let what = match existing == dir {
+                true => format!("{shown} is not writable"),
+                false => format!("{shown} cannot be created in {}", existing.display()),
+            };
+            return Err(self.invalid(key, format!("{what} ({e})")));
+        }
+        Ok(())
+    }
 }

@@ -159,7 +159,8 @@ impl Admitter<'_> {
                 checks::token(session, ctx, settings).map_or(Outcome::Next, Outcome::Refuse)
             }
             Step::Cache => match self.cache {
-                Some(cache) => {
+                // `cache:` removed by a reload: the cache opened at start stays unused.
+                Some(cache) if settings.cache.is_some() => {
                     ctx.cache_pull = cache_answer::pull_by_digest(&ctx.route);
                     // Only a token the edge checked proves pull on the repository.
                     let edge_checked = settings.checks_tokens();
@@ -173,7 +174,7 @@ impl Admitter<'_> {
                         false => Outcome::Next,
                     }
                 }
-                None => Outcome::Next,
+                _ => Outcome::Next,
             },
             Step::PushLimit => push_limit(ctx).await,
             Step::BodySize => checks::body_size(session, settings.limits.max_body_size).into(),

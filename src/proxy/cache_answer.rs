@@ -244,14 +244,16 @@ async fn serve(
     let source = match body {
         false => None,
         true => match cache.memory.get(digest) {
-            Some(content) => Some(Source::Memory(content)),
-            // Opened by the digest itself, not by what the index entry says it holds.
-            None => match crate::cache::open_content(cache.store.dir(), digest).await {
+            Some(content) if cache.store.content_on_disk(digest) => Some(Source::Memory(content)),
+            // Opened by the digest itself, not by what the index entry says it holds. Kept
+            // in memory but purged from the disk: the open fails and forgets it.
+            _ => match crate::cache::open_content(cache.store.dir(), digest).await {
                 Ok(reader) => Some(Source::Disk(reader)),
                 Err(e) => {
                     tracing::warn!("cache: {digest} cannot be opened ({e}); asking the registry");
                     if crate::cache::is_not_found(&e) {
                         cache.store.forget(digest);
+                        cache.memory.remove(digest);
                     }
                     metrics().cache_events.with_label_values(&["miss"]).inc();
                     return Ok(false);
