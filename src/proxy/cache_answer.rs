@@ -328,14 +328,14 @@ async fn stream(session: &mut Session, cache: &Cache, read: Read<'_>) -> Result<
     let mut offset = 0u64;
     let mut held: Option<Bytes> = None;
     loop {
-        // A fresh buffer per read: its bytes go out as they are, without a copy.
-        let mut buf = bytes::BytesMut::zeroed(CHUNK);
-        let n = match reader.read(&mut buf).await {
+        // A fresh buffer per read: its bytes go out as they are, without a copy; read into
+        // its spare capacity, so it is never zeroed first (a memset of every byte served).
+        let mut buf = bytes::BytesMut::with_capacity(CHUNK);
+        let n = match reader.read_buf(&mut buf).await {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => return Err(dropped(cache, digest, &format!("cannot be read ({e})"))),
         };
-        buf.truncate(n);
         let chunk = buf.freeze();
         if keep.is_some() {
             kept.extend_from_slice(&chunk);
