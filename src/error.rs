@@ -60,8 +60,28 @@ pub enum RegistryError {
     /// The login backend that had to answer could not (`ldap`, `oidc`, `http`).
     #[error("the login service ({backend}) is unavailable; retry later")]
     LoginUnavailable { backend: &'static str },
+    /// `policy.quotas`: the push would take `namespace` over its quota (bytes).
+    #[error("namespace {namespace} is over its storage quota: {usage} bytes used of {quota} bytes{}", needed_text(*.needed))]
+    QuotaExceeded {
+        namespace: String,
+        usage: u64,
+        quota: u64,
+        /// Bytes the refused push would have added, when known.
+        needed: Option<u64>,
+    },
+    /// `policy.immutable_tags`: `tag` of `repository` exists and may not move or go.
+    #[error("tag {tag} of {repository} is immutable")]
+    ImmutableTag { repository: String, tag: String },
+    /// Usage cannot be read (`shared_state.on_unavailable: deny`, or the registry did not
+    /// answer an immutability check).
+    #[error("{0}; retry later")]
+    PolicyUnavailable(&'static str),
     #[error("internal error in the edge")]
     Internal,
+}
+
+fn needed_text(needed: Option<u64>) -> String {
+    needed.map_or_else(String::new, |n| format!("; this push needs {n} more bytes"))
 }
 
 #[derive(Serialize)]
@@ -97,6 +117,8 @@ impl RegistryError {
             RegistryError::HeadersTooLarge { .. } => 431,
             RegistryError::MisdirectedRequest => 421,
             RegistryError::RequestTimeout => 408,
+            RegistryError::QuotaExceeded { .. } | RegistryError::ImmutableTag { .. } => 403,
+            RegistryError::PolicyUnavailable(_) => 503,
             RegistryError::Internal => 500,
         }
     }
@@ -125,6 +147,8 @@ impl RegistryError {
             RegistryError::TooManyFailedLogins | RegistryError::TooManyPushes { .. } => {
                 "TOOMANYREQUESTS"
             }
+            RegistryError::QuotaExceeded { .. } | RegistryError::ImmutableTag { .. } => "DENIED",
+            RegistryError::PolicyUnavailable(_) => "UNAVAILABLE",
             RegistryError::Internal => "UNKNOWN",
         }
     }
@@ -132,6 +156,12 @@ impl RegistryError {
     fn detail(&self) -> serde_json::Value {
         match self {
             RegistryError::BodyTooLarge { limit } => serde_json::json!({ "limit": limit }),
+            RegistryError::QuotaExceeded {
+                namespace,
+                usage,
+                quota,
+                ..
+            } => serde_json::json!({ "namespace": namespace, "usage": usage, "quota": quota }),
             // distribution's shape: one {Type, Name, Action} per needed action.
             RegistryError::Unauthorized { needed } => serde_json::Value::Array(
                 needed

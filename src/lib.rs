@@ -26,6 +26,8 @@
 //! - `upstream`: registry node pool, repository affinity, health checks, upload-session pins.
 //! - `cache`: blobs and manifests pulled by digest, kept on disk (`cacache`) and served
 //!   only to requests the edge authorized for a repository the registry confirmed.
+//! - [`policy`]: storage quotas per namespace and immutable tags: manifest references, the
+//!   usage store (SQLite), registry lookups and `usage scan`.
 //! - `error`: the registry's JSON error envelope for the edge's own answers.
 //! - `metrics`: Prometheus metrics.
 //! - [`log_writer`]: log lines to stdout, access lines buffered per thread.
@@ -71,6 +73,7 @@ pub(crate) mod listen;
 pub mod load;
 pub mod log_writer;
 pub(crate) mod metrics;
+pub mod policy;
 pub(crate) mod proxy;
 pub(crate) mod redirect;
 pub mod registry;

@@ -60,6 +60,11 @@ enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// Storage usage per namespace (`policy:` in the configuration).
+    Usage {
+        #[command(subcommand)]
+        action: UsageAction,
+    },
     /// Write a self-signed TLS certificate and a token-signing key pair for development.
     GenCerts {
         #[arg(long)]
@@ -83,6 +88,23 @@ enum CacheAction {
         /// Only this entry (`sha256:<hex>`).
         #[arg(long)]
         digest: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsageAction {
+    /// Rebuild usage from what the registry's API lists (catalog, tags, manifests).
+    Scan {
+        #[arg(long, short, default_value = "conf/registry-edge.yaml")]
+        config: PathBuf,
+    },
+    /// Print usage against quota, per namespace.
+    Show {
+        #[arg(long, short, default_value = "conf/registry-edge.yaml")]
+        config: PathBuf,
+        /// Only this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
     },
 }
 
@@ -164,6 +186,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Command::Usage { action } => usage(action),
         Command::HashPassword { user, cost } => {
             let mut password = String::new();
             if let Err(e) = std::io::stdin().read_line(&mut password) {
@@ -251,4 +274,41 @@ fn init_logging(format: LogFormat) -> registry_edge::log_writer::FlushGuard {
             .init(),
     }
     guard
+}
+
+fn usage(action: UsageAction) -> ExitCode {
+    match action {
+        UsageAction::Scan { config } => {
+            let loaded = match registry_edge::load::load_all(&config) {
+                Ok(loaded) => loaded,
+                Err(e) => return fail(e),
+            };
+            match registry_edge::policy::scan::run(&loaded) {
+                Ok(scanned) => {
+                    println!(
+                        "scanned {} repositories, {} manifests",
+                        scanned.repositories, scanned.manifests
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        UsageAction::Show { config, namespace } => {
+            let settings = match registry_edge::config::load(&config) {
+                Ok(loaded) => match loaded.policy {
+                    Some(settings) => settings,
+                    None => return fail(format!("{}: no policy section", config.display())),
+                },
+                Err(e) => return fail(e),
+            };
+            match registry_edge::policy::report(&settings, namespace.as_deref()) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
 }

@@ -81,6 +81,12 @@ pub(crate) struct Metrics {
     pub cache_served_bytes: IntCounter,
     /// Bytes the cache holds on disk.
     pub cache_size: IntGauge,
+    /// `policy`: bytes a namespace holds, as the edge counts them.
+    pub policy_usage: IntGaugeVec,
+    /// `policy`: a namespace's quota in bytes (listed namespaces and those seen).
+    pub policy_quota: IntGaugeVec,
+    /// `policy`: refusals by reason (`quota`, `immutable`, `unavailable`).
+    pub policy_refusals: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -213,6 +219,21 @@ impl Metrics {
                 "Body bytes answered from the cache",
             ),
             cache_size: gauge("cache_size_bytes", "Bytes the cache holds on disk"),
+            policy_usage: gauge_vec(
+                "policy_usage_bytes",
+                "Bytes a namespace holds (distinct blobs its manifests reference)",
+                &["namespace"],
+            ),
+            policy_quota: gauge_vec(
+                "policy_quota_bytes",
+                "A namespace's storage quota in bytes",
+                &["namespace"],
+            ),
+            policy_refusals: counter_vec(
+                "policy_refusals_total",
+                "Pushes and deletes refused by policy, by reason (quota, immutable, unavailable)",
+                &["reason"],
+            ),
             node_healthy,
             active_connections,
             series: [(); 4].map(|()| ClassSeries::new()),

@@ -17,7 +17,8 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{
-    CacheSettings, ClientTimeouts, Config, ConfigError, ServerSettings, UpstreamSettings,
+    CacheSettings, ClientTimeouts, Config, ConfigError, PolicySettings, ServerSettings,
+    UpstreamSettings,
 };
 use crate::load::load_all;
 use crate::settings::{Settings, SharedSettings};
@@ -64,6 +65,7 @@ impl Changes {
             log_format,
             shared_state,
             cache,
+            policy,
         } = old;
         let ServerSettings {
             https_listen,
@@ -178,6 +180,25 @@ impl Changes {
             c.note("cache.max_size", &old.max_size, &new.max_size, LIVE);
             c.note("cache.memory", &old.memory, &new.memory, LIVE);
             c.note("cache.max_object", &old.max_object, &new.max_object, LIVE);
+        }
+        // The usage store is opened at start; the rules change live.
+        let store = |p: &Option<PolicySettings>| {
+            p.as_ref().map(|p| (p.state_dir.clone(), p.namespace_depth))
+        };
+        c.note(
+            "policy.state_dir",
+            &store(policy),
+            &store(&new.policy),
+            RESTART,
+        );
+        if let (Some(old), Some(new)) = (policy, &new.policy) {
+            c.note("policy.quotas", &old.quotas, &new.quotas, LIVE);
+            c.note(
+                "policy.immutable_tags",
+                &old.immutable,
+                &new.immutable,
+                LIVE,
+            );
         }
         c
     }

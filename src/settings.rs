@@ -38,6 +38,9 @@ pub(crate) struct Settings {
     /// `cache`: its budgets as of this snapshot (the cache itself lives as long as the
     /// process); `None` = no cache.
     pub cache: Option<CacheSettings>,
+    /// `policy`: quotas and immutable-tag rules as of this snapshot (the usage store lives
+    /// as long as the process); `None` = off.
+    pub policy: Option<crate::config::PolicySettings>,
 }
 
 impl Settings {
@@ -96,6 +99,7 @@ impl Settings {
             client_timeouts: config.server.client_timeouts,
             strict_host: config.server.strict_host,
             cache: config.cache.clone(),
+            policy: config.policy.clone(),
         }
     }
 }

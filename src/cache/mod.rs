@@ -88,7 +88,10 @@ pub(crate) struct Cache {
 impl Cache {
     /// Creates `settings.dir` (0700) if needed and rebuilds the index from it.
     pub(crate) fn open(settings: &CacheSettings) -> Result<Cache, CacheError> {
-        create_private_dir(&settings.dir)?;
+        create_private_dir(&settings.dir).map_err(|source| CacheError::Dir {
+            dir: settings.dir.clone(),
+            source,
+        })?;
         let store = Store::open(&settings.dir, settings.max_size)?;
         Ok(Cache {
             store,
@@ -176,22 +179,18 @@ pub fn purge(settings: &CacheSettings, digest: Option<&str>) -> Result<Purged, C
     Ok(purged)
 }
 
-/// Creates `dir` with mode 0700 (a cache of private images), or checks an existing one is
-/// a folder.
-fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
+/// Creates `dir` (and its parents) with mode 0700 (private images, private usage) unless it
+/// is a folder already; an existing file of that name is an error. Shared with the policy
+/// store.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    let error = |source| CacheError::Dir {
-        dir: dir.to_path_buf(),
-        source,
-    };
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(error(std::io::Error::other("exists and is not a folder"))),
+        Ok(_) => Err(std::io::Error::other("exists and is not a folder")),
         Err(_) => std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)
-            .map_err(error),
+            .create(dir),
     }
 }
 

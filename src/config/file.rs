@@ -46,6 +46,9 @@ pub(super) struct ConfigFile {
     /// The cache of blobs and manifests pulled by digest. Default: absent (off).
     #[serde(default)]
     pub cache: Option<CacheFile>,
+    /// Storage quotas and immutable tags. Default: absent (off).
+    #[serde(default)]
+    pub policy: Option<super::policy::PolicyFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,7 +2,7 @@
 //!
 //! A leaf of the crate: it imports nothing from it. `model` holds [`Config`] and its
 //! assembly; each section's types sit beside their converter (`server`, `tls`, `upstream`,
-//! `auth`, `users`, `acl`, `limits`, `shared_state`, `cache`); `choices` holds the closed sets; `validate` names file
+//! `auth`, `users`, `acl`, `limits`, `shared_state`, `cache`, `policy`); `choices` holds the closed sets; `validate` names file
 //! and key in every error.
 
 mod acl;
@@ -12,6 +12,7 @@ mod choices;
 mod file;
 mod limits;
 mod model;
+mod policy;
 mod server;
 mod shared_state;
 mod tls;
@@ -27,6 +28,7 @@ pub use cache::CacheSettings;
 pub use choices::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
 pub use limits::{Limits, PushLimit, UploadBytesLimit};
 pub use model::{Config, Maintenance};
+pub use policy::{ImmutableTags, PolicySettings, Quotas, TagRule};
 pub use server::{ClientTimeouts, ExternalUrl, ServerSettings};
 pub use shared_state::RedisSettings;
 pub use tls::{AcmeSettings, CertificatePaths};

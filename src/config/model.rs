@@ -11,6 +11,7 @@ use super::cache::{cache_settings, CacheSettings};
 use super::choices::LogFormat;
 use super::file::{self, ConfigFile};
 use super::limits::{push_limit, upload_limit, Limits, PushLimit, UploadBytesLimit};
+use super::policy::{policy_settings, PolicySettings};
 use super::server::{admin_listen, server_settings, ServerSettings};
 use super::shared_state::{redis_settings, RedisSettings};
 use super::tls::{acme_settings, certificate_paths, AcmeSettings, CertificatePaths};
@@ -47,6 +48,8 @@ pub struct Config {
     pub shared_state: Option<RedisSettings>,
     /// `cache`; `None` = every pull goes to the registry.
     pub cache: Option<CacheSettings>,
+    /// `policy`; `None` = no quotas, no immutable tags.
+    pub policy: Option<PolicySettings>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,6 +73,7 @@ impl Config {
             log,
             shared_state,
             cache,
+            policy,
         } = file;
         let v = Validator { path };
         let server = server_settings(&v, server)?;
@@ -125,6 +129,7 @@ impl Config {
                 .map(|s| redis_settings(&v, s.redis))
                 .transpose()?,
             cache: cache.map(|c| cache_settings(&v, c)).transpose()?,
+            policy: policy.map(|p| policy_settings(&v, p)).transpose()?,
             server,
         })
     }

@@ -18,10 +18,12 @@ use super::answer::{self, Refusal};
 use super::cache_answer;
 use super::checks;
 use super::ctx::RequestCtx;
+use super::policy_check;
 use super::token_endpoint;
 use crate::cache::Cache;
 use crate::error::RegistryError;
 use crate::limits::Admission;
+use crate::policy::Policy;
 use crate::settings::Settings;
 use crate::tls::CertResolver;
 use crate::upstream::NodePool;
@@ -65,6 +67,8 @@ pub(crate) enum Step {
     Token,
     /// A pull by digest the cache holds for this repository is answered from it.
     Cache,
+    /// `policy`: storage quotas and immutable tags.
+    Policy,
     /// `rate_limits.push` counts push starts.
     PushLimit,
     /// `limits.max_body_size` against the declared `Content-Length`.
@@ -74,8 +78,9 @@ pub(crate) enum Step {
 /// The steps in the order they run. The header limits come before the request id (they
 /// count what the client sent); the route before everything that needs the repository;
 /// the token check before the push limit (which may key on the token's subject) and before
-/// the cache (which answers only requests the token check let through).
-pub(crate) const STEPS: [Step; 12] = [
+/// the cache (which answers only requests the token check let through); the policy before
+/// the push limit, so a refused push does not use up the account's budget.
+pub(crate) const STEPS: [Step; 13] = [
     Step::HeaderLimits,
     Step::RequestId,
     Step::Host,
@@ -86,6 +91,7 @@ pub(crate) const STEPS: [Step; 12] = [
     Step::TokenEndpoint,
     Step::Token,
     Step::Cache,
+    Step::Policy,
     Step::PushLimit,
     Step::BodySize,
 ];
@@ -96,8 +102,10 @@ pub(crate) struct Admitter<'a> {
     pub certificates: &'a CertResolver,
     /// The cache, when `cache` is configured.
     pub cache: Option<&'a Arc<Cache>>,
-    /// The registry nodes (the cache's proxy-only check asks one).
+    /// The registry nodes (the cache's proxy-only check and the policy's lookups ask one).
     pub pool: &'a NodePool,
+    /// The usage store, when `policy` is configured at start.
+    pub policy: Option<&'a Arc<Policy>>,
 }
 
 impl Admitter<'_> {
@@ -175,6 +183,12 @@ impl Admitter<'_> {
                     }
                 }
                 _ => Outcome::Next,
+            },
+            Step::Policy => match self.policy {
+                Some(policy) => {
+                    policy_check::admit(session, ctx, settings, policy, self.pool).await?
+                }
+                None => Outcome::Next,
             },
             Step::PushLimit => push_limit(ctx).await,
             Step::BodySize => checks::body_size(session, settings.limits.max_body_size).into(),

@@ -59,6 +59,10 @@ pub(crate) struct RequestCtx {
     pub cache_leader: Option<crate::cache::inflight::Leader>,
     /// Answered from the cache (the access line says `upstream=cache`).
     pub from_cache: bool,
+    /// A manifest `PUT` held for its body by `policy` (quota, immutable tags).
+    pub manifest_put: Option<crate::proxy::policy_check::ManifestPut>,
+    /// (repository, digest) of a manifest `DELETE` whose 202 `policy` records.
+    pub manifest_delete: Option<(String, String)>,
 }
 
 impl RequestCtx {
@@ -92,6 +96,8 @@ impl RequestCtx {
             cache_fill: None,
             cache_leader: None,
             from_cache: false,
+            manifest_put: None,
+            manifest_delete: None,
         }
     }
 }

@@ -7,7 +7,10 @@
 //! - `response_body_filter`: the body into a cache fill (`cache_fill`); answers from the
 //!   cache are written in admission (`cache_answer`, with `range` for `Range` headers).
 //! - `upstream_request_filter`: forwarding headers (`headers`, with `request::origin`).
-//! - `request_body_filter`: count, limit and throttle streamed bytes; never buffers (`body`).
+//! - `request_body_filter`: count, limit and throttle streamed bytes (`body`); only a
+//!   manifest `PUT` under `policy` is held whole, up to 4 MiB (`policy_check`).
+//! - admission's `Policy` step and the registry's answer: quotas and immutable tags
+//!   (`policy_check`).
 //! - `response_filter`: request id, HTTP/1.0 framing, push budget.
 //! - `fail_to_proxy`: answer in the registry's JSON error format (`failure`, `answer`).
 //! - `logging`: metrics and one access-log line per request (`access_log`).
@@ -24,6 +27,7 @@ pub(crate) mod ctx;
 pub(crate) mod failure;
 pub(crate) mod headers;
 pub(crate) mod peer;
+pub(crate) mod policy_check;
 pub(crate) mod range;
 pub(crate) mod token_endpoint;
 
@@ -38,6 +42,7 @@ use pingora::Error;
 
 use crate::cache::Cache;
 use crate::drain::Drain;
+use crate::policy::Policy;
 use crate::settings::SharedSettings;
 use crate::tls::CertResolver;
 use crate::upstream::{NodePool, UploadSessions};
@@ -57,6 +62,8 @@ pub(crate) struct EdgeProxy {
     drain: Arc<Drain>,
     /// `cache`; `None` = off.
     cache: Option<Arc<Cache>>,
+    /// `policy`'s usage store; `None` = off.
+    policy: Option<Arc<Policy>>,
 }
 
 impl EdgeProxy {
@@ -66,6 +73,7 @@ impl EdgeProxy {
         certificates: Arc<CertResolver>,
         drain: Arc<Drain>,
         cache: Option<Arc<Cache>>,
+        policy: Option<Arc<Policy>>,
     ) -> Self {
         EdgeProxy {
             pool,
@@ -74,6 +82,7 @@ impl EdgeProxy {
             certificates,
             drain,
             cache,
+            policy,
         }
     }
 }
@@ -94,6 +103,7 @@ impl ProxyHttp for EdgeProxy {
             certificates: &self.certificates,
             cache: self.cache.as_ref(),
             pool: &self.pool,
+            policy: self.policy.as_ref(),
         };
         admitter.admit(session, ctx).await
     }
@@ -143,7 +153,11 @@ impl ProxyHttp for EdgeProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        body::on_chunk(body, end_of_stream, ctx).await
+        body::on_chunk(body, end_of_stream, ctx).await?;
+        match &self.policy {
+            Some(policy) => policy_check::on_body(body, end_of_stream, ctx, policy).await,
+            None => Ok(()),
+        }
     }
 
     async fn fail_to_proxy(
@@ -164,6 +178,9 @@ impl ProxyHttp for EdgeProxy {
         peer::on_response(&self.sessions, upstream_response, ctx);
         if let Some(cache) = &self.cache {
             cache_fill::on_response(cache, upstream_response, ctx, session.req_header());
+        }
+        if let Some(policy) = &self.policy {
+            policy_check::on_response(upstream_response.status.as_u16(), ctx, policy).await;
         }
         Ok(())
     }

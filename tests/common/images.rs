@@ -34,7 +34,8 @@ impl Read for Noise {
     }
 }
 
-/// A tar layer at `path` holding one file `name` of `size` pseudo-random bytes.
+/// A tar layer at `path` holding one file `name` of `size` pseudo-random bytes. Seeds
+/// differing only in their lowest bit give the same bytes.
 pub fn noise_layer(path: &Path, name: &str, size: u64, seed: u64) {
     let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut tar = tar::Builder::new(file);

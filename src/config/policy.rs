@@ -1,0 +1,303 @@
+//! `policy:`: storage quotas per namespace and immutable tags, enforced at the edge.
+//!
+//! The section's YAML shapes live here with their converter (the other sections' shapes are
+//! in `file.rs`, which is long enough). Sizes as in `cache:` (`20GiB`, `500MB`, bytes);
+//! globs are `globset`'s: `*` and `?` stay within one path segment, `**` crosses them,
+//! `[0-9]` is a class.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use globset::{Glob, GlobBuilder, GlobMatcher};
+use serde::Deserialize;
+
+use super::validate::Validator;
+use super::ConfigError;
+
+/// `policy:` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PolicyFile {
+    /// The embedded store's folder (relative to the config file's folder).
+    pub state_dir: String,
+    /// Leading path segments of a repository that make its namespace. Default 1.
+    #[serde(default)]
+    pub namespace_depth: Option<usize>,
+    #[serde(default)]
+    pub quotas: Option<QuotasFile>,
+    #[serde(default)]
+    pub immutable_tags: Vec<ImmutableItem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct QuotasFile {
+    #[serde(default)]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, String>,
+    #[serde(default)]
+    pub exempt_accounts: Vec<String>,
+}
+
+/// One item of `immutable_tags`: a rule, or the accounts exempt from every rule. The
+/// issue's sketch puts `exempt_accounts:` under the rule list without a `-`, which is not
+/// YAML; written as a list item (`- exempt_accounts: [...]`) it is.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum ImmutableItem {
+    Rule(RuleFile),
+    Exempt(ExemptFile),
+}
+
+/// `{ name: <repository glob>, tags: [<tag glob>, …] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RuleFile {
+    pub name: String,
+    pub tags: Vec<String>,
+}
+
+/// `{ exempt_accounts: [<account>, …] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ExemptFile {
+    pub exempt_accounts: Vec<String>,
+}
+
+/// The validated `policy:` section.
+#[derive(Debug, Clone)]
+pub struct PolicySettings {
+    /// The embedded store's folder (created 0700). Unused when `shared_state.redis` is set.
+    pub state_dir: PathBuf,
+    /// Leading path segments that make a namespace: `team/app/x` → `team` at depth 1.
+    pub namespace_depth: usize,
+    pub quotas: Quotas,
+    pub immutable: ImmutableTags,
+}
+
+/// `policy.quotas`: bytes per namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Quotas {
+    /// For namespaces not listed; `None` = no limit.
+    pub default: Option<u64>,
+    pub namespaces: BTreeMap<String, u64>,
+    pub exempt_accounts: Vec<String>,
+}
+
+impl Quotas {
+    /// The quota of `namespace` in bytes; `None` = no limit.
+    pub fn of(&self, namespace: &str) -> Option<u64> {
+        self.namespaces.get(namespace).copied().or(self.default)
+    }
+}
+
+/// One `immutable_tags` rule: tags matching `tags` in repositories matching `name`.
+#[derive(Debug, Clone)]
+pub struct TagRule {
+    /// The globs as written, for messages.
+    pub name_glob: String,
+    pub tag_globs: Vec<String>,
+    name: GlobMatcher,
+    tags: Vec<GlobMatcher>,
+}
+
+/// `policy.immutable_tags`.
+#[derive(Debug, Clone, Default)]
+pub struct ImmutableTags {
+    pub rules: Vec<TagRule>,
+    pub exempt_accounts: Vec<String>,
+}
+
+impl ImmutableTags {
+    /// Whether `tag` of `repository` may not move once it exists.
+    pub fn protects(&self, repository: &str, tag: &str) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.name.is_match(repository) && r.tags.iter().any(|t| t.is_match(tag)))
+    }
+
+    /// Whether any rule covers some tag of `repository`.
+    pub fn covers_repository(&self, repository: &str) -> bool {
+        self.rules.iter().any(|r| r.name.is_match(repository))
+    }
+}
+
+impl PartialEq for ImmutableTags {
+    fn eq(&self, other: &Self) -> bool {
+        let globs = |t: &ImmutableTags| {
+            t.rules
+                .iter()
+                .map(|r| (r.name_glob.clone(), r.tag_globs.clone()))
+                .collect::<Vec<_>>()
+        };
+        globs(self) == globs(other) && self.exempt_accounts == other.exempt_accounts
+    }
+}
+
+impl PartialEq for PolicySettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.state_dir == other.state_dir
+            && self.namespace_depth == other.namespace_depth
+            && self.quotas == other.quotas
+            && self.immutable == other.immutable
+    }
+}
+
+pub(super) fn policy_settings(
+    v: &Validator,
+    file: PolicyFile,
+) -> Result<PolicySettings, ConfigError> {
+    let PolicyFile {
+        state_dir,
+        namespace_depth,
+        quotas,
+        immutable_tags,
+    } = file;
+    if state_dir.trim().is_empty() {
+        return Err(v.invalid("policy.state_dir", "must name a directory"));
+    }
+    let state_dir = v.file_path(&state_dir);
+    v.writable_dir("policy.state_dir", &state_dir)?;
+    let namespace_depth = namespace_depth.unwrap_or(1);
+    if namespace_depth == 0 {
+        return Err(v.invalid("policy.namespace_depth", "must be 1 or more"));
+    }
+    let quotas = match quotas {
+        None => Quotas::default(),
+        Some(q) => Quotas {
+            default: q
+                .default
+                .map(|text| v.size("policy.quotas.default", &text))
+                .transpose()?,
+            namespaces: q
+                .namespaces
+                .into_iter()
+                .map(|(namespace, text)| {
+                    let key = format!("policy.quotas.namespaces.{namespace}");
+                    Ok((namespace, v.size(&key, &text)?))
+                })
+                .collect::<Result<_, ConfigError>>()?,
+            exempt_accounts: q.exempt_accounts,
+        },
+    };
+    let mut immutable = ImmutableTags::default();
+    for (i, item) in immutable_tags.into_iter().enumerate() {
+        match item {
+            ImmutableItem::Exempt(ExemptFile { exempt_accounts }) => {
+                immutable.exempt_accounts.extend(exempt_accounts)
+            }
+            ImmutableItem::Rule(RuleFile { name, tags }) => {
+                let key = format!("policy.immutable_tags[{i}]");
+                if tags.is_empty() {
+                    return Err(v.invalid(&key, "tags: needs at least one glob"));
+                }
+                immutable.rules.push(TagRule {
+                    name: glob(v, &format!("{key}.name"), &name)?,
+                    tags: tags
+                        .iter()
+                        .map(|t| glob(v, &format!("{key}.tags"), t))
+                        .collect::<Result<_, _>>()?,
+                    name_glob: name,
+                    tag_globs: tags,
+                });
+            }
+        }
+    }
+    Ok(PolicySettings {
+        state_dir,
+        namespace_depth,
+        quotas,
+        immutable,
+    })
+}
+
+/// A glob where `*` stays within a path segment and `**` crosses them (`team/*` matches
+/// `team/app`, not `team/app/x`).
+fn glob(v: &Validator, key: &str, text: &str) -> Result<GlobMatcher, ConfigError> {
+    if text.is_empty() {
+        return Err(v.invalid(key, "an empty glob matches nothing"));
+    }
+    GlobBuilder::new(text)
+        .literal_separator(true)
+        .build()
+        .map(|g: Glob| g.compile_matcher())
+        .map_err(|e| v.invalid(key, format!("invalid glob {text:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(yaml: &str) -> Result<PolicySettings, ConfigError> {
+        let file: PolicyFile = serde_yaml::from_str(yaml).unwrap();
+        let path = std::path::Path::new("/tmp/edge.yaml");
+        policy_settings(&Validator { path }, file)
+    }
+
+    #[test]
+    fn the_documented_section_parses() {
+        let s = settings(
+            r#"
+state_dir: /tmp/registry-edge-policy-test
+namespace_depth: 1
+quotas:
+  default: 20GiB
+  namespaces: { team-a: 100GiB, sandbox: 5GiB }
+  exempt_accounts: [admin]
+immutable_tags:
+  - { name: "**", tags: ["v[0-9]*", "release-*"] }
+  - exempt_accounts: [release-bot]
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.quotas.of("team-a"), Some(100 << 30));
+        assert_eq!(s.quotas.of("other"), Some(20 << 30));
+        assert_eq!(s.immutable.exempt_accounts, ["release-bot"]);
+        assert!(s.immutable.protects("team/app", "v1.0"));
+        assert!(s.immutable.protects("a/b/c", "release-7"));
+        assert!(!s.immutable.protects("team/app", "latest"));
+        assert!(!s.immutable.protects("team/app", "version"));
+    }
+
+    #[test]
+    fn star_stays_within_a_segment() {
+        let s = settings(
+            "{ state_dir: /tmp/p, immutable_tags: [ { name: \"team/*\", tags: [\"*\"] } ] }",
+        )
+        .unwrap();
+        assert!(s.immutable.protects("team/app", "x"));
+        assert!(!s.immutable.protects("team/app/sub", "x"));
+        assert_eq!(s.quotas.of("team"), None);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (yaml, key) in [
+            (
+                "{ state_dir: /tmp/p, quotas: { default: lots } }",
+                "policy.quotas.default",
+            ),
+            (
+                "{ state_dir: /tmp/p, quotas: { namespaces: { a: 5XB } } }",
+                "policy.quotas.namespaces.a",
+            ),
+            (
+                "{ state_dir: /tmp/p, namespace_depth: 0 }",
+                "policy.namespace_depth",
+            ),
+            (
+                "{ state_dir: /tmp/p, immutable_tags: [ { name: \"[\", tags: [x] } ] }",
+                "policy.immutable_tags[0].name",
+            ),
+            (
+                "{ state_dir: /tmp/p, immutable_tags: [ { name: a, tags: [] } ] }",
+                "policy.immutable_tags[0]",
+            ),
+            ("{ state_dir: /dev/null }", "policy.state_dir"),
+        ] {
+            let error = settings(yaml).unwrap_err().to_string();
+            assert!(error.contains(key), "{yaml}: {error}");
+        }
+    }
+}
