@@ -150,6 +150,12 @@ impl Setup {
         curl(&args)
     }
 
+    /// Stops the edge and starts a new one with `policy`, on the same state folder.
+    fn restart_edge(&mut self, policy: &str) {
+        self.edge.proc.kill();
+        self.edge = Self::edge(self.dir.path(), &self.certs, &self.registry, policy);
+    }
+
     /// `registry-edge usage show --namespace` for `namespace`: its usage in bytes.
     fn usage(&self, namespace: &str) -> u64 {
         usage_of(&self.edge.config, namespace)
@@ -189,7 +195,7 @@ fn distinct_sum(blobs: &[&[(String, u64)]]) -> u64 {
 #[test]
 fn a_namespace_quota_counts_distinct_blobs_and_a_delete_frees_them() {
     const MIB: u64 = 1 << 20;
-    let s = Setup::start("  quotas:\n    namespaces: { alice: 300MiB }\n");
+    let mut s = Setup::start("  quotas:\n    namespaces: { alice: 300MiB }\n");
     s.push("alice", 150 * MIB, 10, "alice/one:v1")
         .expect("150 MiB fits");
     s.push("alice", 100 * MIB, 20, "alice/two:v1")
@@ -275,7 +281,135 @@ fn a_namespace_quota_counts_distinct_blobs_and_a_delete_frees_them() {
         "{}",
         refused.text()
     );
+    // The usage survives a restart: the new process refuses too.
+    s.restart_edge("  quotas:\n    namespaces: { alice: 100MiB }\n");
+    assert_eq!(s.post_upload("alice/five", None).status, 403);
     // Pulls and deletes still work over the quota.
     let (four, _) = s.manifest("alice/four", "v1");
     assert_eq!(s.delete("alice", "alice/four", &four).status, 202);
+}
+
+#[test]
+fn immutable_tags_keep_their_digest_and_their_manifest() {
+    let policy = "  immutable_tags:\n    - { name: \"**\", tags: [\"v[0-9]*\"] }\n    - exempt_accounts: [admin]\n";
+    let s = Setup::start(policy);
+    s.push("alice", 1 << 20, 100, "alice/imm:v1.0")
+        .expect("a new tag");
+    let (first, _) = s.manifest("alice/imm", "v1.0");
+    let refused = s.push("alice", 1 << 20, 200, "alice/imm:v1.0").unwrap_err();
+    assert!(refused.contains("denied"), "{refused}");
+    assert!(
+        refused.contains("tag v1.0 of alice/imm is immutable"),
+        "{refused}"
+    );
+    assert_eq!(s.manifest("alice/imm", "v1.0").0, first, "the tag moved");
+    s.push("alice", 1 << 20, 100, "alice/imm:v1.0")
+        .expect("the same content again");
+    s.push("alice", 1 << 20, 200, "alice/imm:latest")
+        .expect("a tag no rule names");
+    s.push("admin", 1 << 20, 200, "alice/imm:v1.0")
+        .expect("an exempt account");
+    let (second, _) = s.manifest("alice/imm", "v1.0");
+    assert_ne!(second, first);
+    // v1.0 points to the second manifest now: it cannot be deleted; the first can.
+    let kept = s.delete("alice", "alice/imm", &second);
+    assert_eq!(kept.status, 403, "{}", kept.text());
+    assert_eq!(kept.json()["errors"][0]["code"], "DENIED");
+    assert!(
+        kept.text().contains("tag v1.0 of alice/imm is immutable"),
+        "{}",
+        kept.text()
+    );
+    assert_eq!(s.delete("alice", "alice/imm", &first).status, 202);
+}
+
+#[test]
+fn usage_scan_counts_a_registry_filled_directly_and_repairs_a_broken_store() {
+    let mut s = Setup::start("  quotas:\n    default: 1GiB\n");
+    let registry = format!("http://{}", s.registry.addr());
+    let ca = s.certs.ca_dir.join("ca.crt");
+    let put = |repository: &str, tag: &str, blobs: &[&[u8]]| -> (Vec<(String, u64)>, Vec<u8>) {
+        let scope = format!("repository:{repository}:pull,push");
+        let token = login(&s.edge, &s.ca(), "admin", "pw-admin", &scope).json()["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let bearer = format!("Authorization: Bearer {token}");
+        let described: Vec<(String, u64)> = blobs
+            .iter()
+            .map(|b| {
+                let digest = common::push_blob(&registry, &ca, repository, b, &["-H", &bearer]);
+                (digest, b.len() as u64)
+            })
+            .collect();
+        let descriptor = |(d, n): &(String, u64)| serde_json::json!({"mediaType": "application/octet-stream", "digest": d, "size": n});
+        let manifest = serde_json::json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": descriptor(&described[0]),
+            "layers": described[1..].iter().map(descriptor).collect::<Vec<_>>()});
+        let body = serde_json::to_vec(&manifest).unwrap();
+        let file = s
+            .dir
+            .path()
+            .join(format!("manifest-{}", common::digest(&body)));
+        std::fs::write(&file, &body).unwrap();
+        let stored = curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            &bearer,
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("{registry}/v2/{repository}/manifests/{tag}"),
+        ]);
+        assert_eq!(stored.status, 201, "{}", stored.text());
+        (described, body)
+    };
+    let (c1, l1, l2, c2, l3) = (
+        b"{\"c\":1}".to_vec(),
+        vec![1u8; 300_000],
+        vec![2u8; 200_000],
+        b"{\"c\":2}".to_vec(),
+        vec![3u8; 100_000],
+    );
+    let (x, _) = put("alice/x", "t1", &[&c1, &l1, &l2]);
+    let (y, _) = put("alice/sub/y", "t2", &[&c2, &l1, &l3]);
+    let (z, _) = put("bob/z", "t3", &[&c1, &l3]);
+    assert_eq!(s.usage("alice"), 0, "the edge saw none of it");
+
+    let scan = |config: &Path| {
+        Command::new(common::EDGE_BIN)
+            .args(["usage", "scan", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    let scanned = scan(&s.edge.config);
+    assert!(
+        scanned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&scanned.stderr)
+    );
+    assert!(String::from_utf8_lossy(&scanned.stdout).contains("3 repositories, 3 manifests"));
+    assert_eq!(s.usage("alice"), distinct_sum(&[&x, &y]));
+    assert_eq!(s.usage("bob"), distinct_sum(&[&z]));
+
+    // A broken store: the edge starts anyway, says so, and a scan repairs it.
+    s.edge.proc.kill();
+    let file = s.dir.path().join("policy/usage.sqlite3");
+    std::fs::write(&file, b"this is not a database ".repeat(200)).unwrap();
+    for side in ["usage.sqlite3-wal", "usage.sqlite3-shm"] {
+        let _ = std::fs::remove_file(s.dir.path().join("policy").join(side));
+    }
+    s.restart_edge("  quotas:\n    default: 1GiB\n");
+    let log = s.edge.log_text();
+    assert!(
+        log.contains("cannot be opened") && log.contains("registry-edge usage scan"),
+        "{log}"
+    );
+    assert_eq!(s.usage("alice"), 0);
+    assert!(scan(&s.edge.config).status.success());
+    assert_eq!(s.usage("alice"), distinct_sum(&[&x, &y]));
 }
