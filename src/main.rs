@@ -295,14 +295,11 @@ fn usage(action: UsageAction) -> ExitCode {
             }
         }
         UsageAction::Show { config, namespace } => {
-            let settings = match registry_edge::config::load(&config) {
-                Ok(loaded) => match loaded.policy {
-                    Some(settings) => settings,
-                    None => return fail(format!("{}: no policy section", config.display())),
-                },
+            let loaded = match registry_edge::config::load(&config) {
+                Ok(loaded) => loaded,
                 Err(e) => return fail(e),
             };
-            match registry_edge::policy::report(&settings, namespace.as_deref()) {
+            match registry_edge::policy::scan::report(&loaded, namespace.as_deref()) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS

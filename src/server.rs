@@ -21,7 +21,7 @@ use crate::config::{AcmeChallenge, ConfigError};
 use crate::drain::Drain;
 use crate::listen::{bind, EdgeListener};
 use crate::load::Loaded;
-use crate::policy::Policy;
+use crate::policy::{Policy, UsageGauges};
 use crate::proxy::EdgeProxy;
 use crate::redirect::RedirectApp;
 use crate::reload::Reloader;
@@ -112,11 +112,20 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
         .map(|settings| Cache::open(settings).map(Arc::new))
         .transpose()
         .map_err(|e| StartError::Cache(e.to_string()))?;
-    let policy = config
-        .policy
-        .as_ref()
-        .map(|settings| open_policy(settings).map(Arc::new))
-        .transpose()?;
+    let policy = match &config.policy {
+        None => None,
+        Some(rules) => {
+            let policy = Arc::new(Policy::open(rules, shared.clone())?);
+            server.add_service(background_service(
+                "policy usage metrics",
+                UsageGauges {
+                    policy: policy.clone(),
+                    settings: settings.clone(),
+                },
+            ));
+            Some(policy)
+        }
+    };
     let nodes = NodeList::new(&config.upstream.nodes);
     let (pool, health) = NodePool::build(&config.upstream, &nodes).map_err(StartError::Upstream)?;
     let pool = Arc::new(pool);
@@ -233,24 +242,4 @@ fn tls_acceptor(resolver: Arc<CertResolver>, tls_alpn01: bool) -> Acceptor {
         config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
     }
     Acceptor::from_server_config(Arc::new(config))
-}
-
-/// Opens the usage store and publishes every namespace's usage and quota as metrics.
-fn open_policy(settings: &crate::config::PolicySettings) -> Result<Policy, StartError> {
-    let policy = Policy::open(settings)?;
-    match policy.all() {
-        Ok(all) => {
-            for (namespace, usage) in all {
-                crate::proxy::policy_check::set_usage(&namespace, usage, Some(settings));
-            }
-        }
-        Err(e) => tracing::error!("policy: usage cannot be read: {e}"),
-    }
-    for (namespace, quota) in &settings.quotas.namespaces {
-        crate::metrics::metrics()
-            .policy_quota
-            .with_label_values(&[namespace.as_str()])
-            .set(i64::try_from(*quota).unwrap_or(i64::MAX));
-    }
-    Ok(policy)
 }

@@ -147,8 +147,22 @@ impl SharedState {
         Some((longest > 0).then(|| Duration::from_millis(longest as u64)))
     }
 
-    fn key(&self, key: &str) -> String {
+    /// `key` under `shared_state.redis.key_prefix`.
+    pub(crate) fn key(&self, key: &str) -> String {
         format!("{}{key}", self.settings.key_prefix)
+    }
+
+    /// One exchange with Redis for another user of the connection (the policy's usage
+    /// store); `None` while Redis is unavailable or when the exchange fails.
+    pub(crate) async fn exchange<T, F, Fut>(&self, exchange: F) -> Option<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.is_up() {
+            return None;
+        }
+        self.call(exchange).await
     }
 
     /// Runs one exchange within the timeout; marks Redis unavailable on any failure.

@@ -1,25 +1,35 @@
 //! Storage quotas per namespace and immutable tags (`policy:`).
 //!
 //! - `manifest`: what a manifest body references (descriptors and sizes).
-//! - `store`: the usage store (SQLite in `policy.state_dir`).
+//! - `store`: the embedded usage store (SQLite in `policy.state_dir`); `local` runs it off
+//!   the async threads and replaces a broken file.
+//! - `redis_usage`: usage shared through Redis instead (`shared_state.redis`).
 //! - `lookup`: what the registry holds now: a tag's digest, a repository's tags.
-//! - `scan`: `registry-edge usage scan`, rebuilding usage from the registry's API.
+//! - `scan`: `registry-edge usage scan` (rebuilding usage from the registry's API) and
+//!   `usage show`.
 //!
 //! Usage of a namespace is the sum of the sizes of the distinct blobs (layers, configs,
 //! child manifests) referenced by the manifests stored in its repositories. The edge learns
 //! it from the manifest PUTs and DELETEs it proxies, committing each only after the
 //! registry answered 2xx (`proxy::policy_check`).
 
+mod local;
 pub mod lookup;
 pub mod manifest;
+mod redis_usage;
 pub mod scan;
 pub mod store;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use crate::config::PolicySettings;
+use crate::config::{OnUnavailable, PolicySettings};
+use crate::metrics::metrics;
+use crate::shared_state::SharedState;
+use local::LocalUsage;
 use manifest::Reference;
-use store::{Store, StoreError};
+use redis_usage::RedisUsage;
+use store::StoreError;
 
 /// Why usage could not be read or recorded.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +40,8 @@ pub enum PolicyError {
     Task(#[from] tokio::task::JoinError),
     #[error("cannot make the registry client: {0}")]
     Client(String),
+    #[error("shared_state.redis does not answer")]
+    NotShared,
 }
 
 /// A client for the registry's API (plain HTTP to the nodes; no redirects followed).
@@ -47,58 +59,41 @@ pub fn namespace_of(repository: &str, depth: usize) -> &str {
     }
 }
 
+/// Where usage lives: the embedded store, or Redis shared with other instances.
+enum Backend {
+    Local(LocalUsage),
+    Redis {
+        usage: RedisUsage,
+        /// Each namespace's usage as Redis last told it: what `on_unavailable: local`
+        /// enforces from while Redis does not answer.
+        last_known: Mutex<HashMap<String, u64>>,
+    },
+}
+
 /// The running policy: the usage store opened at start (the rules come with each request's
 /// settings, so a reload changes them live).
 pub struct Policy {
-    store: Arc<Store>,
+    backend: Backend,
     /// For the registry lookups of immutability checks.
     client: reqwest::Client,
 }
 
 impl Policy {
-    /// Opens the store in `settings.state_dir`. A file that cannot be opened as a store is
-    /// moved aside and a new one started: the edge keeps running (never refusing every
-    /// push over a broken file) and logs that `registry-edge usage scan` should be run.
-    pub fn open(settings: &PolicySettings) -> Result<Policy, PolicyError> {
-        let dir = &settings.state_dir;
-        let fresh = !dir.join(store::FILE).exists();
-        let store = match Store::open(dir) {
-            Ok(store) => store,
-            Err(StoreError::Open { path, source }) => {
-                let aside = path.with_extension(format!(
-                    "broken-{}",
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs())
-                ));
-                tracing::error!(
-                    "policy: the usage store {} cannot be opened ({source}); moved to {} and started \
-                     empty: run `registry-edge usage scan` to count what the registry holds",
-                    path.display(),
-                    aside.display()
-                );
-                std::fs::rename(&path, &aside).map_err(|source| StoreError::Dir {
-                    dir: dir.clone(),
-                    source,
-                })?;
-                for suffix in ["-wal", "-shm"] {
-                    let mut side = path.clone().into_os_string();
-                    side.push(suffix);
-                    let _ = std::fs::remove_file(side);
-                }
-                Store::open(dir)?
-            }
-            Err(e) => return Err(e.into()),
+    /// Opens the usage store: Redis when `shared` is given (`shared_state.redis`), else the
+    /// embedded store in `settings.state_dir` ([`LocalUsage::open`]).
+    pub fn open(
+        settings: &PolicySettings,
+        shared: Option<Arc<SharedState>>,
+    ) -> Result<Policy, PolicyError> {
+        let backend = match shared {
+            Some(shared) => Backend::Redis {
+                usage: RedisUsage::new(shared),
+                last_known: Mutex::default(),
+            },
+            None => Backend::Local(LocalUsage::open(&settings.state_dir)?),
         };
-        if fresh {
-            tracing::warn!(
-                "policy: new usage store in {}: pushes made before it are not counted until \
-                 `registry-edge usage scan` runs",
-                dir.display()
-            );
-        }
         Ok(Policy {
-            store: Arc::new(store),
+            backend,
             client: registry_client()?,
         })
     }
@@ -110,18 +105,33 @@ impl Policy {
 
     /// Bytes `namespace` holds.
     pub async fn usage(&self, namespace: &str) -> Result<u64, PolicyError> {
-        let (store, namespace) = (self.store.clone(), namespace.to_string());
-        Ok(tokio::task::spawn_blocking(move || store.usage(&namespace)).await??)
+        Ok(self.usage_and_added(namespace, Arc::default()).await?.0)
     }
 
-    /// Bytes a manifest referencing `references` would add to `namespace`.
-    pub async fn added_by(
+    /// (bytes `namespace` holds, bytes a manifest referencing `references` would add).
+    pub async fn usage_and_added(
         &self,
         namespace: &str,
         references: Arc<Vec<Reference>>,
-    ) -> Result<u64, PolicyError> {
-        let (store, namespace) = (self.store.clone(), namespace.to_string());
-        Ok(tokio::task::spawn_blocking(move || store.added_by(&namespace, &references)).await??)
+    ) -> Result<(u64, u64), PolicyError> {
+        match &self.backend {
+            Backend::Local(local) => local.usage_and_added(namespace, references).await,
+            Backend::Redis { usage, last_known } => {
+                match usage.usage_and_added(namespace, &references).await {
+                    Some(found) => {
+                        lock(last_known).insert(namespace.to_string(), found.0);
+                        Ok(found)
+                    }
+                    None => {
+                        fallback(usage)?;
+                        // Which blobs the namespace holds is Redis's to say: count them all.
+                        let added = references.iter().map(|r| r.size).sum();
+                        let known = lock(last_known).get(namespace).copied().unwrap_or(0);
+                        Ok((known, added))
+                    }
+                }
+            }
+        }
     }
 
     /// Records a manifest the registry stored; returns the namespace's usage after it.
@@ -132,77 +142,129 @@ impl Policy {
         digest: &str,
         references: Arc<Vec<Reference>>,
     ) -> Result<u64, PolicyError> {
-        let store = self.store.clone();
-        let (namespace, repository, digest) = (
-            namespace.to_string(),
-            repository.to_string(),
-            digest.to_string(),
-        );
-        Ok(tokio::task::spawn_blocking(move || {
-            store.put(&namespace, &repository, &digest, &references)?;
-            store.usage(&namespace)
-        })
-        .await??)
+        match &self.backend {
+            Backend::Local(local) => local.put(namespace, repository, digest, references).await,
+            Backend::Redis { usage, last_known } => {
+                let after = usage
+                    .put(namespace, repository, digest, &references)
+                    .await
+                    .ok_or(PolicyError::NotShared)?;
+                lock(last_known).insert(namespace.to_string(), after);
+                Ok(after)
+            }
+        }
     }
 
-    /// Records a manifest the registry deleted; returns its namespace and that namespace's
+    /// Records a manifest of `namespace` the registry deleted; returns the namespace's
     /// usage after it, when the manifest was known.
     pub async fn delete(
         &self,
+        namespace: &str,
         repository: &str,
         digest: &str,
-    ) -> Result<Option<(String, u64)>, PolicyError> {
-        let store = self.store.clone();
-        let (repository, digest) = (repository.to_string(), digest.to_string());
-        Ok(tokio::task::spawn_blocking(move || {
-            let Some(namespace) = store.delete(&repository, &digest)? else {
-                return Ok(None);
-            };
-            let usage = store.usage(&namespace)?;
-            Ok::<_, StoreError>(Some((namespace, usage)))
-        })
-        .await??)
+    ) -> Result<Option<u64>, PolicyError> {
+        match &self.backend {
+            Backend::Local(local) => local.delete(repository, digest).await,
+            Backend::Redis { usage, last_known } => {
+                let after = usage
+                    .delete(namespace, repository, digest)
+                    .await
+                    .ok_or(PolicyError::NotShared)?;
+                if let Some(after) = after {
+                    lock(last_known).insert(namespace.to_string(), after);
+                }
+                Ok(after)
+            }
+        }
     }
 
-    /// Every namespace's usage (for the metrics at start).
-    pub fn all(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.store.all()
+    /// Every namespace's usage, by name.
+    pub async fn all(&self) -> Result<Vec<(String, u64)>, PolicyError> {
+        match &self.backend {
+            Backend::Local(local) => local.all().await,
+            Backend::Redis { usage, .. } => usage.all().await.ok_or(PolicyError::NotShared),
+        }
+    }
+
+    /// Forgets all usage (`usage scan` records what the registry holds after it).
+    pub async fn clear(&self) -> Result<(), PolicyError> {
+        match &self.backend {
+            Backend::Local(local) => local.clear().await,
+            Backend::Redis { usage, .. } => usage.clear().await.ok_or(PolicyError::NotShared),
+        }
     }
 }
 
-/// `usage show`: one line per namespace (those with usage and those with a quota listed),
-/// `namespace  usage  quota  percent`, sizes in bytes and binary units; only `namespace`
-/// when given.
-pub fn report(settings: &PolicySettings, namespace: Option<&str>) -> Result<String, StoreError> {
-    let store = Store::open(&settings.state_dir)?;
-    let mut rows: std::collections::BTreeMap<String, u64> = store.all()?.into_iter().collect();
-    for listed in settings.quotas.namespaces.keys() {
-        rows.entry(listed.clone()).or_insert(0);
+/// Publishes every namespace's usage and quota (`registry_edge_policy_*` gauges) at start
+/// and every [`GAUGES_EVERY`]: with Redis, other instances' pushes show up too.
+pub(crate) struct UsageGauges {
+    pub policy: Arc<Policy>,
+    pub settings: crate::settings::SharedSettings,
+}
+
+/// How often [`UsageGauges`] reads all usage.
+const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for UsageGauges {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut every = tokio::time::interval(GAUGES_EVERY);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let settings = self.settings.load();
+            let Some(rules) = settings.policy.as_ref() else {
+                continue;
+            };
+            match self.policy.all().await {
+                Ok(all) => {
+                    for (namespace, usage) in all {
+                        set_gauges(&namespace, usage, rules);
+                    }
+                }
+                Err(e) => tracing::warn!("policy: usage cannot be read for the metrics: {e}"),
+            }
+            for namespace in rules.quotas.namespaces.keys() {
+                set_gauges(
+                    namespace,
+                    self.policy.usage(namespace).await.unwrap_or(0),
+                    rules,
+                );
+            }
+        }
     }
-    if let Some(only) = namespace {
-        rows.retain(|name, _| name == only);
-        rows.entry(only.to_string()).or_insert(0);
+}
+
+/// Sets the usage and (when it has one) quota gauges of `namespace`.
+pub(crate) fn set_gauges(namespace: &str, usage: u64, rules: &PolicySettings) {
+    let m = metrics();
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    m.policy_usage
+        .with_label_values(&[namespace])
+        .set(clamp(usage));
+    if let Some(quota) = rules.quotas.of(namespace) {
+        m.policy_quota
+            .with_label_values(&[namespace])
+            .set(clamp(quota));
     }
-    let mut text = format!(
-        "{:<30} {:>22} {:>22} {:>7}\n",
-        "NAMESPACE", "USAGE", "QUOTA", "USED"
-    );
-    for (name, usage) in rows {
-        let quota = settings.quotas.of(&name);
-        let shown = |n: u64| format!("{n} ({})", bytesize::ByteSize(n).display().iec());
-        let (quota_text, percent) = match quota {
-            Some(q) => (
-                shown(q),
-                format!("{:.0}%", usage as f64 * 100.0 / q.max(1) as f64),
-            ),
-            None => ("none".to_string(), "-".to_string()),
-        };
-        text.push_str(&format!(
-            "{name:<30} {:>22} {quota_text:>22} {percent:>7}\n",
-            shown(usage)
-        ));
+}
+
+/// Redis did not answer: `deny` refuses, `local` goes on from the last known usage.
+fn fallback(usage: &RedisUsage) -> Result<(), PolicyError> {
+    metrics()
+        .shared_state_fallbacks
+        .with_label_values(&["policy"])
+        .inc();
+    match usage.shared().on_unavailable() {
+        OnUnavailable::Deny => Err(PolicyError::NotShared),
+        OnUnavailable::Local => Ok(()),
     }
-    Ok(text)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
-//! `registry-edge usage scan`: rebuilds usage from what the registry's API lists.
+//! `registry-edge usage scan`: rebuilds usage from what the registry's API lists; and
+//! `usage show`. Both use the store the running edge uses (Redis when
+//! `shared_state.redis` is set), so they work while it runs.
 //!
 //! Walks the catalog, each repository's tags and each tag's manifest (and, for an index,
 //! its child manifests), asking the first `upstream.nodes` entry with a short-lived token
@@ -6,15 +8,16 @@
 //! Manifests no tag points to are not listed by the API, so they are not counted until a
 //! PUT through the edge shows them.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::lookup::{LookupError, RegistryApi};
 use super::manifest::{self, Reference};
-use super::namespace_of;
-use super::store::{Store, StoreError};
-use crate::config::PolicySettings;
+use super::{namespace_of, Policy, PolicyError};
+use crate::config::{Config, PolicySettings};
 use crate::load::Loaded;
 use crate::registry::Scope;
+use crate::shared_state::SharedState;
 
 /// What a scan found.
 #[derive(Debug, Default)]
@@ -28,23 +31,40 @@ pub enum ScanError {
     #[error("no policy section in the configuration")]
     NoPolicy,
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
     Registry(#[from] LookupError),
-    #[error("cannot start the scan: {0}")]
+    #[error("cannot start: {0}")]
     Runtime(#[from] std::io::Error),
     #[error(transparent)]
-    Policy(#[from] super::PolicyError),
+    Policy(#[from] PolicyError),
+    #[error("shared_state.redis: {0}")]
+    Redis(String),
+}
+
+/// The policy section and the usage store `config` names.
+fn open(config: &Config) -> Result<(&PolicySettings, Policy), ScanError> {
+    let settings = config.policy.as_ref().ok_or(ScanError::NoPolicy)?;
+    let shared = config
+        .shared_state
+        .as_ref()
+        .map(|redis| SharedState::new(redis.clone()))
+        .transpose()
+        .map_err(|e| ScanError::Redis(e.to_string()))?;
+    Ok((settings, Policy::open(settings, shared)?))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ScanError> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// Runs the scan for `loaded`'s configuration, replacing the usage in its store.
 pub fn run(loaded: &Loaded) -> Result<Scanned, ScanError> {
     let config = &loaded.config;
-    let settings = config.policy.as_ref().ok_or(ScanError::NoPolicy)?;
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    let (settings, policy) = open(config)?;
     let node = config.upstream.nodes[0];
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let client = super::registry_client()?;
     let sign = |scopes: Vec<Scope>| {
         loaded.auth.as_ref().map(|auth| {
@@ -61,14 +81,20 @@ pub fn run(loaded: &Loaded) -> Result<Scanned, ScanError> {
         timeout: config.upstream.read_timeout.max(Duration::from_secs(30)),
     };
     runtime.block_on(async {
-        let store = Store::open(&settings.state_dir)?;
         let repositories = api(sign(vec![Scope::catalog()])).catalog().await?;
         let mut found = Vec::new();
         for repository in &repositories {
             let api = api(sign(vec![Scope::repository(repository, &["pull"])]));
             found.extend(manifests_of(&api, repository).await?);
         }
-        record(&store, settings, &found)?;
+        policy.clear().await?;
+        for (repository, digest, references) in found.iter() {
+            let namespace = namespace_of(repository, settings.namespace_depth);
+            let references = Arc::new(references.clone());
+            policy
+                .put(namespace, repository, digest, references)
+                .await?;
+        }
         Ok(Scanned {
             repositories: repositories.len(),
             manifests: found.len(),
@@ -108,11 +134,40 @@ fn is_index(body: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
-fn record(store: &Store, settings: &PolicySettings, found: &[Found]) -> Result<(), StoreError> {
-    store.clear()?;
-    for (repository, digest, references) in found {
-        let namespace = namespace_of(repository, settings.namespace_depth);
-        store.put(namespace, repository, digest, references)?;
+/// `usage show`: one line per namespace (those with usage and those with a quota listed),
+/// `namespace  usage  quota  percent`, sizes in bytes and binary units; only `namespace`
+/// when given.
+pub fn report(config: &Config, namespace: Option<&str>) -> Result<String, ScanError> {
+    let runtime = runtime()?;
+    let _entered = runtime.enter();
+    let (settings, policy) = open(config)?;
+    let all = runtime.block_on(policy.all())?;
+    let mut rows: std::collections::BTreeMap<String, u64> = all.into_iter().collect();
+    for listed in settings.quotas.namespaces.keys() {
+        rows.entry(listed.clone()).or_insert(0);
     }
-    Ok(())
+    if let Some(only) = namespace {
+        rows.retain(|name, _| name == only);
+        rows.entry(only.to_string()).or_insert(0);
+    }
+    let mut text = format!(
+        "{:<30} {:>22} {:>22} {:>7}\n",
+        "NAMESPACE", "USAGE", "QUOTA", "USED"
+    );
+    for (name, usage) in rows {
+        let quota = settings.quotas.of(&name);
+        let shown = |n: u64| format!("{n} ({})", bytesize::ByteSize(n).display().iec());
+        let (quota_text, percent) = match quota {
+            Some(q) => (
+                shown(q),
+                format!("{:.0}%", usage as f64 * 100.0 / q.max(1) as f64),
+            ),
+            None => ("none".to_string(), "-".to_string()),
+        };
+        text.push_str(&format!(
+            "{name:<30} {:>22} {quota_text:>22} {percent:>7}\n",
+            shown(usage)
+        ));
+    }
+    Ok(text)
 }

@@ -203,7 +203,7 @@ impl Store {
 }
 
 /// `references` without repeats (a manifest may list one blob twice; it is stored once).
-fn distinct(references: &[Reference]) -> impl Iterator<Item = &Reference> {
+pub(crate) fn distinct(references: &[Reference]) -> impl Iterator<Item = &Reference> {
     let mut seen = std::collections::HashSet::new();
     references
         .iter()

@@ -262,12 +262,11 @@ pub(crate) async fn on_body(
     // recorded for it.
     let references = Arc::new(manifest::references(&whole).unwrap_or_default());
     if let Some(quota) = put.quota {
-        let counted = async {
-            let added = policy.added_by(&put.namespace, references.clone()).await?;
-            Ok::<_, crate::policy::PolicyError>((added, policy.usage(&put.namespace).await?))
-        };
-        match counted.await {
-            Ok((added, usage)) if added > 0 && usage.saturating_add(added) > quota => {
+        match policy
+            .usage_and_added(&put.namespace, references.clone())
+            .await
+        {
+            Ok((usage, added)) if added > 0 && usage.saturating_add(added) > quota => {
                 let refusal = RegistryError::QuotaExceeded {
                     namespace: put.namespace.clone(),
                     usage,
@@ -298,7 +297,11 @@ pub(crate) async fn on_response(status: u16, ctx: &mut RequestCtx, policy: &Poli
                 .put(&put.namespace, &put.repository, &digest, references)
                 .await;
             match recorded {
-                Ok(usage) => set_usage(&put.namespace, usage, ctx.settings.policy.as_ref()),
+                Ok(usage) => {
+                    if let Some(rules) = ctx.settings.policy.as_ref() {
+                        crate::policy::set_gauges(&put.namespace, usage, rules)
+                    }
+                }
                 Err(e) => {
                     tracing::error!("policy: {digest} of {} not recorded: {e}", put.repository)
                 }
@@ -306,26 +309,15 @@ pub(crate) async fn on_response(status: u16, ctx: &mut RequestCtx, policy: &Poli
         }
     }
     if let (202, Some((repository, digest))) = (status, ctx.manifest_delete.take()) {
-        match policy.delete(&repository, &digest).await {
-            Ok(Some((namespace, usage))) => {
-                set_usage(&namespace, usage, ctx.settings.policy.as_ref())
-            }
+        let Some(rules) = ctx.settings.policy.as_ref() else {
+            return;
+        };
+        let namespace = namespace_of(&repository, rules.namespace_depth);
+        match policy.delete(namespace, &repository, &digest).await {
+            Ok(Some(usage)) => crate::policy::set_gauges(namespace, usage, rules),
             Ok(None) => {}
             Err(e) => tracing::error!("policy: deletion of {digest} not recorded: {e}"),
         }
-    }
-}
-
-/// Updates the usage and quota gauges of `namespace`.
-pub(crate) fn set_usage(namespace: &str, usage: u64, rules: Option<&PolicySettings>) {
-    let m = metrics();
-    m.policy_usage
-        .with_label_values(&[namespace])
-        .set(i64::try_from(usage).unwrap_or(i64::MAX));
-    if let Some(quota) = rules.and_then(|r| r.quotas.of(namespace)) {
-        m.policy_quota
-            .with_label_values(&[namespace])
-            .set(i64::try_from(quota).unwrap_or(i64::MAX));
     }
 }
 
