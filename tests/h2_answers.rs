@@ -90,11 +90,12 @@ fn own_answers_over_h2_get_and_head() {
     let (certs, _registry, edge) = edge_with_token_node(
         dir.path(),
         &format!(
-            "{}{limits}",
+            "{}{limits}policy:\n  state_dir: {}\n  quotas:\n    namespaces: {{ alice: 0 }}\n",
             auth_yaml(
                 dir.path(),
                 "  failed_logins: { per_client_ip: 2, per_account: 100 }\n"
-            )
+            ),
+            dir.path().join("policy").display()
         ),
     );
     // A second edge in read-only mode whose only node never answers.
@@ -151,6 +152,35 @@ fn own_answers_over_h2_get_and_head() {
         assert_eq!(refused.status, 429, "{}", refused.text());
         assert_eq!(refused.json()["errors"][0]["code"], "TOOMANYREQUESTS");
         assert!(refused.header("retry-after").is_some());
+    });
+    checks.run("403 for a push over the namespace's quota", || {
+        let token = curl(&["--http2", "--cacert", ca, "-u", "alice:pw-alice", &realm(scope)]);
+        let token = token.json()["token"].as_str().unwrap().to_string();
+        let bearer = format!("Authorization: Bearer {token}");
+        let start = edge.url("/v2/alice/app/blobs/uploads/");
+        let refused = curl(&["--http2", "--cacert", ca, "-H", &bearer, "-X", "POST", &start]);
+        assert_eq!(refused.http_version, "2");
+        assert_eq!(refused.status, 403, "{}", refused.text());
+        assert_eq!(refused.json()["errors"][0]["code"], "DENIED");
+        // A manifest is refused once its body is read, before the registry sees it.
+        let manifest = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","size":10},"layers":[]}"#;
+        let put = curl(&[
+            "--http2",
+            "--cacert",
+            ca,
+            "-H",
+            &bearer,
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+            "-X",
+            "PUT",
+            "--data-binary",
+            manifest,
+            &edge.url("/v2/alice/app/manifests/v1"),
+        ]);
+        assert_eq!(put.status, 403, "{}", put.text());
+        assert_eq!(put.json()["errors"][0]["code"], "DENIED");
+        assert!(put.text().contains("over its storage quota"), "{}", put.text());
     });
     checks.run("429 after failed logins, from the realm", || {
         // Wrong passwords get 401 until the client's allowance (2 a minute) is spent.
