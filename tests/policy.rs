@@ -16,6 +16,7 @@ struct Setup {
     certs: Certs,
     registry: Registry,
     edge: Edge,
+    admin: u16,
 }
 
 impl Setup {
@@ -25,18 +26,20 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         let certs = make_certs(dir.path());
         let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
-        let edge = Self::edge(dir.path(), &certs, &registry, policy);
+        let admin = common::free_port();
+        let edge = Self::edge(dir.path(), &certs, &registry, admin, policy);
         Setup {
             dir,
             certs,
             registry,
             edge,
+            admin,
         }
     }
 
-    fn edge(dir: &Path, certs: &Certs, registry: &Registry, policy: &str) -> Edge {
+    fn edge(dir: &Path, certs: &Certs, registry: &Registry, admin: u16, policy: &str) -> Edge {
         let extra = format!(
-            "{}policy:\n  state_dir: {}\n{policy}",
+            "{}admin:\n  listen: \"127.0.0.1:{admin}\"\npolicy:\n  state_dir: {}\n{policy}",
             auth_yaml(dir, ""),
             dir.join("policy").display()
         );
@@ -153,7 +156,13 @@ impl Setup {
     /// Stops the edge and starts a new one with `policy`, on the same state folder.
     fn restart_edge(&mut self, policy: &str) {
         self.edge.proc.kill();
-        self.edge = Self::edge(self.dir.path(), &self.certs, &self.registry, policy);
+        self.edge = Self::edge(
+            self.dir.path(),
+            &self.certs,
+            &self.registry,
+            self.admin,
+            policy,
+        );
     }
 
     /// `registry-edge usage show --namespace` for `namespace`: its usage in bytes.
@@ -232,6 +241,20 @@ fn a_namespace_quota_counts_distinct_blobs_and_a_delete_frees_them() {
         "{refused}"
     );
     assert_eq!(s.usage("alice"), expected, "a refused push was counted");
+    let metrics = common::admin_metrics(s.admin);
+    let gauge = |name: &str| common::metric(&metrics, name).unwrap_or(-1.0);
+    assert_eq!(
+        gauge("registry_edge_policy_usage_bytes{namespace=\"alice\"}"),
+        expected as f64
+    );
+    assert_eq!(
+        gauge("registry_edge_policy_quota_bytes{namespace=\"alice\"}"),
+        (300 * MIB) as f64
+    );
+    assert_eq!(
+        gauge("registry_edge_policy_refusals_total{reason=\"quota\"}"),
+        1.0
+    );
     // A monolithic upload declaring more than what remains is refused before it is sent on.
     let big = s.dir.path().join("big.blob");
     std::fs::write(&big, vec![7u8; 60 << 20]).unwrap();
