@@ -61,7 +61,7 @@ pub enum RegistryError {
     #[error("the login service ({backend}) is unavailable; retry later")]
     LoginUnavailable { backend: &'static str },
     /// `policy.quotas`: the push would take `namespace` over its quota (bytes).
-    #[error("namespace {namespace} is over its storage quota: {usage} bytes used of {quota} bytes{}", needed_text(*.needed))]
+    #[error("push refused: namespace {namespace} would exceed its storage quota ({usage} bytes used of {quota} bytes{})", needed_text(*.needed))]
     QuotaExceeded {
         namespace: String,
         usage: u64,
@@ -69,6 +69,9 @@ pub enum RegistryError {
         /// Bytes the refused push would have added, when known.
         needed: Option<u64>,
     },
+    /// A manifest the edge must count (its namespace has a quota) but cannot read.
+    #[error("manifest invalid: {0}")]
+    ManifestInvalid(String),
     /// `policy.immutable_tags`: `tag` of `repository` exists and may not move or go.
     #[error("tag {tag} of {repository} is immutable")]
     ImmutableTag { repository: String, tag: String },
@@ -119,6 +122,7 @@ impl RegistryError {
             RegistryError::RequestTimeout => 408,
             RegistryError::QuotaExceeded { .. } | RegistryError::ImmutableTag { .. } => 403,
             RegistryError::PolicyUnavailable(_) => 503,
+            RegistryError::ManifestInvalid(_) => 400,
             RegistryError::Internal => 500,
         }
     }
@@ -149,6 +153,7 @@ impl RegistryError {
             }
             RegistryError::QuotaExceeded { .. } | RegistryError::ImmutableTag { .. } => "DENIED",
             RegistryError::PolicyUnavailable(_) => "UNAVAILABLE",
+            RegistryError::ManifestInvalid(_) => "MANIFEST_INVALID",
             RegistryError::Internal => "UNKNOWN",
         }
     }

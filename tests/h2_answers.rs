@@ -180,7 +180,7 @@ fn own_answers_over_h2_get_and_head() {
         ]);
         assert_eq!(put.status, 403, "{}", put.text());
         assert_eq!(put.json()["errors"][0]["code"], "DENIED");
-        assert!(put.text().contains("over its storage quota"), "{}", put.text());
+        assert!(put.text().contains("would exceed its storage quota"), "{}", put.text());
     });
     checks.run("429 after failed logins, from the realm", || {
         // Wrong passwords get 401 until the client's allowance (2 a minute) is spent.

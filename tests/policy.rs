@@ -44,7 +44,7 @@ fn a_namespace_quota_counts_distinct_blobs_and_a_delete_frees_them() {
     };
     assert!(refused.contains("denied"), "{refused}");
     assert!(
-        refused.contains("namespace alice is over its storage quota"),
+        refused.contains("namespace alice would exceed its storage quota"),
         "{refused}"
     );
     assert!(
@@ -111,7 +111,7 @@ fn a_namespace_quota_counts_distinct_blobs_and_a_delete_frees_them() {
         (answer.status == 403).then_some(answer)
     });
     assert!(
-        refused.text().contains("over its storage quota"),
+        refused.text().contains("would exceed its storage quota"),
         "{}",
         refused.text()
     );
@@ -121,6 +121,86 @@ fn a_namespace_quota_counts_distinct_blobs_and_a_delete_frees_them() {
     // Pulls and deletes still work over the quota.
     let (four, _) = s.manifest("alice/four", "v1");
     assert_eq!(s.delete("alice", "alice/four", &four).status, 202);
+}
+
+/// What a client writes is not what is counted: descriptor sizes are checked against the
+/// registry's, a body that is not a manifest is refused, `Expect: 100-continue` changes
+/// nothing, and a refused upload leaves nothing at the registry.
+#[test]
+fn a_manifest_is_counted_at_the_registrys_sizes_and_cannot_slip_past() {
+    let s = Setup::start("  quotas:\n    namespaces: { alice: 10MiB }\n");
+    let bearer = s.bearer("alice/app", "pull,push");
+    let base = format!("https://127.0.0.1:{}", s.edge.https_port);
+    let ca = s.certs.ca_dir.join("ca.crt");
+    // Three 4 MiB blobs: each upload fits (nothing is referenced yet).
+    let blobs: Vec<String> = (1..=3u8)
+        .map(|i| common::push_blob(&base, &ca, "alice/app", &vec![i; 4 << 20], &["-H", &bearer]))
+        .collect();
+    let descriptor = |d: &str| serde_json::json!({"mediaType": "application/octet-stream", "digest": d, "size": 1});
+    let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor(&blobs[0]),
+        "layers": [descriptor(&blobs[1]), descriptor(&blobs[2])]}))
+    .unwrap();
+    // The descriptors say 3 bytes; the registry holds 12 MiB.
+    let put = s.put_manifest(
+        "alice/app",
+        "v1",
+        &manifest,
+        &["-H", "Expect: 100-continue"],
+    );
+    assert_eq!(put.status, 403, "{}", put.text());
+    assert!(
+        put.text().contains("this push needs 12582912 more bytes"),
+        "{}",
+        put.text()
+    );
+    assert_eq!(s.usage("alice"), 0);
+    let garbage = s.put_manifest("alice/app", "v2", b"{\"layers\": 7}", &[]);
+    assert_eq!(garbage.status, 400, "{}", garbage.text());
+    assert_eq!(garbage.json()["errors"][0]["code"], "MANIFEST_INVALID");
+    // Two of them fit: 8 MiB, counted at the registry's sizes.
+    let fits = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor(&blobs[0]), "layers": [descriptor(&blobs[1])]}))
+    .unwrap();
+    let put = s.put_manifest("alice/app", "v3", &fits, &["-H", "Expect: 100-continue"]);
+    assert_eq!(put.status, 201, "{}", put.text());
+    assert_eq!(s.usage("alice"), 8 << 20);
+    // A monolithic upload over what remains never reaches the registry.
+    let big = s.dir.path().join("big.blob");
+    std::fs::write(&big, vec![9u8; 3 << 20]).unwrap();
+    let refused = s.post_upload("alice/app", Some(&big));
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    let digest = common::digest(&std::fs::read(&big).unwrap());
+    let at_registry = curl(&[
+        "-I",
+        "-H",
+        &bearer,
+        &format!("http://{}/v2/alice/app/blobs/{digest}", s.registry.addr()),
+    ]);
+    assert_eq!(
+        at_registry.status, 404,
+        "the refused blob reached the registry"
+    );
+
+    // Two pushes at once, each fitting alone, not together: one is refused.
+    let (v3, _) = s.manifest("alice/app", "v3");
+    assert_eq!(s.delete("alice", "alice/app", &v3).status, 202);
+    assert_eq!(s.usage("alice"), 0);
+    let other = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor(&blobs[2]), "layers": [descriptor(&blobs[1])]}))
+    .unwrap();
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let first = scope.spawn(|| s.put_manifest("alice/app", "a", &fits, &[]).status);
+        let second = scope.spawn(|| s.put_manifest("alice/app", "b", &other, &[]).status);
+        vec![first.join().unwrap(), second.join().unwrap()]
+    });
+    let mut sorted = statuses.clone();
+    sorted.sort();
+    assert_eq!(sorted, [201, 403], "{statuses:?}");
+    assert_eq!(s.usage("alice"), 8 << 20);
 }
 
 #[test]

@@ -12,23 +12,24 @@ use super::PolicyError;
 pub(crate) struct LocalUsage(Arc<Store>);
 
 impl LocalUsage {
-    /// Opens the store in `dir`. A file that cannot be opened as a store is moved aside
-    /// (`usage.sqlite3.broken-<unix time>`) and a new one started: the edge keeps running
-    /// (never refusing every push over a broken file) and logs that `registry-edge usage
-    /// scan` should be run. A new store says the same.
-    pub(crate) fn open(dir: &Path) -> Result<LocalUsage, PolicyError> {
+    /// Opens the store in `dir`. With `repair` (the edge itself), a file that is not a
+    /// usable database is moved aside (`usage.sqlite3.broken-<unix time>`) and a new one
+    /// started: the edge keeps running (never refusing every push over a broken file) and
+    /// logs that `registry-edge usage scan` should be run; a new store says the same. The
+    /// commands (`usage show`, `usage scan`) never repair: the running edge holds the file.
+    pub(crate) fn open(dir: &Path, repair: bool) -> Result<LocalUsage, PolicyError> {
         let fresh = !dir.join(store::FILE).exists();
         let store = match Store::open(dir) {
             Ok(store) => store,
-            Err(StoreError::Open { path, source }) => {
+            Err(e) if repair && e.is_broken() => {
+                let path = e.path().map(Path::to_path_buf).unwrap_or_default();
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
                 let aside = path.with_extension(format!("sqlite3.broken-{now}"));
                 tracing::error!(
-                    "policy: the usage store {} cannot be opened ({source}); moved to {} and \
-                     started empty: run `registry-edge usage scan` to count what the registry holds",
-                    path.display(),
+                    "policy: the usage store cannot be opened ({e}); moved to {} and started \
+                     empty: run `registry-edge usage scan` to count what the registry holds",
                     aside.display()
                 );
                 std::fs::rename(&path, &aside).map_err(|source| StoreError::Dir {
@@ -44,7 +45,7 @@ impl LocalUsage {
             }
             Err(e) => return Err(e.into()),
         };
-        if fresh {
+        if fresh && repair {
             tracing::warn!(
                 "policy: new usage store in {}: pushes made before it are not counted until \
                  `registry-edge usage scan` runs",
@@ -63,16 +64,16 @@ impl LocalUsage {
         Ok(tokio::task::spawn_blocking(move || work(&store)).await??)
     }
 
-    pub(crate) async fn usage_and_added(
+    pub(crate) async fn usage_and_unheld(
         &self,
         namespace: &str,
         references: Arc<Vec<Reference>>,
-    ) -> Result<(u64, u64), PolicyError> {
+    ) -> Result<(u64, Vec<Reference>), PolicyError> {
         let namespace = namespace.to_string();
         self.blocking(move |store| {
             Ok((
                 store.usage(&namespace)?,
-                store.added_by(&namespace, &references)?,
+                store.unheld(&namespace, &references)?,
             ))
         })
         .await
@@ -115,7 +116,12 @@ impl LocalUsage {
         self.blocking(|store| store.all()).await
     }
 
-    pub(crate) async fn clear(&self) -> Result<(), PolicyError> {
-        self.blocking(|store| store.clear()).await
+    /// Replaces all usage with `manifests` in one transaction (`usage scan`).
+    pub(crate) async fn replace_all(
+        &self,
+        manifests: Vec<(String, String, String, Vec<Reference>)>,
+    ) -> Result<(), PolicyError> {
+        self.blocking(move |store| store.replace_all(&manifests))
+            .await
     }
 }

@@ -20,6 +20,8 @@ pub enum LookupError {
     Request { url: String, source: reqwest::Error },
     #[error("{url}: the registry answered {status}")]
     Status { url: String, status: u16 },
+    #[error("{url}: the registry answered without Docker-Content-Digest")]
+    NoDigest { url: String },
 }
 
 /// The registry at `base` (`http://host:port`), asked with `authorization`.
@@ -34,11 +36,7 @@ pub struct RegistryApi<'a> {
 
 impl RegistryApi<'_> {
     fn request(&self, method: reqwest::Method, path: &str) -> (String, reqwest::RequestBuilder) {
-        let url = if path.starts_with("http") {
-            path.to_string()
-        } else {
-            format!("{}{path}", self.base)
-        };
+        let url = format!("{}{path}", self.base);
         let mut request = self
             .client
             .request(method, &url)
@@ -66,11 +64,43 @@ impl RegistryApi<'_> {
                 source,
             })?;
         match answer.status().as_u16() {
-            200 => Ok(answer
+            // A tag that exists but whose digest is not said is not "absent".
+            200 => match answer
                 .headers()
                 .get("docker-content-digest")
                 .and_then(|v| v.to_str().ok())
-                .map(str::to_string)),
+            {
+                Some(digest) => Ok(Some(digest.to_string())),
+                None => Err(LookupError::NoDigest { url }),
+            },
+            404 => Ok(None),
+            status => Err(LookupError::Status { url, status }),
+        }
+    }
+
+    /// The size the registry reports for blob (or, `manifest`, manifest) `digest` of
+    /// `repository`: its `Content-Length` to a `HEAD`; `None` when it does not have it.
+    pub async fn content_length(
+        &self,
+        repository: &str,
+        digest: &str,
+        manifest: bool,
+    ) -> Result<Option<u64>, LookupError> {
+        let kind = if manifest { "manifests" } else { "blobs" };
+        let path = format!("/v2/{repository}/{kind}/{digest}");
+        let (url, request) = self.request(reqwest::Method::HEAD, &path);
+        let answer = request
+            .send()
+            .await
+            .map_err(|source| LookupError::Request {
+                url: url.clone(),
+                source,
+            })?;
+        match answer.status().as_u16() {
+            200 => Ok(answer
+                .headers()
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())),
             404 => Ok(None),
             status => Err(LookupError::Status { url, status }),
         }
@@ -123,11 +153,13 @@ impl RegistryApi<'_> {
                 404 => break,
                 status => return Err(LookupError::Status { url, status }),
             }
+            // Only a path on the same registry: the token must not go anywhere else.
             next = answer
                 .headers()
                 .get(LINK)
                 .and_then(|v| v.to_str().ok())
-                .and_then(next_link);
+                .and_then(next_link)
+                .filter(|target| target.starts_with('/') && !target.starts_with("//"));
             let page: serde_json::Value = answer.json().await.map_err(failed)?;
             if let Some(list) = page[key].as_array() {
                 items.extend(list.iter().filter_map(|v| v.as_str().map(str::to_string)));

@@ -13,10 +13,12 @@
 //! it from the manifest PUTs and DELETEs it proxies, committing each only after the
 //! registry answered 2xx (`proxy::policy_check`).
 
+mod gauges;
 mod local;
 pub mod lookup;
 pub mod manifest;
 mod redis_usage;
+mod reserve;
 pub mod scan;
 pub mod store;
 
@@ -26,9 +28,12 @@ use std::sync::{Arc, Mutex};
 use crate::config::{OnUnavailable, PolicySettings};
 use crate::metrics::metrics;
 use crate::shared_state::SharedState;
+pub(crate) use gauges::{set_gauges, UsageGauges};
 use local::LocalUsage;
 use manifest::Reference;
 use redis_usage::RedisUsage;
+pub use reserve::Reservation;
+use reserve::Reservations;
 use store::StoreError;
 
 /// Why usage could not be read or recorded.
@@ -44,9 +49,18 @@ pub enum PolicyError {
     NotShared,
 }
 
-/// A client for the registry's API (plain HTTP to the nodes; no redirects followed).
+/// A client for the registry's API: plain HTTP to the nodes, no redirects followed, and no
+/// `HTTP_PROXY` from the environment (its requests carry tokens).
 pub(crate) fn registry_client() -> Result<reqwest::Client, PolicyError> {
-    crate::auth::users::trust::http_client(None, std::time::Duration::from_secs(30))
+    let tls = crate::tls::client_config(None).map_err(|e| PolicyError::Client(e.to_string()))?;
+    let timeout = std::time::Duration::from_secs(30);
+    reqwest::Client::builder()
+        .tls_backend_preconfigured((*tls).clone())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
         .map_err(|e| PolicyError::Client(e.to_string()))
 }
 
@@ -74,8 +88,13 @@ enum Backend {
 /// settings, so a reload changes them live).
 pub struct Policy {
     backend: Backend,
-    /// For the registry lookups of immutability checks.
+    /// For the registry lookups of immutability checks and blob sizes.
     client: reqwest::Client,
+    /// `policy.namespace_depth` as opened: the store's keys depend on it, so a reload
+    /// does not change it.
+    namespace_depth: usize,
+    /// Bytes of manifest PUTs admitted and not yet answered, per namespace.
+    reservations: Reservations,
 }
 
 impl Policy {
@@ -85,17 +104,59 @@ impl Policy {
         settings: &PolicySettings,
         shared: Option<Arc<SharedState>>,
     ) -> Result<Policy, PolicyError> {
+        Self::open_with(settings, shared, true)
+    }
+
+    /// [`Policy::open`] for the `usage` commands: a broken store file is reported, not
+    /// moved aside under the running edge.
+    pub fn open_for_command(
+        settings: &PolicySettings,
+        shared: Option<Arc<SharedState>>,
+    ) -> Result<Policy, PolicyError> {
+        Self::open_with(settings, shared, false)
+    }
+
+    fn open_with(
+        settings: &PolicySettings,
+        shared: Option<Arc<SharedState>>,
+        repair: bool,
+    ) -> Result<Policy, PolicyError> {
         let backend = match shared {
             Some(shared) => Backend::Redis {
                 usage: RedisUsage::new(shared),
                 last_known: Mutex::default(),
             },
-            None => Backend::Local(LocalUsage::open(&settings.state_dir)?),
+            None => Backend::Local(LocalUsage::open(&settings.state_dir, repair)?),
         };
         Ok(Policy {
             backend,
             client: registry_client()?,
+            namespace_depth: settings.namespace_depth,
+            reservations: Reservations::default(),
         })
+    }
+
+    /// The namespace of `repository` under the depth the store was opened with.
+    pub fn namespace_of<'a>(&self, repository: &'a str) -> &'a str {
+        namespace_of(repository, self.namespace_depth)
+    }
+
+    /// Admits `added` more bytes into `namespace` under `quota` unless its usage plus the
+    /// bytes of PUTs admitted and not yet answered would go over: concurrent PUTs, each
+    /// under the quota alone, cannot pass together. `Err((usage, pending))` when over.
+    pub async fn reserve(
+        &self,
+        namespace: &str,
+        added: u64,
+        quota: u64,
+    ) -> Result<Result<Reservation, (u64, u64)>, PolicyError> {
+        let _one_at_a_time = self.reservations.checking.lock().await;
+        let usage = self.usage(namespace).await?;
+        let pending = self.reservations.pending(namespace);
+        if usage.saturating_add(pending).saturating_add(added) > quota {
+            return Ok(Err((usage, pending)));
+        }
+        Ok(Ok(self.reservations.take(namespace, added)))
     }
 
     /// The HTTP client for registry lookups.
@@ -105,19 +166,19 @@ impl Policy {
 
     /// Bytes `namespace` holds.
     pub async fn usage(&self, namespace: &str) -> Result<u64, PolicyError> {
-        Ok(self.usage_and_added(namespace, Arc::default()).await?.0)
+        Ok(self.usage_and_unheld(namespace, Arc::default()).await?.0)
     }
 
-    /// (bytes `namespace` holds, bytes a manifest referencing `references` would add).
-    pub async fn usage_and_added(
+    /// (bytes `namespace` holds, the references of `references` it does not hold yet).
+    pub async fn usage_and_unheld(
         &self,
         namespace: &str,
         references: Arc<Vec<Reference>>,
-    ) -> Result<(u64, u64), PolicyError> {
+    ) -> Result<(u64, Vec<Reference>), PolicyError> {
         match &self.backend {
-            Backend::Local(local) => local.usage_and_added(namespace, references).await,
+            Backend::Local(local) => local.usage_and_unheld(namespace, references).await,
             Backend::Redis { usage, last_known } => {
-                match usage.usage_and_added(namespace, &references).await {
+                match usage.usage_and_unheld(namespace, &references).await {
                     Some(found) => {
                         lock(last_known).insert(namespace.to_string(), found.0);
                         Ok(found)
@@ -125,32 +186,42 @@ impl Policy {
                     None => {
                         fallback(usage)?;
                         // Which blobs the namespace holds is Redis's to say: count them all.
-                        let added = references.iter().map(|r| r.size).sum();
+                        let all = store::distinct(&references).cloned().collect();
                         let known = lock(last_known).get(namespace).copied().unwrap_or(0);
-                        Ok((known, added))
+                        Ok((known, all))
                     }
                 }
             }
         }
     }
 
-    /// Records a manifest the registry stored; returns the namespace's usage after it.
+    /// Records a manifest the registry stored (`added`: the bytes it was admitted with);
+    /// returns the namespace's usage after it.
     pub async fn put(
         &self,
         namespace: &str,
         repository: &str,
         digest: &str,
         references: Arc<Vec<Reference>>,
+        added: u64,
     ) -> Result<u64, PolicyError> {
         match &self.backend {
             Backend::Local(local) => local.put(namespace, repository, digest, references).await,
             Backend::Redis { usage, last_known } => {
-                let after = usage
-                    .put(namespace, repository, digest, &references)
-                    .await
-                    .ok_or(PolicyError::NotShared)?;
-                lock(last_known).insert(namespace.to_string(), after);
-                Ok(after)
+                match usage.put(namespace, repository, digest, &references).await {
+                    Some(after) => {
+                        lock(last_known).insert(namespace.to_string(), after);
+                        Ok(after)
+                    }
+                    None => {
+                        // Not recorded in Redis: this instance still counts it, so a
+                        // series of pushes during the outage cannot pass the quota.
+                        let mut known = lock(last_known);
+                        let entry = known.entry(namespace.to_string()).or_insert(0);
+                        *entry = entry.saturating_add(added);
+                        Err(PolicyError::NotShared)
+                    }
+                }
             }
         }
     }
@@ -186,68 +257,26 @@ impl Policy {
         }
     }
 
-    /// Forgets all usage (`usage scan` records what the registry holds after it).
-    pub async fn clear(&self) -> Result<(), PolicyError> {
+    /// Replaces all usage with `manifests` (namespace, repository, digest, references):
+    /// `usage scan`. One transaction in the embedded store; in Redis the old keys are
+    /// deleted first, so other instances briefly see less usage.
+    pub async fn replace_all(
+        &self,
+        manifests: Vec<(String, String, String, Vec<Reference>)>,
+    ) -> Result<(), PolicyError> {
         match &self.backend {
-            Backend::Local(local) => local.clear().await,
-            Backend::Redis { usage, .. } => usage.clear().await.ok_or(PolicyError::NotShared),
-        }
-    }
-}
-
-/// Publishes every namespace's usage and quota (`registry_edge_policy_*` gauges) at start
-/// and every [`GAUGES_EVERY`]: with Redis, other instances' pushes show up too.
-pub(crate) struct UsageGauges {
-    pub policy: Arc<Policy>,
-    pub settings: crate::settings::SharedSettings,
-}
-
-/// How often [`UsageGauges`] reads all usage.
-const GAUGES_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for UsageGauges {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let mut every = tokio::time::interval(GAUGES_EVERY);
-        loop {
-            tokio::select! {
-                _ = every.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            let settings = self.settings.load();
-            let Some(rules) = settings.policy.as_ref() else {
-                continue;
-            };
-            match self.policy.all().await {
-                Ok(all) => {
-                    for (namespace, usage) in all {
-                        set_gauges(&namespace, usage, rules);
-                    }
+            Backend::Local(local) => local.replace_all(manifests).await,
+            Backend::Redis { usage, .. } => {
+                usage.clear().await.ok_or(PolicyError::NotShared)?;
+                for (namespace, repository, digest, references) in &manifests {
+                    usage
+                        .put(namespace, repository, digest, references)
+                        .await
+                        .ok_or(PolicyError::NotShared)?;
                 }
-                Err(e) => tracing::warn!("policy: usage cannot be read for the metrics: {e}"),
-            }
-            for namespace in rules.quotas.namespaces.keys() {
-                set_gauges(
-                    namespace,
-                    self.policy.usage(namespace).await.unwrap_or(0),
-                    rules,
-                );
+                Ok(())
             }
         }
-    }
-}
-
-/// Sets the usage and (when it has one) quota gauges of `namespace`.
-pub(crate) fn set_gauges(namespace: &str, usage: u64, rules: &PolicySettings) {
-    let m = metrics();
-    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    m.policy_usage
-        .with_label_values(&[namespace])
-        .set(clamp(usage));
-    if let Some(quota) = rules.quotas.of(namespace) {
-        m.policy_quota
-            .with_label_values(&[namespace])
-            .set(clamp(quota));
     }
 }
 

@@ -39,7 +39,7 @@ if not record then return -1 end
 redis.call('DEL', KEYS[1])
 for digest in string.gmatch(record, '%S+') do
   if redis.call('HINCRBY', KEYS[2], digest, -1) <= 0 then
-    local size = tonumber(redis.call('HGET', KEYS[3], digest) or '0')
+    local size = redis.call('HGET', KEYS[3], digest) or '0'
     redis.call('HDEL', KEYS[2], digest)
     redis.call('HDEL', KEYS[3], digest)
     redis.call('DECRBY', KEYS[4], size)
@@ -88,12 +88,12 @@ impl RedisUsage {
         Some(value.unwrap_or(0).max(0) as u64)
     }
 
-    /// (usage, bytes `references` would add) for `namespace`, in one round trip.
-    pub(crate) async fn usage_and_added(
+    /// (usage, the references it does not hold yet) for `namespace`, in one round trip.
+    pub(crate) async fn usage_and_unheld(
         &self,
         namespace: &str,
         references: &[Reference],
-    ) -> Option<(u64, u64)> {
+    ) -> Option<(u64, Vec<Reference>)> {
         let distinct = super::store::distinct(references)
             .cloned()
             .collect::<Vec<_>>();
@@ -122,13 +122,13 @@ impl RedisUsage {
                     .await?
             }
         };
-        let added = distinct
-            .iter()
-            .zip(held.iter().chain(std::iter::repeat(&None)))
+        let unheld = distinct
+            .into_iter()
+            .zip(held.into_iter().chain(std::iter::repeat(None)))
             .filter(|(_, refs)| refs.unwrap_or(0) <= 0)
-            .map(|(r, _)| r.size)
-            .sum();
-        Some((usage.unwrap_or(0).max(0) as u64, added))
+            .map(|(r, _)| r)
+            .collect();
+        Some((usage.unwrap_or(0).max(0) as u64, unheld))
     }
 
     /// Records a stored manifest; the namespace's usage after it.
@@ -183,7 +183,9 @@ impl RedisUsage {
         let keys = self.scan(&format!("{prefix}*")).await?;
         let mut all = Vec::new();
         for key in keys {
-            let namespace = key[prefix.len()..].to_string();
+            let Some(namespace) = key.strip_prefix(&prefix).map(str::to_string) else {
+                continue;
+            };
             all.push((namespace.clone(), self.usage(&namespace).await?));
         }
         all.sort();

@@ -8,7 +8,6 @@
 //! Manifests no tag points to are not listed by the API, so they are not counted until a
 //! PUT through the edge shows them.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::lookup::{LookupError, RegistryApi};
@@ -49,7 +48,7 @@ fn open(config: &Config) -> Result<(&PolicySettings, Policy), ScanError> {
         .map(|redis| SharedState::new(redis.clone()))
         .transpose()
         .map_err(|e| ScanError::Redis(e.to_string()))?;
-    Ok((settings, Policy::open(settings, shared)?))
+    Ok((settings, Policy::open_for_command(settings, shared)?))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ScanError> {
@@ -87,17 +86,18 @@ pub fn run(loaded: &Loaded) -> Result<Scanned, ScanError> {
             let api = api(sign(vec![Scope::repository(repository, &["pull"])]));
             found.extend(manifests_of(&api, repository).await?);
         }
-        policy.clear().await?;
-        for (repository, digest, references) in found.iter() {
-            let namespace = namespace_of(repository, settings.namespace_depth);
-            let references = Arc::new(references.clone());
-            policy
-                .put(namespace, repository, digest, references)
-                .await?;
-        }
+        let count = found.len();
+        let manifests = found
+            .into_iter()
+            .map(|(repository, digest, references)| {
+                let namespace = namespace_of(&repository, settings.namespace_depth).to_string();
+                (namespace, repository, digest, references)
+            })
+            .collect();
+        policy.replace_all(manifests).await?;
         Ok(Scanned {
             repositories: repositories.len(),
-            manifests: found.len(),
+            manifests: count,
         })
     })
 }

@@ -34,8 +34,36 @@ pub enum StoreError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("{}: damaged ({detail})", path.display())]
+    Damaged { path: PathBuf, detail: String },
     #[error("usage store: {0}")]
     Query(#[from] rusqlite::Error),
+}
+
+impl StoreError {
+    /// Whether the file is not a usable database (as opposed to busy, unreadable, or a
+    /// full disk): the only case the edge moves it aside and starts anew.
+    pub fn is_broken(&self) -> bool {
+        use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+        match self {
+            StoreError::Damaged { .. } => true,
+            StoreError::Open { source, .. } => {
+                matches!(
+                    source.sqlite_error_code(),
+                    Some(NotADatabase | DatabaseCorrupt)
+                )
+            }
+            _ => false,
+        }
+    }
+
+    /// The store file the error is about, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            StoreError::Open { path, .. } | StoreError::Damaged { path, .. } => Some(path),
+            _ => None,
+        }
+    }
 }
 
 /// The usage store (blocking: call from `spawn_blocking` on a request path).
@@ -66,13 +94,30 @@ impl Store {
         let path = dir.join(FILE);
         let open = || -> rusqlite::Result<Connection> {
             let connection = Connection::open(&path)?;
+            connection.busy_timeout(std::time::Duration::from_secs(5))?;
             // Readers (`usage show`) do not block the edge's writes.
             connection.pragma_update(None, "journal_mode", "WAL")?;
-            connection.busy_timeout(std::time::Duration::from_secs(5))?;
             connection.execute_batch(SCHEMA)?;
             Ok(connection)
         };
-        let connection = open().map_err(|source| StoreError::Open { path, source })?;
+        let connection = open().map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        // A file with a valid header but damaged pages opens; it must not fail every
+        // later query instead.
+        let check: String = connection
+            .query_row("PRAGMA quick_check", [], |row| row.get(0))
+            .map_err(|source| StoreError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        if check != "ok" {
+            return Err(StoreError::Damaged {
+                path,
+                detail: check,
+            });
+        }
         Ok(Store {
             connection: Mutex::new(connection),
         })
@@ -85,46 +130,52 @@ impl Store {
     /// Bytes `namespace` holds.
     pub fn usage(&self, namespace: &str) -> Result<u64, StoreError> {
         let connection = self.lock();
-        let sum: i64 = connection.query_row(
-            "SELECT COALESCE(SUM(size), 0) FROM blobs WHERE namespace = ?1",
+        // TOTAL (a float) cannot overflow where SUM would fail: sizes are the client's
+        // word for exempt accounts.
+        let total: f64 = connection.query_row(
+            "SELECT TOTAL(size) FROM blobs WHERE namespace = ?1",
             params![namespace],
             |row| row.get(0),
         )?;
-        Ok(sum.max(0) as u64)
+        Ok(total.max(0.0) as u64)
     }
 
     /// Every namespace with its usage, by name.
     pub fn all(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare(
-            "SELECT namespace, SUM(size) FROM blobs GROUP BY namespace ORDER BY namespace",
+            "SELECT namespace, TOTAL(size) FROM blobs GROUP BY namespace ORDER BY namespace",
         )?;
         let rows = statement.query_map([], |row| {
             Ok((
                 row.get::<_, String>(0)?,
-                row.get::<_, i64>(1)?.max(0) as u64,
+                row.get::<_, f64>(1)?.max(0.0) as u64,
             ))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Bytes storing a manifest with `references` would add to `namespace`: the blobs it
-    /// does not hold yet, each once.
-    pub fn added_by(&self, namespace: &str, references: &[Reference]) -> Result<u64, StoreError> {
+    /// The references `namespace` does not hold yet, each once: what storing a manifest
+    /// with `references` would add.
+    pub fn unheld(
+        &self,
+        namespace: &str,
+        references: &[Reference],
+    ) -> Result<Vec<Reference>, StoreError> {
         let connection = self.lock();
         let mut statement = connection
             .prepare_cached("SELECT 1 FROM blobs WHERE namespace = ?1 AND digest = ?2")?;
-        let mut added = 0u64;
+        let mut unheld = Vec::new();
         for reference in distinct(references) {
             let held = statement
                 .query_row(params![namespace, reference.digest], |_| Ok(()))
                 .optional()?
                 .is_some();
             if !held {
-                added = added.saturating_add(reference.size);
+                unheld.push(reference.clone());
             }
         }
-        Ok(added)
+        Ok(unheld)
     }
 
     /// Records that the registry stored manifest `digest` in `repository` (of `namespace`).
@@ -137,22 +188,22 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
-        let new = tx.execute(
-            "INSERT OR IGNORE INTO manifests (repository, digest, namespace) VALUES (?1, ?2, ?3)",
-            params![repository, digest, namespace],
-        )? == 1;
-        if new {
-            for reference in distinct(references) {
-                tx.execute(
-                    "INSERT INTO refs (repository, manifest, blob, size) VALUES (?1, ?2, ?3, ?4)",
-                    params![repository, digest, reference.digest, reference.size as i64],
-                )?;
-                tx.execute(
-                    "INSERT INTO blobs (namespace, digest, size, refs) VALUES (?1, ?2, ?3, 1)
-                     ON CONFLICT (namespace, digest) DO UPDATE SET refs = refs + 1",
-                    params![namespace, reference.digest, reference.size as i64],
-                )?;
-            }
+        put_in(&tx, namespace, repository, digest, references)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces everything with `manifests` (namespace, repository, digest, references) in
+    /// one transaction: `usage scan`, so the running edge never reads a half-built store.
+    pub fn replace_all(
+        &self,
+        manifests: &[(String, String, String, Vec<Reference>)],
+    ) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        let tx = connection.transaction()?;
+        tx.execute_batch("DELETE FROM refs; DELETE FROM blobs; DELETE FROM manifests;")?;
+        for (namespace, repository, digest, references) in manifests {
+            put_in(&tx, namespace, repository, digest, references)?;
         }
         tx.commit()?;
         Ok(())
@@ -193,13 +244,34 @@ impl Store {
         tx.commit()?;
         Ok(namespace)
     }
+}
 
-    /// Forgets everything (before `usage scan` records what the registry holds).
-    pub fn clear(&self) -> Result<(), StoreError> {
-        self.lock()
-            .execute_batch("DELETE FROM refs; DELETE FROM blobs; DELETE FROM manifests;")?;
-        Ok(())
+fn put_in(
+    tx: &rusqlite::Transaction<'_>,
+    namespace: &str,
+    repository: &str,
+    digest: &str,
+    references: &[Reference],
+) -> Result<(), StoreError> {
+    let new = tx.execute(
+        "INSERT OR IGNORE INTO manifests (repository, digest, namespace) VALUES (?1, ?2, ?3)",
+        params![repository, digest, namespace],
+    )? == 1;
+    if new {
+        for reference in distinct(references) {
+            let size = i64::try_from(reference.size).unwrap_or(i64::MAX);
+            tx.execute(
+                "INSERT INTO refs (repository, manifest, blob, size) VALUES (?1, ?2, ?3, ?4)",
+                params![repository, digest, reference.digest, size],
+            )?;
+            tx.execute(
+                "INSERT INTO blobs (namespace, digest, size, refs) VALUES (?1, ?2, ?3, 1)
+                 ON CONFLICT (namespace, digest) DO UPDATE SET refs = refs + 1",
+                params![namespace, reference.digest, size],
+            )?;
+        }
     }
+    Ok(())
 }
 
 /// `references` without repeats (a manifest may list one blob twice; it is stored once).
@@ -218,6 +290,7 @@ mod tests {
         Reference {
             digest: digest.into(),
             size,
+            child_manifest: false,
         }
     }
 
@@ -229,7 +302,8 @@ mod tests {
         store
             .put("team", "team/x", "m1", &[a.clone(), b.clone()])
             .unwrap();
-        assert_eq!(store.added_by("team", &[a.clone(), c.clone()]).unwrap(), 1);
+        let unheld = store.unheld("team", &[a.clone(), c.clone()]).unwrap();
+        assert_eq!(unheld, std::slice::from_ref(&c));
         store
             .put("team", "team/y", "m2", &[a.clone(), c.clone(), c.clone()])
             .unwrap();

@@ -60,7 +60,9 @@ pub(crate) struct RequestCtx {
     /// Answered from the cache (the access line says `upstream=cache`).
     pub from_cache: bool,
     /// A manifest `PUT` held for its body by `policy` (quota, immutable tags).
-    pub manifest_put: Option<crate::proxy::policy_check::ManifestPut>,
+    pub manifest_put: Option<crate::proxy::policy_body::ManifestPut>,
+    /// A blob upload's room under its namespace's quota (`policy`).
+    pub upload_room: Option<crate::proxy::policy_body::UploadRoom>,
     /// (repository, digest) of a manifest `DELETE` whose 202 `policy` records.
     pub manifest_delete: Option<(String, String)>,
 }
@@ -97,6 +99,7 @@ impl RequestCtx {
             cache_leader: None,
             from_cache: false,
             manifest_put: None,
+            upload_room: None,
             manifest_delete: None,
         }
     }

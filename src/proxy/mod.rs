@@ -10,7 +10,7 @@
 //! - `request_body_filter`: count, limit and throttle streamed bytes (`body`); only a
 //!   manifest `PUT` under `policy` is held whole, up to 4 MiB (`policy_check`).
 //! - admission's `Policy` step and the registry's answer: quotas and immutable tags
-//!   (`policy_check`).
+//!   (`policy_check`); held manifests and bounded uploads (`policy_body`).
 //! - `response_filter`: request id, HTTP/1.0 framing, push budget.
 //! - `fail_to_proxy`: answer in the registry's JSON error format (`failure`, `answer`).
 //! - `logging`: metrics and one access-log line per request (`access_log`).
@@ -27,6 +27,7 @@ pub(crate) mod ctx;
 pub(crate) mod failure;
 pub(crate) mod headers;
 pub(crate) mod peer;
+pub(crate) mod policy_body;
 pub(crate) mod policy_check;
 pub(crate) mod range;
 pub(crate) mod token_endpoint;
@@ -113,6 +114,7 @@ impl ProxyHttp for EdgeProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        policy_body::new_attempt(ctx);
         peer::choose(&self.pool, &self.sessions, ctx)
     }
 
@@ -155,7 +157,7 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         body::on_chunk(body, end_of_stream, ctx).await?;
         match &self.policy {
-            Some(policy) => policy_check::on_body(body, end_of_stream, ctx, policy).await,
+            Some(policy) => policy_body::on_body(body, end_of_stream, ctx, policy).await,
             None => Ok(()),
         }
     }

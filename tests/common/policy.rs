@@ -124,6 +124,43 @@ impl Setup {
         ])
     }
 
+    /// A bearer header for alice with `actions` on `repository`.
+    pub fn bearer(&self, repository: &str, actions: &str) -> String {
+        let scope = format!("repository:{repository}:{actions}");
+        let answer = login(&self.edge, &self.ca(), "alice", "pw-alice", &scope);
+        format!(
+            "Authorization: Bearer {}",
+            answer.json()["token"].as_str().unwrap()
+        )
+    }
+
+    /// `PUT` of manifest `body` to `repository:tag` as alice, with `extra` curl arguments.
+    pub fn put_manifest(
+        &self,
+        repository: &str,
+        tag: &str,
+        body: &[u8],
+        extra: &[&str],
+    ) -> super::CurlResult {
+        let file = self
+            .dir
+            .path()
+            .join(format!("manifest-{}", super::digest(body)));
+        std::fs::write(&file, body).unwrap();
+        let (bearer, ca) = (self.bearer(repository, "pull,push"), self.ca());
+        let data = format!("@{}", file.display());
+        let url = self.edge.url(&format!("/v2/{repository}/manifests/{tag}"));
+        let mut args = vec!["--cacert", &ca, "-X", "PUT", "-H", &bearer];
+        args.extend([
+            "-H",
+            "Content-Type: application/vnd.oci.image.manifest.v1+json",
+        ]);
+        args.extend(["--data-binary", &data]);
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    }
+
     /// `POST /v2/<repository>/blobs/uploads/` as alice: an upload start, or with `body` a
     /// monolithic upload of that file.
     pub fn post_upload(&self, repository: &str, body: Option<&Path>) -> super::CurlResult {
