@@ -175,6 +175,7 @@ pub(super) fn policy_settings(
                 .into_iter()
                 .map(|(namespace, text)| {
                     let key = format!("policy.quotas.namespaces.{namespace}");
+                    check_namespace(v, &key, &namespace, namespace_depth)?;
                     Ok((namespace, v.size(&key, &text)?))
                 })
                 .collect::<Result<_, ConfigError>>()?,
@@ -210,6 +211,32 @@ pub(super) fn policy_settings(
         quotas,
         immutable,
     })
+}
+
+/// A listed namespace must be one a repository can have: lowercase name components
+/// (distribution's grammar: `[a-z0-9]` with `.`, `_`, `-` between) and at most
+/// `namespace_depth` of them, or it would silently never match.
+fn check_namespace(
+    v: &Validator,
+    key: &str,
+    namespace: &str,
+    depth: usize,
+) -> Result<(), ConfigError> {
+    let component = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+            && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+    };
+    let parts: Vec<&str> = namespace.split('/').collect();
+    if !parts.iter().all(|c| component(c)) {
+        return Err(v.invalid(key, "not a namespace a repository can have (lowercase letters, digits, and . _ - between them)"));
+    }
+    if parts.len() > depth {
+        return Err(v.invalid(key, format!("has {} path segments; policy.namespace_depth is {depth}, so no repository is in it", parts.len())));
+    }
+    Ok(())
 }
 
 /// A glob where `*` stays within a path segment and `**` crosses them (`team/*` matches
@@ -295,6 +322,14 @@ immutable_tags:
                 "policy.immutable_tags[0]",
             ),
             ("{ state_dir: /dev/null }", "policy.state_dir"),
+            (
+                "{ state_dir: /tmp/p, quotas: { namespaces: { Team: 1GiB } } }",
+                "policy.quotas.namespaces.Team",
+            ),
+            (
+                "{ state_dir: /tmp/p, quotas: { namespaces: { team/app: 1GiB } } }",
+                "policy.quotas.namespaces.team/app",
+            ),
         ] {
             let error = settings(yaml).unwrap_err().to_string();
             assert!(error.contains(key), "{yaml}: {error}");
