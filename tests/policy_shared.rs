@@ -5,33 +5,13 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::auth::{auth_yaml, registry_auth_block};
 use common::images::noise_image;
+use common::policy::usage_of as usage;
 use common::redis::RedisServer;
 use common::{make_certs, skopeo_push, upstream_yaml, Edge, Registry};
 
 const MIB: u64 = 1 << 20;
-
-fn usage(config: &std::path::Path, namespace: &str) -> u64 {
-    let out = Command::new(common::EDGE_BIN)
-        .args(["usage", "show", "--namespace", namespace, "--config"])
-        .arg(config)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(namespace))
-        .unwrap_or_else(|| panic!("no line for {namespace}:\n{text}"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
 
 #[test]
 fn two_instances_share_usage_and_keep_the_last_one_while_redis_is_away() {

@@ -55,26 +55,16 @@ impl RegistryApi<'_> {
         tag: &str,
     ) -> Result<Option<String>, LookupError> {
         let path = format!("/v2/{repository}/manifests/{tag}");
-        let (url, request) = self.request(reqwest::Method::HEAD, &path);
-        let answer = request
-            .send()
-            .await
-            .map_err(|source| LookupError::Request {
-                url: url.clone(),
-                source,
-            })?;
-        match answer.status().as_u16() {
-            // A tag that exists but whose digest is not said is not "absent".
-            200 => match answer
-                .headers()
-                .get("docker-content-digest")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(digest) => Ok(Some(digest.to_string())),
-                None => Err(LookupError::NoDigest { url }),
-            },
-            404 => Ok(None),
-            status => Err(LookupError::Status { url, status }),
+        let Some((url, headers)) = self.head(&path).await? else {
+            return Ok(None);
+        };
+        // A tag that exists but whose digest is not said is not "absent".
+        match headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(digest) => Ok(Some(digest.to_string())),
+            None => Err(LookupError::NoDigest { url }),
         }
     }
 
@@ -88,7 +78,19 @@ impl RegistryApi<'_> {
     ) -> Result<Option<u64>, LookupError> {
         let kind = if manifest { "manifests" } else { "blobs" };
         let path = format!("/v2/{repository}/{kind}/{digest}");
-        let (url, request) = self.request(reqwest::Method::HEAD, &path);
+        Ok(self.head(&path).await?.and_then(|(_, headers)| {
+            headers
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        }))
+    }
+
+    /// A `HEAD` of `path`: the URL and the answer's headers on a 200, `None` on a 404.
+    async fn head(
+        &self,
+        path: &str,
+    ) -> Result<Option<(String, reqwest::header::HeaderMap)>, LookupError> {
+        let (url, request) = self.request(reqwest::Method::HEAD, path);
         let answer = request
             .send()
             .await
@@ -97,10 +99,7 @@ impl RegistryApi<'_> {
                 source,
             })?;
         match answer.status().as_u16() {
-            200 => Ok(answer
-                .headers()
-                .get(reqwest::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok())),
+            200 => Ok(Some((url, answer.headers().clone()))),
             404 => Ok(None),
             status => Err(LookupError::Status { url, status }),
         }
