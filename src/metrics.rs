@@ -85,7 +85,7 @@ pub(crate) struct Metrics {
     pub policy_usage: IntGaugeVec,
     /// `policy`: a namespace's quota in bytes (listed namespaces and those seen).
     pub policy_quota: IntGaugeVec,
-    /// `policy`: refusals by reason (`quota`, `immutable`, `unavailable`).
+    /// `policy`: refusals by reason (`quota`, `immutable`, `invalid`, `unavailable`).
     pub policy_refusals: IntCounterVec,
 }
 
@@ -231,7 +231,7 @@ impl Metrics {
             ),
             policy_refusals: counter_vec(
                 "policy_refusals_total",
-                "Pushes and deletes refused by policy, by reason (quota, immutable, unavailable)",
+                "Pushes and deletes refused by policy, by reason (quota, immutable, invalid, unavailable)",
                 &["reason"],
             ),
             node_healthy,
