@@ -61,7 +61,7 @@ pub enum RegistryError {
     #[error("the login service ({backend}) is unavailable; retry later")]
     LoginUnavailable { backend: &'static str },
     /// `policy.quotas`: the push would take `namespace` over its quota (bytes).
-    #[error("push refused: namespace {namespace} would exceed its storage quota ({usage} bytes used of {quota} bytes{})", needed_text(*.needed))]
+    #[error("{}", quota_text(namespace, *usage, *quota, *needed))]
     QuotaExceeded {
         namespace: String,
         usage: u64,
@@ -83,8 +83,15 @@ pub enum RegistryError {
     Internal,
 }
 
-fn needed_text(needed: Option<u64>) -> String {
-    needed.map_or_else(String::new, |n| format!("; this push needs {n} more bytes"))
+/// "push refused: namespace N would exceed its storage quota (U bytes used of Q bytes; this
+/// push needs M more bytes)", or "… is over its storage quota …" when it already is.
+fn quota_text(namespace: &str, usage: u64, quota: u64, needed: Option<u64>) -> String {
+    let state = match usage > quota {
+        true => "is over",
+        false => "would exceed",
+    };
+    let needed = needed.map_or_else(String::new, |n| format!("; this push needs {n} more bytes"));
+    format!("push refused: namespace {namespace} {state} its storage quota ({usage} bytes used of {quota} bytes{needed})")
 }
 
 #[derive(Serialize)]

@@ -17,8 +17,7 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{
-    CacheSettings, ClientTimeouts, Config, ConfigError, PolicySettings, ServerSettings,
-    UpstreamSettings,
+    CacheSettings, ClientTimeouts, Config, ConfigError, ServerSettings, UpstreamSettings,
 };
 use crate::load::load_all;
 use crate::settings::{Settings, SharedSettings};
@@ -181,24 +180,21 @@ impl Changes {
             c.note("cache.memory", &old.memory, &new.memory, LIVE);
             c.note("cache.max_object", &old.max_object, &new.max_object, LIVE);
         }
-        // The usage store is opened at start; the rules change live.
-        let store = |p: &Option<PolicySettings>| {
-            p.as_ref().map(|p| (p.state_dir.clone(), p.namespace_depth))
-        };
-        c.note(
-            "policy.state_dir",
-            &store(policy),
-            &store(&new.policy),
-            RESTART,
-        );
-        if let (Some(old), Some(new)) = (policy, &new.policy) {
-            c.note("policy.quotas", &old.quotas, &new.quotas, LIVE);
-            c.note(
-                "policy.immutable_tags",
-                &old.immutable,
-                &new.immutable,
-                LIVE,
-            );
+        // The usage store is opened at start (so are its keys' depth); the rules change
+        // live. Removing `policy:` turns it off at once, like `cache:`; adding it needs a
+        // restart.
+        match (policy, &new.policy) {
+            (Some(old), Some(new)) => {
+                c.note("policy.state_dir", &old.state_dir, &new.state_dir, RESTART);
+                let depth = (old.namespace_depth, new.namespace_depth);
+                c.note("policy.namespace_depth", &depth.0, &depth.1, RESTART);
+                c.note("policy.quotas", &old.quotas, &new.quotas, LIVE);
+                let rules = (&old.immutable, &new.immutable);
+                c.note("policy.immutable_tags", rules.0, rules.1, LIVE);
+            }
+            (Some(_), None) => c.note("policy", &true, &false, LIVE),
+            (None, Some(_)) => c.note("policy", &false, &true, RESTART),
+            (None, None) => {}
         }
         c
     }
@@ -354,6 +350,12 @@ cache:
   max_size: 1GiB
   memory: 64MiB
   max_object: 512MiB
+policy:
+  state_dir: /tmp/registry-edge-reload-policy
+  namespace_depth: 1
+  quotas:
+    default: 1GiB
+  immutable_tags: []
 "#;
 
     /// (key as reported, path in the YAML, another value, applied live).
@@ -401,6 +403,10 @@ cache:
         ("cache.max_size", &["cache", "max_size"], "2GiB", true),
         ("cache.memory", &["cache", "memory"], "32MiB", true),
         ("cache.max_object", &["cache", "max_object"], "256MiB", true),
+        ("policy.state_dir", &["policy", "state_dir"], "/tmp/registry-edge-other-policy", false),
+        ("policy.namespace_depth", &["policy", "namespace_depth"], "2", false),
+        ("policy.quotas", &["policy", "quotas", "default"], "2GiB", true),
+        ("policy.immutable_tags", &["policy", "immutable_tags"], "[ { name: a, tags: [b] } ]", true),
     ];
 
     fn edited(edits: &[&(&str, &[&str], &str, bool)]) -> Config {

@@ -111,7 +111,9 @@ fn a_namespace_quota_counts_distinct_blobs_and_a_delete_frees_them() {
         (answer.status == 403).then_some(answer)
     });
     assert!(
-        refused.text().contains("would exceed its storage quota"),
+        refused
+            .text()
+            .contains("namespace alice is over its storage quota"),
         "{}",
         refused.text()
     );
@@ -258,6 +260,23 @@ fn usage_scan_counts_a_registry_filled_directly_and_repairs_a_broken_store() {
     let (y, _) = put("alice/sub/y", "t2", &[&c2, &l1, &l3]);
     let (z, _) = put("bob/z", "t3", &[&c1, &l3]);
     assert_eq!(s.usage("alice"), 0, "the edge saw none of it");
+    // `usage show` reads a store; it never makes one the edge does not use.
+    let elsewhere = s.dir.path().join("elsewhere.yaml");
+    let text = std::fs::read_to_string(&s.edge.config).unwrap();
+    let unused = s.dir.path().join("unused-state");
+    let moved = text.replace(
+        &s.dir.path().join("policy").display().to_string(),
+        &unused.display().to_string(),
+    );
+    std::fs::write(&elsewhere, moved).unwrap();
+    let shown = Command::new(common::EDGE_BIN)
+        .args(["usage", "show", "--config"])
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    assert_eq!(shown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&shown.stderr).contains("no usage store yet"));
+    assert!(!unused.exists(), "usage show created a store");
 
     let scan = |config: &Path| {
         Command::new(common::EDGE_BIN)

@@ -40,29 +40,19 @@ pub(super) struct QuotasFile {
     pub exempt_accounts: Vec<String>,
 }
 
-/// One item of `immutable_tags`: a rule, or the accounts exempt from every rule. The
+/// One item of `immutable_tags`: a rule `{ name, tags }` (optionally with its own
+/// `exempt_accounts`), or `{ exempt_accounts }` alone: accounts exempt from every rule. The
 /// issue's sketch puts `exempt_accounts:` under the rule list without a `-`, which is not
 /// YAML; written as a list item (`- exempt_accounts: [...]`) it is.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(super) enum ImmutableItem {
-    Rule(RuleFile),
-    Exempt(ExemptFile),
-}
-
-/// `{ name: <repository glob>, tags: [<tag glob>, …] }`.
-#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RuleFile {
-    pub name: String,
-    pub tags: Vec<String>,
-}
-
-/// `{ exempt_accounts: [<account>, …] }`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ExemptFile {
-    pub exempt_accounts: Vec<String>,
+pub(super) struct ImmutableItem {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    #[serde(default)]
+    pub exempt_accounts: Option<Vec<String>>,
 }
 
 /// The validated `policy:` section.
@@ -98,6 +88,8 @@ pub struct TagRule {
     /// The globs as written, for messages.
     pub name_glob: String,
     pub tag_globs: Vec<String>,
+    /// Accounts this rule does not hold for (besides the section's).
+    pub exempt_accounts: Vec<String>,
     name: GlobMatcher,
     tags: Vec<GlobMatcher>,
 }
@@ -110,16 +102,24 @@ pub struct ImmutableTags {
 }
 
 impl ImmutableTags {
-    /// Whether `tag` of `repository` may not move once it exists.
-    pub fn protects(&self, repository: &str, tag: &str) -> bool {
-        self.rules
-            .iter()
+    /// Whether `tag` of `repository` may not move once it exists, for `account`.
+    pub fn protects(&self, repository: &str, tag: &str, account: &str) -> bool {
+        self.rules_for(account)
             .any(|r| r.name.is_match(repository) && r.tags.iter().any(|t| t.is_match(tag)))
     }
 
-    /// Whether any rule covers some tag of `repository`.
-    pub fn covers_repository(&self, repository: &str) -> bool {
-        self.rules.iter().any(|r| r.name.is_match(repository))
+    /// Whether any rule covers some tag of `repository` for `account`.
+    pub fn covers_repository(&self, repository: &str, account: &str) -> bool {
+        self.rules_for(account).any(|r| r.name.is_match(repository))
+    }
+
+    /// The rules that hold for `account`.
+    fn rules_for<'a>(&'a self, account: &'a str) -> impl Iterator<Item = &'a TagRule> + 'a {
+        let exempt = move |list: &[String]| list.iter().any(|a| a == account);
+        let all_exempt = exempt(&self.exempt_accounts);
+        self.rules
+            .iter()
+            .filter(move |r| !all_exempt && !exempt(&r.exempt_accounts))
     }
 }
 
@@ -128,7 +128,13 @@ impl PartialEq for ImmutableTags {
         let globs = |t: &ImmutableTags| {
             t.rules
                 .iter()
-                .map(|r| (r.name_glob.clone(), r.tag_globs.clone()))
+                .map(|r| {
+                    (
+                        r.name_glob.clone(),
+                        r.tag_globs.clone(),
+                        r.exempt_accounts.clone(),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         globs(self) == globs(other) && self.exempt_accounts == other.exempt_accounts
@@ -168,7 +174,7 @@ pub(super) fn policy_settings(
         Some(q) => Quotas {
             default: q
                 .default
-                .map(|text| v.size("policy.quotas.default", &text))
+                .map(|text| quota_size(v, "policy.quotas.default", &text))
                 .transpose()?,
             namespaces: q
                 .namespaces
@@ -176,7 +182,7 @@ pub(super) fn policy_settings(
                 .map(|(namespace, text)| {
                     let key = format!("policy.quotas.namespaces.{namespace}");
                     check_namespace(v, &key, &namespace, namespace_depth)?;
-                    Ok((namespace, v.size(&key, &text)?))
+                    Ok((namespace, quota_size(v, &key, &text)?))
                 })
                 .collect::<Result<_, ConfigError>>()?,
             exempt_accounts: q.exempt_accounts,
@@ -184,12 +190,18 @@ pub(super) fn policy_settings(
     };
     let mut immutable = ImmutableTags::default();
     for (i, item) in immutable_tags.into_iter().enumerate() {
+        let key = format!("policy.immutable_tags[{i}]");
         match item {
-            ImmutableItem::Exempt(ExemptFile { exempt_accounts }) => {
-                immutable.exempt_accounts.extend(exempt_accounts)
-            }
-            ImmutableItem::Rule(RuleFile { name, tags }) => {
-                let key = format!("policy.immutable_tags[{i}]");
+            ImmutableItem {
+                name: None,
+                tags: None,
+                exempt_accounts: Some(accounts),
+            } => immutable.exempt_accounts.extend(accounts),
+            ImmutableItem {
+                name: Some(name),
+                tags: Some(tags),
+                exempt_accounts,
+            } => {
                 if tags.is_empty() {
                     return Err(v.invalid(&key, "tags: needs at least one glob"));
                 }
@@ -201,7 +213,16 @@ pub(super) fn policy_settings(
                         .collect::<Result<_, _>>()?,
                     name_glob: name,
                     tag_globs: tags,
+                    exempt_accounts: exempt_accounts.unwrap_or_default(),
                 });
+            }
+            _ => {
+                return Err(v.invalid(
+                    &key,
+                    "a rule needs both name (a repository glob) and tags (tag globs), and may \
+                     have exempt_accounts; an item with exempt_accounts alone exempts those \
+                     accounts from every rule",
+                ))
             }
         }
     }
@@ -211,6 +232,19 @@ pub(super) fn policy_settings(
         quotas,
         immutable,
     })
+}
+
+/// A quota's size: a number without a unit would be bytes, which is never what a quota
+/// means (`3` is 3 bytes, not 3 GiB): refused, except `0`.
+fn quota_size(v: &Validator, key: &str, text: &str) -> Result<u64, ConfigError> {
+    let trimmed = text.trim();
+    if trimmed != "0" && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(v.invalid(
+            key,
+            format!("{trimmed:?} has no unit; write e.g. {trimmed}GiB or {trimmed}MB (bytes: {trimmed}B)"),
+        ));
+    }
+    v.size(key, trimmed)
 }
 
 /// A listed namespace must be one a repository can have: lowercase name components
@@ -281,20 +315,25 @@ immutable_tags:
         assert_eq!(s.quotas.of("team-a"), Some(100 << 30));
         assert_eq!(s.quotas.of("other"), Some(20 << 30));
         assert_eq!(s.immutable.exempt_accounts, ["release-bot"]);
-        assert!(s.immutable.protects("team/app", "v1.0"));
-        assert!(s.immutable.protects("a/b/c", "release-7"));
-        assert!(!s.immutable.protects("team/app", "latest"));
-        assert!(!s.immutable.protects("team/app", "version"));
+        assert!(s.immutable.protects("team/app", "v1.0", "alice"));
+        assert!(s.immutable.protects("a/b/c", "release-7", "alice"));
+        assert!(!s.immutable.protects("a/b/c", "release-7", "release-bot"));
+        assert!(!s.immutable.protects("team/app", "latest", "alice"));
+        assert!(!s.immutable.protects("team/app", "version", "alice"));
     }
 
     #[test]
     fn star_stays_within_a_segment() {
         let s = settings(
-            "{ state_dir: /tmp/p, immutable_tags: [ { name: \"team/*\", tags: [\"*\"] } ] }",
+            "{ state_dir: /tmp/p, immutable_tags: [ { name: \"team/*\", tags: [\"*\"], exempt_accounts: [bot] } ] }",
         )
         .unwrap();
-        assert!(s.immutable.protects("team/app", "x"));
-        assert!(!s.immutable.protects("team/app/sub", "x"));
+        assert!(s.immutable.protects("team/app", "x", "alice"));
+        assert!(
+            !s.immutable.protects("team/app", "x", "bot"),
+            "a rule's own exemption"
+        );
+        assert!(!s.immutable.protects("team/app/sub", "x", "alice"));
         assert_eq!(s.quotas.of("team"), None);
     }
 
@@ -322,6 +361,14 @@ immutable_tags:
                 "policy.immutable_tags[0]",
             ),
             ("{ state_dir: /dev/null }", "policy.state_dir"),
+            (
+                "{ state_dir: /tmp/p, quotas: { default: 3 } }",
+                "policy.quotas.default",
+            ),
+            (
+                "{ state_dir: /tmp/p, immutable_tags: [ { name: a } ] }",
+                "policy.immutable_tags[0]",
+            ),
             (
                 "{ state_dir: /tmp/p, quotas: { namespaces: { Team: 1GiB } } }",
                 "policy.quotas.namespaces.Team",

@@ -37,11 +37,19 @@ pub enum ScanError {
     Policy(#[from] PolicyError),
     #[error("shared_state.redis: {0}")]
     Redis(String),
+    #[error("{}: no usage store yet (the edge makes it at start; `usage scan` fills it)", .0.display())]
+    NoStore(std::path::PathBuf),
 }
 
-/// The policy section and the usage store `config` names.
-fn open(config: &Config) -> Result<(&PolicySettings, Policy), ScanError> {
+/// The policy section and the usage store `config` names; with `existing`, an embedded
+/// store that is not there yet is an error rather than created (`usage show` must not
+/// make one the edge does not use).
+fn open(config: &Config, existing: bool) -> Result<(&PolicySettings, Policy), ScanError> {
     let settings = config.policy.as_ref().ok_or(ScanError::NoPolicy)?;
+    let file = settings.state_dir.join(super::store::FILE);
+    if existing && config.shared_state.is_none() && !file.exists() {
+        return Err(ScanError::NoStore(file));
+    }
     let shared = config
         .shared_state
         .as_ref()
@@ -62,7 +70,7 @@ pub fn run(loaded: &Loaded) -> Result<Scanned, ScanError> {
     let config = &loaded.config;
     let runtime = runtime()?;
     let _entered = runtime.enter();
-    let (settings, policy) = open(config)?;
+    let (settings, policy) = open(config, false)?;
     let node = config.upstream.nodes[0];
     let client = super::registry_client()?;
     let sign = |scopes: Vec<Scope>| {
@@ -140,7 +148,7 @@ fn is_index(body: &[u8]) -> bool {
 pub fn report(config: &Config, namespace: Option<&str>) -> Result<String, ScanError> {
     let runtime = runtime()?;
     let _entered = runtime.enter();
-    let (settings, policy) = open(config)?;
+    let (settings, policy) = open(config, true)?;
     let all = runtime.block_on(policy.all())?;
     let mut rows: std::collections::BTreeMap<String, u64> = all.into_iter().collect();
     for listed in settings.quotas.namespaces.keys() {

@@ -117,13 +117,12 @@ pub(crate) async fn admit(
             Outcome::Next
         }
         (Endpoint::Manifest { reference }, Action::Delete) => {
-            let exempt = rules.immutable.exempt_accounts.contains(&subject);
-            if !exempt && rules.immutable.covers_repository(&repository) {
+            if rules.immutable.covers_repository(&repository, &subject) {
                 let Some(lookup) = lookup() else {
                     return Ok(unavailable(&"no registry node"));
                 };
                 let api = lookup.api(policy);
-                match protecting_tag(&api, rules, &repository, reference).await {
+                match protecting_tag(&api, rules, &subject, &repository, reference).await {
                     Ok(Some(tag)) => return Ok(immutable(&repository, &tag)),
                     Ok(None) => {}
                     Err(e) => return Ok(unavailable(&e)),
@@ -211,25 +210,24 @@ fn mount_of(session: &Session) -> Option<&str> {
 
 /// Whether `reference` is a tag an immutable rule protects from `subject`.
 fn protected_tag(rules: &PolicySettings, subject: &str, repository: &str, reference: &str) -> bool {
-    !reference.contains(':')
-        && !rules.immutable.exempt_accounts.iter().any(|a| a == subject)
-        && rules.immutable.protects(repository, reference)
+    !reference.contains(':') && rules.immutable.protects(repository, reference, subject)
 }
 
 /// The protected tag that points to `reference` (a digest) or is `reference`, if any.
 async fn protecting_tag(
     api: &RegistryApi<'_>,
     rules: &PolicySettings,
+    subject: &str,
     repository: &str,
     reference: &str,
 ) -> Result<Option<String>, LookupError> {
     if !reference.contains(':') {
-        let exists = rules.immutable.protects(repository, reference)
+        let exists = rules.immutable.protects(repository, reference, subject)
             && api.tag_digest(repository, reference).await?.is_some();
         return Ok(exists.then(|| reference.to_string()));
     }
     for tag in api.tags(repository).await? {
-        if rules.immutable.protects(repository, &tag)
+        if rules.immutable.protects(repository, &tag, subject)
             && api.tag_digest(repository, &tag).await?.as_deref() == Some(reference)
         {
             return Ok(Some(tag));
