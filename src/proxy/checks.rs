@@ -208,13 +208,18 @@ pub(crate) fn token(
 /// as they pass, in `body`).
 pub(crate) fn body_size(session: &Session, limit: Option<u64>) -> Option<RegistryError> {
     let limit = limit?;
-    let declared: u64 = session
+    let declared = declared_length(session)?;
+    (declared > limit).then_some(RegistryError::BodyTooLarge { limit })
+}
+
+/// The request's `Content-Length`, when it declares one that parses.
+pub(crate) fn declared_length(session: &Session) -> Option<u64> {
+    session
         .req_header()
         .headers
         .get(http::header::CONTENT_LENGTH)?
         .to_str()
         .ok()?
         .parse()
-        .ok()?;
-    (declared > limit).then_some(RegistryError::BodyTooLarge { limit })
+        .ok()
 }

@@ -267,16 +267,9 @@ fn lookup(
     })
 }
 
+/// A declared, non-zero `Content-Length`: bytes an upload brings.
 fn declared_length(session: &Session) -> Option<u64> {
-    session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-        .filter(|n| *n > 0)
+    super::checks::declared_length(session).filter(|n| *n > 0)
 }
 
 pub(crate) fn refused(ctx: &mut RequestCtx, refusal: RegistryError, reason: &str) -> Box<Error> {
