@@ -85,19 +85,25 @@ impl RegistryApi<'_> {
         }))
     }
 
+    /// Sends `method` `path`; the URL (for errors) and the answer.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<(String, reqwest::Response), LookupError> {
+        let (url, request) = self.request(method, path);
+        match request.send().await {
+            Ok(answer) => Ok((url, answer)),
+            Err(source) => Err(LookupError::Request { url, source }),
+        }
+    }
+
     /// A `HEAD` of `path`: the URL and the answer's headers on a 200, `None` on a 404.
     async fn head(
         &self,
         path: &str,
     ) -> Result<Option<(String, reqwest::header::HeaderMap)>, LookupError> {
-        let (url, request) = self.request(reqwest::Method::HEAD, path);
-        let answer = request
-            .send()
-            .await
-            .map_err(|source| LookupError::Request {
-                url: url.clone(),
-                source,
-            })?;
+        let (url, answer) = self.send(reqwest::Method::HEAD, path).await?;
         match answer.status().as_u16() {
             200 => Ok(Some((url, answer.headers().clone()))),
             404 => Ok(None),
@@ -123,12 +129,11 @@ impl RegistryApi<'_> {
         reference: &str,
     ) -> Result<Option<Vec<u8>>, LookupError> {
         let path = format!("/v2/{repository}/manifests/{reference}");
-        let (url, request) = self.request(reqwest::Method::GET, &path);
+        let (url, answer) = self.send(reqwest::Method::GET, &path).await?;
         let failed = |source| LookupError::Request {
             url: url.clone(),
             source,
         };
-        let answer = request.send().await.map_err(failed)?;
         match answer.status().as_u16() {
             200 => Ok(Some(answer.bytes().await.map_err(failed)?.to_vec())),
             404 => Ok(None),
@@ -141,12 +146,11 @@ impl RegistryApi<'_> {
         let mut items = Vec::new();
         let mut next = Some(first.to_string());
         while let Some(path) = next.take() {
-            let (url, request) = self.request(reqwest::Method::GET, &path);
+            let (url, answer) = self.send(reqwest::Method::GET, &path).await?;
             let failed = |source| LookupError::Request {
                 url: url.clone(),
                 source,
             };
-            let answer = request.send().await.map_err(failed)?;
             match answer.status().as_u16() {
                 200 => {}
                 404 => break,
