@@ -117,21 +117,12 @@ impl Setup {
     /// The first layer's digest and size, and the config's digest, in the manifest `digest`
     /// of alice/app.
     pub fn layer_of(&self, digest: &str) -> (String, u64, String) {
-        let out = skopeo(&[
-            "inspect",
-            "--raw",
-            "--cert-dir",
+        let raw = super::skopeo_raw_manifest(
             self.certs.ca_dir.to_str().unwrap(),
-            "--creds",
             "alice:pw-alice",
             &format!("docker://{}/alice/app@{digest}", self.host()),
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
         );
-        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
         let layer = &manifest["layers"][0];
         (
             layer["digest"].as_str().unwrap().to_string(),

@@ -105,6 +105,26 @@ pub fn skopeo(args: &[&str]) -> std::process::Output {
         .expect("skopeo is installed")
 }
 
+/// `skopeo inspect --raw` of `image` (`docker://…`) with `creds`, trusting the CA in
+/// `cert_dir`: the manifest's bytes, as the registry stores them (panics on failure).
+pub fn skopeo_raw_manifest(cert_dir: &str, creds: &str, image: &str) -> Vec<u8> {
+    let out = skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        cert_dir,
+        "--creds",
+        creds,
+        image,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// `skopeo copy` of `source` to `target` with `creds` (`user:password`), trusting the CA in
 /// `cert_dir`: what pushing an image through the edge takes.
 pub fn skopeo_push(

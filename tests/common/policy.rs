@@ -7,7 +7,7 @@ use std::process::Command;
 
 use super::auth::{auth_yaml, login, registry_auth_block};
 use super::images::noise_image;
-use super::{curl, make_certs, skopeo, skopeo_push, upstream_yaml, Certs, Edge, Registry};
+use super::{curl, make_certs, skopeo_push, upstream_yaml, Certs, Edge, Registry};
 
 pub struct Setup {
     pub dir: tempfile::TempDir,
@@ -80,21 +80,12 @@ impl Setup {
     /// The manifest `reference` of `repository`: its digest and the (digest, size) of
     /// every blob it references.
     pub fn manifest(&self, repository: &str, reference: &str) -> (String, Vec<(String, u64)>) {
-        let out = skopeo(&[
-            "inspect",
-            "--raw",
-            "--cert-dir",
+        let raw = super::skopeo_raw_manifest(
             self.certs.ca_dir.to_str().unwrap(),
-            "--creds",
             "admin:pw-admin",
             &format!("docker://{}/{repository}:{reference}", self.host()),
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
         );
-        let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&raw).unwrap();
         let blob = |d: &serde_json::Value| {
             (
                 d["digest"].as_str().unwrap().to_string(),
@@ -103,7 +94,7 @@ impl Setup {
         };
         let mut blobs = vec![blob(&manifest["config"])];
         blobs.extend(manifest["layers"].as_array().unwrap().iter().map(blob));
-        (super::digest(&out.stdout), blobs)
+        (super::digest(&raw), blobs)
     }
 
     /// DELETE of manifest `digest` in `repository` as `user`: the status and body.
