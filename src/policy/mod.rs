@@ -4,9 +4,12 @@
 //! - `store`: the embedded usage store (SQLite in `policy.state_dir`); `local` runs it off
 //!   the async threads and replaces a broken file.
 //! - `redis_usage`: usage shared through Redis instead (`shared_state.redis`).
-//! - `lookup`: what the registry holds now: a tag's digest, a repository's tags.
+//! - `lookup`: what the registry holds now: a tag's digest, a blob's size, a repository's
+//!   tags.
 //! - `scan`: `registry-edge usage scan` (rebuilding usage from the registry's API) and
 //!   `usage show`.
+//! - `reserve`: bytes of manifest PUTs admitted and not yet answered.
+//! - `gauges`: the usage and quota metrics, refreshed in the background.
 //!
 //! Usage of a namespace is the sum of the sizes of the distinct blobs (layers, configs,
 //! child manifests) referenced by the manifests stored in its repositories. The edge learns
