@@ -6,14 +6,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::Header;
 
 use super::cache::{self, VerifiedTokens};
-use super::claims::{self, AccessEntry, Claims, TokenError};
+use super::claims::{self, AccessEntry, Claims, TokenError, LEEWAY};
 use super::keys::SigningKeys;
 use crate::registry::Scope;
 
 /// `nbf` is set this far in the past, as GitLab does, to absorb small clock skew.
 const NOT_BEFORE_SKEW: u64 = 5;
-/// Tolerance for `exp`/`nbf` when the edge verifies (the registry allows 60 s).
-const VERIFY_LEEWAY: u64 = 5;
 
 /// A freshly issued token and what the reply needs to say about it.
 #[derive(Debug, Clone)]
@@ -143,7 +141,7 @@ impl TokenAuthority {
     pub fn verify(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
         let key = cache::key(token);
         if let Some(claims) = self.verified.get(&key) {
-            return claims::still_valid(&claims, SystemTime::now(), VERIFY_LEEWAY).map(|()| claims);
+            return claims::still_valid(&claims, SystemTime::now(), LEEWAY).map(|()| claims);
         }
         let claims = Arc::new(self.verify_signed(token)?);
         self.verified.insert(key, claims.clone());
@@ -157,7 +155,7 @@ impl TokenAuthority {
             &self.keys.decoding,
             self.keys.algorithm(),
             identity,
-            VERIFY_LEEWAY,
+            LEEWAY,
         )?;
         if !self.keys.names_this_key(&data.header) {
             return Err(TokenError::Invalid);
@@ -253,12 +251,12 @@ mod tests {
         assert_eq!(auth.verified.len(), 1, "refused tokens are not cached");
         // The cached claims still expire: checked against the clock on every use.
         let expiry = UNIX_EPOCH + Duration::from_secs(first.exp);
-        assert_eq!(claims::still_valid(&first, expiry, VERIFY_LEEWAY), Ok(()));
+        assert_eq!(claims::still_valid(&first, expiry, LEEWAY), Ok(()));
         assert_eq!(
             claims::still_valid(
                 &first,
-                expiry + Duration::from_secs(VERIFY_LEEWAY + 1),
-                VERIFY_LEEWAY
+                expiry + Duration::from_secs(LEEWAY + 1),
+                LEEWAY
             ),
             Err(TokenError::Expired)
         );
@@ -266,8 +264,8 @@ mod tests {
         assert_eq!(
             claims::still_valid(
                 &first,
-                not_before - Duration::from_secs(VERIFY_LEEWAY + 1),
-                VERIFY_LEEWAY
+                not_before - Duration::from_secs(LEEWAY + 1),
+                LEEWAY
             ),
             Err(TokenError::Expired)
         );

@@ -70,6 +70,13 @@ impl Claims {
     }
 }
 
+/// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds, wherever the edge checks a
+/// token's times: its own tokens and refresh tokens, trusted issuers' tokens and OIDC ID
+/// tokens. distribution allows the same 60 s (`Leeway` in `registry/auth/token/token.go`),
+/// so a token the registry accepts is never refused at the edge, and instances of a fleet
+/// whose clocks differ by seconds accept each other's tokens.
+pub const LEEWAY: u64 = 60;
+
 /// Decodes `token` and checks its signature with `key` (`algorithm` only, so `alg: none`
 /// and HS* with a public key as secret fail), its issuer, audience, `exp` (required) and
 /// `nbf`, both with `leeway` seconds. The caller checks that the header names `key`.

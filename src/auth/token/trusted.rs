@@ -24,12 +24,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use super::cache::{self, VerifiedTokens};
-use super::claims::{self, Claims, TokenError};
+use super::claims::{self, Claims, TokenError, LEEWAY};
 use super::keys::{verifying_key, CertKeyError, KeyError, VerifyingKey};
 use crate::config::TrustedIssuer as TrustedIssuerSettings;
-
-/// distribution's leeway for `exp` and `nbf` (`registry/auth/token/token.go`).
-const LEEWAY: u64 = 60;
 
 /// Verified tokens remembered per issuer (about 200 bytes each).
 const VERIFIED_CAPACITY: usize = 8192;

@@ -20,12 +20,11 @@ use serde_json::{Map, Value};
 
 use super::trust::{http_client, read_limited, TrustError};
 use crate::auth::identity::{Backend, Identity};
+use crate::auth::token::claims::LEEWAY;
 use crate::config::OidcSettings;
 
 /// Shortest time between two key fetches for one issuer.
 pub const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
-/// Clock skew allowed on `exp`, `nbf` and `iat`, in seconds.
-pub const LEEWAY: u64 = 60;
 /// Limit for one discovery or JWKS request.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest discovery document or JWKS read, in bytes.
