@@ -90,10 +90,16 @@ pub(crate) async fn respond(
     Ok(())
 }
 
-/// Answers a failure from `fail_to_proxy`, unless a response has already started (then
-/// closing the stream is the only honest signal left, which the caller does).
+/// Answers a failure from `fail_to_proxy`, unless a final response has already started (then
+/// closing the stream is the only honest signal left, which the caller does). An interim
+/// `100 Continue` is not an answer: a client that sent `Expect: 100-continue` got the
+/// registry's 100 and then its body refused by the edge (quota, immutable tag, size) still
+/// gets the refusal (RFC 9110 §15.2: a final response follows any 1xx).
 pub(crate) async fn failure(session: &mut Session, error: &RegistryError) {
-    if session.response_written().is_some() {
+    if session
+        .response_written()
+        .is_some_and(|r| !r.status.is_informational())
+    {
         return;
     }
     let body = error.body();
@@ -104,7 +110,9 @@ pub(crate) async fn failure(session: &mut Session, error: &RegistryError) {
     let body = (!headers_only(&session.req_header().method, error.status())).then_some(body);
     match write(session, header, body).await {
         Err(e) => tracing::debug!("could not send error response: {e}"),
-        Ok(()) if matches!(error, RegistryError::BodyTooLarge { .. }) => linger(session).await,
+        // A body refused part-way (size, quota) is still arriving: read it away so the
+        // client sees the answer rather than a reset.
+        Ok(()) if error.status() < 500 => linger(session).await,
         Ok(()) => {}
     }
 }
