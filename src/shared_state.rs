@@ -48,6 +48,27 @@ local remaining = math.floor(math.min(now + tau + t - next, tau + t) / t)
 return {1, remaining, 0}
 ";
 
+/// Gives back cells a [`GCRA`] check admitted: the arrival time moves back by `t` per cell,
+/// never below now (a budget is never more than full; at or below now the key is new).
+/// KEYS[1]: state. ARGV: t (µs per cell), cells. Returns 1 when the key existed.
+const GIVE_BACK: &str = r"
+local t = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat then
+  return 0
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local back = tat - t * n
+if back <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], string.format('%.0f', back), 'PX', math.ceil((back - now) / 1000) + 1)
+end
+return 1
+";
+
 /// How often an unavailable Redis is asked again.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
@@ -73,6 +94,7 @@ pub struct SharedState {
     /// Made on first use: the manager spawns its tasks on the runtime it is made in.
     manager: OnceCell<ConnectionManager>,
     script: redis::Script,
+    give_back: redis::Script,
     up: AtomicBool,
 }
 
@@ -85,6 +107,7 @@ impl SharedState {
             client,
             manager: OnceCell::new(),
             script: redis::Script::new(GCRA),
+            give_back: redis::Script::new(GIVE_BACK),
             up: AtomicBool::new(true),
         }))
     }
@@ -128,6 +151,21 @@ impl SharedState {
             remaining: u32::try_from(reply.1.max(0)).unwrap_or(u32::MAX),
             wait: Duration::from_micros(reply.2.max(0) as u64),
         })
+    }
+
+    /// Gives back `cells` that [`SharedState::check_blocking`] admitted for `key` (without
+    /// the prefix); `None` while Redis is unavailable (the cells stay spent).
+    pub(crate) async fn give_back(&self, key: &str, quota: Quota, cells: u32) -> Option<()> {
+        if !self.is_up() {
+            return None;
+        }
+        let t = quota.per_cell.as_secs_f64() * 1e6;
+        let mut invocation = self.give_back.key(self.key(key));
+        invocation.arg(t.to_string()).arg(cells);
+        let _: i64 = self
+            .call(|mut connection| async move { invocation.invoke_async(&mut connection).await })
+            .await?;
+        Some(())
     }
 
     /// The longest time any of `keys` (without the prefix) is still set for; `None`

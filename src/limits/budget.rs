@@ -35,8 +35,8 @@ pub(crate) enum Rate {
 /// What a budget said about some cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Take {
-    /// Taken; `remaining` whole cells are left at once.
-    Admitted { remaining: u32 },
+    /// Taken (in Redis when `shared`); `remaining` whole cells are left at once.
+    Admitted { remaining: u32, shared: bool },
     /// Not taken; they would be after `wait`.
     Refused { wait: Duration },
     /// No decision: Redis is unavailable and this budget refuses rather than count
@@ -56,6 +56,9 @@ pub(crate) struct Budget<C: Clock = DefaultClock> {
     deny_when_unavailable: bool,
     /// Keys blocked by a local [`Budget::fail_each`] until the instant given.
     blocked: Mutex<HashMap<String, Instant>>,
+    /// Cells given back here ([`Budget::give_back`]) per key: (cells, the `remaining` their
+    /// take reported, until when they count). The key's next local takes use them first.
+    returned: Mutex<HashMap<String, (u32, u32, Instant)>>,
 }
 
 impl Budget<DefaultClock> {
@@ -99,6 +102,7 @@ impl<C: Clock + Clone> Budget<C> {
             shared,
             deny_when_unavailable: false,
             blocked: Mutex::new(HashMap::new()),
+            returned: Mutex::new(HashMap::new()),
         }
     }
 
@@ -136,6 +140,7 @@ impl<C: Clock + Clone> Budget<C> {
         Some(match decision.admitted {
             true => Take::Admitted {
                 remaining: decision.remaining,
+                shared: true,
             },
             false => Take::Refused {
                 wait: decision.wait,
@@ -212,12 +217,58 @@ impl<C: Clock + Clone> Budget<C> {
         }
     }
 
+    /// Gives back `cells` that a [`Budget::take`] admitted for `key` and nothing used (a
+    /// push the edge refused after counting it). `remaining` and `shared` are what the take
+    /// said. In Redis the key's state moves back; here (governor's state cannot be moved
+    /// back) the cells are kept for the key's next takes, for as long as a full refill
+    /// takes (by then the budget would be full anyway).
+    pub(crate) async fn give_back(&self, key: &str, cells: NonZeroU32, remaining: u32, shared: bool) {
+        if shared {
+            if let Some(redis) = &self.shared {
+                let given = redis
+                    .give_back(&self.redis_key(key), self.shared_quota, cells.get())
+                    .await;
+                if given.is_none() {
+                    tracing::debug!("{}: Redis unavailable, cells not given back", self.name);
+                }
+            }
+            return;
+        }
+        let refill = self.shared_quota.per_cell * self.shared_quota.burst;
+        let until = Instant::now() + refill;
+        let mut returned = self.returned_map();
+        let entry = returned.entry(key.to_string()).or_insert((0, remaining, until));
+        *entry = (entry.0.saturating_add(cells.get()), remaining, until);
+    }
+
+    /// Takes `cells` given back earlier for `key`, if there are as many.
+    fn take_returned(&self, key: &str, cells: NonZeroU32) -> Option<Take> {
+        let mut returned = self.returned_map();
+        let (count, remaining, until) = returned.get_mut(key)?;
+        if *count < cells.get() || *until <= Instant::now() {
+            return None;
+        }
+        *count -= cells.get();
+        let take = Take::Admitted {
+            remaining: *remaining,
+            shared: false,
+        };
+        if *count == 0 {
+            returned.remove(key);
+        }
+        Some(take)
+    }
+
     /// Takes `cells` in this process only.
     pub(crate) fn take_local(&self, key: &str, cells: NonZeroU32) -> Take {
+        if let Some(take) = self.take_returned(key, cells) {
+            return take;
+        }
         let key = key.to_string();
         match self.local.check_key_n(&key, cells) {
             Ok(Ok(snapshot)) => Take::Admitted {
                 remaining: snapshot.remaining_burst_capacity(),
+                shared: false,
             },
             Ok(Err(not_until)) => Take::Refused {
                 wait: not_until.wait_time_from(self.clock.now()),
@@ -236,6 +287,7 @@ impl<C: Clock + Clone> Budget<C> {
         self.local.shrink_to_fit();
         let now = Instant::now();
         self.blocked_map().retain(|_, until| *until > now);
+        self.returned_map().retain(|_, (_, _, until)| *until > now);
     }
 
     /// Keys with local state (for tests and benches).
@@ -249,6 +301,11 @@ impl<C: Clock + Clone> Budget<C> {
 
     fn block_key(&self, key: &str) -> String {
         format!("{}:{key}:blocked", self.prefix)
+    }
+
+    fn returned_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, u32, Instant)>> {
+        // As `blocked_map`: single inserts, updates and retains.
+        self.returned.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn blocked_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {

@@ -4,7 +4,8 @@
 //!
 //! - `budget`: the core — Redis first, governor fallback, the fallback metric, blocking after
 //!   a refusal, purging idle keys.
-//! - `push`: `rate_limits.push`, counted per push start; 429 with `Retry-After`.
+//! - `push`: `rate_limits.push`, counted per push start; 429 with `Retry-After`; a push the
+//!   edge refuses after counting it is given back.
 //! - `upload`: `rate_limits.upload_bytes`, holding request bodies back (never refusing).
 //! - `logins`: `auth.failed_logins`, blocking a client IP or an account after failures.
 //!
@@ -19,7 +20,7 @@ pub mod upload;
 use std::time::Duration;
 
 pub use logins::LoginThrottle;
-pub use push::{Admission, PushLimiter};
+pub use push::{Admission, Counted, PushLimiter};
 pub use upload::UploadThrottle;
 
 /// A `Retry-After` value: whole seconds, rounded up and at least 1 (a client told 0 would

@@ -17,17 +17,28 @@ use crate::config::{OnUnavailable, PushLimit};
 use crate::shared_state::SharedState;
 
 /// The outcome for one push start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     Exempt,
     Admitted {
         remaining: u32,
+        /// What to give back if the edge refuses the push after all.
+        counted: Counted,
     },
     Limited {
         retry_after: u64,
     },
     /// The shared budget cannot be asked and `on_unavailable: deny` is set.
     Unavailable,
+}
+
+/// One push start counted against a key ([`PushLimiter::give_back`] returns it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    key: String,
+    remaining: u32,
+    /// Counted in Redis.
+    shared: bool,
 }
 
 /// `rate_limits.push` in force.
@@ -72,12 +83,33 @@ impl<C: Clock + Clone> PushLimiter<C> {
         }
         let key = self.key_for(subject, client_ip);
         match self.budget.take(&key, NonZeroU32::MIN).await {
-            Take::Admitted { remaining } => Admission::Admitted { remaining },
+            Take::Admitted { remaining, shared } => Admission::Admitted {
+                remaining,
+                counted: Counted {
+                    key,
+                    remaining,
+                    shared,
+                },
+            },
             Take::Refused { wait } => Admission::Limited {
                 retry_after: retry_after_seconds(wait),
             },
             Take::Unavailable => Admission::Unavailable,
         }
+    }
+
+    /// Gives back a push start the edge refused after counting it (a manifest refused by
+    /// `policy` once its body arrived, a body over a limit, a node that could not be
+    /// reached): only pushes the registry answered use the budget.
+    pub async fn give_back(&self, counted: &Counted) {
+        self.budget
+            .give_back(
+                &counted.key,
+                NonZeroU32::MIN,
+                counted.remaining,
+                counted.shared,
+            )
+            .await;
     }
 
     /// `RateLimit-Limit` value: `600;w=60`.
@@ -117,16 +149,12 @@ mod tests {
         let limiter = PushLimiter::with_clock(limit(60, 3, LimitKey::Account), None, clock.clone());
         let mut admitted = Vec::new();
         for _ in 0..3 {
-            admitted.push(limiter.admit(Some("alice"), "10.0.0.1").await);
+            match limiter.admit(Some("alice"), "10.0.0.1").await {
+                Admission::Admitted { remaining, .. } => admitted.push(remaining),
+                other => panic!("{other:?}"),
+            }
         }
-        assert_eq!(
-            admitted,
-            [
-                Admission::Admitted { remaining: 2 },
-                Admission::Admitted { remaining: 1 },
-                Admission::Admitted { remaining: 0 }
-            ]
-        );
+        assert_eq!(admitted, [2, 1, 0]);
         assert_eq!(
             limiter.admit(Some("alice"), "10.0.0.1").await,
             Admission::Limited { retry_after: 1 }
@@ -148,6 +176,28 @@ mod tests {
             Admission::Admitted { .. }
         ));
         assert_eq!(limiter.limit_header(), "60;w=60");
+    }
+
+    #[tokio::test]
+    async fn a_push_given_back_is_not_counted() {
+        let clock = FakeRelativeClock::default();
+        let limiter = PushLimiter::with_clock(limit(60, 2, LimitKey::Account), None, clock);
+        let counted = |admission| match admission {
+            Admission::Admitted { remaining, counted } => (remaining, counted),
+            other => panic!("{other:?}"),
+        };
+        let (first, refused) = counted(limiter.admit(Some("alice"), "10.0.0.1").await);
+        assert_eq!(first, 1);
+        limiter.give_back(&refused).await;
+        // The budget is as if the refused push never happened: two more pass, not one.
+        let (second, _) = counted(limiter.admit(Some("alice"), "10.0.0.1").await);
+        assert_eq!(second, 1, "the given-back cell is used first");
+        let (third, _) = counted(limiter.admit(Some("alice"), "10.0.0.1").await);
+        assert_eq!(third, 0);
+        assert!(matches!(
+            limiter.admit(Some("alice"), "10.0.0.1").await,
+            Admission::Limited { .. }
+        ));
     }
 
     #[test]

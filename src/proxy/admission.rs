@@ -78,8 +78,10 @@ pub(crate) enum Step {
 /// The steps in the order they run. The header limits come before the request id (they
 /// count what the client sent); the route before everything that needs the repository;
 /// the token check before the push limit (which may key on the token's subject) and before
-/// the cache (which answers only requests the token check let through); the policy before
-/// the push limit, so a refused push does not use up the account's budget.
+/// the cache (which answers only requests the token check let through); every other refusal
+/// before the push limit, which comes last, so a refused push does not use up the account's
+/// budget. A push the edge refuses later (its body refused by the policy or a size limit, or
+/// no node to take it) is given back before its answer is written (`limits::push`).
 pub(crate) const STEPS: [Step; 13] = [
     Step::HeaderLimits,
     Step::RequestId,
@@ -92,8 +94,8 @@ pub(crate) const STEPS: [Step; 13] = [
     Step::Token,
     Step::Cache,
     Step::Policy,
-    Step::PushLimit,
     Step::BodySize,
+    Step::PushLimit,
 ];
 
 /// What the steps need besides the request and its state.
@@ -210,8 +212,9 @@ async fn push_limit(ctx: &mut RequestCtx) -> Outcome {
     match limiter.admit(ctx.subject.as_deref(), &client_ip).await {
         Admission::Exempt => Outcome::Next,
         Admission::Unavailable => Outcome::Refuse(RegistryError::LimitsUnavailable.into()),
-        Admission::Admitted { remaining } => {
+        Admission::Admitted { remaining, counted } => {
             ctx.push_budget = Some((limiter.limit_header(), remaining));
+            ctx.push_counted = Some(counted);
             Outcome::Next
         }
         Admission::Limited { retry_after } => Outcome::Refuse(Refusal {
@@ -222,6 +225,16 @@ async fn push_limit(ctx: &mut RequestCtx) -> Outcome {
                 ("RateLimit-Remaining", "0;w=60".to_string()),
             ],
         }),
+    }
+}
+
+/// Gives back the push start [`push_limit`] counted for this request, which the edge is
+/// about to answer itself (its body refused by the policy or a size limit, or no node to
+/// take it): only pushes the registry answered use the budget. Called before the answer is
+/// written, so the client's next push already sees the budget.
+pub(crate) async fn give_back_push(ctx: &mut RequestCtx) {
+    if let (Some(counted), Some(limiter)) = (ctx.push_counted.take(), &ctx.settings.push_limiter) {
+        limiter.give_back(&counted).await;
     }
 }
 

@@ -33,6 +33,8 @@ pub(crate) struct RequestCtx {
     pub subject: Option<String>,
     /// For an admitted push start: (`RateLimit-Limit`, remaining) to report in the response.
     pub push_budget: Option<(String, u32)>,
+    /// The admitted push start as counted, given back if the edge answers it itself.
+    pub push_counted: Option<crate::limits::Counted>,
     /// Time the body stream was held by `rate_limits.upload_bytes`.
     pub throttled: std::time::Duration,
     /// Bytes of a shared (Redis) upload budget taken ahead and not yet sent (`UploadThrottle`).
@@ -81,6 +83,7 @@ impl RequestCtx {
             own_error: None,
             subject: None,
             push_budget: None,
+            push_counted: None,
             throttled: std::time::Duration::ZERO,
             upload_credit: 0,
             connection: None,

@@ -10,7 +10,8 @@ use crate::config::Limits;
 use crate::error::RegistryError;
 
 /// Answers the failure (unless the client is gone or a response already started) and tells
-/// Pingora the status and that the connection is not reused.
+/// Pingora the status and that the connection is not reused. A push start the edge answers
+/// this way gives its push budget back first.
 pub(crate) async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
     let error = ctx
         .own_error
@@ -23,6 +24,7 @@ pub(crate) async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCt
         };
     };
     let status = error.status();
+    super::admission::give_back_push(ctx).await;
     answer::failure(session, &error).await;
     ctx.own_error = Some(error);
     FailToProxy {
