@@ -47,7 +47,8 @@ impl From<Option<RegistryError>> for Outcome {
 /// One admission step.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Step {
-    /// h2 header blocks over the limits HTTP/1 connections enforce as they read.
+    /// Header blocks over the limits HTTP/1 connections enforce as they read (h2 blocks, and
+    /// HTTP/1 heads the connection did not scan: pipelined behind a body).
     HeaderLimits,
     /// `X-Request-Id`: the client's or a new one (never refuses).
     RequestId,

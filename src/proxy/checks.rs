@@ -24,17 +24,21 @@ use crate::tls::CertResolver;
 
 /// Over the header limits HTTP/1 connections enforce as they read (`listen::header_limit`).
 /// HTTP/2 blocks arrive whole, so they are measured here (as HPACK does: name, value, 32).
+/// An HTTP/1 block is measured here too: a pipelined request's head can arrive in the same
+/// read as the previous request's body, where the connection's scan does not look.
 pub(crate) fn header_limits(session: &Session) -> Option<RegistryError> {
     let req = session.req_header();
-    let too_large = req.headers.len() > MAX_HEADER_LINES
-        || session.is_http2()
-            && req
-                .headers
+    let bytes = match session.as_http1() {
+        Some(h1) => h1.get_headers_raw_bytes().len(),
+        None => {
+            req.headers
                 .iter()
                 .map(|(name, value)| name.as_str().len() + value.len() + 32)
                 .sum::<usize>()
                 + req.uri.to_string().len()
-                > MAX_HEADER_BYTES;
+        }
+    };
+    let too_large = req.headers.len() > MAX_HEADER_LINES || bytes > MAX_HEADER_BYTES;
     too_large.then_some(RegistryError::HeadersTooLarge {
         max_headers: MAX_HEADER_LINES,
         max_bytes: MAX_HEADER_BYTES,

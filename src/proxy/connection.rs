@@ -34,6 +34,16 @@ pub(crate) fn request_started(session: &mut Session, ctx: &mut RequestCtx, drain
             None => timeouts.idle.as_secs().max(1),
         };
         session.set_keepalive(Some(idle));
+        // RFC 9112 §9.3.2: requests a client sends before reading the answers (pipelined,
+        // or the next request in the same write as a body) are answered in order. Off,
+        // Pingora drops the second request, or reports the client's bytes after a body as a
+        // failure of the node ("Sent data after end of body", a 502).
+        session.set_pipelining_enabled(true);
+        // RFC 9112 §9.6: a client that sends its request and then shuts down its write side
+        // (`nc -N`, HTTP/1.0 tools, health checkers) still reads the answer. Pingora's default
+        // aborts the request at that FIN; a client that is really gone shows when the
+        // answer cannot be written.
+        session.set_abort_on_close(false);
     }
     if draining {
         session.set_keepalive(None);
