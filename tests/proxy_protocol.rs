@@ -6,6 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use common::echo::EchoUpstream;
 use common::{make_certs, tls_over, upstream_yaml, wait_for, Certs, Edge};
@@ -275,4 +276,53 @@ fn a_reload_cannot_empty_the_trust_list_of_running_proxy_listeners() {
     );
     let echo = echoed_through(&edge, &certs, v1.as_bytes(), "/v2/pp/after/tags/list");
     assert_eq!(header_value(&echo, "x-forwarded-for"), Some("203.0.113.7"));
+}
+
+/// Two connections whose balancer declares the same client address and port keep their own
+/// deadlines: a request on one does not take the other's watch (the watch map is keyed by
+/// the accepted connection, not by the declared address).
+#[test]
+fn connections_declaring_the_same_client_keep_their_own_deadlines() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let upstream = EchoUpstream::start();
+    let nodes = upstream_yaml(std::slice::from_ref(&upstream.addr), "round_robin");
+    let server = "  shutdown_grace: 1s\n  proxy_protocol: true\n  header_timeout: 1s\n";
+    let trust = "forwarded:\n  trusted_proxies: [\"127.0.0.1/32\"]\n";
+    let edge = Edge::start_unchecked(dir.path(), &certs, server, &nodes, trust);
+    wait_for("the edge to listen", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", edge.https_port)).ok()
+    });
+    let same = format!("PROXY TCP4 203.0.113.7 127.0.0.1 40000 {}\r\n", edge.https_port);
+    let connect = || {
+        let mut tcp = TcpStream::connect(("127.0.0.1", edge.https_port)).unwrap();
+        tcp.write_all(same.as_bytes()).unwrap();
+        tls_over(tcp, &certs.ca_dir.join("ca.crt"), &["http/1.1"])
+    };
+    let mut busy = connect();
+    // Complete the handshake before the second connection registers.
+    busy.conn.complete_io(&mut busy.sock).unwrap();
+    let mut idle = connect();
+    idle.conn.complete_io(&mut idle.sock).unwrap();
+    // A request on the first whose body arrives slowly: past header_timeout, which no
+    // longer applies once its head is in.
+    let body = b"slow body";
+    let head = format!(
+        "POST /v2/pp/slow/blobs/uploads/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    busy.write_all(head.as_bytes()).unwrap();
+    busy.write_all(&body[..4]).unwrap();
+    busy.flush().unwrap();
+    // The client is slow (this is the case under test, not a wait for the edge).
+    std::thread::sleep(Duration::from_millis(2500));
+    busy.write_all(&body[4..]).unwrap();
+    let mut answer = Vec::new();
+    let _ = busy.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The second, which never sent a request, was closed at its own header deadline.
+    let (_, closed) = common::wait_closed(&mut idle);
+    assert!(closed, "the idle connection was not closed at its header_timeout");
 }

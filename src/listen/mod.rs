@@ -259,6 +259,9 @@ impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
         let _ = digest.peer_addr.set(Some(client.into()));
         let _ = digest.local_addr.set(Some(local.into()));
         l4.set_socket_digest(digest);
+        let Some(key) = l4.get_socket_digest().map(|d| watch::ConnKey::of(&d)) else {
+            return;
+        };
 
         let stream: Stream = match &self.tls {
             None => Box::new(l4),
@@ -295,7 +298,7 @@ impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
         };
         let guarded: Stream = Box::new(GuardedStream::new(
             stream,
-            (client, local),
+            (key, client),
             timeouts,
             accepted,
         ));

@@ -69,6 +69,8 @@ pub(crate) struct GuardedStream {
     inner: Stream,
     watch: Arc<ConnWatch>,
     key: ConnKey,
+    /// For log lines (the declared client behind a PROXY-protocol balancer).
+    client: std::net::SocketAddr,
     timer: Pin<Box<Sleep>>,
     /// HTTP/1 only: the header block being received.
     scan: Option<HeaderScan>,
@@ -78,10 +80,11 @@ pub(crate) struct GuardedStream {
 }
 
 impl GuardedStream {
-    /// Wraps `inner` (after its TLS handshake); deadlines count from `accepted`.
+    /// Wraps `inner` (after its TLS handshake) of the connection `key` from `client`;
+    /// deadlines count from `accepted`.
     pub(crate) fn new(
         inner: Stream,
-        key: ConnKey,
+        (key, client): (ConnKey, std::net::SocketAddr),
         timeouts: ClientTimeouts,
         accepted: Instant,
     ) -> GuardedStream {
@@ -93,6 +96,7 @@ impl GuardedStream {
             inner,
             watch,
             key,
+            client,
             timer: Box::pin(tokio::time::sleep_until(accepted.into())),
             scan: (!http2).then(HeaderScan::default),
             refusal: None,
@@ -160,7 +164,7 @@ impl GuardedStream {
             self.timer.as_mut().reset(deadline);
         }
         ready!(self.timer.as_mut().poll(cx));
-        tracing::debug!(client = %self.key.0, "closing connection: {why}");
+        tracing::debug!(client = %self.client, "closing connection: {why}");
         if self.watch.phase() == Phase::Idle {
             // Between requests the end of the stream closes quietly, as Pingora's own
             // keep-alive timeout does; the proxy leaves that timer off (one timer per wait).

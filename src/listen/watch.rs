@@ -1,17 +1,20 @@
 //! Which phase each guarded connection is in, and when its current deadline passes.
 //!
-//! The proxy reaches a connection's [`ConnWatch`] through [`watch_for`], keyed by the
-//! connection's address pair (unique among open TCP connections), to say that a request
-//! started or finished, or that an HTTP/2 body is arriving; the connection's stream
+//! The proxy reaches a connection's [`ConnWatch`] through [`watch_for`] to say that a
+//! request started or finished, or that an HTTP/2 body is arriving; the connection's stream
 //! (`stream`) reads the deadline from it.
+//!
+//! The key is the accepted connection itself ([`ConnKey::of`]), not its addresses: behind
+//! a PROXY-protocol balancer the client address is only what the balancer declares, and two
+//! connections may declare the same one.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::task::AtomicWaker;
+use pingora::protocols::SocketDigest;
 
 use crate::config::ClientTimeouts;
 
@@ -41,8 +44,20 @@ impl Phase {
     }
 }
 
-/// (client, local) address of a connection.
-pub(crate) type ConnKey = (SocketAddr, SocketAddr);
+/// One accepted connection: the address of its [`SocketDigest`], which the accept loop
+/// makes once per connection and which the connection's stream and every request on it
+/// share (h1 and h2 alike) until the connection closes. No two open connections have the
+/// same key, whatever addresses they have or declare; the watch is unregistered before the
+/// digest can be freed and its address reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ConnKey(usize);
+
+impl ConnKey {
+    /// The key of the connection `digest` belongs to.
+    pub(crate) fn of(digest: &Arc<SocketDigest>) -> ConnKey {
+        ConnKey(Arc::as_ptr(digest) as usize)
+    }
+}
 
 const SHARDS: usize = 16;
 type Shard = Mutex<HashMap<ConnKey, Arc<ConnWatch>>>;
@@ -50,12 +65,13 @@ static WATCHES: LazyLock<[Shard; SHARDS]> =
     LazyLock::new(|| std::array::from_fn(|_| Mutex::new(HashMap::new())));
 
 fn shard(key: &ConnKey) -> &'static Shard {
-    &WATCHES[usize::from(key.0.port()) % SHARDS]
+    // Allocations are aligned: the low bits say nothing.
+    &WATCHES[(key.0 >> 6) % SHARDS]
 }
 
-/// The watch of the open connection between `client` and `local`, if it is guarded.
-pub(crate) fn watch_for(client: SocketAddr, local: SocketAddr) -> Option<Arc<ConnWatch>> {
-    let key = (client, local);
+/// The watch of the open connection `digest` belongs to, if it is guarded.
+pub(crate) fn watch_for(digest: &Arc<SocketDigest>) -> Option<Arc<ConnWatch>> {
+    let key = ConnKey::of(digest);
     shard(&key)
         .lock()
         .unwrap_or_else(|e| e.into_inner())

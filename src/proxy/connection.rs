@@ -11,10 +11,8 @@ use crate::listen::watch;
 pub(crate) fn request_started(session: &mut Session, ctx: &mut RequestCtx, draining: bool) {
     let timeouts = ctx.settings.client_timeouts;
     let http2 = session.is_http2();
-    let client = session.client_addr().and_then(|a| a.as_inet()).copied();
-    let local = session.server_addr().and_then(|a| a.as_inet()).copied();
-    if let (Some(client), Some(local)) = (client, local) {
-        ctx.connection = watch::watch_for(client, local);
+    if let Some(digest) = session.digest().and_then(|d| d.socket_digest.as_ref()) {
+        ctx.connection = watch::watch_for(digest);
     }
     if let Some(watch) = &ctx.connection {
         watch.request_started(http2);
