@@ -25,6 +25,9 @@ pub enum RegistryError {
     UpstreamFailed,
     #[error("malformed request")]
     BadRequest,
+    /// A method the edge never proxies (`CONNECT`).
+    #[error("the request method is not supported")]
+    MethodNotAllowed,
     #[error("the request has no Host header (HTTP/1.1 requires one)")]
     MissingHost,
     #[error("invalid repository name")]
@@ -123,7 +126,7 @@ impl RegistryError {
             | RegistryError::InvalidToken(_)
             | RegistryError::BadCredentials => 401,
             RegistryError::TooManyFailedLogins | RegistryError::TooManyPushes { .. } => 429,
-            RegistryError::ReadOnly => 405,
+            RegistryError::ReadOnly | RegistryError::MethodNotAllowed => 405,
             RegistryError::HeadersTooLarge { .. } => 431,
             RegistryError::MisdirectedRequest => 421,
             RegistryError::RequestTimeout => 408,
@@ -149,6 +152,7 @@ impl RegistryError {
             | RegistryError::BadTokenRequest(_) => "UNSUPPORTED",
             RegistryError::NameInvalid => "NAME_INVALID",
             RegistryError::ReadOnly
+            | RegistryError::MethodNotAllowed
             | RegistryError::HeadersTooLarge { .. }
             | RegistryError::MisdirectedRequest
             | RegistryError::RequestTimeout => "UNSUPPORTED",
@@ -196,6 +200,7 @@ impl RegistryError {
             503 => RegistryError::NoHealthyUpstream,
             502 => RegistryError::UpstreamFailed,
             504 => RegistryError::UpstreamTimeout,
+            405 => RegistryError::MethodNotAllowed,
             400..=499 => RegistryError::BadRequest,
             _ => RegistryError::Internal,
         }

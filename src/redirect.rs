@@ -5,16 +5,24 @@
 //! trusted proxy's `X-Forwarded-Host`, as given) or, from the request's own `Host`,
 //! `https://<host>[:<https port> unless 443]<path>?<query>`. (The docs' nginx line
 //! `return 301 https://$http_host:$request_uri;` yields `https://host:8080:/v2/`.)
+//!
+//! Like the HTTPS listener it answers a request it cannot frame with `400` in the registry's
+//! JSON format (Pingora's own server app closes such connections without a word), answers
+//! pipelined requests in order, and answers a client that shut down its write side after
+//! its request.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Method, Response};
-use pingora::apps::http_app::ServeHttp;
-use pingora::http::RequestHeader;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
+use pingora::server::ShutdownWatch;
+use pingora::ErrorType;
 
 use crate::acme::challenges::{Challenges, HTTP01_PREFIX};
+use crate::error::RegistryError;
 use crate::request::origin::{PublicOrigin, Source};
 use crate::settings::SharedSettings;
 
@@ -88,8 +96,59 @@ pub(crate) fn location(req: &RequestHeader, origin: &PublicOrigin, https_port: u
 }
 
 #[async_trait]
-impl ServeHttp for RedirectApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+impl HttpServerApp for RedirectApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut http: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match http.read_request().await {
+            Ok(true) => {}
+            // Closed before sending anything (a keep-alive connection's normal end).
+            Ok(false) => return None,
+            Err(e) if *e.etype() == ErrorType::InvalidHTTPHeader => {
+                let error = RegistryError::BadRequest;
+                let body = error.body();
+                let header = error.response_header(body.len());
+                if let Err(e) = http.write_error_response(header, body).await {
+                    tracing::debug!("plain HTTP: the 400 could not be written: {e}");
+                }
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!("plain HTTP: the request could not be read: {e}");
+                return None;
+            }
+        }
+        let keepalive = (!*shutdown.borrow()).then_some(60);
+        http.set_keepalive(keepalive);
+        http.set_pipelining_enabled(true);
+        let (parts, body) = self.answer(&mut http).into_parts();
+        let header: ResponseHeader = parts.into();
+        let written = match http.write_response_header(Box::new(header)).await {
+            Ok(()) => http.write_response_body(body.into(), true).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::debug!("plain HTTP: the answer could not be written: {e}");
+            return None;
+        }
+        let persistent = HttpPersistentSettings::for_session(&http);
+        match http.finish().await {
+            Ok(reusable) => {
+                reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, persistent))
+            }
+            Err(e) => {
+                tracing::debug!("plain HTTP: the connection cannot be reused: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl RedirectApp {
+    /// The answer to one request: the redirect, or an ACME http-01 answer.
+    fn answer(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let local = session.server_addr().and_then(|a| a.as_inet()).copied();
         let peer = session
             .client_addr()

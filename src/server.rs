@@ -182,6 +182,7 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
                 settings.clone(),
             )
             .with_proxy_protocol(config.server.proxy_protocol)
+            .with_json_refusals()
             .with_drain(drain.clone(), true),
         );
     }

@@ -4,6 +4,7 @@
 
 use std::sync::LazyLock;
 
+use super::raw_answer::raw_answer;
 use crate::error::RegistryError;
 
 use crate::request::{MAX_HEADER_BYTES, MAX_HEADER_LINES};
@@ -54,34 +55,17 @@ impl HeaderScan {
     }
 }
 
-/// The raw HTTP/1 431 answer to a HEAD request: [`REFUSAL`]'s header block alone.
-pub(super) static REFUSAL_TO_HEAD: LazyLock<Vec<u8>> = LazyLock::new(|| {
-    let end = REFUSAL
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(REFUSAL.len(), |at| at + 4);
-    REFUSAL[..end].to_vec()
-});
-
 /// The raw HTTP/1 431 answer, in the registry's error format.
-pub(super) static REFUSAL: LazyLock<Vec<u8>> = LazyLock::new(|| {
-    let error = RegistryError::HeadersTooLarge {
-        max_headers: MAX_HEADER_LINES,
-        max_bytes: MAX_HEADER_BYTES,
-    };
-    let body = error.body();
-    let mut answer = format!(
-        "HTTP/1.1 431 Request Header Fields Too Large\r\n\
-         Content-Type: application/json\r\n\
-         Docker-Distribution-Api-Version: registry/2.0\r\n\
-         Content-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    answer.extend_from_slice(&body);
-    answer
-});
+pub(super) static REFUSAL: LazyLock<Vec<u8>> = LazyLock::new(|| raw_answer(&TOO_LARGE, false));
+
+/// [`REFUSAL`] to a HEAD request: its header block alone.
+pub(super) static REFUSAL_TO_HEAD: LazyLock<Vec<u8>> =
+    LazyLock::new(|| raw_answer(&TOO_LARGE, true));
+
+const TOO_LARGE: RegistryError = RegistryError::HeadersTooLarge {
+    max_headers: MAX_HEADER_LINES,
+    max_bytes: MAX_HEADER_BYTES,
+};
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 //! - `watch`: each open connection's phase and deadline, found by its address pair.
 //! - `header_limit`: HTTP/1 header lines and bytes counted as they arrive; the raw 431.
 //! - `proxy_protocol`: PROXY v1/v2 headers from trusted load balancers.
+//! - `raw_answer`: answers written below Pingora (the 431, Pingora's own 400/405 as JSON).
 //! - `read_buffer`: a read buffer under TLS while data arrives in bulk.
 //! - `digests`: `delegate_digests!`, the connection details both wrappers pass through.
 
@@ -14,6 +15,7 @@
 mod digests;
 pub(crate) mod header_limit;
 pub(crate) mod proxy_protocol;
+mod raw_answer;
 pub(crate) mod read_buffer;
 pub(crate) mod stream;
 pub(crate) mod watch;
@@ -63,6 +65,8 @@ pub(crate) struct EdgeListener<A> {
     app: Option<A>,
     settings: SharedSettings,
     proxy_protocol: bool,
+    /// Pingora's own refusals as JSON ([`GuardedStream::with_json_refusals`]).
+    json_refusals: bool,
     drain: Option<Arc<Drain>>,
     /// The drain waits for this listener's connections to close, not only its requests.
     drain_waits_for_connections: bool,
@@ -84,6 +88,7 @@ impl<A> EdgeListener<A> {
             app: Some(app),
             settings,
             proxy_protocol: false,
+            json_refusals: false,
             drain: None,
             drain_waits_for_connections: false,
         }
@@ -103,6 +108,13 @@ impl<A> EdgeListener<A> {
     /// Expect a PROXY protocol header before anything else on every connection.
     pub(crate) fn with_proxy_protocol(mut self, on: bool) -> Self {
         self.proxy_protocol = on;
+        self
+    }
+
+    /// Answer the requests Pingora refuses before the app sees them in the registry's JSON
+    /// format (the proxy's listeners).
+    pub(crate) fn with_json_refusals(mut self) -> Self {
+        self.json_refusals = true;
         self
     }
 }
@@ -137,6 +149,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service for EdgeListener<A> {
                 settings: self.settings.clone(),
                 shutdown,
                 proxy_protocol: self.proxy_protocol,
+                json_refusals: self.json_refusals,
                 counted_by: self
                     .drain
                     .clone()
@@ -194,6 +207,7 @@ struct Connection<A> {
     settings: SharedSettings,
     shutdown: ShutdownWatch,
     proxy_protocol: bool,
+    json_refusals: bool,
     /// Counts this connection as open for the drain.
     counted_by: Option<Arc<Drain>>,
 }
@@ -206,6 +220,7 @@ impl<A> Clone for Connection<A> {
             settings: self.settings.clone(),
             shutdown: self.shutdown.clone(),
             proxy_protocol: self.proxy_protocol,
+            json_refusals: self.json_refusals,
             counted_by: self.counted_by.clone(),
         }
     }
@@ -296,12 +311,11 @@ impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
                 }
             }
         };
-        let guarded: Stream = Box::new(GuardedStream::new(
-            stream,
-            (key, client),
-            timeouts,
-            accepted,
-        ));
+        let mut guarded = GuardedStream::new(stream, (key, client), timeouts, accepted);
+        if self.json_refusals {
+            guarded = guarded.with_json_refusals();
+        }
+        let guarded: Stream = Box::new(guarded);
         let mut next = self.app.process_new(guarded, &self.shutdown).await;
         while let Some(stream) = next {
             next = self.app.process_new(stream, &self.shutdown).await;

@@ -43,6 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use super::header_limit::{HeaderScan, REFUSAL, REFUSAL_TO_HEAD};
+use super::raw_answer;
 use super::watch::{self, ConnKey, ConnWatch, Phase};
 use crate::config::ClientTimeouts;
 
@@ -77,6 +78,8 @@ pub(crate) struct GuardedStream {
     refusal: Option<Refusal>,
     /// HTTP/1 only: response bytes not yet handed to TLS (HTTP/2 frames are buffered by h2).
     pending: Option<Vec<u8>>,
+    /// The proxy's listeners: Pingora's own refusals go out as JSON (`raw_answer`).
+    json_refusals: bool,
 }
 
 impl GuardedStream {
@@ -101,7 +104,26 @@ impl GuardedStream {
             scan: (!http2).then(HeaderScan::default),
             refusal: None,
             pending: (!http2).then(Vec::new),
+            json_refusals: false,
         }
+    }
+
+    /// Writes the refusals Pingora makes before the proxy sees a request (400, 405) in the
+    /// registry's JSON format ([`raw_answer`]). Only for listeners whose app moves the
+    /// connection's watch out of its headers phase before it answers (the proxy).
+    pub(crate) fn with_json_refusals(mut self) -> GuardedStream {
+        self.json_refusals = true;
+        self
+    }
+
+    /// The JSON answer to write instead of `buf`, when `buf` is Pingora's own refusal of a
+    /// request the proxy never saw.
+    fn json_refusal(&self, buf: &[u8]) -> Option<Vec<u8>> {
+        if !self.json_refusals || !matches!(self.watch.phase(), Phase::Headers | Phase::Idle) {
+            return None;
+        }
+        let head = self.scan.as_ref().is_some_and(HeaderScan::is_head);
+        raw_answer::for_pingora_answer(buf, head)
     }
 
     /// Hands every buffered byte to the inner stream (not flushing it).
@@ -136,6 +158,12 @@ impl GuardedStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if let Some(answer) = bufs.first().and_then(|first| self.json_refusal(first)) {
+            if let Some(pending) = &mut self.pending {
+                pending.extend_from_slice(&answer);
+                return Poll::Ready(Ok(total));
+            }
+        }
         let held = self.pending.as_ref().map_or(0, Vec::len);
         if held > 0 && held + total > WRITE_BUFFER {
             ready!(self.poll_drain(cx))?;
