@@ -107,6 +107,13 @@ impl Drain {
 /// One request in flight (see [`Drain::request`]).
 pub struct InFlight(Arc<Drain>);
 
+impl InFlight {
+    /// Whether the drain has begun (its answer must then close the connection).
+    pub fn draining(&self) -> bool {
+        self.0.is_draining()
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {

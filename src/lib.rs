@@ -29,8 +29,10 @@
 //! - [`policy`]: storage quotas per namespace and immutable tags: manifest references, the
 //!   usage store (SQLite), registry lookups and `usage scan`.
 //! - `error`: the registry's JSON error envelope for the edge's own answers.
+//! - [`report`]: errors in log lines and `check` messages: the whole chain of causes.
 //! - `metrics`: Prometheus metrics.
 //! - [`log_writer`]: log lines to stdout, access lines buffered per thread.
+//! - [`log_bridge`]: Pingora's `log` records into tracing, the client's faults as WARN.
 //!
 //! Identity and limits:
 //! - [`auth`]: token endpoint, access policy (account/group/claims rules), identities,
@@ -71,6 +73,7 @@ pub(crate) mod error;
 pub mod limits;
 pub(crate) mod listen;
 pub mod load;
+pub mod log_bridge;
 pub mod log_writer;
 pub(crate) mod metrics;
 pub mod policy;

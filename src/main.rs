@@ -265,15 +265,32 @@ fn init_logging(format: LogFormat) -> registry_edge::log_writer::FlushGuard {
         .with_env_filter(filter)
         .with_target(true)
         .with_writer(writer);
-    match format {
-        LogFormat::Text => builder.with_ansi(ansi).init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
+    // Installed by hand rather than `init()`: Pingora's `log` records go through
+    // `log_bridge` (client faults as WARN), not tracing-log's own bridge.
+    let installed = match format {
+        LogFormat::Text => install(builder.with_ansi(ansi).finish()),
+        LogFormat::Json => install(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .finish(),
+        ),
+    };
+    if let Err(e) = installed {
+        eprintln!("registry-edge: cannot set up logging: {e}");
     }
     guard
+}
+
+/// Makes `subscriber` the global one and routes the `log` crate's records to it.
+fn install<S>(subscriber: S) -> Result<(), String>
+where
+    S: tracing::Subscriber + Send + Sync + 'static,
+{
+    let max = subscriber.max_level_hint();
+    tracing::subscriber::set_global_default(subscriber).map_err(|e| e.to_string())?;
+    registry_edge::log_bridge::PingoraLog::install(max).map_err(|e| e.to_string())
 }
 
 fn usage(action: UsageAction) -> ExitCode {

@@ -130,6 +130,18 @@ impl<A: ServerApp + Send + Sync + 'static> Service for EdgeListener<A> {
         let app = Arc::new(self.app.take().expect("a listener service starts once"));
         let mut loops = Vec::new();
         for listener in self.listeners.drain(..) {
+            let address = listener
+                .local_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            tracing::info!(
+                listener = %self.name,
+                address = %address,
+                tls = self.tls.is_some(),
+                proxy_protocol = self.proxy_protocol,
+                "listening on {address} ({}{})",
+                if self.tls.is_some() { "TLS" } else { "plain HTTP" },
+                if self.proxy_protocol { ", PROXY protocol" } else { "" },
+            );
             let listener = match TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {

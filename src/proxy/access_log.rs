@@ -47,17 +47,19 @@ pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     );
 }
 
-/// The request as Pingora's error lines name it ("Fail to proxy: … METHOD PATH, Host: …"):
-/// Pingora's own summary prints the whole URI, and a query can carry upload state and
-/// credentials, which never reach the log (as in the access line).
-pub(crate) fn summary(session: &Session) -> String {
+/// The request as Pingora's error lines name it ("Fail to proxy: … METHOD PATH, Host: …,
+/// request_id: …"): Pingora's own summary prints the whole URI, and a query can carry upload
+/// state and credentials, which never reach the log (as in the access line). The request id
+/// ties the line to the access line and to the client's `X-Request-Id`.
+pub(crate) fn summary(session: &Session, ctx: &RequestCtx) -> String {
     let req = session.req_header();
     let host = crate::request::request_host(req);
     format!(
-        "{} {}, Host: {}",
+        "{} {}, Host: {}, request_id: {}",
         req.method,
         req.uri.path(),
-        host.as_deref().unwrap_or("")
+        host.as_deref().unwrap_or(""),
+        OrDash((!ctx.request_id.is_empty()).then_some(&ctx.request_id))
     )
 }
 

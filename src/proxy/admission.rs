@@ -245,6 +245,7 @@ pub(crate) async fn refuse(
     ctx: &mut RequestCtx,
     refusal: Refusal,
 ) -> Result<()> {
+    super::connection::before_answer(session, ctx);
     answer::error(session, &refusal.error, &refusal.headers).await?;
     // Recorded once answered: a refusal the client never got is neither counted as a
     // rate-limit outcome nor answered again by `fail_to_proxy`.

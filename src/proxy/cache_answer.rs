@@ -76,14 +76,14 @@ pub(crate) async fn try_serve(
         false => None,
     };
     if let Some(entry) = cached(cache) {
-        return serve(session, cache, &digest, &entry, memory_budget).await;
+        return serve(session, ctx, cache, &digest, &entry, memory_budget).await;
     }
     // Not (yet) confirmed for this repository, or proxy-only mode: the registry decides
     // with a HEAD whether this client may have what another repository's pull cached.
     if session.req_header().method == http::Method::GET {
         if let Some(entry) = cache.store.get(&digest) {
             if registry_allows(session, ctx, cache, pool).await {
-                return serve(session, cache, &digest, &entry, memory_budget).await;
+                return serve(session, ctx, cache, &digest, &entry, memory_budget).await;
             }
         }
     }
@@ -95,13 +95,13 @@ pub(crate) async fn try_serve(
             Role::Follow(done) => {
                 inflight::wait(done, ctx.settings.read_timeout.min(MAX_WAIT)).await;
                 if let Some(entry) = cached(cache) {
-                    return serve(session, cache, &digest, &entry, memory_budget).await;
+                    return serve(session, ctx, cache, &digest, &entry, memory_budget).await;
                 }
                 // Filled for another repository's pull: the registry says whether this one
                 // holds it too, without a second download.
                 if let Some(entry) = cache.store.get(&digest) {
                     if registry_allows(session, ctx, cache, pool).await {
-                        return serve(session, cache, &digest, &entry, memory_budget).await;
+                        return serve(session, ctx, cache, &digest, &entry, memory_budget).await;
                     }
                 }
             }
@@ -196,6 +196,7 @@ fn header_value<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
 /// (purged, or removed by hand), so the registry answers instead.
 async fn serve(
     session: &mut Session,
+    ctx: &RequestCtx,
     cache: &Cache,
     digest: &str,
     entry: &Entry,
@@ -262,6 +263,7 @@ async fn serve(
         },
     };
     metrics().cache_events.with_label_values(&["hit"]).inc();
+    super::connection::before_answer(session, ctx);
     session
         .write_response_header(Box::new(header), false)
         .await?;

@@ -48,6 +48,15 @@ pub(crate) fn request_started(session: &mut Session, ctx: &mut RequestCtx, drain
     }
 }
 
+/// Called just before the response header is written: a request that began before a drain
+/// and answers during it closes its connection, and its answer says so
+/// (`Connection: close`) rather than `keep-alive`.
+pub(crate) fn before_answer(session: &mut Session, ctx: &RequestCtx) {
+    if ctx.in_flight.as_ref().is_some_and(|f| f.draining()) {
+        session.set_keepalive(None);
+    }
+}
+
 /// The request is over: an HTTP/1 connection goes back to waiting (idle deadline).
 pub(crate) fn request_finished(session: &Session, ctx: &mut RequestCtx) {
     ctx.body_progress = None;

@@ -33,6 +33,27 @@ pub(crate) async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCt
     }
 }
 
+/// Logs a failed request by who caused it (Pingora's `suppress_error_log`): `true` when
+/// Pingora's own `ERROR` line is not wanted. A client's fault (it went away, reset, timed
+/// out, sent what cannot be read) is a warning, and a refusal the edge decided (its own
+/// 4xx answer) is already in the access line; a node's failure or the edge's own keeps
+/// Pingora's `ERROR` line, whose summary names the request id.
+pub(crate) fn log(session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+    if ctx.own_error.as_ref().is_some_and(|own| own.status() < 500) {
+        tracing::debug!(request_id = %ctx.request_id, "refused: {e}");
+        return true;
+    }
+    if *e.esource() != ErrorSource::Downstream {
+        return false;
+    }
+    tracing::warn!(
+        request_id = %ctx.request_id,
+        "the client's side failed: {e}, {}",
+        super::access_log::summary(session, ctx)
+    );
+    true
+}
+
 /// What to tell the client about a failure Pingora reports; `None` when nobody listens.
 fn classify(e: &Error, limits: Limits) -> Option<RegistryError> {
     use ErrorType::*;

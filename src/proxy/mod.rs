@@ -12,7 +12,8 @@
 //! - admission's `Policy` step and the registry's answer: quotas and immutable tags
 //!   (`policy_check`); held manifests and bounded uploads (`policy_body`).
 //! - `response_filter`: request id, HTTP/1.0 framing, push budget.
-//! - `fail_to_proxy`: answer in the registry's JSON error format (`failure`, `answer`).
+//! - `fail_to_proxy`: answer in the registry's JSON error format (`failure`, `answer`);
+//!   `suppress_error_log`: a client's fault is logged as a warning (`failure`).
 //! - `logging`: metrics and one access-log line per request (`access_log`).
 
 pub(crate) mod access_log;
@@ -203,6 +204,7 @@ impl ProxyHttp for EdgeProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        connection::before_answer(session, ctx);
         answer::copy_request_id(session, upstream_response)?;
         if answer::is_http10(session) {
             // RFC 9112 §6.1: no chunked coding towards an HTTP/1.0 client. Without
@@ -222,7 +224,11 @@ impl ProxyHttp for EdgeProxy {
         access_log::record(session, e, ctx);
     }
 
-    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
-        access_log::summary(session)
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        access_log::summary(session, ctx)
+    }
+
+    fn suppress_error_log(&self, session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        failure::log(session, ctx, e)
     }
 }

@@ -54,7 +54,10 @@ pub(crate) async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Au
             .client
             .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.client),
     };
-    match auth.handle_token_request(&request, SystemTime::now()).await {
+    let reply = auth.handle_token_request(&request, SystemTime::now()).await;
+    // A login can take seconds (LDAP, OIDC): a drain may have begun meanwhile.
+    super::connection::before_answer(session, ctx);
+    match reply {
         TokenReply::Issued { body, account } => {
             metrics().tokens_issued.inc();
             ctx.subject = Some(account);
