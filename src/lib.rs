@@ -23,7 +23,7 @@
 //!   header limits.
 //! - `redirect`: the plain-HTTP listeners (redirect to https, ACME http-01).
 //! - `admin`: the admin listener (/metrics, /healthz, /readyz).
-//! - `upstream`: registry node pool, repository affinity, health checks, upload-session pins.
+//! - [`upstream`]: registry node pool, repository affinity, health checks, upload-session pins.
 //! - `cache`: blobs and manifests pulled by digest, kept on disk (`cacache`) and served
 //!   only to requests the edge authorized for a repository the registry confirmed.
 //! - [`policy`]: storage quotas per namespace and immutable tags: manifest references, the
@@ -87,4 +87,4 @@ pub mod server;
 pub(crate) mod settings;
 pub mod shared_state;
 pub mod tls;
-pub(crate) mod upstream;
+pub mod upstream;

@@ -51,8 +51,8 @@ pub enum CacheError {
         dir: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot build the client that asks the registry: {0}")]
-    Client(String),
+    #[error("cannot build the client that asks the registry")]
+    Client(#[from] crate::upstream::RegistryClientError),
     #[error("{0:?} is not a digest the cache keeps (sha256:<64 lowercase hex>)")]
     Digest(String),
     #[error("cache.dir {}: cannot read its entries: {source}", dir.display())]
@@ -102,8 +102,7 @@ impl Cache {
             fill_backlog: std::sync::atomic::AtomicU64::new(0),
             fill_budget: FILL_BUDGET,
             range_reads: tokio::sync::Semaphore::new(RANGE_READS),
-            registry_client: crate::auth::users::trust::http_client(None, REGISTRY_CHECK_TIMEOUT)
-                .map_err(|e| CacheError::Client(e.to_string()))?,
+            registry_client: crate::upstream::registry_client(REGISTRY_CHECK_TIMEOUT)?,
             broken: AtomicBool::new(false),
         })
     }

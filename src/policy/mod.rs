@@ -46,25 +46,16 @@ pub enum PolicyError {
     Store(#[from] StoreError),
     #[error("the usage store task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-    #[error("cannot make the registry client: {0}")]
-    Client(String),
+    #[error("cannot make the registry client")]
+    Client(#[from] crate::upstream::RegistryClientError),
     #[error("shared_state.redis does not answer")]
     NotShared,
 }
 
-/// A client for the registry's API: plain HTTP to the nodes, no redirects followed, and no
-/// `HTTP_PROXY` from the environment (its requests carry tokens).
+/// A client for the registry's API ([`crate::upstream::registry_client`]: direct to the
+/// nodes, as its requests carry tokens).
 pub(crate) fn registry_client() -> Result<reqwest::Client, PolicyError> {
-    let tls = crate::tls::client_config(None).map_err(|e| PolicyError::Client(e.to_string()))?;
-    let timeout = std::time::Duration::from_secs(30);
-    reqwest::Client::builder()
-        .tls_backend_preconfigured((*tls).clone())
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .map_err(|e| PolicyError::Client(e.to_string()))
+    Ok(crate::upstream::registry_client(std::time::Duration::from_secs(30))?)
 }
 
 /// The namespace of `repository`: its first `depth` path segments (all of them when it has
