@@ -51,7 +51,7 @@ enum Command {
         /// The user name for the htpasswd line.
         #[arg(long)]
         user: String,
-        /// bcrypt cost (4-31).
+        /// bcrypt cost (4-17, as `htpasswd -B -C`; what `check` accepts).
         #[arg(long, default_value_t = 10)]
         cost: u32,
     },
@@ -150,7 +150,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(format!("{}: {e}", pid_file.display())),
         },
-        Command::RegistryConfig { config } => match registry_edge::config::load(&config) {
+        Command::RegistryConfig { config } => match registry_edge::config::load_offline(&config) {
             Ok(loaded) => match registry_edge::registry_config::auth_block(&loaded) {
                 Some(block) => {
                     print!("{block}");
@@ -166,7 +166,7 @@ fn main() -> ExitCode {
         Command::Cache {
             action: CacheAction::Purge { config, digest },
         } => {
-            let settings = match registry_edge::config::load(&config) {
+            let settings = match registry_edge::config::load_offline(&config) {
                 Ok(loaded) => match loaded.cache {
                     Some(settings) => settings,
                     None => return fail(format!("{}: no cache section", config.display())),
@@ -188,6 +188,10 @@ fn main() -> ExitCode {
         }
         Command::Usage { action } => usage(action),
         Command::HashPassword { user, cost } => {
+            // Refused before the password is read: a cost `check` refuses is never useful.
+            if let Err(problem) = registry_edge::auth::users::htpasswd::check_cost(cost) {
+                return fail(problem);
+            }
             let mut password = String::new();
             if let Err(e) = std::io::stdin().read_line(&mut password) {
                 return fail(format!("cannot read the password from stdin: {e}"));
@@ -312,7 +316,7 @@ fn usage(action: UsageAction) -> ExitCode {
             }
         }
         UsageAction::Show { config, namespace } => {
-            let loaded = match registry_edge::config::load(&config) {
+            let loaded = match registry_edge::config::load_offline(&config) {
                 Ok(loaded) => loaded,
                 Err(e) => return fail(e),
             };

@@ -78,6 +78,9 @@ pub enum HashError {
     User,
     #[error("the password is empty")]
     EmptyPassword,
+    /// A cost `check` would refuse in the file (`htpasswd::BCRYPT_COSTS`).
+    #[error("{0}")]
+    Cost(String),
     #[error("bcrypt: {0}")]
     Bcrypt(#[from] bcrypt::BcryptError),
 }
@@ -90,6 +93,7 @@ pub fn htpasswd_line(user: &str, password: &str, cost: u32) -> Result<String, Ha
     if password.is_empty() {
         return Err(HashError::EmptyPassword);
     }
+    crate::auth::users::htpasswd::check_cost(cost).map_err(HashError::Cost)?;
     let hash = bcrypt::hash_with_result(password, cost)?.format_for_version(bcrypt::Version::TwoY);
     Ok(format!("{user}:{hash}"))
 }
@@ -107,5 +111,9 @@ mod tests {
         assert!(bcrypt::verify("pw", hash).unwrap());
         assert!(htpasswd_line("a:b", "pw", 4).is_err());
         assert!(htpasswd_line("a", "", 4).is_err());
+        for cost in [3, 18, 31] {
+            let refused = htpasswd_line("a", "pw", cost).unwrap_err().to_string();
+            assert!(refused.contains(&format!("cost {cost} is outside 4..=17")), "{refused}");
+        }
     }
 }

@@ -426,3 +426,71 @@ fn gen_certs_owner_must_be_numeric() {
         assert!(!other.exists(), "nothing is written");
     }
 }
+
+/// Small traps (issue 29, item 11): a cost `check` refuses is refused at hash time with the
+/// same words; a user listed twice in an htpasswd file is refused by `check` and `run`,
+/// naming both lines; the commands that never contact the registry nodes work when a
+/// node's name does not resolve (`check` still says it does not).
+#[test]
+fn cli_traps_are_refused_or_avoided() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    // A bcrypt cost above 17: hash-password refuses it before reading the password, in the
+    // words check uses for such an entry (no cost-18 hash is made: that takes seconds).
+    let four = bcrypt::hash("pw", 4).unwrap();
+    for cost in ["18", "31", "3"] {
+        let (code, _, stderr) = run(&["hash-password", "--user", "a", "--cost", cost]);
+        assert_eq!(code, 1, "cost {cost}: {stderr}");
+        let words = format!(
+            "bcrypt cost {} is outside 4..=17 (htpasswd -B -C allows the same)",
+            cost.trim_start_matches('0')
+        );
+        assert!(stderr.contains(&words), "cost {cost}: {stderr}");
+        let entry = format!("alice:{}{cost:0>2}{}\n", &four[..4], &four[6..]);
+        std::fs::write(dir.path().join("htpasswd"), entry).unwrap();
+        let body = valid_yaml("certs/tls.crt", "certs/tls.key")
+            + "auth:\n  token: { service: s, issuer: i, signing_key: certs/registry-auth.key, certificate: certs/registry-auth.crt }\n  users: { htpasswd: htpasswd }\n";
+        let path = config(dir.path(), "cost.yaml", &body);
+        let (code, _, stderr) = run(&["check", "--config", &path]);
+        assert_eq!(code, 1);
+        assert!(stderr.contains(&words), "check, cost {cost}: {stderr}");
+    }
+    // A user listed twice.
+    let line = |user: &str| format!("{user}:{four}\n");
+    std::fs::write(
+        dir.path().join("htpasswd"),
+        line("alice") + "# bob\n" + &line("bob") + &line("alice"),
+    )
+    .unwrap();
+    let body = valid_yaml("certs/tls.crt", "certs/tls.key")
+        + "auth:\n  token: { service: s, issuer: i, signing_key: certs/registry-auth.key, certificate: certs/registry-auth.crt }\n  users: { htpasswd: htpasswd }\n";
+    let path = config(dir.path(), "twice.yaml", &body);
+    for command in ["check", "run"] {
+        let (code, _, stderr) = run(&[command, "--config", &path]);
+        assert_eq!(code, 1, "{command}: {stderr}");
+        assert!(
+            stderr.contains("htpasswd:4: user alice is listed twice, on lines 1 and 4"),
+            "{command}: {stderr}"
+        );
+    }
+    // A node whose name does not resolve (.invalid never does, RFC 6761).
+    std::fs::write(dir.path().join("htpasswd"), line("alice")).unwrap();
+    let offline = body.replace("127.0.0.1:5000", "registry.invalid:5000")
+        + &format!(
+            "cache:\n  dir: {}\n  max_size: 1GiB\npolicy:\n  state_dir: {}\n",
+            dir.path().join("cache").display(),
+            dir.path().join("policy").display()
+        );
+    let path = config(dir.path(), "offline.yaml", &offline);
+    let (code, stdout, stderr) = run(&["registry-config", "--config", &path]);
+    assert_eq!(code, 0, "registry-config: {stderr}");
+    assert!(stdout.contains("realm: https://127.0.0.1:8443/jwt/auth"), "{stdout}");
+    let (code, _, stderr) = run(&["cache", "purge", "--config", &path]);
+    assert_eq!(code, 0, "cache purge: {stderr}");
+    // No store yet here: what it says is that, not that a node does not resolve.
+    let (_, _, stderr) = run(&["usage", "show", "--config", &path]);
+    assert!(stderr.contains("no usage store yet"), "usage show: {stderr}");
+    let (code, _, stderr) = run(&["check", "--config", &path]);
+    assert_eq!(code, 1, "check resolves the nodes");
+    assert!(stderr.contains("upstream.nodes[0]") && stderr.contains("registry.invalid"), "{stderr}");
+}

@@ -394,6 +394,24 @@ fn keys_read_only_at_start_are_named_as_needing_a_restart_and_a_bad_htpasswd_is_
         });
         assert!(rejected.contains("htpasswd-bad:1"), "{rejected}");
         assert!(rejected.contains("cost 3"), "{rejected}");
+        // A user listed twice (which hash is meant?) is rejected the same way.
+        std::fs::write(
+            &htpasswd,
+            format!("alice:{hash}\nbob:{hash}\nalice:{hash}\n"),
+        )
+        .unwrap();
+        reload(&dir.path().join("edge.pid"));
+        let twice = wait_for("the second rejection", Duration::from_secs(10), || {
+            edge.log_text()
+                .lines()
+                .filter(|l| l.contains("reload rejected"))
+                .nth(1)
+                .map(str::to_string)
+        });
+        assert!(
+            twice.contains("htpasswd-bad:3: user alice is listed twice, on lines 1 and 3"),
+            "{twice}"
+        );
         assert!(!edge.log_text().contains("panicked"));
         let ca = dir.path().join("ca/ca.crt");
         assert_eq!(

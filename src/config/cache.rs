@@ -82,7 +82,7 @@ mod tests {
     fn settings(yaml: &str) -> Result<CacheSettings, ConfigError> {
         let file: CacheFile = serde_yaml::from_str(yaml).unwrap();
         let path = std::path::Path::new("/etc/registry-edge/edge.yaml");
-        cache_settings(&Validator { path }, file)
+        cache_settings(&Validator::new(path), file)
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub use server::{ClientTimeouts, ExternalUrl, ServerSettings};
 pub use shared_state::RedisSettings;
 pub use tls::{AcmeSettings, CertificatePaths};
 pub use upstream::{ForwardedSettings, UpstreamSettings};
+pub use validate::Names;
 pub use users::{HttpAuthenticatorSettings, LdapSettings, OidcSettings, UsersSettings};
 
 /// Why a configuration could not be loaded; every variant names the file.
@@ -56,18 +57,34 @@ pub enum ConfigError {
 
 /// Reads and validates a configuration file. Relative paths in it resolve against its folder.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, Names::Resolve)
+}
+
+/// Like [`load`], with registry node names checked for shape only (`host:port`) and not
+/// looked up: for commands that never contact the nodes (`registry-config`, `cache purge`,
+/// `usage show`), so they work on a host whose DNS cannot resolve them. Nodes given by
+/// name are then missing from `upstream.nodes`.
+pub fn load_offline(path: &Path) -> Result<Config, ConfigError> {
+    load_with(path, Names::ShapeOnly)
+}
+
+fn load_with(path: &Path, names: Names) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(path, &text)
+    parse_with(path, &text, names)
 }
 
 /// Validates configuration text as if it had been read from `path`.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+    parse_with(path, text, Names::Resolve)
+}
+
+fn parse_with(path: &Path, text: &str, names: Names) -> Result<Config, ConfigError> {
     let shape: file::ConfigFile = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    Config::from_file(path, shape)
+    Config::from_file(path, shape, names)
 }

@@ -16,7 +16,7 @@ use super::server::{admin_listen, server_settings, ServerSettings};
 use super::shared_state::{redis_settings, RedisSettings};
 use super::tls::{acme_settings, certificate_paths, AcmeSettings, CertificatePaths};
 use super::upstream::{forwarded_settings, upstream_settings, ForwardedSettings, UpstreamSettings};
-use super::validate::Validator;
+use super::validate::{Names, Validator};
 use super::ConfigError;
 
 /// The gateway's validated configuration.
@@ -58,7 +58,11 @@ pub struct Maintenance {
 }
 
 impl Config {
-    pub(super) fn from_file(path: &Path, file: ConfigFile) -> Result<Config, ConfigError> {
+    pub(super) fn from_file(
+        path: &Path,
+        file: ConfigFile,
+        names: Names,
+    ) -> Result<Config, ConfigError> {
         // Exhaustive destructuring: a new section does not compile until it is handled.
         let ConfigFile {
             server,
@@ -75,7 +79,7 @@ impl Config {
             cache,
             policy,
         } = file;
-        let v = Validator { path };
+        let v = Validator { path, names };
         let server = server_settings(&v, server)?;
         let (certificates, acme) = match tls {
             None => (Vec::new(), None),

@@ -293,7 +293,7 @@ mod tests {
     fn settings(yaml: &str) -> Result<PolicySettings, ConfigError> {
         let file: PolicyFile = serde_yaml::from_str(yaml).unwrap();
         let path = std::path::Path::new("/tmp/edge.yaml");
-        policy_settings(&Validator { path }, file)
+        policy_settings(&Validator::new(path), file)
     }
 
     #[test]

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use super::choices::Balance;
 use super::file;
-use super::validate::Validator;
+use super::validate::{Names, Validator};
 use super::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,13 +45,19 @@ pub(super) fn upstream_settings(
     if nodes.is_empty() {
         return Err(v.invalid("upstream.nodes", "at least one registry node is needed"));
     }
-    let nodes = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, text)| {
-            resolve_node(text).map_err(|problem| v.invalid(format!("upstream.nodes[{i}]"), problem))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut resolved = Vec::with_capacity(nodes.len());
+    for (i, text) in nodes.iter().enumerate() {
+        let invalid = |problem| v.invalid(format!("upstream.nodes[{i}]"), problem);
+        match v.names {
+            Names::Resolve => resolved.push(resolve_node(text).map_err(invalid)?),
+            Names::ShapeOnly => {
+                if let Some(addr) = node_shape(text).map_err(invalid)? {
+                    resolved.push(addr);
+                }
+            }
+        }
+    }
+    let nodes = resolved;
     let balance = balance.unwrap_or_default();
     let (health_path, health_interval) = match health_check {
         None => (None, None),
@@ -88,16 +94,25 @@ pub(super) fn upstream_settings(
 }
 
 pub(super) fn resolve_node(text: &str) -> Result<SocketAddr, String> {
-    if let Ok(addr) = text.parse::<SocketAddr>() {
+    if let Some(addr) = node_shape(text)? {
         return Ok(addr);
-    }
-    if !text.contains(':') {
-        return Err(format!("{text:?} needs a port (host:port)"));
     }
     text.to_socket_addrs()
         .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+/// A node's address when it is an IP literal, `None` for a `host:port` name (not looked
+/// up); an error when it is neither.
+fn node_shape(text: &str) -> Result<Option<SocketAddr>, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Some(addr));
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(None),
+        _ => Err(format!("{text:?} needs a port (host:port)")),
+    }
 }
 
 pub(super) fn forwarded_settings(

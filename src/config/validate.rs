@@ -10,6 +10,27 @@ use super::ConfigError;
 /// Collects the file path so every error names file and key.
 pub(super) struct Validator<'a> {
     pub(super) path: &'a Path,
+    /// Whether names in the file (registry nodes) are looked up in DNS.
+    pub(super) names: Names,
+}
+
+/// What a load does with host names: look them up (`run`, `check`, a reload), or only
+/// check their shape, for commands that never contact what they name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    Resolve,
+    ShapeOnly,
+}
+
+impl<'a> Validator<'a> {
+    /// A validator for the file at `path` that resolves names (unit tests).
+    #[cfg(test)]
+    pub(super) fn new(path: &'a Path) -> Validator<'a> {
+        Validator {
+            path,
+            names: Names::Resolve,
+        }
+    }
 }
 
 impl Validator<'_> {

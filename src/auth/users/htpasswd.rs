@@ -50,8 +50,14 @@ impl Htpasswd {
         Htpasswd::parse(path, &text)
     }
 
+    /// Parses `text` read from `path`: one `user:bcrypt-hash` per line, `#` comments and
+    /// blank lines skipped. Refuses, naming the line, an entry that is not bcrypt, has a cost
+    /// outside [`BCRYPT_COSTS`], or names a user an earlier line named (which of two hashes
+    /// is meant cannot be known; Apache's `htpasswd` would use the first, nginx the first
+    /// that matches).
     pub fn parse(path: &Path, text: &str) -> Result<Htpasswd, HtpasswdError> {
         let mut hashes = HashMap::new();
+        let mut lines: HashMap<&str, usize> = HashMap::new();
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -72,6 +78,12 @@ impl Htpasswd {
                 return Err(entry_err("only bcrypt entries are supported (htpasswd -B)"));
             }
             check_bcrypt(hash).map_err(|problem| entry_err(&problem))?;
+            if let Some(first) = lines.insert(user, index + 1) {
+                return Err(entry_err(&format!(
+                    "user {user} is listed twice, on lines {first} and {}",
+                    index + 1
+                )));
+            }
             hashes.insert(user.to_string(), hash.to_string());
         }
         let decoy_cost = hashes
@@ -146,7 +158,12 @@ fn check_bcrypt(hash: &str) -> Result<(), String> {
     let parts: bcrypt::HashParts = hash
         .parse()
         .map_err(|e| format!("not a valid bcrypt hash: {e}"))?;
-    let cost = parts.get_cost();
+    check_cost(parts.get_cost())
+}
+
+/// Whether `cost` is one of [`BCRYPT_COSTS`]; the problem in words otherwise (the same for
+/// a file's entry and for `hash-password --cost`).
+pub fn check_cost(cost: u32) -> Result<(), String> {
     if !BCRYPT_COSTS.contains(&cost) {
         return Err(format!(
             "bcrypt cost {cost} is outside {}..={} (htpasswd -B -C allows the same)",
@@ -192,6 +209,19 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().starts_with("pw:2:"), "{err}");
         assert!(Htpasswd::parse(Path::new("pw"), "no-colon\n").is_err());
+    }
+
+    #[test]
+    fn a_user_listed_twice_is_refused_naming_both_lines() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let text = format!("alice:{hash}\n# bob\nbob:{hash}\nalice:{hash}\n");
+        let refused = Htpasswd::parse(Path::new("users"), &text)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            refused,
+            "users:4: user alice is listed twice, on lines 1 and 4"
+        );
     }
 
     #[test]
