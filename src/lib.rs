@@ -82,6 +82,7 @@ pub(crate) mod redirect;
 pub mod registry;
 pub mod registry_config;
 pub(crate) mod reload;
+pub mod report;
 pub(crate) mod request;
 pub mod server;
 pub(crate) mod settings;

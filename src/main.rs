@@ -114,7 +114,7 @@ fn main() -> ExitCode {
         Command::Run { config } => {
             let loaded = match registry_edge::load::load_all(&config) {
                 Ok(loaded) => loaded,
-                Err(e) => return fail(e),
+                Err(e) => return fail_on(&e),
             };
             let _log_writer = init_logging(loaded.config.log_format);
             let pid_file = loaded.config.server.pid_file.clone();
@@ -133,7 +133,7 @@ fn main() -> ExitCode {
                     });
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => fail_on(&e),
             }
         }
         Command::Check { config } => match registry_edge::load::load_all(&config) {
@@ -141,7 +141,7 @@ fn main() -> ExitCode {
                 println!("{}: configuration is valid", config.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(e),
+            Err(e) => fail_on(&e),
         },
         Command::Reload { pid_file } => match signal_reload(&pid_file) {
             Ok(pid) => {
@@ -161,7 +161,7 @@ fn main() -> ExitCode {
                     config.display()
                 )),
             },
-            Err(e) => fail(e),
+            Err(e) => fail_on(&e),
         },
         Command::Cache {
             action: CacheAction::Purge { config, digest },
@@ -171,7 +171,7 @@ fn main() -> ExitCode {
                     Some(settings) => settings,
                     None => return fail(format!("{}: no cache section", config.display())),
                 },
-                Err(e) => return fail(e),
+                Err(e) => return fail_on(&e),
             };
             match registry_edge::cache::purge(&settings, digest.as_deref()) {
                 Ok(purged) => {
@@ -183,7 +183,7 @@ fn main() -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => fail_on(&e),
             }
         }
         Command::Usage { action } => usage(action),
@@ -202,16 +202,16 @@ fn main() -> ExitCode {
                     println!("{line}");
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => fail_on(&e),
             }
         }
         Command::GenCerts { dir, hosts, owner } => {
             let owner = match owner.as_deref().map(certgen::parse_owner).transpose() {
                 Ok(owner) => owner,
-                Err(e) => return fail(e),
+                Err(e) => return fail_on(&e),
             };
             if let Err(e) = owner.map_or(Ok(()), certgen::may_give_to) {
-                return fail(e);
+                return fail_on(&e);
             }
             let generated = certgen::generate(&dir, &hosts).and_then(|paths| {
                 owner.map_or(Ok(()), |owner| certgen::give_to(&paths, owner))?;
@@ -224,7 +224,7 @@ fn main() -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => fail_on(&e),
             }
         }
     }
@@ -247,6 +247,11 @@ fn signal_reload(pid_file: &std::path::Path) -> Result<i32, String> {
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("registry-edge: {e}");
     ExitCode::from(1)
+}
+
+/// [`fail`] with the error's whole chain of causes ([`registry_edge::report::chain`]).
+fn fail_on(e: &(dyn std::error::Error + 'static)) -> ExitCode {
+    fail(registry_edge::report::chain(e))
 }
 
 /// Log lines go to standard output through [`registry_edge::log_writer`]: access lines are
@@ -302,7 +307,7 @@ fn usage(action: UsageAction) -> ExitCode {
         UsageAction::Scan { config } => {
             let loaded = match registry_edge::load::load_all(&config) {
                 Ok(loaded) => loaded,
-                Err(e) => return fail(e),
+                Err(e) => return fail_on(&e),
             };
             match registry_edge::policy::scan::run(&loaded) {
                 Ok(scanned) => {
@@ -312,20 +317,20 @@ fn usage(action: UsageAction) -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => fail_on(&e),
             }
         }
         UsageAction::Show { config, namespace } => {
             let loaded = match registry_edge::config::load_offline(&config) {
                 Ok(loaded) => loaded,
-                Err(e) => return fail(e),
+                Err(e) => return fail_on(&e),
             };
             match registry_edge::policy::scan::report(&loaded, namespace.as_deref()) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => fail_on(&e),
             }
         }
     }

@@ -285,7 +285,10 @@ impl BackgroundService for Reloader {
                         "configuration reloaded; changes to {} need a restart and were not applied",
                         need_restart.join(", ")
                     ),
-                    Err(e) => tracing::error!("reload rejected, the running configuration stays in force: {e}"),
+                    Err(e) => tracing::error!(
+                        "reload rejected, the running configuration stays in force: {}",
+                        crate::report::chain(&e)
+                    ),
                 },
                 _ = shutdown.changed() => return,
             }

@@ -47,16 +47,16 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// `cache.dir` could not be created or read.
-    #[error("{0}")]
-    Cache(String),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     /// `policy.state_dir` could not be created (a broken store file is moved aside).
-    #[error("policy.state_dir: {0}")]
+    #[error("policy.state_dir")]
     Policy(#[from] crate::policy::PolicyError),
-    #[error("upstream pool: {0}")]
-    Upstream(std::io::Error),
-    #[error("shared_state.redis: {0}")]
-    SharedState(String),
-    #[error("tls.acme: {0}")]
+    #[error("upstream pool")]
+    Upstream(#[source] std::io::Error),
+    #[error("shared_state.redis")]
+    SharedState(#[source] redis::RedisError),
+    #[error("tls.acme")]
     Acme(#[from] crate::acme::AcmeError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -91,7 +91,7 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
         None => None,
         Some(redis) => {
             let shared = SharedState::new(redis.clone())
-                .map_err(|e| StartError::SharedState(e.to_string()))?;
+                .map_err(StartError::SharedState)?;
             server.add_service(background_service(
                 "shared state probe",
                 SharedStateProbe(shared.clone()),
@@ -111,7 +111,7 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
         .as_ref()
         .map(|settings| Cache::open(settings).map(Arc::new))
         .transpose()
-        .map_err(|e| StartError::Cache(e.to_string()))?;
+        ?;
     let policy = match &config.policy {
         None => None,
         Some(rules) => {

@@ -218,7 +218,7 @@ impl SharedState {
         match result {
             Ok(Ok(value)) => Some(value),
             Ok(Err(e)) => {
-                self.set_up(false, &format!("{e}"));
+                self.set_up(false, &crate::report::chain(&e));
                 None
             }
             Err(_) => {

@@ -90,7 +90,10 @@ impl AcmeService {
             .store
             .save_certificate(&issued.chain_pem, &issued.key_pem)
         {
-            tracing::error!("tls.acme: new certificate in force but not saved: {e}");
+            tracing::error!(
+                "tls.acme: new certificate in force but not saved: {}",
+                crate::report::chain(&e)
+            );
         }
         Ok(not_after)
     }
@@ -132,7 +135,7 @@ impl BackgroundService for AcmeService {
             };
             let result = match attempt {
                 Ok(Ok(issued)) => self.install(issued),
-                Ok(Err(e)) => Err(error_chain(&e)),
+                Ok(Err(e)) => Err(crate::report::chain(&e)),
                 Err(_) => Err(format!("no certificate within {ATTEMPT_TIMEOUT:?}")),
             };
             match result {
@@ -178,7 +181,10 @@ fn install_stored(settings: &AcmeSettings, resolver: &CertResolver, store: &Stor
         Ok(Some(stored)) => stored,
         Ok(None) => return None,
         Err(e) => {
-            tracing::warn!("tls.acme: cannot use the stored certificate, ordering a new one: {e}");
+            tracing::warn!(
+                "tls.acme: cannot use the stored certificate, ordering a new one: {}",
+                crate::report::chain(&e)
+            );
             return None;
         }
     };
@@ -236,20 +242,6 @@ fn record_expiry(names: &[String], not_after: i64) {
             .with_label_values(&[name])
             .set(not_after);
     }
-}
-
-/// An error with its sources ("client error (Connect)" alone does not say what failed).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text = format!("{text}: {cause_text}");
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn backoff(failures: u32) -> Duration {

@@ -35,7 +35,10 @@ impl pingora::services::background::BackgroundService for UsageGauges {
                         set_gauges(&namespace, usage, rules);
                     }
                 }
-                Err(e) => tracing::warn!("policy: usage cannot be read for the metrics: {e}"),
+                Err(e) => tracing::warn!(
+                    "policy: usage cannot be read for the metrics: {}",
+                    crate::report::chain(&e)
+                ),
             }
             for namespace in rules.quotas.namespaces.keys() {
                 set_gauges(

@@ -160,7 +160,11 @@ async fn registry_allows(
         }
         Ok(_) => false,
         Err(e) => {
-            tracing::debug!("cache: the registry check of {digest} failed: {e}");
+            // The request goes on to the node as usual (and fails there if it is down).
+            tracing::warn!(
+                "cache: the registry check of {digest} failed: {}",
+                crate::report::chain(&e)
+            );
             false
         }
     }

@@ -168,8 +168,9 @@ async fn decide(
             reservation: None,
         });
     };
-    let unavailable = |e: &dyn std::fmt::Display| {
-        tracing::error!("policy: cannot count {digest} of {}: {e}", put.repository);
+    let unavailable = |e: &(dyn std::error::Error + 'static)| {
+        let cause = crate::report::chain(e);
+        tracing::error!("policy: cannot count {digest} of {}: {cause}", put.repository);
         let refusal = RegistryError::PolicyUnavailable("storage usage cannot be read");
         (refusal, "unavailable")
     };

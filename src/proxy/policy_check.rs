@@ -61,7 +61,7 @@ pub(crate) async fn admit(
             let start = ctx.route.endpoint == Endpoint::UploadStart;
             let usage = match policy.usage(&namespace).await {
                 Ok(usage) => usage,
-                Err(e) => return Ok(unavailable(&e)),
+                Err(e) => return Ok(unavailable(&crate::report::chain(&e))),
             };
             let declared = declared_length(session);
             let mounted = mount_of(session);
@@ -70,7 +70,7 @@ pub(crate) async fn admit(
                 match holds(policy, &namespace, digest).await {
                     Ok(true) => return Ok(Outcome::Next),
                     Ok(false) => {}
-                    Err(e) => return Ok(unavailable(&e)),
+                    Err(e) => return Ok(unavailable(&crate::report::chain(&e))),
                 }
             }
             let over = (start && usage >= quota)
@@ -99,7 +99,7 @@ pub(crate) async fn admit(
                     };
                     match lookup.api(policy).tag_digest(&repository, reference).await {
                         Ok(found) => found,
-                        Err(e) => return Ok(unavailable(&e)),
+                        Err(e) => return Ok(unavailable(&crate::report::chain(&e))),
                     }
                 }
                 false => None,
@@ -125,7 +125,7 @@ pub(crate) async fn admit(
                 match protecting_tag(&api, rules, &subject, &repository, reference).await {
                     Ok(Some(tag)) => return Ok(immutable(&repository, &tag)),
                     Ok(None) => {}
-                    Err(e) => return Ok(unavailable(&e)),
+                    Err(e) => return Ok(unavailable(&crate::report::chain(&e))),
                 }
             }
             if reference.contains(':') {
@@ -162,8 +162,9 @@ pub(crate) async fn on_response(status: u16, ctx: &mut RequestCtx, policy: &Poli
                 (Ok(_), None) => {}
                 (Err(e), _) => {
                     tracing::error!(
-                        "policy: {} of {repository} not recorded: {e}",
-                        commit.digest
+                        "policy: {} of {repository} not recorded: {}",
+                        commit.digest,
+                        crate::report::chain(&e)
                     )
                 }
             }
@@ -176,7 +177,10 @@ pub(crate) async fn on_response(status: u16, ctx: &mut RequestCtx, policy: &Poli
         match (policy.delete(namespace, &repository, &digest).await, &rules) {
             (Ok(Some(usage)), Some(rules)) => set_gauges(namespace, usage, rules),
             (Ok(_), _) => {}
-            (Err(e), _) => tracing::error!("policy: deletion of {digest} not recorded: {e}"),
+            (Err(e), _) => tracing::error!(
+                "policy: deletion of {digest} not recorded: {}",
+                crate::report::chain(&e)
+            ),
         }
     }
 }

@@ -74,7 +74,8 @@ impl HttpAuthenticator {
                 } else {
                     "could not be reached"
                 };
-                return HttpAnswer::Unavailable(format!("{} {why}: {}", self.url, e.without_url()));
+                let cause = crate::report::chain(&e.without_url());
+                return HttpAnswer::Unavailable(format!("{} {why}: {cause}", self.url));
             }
         };
         match response.status().as_u16() {

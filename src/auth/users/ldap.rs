@@ -127,7 +127,7 @@ impl Ldap {
             .build()
             .map_err(|e| TrustError {
                 path: PathBuf::new(),
-                reason: format!("cannot build the LDAP pool: {e}"),
+                reason: format!("cannot build the LDAP pool: {}", crate::report::chain(&e)),
             })?;
         Ok(Ldap {
             settings: settings.clone(),
@@ -166,8 +166,9 @@ impl Ldap {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
                 return LdapAnswer::Unavailable(format!(
-                    "cannot connect to {}: {e}",
-                    self.settings.url
+                    "cannot connect to {}: {}",
+                    self.settings.url,
+                    crate::report::chain(&e)
                 ))
             }
             Err(_) => return late(),
@@ -178,7 +179,7 @@ impl Ldap {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
                 drop(Object::take(conn));
-                LdapAnswer::Unavailable(format!("{}: {e}", self.settings.url))
+                LdapAnswer::Unavailable(format!("{}: {}", self.settings.url, crate::report::chain(&e)))
             }
             Err(_) => {
                 drop(Object::take(conn));

@@ -288,7 +288,7 @@ impl OidcProvider {
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("{url}: {}", e.without_url()))?;
+            .map_err(|e| format!("{url}: {}", crate::report::chain(&e.without_url())))?;
         if !response.status().is_success() {
             return Err(format!("{url}: answered {}", response.status()));
         }

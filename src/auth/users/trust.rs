@@ -25,7 +25,7 @@ pub(crate) fn http_client(
         .build()
         .map_err(|e| TrustError {
             path: ca.map(Path::to_path_buf).unwrap_or_default(),
-            reason: format!("cannot build the HTTPS client: {e}"),
+            reason: format!("cannot build the HTTPS client: {}", crate::report::chain(&e)),
         })
 }
 
@@ -38,7 +38,7 @@ pub(crate) async fn read_limited(
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| e.without_url().to_string())?
+        .map_err(|e| crate::report::chain(&e.without_url()))?
     {
         if body.len() + chunk.len() > max {
             return Err(format!("answer larger than {max} bytes"));
