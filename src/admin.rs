@@ -59,6 +59,8 @@ fn answer(status: u16, content_type: &str, body: Vec<u8>, head: bool) -> Respons
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        // As on the other listeners: requests written back to back are answered in order.
+        session.set_pipelining_enabled(true);
         let text = "text/plain; charset=utf-8";
         let head = session.req_header().method == http::Method::HEAD;
         let answer =

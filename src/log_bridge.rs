@@ -16,13 +16,16 @@ use tracing_log::AsTrace;
 
 /// The beginnings of Pingora 0.9.1's `ERROR` messages that report a client's fault
 /// (`pingora-proxy/src/lib.rs` `handle_new_request`, `proxy_h1.rs`, `proxy_h2.rs`,
-/// `pingora-core/src/apps/mod.rs`). "Fail to proxy" is a client's fault only in the form
-/// `handle_new_request` logs, which names the downstream session type.
-const CLIENT_FAULTS: [(&str, &str); 4] = [
+/// `pingora-core/src/apps/mod.rs`, and `apps/http_app.rs`, which serves the admin
+/// listener). "Fail to proxy" is a client's fault only in the form `handle_new_request`
+/// logs, which names the downstream session type.
+const CLIENT_FAULTS: [(&str, &str); 6] = [
     ("Fail to proxy: ", "downstream session type"),
     ("failed to send error response to downstream", ""),
     ("Error finish sending body to downstream", ""),
     ("H2 handshake error", ""),
+    ("HTTP server fails to read from downstream", ""),
+    ("HTTP server fails to write to downstream", ""),
 ];
 
 /// The `log` → `tracing` bridge; see the module documentation.
@@ -31,7 +34,9 @@ pub struct PingoraLog;
 impl PingoraLog {
     /// Installs the bridge as the `log` crate's logger, passing records up to `max`
     /// (the tracing subscriber's most verbose level, so disabled records cost one compare).
-    pub fn install(max: Option<tracing::level_filters::LevelFilter>) -> Result<(), log::SetLoggerError> {
+    pub fn install(
+        max: Option<tracing::level_filters::LevelFilter>,
+    ) -> Result<(), log::SetLoggerError> {
         log::set_boxed_logger(Box::new(PingoraLog))?;
         let max = max.map_or(log::LevelFilter::Trace, |level| {
             tracing_log::AsLog::as_log(&level)
@@ -86,20 +91,41 @@ mod tests {
     use super::*;
 
     fn level(target: &str, level: Level, text: std::fmt::Arguments<'_>) -> Level {
-        level_of(&Record::builder().target(target).level(level).args(text).build())
+        level_of(
+            &Record::builder()
+                .target(target)
+                .level(level)
+                .args(text)
+                .build(),
+        )
     }
 
     #[test]
     fn client_faults_are_warnings_and_everything_else_keeps_its_level() {
         let read = "Fail to proxy: Downstream ReadError context: while reading request headers, \
                     downstream session type: HTTP/1.1";
-        assert_eq!(level("pingora_proxy", Level::Error, format_args!("{read}")), Level::Warn);
+        assert_eq!(
+            level("pingora_proxy", Level::Error, format_args!("{read}")),
+            Level::Warn
+        );
         let h2 = "H2 handshake error Downstream ConnectionClosed";
-        assert_eq!(level("pingora_core::apps", Level::Error, format_args!("{h2}")), Level::Warn);
+        assert_eq!(
+            level("pingora_core::apps", Level::Error, format_args!("{h2}")),
+            Level::Warn
+        );
         // A node's failure stays an error, and so does anyone else's line.
         let node = "Fail to proxy: Upstream ConnectRefused, status: 502, tries: 1";
-        assert_eq!(level("pingora_proxy", Level::Error, format_args!("{node}")), Level::Error);
-        assert_eq!(level("other", Level::Error, format_args!("{h2}")), Level::Error);
-        assert_eq!(level("pingora_proxy", Level::Info, format_args!("{read}")), Level::Info);
+        assert_eq!(
+            level("pingora_proxy", Level::Error, format_args!("{node}")),
+            Level::Error
+        );
+        assert_eq!(
+            level("other", Level::Error, format_args!("{h2}")),
+            Level::Error
+        );
+        assert_eq!(
+            level("pingora_proxy", Level::Info, format_args!("{read}")),
+            Level::Info
+        );
     }
 }

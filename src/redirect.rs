@@ -135,9 +135,7 @@ impl HttpServerApp for RedirectApp {
         }
         let persistent = HttpPersistentSettings::for_session(&http);
         match http.finish().await {
-            Ok(reusable) => {
-                reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, persistent))
-            }
+            Ok(reusable) => reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, persistent)),
             Err(e) => {
                 tracing::debug!("plain HTTP: the connection cannot be reused: {e}");
                 None

@@ -113,7 +113,10 @@ mod tests {
         assert!(htpasswd_line("a", "", 4).is_err());
         for cost in [3, 18, 31] {
             let refused = htpasswd_line("a", "pw", cost).unwrap_err().to_string();
-            assert!(refused.contains(&format!("cost {cost} is outside 4..=17")), "{refused}");
+            assert!(
+                refused.contains(&format!("cost {cost} is outside 4..=17")),
+                "{refused}"
+            );
         }
     }
 }

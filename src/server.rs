@@ -90,8 +90,7 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
     let shared = match &config.shared_state {
         None => None,
         Some(redis) => {
-            let shared = SharedState::new(redis.clone())
-                .map_err(StartError::SharedState)?;
+            let shared = SharedState::new(redis.clone()).map_err(StartError::SharedState)?;
             server.add_service(background_service(
                 "shared state probe",
                 SharedStateProbe(shared.clone()),
@@ -110,8 +109,7 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
         .cache
         .as_ref()
         .map(|settings| Cache::open(settings).map(Arc::new))
-        .transpose()
-        ?;
+        .transpose()?;
     let policy = match &config.policy {
         None => None,
         Some(rules) => {

@@ -52,9 +52,11 @@ fn tls_server(crt: &str, key: &str) -> (Proc, u16) {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    wait_for("openssl s_server to listen", Duration::from_secs(20), || {
-        TcpStream::connect(("127.0.0.1", port)).ok()
-    });
+    wait_for(
+        "openssl s_server to listen",
+        Duration::from_secs(20),
+        || TcpStream::connect(("127.0.0.1", port)).ok(),
+    );
     (proc, port)
 }
 

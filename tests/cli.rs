@@ -484,13 +484,22 @@ fn cli_traps_are_refused_or_avoided() {
     let path = config(dir.path(), "offline.yaml", &offline);
     let (code, stdout, stderr) = run(&["registry-config", "--config", &path]);
     assert_eq!(code, 0, "registry-config: {stderr}");
-    assert!(stdout.contains("realm: https://127.0.0.1:8443/jwt/auth"), "{stdout}");
+    assert!(
+        stdout.contains("realm: https://127.0.0.1:8443/jwt/auth"),
+        "{stdout}"
+    );
     let (code, _, stderr) = run(&["cache", "purge", "--config", &path]);
     assert_eq!(code, 0, "cache purge: {stderr}");
     // No store yet here: what it says is that, not that a node does not resolve.
     let (_, _, stderr) = run(&["usage", "show", "--config", &path]);
-    assert!(stderr.contains("no usage store yet"), "usage show: {stderr}");
+    assert!(
+        stderr.contains("no usage store yet"),
+        "usage show: {stderr}"
+    );
     let (code, _, stderr) = run(&["check", "--config", &path]);
     assert_eq!(code, 1, "check resolves the nodes");
-    assert!(stderr.contains("upstream.nodes[0]") && stderr.contains("registry.invalid"), "{stderr}");
+    assert!(
+        stderr.contains("upstream.nodes[0]") && stderr.contains("registry.invalid"),
+        "{stderr}"
+    );
 }

@@ -98,7 +98,11 @@ fn requests_the_edge_sends_to_nodes_never_go_through_an_environment_proxy() {
     through_proxy("the cache's HEAD");
     let metrics = common::admin_metrics(admin);
     let hits = common::metric(&metrics, "registry_edge_cache_events_total{event=\"hit\"}");
-    assert_eq!(hits, Some(1.0), "the second pull came from the cache:\n{metrics}");
+    assert_eq!(
+        hits,
+        Some(1.0),
+        "the second pull came from the cache:\n{metrics}"
+    );
 
     // A protected tag: the policy asks the node which digest the tag points to.
     let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,

@@ -293,7 +293,10 @@ fn connections_declaring_the_same_client_keep_their_own_deadlines() {
     wait_for("the edge to listen", Duration::from_secs(30), || {
         TcpStream::connect(("127.0.0.1", edge.https_port)).ok()
     });
-    let same = format!("PROXY TCP4 203.0.113.7 127.0.0.1 40000 {}\r\n", edge.https_port);
+    let same = format!(
+        "PROXY TCP4 203.0.113.7 127.0.0.1 40000 {}\r\n",
+        edge.https_port
+    );
     let connect = || {
         let mut tcp = TcpStream::connect(("127.0.0.1", edge.https_port)).unwrap();
         tcp.write_all(same.as_bytes()).unwrap();
@@ -324,5 +327,8 @@ fn connections_declaring_the_same_client_keep_their_own_deadlines() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // The second, which never sent a request, was closed at its own header deadline.
     let (_, closed) = common::wait_closed(&mut idle);
-    assert!(closed, "the idle connection was not closed at its header_timeout");
+    assert!(
+        closed,
+        "the idle connection was not closed at its header_timeout"
+    );
 }

@@ -28,11 +28,11 @@ const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// An OCI manifest whose config and layer are `blobs` (digest, size).
 fn manifest(config: (&str, u64), layer: (&str, u64)) -> Vec<u8> {
-    let descriptor = |(digest, size): (&str, u64)| {
-        serde_json::json!({"mediaType": "application/octet-stream", "digest": digest, "size": size})
-    };
-    serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": descriptor(config), "layers": [descriptor(layer)]}))
+    let descriptor = |(digest, size): (&str, u64)| serde_json::json!({"mediaType": "application/octet-stream", "digest": digest, "size": size});
+    serde_json::to_vec(
+        &serde_json::json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": descriptor(config), "layers": [descriptor(layer)]}),
+    )
     .unwrap()
 }
 
@@ -44,7 +44,10 @@ fn unknown_digest(seed: u8) -> String {
 fn bearer_for(s: &Setup, user: &str, repository: &str) -> String {
     let scope = format!("repository:{repository}:pull,push");
     let answer = login(&s.edge, &s.ca(), user, &format!("pw-{user}"), &scope);
-    format!("Authorization: Bearer {}", answer.json()["token"].as_str().unwrap())
+    format!(
+        "Authorization: Bearer {}",
+        answer.json()["token"].as_str().unwrap()
+    )
 }
 
 /// `alice/imm:v1` pushed by admin (exempt from the push limit): returns its manifest.
@@ -84,14 +87,23 @@ fn assert_denied(what: &str, got: &CurlResult, says: &str) {
 /// Writes `head` with `Expect: 100-continue` on a fresh HTTP/1.1 connection, waits for the
 /// interim `100 Continue`, sends `body`, and returns the final answer's head and body.
 fn raw_expect_continue(s: &Setup, head: &str, body: &[u8]) -> String {
-    let mut tls = tls_connect(s.edge.https_port, &s.certs.ca_dir.join("ca.crt"), &["http/1.1"]);
+    let mut tls = tls_connect(
+        s.edge.https_port,
+        &s.certs.ca_dir.join("ca.crt"),
+        &["http/1.1"],
+    );
     tls.write_all(head.as_bytes()).unwrap();
     let (status, interim) = common::read_head(&mut tls);
-    assert_eq!(status, 100, "the registry's 100 Continue comes first: {interim}");
+    assert_eq!(
+        status, 100,
+        "the registry's 100 Continue comes first: {interim}"
+    );
     tls.write_all(body).unwrap();
     let mut rest = Vec::new();
     let _ = tls.read_to_end(&mut rest);
-    let after = interim.split_once("\r\n\r\n").map_or("", |(_, after)| after);
+    let after = interim
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, after)| after);
     format!("{after}{}", String::from_utf8_lossy(&rest))
 }
 
@@ -105,7 +117,10 @@ fn refusals_decided_from_the_body_reach_clients_that_expect_100_continue() {
     let alice_imm = bearer_for(&s, "alice", "alice/imm");
     let alice_app = bearer_for(&s, "alice", "alice/app");
     let moved = manifest((&unknown_digest(1), 2), (&unknown_digest(2), 5));
-    let over = manifest((&unknown_digest(3), 600 << 10), (&unknown_digest(4), 600 << 10));
+    let over = manifest(
+        (&unknown_digest(3), 600 << 10),
+        (&unknown_digest(4), 600 << 10),
+    );
     let big = s.dir.path().join("big.blob");
     std::fs::write(&big, vec![7u8; 2 << 20]).unwrap();
     let big_arg = format!("@{}", big.display());
@@ -117,10 +132,18 @@ fn refusals_decided_from_the_body_reach_clients_that_expect_100_continue() {
         let mut args = vec![version];
         args.extend(expect);
         let got = s.put_manifest("alice/imm", "v1", &moved, &args);
-        assert_denied(&what("immutable tag"), &got, "tag v1 of alice/imm is immutable");
+        assert_denied(
+            &what("immutable tag"),
+            &got,
+            "tag v1 of alice/imm is immutable",
+        );
         // A manifest that takes its namespace over the quota.
         let got = s.put_manifest("alice/app", "big", &over, &args);
-        assert_denied(&what("manifest over quota"), &got, "would exceed its storage quota");
+        assert_denied(
+            &what("manifest over quota"),
+            &got,
+            "would exceed its storage quota",
+        );
         // A chunked PATCH that passes the quota while it streams.
         let location = common::start_upload(
             &s.edge.url("/v2/alice/app/blobs/uploads/"),
@@ -129,12 +152,21 @@ fn refusals_decided_from_the_body_reach_clients_that_expect_100_continue() {
         );
         let mut args = vec!["--cacert", &ca, version, "-X", "PATCH", "-H", &alice_app];
         args.extend(expect);
-        args.extend(["-H", "Transfer-Encoding: chunked", "-H", "Content-Type: application/octet-stream"]);
+        args.extend([
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Content-Type: application/octet-stream",
+        ]);
         args.extend(["--data-binary", &big_arg, &location]);
         let got = curl(&args);
         assert_denied(&what("chunked PATCH over quota"), &got, "storage quota");
     }
-    assert_eq!(s.manifest("alice/imm", "v1").0, common::digest(&v1), "the tag moved");
+    assert_eq!(
+        s.manifest("alice/imm", "v1").0,
+        common::digest(&v1),
+        "the tag moved"
+    );
 
     // Raw HTTP/1.1: the interim 100, then the refusal on the same connection.
     let head = format!(
@@ -158,7 +190,8 @@ fn refusals_decided_from_the_body_reach_clients_that_expect_100_continue() {
     // The access line records the final answer, not the interim 100.
     let log = s.edge.log_text();
     assert!(
-        !log.lines().any(|l| l.contains("registry_edge::access") && l.contains("status=100")),
+        !log.lines()
+            .any(|l| l.contains("registry_edge::access") && l.contains("status=100")),
         "{log}"
     );
 }
@@ -171,7 +204,10 @@ fn skewed_token(s: &Setup, repository: &str, skew: i64) -> String {
     let key = std::fs::read(certs.join("registry-auth.key")).unwrap();
     let crt = std::fs::read_to_string(certs.join("registry-auth.crt")).unwrap();
     let der: String = crt.lines().filter(|l| !l.starts_with("-----")).collect();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let claims = serde_json::json!({
         "iss": ISSUER, "aud": SERVICE, "sub": "alice",
         "iat": now + skew, "nbf": now + skew, "exp": now + skew + 10,
@@ -195,25 +231,42 @@ fn tokens_the_registry_accepts_despite_clock_skew_pass_the_edge() {
         let bearer = format!("Authorization: Bearer {token}");
         let path = format!("/v2/{repository}/tags/list");
         // The registry itself: 404 NAME_UNKNOWN (an empty repository) means accepted.
-        let direct = curl(&["-H", &bearer, &format!("http://{}{path}", s.registry.addr())]);
+        let direct = curl(&[
+            "-H",
+            &bearer,
+            &format!("http://{}{path}", s.registry.addr()),
+        ]);
         assert_eq!(direct.status, 404, "registry, {what}: {}", direct.text());
         for version in ["--http1.1", "--http2"] {
-            let edge = curl(&["--cacert", &s.ca(), version, "-H", &bearer, &s.edge.url(&path)]);
+            let edge = curl(&[
+                "--cacert",
+                &s.ca(),
+                version,
+                "-H",
+                &bearer,
+                &s.edge.url(&path),
+            ]);
             assert_eq!(edge.status, 404, "edge {version}, {what}: {}", edge.text());
         }
     }
     // Past the leeway both refuse it.
     let token = skewed_token(&s, repository, -80);
     let bearer = format!("Authorization: Bearer {token}");
-    let edge = curl(&["--cacert", &s.ca(), "-H", &bearer, &s.edge.url("/v2/alice/skew/tags/list")]);
+    let edge = curl(&[
+        "--cacert",
+        &s.ca(),
+        "-H",
+        &bearer,
+        &s.edge.url("/v2/alice/skew/tags/list"),
+    ]);
     assert_eq!(edge.status, 401, "{}", edge.text());
 }
 
 /// `RateLimit-Remaining` of an answer, as a number.
 fn remaining(got: &CurlResult) -> u32 {
-    let value = got.header("ratelimit-remaining").unwrap_or_else(|| {
-        panic!("no RateLimit-Remaining: {} {:?}", got.status, got.headers)
-    });
+    let value = got
+        .header("ratelimit-remaining")
+        .unwrap_or_else(|| panic!("no RateLimit-Remaining: {} {:?}", got.status, got.headers));
     value.split(';').next().unwrap().parse().unwrap()
 }
 
@@ -225,7 +278,10 @@ fn pushes_the_edge_refuses_cost_no_push_budget() {
     let s = Setup::start(&format!("{POLICY}{PUSH_LIMIT}"));
     protected_tag(&s);
     let moved = manifest((&unknown_digest(5), 2), (&unknown_digest(6), 5));
-    let over = manifest((&unknown_digest(7), 600 << 10), (&unknown_digest(8), 600 << 10));
+    let over = manifest(
+        (&unknown_digest(7), 600 << 10),
+        (&unknown_digest(8), 600 << 10),
+    );
     // A namespace without a quota: only the size limit refuses these.
     let alice_free = bearer_for(&s, "alice", "alice/free");
     let uploads = s.edge.url("/v2/alice/free/blobs/uploads/");
@@ -258,11 +314,27 @@ fn pushes_the_edge_refuses_cost_no_push_budget() {
     // Twelve refusals later, the whole burst of three is still there.
     let mut left = Vec::new();
     for _ in 0..3 {
-        let got = curl(&["--cacert", &s.ca(), "-X", "POST", "-H", &alice_free, &uploads]);
+        let got = curl(&[
+            "--cacert",
+            &s.ca(),
+            "-X",
+            "POST",
+            "-H",
+            &alice_free,
+            &uploads,
+        ]);
         assert_eq!(got.status, 202, "{}", got.text());
         left.push(remaining(&got));
     }
     assert_eq!(left, [2, 1, 0]);
-    let got = curl(&["--cacert", &s.ca(), "-X", "POST", "-H", &alice_free, &uploads]);
+    let got = curl(&[
+        "--cacert",
+        &s.ca(),
+        "-X",
+        "POST",
+        "-H",
+        &alice_free,
+        &uploads,
+    ]);
     assert_eq!(got.status, 429, "the limit still holds: {}", got.text());
 }

@@ -40,7 +40,11 @@ impl Setup {
     }
 
     fn tls(&self) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-        tls_connect(self.edge.https_port, &self.certs.ca_dir.join("ca.crt"), &["http/1.1"])
+        tls_connect(
+            self.edge.https_port,
+            &self.certs.ca_dir.join("ca.crt"),
+            &["http/1.1"],
+        )
     }
 
     fn plain(&self) -> TcpStream {
@@ -102,7 +106,11 @@ fn pipelined_requests_are_answered_in_order() {
     let body = b"pipelined blob";
     let blob = format!("/v2/wire/pipe/blobs/{}", common::digest(body));
     let cases: Vec<(&str, Vec<u8>, Vec<u16>)> = vec![
-        ("two GETs", [get("/v2/", false), get("/v2/", true)].concat(), vec![200, 200]),
+        (
+            "two GETs",
+            [get("/v2/", false), get("/v2/", true)].concat(),
+            vec![200, 200],
+        ),
         (
             "a body, then the next request in the same write",
             [upload(&s.edge, &ca, "wire/pipe", body), get(&blob, true)].concat(),
@@ -146,7 +154,9 @@ fn pipelined_requests_are_answered_in_order() {
     let answers = read_all(&mut plain);
     assert_eq!(statuses(&answers), [301, 301], "{answers}");
     assert!(
-        answers.to_ascii_lowercase().contains("location: https://localhost:"),
+        answers
+            .to_ascii_lowercase()
+            .contains("location: https://localhost:"),
         "{answers}"
     );
     let log = s.edge.log_text();
@@ -163,8 +173,16 @@ fn a_request_followed_by_fin_is_answered() {
     let body = b"half-closed blob";
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("GET proxied", get("/v2/", false), 200),
-        ("upload with a body", upload(&s.edge, &ca, "wire/fin", body), 201),
-        ("the edge's own answer", get("/v2/Bad/Name/manifests/x", false), 400),
+        (
+            "upload with a body",
+            upload(&s.edge, &ca, "wire/fin", body),
+            201,
+        ),
+        (
+            "the edge's own answer",
+            get("/v2/Bad/Name/manifests/x", false),
+            400,
+        ),
     ];
     for (what, request, status) in &cases {
         let mut tls = s.tls();
@@ -186,10 +204,22 @@ fn a_request_followed_by_fin_is_answered() {
 /// Requests Pingora cannot frame: (what, raw request).
 const MALFORMED: [(&str, &str); 8] = [
     ("userinfo in Host", "GET /v2/ HTTP/1.1\r\nHost: a@b\r\n\r\n"),
-    ("request line", "GET /v2/ HTTP/1.1 extra\r\nHost: localhost\r\n\r\n"),
-    ("header name", "GET /v2/ HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n"),
-    ("control byte", "GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-A: a\u{1}b\r\n\r\n"),
-    ("Content-Length", "POST /v2/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n"),
+    (
+        "request line",
+        "GET /v2/ HTTP/1.1 extra\r\nHost: localhost\r\n\r\n",
+    ),
+    (
+        "header name",
+        "GET /v2/ HTTP/1.1\r\nHost: localhost\r\nBad Header: x\r\n\r\n",
+    ),
+    (
+        "control byte",
+        "GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-A: a\u{1}b\r\n\r\n",
+    ),
+    (
+        "Content-Length",
+        "POST /v2/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
+    ),
     (
         "two Content-Lengths",
         "POST /v2/ HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
@@ -209,10 +239,13 @@ fn assert_json_error(what: &str, answer: &str, status: u16) {
     assert_eq!(statuses(answer).first(), Some(&status), "{what}:\n{answer}");
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((answer, ""));
     let lower = head.to_ascii_lowercase();
-    assert!(lower.contains("content-type: application/json"), "{what}:\n{answer}");
+    assert!(
+        lower.contains("content-type: application/json"),
+        "{what}:\n{answer}"
+    );
     assert!(lower.contains("connection: close"), "{what}:\n{answer}");
-    let json: serde_json::Value = serde_json::from_str(body)
-        .unwrap_or_else(|e| panic!("{what}: not JSON ({e}):\n{answer}"));
+    let json: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}):\n{answer}"));
     assert!(json["errors"][0]["code"].is_string(), "{what}: {json}");
 }
 
@@ -285,12 +318,17 @@ fn client_faults_are_warnings_and_listeners_are_logged_at_start() {
     drop(download);
     // A head over the limits (431).
     let mut over = tls();
-    let huge = format!("GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(70_000));
+    let huge = format!(
+        "GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
     over.write_all(huge.as_bytes()).unwrap();
     assert_eq!(statuses(&read_all(&mut over)).first(), Some(&431));
     // A head that stalls, and a body that stalls (server.header_timeout / body_timeout).
     let mut stalled_head = tls();
-    stalled_head.write_all(b"GET /v2/ HTTP/1.1\r\nHost: local").unwrap();
+    stalled_head
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: local")
+        .unwrap();
     let mut stalled_body = tls();
     stalled_body
         .write_all(&upload(&edge, &ca, "wire/stall", &[5u8; 1000])[..300])
@@ -304,26 +342,46 @@ fn client_faults_are_warnings_and_listeners_are_logged_at_start() {
     drop(cut);
     // An h2 client that sends garbage instead of its preface.
     let mut h2 = tls_connect(edge.https_port, &ca, &["h2"]);
-    h2.write_all(b"this is not an HTTP/2 connection preface\r\n\r\n").unwrap();
+    h2.write_all(b"this is not an HTTP/2 connection preface\r\n\r\n")
+        .unwrap();
     let _ = read_all(&mut h2);
     // The reset download is over once the access line for it is written.
-    common::wait_for("the reset download's access line", Duration::from_secs(20), || {
-        log_lines(&edge)
-            .iter()
-            .any(|l| l["path"].as_str().is_some_and(|p| p.contains("wire/big/blobs")))
-            .then_some(())
-    });
+    common::wait_for(
+        "the reset download's access line",
+        Duration::from_secs(20),
+        || {
+            log_lines(&edge)
+                .iter()
+                .any(|l| {
+                    l["path"]
+                        .as_str()
+                        .is_some_and(|p| p.contains("wire/big/blobs"))
+                })
+                .then_some(())
+        },
+    );
     let lines = log_lines(&edge);
     let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
-    assert!(errors.is_empty(), "client faults logged as errors: {errors:#?}");
+    assert!(
+        errors.is_empty(),
+        "client faults logged as errors: {errors:#?}"
+    );
     let warnings: Vec<_> = lines
         .iter()
-        .filter(|l| l["level"] == "WARN" && l["target"].as_str() == Some("registry_edge::proxy::failure"))
+        .filter(|l| {
+            l["level"] == "WARN" && l["target"].as_str() == Some("registry_edge::proxy::failure")
+        })
         .collect();
-    assert!(!warnings.is_empty(), "no warning for the request-level faults: {lines:#?}");
+    assert!(
+        !warnings.is_empty(),
+        "no warning for the request-level faults: {lines:#?}"
+    );
     for warning in &warnings {
         let id = warning["request_id"].as_str().unwrap_or("");
-        assert!(!id.is_empty(), "a warning without the request id: {warning}");
+        assert!(
+            !id.is_empty(),
+            "a warning without the request id: {warning}"
+        );
     }
     // One start line per listener: address, TLS or plain, PROXY protocol or not.
     let starts: Vec<String> = lines
@@ -338,22 +396,29 @@ fn client_faults_are_warnings_and_listeners_are_logged_at_start() {
         format!("listening on 127.0.0.1:{admin} (plain HTTP)"),
     ];
     for line in &expected {
-        assert_eq!(starts.iter().filter(|s| *s == line).count(), 1, "{line} in {starts:?}");
+        assert_eq!(
+            starts.iter().filter(|s| *s == line).count(),
+            1,
+            "{line} in {starts:?}"
+        );
     }
     assert_eq!(starts.len(), 3, "{starts:?}");
     let _ = &registry;
 }
 
-/// The admin listener keeps its own answers (it is not the registry's API).
+/// The admin listener keeps its own answers (it is not the registry's API) and answers
+/// pipelined requests in order too.
 #[test]
-fn the_admin_listener_is_unchanged() {
+fn the_admin_listener_answers_pipelined_requests() {
     let s = Setup::start();
     let mut admin = TcpStream::connect(("127.0.0.1", s.admin)).unwrap();
-    admin.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     admin
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    assert_eq!(statuses(&read_all(&mut admin)), [200]);
+    admin
+        .write_all(&[get("/healthz", false), get("/nowhere", true)].concat())
+        .unwrap();
+    assert_eq!(statuses(&read_all(&mut admin)), [200, 404]);
 }
 
 /// An answer a request in flight gets during a drain (SIGTERM) says `Connection: close`, as
@@ -381,11 +446,15 @@ fn answers_finished_during_a_drain_say_the_connection_closes() {
     // An own answer (a bad name) still waiting for its body, too.
     let mut refused = tls_connect(edge.https_port, &ca, &["http/1.1"]);
     refused
-        .write_all(b"PUT /v2/Bad/manifests/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\nab")
+        .write_all(
+            b"PUT /v2/Bad/manifests/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\nab",
+        )
         .unwrap();
-    common::wait_for("the upload to reach the registry", Duration::from_secs(20), || {
-        (registry.upload_bytes_stored("wire/drain") > 0).then_some(())
-    });
+    common::wait_for(
+        "the upload to reach the registry",
+        Duration::from_secs(20),
+        || (registry.upload_bytes_stored("wire/drain") > 0).then_some(()),
+    );
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &edge.proc.pid().to_string()])
         .status()

@@ -33,8 +33,8 @@ pub use server::{ClientTimeouts, ExternalUrl, ServerSettings};
 pub use shared_state::RedisSettings;
 pub use tls::{AcmeSettings, CertificatePaths};
 pub use upstream::{ForwardedSettings, UpstreamSettings};
-pub use validate::Names;
 pub use users::{HttpAuthenticatorSettings, LdapSettings, OidcSettings, UsersSettings};
+pub use validate::Names;
 
 /// Why a configuration could not be loaded; every variant names the file.
 #[derive(Debug, thiserror::Error)]

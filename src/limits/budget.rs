@@ -222,7 +222,13 @@ impl<C: Clock + Clone> Budget<C> {
     /// said. In Redis the key's state moves back; here (governor's state cannot be moved
     /// back) the cells are kept for the key's next takes, for as long as a full refill
     /// takes (by then the budget would be full anyway).
-    pub(crate) async fn give_back(&self, key: &str, cells: NonZeroU32, remaining: u32, shared: bool) {
+    pub(crate) async fn give_back(
+        &self,
+        key: &str,
+        cells: NonZeroU32,
+        remaining: u32,
+        shared: bool,
+    ) {
         if shared {
             if let Some(redis) = &self.shared {
                 let given = redis
@@ -237,7 +243,9 @@ impl<C: Clock + Clone> Budget<C> {
         let refill = self.shared_quota.per_cell * self.shared_quota.burst;
         let until = Instant::now() + refill;
         let mut returned = self.returned_map();
-        let entry = returned.entry(key.to_string()).or_insert((0, remaining, until));
+        let entry = returned
+            .entry(key.to_string())
+            .or_insert((0, remaining, until));
         *entry = (entry.0.saturating_add(cells.get()), remaining, until);
     }
 

@@ -56,14 +56,16 @@ mod tests {
 
     #[test]
     fn pingoras_empty_refusals_become_json() {
-        let pingora_400 = b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\nContent-Length: 0\r\n\r\n";
+        let pingora_400 =
+            b"HTTP/1.1 400 Bad Request\r\nServer: Pingora\r\nContent-Length: 0\r\n\r\n";
         let answer = String::from_utf8(for_pingora_answer(pingora_400, false).unwrap()).unwrap();
         let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["errors"][0]["code"], "UNSUPPORTED");
-        let connect = for_pingora_answer(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n", false).unwrap();
+        let connect =
+            for_pingora_answer(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n", false).unwrap();
         assert!(connect.starts_with(b"HTTP/1.1 405 Method Not Allowed\r\n"));
         // To HEAD: the header block alone.
         let to_head = for_pingora_answer(pingora_400, true).unwrap();

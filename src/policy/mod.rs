@@ -55,7 +55,9 @@ pub enum PolicyError {
 /// A client for the registry's API ([`crate::upstream::registry_client`]: direct to the
 /// nodes, as its requests carry tokens).
 pub(crate) fn registry_client() -> Result<reqwest::Client, PolicyError> {
-    Ok(crate::upstream::registry_client(std::time::Duration::from_secs(30))?)
+    Ok(crate::upstream::registry_client(
+        std::time::Duration::from_secs(30),
+    )?)
 }
 
 /// The namespace of `repository`: its first `depth` path segments (all of them when it has

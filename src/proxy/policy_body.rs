@@ -170,7 +170,10 @@ async fn decide(
     };
     let unavailable = |e: &(dyn std::error::Error + 'static)| {
         let cause = crate::report::chain(e);
-        tracing::error!("policy: cannot count {digest} of {}: {cause}", put.repository);
+        tracing::error!(
+            "policy: cannot count {digest} of {}: {cause}",
+            put.repository
+        );
         let refusal = RegistryError::PolicyUnavailable("storage usage cannot be read");
         (refusal, "unavailable")
     };

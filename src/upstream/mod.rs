@@ -8,6 +8,6 @@ mod client;
 mod pool;
 mod sessions;
 
+pub use client::{registry_client, RegistryClientError};
 pub(crate) use pool::{NodeList, NodePool, PoolService};
 pub(crate) use sessions::UploadSessions;
-pub use client::{registry_client, RegistryClientError};

@@ -253,20 +253,12 @@ mod tests {
         let expiry = UNIX_EPOCH + Duration::from_secs(first.exp);
         assert_eq!(claims::still_valid(&first, expiry, LEEWAY), Ok(()));
         assert_eq!(
-            claims::still_valid(
-                &first,
-                expiry + Duration::from_secs(LEEWAY + 1),
-                LEEWAY
-            ),
+            claims::still_valid(&first, expiry + Duration::from_secs(LEEWAY + 1), LEEWAY),
             Err(TokenError::Expired)
         );
         let not_before = UNIX_EPOCH + Duration::from_secs(first.nbf);
         assert_eq!(
-            claims::still_valid(
-                &first,
-                not_before - Duration::from_secs(LEEWAY + 1),
-                LEEWAY
-            ),
+            claims::still_valid(&first, not_before - Duration::from_secs(LEEWAY + 1), LEEWAY),
             Err(TokenError::Expired)
         );
     }

@@ -179,7 +179,11 @@ impl Ldap {
             Ok(Ok(answer)) => answer,
             Ok(Err(e)) => {
                 drop(Object::take(conn));
-                LdapAnswer::Unavailable(format!("{}: {}", self.settings.url, crate::report::chain(&e)))
+                LdapAnswer::Unavailable(format!(
+                    "{}: {}",
+                    self.settings.url,
+                    crate::report::chain(&e)
+                ))
             }
             Err(_) => {
                 drop(Object::take(conn));

@@ -25,7 +25,10 @@ pub(crate) fn http_client(
         .build()
         .map_err(|e| TrustError {
             path: ca.map(Path::to_path_buf).unwrap_or_default(),
-            reason: format!("cannot build the HTTPS client: {}", crate::report::chain(&e)),
+            reason: format!(
+                "cannot build the HTTPS client: {}",
+                crate::report::chain(&e)
+            ),
         })
 }
 
