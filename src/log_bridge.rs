@@ -14,18 +14,25 @@
 use log::{Level, Log, Metadata, Record};
 use tracing_log::AsTrace;
 
-/// The beginnings of Pingora 0.9.1's `ERROR` messages that report a client's fault
-/// (`pingora-proxy/src/lib.rs` `handle_new_request`, `proxy_h1.rs`, `proxy_h2.rs`,
+/// Pingora 0.9.1's `ERROR` messages that report a client's fault, by their beginning and
+/// end (`pingora-proxy/src/lib.rs` `handle_new_request`, `proxy_h1.rs`, `proxy_h2.rs`,
 /// `pingora-core/src/apps/mod.rs`, and `apps/http_app.rs`, which serves the admin
 /// listener). "Fail to proxy" is a client's fault only in the form `handle_new_request`
-/// logs, which names the downstream session type.
-const CLIENT_FAULTS: [(&str, &str); 6] = [
-    ("Fail to proxy: ", "downstream session type"),
-    ("failed to send error response to downstream", ""),
-    ("Error finish sending body to downstream", ""),
-    ("H2 handshake error", ""),
-    ("HTTP server fails to read from downstream", ""),
-    ("HTTP server fails to write to downstream", ""),
+/// logs: a downstream error, ending with the session type. Both ends are matched, as a
+/// node's failure line carries text the client chose (its Host) in the middle.
+const CLIENT_FAULTS: [(&str, &[&str]); 6] = [
+    (
+        "Fail to proxy: Downstream ",
+        &[
+            ", downstream session type: h1",
+            ", downstream session type: h2",
+        ],
+    ),
+    ("failed to send error response to downstream", &[]),
+    ("Error finish sending body to downstream", &[]),
+    ("H2 handshake error", &[]),
+    ("HTTP server fails to read from downstream", &[]),
+    ("HTTP server fails to write to downstream", &[]),
 ];
 
 /// The `log` → `tracing` bridge; see the module documentation.
@@ -52,9 +59,9 @@ fn level_of(record: &Record<'_>) -> Level {
         return record.level();
     }
     let text = record.args().to_string();
-    let client_fault = CLIENT_FAULTS
-        .iter()
-        .any(|(start, contains)| text.starts_with(start) && text.contains(contains));
+    let client_fault = CLIENT_FAULTS.iter().any(|(start, ends)| {
+        text.starts_with(start) && (ends.is_empty() || ends.iter().any(|end| text.ends_with(end)))
+    });
     match client_fault {
         true => Level::Warn,
         false => Level::Error,
@@ -103,7 +110,7 @@ mod tests {
     #[test]
     fn client_faults_are_warnings_and_everything_else_keeps_its_level() {
         let read = "Fail to proxy: Downstream ReadError context: while reading request headers, \
-                    downstream session type: HTTP/1.1";
+                    downstream session type: h1";
         assert_eq!(
             level("pingora_proxy", Level::Error, format_args!("{read}")),
             Level::Warn
@@ -117,6 +124,13 @@ mod tests {
         let node = "Fail to proxy: Upstream ConnectRefused, status: 502, tries: 1";
         assert_eq!(
             level("pingora_proxy", Level::Error, format_args!("{node}")),
+            Level::Error
+        );
+        // Not even when the client's Host says the words.
+        let host = "Fail to proxy: Upstream ConnectRefused, status: 502, tries: 1, retry: \
+                    false, GET /v2/, Host: x, downstream session type: h1, request_id: abc";
+        assert_eq!(
+            level("pingora_proxy", Level::Error, format_args!("{host}")),
             Level::Error
         );
         assert_eq!(

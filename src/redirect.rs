@@ -113,6 +113,8 @@ impl HttpServerApp for RedirectApp {
                 if let Err(e) = http.write_error_response(header, body).await {
                     tracing::debug!("plain HTTP: the 400 could not be written: {e}");
                 }
+                // As Pingora's proxy does after its own 400: written out, then closed.
+                http.shutdown().await;
                 return None;
             }
             Err(e) => {

@@ -89,6 +89,45 @@ fn push_limit_is_shared_by_two_instances() {
     assert_eq!(count(&statuses, 202), 8, "{statuses:?}");
 }
 
+/// A push the edge refuses after counting it (here a chunked body over
+/// `limits.max_body_size`, refused while it streams) is given back in Redis too: after many
+/// such refusals on both instances the shared burst is whole.
+#[test]
+fn pushes_refused_after_counting_are_given_back_in_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = make_certs(dir.path());
+    let node = Registry::start(dir.path(), "node");
+    let redis = RedisServer::start(dir.path());
+    let upstream = upstream_yaml(&[node.addr()], "repository_hash");
+    let extra = format!(
+        "{PUSH_LIMIT}{}limits:\n  max_body_size: 1000\n",
+        shared_yaml(&redis, "local")
+    );
+    let a = Edge::start(dir.path(), &certs, &upstream, &extra);
+    let b = Edge::start(dir.path(), &certs, &upstream, &extra);
+    let ca = ca(&certs);
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![1u8; 4000]).unwrap();
+    let data = format!("@{}", body.display());
+    for edge in [&a, &b, &a, &b, &a, &b] {
+        let refused = curl(&[
+            "--cacert",
+            &ca,
+            "--http1.1",
+            "-X",
+            "POST",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &data,
+            &edge.url("/v2/app/blobs/uploads/"),
+        ]);
+        assert_eq!(refused.status, 413, "{}", refused.text());
+    }
+    let statuses = alternate_push_starts([&a, &b], &ca, 5);
+    assert_eq!(statuses, [202, 202, 202, 202, 429], "the whole burst of 4 is left");
+}
+
 #[test]
 fn upload_budget_is_shared_by_two_instances() {
     let dir = tempfile::tempdir().unwrap();

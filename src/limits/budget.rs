@@ -35,8 +35,12 @@ pub(crate) enum Rate {
 /// What a budget said about some cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Take {
-    /// Taken (in Redis when `shared`); `remaining` whole cells are left at once.
-    Admitted { remaining: u32, shared: bool },
+    /// Taken at `at` (in Redis when `shared`); `remaining` whole cells are left at once.
+    Admitted {
+        remaining: u32,
+        shared: bool,
+        at: Instant,
+    },
     /// Not taken; they would be after `wait`.
     Refused { wait: Duration },
     /// No decision: Redis is unavailable and this budget refuses rather than count
@@ -56,9 +60,9 @@ pub(crate) struct Budget<C: Clock = DefaultClock> {
     deny_when_unavailable: bool,
     /// Keys blocked by a local [`Budget::fail_each`] until the instant given.
     blocked: Mutex<HashMap<String, Instant>>,
-    /// Cells given back here ([`Budget::give_back`]) per key: (cells, the `remaining` their
-    /// take reported, until when they count). The key's next local takes use them first.
-    returned: Mutex<HashMap<String, (u32, u32, Instant)>>,
+    /// Cells given back here ([`Budget::give_back`]) per key, each as its take said it:
+    /// (when it was taken, `remaining` after it). The key's next local takes use them first.
+    returned: Mutex<HashMap<String, Vec<(Instant, u32)>>>,
 }
 
 impl Budget<DefaultClock> {
@@ -141,6 +145,7 @@ impl<C: Clock + Clone> Budget<C> {
             true => Take::Admitted {
                 remaining: decision.remaining,
                 shared: true,
+                at: Instant::now(),
             },
             false => Take::Refused {
                 wait: decision.wait,
@@ -217,54 +222,79 @@ impl<C: Clock + Clone> Budget<C> {
         }
     }
 
-    /// Gives back `cells` that a [`Budget::take`] admitted for `key` and nothing used (a
-    /// push the edge refused after counting it). `remaining` and `shared` are what the take
-    /// said. In Redis the key's state moves back; here (governor's state cannot be moved
-    /// back) the cells are kept for the key's next takes, for as long as a full refill
-    /// takes (by then the budget would be full anyway).
-    pub(crate) async fn give_back(
-        &self,
-        key: &str,
-        cells: NonZeroU32,
-        remaining: u32,
-        shared: bool,
-    ) {
+    /// Gives back one cell that a [`Budget::take`] admitted for `key` and nothing used (a
+    /// push the edge refused after counting it); `taken` is what the take said.
+    ///
+    /// In Redis the key's state moves back one cell. Here governor's state cannot be moved
+    /// back, so the cell is kept for the key's next local take, and only until governor
+    /// would have refilled it anyway ([`Budget::refilled_at`]): the cells given back and
+    /// governor's own never add up to more than the burst, and a cell given back again
+    /// keeps its first take's time (refusals cannot make credit outlive the window).
+    pub(crate) async fn give_back(&self, key: &str, taken: Take) {
+        let Take::Admitted {
+            remaining,
+            shared,
+            at,
+        } = taken
+        else {
+            return;
+        };
         if shared {
             if let Some(redis) = &self.shared {
                 let given = redis
-                    .give_back(&self.redis_key(key), self.shared_quota, cells.get())
+                    .give_back(&self.redis_key(key), self.shared_quota, 1)
                     .await;
                 if given.is_none() {
-                    tracing::debug!("{}: Redis unavailable, cells not given back", self.name);
+                    tracing::debug!("{}: Redis unavailable, a cell not given back", self.name);
                 }
             }
             return;
         }
-        let refill = self.shared_quota.per_cell * self.shared_quota.burst;
-        let until = Instant::now() + refill;
+        let now = Instant::now();
+        if self.refilled_at(at, remaining) <= now {
+            return;
+        }
         let mut returned = self.returned_map();
-        let entry = returned
-            .entry(key.to_string())
-            .or_insert((0, remaining, until));
-        *entry = (entry.0.saturating_add(cells.get()), remaining, until);
+        let cells = returned.entry(key.to_string()).or_default();
+        cells.retain(|&(at, remaining)| self.refilled_at(at, remaining) > now);
+        if cells.len() < self.shared_quota.burst as usize {
+            cells.push((at, remaining));
+        }
     }
 
-    /// Takes `cells` given back earlier for `key`, if there are as many.
+    /// When governor has back a cell taken at `at` that left `remaining`: the cells used
+    /// then refill one per `per_cell`, this one last.
+    fn refilled_at(&self, at: Instant, remaining: u32) -> Instant {
+        let used = self.shared_quota.burst.saturating_sub(remaining);
+        at + self.shared_quota.per_cell * used
+    }
+
+    /// Takes one cell given back earlier for `key`, the one governor would refill first.
     fn take_returned(&self, key: &str, cells: NonZeroU32) -> Option<Take> {
-        let mut returned = self.returned_map();
-        let (count, remaining, until) = returned.get_mut(key)?;
-        if *count < cells.get() || *until <= Instant::now() {
+        if cells != NonZeroU32::MIN {
             return None;
         }
-        *count -= cells.get();
-        let take = Take::Admitted {
-            remaining: *remaining,
-            shared: false,
-        };
-        if *count == 0 {
+        let mut returned = self.returned_map();
+        let kept = returned.get_mut(key)?;
+        let now = Instant::now();
+        kept.retain(|&(at, remaining)| self.refilled_at(at, remaining) > now);
+        let first = kept
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, &(at, remaining))| self.refilled_at(at, remaining))
+            .map(|(index, _)| index);
+        let take = first.map(|index| {
+            let (at, remaining) = kept.swap_remove(index);
+            Take::Admitted {
+                remaining,
+                shared: false,
+                at,
+            }
+        });
+        if kept.is_empty() {
             returned.remove(key);
         }
-        Some(take)
+        take
     }
 
     /// Takes `cells` in this process only.
@@ -277,6 +307,7 @@ impl<C: Clock + Clone> Budget<C> {
             Ok(Ok(snapshot)) => Take::Admitted {
                 remaining: snapshot.remaining_burst_capacity(),
                 shared: false,
+                at: Instant::now(),
             },
             Ok(Err(not_until)) => Take::Refused {
                 wait: not_until.wait_time_from(self.clock.now()),
@@ -295,7 +326,10 @@ impl<C: Clock + Clone> Budget<C> {
         self.local.shrink_to_fit();
         let now = Instant::now();
         self.blocked_map().retain(|_, until| *until > now);
-        self.returned_map().retain(|_, (_, _, until)| *until > now);
+        self.returned_map().retain(|_, cells| {
+            cells.retain(|&(at, remaining)| self.refilled_at(at, remaining) > now);
+            !cells.is_empty()
+        });
     }
 
     /// Keys with local state (for tests and benches).
@@ -311,7 +345,7 @@ impl<C: Clock + Clone> Budget<C> {
         format!("{}:{key}:blocked", self.prefix)
     }
 
-    fn returned_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, u32, Instant)>> {
+    fn returned_map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(Instant, u32)>>> {
         // As `blocked_map`: single inserts, updates and retains.
         self.returned.lock().unwrap_or_else(|e| e.into_inner())
     }

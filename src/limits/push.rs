@@ -36,9 +36,8 @@ pub enum Admission {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Counted {
     key: String,
-    remaining: u32,
-    /// Counted in Redis.
-    shared: bool,
+    /// What the budget said when it counted it.
+    taken: Take,
 }
 
 /// `rate_limits.push` in force.
@@ -83,13 +82,9 @@ impl<C: Clock + Clone> PushLimiter<C> {
         }
         let key = self.key_for(subject, client_ip);
         match self.budget.take(&key, NonZeroU32::MIN).await {
-            Take::Admitted { remaining, shared } => Admission::Admitted {
+            taken @ Take::Admitted { remaining, .. } => Admission::Admitted {
                 remaining,
-                counted: Counted {
-                    key,
-                    remaining,
-                    shared,
-                },
+                counted: Counted { key, taken },
             },
             Take::Refused { wait } => Admission::Limited {
                 retry_after: retry_after_seconds(wait),
@@ -102,14 +97,7 @@ impl<C: Clock + Clone> PushLimiter<C> {
     /// `policy` once its body arrived, a body over a limit, a node that could not be
     /// reached): only pushes the registry answered use the budget.
     pub async fn give_back(&self, counted: &Counted) {
-        self.budget
-            .give_back(
-                &counted.key,
-                NonZeroU32::MIN,
-                counted.remaining,
-                counted.shared,
-            )
-            .await;
+        self.budget.give_back(&counted.key, counted.taken).await;
     }
 
     /// `RateLimit-Limit` value: `600;w=60`.
@@ -198,6 +186,27 @@ mod tests {
             limiter.admit(Some("alice"), "10.0.0.1").await,
             Admission::Limited { .. }
         ));
+    }
+
+    #[tokio::test]
+    async fn refusals_given_back_never_add_up_to_more_than_the_burst() {
+        let clock = FakeRelativeClock::default();
+        let limiter = PushLimiter::with_clock(limit(1, 2, LimitKey::Account), None, clock);
+        let admit = || limiter.admit(Some("mallory"), "10.0.0.9");
+        // Push, be refused, get it back; again and again, two at a time.
+        for _ in 0..5 {
+            let (first, second) = (admit().await, admit().await);
+            for admission in [first, second] {
+                match admission {
+                    Admission::Admitted { counted, .. } => limiter.give_back(&counted).await,
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        // Still only the burst of two, then the limit.
+        assert!(matches!(admit().await, Admission::Admitted { .. }));
+        assert!(matches!(admit().await, Admission::Admitted { .. }));
+        assert!(matches!(admit().await, Admission::Limited { .. }));
     }
 
     #[test]

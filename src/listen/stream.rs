@@ -122,7 +122,10 @@ impl GuardedStream {
         if !self.json_refusals || !matches!(self.watch.phase(), Phase::Headers | Phase::Idle) {
             return None;
         }
-        let head = self.scan.as_ref().is_some_and(HeaderScan::is_head);
+        // The scan describes the request being refused only when its head was read in the
+        // headers phase; a pipelined head parsed from earlier bytes gets the body too.
+        let head = self.watch.phase() == Phase::Headers
+            && self.scan.as_ref().is_some_and(HeaderScan::is_head);
         raw_answer::for_pingora_answer(buf, head)
     }
 

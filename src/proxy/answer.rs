@@ -96,10 +96,7 @@ pub(crate) async fn respond(
 /// registry's 100 and then its body refused by the edge (quota, immutable tag, size) still
 /// gets the refusal (RFC 9110 §15.2: a final response follows any 1xx).
 pub(crate) async fn failure(session: &mut Session, error: &RegistryError) {
-    if session
-        .response_written()
-        .is_some_and(|r| !r.status.is_informational())
-    {
+    if final_answer_written(session) {
         return;
     }
     let body = error.body();
@@ -111,10 +108,20 @@ pub(crate) async fn failure(session: &mut Session, error: &RegistryError) {
     match write(session, header, body).await {
         Err(e) => tracing::debug!("could not send error response: {e}"),
         // A body refused part-way (size, quota) is still arriving: read it away so the
-        // client sees the answer rather than a reset.
-        Ok(()) if error.status() < 500 => linger(session).await,
+        // client sees the answer rather than a reset. (A stalled client sends nothing more.)
+        Ok(()) if error.status() < 500 && *error != RegistryError::RequestTimeout => {
+            linger(session).await
+        }
         Ok(()) => {}
     }
+}
+
+/// Whether a final response has been written: anything but an interim 1xx (`101` switches
+/// protocols and is final, as in Pingora's `write_error_response`).
+pub(crate) fn final_answer_written(session: &Session) -> bool {
+    session
+        .response_written()
+        .is_some_and(|r| !r.status.is_informational() || r.status == 101)
 }
 
 /// Writes the header, then the body (or nothing) and the end of the response. Pingora ignores

@@ -13,6 +13,9 @@ use crate::error::RegistryError;
 /// Pingora the status and that the connection is not reused. A push start the edge answers
 /// this way gives its push budget back first.
 pub(crate) async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    // The edge's own decision (a refusal from the body, no node to take it) or a node never
+    // reached: the registry did nothing with the request.
+    let registry_untouched = ctx.own_error.is_some() || never_reached(e);
     let error = ctx
         .own_error
         .clone()
@@ -24,7 +27,9 @@ pub(crate) async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCt
         };
     };
     let status = error.status();
-    super::admission::give_back_push(ctx).await;
+    if registry_untouched && !answer::final_answer_written(session) {
+        super::admission::give_back_push(ctx).await;
+    }
     answer::failure(session, &error).await;
     ctx.own_error = Some(error);
     FailToProxy {
@@ -33,13 +38,26 @@ pub(crate) async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCt
     }
 }
 
+/// Whether `e` says the request never got to a node: no connection was made, or the edge
+/// raised it as an HTTP status itself (no healthy node, a refusal from the body).
+fn never_reached(e: &Error) -> bool {
+    use ErrorType::*;
+    match e.etype() {
+        HTTPStatus(_) => true,
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | TLSHandshakeFailure => {
+            *e.esource() != ErrorSource::Downstream
+        }
+        _ => false,
+    }
+}
+
 /// Logs a failed request by who caused it (Pingora's `suppress_error_log`): `true` when
-/// Pingora's own `ERROR` line is not wanted. A client's fault (it went away, reset, timed
-/// out, sent what cannot be read) is a warning, and a refusal the edge decided (its own
-/// 4xx answer) is already in the access line; a node's failure or the edge's own keeps
-/// Pingora's `ERROR` line, whose summary names the request id.
+/// Pingora's own `ERROR` line is not wanted. A refusal the edge decided (its own 4xx,
+/// raised as an HTTP status) is already in the access line; a client's fault (it went away,
+/// reset, stalled, sent what cannot be read) is a warning; a node's failure or the edge's
+/// own keeps Pingora's `ERROR` line, whose summary names the request id.
 pub(crate) fn log(session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
-    if ctx.own_error.as_ref().is_some_and(|own| own.status() < 500) {
+    if matches!(e.etype(), ErrorType::HTTPStatus(status) if *status < 500) {
         tracing::debug!(request_id = %ctx.request_id, "refused: {e}");
         return true;
     }

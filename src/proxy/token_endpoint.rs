@@ -22,6 +22,7 @@ const MAX_TOKEN_FORM: usize = 64 * 1024;
 /// body (RFC 9110 §9.3.2: a server that answers GET answers HEAD alike). Errors are
 /// Pingora's (write or read failed).
 pub(crate) async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Auth) -> Result<()> {
+    super::connection::before_answer(session, ctx);
     let req = session.req_header();
     let post = req.method == http::Method::POST;
     if !post && req.method != http::Method::GET && req.method != http::Method::HEAD {
