@@ -313,7 +313,7 @@ fn a_full_disk_stops_caching_and_pulls_keep_working() {
         .status()
         .is_ok_and(|s| s.success());
     if !mounted {
-        return common::skip("a_full_disk", "cannot mount a tmpfs here (needs root)");
+        return common::skip_here("a_full_disk", "cannot mount a tmpfs here (needs root)");
     }
     struct Unmount(PathBuf);
     impl Drop for Unmount {
