@@ -125,7 +125,11 @@ fn pushes_refused_after_counting_are_given_back_in_redis() {
         assert_eq!(refused.status, 413, "{}", refused.text());
     }
     let statuses = alternate_push_starts([&a, &b], &ca, 5);
-    assert_eq!(statuses, [202, 202, 202, 202, 429], "the whole burst of 4 is left");
+    assert_eq!(
+        statuses,
+        [202, 202, 202, 202, 429],
+        "the whole burst of 4 is left"
+    );
 }
 
 #[test]

@@ -199,6 +199,16 @@ fn a_request_followed_by_fin_is_answered() {
     plain.shutdown(Shutdown::Write).unwrap();
     let answer = read_all(&mut plain);
     assert_eq!(statuses(&answer), [301], "{answer}");
+    // The real tool: OpenBSD netcat's -N shuts the socket down at the end of its input.
+    if common::tool("nc").is_none() {
+        return common::skip("nc -N", "nc is not installed (Debian netcat-openbsd)");
+    }
+    let out = common::run_with_input(
+        std::process::Command::new("nc").args(["-N", "127.0.0.1", &s.edge.http_port.to_string()]),
+        "GET /v2/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    );
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(statuses(&answer), [301], "nc -N: {answer}");
 }
 
 /// Requests Pingora cannot frame: (what, raw request).
