@@ -304,6 +304,11 @@ impl AsyncRead for GuardedStream {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => this.poll_deadline(cx),
+            // A TLS client that shuts down its write side without close_notify (`nc -N`
+            // through a TLS tunnel, health checkers) is read as the end of its input, as a
+            // FIN on plain HTTP: HTTP's own framing shows a request cut short, and the
+            // answer to a whole one is still written (RFC 9112 §9.6).
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => Poll::Ready(Ok(())),
             other => other,
         }
     }
