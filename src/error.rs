@@ -28,6 +28,9 @@ pub enum RegistryError {
     /// A method the edge never proxies (`CONNECT`).
     #[error("the request method is not supported")]
     MethodNotAllowed,
+    /// A transfer coding other than `chunked` (RFC 9112 §6.1: 501).
+    #[error("only the chunked transfer coding is supported")]
+    TransferCodingUnsupported,
     #[error("the request has no Host header (HTTP/1.1 requires one)")]
     MissingHost,
     #[error("invalid repository name")]
@@ -127,6 +130,7 @@ impl RegistryError {
             | RegistryError::BadCredentials => 401,
             RegistryError::TooManyFailedLogins | RegistryError::TooManyPushes { .. } => 429,
             RegistryError::ReadOnly | RegistryError::MethodNotAllowed => 405,
+            RegistryError::TransferCodingUnsupported => 501,
             RegistryError::HeadersTooLarge { .. } => 431,
             RegistryError::MisdirectedRequest => 421,
             RegistryError::RequestTimeout => 408,
@@ -153,6 +157,7 @@ impl RegistryError {
             RegistryError::NameInvalid => "NAME_INVALID",
             RegistryError::ReadOnly
             | RegistryError::MethodNotAllowed
+            | RegistryError::TransferCodingUnsupported
             | RegistryError::HeadersTooLarge { .. }
             | RegistryError::MisdirectedRequest
             | RegistryError::RequestTimeout => "UNSUPPORTED",

@@ -23,6 +23,7 @@ use pingora::ErrorType;
 
 use crate::acme::challenges::{Challenges, HTTP01_PREFIX};
 use crate::error::RegistryError;
+use crate::request::framing;
 use crate::request::origin::{PublicOrigin, Source};
 use crate::settings::SharedSettings;
 
@@ -69,6 +70,9 @@ impl RedirectApp {
 pub(crate) fn location(req: &RequestHeader, origin: &PublicOrigin, https_port: u16) -> String {
     let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let path = if path.starts_with('/') { path } else { "/" };
+    // Bytes a URL may not carry raw (controls, non-ASCII) are percent-encoded; escapes
+    // already there stay as they are.
+    let path = percent_encoding::percent_encode(path.as_bytes(), percent_encoding::CONTROLS);
     match origin.source {
         Source::ExternalUrl => format!("https://{}{path}", origin.authority),
         // The balancer's port is the plain-HTTP one it received on: https is on 443.
@@ -122,8 +126,26 @@ impl HttpServerApp for RedirectApp {
                 return None;
             }
         }
-        let keepalive = (!*shutdown.borrow()).then_some(60);
-        http.set_keepalive(keepalive);
+        if let Err(error) = framing::check(http.req_header_mut(), false) {
+            // A target, Host or framing the edge would refuse on https: refused here too,
+            // rather than redirected to a made-up place.
+            let head = http.req_header().method == Method::HEAD;
+            let body = error.body();
+            let header = error.response_header(body.len());
+            let body = if head { bytes::Bytes::new() } else { body };
+            if let Err(e) = http.write_error_response(header, body).await {
+                tracing::debug!("plain HTTP: the refusal could not be written: {e}");
+            }
+            http.shutdown().await;
+            return None;
+        }
+        // Keep-alive only where the request allows it (not HTTP/1.0 by default, nor
+        // `Connection: close`, which Pingora has already applied).
+        if *shutdown.borrow() {
+            http.set_keepalive(None);
+        } else if http.get_keepalive().is_some() {
+            http.set_keepalive(Some(60));
+        }
         http.set_pipelining_enabled(true);
         let (parts, body) = self.answer(&mut http).into_parts();
         let header: ResponseHeader = parts.into();

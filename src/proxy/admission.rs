@@ -52,7 +52,8 @@ pub(crate) enum Step {
     HeaderLimits,
     /// `X-Request-Id`: the client's or a new one (never refuses).
     RequestId,
-    /// HTTP/1.1 needs `Host`; HTTP/1.0 gets one.
+    /// An origin-form target, a valid `Host` (HTTP/1.1 needs one; HTTP/1.0 gets one), and
+    /// framing headers the node reads as the edge does (`request::framing`).
     Host,
     /// `server.strict_host`: a host the edge holds a certificate for.
     StrictHost,

@@ -72,13 +72,21 @@ pub(crate) fn assign_request_id(session: &mut Session) -> Result<String> {
     Ok(id)
 }
 
-/// RFC 9112 §3.2: an HTTP/1.1 request without `Host` is answered 400. An HTTP/1.0 one
-/// (where `Host` is optional) gets `external_url`'s authority or the listener's address, so
-/// a registry node never sees a request without `Host`. h2 requests carry `:authority`.
+/// The target, `Host` and framing headers the node can take unambiguously
+/// ([`crate::request::framing`]). RFC 9112 §3.2: an HTTP/1.1 request without `Host` is
+/// answered 400. An HTTP/1.0 one (where `Host` is optional) gets `external_url`'s authority
+/// or the listener's address, so a registry node never sees a request without `Host`. h2
+/// requests carry `:authority`.
 pub(crate) fn ensure_host(
     session: &mut Session,
     external: Option<&ExternalUrl>,
 ) -> Result<(), RegistryError> {
+    let http2 = session.is_http2();
+    if let Err(refused) = crate::request::framing::check(session.req_header_mut(), http2) {
+        // Where the request's own framing is in doubt, so is the next one's: close.
+        session.set_keepalive(None);
+        return Err(refused);
+    }
     let req = session.req_header();
     if session.is_http2() || req.headers.contains_key(http::header::HOST) {
         return Ok(());

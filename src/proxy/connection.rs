@@ -31,7 +31,12 @@ pub(crate) fn request_started(session: &mut Session, ctx: &mut RequestCtx, drain
             Some(_) => 0,
             None => timeouts.idle.as_secs().max(1),
         };
-        session.set_keepalive(Some(idle));
+        // Only where the request allows keep-alive: Pingora has turned it off for
+        // `Connection: close`, HTTP/1.0 without keep-alive, and a head with both
+        // Content-Length and Transfer-Encoding (RFC 9112 §6.1: close after it).
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(idle));
+        }
         // RFC 9112 §9.3.2: requests a client sends before reading the answers (pipelined,
         // or the next request in the same write as a body) are answered in order. Off,
         // Pingora drops the second request, or reports the client's bytes after a body as a

@@ -1,6 +1,8 @@
 //! What the edge reads from any request, whichever listener took it: the host the client
-//! addressed, the public origin (`origin`), and request ids.
+//! addressed, the public origin (`origin`), request ids, and whether the request can be
+//! passed on unambiguously (`framing`).
 
+pub(crate) mod framing;
 pub(crate) mod origin;
 
 use http::header::HOST;
