@@ -137,6 +137,19 @@ fn request_path(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    c.bench_function(
+        "framing: target, Host and framing headers of a request",
+        |b| {
+            b.iter_batched(
+                request,
+                |mut req| {
+                    assert!(edge::check_framing(&mut req));
+                    req
+                },
+                BatchSize::SmallInput,
+            )
+        },
+    );
     c.bench_function("metrics: count one request (class, status, latency)", |b| {
         b.iter(|| edge::count_request("pull", 200, 0.002))
     });

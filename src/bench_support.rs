@@ -26,6 +26,12 @@ pub fn forward_request_headers(req: &mut RequestHeader, peer: IpAddr) {
     rewrite_for_upstream(req, &client, &origin);
 }
 
+/// The framing check every request passes in admission (`request::framing`): target,
+/// `Host`, `Transfer-Encoding`, `Content-Length`. `true` when the request passes.
+pub fn check_framing(req: &mut RequestHeader) -> bool {
+    crate::request::framing::check(req, false).is_ok()
+}
+
 /// Counts one finished request in the Prometheus series (`class`: `pull`, `push`, `auth`
 /// or `other`, as the proxy's route classes).
 pub fn count_request(class: &str, status: u16, seconds: f64) {

@@ -311,7 +311,8 @@ fn malformed_requests_get_the_registrys_json_errors_on_both_listeners() {
     let mut tls = s.tls();
     let both = b"POST /v2/wire/te/blobs/uploads/ HTTP/1.1\r\nHost: localhost\r\n\
                  Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
-    tls.write_all(&[both.to_vec(), get("/v2/", false)].concat()).unwrap();
+    tls.write_all(&[both.to_vec(), get("/v2/", false)].concat())
+        .unwrap();
     let answer = read_all(&mut tls);
     assert_eq!(statuses(&answer), [202], "{answer}");
     assert!(answer.contains("Connection: close"), "{answer}");

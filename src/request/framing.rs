@@ -29,7 +29,8 @@ pub(crate) fn check(req: &mut RequestHeader, http2: bool) -> Result<(), Registry
     }
     let target = req.raw_path();
     let origin_form = target.first() == Some(&b'/');
-    if !origin_form && !(target == b"*" && req.method == Method::OPTIONS) {
+    let asterisk_form = target == b"*" && req.method == Method::OPTIONS;
+    if !(origin_form || asterisk_form) {
         return Err(RegistryError::BadRequest);
     }
     match req.headers.get(HOST) {
