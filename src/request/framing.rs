@@ -9,8 +9,8 @@
 //!   one Pingora had to escape into something else, is not a registry request;
 //! - `Host` (h2: `:authority`) is an authority with a host, a valid port if any, and no
 //!   userinfo; HTTP/1.1 needs one (HTTP/1.0 may omit it);
-//! - `Transfer-Encoding`, when present, is exactly one `chunked` (a coding the edge does
-//!   not implement is 501; chunked twice is malformed);
+//! - `Transfer-Encoding`, when present, is one `chunked` (besides the no-op `identity`): a
+//!   coding the edge does not implement is 501, chunked twice is malformed;
 //! - `Content-Length` sent more than once with the same value is reduced to one value,
 //!   as RFC 9110 §8.6 allows, so the node is never handed a list (Pingora has refused
 //!   differing values already).
@@ -70,7 +70,8 @@ fn transfer_coding(req: &RequestHeader) -> Result<(), RegistryError> {
         .iter()
         .flat_map(|value| value.as_bytes().split(|b| *b == b','))
         .map(|coding| coding.trim_ascii())
-        .filter(|coding| !coding.is_empty());
+        // `identity` (RFC 2616's no-op coding, gone since RFC 7230) changes nothing.
+        .filter(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity"));
     match (codings.next(), codings.next()) {
         (None, _) => Ok(()),
         (Some(only), None) if only.eq_ignore_ascii_case(b"chunked") => Ok(()),
