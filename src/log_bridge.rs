@@ -1,5 +1,6 @@
 //! Pingora's log records (the `log` crate) into `tracing`, with the lines that report a
-//! client's fault lowered from `ERROR` to `WARN`.
+//! client's fault lowered from `ERROR` to `WARN` (and one routine event Pingora recovers
+//! from, [`ROUTINE`], to `DEBUG`).
 //!
 //! Pingora logs at `ERROR` whatever ends a connection before a request hook runs: a client
 //! that closed or reset while sending its request head, a head over the header limits
@@ -35,6 +36,13 @@ const CLIENT_FAULTS: [(&str, &[&str]); 6] = [
     ("HTTP server fails to write to downstream", &[]),
 ];
 
+/// Pingora 0.9.1's `ERROR` messages about something it recovers from by itself, with no
+/// request failing: `connectors/mod.rs` logs "failed to acquire reusable stream" when a
+/// pooled upstream connection is still held by its idle watch (a race between runtime
+/// threads; the README's small-requests section has figures) and then simply opens a new
+/// connection. Logged at DEBUG.
+const ROUTINE: [&str; 1] = ["failed to acquire reusable stream"];
+
 /// The `log` → `tracing` bridge; see the module documentation.
 pub struct PingoraLog;
 
@@ -59,6 +67,9 @@ fn level_of(record: &Record<'_>) -> Level {
         return record.level();
     }
     let text = record.args().to_string();
+    if ROUTINE.iter().any(|routine| text == *routine) {
+        return Level::Debug;
+    }
     let client_fault = CLIENT_FAULTS.iter().any(|(start, ends)| {
         text.starts_with(start) && (ends.is_empty() || ends.iter().any(|end| text.ends_with(end)))
     });
@@ -136,6 +147,15 @@ mod tests {
         assert_eq!(
             level("other", Level::Error, format_args!("{h2}")),
             Level::Error
+        );
+        let pool = "failed to acquire reusable stream";
+        assert_eq!(
+            level(
+                "pingora_core::connectors",
+                Level::Error,
+                format_args!("{pool}")
+            ),
+            Level::Debug
         );
         assert_eq!(
             level("pingora_proxy", Level::Info, format_args!("{read}")),
