@@ -127,6 +127,21 @@ pub struct RootsError {
     pub reason: String,
 }
 
+/// A reqwest client builder over [`client_config`]`(ca)`: every request ends after
+/// `timeout`, and no redirect is followed (the edge's own requests carry credentials a
+/// redirect would take elsewhere). Callers add what is theirs (`no_proxy` for the nodes).
+pub(crate) fn http_client_builder(
+    ca: Option<&Path>,
+    timeout: std::time::Duration,
+) -> Result<reqwest::ClientBuilder, RootsError> {
+    let tls = client_config(ca)?;
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured((*tls).clone())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none()))
+}
+
 /// A rustls client configuration (ring) trusting the system's roots and the certificates
 /// of the PEM bundle `ca` (at least one): what the edge's own HTTPS and LDAPS clients use
 /// (ACME, OIDC, LDAP, the http authenticator).

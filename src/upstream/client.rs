@@ -20,12 +20,7 @@ pub enum RegistryClientError {
 
 /// A client whose every request goes direct to the node it names and ends after `timeout`.
 pub fn registry_client(timeout: Duration) -> Result<reqwest::Client, RegistryClientError> {
-    let tls = crate::tls::client_config(None)?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured((*tls).clone())
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
+    crate::tls::http_client_builder(None, timeout)?
         .no_proxy()
         .build()
         .map_err(RegistryClientError::Build)

@@ -15,13 +15,8 @@ pub(crate) fn http_client(
     ca: Option<&Path>,
     timeout: Duration,
 ) -> Result<reqwest::Client, TrustError> {
-    let tls = client_config(ca)?;
-    reqwest::Client::builder()
-        .tls_backend_preconfigured((*tls).clone())
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        // A login backend answers directly; a redirect would carry the password elsewhere.
-        .redirect(reqwest::redirect::Policy::none())
+    // A login backend answers directly; a redirect would carry the password elsewhere.
+    crate::tls::http_client_builder(ca, timeout)?
         .build()
         .map_err(|e| TrustError {
             path: ca.map(Path::to_path_buf).unwrap_or_default(),
