@@ -87,12 +87,14 @@ pub(crate) fn ensure_host(
         session.set_keepalive(None);
         return Err(refused);
     }
-    let req = session.req_header();
-    if session.is_http2() || req.headers.contains_key(http::header::HOST) {
+    // `framing` refused an HTTP/1.1 request without Host: what is left is HTTP/1.0.
+    if http2
+        || session
+            .req_header()
+            .headers
+            .contains_key(http::header::HOST)
+    {
         return Ok(());
-    }
-    if req.version != http::Version::HTTP_10 {
-        return Err(RegistryError::MissingHost);
     }
     let authority = match external {
         Some(external) => external.authority.clone(),

@@ -45,21 +45,13 @@ pub(crate) fn check(req: &mut RequestHeader, http2: bool) -> Result<(), Registry
     Ok(())
 }
 
-/// A `Host` value: an authority with a host, no userinfo, a port that is a port.
+/// A `Host` value: an authority with a host, no userinfo, a port that is a port (the rule
+/// the public origin applies, [`super::origin::is_plain_authority`]).
 fn host_is_valid(value: &[u8]) -> Result<(), RegistryError> {
-    let authority = std::str::from_utf8(value)
-        .ok()
-        .and_then(|text| text.parse::<http::uri::Authority>().ok())
-        .ok_or(RegistryError::BadRequest)?;
-    let port_ok = match authority.as_str().rsplit_once(':') {
-        // An IPv6 literal's colons are inside its brackets.
-        Some((_, port)) if !authority.as_str().ends_with(']') => port.parse::<u16>().is_ok(),
-        _ => true,
-    };
-    if authority.as_str().contains('@') || authority.host().is_empty() || !port_ok {
-        return Err(RegistryError::BadRequest);
+    match std::str::from_utf8(value) {
+        Ok(host) if super::origin::is_plain_authority(host) => Ok(()),
+        _ => Err(RegistryError::BadRequest),
     }
-    Ok(())
 }
 
 /// `Transfer-Encoding`: absent, or one `chunked` on one line.

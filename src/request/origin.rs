@@ -101,7 +101,7 @@ fn with_port(host: String, port: Option<String>, scheme: &str) -> String {
 
 /// `host` or `host:port` with no userinfo, path or other characters a URL would read
 /// differently (`https://a@b/` points at `b`).
-fn is_plain_authority(value: &str) -> bool {
+pub(crate) fn is_plain_authority(value: &str) -> bool {
     !value.contains('@')
         && value.parse::<http::uri::Authority>().is_ok_and(|a| {
             // `http` accepts any digits as a port; a URL needs one that fits in 16 bits.
