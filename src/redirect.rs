@@ -111,14 +111,7 @@ impl HttpServerApp for RedirectApp {
             // Closed before sending anything (a keep-alive connection's normal end).
             Ok(false) => return None,
             Err(e) if *e.etype() == ErrorType::InvalidHTTPHeader => {
-                let error = RegistryError::BadRequest;
-                let body = error.body();
-                let header = error.response_header(body.len());
-                if let Err(e) = http.write_error_response(header, body).await {
-                    tracing::debug!("plain HTTP: the 400 could not be written: {e}");
-                }
-                // As Pingora's proxy does after its own 400: written out, then closed.
-                http.shutdown().await;
+                refuse(&mut http, &RegistryError::BadRequest, false).await;
                 return None;
             }
             Err(e) => {
@@ -130,13 +123,7 @@ impl HttpServerApp for RedirectApp {
             // A target, Host or framing the edge would refuse on https: refused here too,
             // rather than redirected to a made-up place.
             let head = http.req_header().method == Method::HEAD;
-            let body = error.body();
-            let header = error.response_header(body.len());
-            let body = if head { bytes::Bytes::new() } else { body };
-            if let Err(e) = http.write_error_response(header, body).await {
-                tracing::debug!("plain HTTP: the refusal could not be written: {e}");
-            }
-            http.shutdown().await;
+            refuse(&mut http, &error, head).await;
             return None;
         }
         // Keep-alive only where the request allows it (not HTTP/1.0 by default, nor
@@ -166,6 +153,18 @@ impl HttpServerApp for RedirectApp {
             }
         }
     }
+}
+
+/// Answers `error` in the registry's JSON format (headers only to a HEAD), then closes, as
+/// Pingora's proxy does after its own 400.
+async fn refuse(http: &mut ServerSession, error: &RegistryError, head: bool) {
+    let body = error.body();
+    let header = error.response_header(body.len());
+    let body = if head { bytes::Bytes::new() } else { body };
+    if let Err(e) = http.write_error_response(header, body).await {
+        tracing::debug!("plain HTTP: the refusal could not be written: {e}");
+    }
+    http.shutdown().await;
 }
 
 impl RedirectApp {

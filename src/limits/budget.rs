@@ -256,7 +256,7 @@ impl<C: Clock + Clone> Budget<C> {
         }
         let mut returned = self.returned_map();
         let cells = returned.entry(key.to_string()).or_default();
-        cells.retain(|&(at, remaining)| self.refilled_at(at, remaining) > now);
+        self.drop_refilled(cells, now);
         if cells.len() < self.shared_quota.burst as usize {
             cells.push((at, remaining));
         }
@@ -269,6 +269,11 @@ impl<C: Clock + Clone> Budget<C> {
         at + self.shared_quota.per_cell * used
     }
 
+    /// Forgets the given-back cells governor has refilled by `now`.
+    fn drop_refilled(&self, cells: &mut Vec<(Instant, u32)>, now: Instant) {
+        cells.retain(|&(at, remaining)| self.refilled_at(at, remaining) > now);
+    }
+
     /// Takes one cell given back earlier for `key`, the one governor would refill first.
     fn take_returned(&self, key: &str, cells: NonZeroU32) -> Option<Take> {
         if cells != NonZeroU32::MIN {
@@ -276,8 +281,7 @@ impl<C: Clock + Clone> Budget<C> {
         }
         let mut returned = self.returned_map();
         let kept = returned.get_mut(key)?;
-        let now = Instant::now();
-        kept.retain(|&(at, remaining)| self.refilled_at(at, remaining) > now);
+        self.drop_refilled(kept, Instant::now());
         let first = kept
             .iter()
             .enumerate()
@@ -327,7 +331,7 @@ impl<C: Clock + Clone> Budget<C> {
         let now = Instant::now();
         self.blocked_map().retain(|_, until| *until > now);
         self.returned_map().retain(|_, cells| {
-            cells.retain(|&(at, remaining)| self.refilled_at(at, remaining) > now);
+            self.drop_refilled(cells, now);
             !cells.is_empty()
         });
     }

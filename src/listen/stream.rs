@@ -119,13 +119,16 @@ impl GuardedStream {
     /// The JSON answer to write instead of `buf`, when `buf` is Pingora's own refusal of a
     /// request the proxy never saw.
     fn json_refusal(&self, buf: &[u8]) -> Option<Vec<u8>> {
-        if !self.json_refusals || !matches!(self.watch.phase(), Phase::Headers | Phase::Idle) {
+        if !self.json_refusals {
             return None;
         }
         // The scan describes the request being refused only when its head was read in the
         // headers phase; a pipelined head parsed from earlier bytes gets the body too.
-        let head = self.watch.phase() == Phase::Headers
-            && self.scan.as_ref().is_some_and(HeaderScan::is_head);
+        let head = match self.watch.phase() {
+            Phase::Headers => self.scan.as_ref().is_some_and(HeaderScan::is_head),
+            Phase::Idle => false,
+            Phase::Busy | Phase::H2 => return None,
+        };
         raw_answer::for_pingora_answer(buf, head)
     }
 
