@@ -13,31 +13,13 @@ use std::time::Duration;
 
 use base64::Engine;
 use common::auth::{auth_yaml_with, edge_with_token_node, login};
-use common::{openssl, wait_for, Proc};
+use common::{openssl_cert, wait_for, Proc};
 
 /// A self-signed certificate for 127.0.0.1 as `openssl req -x509` makes it: a CA
 /// certificate (basicConstraints CA:TRUE). (certificate, key)
 fn ca_as_server_cert(dir: &Path) -> (String, String) {
-    let (crt, key) = (dir.join("self.crt"), dir.join("self.key"));
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        crt.to_str().unwrap(),
-        "-days",
-        "2",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-    ]);
+    let keygen = ["ecparam", "-genkey", "-name", "prime256v1"];
+    let (crt, key) = openssl_cert(dir, "127.0.0.1", &keygen);
     (crt.display().to_string(), key.display().to_string())
 }
 

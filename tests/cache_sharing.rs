@@ -63,14 +63,10 @@ fn concurrent_cold_pulls_cause_one_registry_fetch() {
 #[test]
 fn proxy_only_mode_asks_the_registry_with_the_clients_credentials() {
     let dir = tempfile::tempdir().unwrap();
-    let users = common::auth::htpasswd(dir.path());
     let registry = Registry::start_with(
         dir.path(),
         "node",
-        &format!(
-            "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
-            users.display()
-        ),
+        &common::auth::registry_htpasswd_block(dir.path()),
     );
     let certs = make_certs(dir.path());
     let admin = free_port();

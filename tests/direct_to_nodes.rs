@@ -28,16 +28,12 @@ fn recording_listener() -> (String, Arc<AtomicUsize>) {
 #[test]
 fn requests_the_edge_sends_to_nodes_never_go_through_an_environment_proxy() {
     let dir = tempfile::tempdir().unwrap();
-    let users = common::auth::htpasswd(dir.path());
     // Proxy-only mode: the registry checks the clients' passwords itself, so the cache's
     // HEAD and the policy's lookups carry the client's Authorization.
     let registry = Registry::start_with(
         dir.path(),
         "node",
-        &format!(
-            "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
-            users.display()
-        ),
+        &common::auth::registry_htpasswd_block(dir.path()),
     );
     let certs = make_certs(dir.path());
     let admin = common::free_port();

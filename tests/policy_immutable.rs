@@ -48,14 +48,10 @@ fn immutable_tags_keep_their_digest_and_their_manifest() {
 #[test]
 fn proxy_only_mode_checks_tags_with_the_clients_credentials() {
     let dir = tempfile::tempdir().unwrap();
-    let users = common::auth::htpasswd(dir.path());
     let registry = Registry::start_with(
         dir.path(),
         "node",
-        &format!(
-            "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
-            users.display()
-        ),
+        &common::auth::registry_htpasswd_block(dir.path()),
     );
     let certs = make_certs(dir.path());
     let extra = format!(

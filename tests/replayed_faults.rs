@@ -313,8 +313,8 @@ fn pushes_the_edge_refuses_cost_no_push_budget() {
     }
     // Twelve refusals later, the whole burst of three is still there.
     let mut left = Vec::new();
-    for _ in 0..3 {
-        let got = curl(&[
+    let upload_start = || {
+        curl(&[
             "--cacert",
             &s.ca(),
             "-X",
@@ -322,19 +322,14 @@ fn pushes_the_edge_refuses_cost_no_push_budget() {
             "-H",
             &alice_free,
             &uploads,
-        ]);
+        ])
+    };
+    for _ in 0..3 {
+        let got = upload_start();
         assert_eq!(got.status, 202, "{}", got.text());
         left.push(remaining(&got));
     }
     assert_eq!(left, [2, 1, 0]);
-    let got = curl(&[
-        "--cacert",
-        &s.ca(),
-        "-X",
-        "POST",
-        "-H",
-        &alice_free,
-        &uploads,
-    ]);
+    let got = upload_start();
     assert_eq!(got.status, 429, "the limit still holds: {}", got.text());
 }

@@ -36,6 +36,15 @@ pub fn auth_yaml(dir: &Path, extra: &str) -> String {
     )
 }
 
+/// The registry's own htpasswd `auth:` block over [`htpasswd`]'s users: proxy-only mode,
+/// where the registry checks the clients' passwords and the edge checks nothing.
+pub fn registry_htpasswd_block(dir: &Path) -> String {
+    format!(
+        "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+        htpasswd(dir).display()
+    )
+}
+
 pub fn registry_auth_block(dir: &Path) -> String {
     format!(
         "auth:\n  token:\n    realm: https://127.0.0.1:1/jwt/auth\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",

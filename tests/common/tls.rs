@@ -44,8 +44,10 @@ pub fn openssl(args: &[&str]) {
     );
 }
 
-/// A self-signed certificate for `name` (CN and DNS SAN) with a key made by the openssl
-/// subcommand `keygen` (e.g. `["genrsa", "2048"]`); returns (certificate, key) paths.
+/// A self-signed certificate for `name` (CN and SAN: an IP SAN when `name` is an address,
+/// else DNS) with a key made by the openssl subcommand `keygen` (e.g. `["genrsa", "2048"]`);
+/// returns (certificate, key) paths. `openssl req -x509` makes it a CA certificate
+/// (basicConstraints CA:TRUE), as its default configuration does.
 pub fn openssl_cert(dir: &Path, name: &str, keygen: &[&str]) -> (PathBuf, PathBuf) {
     let key = dir.join(format!("{name}.key"));
     let crt = dir.join(format!("{name}.crt"));
@@ -65,7 +67,10 @@ pub fn openssl_cert(dir: &Path, name: &str, keygen: &[&str]) -> (PathBuf, PathBu
         "-subj",
         &format!("/CN={name}"),
         "-addext",
-        &format!("subjectAltName=DNS:{name}"),
+        &match name.parse::<std::net::IpAddr>() {
+            Ok(_) => format!("subjectAltName=IP:{name}"),
+            Err(_) => format!("subjectAltName=DNS:{name}"),
+        },
     ]);
     (crt, key)
 }
