@@ -1,13 +1,19 @@
 //! Access logs (issue 8): `log.format: json` gives one JSON object per line with the request
 //! id, client, account, method, path, status, bytes, duration, node and rate-limit decision,
 //! and never a credential; `X-Request-Id` reaches the node and comes back to the client.
+//! Faults of a client's are warnings, not errors, and each listener logs one start line
+//! (issue 29).
 
 mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
 
 use base64::Engine;
 use common::auth::{auth_yaml, login};
 use common::echo::EchoUpstream;
-use common::{curl, make_certs, upstream_yaml, wait_for, Edge};
+use common::raw::{read_all, statuses, upload};
+use common::{curl, make_certs, tls_connect, upstream_yaml, wait_for, Edge, Registry};
 
 #[test]
 fn json_access_lines_carry_the_request_and_no_credentials() {
@@ -216,4 +222,132 @@ fn buffered_access_lines_arrive_within_the_interval_and_survive_a_graceful_stop(
         "a graceful stop writes every buffered line:\n{}",
         hourly.log_text()
     );
+}
+
+/// The edge's JSON log lines.
+fn log_lines(edge: &Edge) -> Vec<serde_json::Value> {
+    edge.log_text()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// Faults of the client's (a reset mid-download, a head over the limits, a stalled head or
+/// body, a failed h2 handshake, a connection closed mid-head) are logged below ERROR, a
+/// request's with its request id; each listener says once where it listens.
+#[test]
+fn client_faults_are_warnings_and_listeners_are_logged_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = common::make_certs(dir.path());
+    let registry = Registry::start(dir.path(), "node");
+    let admin = common::free_port();
+    let edge = Edge::start_with(
+        dir.path(),
+        &certs,
+        "  shutdown_grace: 1s\n  header_timeout: 1s\n  body_timeout: 1s\n",
+        &common::upstream_yaml(&[registry.addr()], "repository_hash"),
+        &format!("admin:\n  listen: \"127.0.0.1:{admin}\"\nlog:\n  format: json\n"),
+    );
+    let ca = certs.ca_dir.join("ca.crt");
+    let tls = || tls_connect(edge.https_port, &ca, &["http/1.1"]);
+    // A 4 MiB blob, read a little and reset.
+    let big = vec![3u8; 4 << 20];
+    let digest = common::push_blob(&edge.url(""), &ca, "wire/big", &big, &[]);
+    let mut download = tls();
+    let request = format!("GET /v2/wire/big/blobs/{digest} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    download.write_all(request.as_bytes()).unwrap();
+    let mut some = [0u8; 1024];
+    download.read_exact(&mut some).unwrap();
+    socket2::SockRef::from(&download.sock)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(download);
+    // A head over the limits (431).
+    let mut over = tls();
+    let huge = format!(
+        "GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    over.write_all(huge.as_bytes()).unwrap();
+    assert_eq!(statuses(&read_all(&mut over)).first(), Some(&431));
+    // A head that stalls, and a body that stalls (server.header_timeout / body_timeout).
+    let mut stalled_head = tls();
+    stalled_head
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: local")
+        .unwrap();
+    let mut stalled_body = tls();
+    stalled_body
+        .write_all(&upload(&edge, &ca, "wire/stall", &[5u8; 1000])[..300])
+        .unwrap();
+    let _ = read_all(&mut stalled_head);
+    let _ = read_all(&mut stalled_body);
+    // A connection closed in the middle of its head.
+    let mut cut = tls();
+    cut.write_all(b"GET /v2/ HTTP/1.1\r\nHo").unwrap();
+    cut.flush().unwrap();
+    drop(cut);
+    // An h2 client that sends garbage instead of its preface.
+    let mut h2 = tls_connect(edge.https_port, &ca, &["h2"]);
+    h2.write_all(b"this is not an HTTP/2 connection preface\r\n\r\n")
+        .unwrap();
+    let _ = read_all(&mut h2);
+    // The reset download is over once the access line for it is written.
+    common::wait_for(
+        "the reset download's access line",
+        Duration::from_secs(20),
+        || {
+            log_lines(&edge)
+                .iter()
+                .any(|l| {
+                    l["path"]
+                        .as_str()
+                        .is_some_and(|p| p.contains("wire/big/blobs"))
+                })
+                .then_some(())
+        },
+    );
+    let lines = log_lines(&edge);
+    let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
+    assert!(
+        errors.is_empty(),
+        "client faults logged as errors: {errors:#?}"
+    );
+    let warnings: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["level"] == "WARN" && l["target"].as_str() == Some("registry_edge::proxy::failure")
+        })
+        .collect();
+    assert!(
+        !warnings.is_empty(),
+        "no warning for the request-level faults: {lines:#?}"
+    );
+    for warning in &warnings {
+        let id = warning["request_id"].as_str().unwrap_or("");
+        assert!(
+            !id.is_empty(),
+            "a warning without the request id: {warning}"
+        );
+    }
+    // One start line per listener: address, TLS or plain, PROXY protocol or not.
+    let starts: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l["message"].as_str())
+        .filter(|m| m.starts_with("listening on "))
+        .map(str::to_string)
+        .collect();
+    let expected = [
+        format!("listening on 127.0.0.1:{} (TLS)", edge.https_port),
+        format!("listening on 127.0.0.1:{} (plain HTTP)", edge.http_port),
+        format!("listening on 127.0.0.1:{admin} (plain HTTP)"),
+    ];
+    for line in &expected {
+        assert_eq!(
+            starts.iter().filter(|s| *s == line).count(),
+            1,
+            "{line} in {starts:?}"
+        );
+    }
+    assert_eq!(starts.len(), 3, "{starts:?}");
+    let _ = &registry;
 }

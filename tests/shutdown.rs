@@ -1,4 +1,5 @@
-//! SIGTERM: the listeners close, an upload already streaming finishes, then the process exits.
+//! SIGTERM: the listeners close, an upload already streaming finishes (its answer saying
+//! `Connection: close`, issue 29), then the process exits.
 
 mod common;
 
@@ -6,7 +7,8 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{curl, make_certs, upstream_yaml, wait_for, Edge, Registry};
+use common::raw::{read_all, statuses, upload};
+use common::{curl, make_certs, tls_connect, upstream_yaml, wait_for, Edge, Registry};
 
 #[test]
 fn in_flight_upload_completes_after_sigterm() {
@@ -158,4 +160,55 @@ fn a_request_outlasting_the_grace_is_cut_at_the_grace() {
     );
     let done = upload.join().unwrap();
     assert_ne!(done.status, 202, "the cut upload did not complete");
+}
+
+/// An answer a request in flight gets during a drain (SIGTERM) says `Connection: close`, as
+/// the connection then closes: over raw HTTP/1.1 (no `Expect`), for a proxied upload and for
+/// the edge's own answer.
+#[test]
+fn answers_finished_during_a_drain_say_the_connection_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = common::make_certs(dir.path());
+    let registry = Registry::start(dir.path(), "node");
+    let edge = Edge::start_with(
+        dir.path(),
+        &certs,
+        "  shutdown_grace: 20s\n",
+        &common::upstream_yaml(&[registry.addr()], "repository_hash"),
+        "",
+    );
+    let ca = certs.ca_dir.join("ca.crt");
+    let body = vec![9u8; 64 << 10];
+    let request = upload(&edge, &ca, "wire/drain", &body);
+    let (head, rest) = request.split_at(request.len() - 1000);
+    let mut uploading = tls_connect(edge.https_port, &ca, &["http/1.1"]);
+    uploading.write_all(head).unwrap();
+    uploading.flush().unwrap();
+    // An own answer (a bad name) still waiting for its body, too.
+    let mut refused = tls_connect(edge.https_port, &ca, &["http/1.1"]);
+    refused
+        .write_all(
+            b"PUT /v2/Bad/manifests/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\nab",
+        )
+        .unwrap();
+    common::wait_for(
+        "the upload to reach the registry",
+        Duration::from_secs(20),
+        || (registry.upload_bytes_stored("wire/drain") > 0).then_some(()),
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &edge.proc.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    common::wait_for("the drain to begin", Duration::from_secs(20), || {
+        edge.log_text().contains("graceful stop").then_some(())
+    });
+    uploading.write_all(rest).unwrap();
+    let answer = read_all(&mut uploading);
+    assert_eq!(statuses(&answer), [201], "{answer}");
+    assert!(answer.contains("Connection: close"), "{answer}");
+    refused.write_all(b"cd").unwrap();
+    let answer = read_all(&mut refused);
+    assert!(answer.contains("Connection: close"), "{answer}");
 }

@@ -1,17 +1,18 @@
 //! Faults on the wire found by replaying public bug reports (issue 29), on the HTTPS
 //! listener (raw TLS) and the plain-HTTP redirect listener (raw TCP): pipelined requests, a
-//! request followed by the client's FIN, requests Pingora cannot frame, and how client
-//! faults are logged.
+//! request followed by the client's FIN, requests Pingora cannot frame. (How client faults
+//! are logged: `tests/logs.rs`; answers during a drain: `tests/shutdown.rs`.)
 //!
 //! curl cannot send these: it dropped pipelining in 7.65.0 and never half-closes a
 //! connection, so they are written by hand; the requests proxied go to the real registry.
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
+use common::raw::{get, read_all, statuses, upload};
 use common::{edge_with_node, tls_connect, Certs, Edge, Registry};
 
 struct Setup {
@@ -52,48 +53,6 @@ impl Setup {
         tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         tcp
     }
-}
-
-/// Everything the server sends until it closes (or the read timeout).
-fn read_all(stream: &mut impl Read) -> String {
-    let mut all = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => all.extend_from_slice(&chunk[..n]),
-        }
-    }
-    String::from_utf8_lossy(&all).into_owned()
-}
-
-/// The statuses of the answers in `text`, in order.
-fn statuses(text: &str) -> Vec<u16> {
-    text.match_indices("HTTP/1.1 ")
-        .filter_map(|(at, _)| text.get(at + 9..at + 12)?.parse().ok())
-        .collect()
-}
-
-/// The closing `PUT …&digest=` of a blob upload started (through the edge) in `repository`,
-/// carrying all of `body`: the request text.
-fn upload(edge: &Edge, ca: &std::path::Path, repository: &str, body: &[u8]) -> Vec<u8> {
-    let url = edge.url(&format!("/v2/{repository}/blobs/uploads/"));
-    let location = common::start_upload(&url, ca.to_str().unwrap(), &[]);
-    let path = &location[location.find("/v2/").unwrap()..];
-    let mut request = format!(
-        "PUT {path}&digest={} HTTP/1.1\r\nHost: localhost\r\n\
-         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
-        common::digest(body),
-        body.len()
-    )
-    .into_bytes();
-    request.extend_from_slice(body);
-    request
-}
-
-fn get(path: &str, last: bool) -> Vec<u8> {
-    let connection = if last { "Connection: close\r\n" } else { "" };
-    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{connection}\r\n").into_bytes()
 }
 
 /// Requests sent before reading any answer are answered in order, on both listeners: GETs
@@ -326,134 +285,6 @@ fn malformed_requests_get_the_registrys_json_errors_on_both_listeners() {
     assert_json_error("https: pipelined after a good request", second, 400);
 }
 
-/// The edge's JSON log lines.
-fn log_lines(edge: &Edge) -> Vec<serde_json::Value> {
-    edge.log_text()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
-/// Faults of the client's (a reset mid-download, a head over the limits, a stalled head or
-/// body, a failed h2 handshake, a connection closed mid-head) are logged below ERROR, a
-/// request's with its request id; each listener says once where it listens.
-#[test]
-fn client_faults_are_warnings_and_listeners_are_logged_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = common::make_certs(dir.path());
-    let registry = Registry::start(dir.path(), "node");
-    let admin = common::free_port();
-    let edge = Edge::start_with(
-        dir.path(),
-        &certs,
-        "  shutdown_grace: 1s\n  header_timeout: 1s\n  body_timeout: 1s\n",
-        &common::upstream_yaml(&[registry.addr()], "repository_hash"),
-        &format!("admin:\n  listen: \"127.0.0.1:{admin}\"\nlog:\n  format: json\n"),
-    );
-    let ca = certs.ca_dir.join("ca.crt");
-    let tls = || tls_connect(edge.https_port, &ca, &["http/1.1"]);
-    // A 4 MiB blob, read a little and reset.
-    let big = vec![3u8; 4 << 20];
-    let digest = common::push_blob(&edge.url(""), &ca, "wire/big", &big, &[]);
-    let mut download = tls();
-    let request = format!("GET /v2/wire/big/blobs/{digest} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    download.write_all(request.as_bytes()).unwrap();
-    let mut some = [0u8; 1024];
-    download.read_exact(&mut some).unwrap();
-    socket2::SockRef::from(&download.sock)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(download);
-    // A head over the limits (431).
-    let mut over = tls();
-    let huge = format!(
-        "GET /v2/ HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(70_000)
-    );
-    over.write_all(huge.as_bytes()).unwrap();
-    assert_eq!(statuses(&read_all(&mut over)).first(), Some(&431));
-    // A head that stalls, and a body that stalls (server.header_timeout / body_timeout).
-    let mut stalled_head = tls();
-    stalled_head
-        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: local")
-        .unwrap();
-    let mut stalled_body = tls();
-    stalled_body
-        .write_all(&upload(&edge, &ca, "wire/stall", &[5u8; 1000])[..300])
-        .unwrap();
-    let _ = read_all(&mut stalled_head);
-    let _ = read_all(&mut stalled_body);
-    // A connection closed in the middle of its head.
-    let mut cut = tls();
-    cut.write_all(b"GET /v2/ HTTP/1.1\r\nHo").unwrap();
-    cut.flush().unwrap();
-    drop(cut);
-    // An h2 client that sends garbage instead of its preface.
-    let mut h2 = tls_connect(edge.https_port, &ca, &["h2"]);
-    h2.write_all(b"this is not an HTTP/2 connection preface\r\n\r\n")
-        .unwrap();
-    let _ = read_all(&mut h2);
-    // The reset download is over once the access line for it is written.
-    common::wait_for(
-        "the reset download's access line",
-        Duration::from_secs(20),
-        || {
-            log_lines(&edge)
-                .iter()
-                .any(|l| {
-                    l["path"]
-                        .as_str()
-                        .is_some_and(|p| p.contains("wire/big/blobs"))
-                })
-                .then_some(())
-        },
-    );
-    let lines = log_lines(&edge);
-    let errors: Vec<_> = lines.iter().filter(|l| l["level"] == "ERROR").collect();
-    assert!(
-        errors.is_empty(),
-        "client faults logged as errors: {errors:#?}"
-    );
-    let warnings: Vec<_> = lines
-        .iter()
-        .filter(|l| {
-            l["level"] == "WARN" && l["target"].as_str() == Some("registry_edge::proxy::failure")
-        })
-        .collect();
-    assert!(
-        !warnings.is_empty(),
-        "no warning for the request-level faults: {lines:#?}"
-    );
-    for warning in &warnings {
-        let id = warning["request_id"].as_str().unwrap_or("");
-        assert!(
-            !id.is_empty(),
-            "a warning without the request id: {warning}"
-        );
-    }
-    // One start line per listener: address, TLS or plain, PROXY protocol or not.
-    let starts: Vec<String> = lines
-        .iter()
-        .filter_map(|l| l["message"].as_str())
-        .filter(|m| m.starts_with("listening on "))
-        .map(str::to_string)
-        .collect();
-    let expected = [
-        format!("listening on 127.0.0.1:{} (TLS)", edge.https_port),
-        format!("listening on 127.0.0.1:{} (plain HTTP)", edge.http_port),
-        format!("listening on 127.0.0.1:{admin} (plain HTTP)"),
-    ];
-    for line in &expected {
-        assert_eq!(
-            starts.iter().filter(|s| *s == line).count(),
-            1,
-            "{line} in {starts:?}"
-        );
-    }
-    assert_eq!(starts.len(), 3, "{starts:?}");
-    let _ = &registry;
-}
-
 /// The admin listener keeps its own answers (it is not the registry's API) and answers
 /// pipelined requests in order too.
 #[test]
@@ -467,55 +298,4 @@ fn the_admin_listener_answers_pipelined_requests() {
         .write_all(&[get("/healthz", false), get("/nowhere", true)].concat())
         .unwrap();
     assert_eq!(statuses(&read_all(&mut admin)), [200, 404]);
-}
-
-/// An answer a request in flight gets during a drain (SIGTERM) says `Connection: close`, as
-/// the connection then closes: over raw HTTP/1.1 (no `Expect`), for a proxied upload and for
-/// the edge's own answer.
-#[test]
-fn answers_finished_during_a_drain_say_the_connection_closes() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = common::make_certs(dir.path());
-    let registry = Registry::start(dir.path(), "node");
-    let edge = Edge::start_with(
-        dir.path(),
-        &certs,
-        "  shutdown_grace: 20s\n",
-        &common::upstream_yaml(&[registry.addr()], "repository_hash"),
-        "",
-    );
-    let ca = certs.ca_dir.join("ca.crt");
-    let body = vec![9u8; 64 << 10];
-    let request = upload(&edge, &ca, "wire/drain", &body);
-    let (head, rest) = request.split_at(request.len() - 1000);
-    let mut uploading = tls_connect(edge.https_port, &ca, &["http/1.1"]);
-    uploading.write_all(head).unwrap();
-    uploading.flush().unwrap();
-    // An own answer (a bad name) still waiting for its body, too.
-    let mut refused = tls_connect(edge.https_port, &ca, &["http/1.1"]);
-    refused
-        .write_all(
-            b"PUT /v2/Bad/manifests/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\nab",
-        )
-        .unwrap();
-    common::wait_for(
-        "the upload to reach the registry",
-        Duration::from_secs(20),
-        || (registry.upload_bytes_stored("wire/drain") > 0).then_some(()),
-    );
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &edge.proc.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    common::wait_for("the drain to begin", Duration::from_secs(20), || {
-        edge.log_text().contains("graceful stop").then_some(())
-    });
-    uploading.write_all(rest).unwrap();
-    let answer = read_all(&mut uploading);
-    assert_eq!(statuses(&answer), [201], "{answer}");
-    assert!(answer.contains("Connection: close"), "{answer}");
-    refused.write_all(b"cd").unwrap();
-    let answer = read_all(&mut refused);
-    assert!(answer.contains("Connection: close"), "{answer}");
 }

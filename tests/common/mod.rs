@@ -17,7 +17,7 @@
 //! that echoes what the edge sent), `cache` (the cache tests' setup), `docker` (a private Docker engine), `images` (container
 //! images made offline, any layer size), `h2client` (a raw HTTP/2 client), `ldap` (a real
 //! slapd with a seeded directory), `oidc` (an OpenID Connect issuer whose keys the test
-//! holds), `pebble` (the ACME test CA), `redis` (a real redis-server), `policy` (the policy tests' setup).
+//! holds), `pebble` (the ACME test CA), `redis` (a real redis-server), `policy` (the policy tests' setup), `raw` (raw HTTP/1.1: request texts, answers read back).
 #![allow(dead_code)]
 
 pub mod auth;
@@ -31,6 +31,7 @@ pub mod ldap;
 pub mod oidc;
 pub mod pebble;
 pub mod policy;
+pub mod raw;
 pub mod redis;
 
 mod checks;
