@@ -20,7 +20,7 @@
 //! - `proxy`: `EdgeProxy` (Pingora `ProxyHttp`): admission steps, body streaming, node
 //!   choice, failures, the access log, the framing of the edge's own answers.
 //! - `request`: what any listener reads from a request: host, public origin, request ids,
-//!   header limits.
+//!   header limits, and whether it can be passed on unambiguously (`framing`).
 //! - `redirect`: the plain-HTTP listeners (redirect to https, ACME http-01).
 //! - `admin`: the admin listener (/metrics, /healthz, /readyz).
 //! - [`upstream`]: registry node pool, repository affinity, health checks, upload-session pins.

@@ -3,7 +3,7 @@
 //! Pingora's HTTP code reads from it. Pingora's listener offers no hook for that.
 //!
 //! - `stream`: the wrapper; fails reads past the current phase's deadline.
-//! - `watch`: each open connection's phase and deadline, found by its address pair.
+//! - `watch`: each open connection's phase and deadline, keyed by the accepted connection.
 //! - `header_limit`: HTTP/1 header lines and bytes counted as they arrive; the raw 431.
 //! - `proxy_protocol`: PROXY v1/v2 headers from trusted load balancers.
 //! - `raw_answer`: answers written below Pingora (the 431, Pingora's own 400/405 as JSON).
