@@ -23,7 +23,8 @@
 //!   header limits, and whether it can be passed on unambiguously (`framing`).
 //! - `redirect`: the plain-HTTP listeners (redirect to https, ACME http-01).
 //! - `admin`: the admin listener (/metrics, /healthz, /readyz).
-//! - [`upstream`]: registry node pool, repository affinity, health checks, upload-session pins.
+//! - [`upstream`]: registry node pool, repository affinity, health checks, upload-session pins,
+//!   and the HTTP client for the edge's own requests to nodes (no environment proxy).
 //! - `cache`: blobs and manifests pulled by digest, kept on disk (`cacache`) and served
 //!   only to requests the edge authorized for a repository the registry confirmed.
 //! - [`policy`]: storage quotas per namespace and immutable tags: manifest references, the
