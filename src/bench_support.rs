@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use pingora::http::RequestHeader;
 
 use crate::config::ForwardedSettings;
-use crate::proxy::headers::{rewrite_for_upstream, ClientAddress};
+use crate::proxy::headers::rewrite_for_upstream;
+use crate::request::client::ClientAddress;
 use crate::request::origin::PublicOrigin;
 
 /// A fresh `X-Request-Id` value (32 lowercase hex digits), as for a request without one.

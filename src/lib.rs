@@ -71,6 +71,7 @@ pub mod certgen;
 pub mod config;
 pub mod drain;
 pub(crate) mod error;
+pub(crate) mod hooks;
 pub mod limits;
 pub(crate) mod listen;
 pub mod load;

@@ -7,18 +7,20 @@
 //! [`MAX_QUEUED`] behind the network leaves nothing behind: `cacache` writes into a
 //! temporary file that is deleted unless committed.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
+use super::disk::sha256_hex;
+use super::inflight::Leader;
 use super::memory::Memory;
+use super::shared::Cache;
+use super::store::Entry;
 #[cfg(test)]
-use super::Store;
-use super::{Cache, Entry};
+use super::store::Store;
 use crate::metrics::metrics;
 
 /// Bytes a fill may have queued for the disk before it is given up.
@@ -38,24 +40,6 @@ enum Message {
     End,
 }
 
-/// The digests being filled now: one fill per digest at a time.
-#[derive(Default)]
-pub(crate) struct Filling(Mutex<HashSet<String>>);
-
-impl Filling {
-    fn claim(&self, digest: &str) -> bool {
-        self.lock().insert(digest.to_string())
-    }
-
-    fn release(&self, digest: &str) {
-        self.lock().remove(digest);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// One entry being written; feed it the body, then [`Fill::finish`].
 pub(crate) struct Fill {
     sender: mpsc::UnboundedSender<Message>,
@@ -69,7 +53,7 @@ pub(crate) struct FillRequest {
     pub digest: String,
     /// The leading request's hold on the digest: released when the fill ends, so the
     /// requests waiting for it then find the entry.
-    pub leader: Option<super::inflight::Leader>,
+    pub leader: Option<Leader>,
     pub size: u64,
     pub content_type: String,
     /// `cache.max_size` of the request's settings: the bound eviction keeps to.
@@ -82,7 +66,7 @@ impl Fill {
     /// Starts a fill, unless caching stopped, the digest is cached or being filled already,
     /// or it is not a SHA-256 digest. Must be called inside the Tokio runtime.
     pub(crate) fn start(cache: &Arc<Cache>, request: FillRequest) -> Option<Fill> {
-        let hex = super::sha256_hex(&request.digest)?;
+        let hex = sha256_hex(&request.digest)?;
         let integrity = cacache::Integrity::from_hex(hex, cacache::Algorithm::Sha256).ok()?;
         if !cache.writable() || cache.store.contains(&request.digest) {
             return None;

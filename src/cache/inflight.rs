@@ -4,19 +4,16 @@
 //! cache. A leader that fills nothing (a 404, a 307, a body over `max_object`, a client
 //! gone) releases the others, who then ask the registry themselves.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-/// The digests being fetched by a leader now.
-#[derive(Default)]
-pub(crate) struct Inflight(Mutex<HashMap<String, watch::Receiver<bool>>>);
+use super::shared::Cache;
 
 /// Held by the leader's request, then by its fill; dropping it releases the waiters.
 pub(crate) struct Leader {
-    cache: std::sync::Arc<super::Cache>,
+    cache: Arc<Cache>,
     digest: String,
     done: watch::Sender<bool>,
 }
@@ -29,14 +26,8 @@ pub(crate) enum Role {
     Follow(watch::Receiver<bool>),
 }
 
-impl Inflight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<bool>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// Leads the fetch of `digest`, or follows the request already leading it.
-pub(crate) fn join(cache: &std::sync::Arc<super::Cache>, digest: &str) -> Role {
+pub(crate) fn join(cache: &Arc<Cache>, digest: &str) -> Role {
     let mut map = cache.inflight.lock();
     if let Some(receiver) = map.get(digest) {
         return Role::Follow(receiver.clone());
@@ -44,7 +35,7 @@ pub(crate) fn join(cache: &std::sync::Arc<super::Cache>, digest: &str) -> Role {
     let (done, receiver) = watch::channel(false);
     map.insert(digest.to_string(), receiver);
     Role::Lead(Leader {
-        cache: std::sync::Arc::clone(cache),
+        cache: Arc::clone(cache),
         digest: digest.to_string(),
         done,
     })
@@ -69,7 +60,7 @@ mod tests {
     #[tokio::test]
     async fn followers_wait_for_the_leader_and_the_next_request_leads_again() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = std::sync::Arc::new(super::super::Cache::for_tests(dir.path()));
+        let cache = Arc::new(Cache::for_tests(dir.path()));
         let Role::Lead(leader) = join(&cache, "sha256:a") else {
             panic!("the first request must lead");
         };

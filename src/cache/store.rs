@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use lru::LruCache;
 
-use super::CacheError;
+use super::disk::{integrity_of, sha256_hex, CacheError};
 use crate::metrics::metrics;
 
 /// What the registry answered for one digest, enough to answer a HEAD without the disk.
@@ -56,8 +56,8 @@ impl Store {
             };
             // An index entry must name its own digest's content: one pointing elsewhere (or
             // at nothing) is not an entry.
-            let names_itself = super::integrity_of(&meta.key)
-                .is_some_and(|own| own.matches(&meta.integrity).is_some());
+            let names_itself =
+                integrity_of(&meta.key).is_some_and(|own| own.matches(&meta.integrity).is_some());
             if !names_itself || !content_exists(dir, &meta.integrity) {
                 continue;
             }
@@ -105,7 +105,7 @@ impl Store {
     /// object kept in memory is served only while its file exists, so a purge by another
     /// process (`registry-edge cache purge`) reaches the memory tier too.
     pub(crate) fn content_on_disk(&self, digest: &str) -> bool {
-        super::sha256_hex(digest)
+        sha256_hex(digest)
             .map(|hex| content_path(&self.dir, hex))
             .is_some_and(|path| std::fs::symlink_metadata(path).is_ok())
     }
@@ -264,7 +264,7 @@ mod tests {
             store.content_on_disk(&a),
             "content_path differs from cacache's layout"
         );
-        cacache::remove_hash_sync(dir.path(), &crate::cache::integrity_of(&a).unwrap()).unwrap();
+        cacache::remove_hash_sync(dir.path(), &integrity_of(&a).unwrap()).unwrap();
         assert!(!store.content_on_disk(&a));
     }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::Policy;
+use super::usage::Policy;
 use crate::config::PolicySettings;
 use crate::metrics::metrics;
 

@@ -4,9 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use super::error::PolicyError;
 use super::manifest::Reference;
 use super::store::{self, Store, StoreError};
-use super::PolicyError;
 
 /// The SQLite usage store of one edge instance.
 pub(crate) struct LocalUsage(Arc<Store>);

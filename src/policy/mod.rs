@@ -1,306 +1,48 @@
-//! Storage quotas per namespace and immutable tags (`policy:`).
+//! Storage quotas per namespace and immutable tags (`policy:`), a feature with four hooks
+//! (see `crate::hooks` for the shape):
 //!
+//! - `admit` (admission's `Policy` step): refuse an upload start over quota, a manifest
+//!   `PUT` declared over 4 MiB, a `DELETE` an immutable tag points to; look up a protected
+//!   tag's digest.
+//! - `new_attempt` (`upstream_peer`): a retried `PUT` holds its body again.
+//! - `request_body`: hold a manifest whole and decide it (immutable tag, quota); cut an
+//!   upload that streams past its namespace's quota.
+//! - `upstream_response`: record a stored or deleted manifest on the registry's 2xx.
+//!
+//! Its per-request state is [`RequestState`] (`RequestCtx::policy`).
+//!
+//! - `admit`, `body`, `request`: the hooks and the per-request state.
+//! - `usage`: the running [`Policy`]: usage per namespace, in `store` (SQLite in
+//!   `policy.state_dir`, run off the async threads by `local`, which replaces a broken file)
+//!   or in Redis (`redis_usage`, with `shared_state.redis`); `reserve`: bytes of manifest
+//!   PUTs admitted and not yet answered; `error`: why usage cannot be read.
 //! - `manifest`: what a manifest body references (descriptors and sizes).
-//! - `store`: the embedded usage store (SQLite in `policy.state_dir`); `local` runs it off
-//!   the async threads and replaces a broken file.
-//! - `redis_usage`: usage shared through Redis instead (`shared_state.redis`).
-//! - `lookup`: what the registry holds now: a tag's digest, a blob's size, a repository's
-//!   tags.
-//! - `scan`: `registry-edge usage scan` (rebuilding usage from the registry's API) and
-//!   `usage show`.
-//! - `reserve`: bytes of manifest PUTs admitted and not yet answered.
+//! - `scan`: `registry-edge usage scan` (rebuilding usage from the registry's API,
+//!   `upstream::registry_api`) and `usage show`.
 //! - `gauges`: the usage and quota metrics, refreshed in the background.
 //!
 //! Usage of a namespace is the sum of the sizes of the distinct blobs (layers, configs,
 //! child manifests) referenced by the manifests stored in its repositories. The edge learns
 //! it from the manifest PUTs and DELETEs it proxies, committing each only after the
-//! registry answered 2xx (`proxy::policy_check`).
+//! registry answered 2xx.
 
+mod admit;
+mod body;
+mod error;
 mod gauges;
 mod local;
-pub mod lookup;
 pub mod manifest;
 mod redis_usage;
+mod request;
 mod reserve;
 pub mod scan;
 pub mod store;
+mod usage;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use crate::config::{OnUnavailable, PolicySettings};
-use crate::metrics::metrics;
-use crate::shared_state::SharedState;
-pub(crate) use gauges::{set_gauges, UsageGauges};
-use local::LocalUsage;
-use manifest::Reference;
-use redis_usage::RedisUsage;
+pub(crate) use admit::admit;
+pub(crate) use body::request_body;
+pub use error::PolicyError;
+pub(crate) use gauges::UsageGauges;
+pub(crate) use request::{new_attempt, upstream_response, RequestState};
 pub use reserve::Reservation;
-use reserve::Reservations;
-use store::StoreError;
-
-/// Why usage could not be read or recorded.
-#[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("the usage store task failed: {0}")]
-    Task(#[from] tokio::task::JoinError),
-    #[error("cannot make the registry client")]
-    Client(#[from] crate::upstream::RegistryClientError),
-    #[error("shared_state.redis does not answer")]
-    NotShared,
-}
-
-/// A client for the registry's API ([`crate::upstream::registry_client`]: direct to the
-/// nodes, as its requests carry tokens).
-pub(crate) fn registry_client() -> Result<reqwest::Client, PolicyError> {
-    Ok(crate::upstream::registry_client(
-        std::time::Duration::from_secs(30),
-    )?)
-}
-
-/// The namespace of `repository`: its first `depth` path segments (all of them when it has
-/// fewer). `team/app/x` at depth 1 is `team`, at depth 2 `team/app`.
-pub fn namespace_of(repository: &str, depth: usize) -> &str {
-    match repository.match_indices('/').nth(depth.saturating_sub(1)) {
-        Some((end, _)) => &repository[..end],
-        None => repository,
-    }
-}
-
-/// Where usage lives: the embedded store, or Redis shared with other instances.
-enum Backend {
-    Local(LocalUsage),
-    Redis {
-        usage: RedisUsage,
-        /// Each namespace's usage as Redis last told it: what `on_unavailable: local`
-        /// enforces from while Redis does not answer.
-        last_known: Mutex<HashMap<String, u64>>,
-    },
-}
-
-/// The running policy: the usage store opened at start (the rules come with each request's
-/// settings, so a reload changes them live).
-pub struct Policy {
-    backend: Backend,
-    /// For the registry lookups of immutability checks and blob sizes.
-    client: reqwest::Client,
-    /// `policy.namespace_depth` as opened: the store's keys depend on it, so a reload
-    /// does not change it.
-    namespace_depth: usize,
-    /// Bytes of manifest PUTs admitted and not yet answered, per namespace.
-    reservations: Reservations,
-}
-
-impl Policy {
-    /// Opens the usage store: Redis when `shared` is given (`shared_state.redis`), else the
-    /// embedded store in `settings.state_dir` ([`LocalUsage::open`]).
-    pub fn open(
-        settings: &PolicySettings,
-        shared: Option<Arc<SharedState>>,
-    ) -> Result<Policy, PolicyError> {
-        Self::open_with(settings, shared, true)
-    }
-
-    /// [`Policy::open`] for the `usage` commands: a broken store file is reported, not
-    /// moved aside under the running edge.
-    pub fn open_for_command(
-        settings: &PolicySettings,
-        shared: Option<Arc<SharedState>>,
-    ) -> Result<Policy, PolicyError> {
-        Self::open_with(settings, shared, false)
-    }
-
-    fn open_with(
-        settings: &PolicySettings,
-        shared: Option<Arc<SharedState>>,
-        repair: bool,
-    ) -> Result<Policy, PolicyError> {
-        let backend = match shared {
-            Some(shared) => Backend::Redis {
-                usage: RedisUsage::new(shared),
-                last_known: Mutex::default(),
-            },
-            None => Backend::Local(LocalUsage::open(&settings.state_dir, repair)?),
-        };
-        Ok(Policy {
-            backend,
-            client: registry_client()?,
-            namespace_depth: settings.namespace_depth,
-            reservations: Reservations::default(),
-        })
-    }
-
-    /// The namespace of `repository` under the depth the store was opened with.
-    pub fn namespace_of<'a>(&self, repository: &'a str) -> &'a str {
-        namespace_of(repository, self.namespace_depth)
-    }
-
-    /// Admits `added` more bytes into `namespace` under `quota` unless its usage plus the
-    /// bytes of PUTs admitted and not yet answered would go over: concurrent PUTs, each
-    /// under the quota alone, cannot pass together. `Err((usage, pending))` when over.
-    pub async fn reserve(
-        &self,
-        namespace: &str,
-        added: u64,
-        quota: u64,
-    ) -> Result<Result<Reservation, (u64, u64)>, PolicyError> {
-        let _one_at_a_time = self.reservations.checking.lock().await;
-        let usage = self.usage(namespace).await?;
-        let pending = self.reservations.pending(namespace);
-        if usage.saturating_add(pending).saturating_add(added) > quota {
-            return Ok(Err((usage, pending)));
-        }
-        Ok(Ok(self.reservations.take(namespace, added)))
-    }
-
-    /// The HTTP client for registry lookups.
-    pub fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-
-    /// Bytes `namespace` holds.
-    pub async fn usage(&self, namespace: &str) -> Result<u64, PolicyError> {
-        Ok(self.usage_and_unheld(namespace, Arc::default()).await?.0)
-    }
-
-    /// (bytes `namespace` holds, the references of `references` it does not hold yet).
-    pub async fn usage_and_unheld(
-        &self,
-        namespace: &str,
-        references: Arc<Vec<Reference>>,
-    ) -> Result<(u64, Vec<Reference>), PolicyError> {
-        match &self.backend {
-            Backend::Local(local) => local.usage_and_unheld(namespace, references).await,
-            Backend::Redis { usage, last_known } => {
-                match usage.usage_and_unheld(namespace, &references).await {
-                    Some(found) => {
-                        lock(last_known).insert(namespace.to_string(), found.0);
-                        Ok(found)
-                    }
-                    None => {
-                        fallback(usage)?;
-                        // Which blobs the namespace holds is Redis's to say: count them all.
-                        let all = store::distinct(&references).cloned().collect();
-                        let known = lock(last_known).get(namespace).copied().unwrap_or(0);
-                        Ok((known, all))
-                    }
-                }
-            }
-        }
-    }
-
-    /// Records a manifest the registry stored (`added`: the bytes it was admitted with);
-    /// returns the namespace's usage after it.
-    pub async fn put(
-        &self,
-        namespace: &str,
-        repository: &str,
-        digest: &str,
-        references: Arc<Vec<Reference>>,
-        added: u64,
-    ) -> Result<u64, PolicyError> {
-        match &self.backend {
-            Backend::Local(local) => local.put(namespace, repository, digest, references).await,
-            Backend::Redis { usage, last_known } => {
-                match usage.put(namespace, repository, digest, &references).await {
-                    Some(after) => {
-                        lock(last_known).insert(namespace.to_string(), after);
-                        Ok(after)
-                    }
-                    None => {
-                        // Not recorded in Redis: this instance still counts it, so a
-                        // series of pushes during the outage cannot pass the quota.
-                        let mut known = lock(last_known);
-                        let entry = known.entry(namespace.to_string()).or_insert(0);
-                        *entry = entry.saturating_add(added);
-                        Err(PolicyError::NotShared)
-                    }
-                }
-            }
-        }
-    }
-
-    /// Records a manifest of `namespace` the registry deleted; returns the namespace's
-    /// usage after it, when the manifest was known.
-    pub async fn delete(
-        &self,
-        namespace: &str,
-        repository: &str,
-        digest: &str,
-    ) -> Result<Option<u64>, PolicyError> {
-        match &self.backend {
-            Backend::Local(local) => local.delete(repository, digest).await,
-            Backend::Redis { usage, last_known } => {
-                let after = usage
-                    .delete(namespace, repository, digest)
-                    .await
-                    .ok_or(PolicyError::NotShared)?;
-                if let Some(after) = after {
-                    lock(last_known).insert(namespace.to_string(), after);
-                }
-                Ok(after)
-            }
-        }
-    }
-
-    /// Every namespace's usage, by name.
-    pub async fn all(&self) -> Result<Vec<(String, u64)>, PolicyError> {
-        match &self.backend {
-            Backend::Local(local) => local.all().await,
-            Backend::Redis { usage, .. } => usage.all().await.ok_or(PolicyError::NotShared),
-        }
-    }
-
-    /// Replaces all usage with `manifests` (namespace, repository, digest, references):
-    /// `usage scan`. One transaction in the embedded store; in Redis the old keys are
-    /// deleted first, so other instances briefly see less usage.
-    pub async fn replace_all(
-        &self,
-        manifests: Vec<(String, String, String, Vec<Reference>)>,
-    ) -> Result<(), PolicyError> {
-        match &self.backend {
-            Backend::Local(local) => local.replace_all(manifests).await,
-            Backend::Redis { usage, .. } => {
-                usage.clear().await.ok_or(PolicyError::NotShared)?;
-                for (namespace, repository, digest, references) in &manifests {
-                    usage
-                        .put(namespace, repository, digest, references)
-                        .await
-                        .ok_or(PolicyError::NotShared)?;
-                }
-                Ok(())
-            }
-        }
-    }
-}
-
-/// Redis did not answer: `deny` refuses, `local` goes on from the last known usage.
-fn fallback(usage: &RedisUsage) -> Result<(), PolicyError> {
-    metrics()
-        .shared_state_fallbacks
-        .with_label_values(&["policy"])
-        .inc();
-    match usage.shared().on_unavailable() {
-        OnUnavailable::Deny => Err(PolicyError::NotShared),
-        OnUnavailable::Local => Ok(()),
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_namespace_is_the_leading_segments() {
-        assert_eq!(namespace_of("team/app/x", 1), "team");
-        assert_eq!(namespace_of("team/app/x", 2), "team/app");
-        assert_eq!(namespace_of("team/app/x", 5), "team/app/x");
-        assert_eq!(namespace_of("alpine", 1), "alpine");
-    }
-}
+pub use usage::{namespace_of, Policy};

@@ -8,15 +8,16 @@
 //! Manifests no tag points to are not listed by the API, so they are not counted until a
 //! PUT through the edge shows them.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use super::lookup::{LookupError, RegistryApi};
+use super::error::PolicyError;
 use super::manifest::{self, Reference};
-use super::{namespace_of, Policy, PolicyError};
+use super::usage::{namespace_of, Policy};
 use crate::config::{Config, PolicySettings};
 use crate::load::Loaded;
 use crate::registry::Scope;
 use crate::shared_state::SharedState;
+use crate::upstream::registry_api::{edge_token, LookupError, RegistryApi, RegistryClient};
 
 /// What a scan found.
 #[derive(Debug, Default)]
@@ -35,6 +36,8 @@ pub enum ScanError {
     Runtime(#[from] std::io::Error),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error("cannot make the registry client")]
+    Client(#[from] crate::upstream::RegistryClientError),
     #[error("shared_state.redis: {0}")]
     Redis(String),
     #[error("{}: no usage store yet (the edge makes it at start; `usage scan` fills it)", .0.display())]
@@ -72,21 +75,15 @@ pub fn run(loaded: &Loaded) -> Result<Scanned, ScanError> {
     let _entered = runtime.enter();
     let (settings, policy) = open(config, false)?;
     let node = config.upstream.nodes[0];
-    let client = super::registry_client()?;
+    let client = RegistryClient::new()?;
     let sign = |scopes: Vec<Scope>| {
-        loaded.auth.as_ref().map(|auth| {
-            let issued = auth
-                .tokens
-                .issue("registry-edge", &scopes, SystemTime::now());
-            format!("Bearer {}", issued.token)
-        })
+        loaded
+            .auth
+            .as_ref()
+            .map(|auth| edge_token(&auth.tokens, &scopes))
     };
-    let api = |authorization| RegistryApi {
-        client: &client,
-        base: format!("http://{node}"),
-        authorization,
-        timeout: config.upstream.read_timeout.max(Duration::from_secs(30)),
-    };
+    let timeout = config.upstream.read_timeout.max(Duration::from_secs(30));
+    let api = |authorization| client.at(node, authorization, timeout);
     runtime.block_on(async {
         let repositories = api(sign(vec![Scope::catalog()])).catalog().await?;
         let mut found = Vec::new();

@@ -14,10 +14,10 @@ use crate::metrics::metrics;
 pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let req = session.req_header();
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
-    let elapsed = ctx.started.elapsed();
+    let elapsed = ctx.request.started.elapsed();
     let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
     let m = metrics();
-    m.count_request(ctx.class, status, elapsed.as_secs_f64());
+    m.count_request(ctx.request.class, status, elapsed.as_secs_f64());
     m.bytes_received.inc_by(bytes_in as u64);
     m.bytes_sent.inc_by(bytes_out as u64);
     let rate_limit = match (&ctx.own_error, &ctx.push_budget) {
@@ -31,9 +31,9 @@ pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     }
     tracing::info!(
         target: "registry_edge::access",
-        request_id = %ctx.request_id,
-        client = %OrDash(ctx.client.map(|c| c.client)),
-        account = %ctx.subject.as_deref().unwrap_or("-"),
+        request_id = %ctx.request.request_id,
+        client = %OrDash(ctx.request.client.map(|c| c.client)),
+        account = %ctx.request.subject.as_deref().unwrap_or("-"),
         method = %req.method,
         path = %req.uri.path(),
         status,
@@ -43,7 +43,7 @@ pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         upstream = %Upstream(ctx),
         rate_limit,
         throttled_ms = ctx.throttled.as_millis() as u64,
-        error = %e.map(|e| e.etype().as_str()).unwrap_or("-"),
+        error = %ErrorField(e, ctx.own_error.as_ref()),
     );
 }
 
@@ -59,7 +59,7 @@ pub(crate) fn summary(session: &Session, ctx: &RequestCtx) -> String {
         req.method,
         req.uri.path(),
         host.as_deref().unwrap_or(""),
-        OrDash((!ctx.request_id.is_empty()).then_some(&ctx.request_id))
+        OrDash((!ctx.request.request_id.is_empty()).then_some(&ctx.request.request_id))
     )
 }
 
@@ -68,9 +68,23 @@ struct Upstream<'a>(&'a RequestCtx);
 
 impl std::fmt::Display for Upstream<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0.from_cache {
-            true => f.write_str("cache"),
-            false => OrDash(self.0.node).fmt(f),
+        match super::features::Features::answered_by(self.0) {
+            Some(feature) => f.write_str(feature),
+            None => OrDash(self.0.node).fmt(f),
+        }
+    }
+}
+
+/// The access line's `error`: the registry error code of an answer the edge gave itself
+/// (a refusal, whenever decided), else Pingora's error type, else `-`.
+struct ErrorField<'a>(Option<&'a Error>, Option<&'a RegistryError>);
+
+impl std::fmt::Display for ErrorField<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.1, self.0) {
+            (Some(own), _) => f.write_str(own.code()),
+            (None, Some(e)) => f.write_str(e.etype().as_str()),
+            (None, None) => f.write_str("-"),
         }
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! Each step reads the request and the per-request state, may fill the state in (request
 //! id, route, client, origin, subject), and then lets the request on ([`Outcome::Next`]),
-//! refuses it ([`Outcome::Refuse`] with a [`Refusal`], answered by [`refuse`] in the
+//! refuses it ([`Outcome::Refuse`] with a [`Refusal`], answered by `refusal::answer` in the
 //! registry's JSON format), or reports that it answered the request itself (the token
-//! endpoint). The first step that does not say `Next` ends admission.
+//! endpoint, the cache). The first step that does not say `Next` ends admission. The
+//! features' steps (`Cache`, `Policy`) call their hooks through `features`.
 //!
 //! Model: river's `RequestFilterMod` chain (`source/river/src/proxy/request_filters.rs`);
 //! the steps are an enum rather than boxed trait objects so admission allocates nothing.
@@ -12,37 +13,16 @@
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use std::sync::Arc;
-
-use super::answer::{self, Refusal};
-use super::cache_answer;
 use super::checks;
 use super::ctx::RequestCtx;
-use super::policy_check;
-use super::token_endpoint;
-use crate::cache::Cache;
+use super::features::Features;
+use super::{refusal, token_endpoint};
 use crate::error::RegistryError;
+use crate::hooks::{Outcome, Refusal};
 use crate::limits::Admission;
-use crate::policy::Policy;
 use crate::settings::Settings;
 use crate::tls::CertResolver;
 use crate::upstream::NodePool;
-
-/// What one admission step decided.
-pub(crate) enum Outcome {
-    /// Go on with the next step (after the last: proxy the request).
-    Next,
-    /// Answer with this error and stop.
-    Refuse(Refusal),
-    /// The step wrote the whole answer itself.
-    Answered,
-}
-
-impl From<Option<RegistryError>> for Outcome {
-    fn from(error: Option<RegistryError>) -> Outcome {
-        error.map_or(Outcome::Next, |e| Outcome::Refuse(e.into()))
-    }
-}
 
 /// One admission step.
 #[derive(Debug, Clone, Copy)]
@@ -104,12 +84,10 @@ pub(crate) const STEPS: [Step; 13] = [
 pub(crate) struct Admitter<'a> {
     /// The certificates in force: the names `server.strict_host` accepts.
     pub certificates: &'a CertResolver,
-    /// The cache, when `cache` is configured.
-    pub cache: Option<&'a Arc<Cache>>,
+    /// The features opened at start (their admission hooks).
+    pub features: &'a Features,
     /// The registry nodes (the cache's proxy-only check and the policy's lookups ask one).
     pub pool: &'a NodePool,
-    /// The usage store, when `policy` is configured at start.
-    pub policy: Option<&'a Arc<Policy>>,
 }
 
 impl Admitter<'_> {
@@ -119,12 +97,12 @@ impl Admitter<'_> {
     pub(crate) async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         // One snapshot for all steps (the request keeps it anyway); a clone per step would
         // cost an atomic increment each.
-        let settings = ctx.settings.clone();
+        let settings = ctx.request.settings.clone();
         for step in STEPS {
             match self.run(step, &settings, session, ctx).await? {
                 Outcome::Next => {}
-                Outcome::Refuse(refusal) => {
-                    refuse(session, ctx, refusal).await?;
+                Outcome::Refuse(refused) => {
+                    refusal::answer(session, ctx, refused).await?;
                     return Ok(true);
                 }
                 Outcome::Answered => return Ok(true),
@@ -143,7 +121,7 @@ impl Admitter<'_> {
         let outcome = match step {
             Step::HeaderLimits => checks::header_limits(session).into(),
             Step::RequestId => {
-                ctx.request_id = checks::assign_request_id(session)?;
+                ctx.request.request_id = checks::assign_request_id(session)?;
                 Outcome::Next
             }
             Step::Host => checks::ensure_host(session, settings.external.as_ref())
@@ -155,8 +133,8 @@ impl Admitter<'_> {
                 false => Outcome::Next,
             },
             Step::Route => checks::route(session, ctx).into(),
-            Step::RepositoryName => checks::repository_name(&ctx.route).into(),
-            Step::ReadOnly => (settings.read_only && ctx.route.changes_registry())
+            Step::RepositoryName => checks::repository_name(&ctx.request.route).into(),
+            Step::ReadOnly => (settings.read_only && ctx.request.route.changes_registry())
                 .then_some(RegistryError::ReadOnly)
                 .into(),
             Step::TokenEndpoint => match &settings.auth {
@@ -170,30 +148,8 @@ impl Admitter<'_> {
             Step::Token => {
                 checks::token(session, ctx, settings).map_or(Outcome::Next, Outcome::Refuse)
             }
-            Step::Cache => match self.cache {
-                // `cache:` removed by a reload: the cache opened at start stays unused.
-                Some(cache) if settings.cache.is_some() => {
-                    ctx.cache_pull = cache_answer::pull_by_digest(&ctx.route);
-                    // Only a token the edge checked proves pull on the repository.
-                    let edge_checked = settings.checks_tokens();
-                    let served =
-                        cache_answer::try_serve(session, ctx, cache, edge_checked, self.pool);
-                    match served.await? {
-                        true => {
-                            ctx.from_cache = true;
-                            Outcome::Answered
-                        }
-                        false => Outcome::Next,
-                    }
-                }
-                _ => Outcome::Next,
-            },
-            Step::Policy => match self.policy {
-                Some(policy) => {
-                    policy_check::admit(session, ctx, settings, policy, self.pool).await?
-                }
-                None => Outcome::Next,
-            },
+            Step::Cache => self.features.admit_cache(session, ctx, self.pool).await?,
+            Step::Policy => self.features.admit_policy(session, ctx, self.pool).await,
             Step::PushLimit => push_limit(ctx).await,
             Step::BodySize => checks::body_size(session, settings.limits.max_body_size).into(),
         };
@@ -204,14 +160,21 @@ impl Admitter<'_> {
 /// Counts a push start against `rate_limits.push`; refuses with 429 (or 503 while shared
 /// limits are unavailable and `on_unavailable: deny`).
 async fn push_limit(ctx: &mut RequestCtx) -> Outcome {
-    let Some(limiter) = ctx.settings.push_limiter.clone() else {
+    let Some(limiter) = ctx.request.settings.push_limiter.clone() else {
         return Outcome::Next;
     };
-    if ctx.route.action != crate::registry::Action::PushStart {
+    if ctx.request.route.action != crate::registry::Action::PushStart {
         return Outcome::Next;
     }
-    let client_ip = ctx.client.map(|c| c.client.to_string()).unwrap_or_default();
-    match limiter.admit(ctx.subject.as_deref(), &client_ip).await {
+    let client_ip = ctx
+        .request
+        .client
+        .map(|c| c.client.to_string())
+        .unwrap_or_default();
+    match limiter
+        .admit(ctx.request.subject.as_deref(), &client_ip)
+        .await
+    {
         Admission::Exempt => Outcome::Next,
         Admission::Unavailable => Outcome::Refuse(RegistryError::LimitsUnavailable.into()),
         Admission::Admitted { remaining, counted } => {
@@ -235,21 +198,9 @@ async fn push_limit(ctx: &mut RequestCtx) -> Outcome {
 /// take it): only pushes the registry answered use the budget. Called before the answer is
 /// written, so the client's next push already sees the budget.
 pub(crate) async fn give_back_push(ctx: &mut RequestCtx) {
-    if let (Some(counted), Some(limiter)) = (ctx.push_counted.take(), &ctx.settings.push_limiter) {
+    if let (Some(counted), Some(limiter)) =
+        (ctx.push_counted.take(), &ctx.request.settings.push_limiter)
+    {
         limiter.give_back(&counted).await;
     }
-}
-
-/// Answers `refusal`, then records it for the access log and metrics.
-pub(crate) async fn refuse(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    refusal: Refusal,
-) -> Result<()> {
-    super::connection::before_answer(session, ctx);
-    answer::error(session, &refusal.error, &refusal.headers).await?;
-    // Recorded once answered: a refusal the client never got is neither counted as a
-    // rate-limit outcome nor answered again by `fail_to_proxy`.
-    ctx.own_error = Some(refusal.error);
-    Ok(())
 }

@@ -18,30 +18,14 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use crate::error::RegistryError;
+use crate::hooks::Refusal;
+use crate::request::copy_request_id;
 
 /// After answering early, keep reading (and discarding) the request body this long so
 /// the client sees the answer: closing with unread data makes h1 send a TCP RST that can
 /// destroy the response, and on h2 some clients (curl 7.88) report the RST_STREAM that
 /// follows an early response as an error. nginx does the same ("lingering close").
 const LINGER: Duration = Duration::from_secs(5);
-
-/// An error answer the edge gives instead of proxying: the registry error and any headers
-/// it needs (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`).
-pub(crate) struct Refusal {
-    pub error: RegistryError,
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl From<RegistryError> for Refusal {
-    fn from(error: RegistryError) -> Refusal {
-        Refusal {
-            error,
-            headers: Vec::new(),
-        }
-    }
-}
-
-pub(crate) use crate::request::REQUEST_ID;
 
 /// Whether an answer with `status` to a request with `method` must carry no body.
 pub(crate) fn headers_only(method: &http::Method, status: u16) -> bool {
@@ -53,67 +37,73 @@ pub(crate) fn is_http10(session: &Session) -> bool {
     !session.is_http2() && session.req_header().version == http::Version::HTTP_10
 }
 
-/// Answers `error` in the registry's JSON format, with `extra` headers.
-pub(crate) async fn error(
-    session: &mut Session,
-    error: &RegistryError,
-    extra: &[(&str, String)],
-) -> Result<()> {
-    let body = error.body();
-    let mut header = error.response_header(body.len());
-    for (name, value) in extra {
-        header.insert_header(name.to_string(), value.as_str())?;
-    }
-    respond(session, header, body).await
-}
-
 /// Writes `header` and `body` as the whole answer (see the module's framing rules).
 pub(crate) async fn respond(
     session: &mut Session,
     header: ResponseHeader,
     body: Bytes,
 ) -> Result<()> {
+    write_answer(session, header, body, true).await
+}
+
+/// Answers `refusal` in the registry's JSON format, with its headers: every answer the
+/// edge gives instead of the registry's (admission, a body refused part-way, a node that
+/// failed) is written here. Nothing is written once a final response has started (then
+/// closing the stream is the only honest signal left, which the caller does). An interim
+/// `100 Continue` is not an answer: a client that sent `Expect: 100-continue` got the
+/// registry's 100 and then its body refused by the edge (quota, immutable tag, size) still
+/// gets the refusal (RFC 9110 §15.2: a final response follows any 1xx).
+pub(crate) async fn refusal(session: &mut Session, refusal: &Refusal) -> Result<()> {
+    if final_answer_written(session) {
+        return Ok(());
+    }
+    let error = &refusal.error;
+    let body = error.body();
+    let mut header = error.response_header(body.len());
+    for (name, value) in &refusal.headers {
+        header.insert_header(*name, value.as_str())?;
+    }
+    write_answer(session, header, body, lingers_after(error)).await
+}
+
+/// Whether a body still arriving is read away after this answer, so the client sees it
+/// rather than a reset: yes for the edge's own refusals, no for a stalled client (it sends
+/// nothing more) or a node that failed (the body may be half gone to it).
+fn lingers_after(error: &RegistryError) -> bool {
+    !matches!(
+        error,
+        RegistryError::RequestTimeout
+            | RegistryError::UpstreamUnreachable
+            | RegistryError::UpstreamTimeout
+            | RegistryError::UpstreamFailed
+            | RegistryError::Internal
+    )
+}
+
+/// Writes the whole answer: keep-alive off where the body is unread or the client speaks
+/// HTTP/1.0, the request id returned, no body where the method or status allows none, and
+/// an unread body read away when `linger`.
+async fn write_answer(
+    session: &mut Session,
+    header: ResponseHeader,
+    body: Bytes,
+    linger: bool,
+) -> Result<()> {
     let unread_body = !session.is_body_empty() && !session.is_body_done();
     if unread_body || is_http10(session) {
         session.set_keepalive(None);
     }
     let mut header = header;
-    copy_request_id(session, &mut header)?;
+    copy_request_id(session.req_header(), &mut header)?;
     let body = match headers_only(&session.req_header().method, header.status.as_u16()) {
         true => None,
         false => Some(body),
     };
     write(session, header, body).await?;
-    if unread_body {
-        linger(session).await;
+    if unread_body && linger {
+        self::linger(session).await;
     }
     Ok(())
-}
-
-/// Answers a failure from `fail_to_proxy`, unless a final response has already started (then
-/// closing the stream is the only honest signal left, which the caller does). An interim
-/// `100 Continue` is not an answer: a client that sent `Expect: 100-continue` got the
-/// registry's 100 and then its body refused by the edge (quota, immutable tag, size) still
-/// gets the refusal (RFC 9110 §15.2: a final response follows any 1xx).
-pub(crate) async fn failure(session: &mut Session, error: &RegistryError) {
-    if final_answer_written(session) {
-        return;
-    }
-    let body = error.body();
-    let mut header = error.response_header(body.len());
-    let _ = copy_request_id(session, &mut header);
-    // Pingora's `write_error_response` would send the body after a HEAD answer on h2.
-    session.set_keepalive(None);
-    let body = (!headers_only(&session.req_header().method, error.status())).then_some(body);
-    match write(session, header, body).await {
-        Err(e) => tracing::debug!("could not send error response: {e}"),
-        // A body refused part-way (size, quota) is still arriving: read it away so the
-        // client sees the answer rather than a reset. (A stalled client sends nothing more.)
-        Ok(()) if error.status() < 500 && *error != RegistryError::RequestTimeout => {
-            linger(session).await
-        }
-        Ok(()) => {}
-    }
 }
 
 /// Whether a final response has been written: anything but an interim 1xx (`101` switches
@@ -134,14 +124,6 @@ async fn write(session: &mut Session, header: ResponseHeader, body: Option<Bytes
         .write_response_header(Box::new(header), false)
         .await?;
     session.write_response_body(body, true).await
-}
-
-/// Returns the request's `X-Request-Id` on an answer.
-pub(crate) fn copy_request_id(session: &Session, answer: &mut ResponseHeader) -> Result<()> {
-    if let Some(id) = session.req_header().headers.get(REQUEST_ID).cloned() {
-        answer.insert_header(REQUEST_ID, id)?;
-    }
-    Ok(())
 }
 
 /// Discards what is left of the request body, for at most [`LINGER`].

@@ -3,13 +3,12 @@
 
 use bytes::Bytes;
 use pingora::prelude::*;
-use pingora::{Error, ErrorType};
 
 use super::ctx::RequestCtx;
 use crate::error::RegistryError;
 
-/// Sees one chunk of the request body (`None` at the end of some streams). Errors with
-/// HTTP status 413 once the body passes `limits.max_body_size` (answered by `fail_to_proxy`).
+/// Sees one chunk of the request body (`None` at the end of some streams). Refuses with 413
+/// once the body passes `limits.max_body_size` (`refusal::defer`).
 pub(crate) async fn on_chunk(
     body: &mut Option<Bytes>,
     end_of_stream: bool,
@@ -29,23 +28,24 @@ pub(crate) async fn on_chunk(
     let Some(chunk) = body.as_ref() else {
         return Ok(());
     };
-    ctx.body_bytes += chunk.len() as u64;
-    if let Some(limit) = ctx.settings.limits.max_body_size {
-        if ctx.body_bytes > limit {
-            ctx.own_error = Some(RegistryError::BodyTooLarge { limit });
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(413),
-                "request body over max_body_size",
-            ));
+    ctx.request.body_bytes += chunk.len() as u64;
+    if let Some(limit) = ctx.request.settings.limits.max_body_size {
+        if ctx.request.body_bytes > limit {
+            let refusal = RegistryError::BodyTooLarge { limit }.into();
+            return Err(super::refusal::defer(ctx, refusal));
         }
     }
-    if let Some(throttle) = ctx.settings.upload_throttle.clone() {
+    if let Some(throttle) = ctx.request.settings.upload_throttle.clone() {
         // Holding the stream here stops further reads: the client is slowed by flow control.
-        let client_ip = ctx.client.map(|c| c.client.to_string()).unwrap_or_default();
+        let client_ip = ctx
+            .request
+            .client
+            .map(|c| c.client.to_string())
+            .unwrap_or_default();
         let key = throttle
             .config()
             .key
-            .key_for(ctx.subject.as_deref(), &client_ip);
+            .key_for(ctx.request.subject.as_deref(), &client_ip);
         ctx.throttled += throttle
             .throttle(&key, chunk.len(), &mut ctx.upload_credit)
             .await;

@@ -7,17 +7,18 @@
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::answer::{Refusal, REQUEST_ID};
 use super::ctx::RequestCtx;
-use super::headers::ClientAddress;
 use crate::auth::access;
 use crate::auth::check::{self, Verdict};
 use crate::auth::Auth;
 use crate::config::ExternalUrl;
 use crate::error::RegistryError;
+use crate::hooks::Refusal;
 use crate::registry::is_valid_repository;
 use crate::registry::{self, Route};
+use crate::request::client::ClientAddress;
 use crate::request::origin::PublicOrigin;
+use crate::request::REQUEST_ID;
 use crate::request::{MAX_HEADER_BYTES, MAX_HEADER_LINES};
 use crate::settings::Settings;
 use crate::tls::CertResolver;
@@ -132,21 +133,25 @@ pub(crate) fn route(session: &Session, ctx: &mut RequestCtx) -> Option<RegistryE
     let req = session.req_header();
     let raw_path = req.uri.path();
     match registry::decoded_path(raw_path) {
-        Some(path) => ctx.path = path,
+        Some(path) => ctx.request.path = path,
         // Outside the registry API the edge routes nothing; pass such paths on as sent.
-        None if !registry::is_api_path(raw_path) => ctx.path = raw_path.to_string(),
+        None if !registry::is_api_path(raw_path) => ctx.request.path = raw_path.to_string(),
         None => return Some(RegistryError::NameInvalid),
     }
-    ctx.route = Route::parse(&req.method, &ctx.path);
-    ctx.class = route_class(&ctx.path, &ctx.route, ctx.settings.auth.as_deref());
-    ctx.client = session
+    ctx.request.route = Route::parse(&req.method, &ctx.request.path);
+    ctx.request.class = route_class(
+        &ctx.request.path,
+        &ctx.request.route,
+        ctx.request.settings.auth.as_deref(),
+    );
+    ctx.request.client = session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|addr| ClientAddress::resolve(addr.ip(), req, &ctx.settings.forwarded));
-    ctx.origin = PublicOrigin::of(
+        .map(|addr| ClientAddress::resolve(addr.ip(), req, &ctx.request.settings.forwarded));
+    ctx.request.origin = PublicOrigin::of(
         req,
-        ctx.client.is_some_and(|c| c.peer_trusted),
-        ctx.settings.external.as_ref(),
+        ctx.request.client.is_some_and(|c| c.peer_trusted),
+        ctx.request.settings.external.as_ref(),
         session.server_addr().and_then(|a| a.as_inet()).copied(),
     );
     None
@@ -183,7 +188,7 @@ pub(crate) fn token(
     settings: &Settings,
 ) -> Option<Refusal> {
     let req = session.req_header();
-    let needed = access::needed(&ctx.route, req.uri.query());
+    let needed = access::needed(&ctx.request.route, req.uri.query());
     let authorization = req
         .headers
         .get(http::header::AUTHORIZATION)
@@ -193,7 +198,7 @@ pub(crate) fn token(
     match check::check(tokens, &settings.trusted, &needed, authorization) {
         Verdict::Unchecked => None,
         Verdict::Allowed { subject } => {
-            ctx.subject = Some(subject);
+            ctx.request.subject = Some(subject);
             None
         }
         Verdict::Denied {
@@ -202,9 +207,12 @@ pub(crate) fn token(
             scopes,
             subject,
         } => {
-            ctx.subject = subject;
+            ctx.request.subject = subject;
             let (realm, service) = match (own, settings.trusted.first()) {
-                (Some(auth), _) => (ctx.origin.url(&auth.realm_path), auth.tokens.service()),
+                (Some(auth), _) => (
+                    ctx.request.origin.url(&auth.realm_path),
+                    auth.tokens.service(),
+                ),
                 (None, Some(issuer)) => (issuer.realm().to_string(), issuer.service()),
                 // Admission runs this step only with a realm or a trusted issuer.
                 (None, None) => return Some(error.into()),
@@ -222,18 +230,6 @@ pub(crate) fn token(
 /// as they pass, in `body`).
 pub(crate) fn body_size(session: &Session, limit: Option<u64>) -> Option<RegistryError> {
     let limit = limit?;
-    let declared = declared_length(session)?;
+    let declared = crate::request::declared_length(session.req_header())?;
     (declared > limit).then_some(RegistryError::BodyTooLarge { limit })
-}
-
-/// The request's `Content-Length`, when it declares one that parses.
-pub(crate) fn declared_length(session: &Session) -> Option<u64> {
-    session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }

@@ -9,7 +9,7 @@ use crate::listen::watch;
 /// Tells the connection a request started and applies the client timeouts to it; a
 /// draining edge makes this answer the connection's last.
 pub(crate) fn request_started(session: &mut Session, ctx: &mut RequestCtx, draining: bool) {
-    let timeouts = ctx.settings.client_timeouts;
+    let timeouts = ctx.request.settings.client_timeouts;
     let http2 = session.is_http2();
     if let Some(digest) = session.digest().and_then(|d| d.socket_digest.as_ref()) {
         ctx.connection = watch::watch_for(digest);

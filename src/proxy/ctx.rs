@@ -1,36 +1,28 @@
-//! Per-request state carried through the proxy phases.
+//! Per-request state carried through the proxy phases: what admission learned (shared
+//! with the features), the proxy's own state (node choice, limits, the connection), and
+//! each feature's own state, which only that feature reads.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::drain::InFlight;
+use crate::error::RegistryError;
+use crate::hooks::{Refusal, RequestFacts};
+use crate::listen::watch::{BodyProgress, ConnWatch};
 use crate::settings::Settings;
 
-use crate::error::RegistryError;
-use crate::listen::watch::{BodyProgress, ConnWatch};
-use crate::proxy::headers::ClientAddress;
-use crate::registry::Route;
-use crate::request::origin::{PublicOrigin, Source};
-
 pub(crate) struct RequestCtx {
-    pub started: Instant,
-    /// The configuration snapshot this request runs under, from start to end.
-    pub settings: Arc<Settings>,
-    pub client: Option<ClientAddress>,
-    /// The request path as the registry will route it (percent-decoded).
-    pub path: String,
-    pub route: Route,
+    /// What admission learned: settings, route, client, origin, subject, request id.
+    pub request: RequestFacts,
     /// The node this request was (last) sent to.
     pub node: Option<SocketAddr>,
     /// Nodes that refused this request's connection; skipped on retry.
     pub failed_nodes: Vec<SocketAddr>,
-    /// Request body bytes seen so far.
-    pub body_bytes: u64,
-    /// An error the edge decided on itself, answered by `fail_to_proxy`.
+    /// The answer the edge gave instead of the registry's (`refusal`), for the access line.
     pub own_error: Option<RegistryError>,
-    /// The token subject (or the account a token was issued to); `""` = anonymous.
-    pub subject: Option<String>,
+    /// A refusal decided in a body phase, answered by `fail_to_proxy` (`refusal::defer`).
+    pub deferred: Option<Refusal>,
     /// For an admitted push start: (`RateLimit-Limit`, remaining) to report in the response.
     pub push_budget: Option<(String, u32)>,
     /// The admitted push start as counted, given back if the edge answers it itself.
@@ -45,43 +37,22 @@ pub(crate) struct RequestCtx {
     pub body_progress: Option<BodyProgress>,
     /// When the node for this request was chosen (upstream latency).
     pub upstream_started: Option<Instant>,
-    /// `X-Request-Id` (the client's or a new one).
-    pub request_id: String,
-    /// The metrics' route class (`pull`, `push`, `auth`, `other`).
-    pub class: &'static str,
-    /// Where clients reach the registry (realm URLs, forwarded host and proto).
-    pub origin: PublicOrigin,
     /// Held while the request runs, so a graceful stop waits for it.
     pub in_flight: Option<InFlight>,
-    /// (repository, digest) of a pull by digest the cache may answer or fill.
-    pub cache_pull: Option<(String, String)>,
-    /// The cache entry this response is filling (dropped unfinished = discarded).
-    pub cache_fill: Option<crate::cache::fill::Fill>,
-    /// This request leads the registry fetch of its digest (others wait for it).
-    pub cache_leader: Option<crate::cache::inflight::Leader>,
-    /// Answered from the cache (the access line says `upstream=cache`).
-    pub from_cache: bool,
-    /// A manifest `PUT` held for its body by `policy` (quota, immutable tags).
-    pub manifest_put: Option<crate::proxy::policy_body::ManifestPut>,
-    /// A blob upload's room under its namespace's quota (`policy`).
-    pub upload_room: Option<crate::proxy::policy_body::UploadRoom>,
-    /// (repository, digest) of a manifest `DELETE` whose 202 `policy` records.
-    pub manifest_delete: Option<(String, String)>,
+    /// The cache's state for a pull by digest it may answer or fill.
+    pub cache: Option<crate::cache::RequestState>,
+    /// The policy's state for an upload, a manifest `PUT` or a manifest `DELETE`.
+    pub policy: Option<crate::policy::RequestState>,
 }
 
 impl RequestCtx {
     pub(crate) fn new(settings: Arc<Settings>) -> Self {
         RequestCtx {
-            started: Instant::now(),
-            settings,
-            client: None,
-            path: String::new(),
-            route: Route::outside(),
+            request: RequestFacts::new(settings),
             node: None,
             failed_nodes: Vec::new(),
-            body_bytes: 0,
             own_error: None,
-            subject: None,
+            deferred: None,
             push_budget: None,
             push_counted: None,
             throttled: std::time::Duration::ZERO,
@@ -89,21 +60,9 @@ impl RequestCtx {
             connection: None,
             body_progress: None,
             upstream_started: None,
-            request_id: String::new(),
-            class: "other",
-            origin: PublicOrigin {
-                scheme: "https",
-                authority: "localhost".into(),
-                source: Source::Listener,
-            },
             in_flight: None,
-            cache_pull: None,
-            cache_fill: None,
-            cache_leader: None,
-            from_cache: false,
-            manifest_put: None,
-            upload_room: None,
-            manifest_delete: None,
+            cache: None,
+            policy: None,
         }
     }
 }

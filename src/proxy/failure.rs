@@ -1,5 +1,5 @@
 //! What the client is told when proxying fails: Pingora's error, or the edge's own decision
-//! (`RequestCtx::own_error`), answered in the registry's JSON error format.
+//! (`RequestCtx::deferred`), answered in the registry's JSON error format.
 
 use pingora::proxy::{FailToProxy, Session};
 use pingora::{Error, ErrorSource, ErrorType};
@@ -8,29 +8,35 @@ use super::answer;
 use super::ctx::RequestCtx;
 use crate::config::Limits;
 use crate::error::RegistryError;
+use crate::hooks::Refusal;
 
-/// Answers the failure (unless the client is gone or a response already started) and tells
-/// Pingora the status and that the connection is not reused. A push start the edge answers
-/// this way gives its push budget back first.
+/// Answers the failure (unless the client is gone or a response already started) through
+/// the one refusal path (`refusal`), and tells Pingora the status and that the connection
+/// is not reused. A push start the edge answers this way gives its push budget back first.
 pub(crate) async fn answer(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
     // The edge's own decision (a refusal from the body, no node to take it) or a node never
     // reached: the registry did nothing with the request.
-    let registry_untouched = ctx.own_error.is_some() || never_reached(e);
-    let error = ctx
-        .own_error
-        .clone()
-        .or_else(|| classify(e, ctx.settings.limits));
-    let Some(error) = error else {
+    let registry_untouched = ctx.deferred.is_some() || never_reached(e);
+    let refusal = ctx.deferred.take().or_else(|| {
+        let limits = ctx.request.settings.limits;
+        classify(e, limits).map(Refusal::from)
+    });
+    let Some(refusal) = refusal else {
         return FailToProxy {
             error_code: 0,
             can_reuse_downstream: false,
         };
     };
-    let status = error.status();
+    let status = refusal.error.status();
     if registry_untouched && !answer::final_answer_written(session) {
         super::admission::give_back_push(ctx).await;
     }
-    answer::failure(session, &error).await;
+    // Pingora does not reuse the connection after a failure: the answer says so.
+    session.set_keepalive(None);
+    let error = refusal.error.clone();
+    if let Err(e) = super::refusal::answer(session, ctx, refusal).await {
+        tracing::debug!("could not send error response: {e}");
+    }
     ctx.own_error = Some(error);
     FailToProxy {
         error_code: status,
@@ -58,14 +64,14 @@ fn never_reached(e: &Error) -> bool {
 /// own keeps Pingora's `ERROR` line, whose summary names the request id.
 pub(crate) fn log(session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
     if matches!(e.etype(), ErrorType::HTTPStatus(status) if *status < 500) {
-        tracing::debug!(request_id = %ctx.request_id, "refused: {e}");
+        tracing::debug!(request_id = %ctx.request.request_id, "refused: {e}");
         return true;
     }
     if *e.esource() != ErrorSource::Downstream {
         return false;
     }
     tracing::warn!(
-        request_id = %ctx.request_id,
+        request_id = %ctx.request.request_id,
         "the client's side failed: {e}, {}",
         super::access_log::summary(session, ctx)
     );

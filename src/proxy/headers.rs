@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use http::header::{HeaderName, HeaderValue, CONNECTION, FORWARDED, HOST, TE, TRAILER, UPGRADE};
 use pingora::http::RequestHeader;
 
-use crate::config::ForwardedSettings;
+use crate::request::client::{forwarded_for_chain, ClientAddress};
 use crate::request::origin::{PublicOrigin, Source};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -29,56 +29,6 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Framing headers Pingora manages itself; never dropped even if `Connection` lists them.
 const FRAMING: &[&str] = &["transfer-encoding", "content-length", "host"];
-
-/// The client as the edge sees it: the TCP peer and, behind trusted proxies, the real client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ClientAddress {
-    pub peer: IpAddr,
-    pub peer_trusted: bool,
-    /// The real client: the peer, or the rightmost untrusted address of a trusted chain.
-    pub client: IpAddr,
-}
-
-impl ClientAddress {
-    pub(crate) fn resolve(
-        peer: IpAddr,
-        req: &RequestHeader,
-        trust: &ForwardedSettings,
-    ) -> ClientAddress {
-        let peer_trusted = trust.is_trusted(peer);
-        let mut client = peer;
-        if peer_trusted {
-            // Walk the chain right to left past trusted hops, like nginx real_ip_recursive.
-            for hop in forwarded_for_chain(req).iter().rev() {
-                match hop.parse::<IpAddr>() {
-                    Ok(ip) => {
-                        client = ip;
-                        if !trust.is_trusted(ip) {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
-        ClientAddress {
-            peer,
-            peer_trusted,
-            client,
-        }
-    }
-}
-
-fn forwarded_for_chain(req: &RequestHeader) -> Vec<String> {
-    req.headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|hop| hop.trim().to_string())
-        .filter(|hop| !hop.is_empty())
-        .collect()
-}
 
 /// Rewrites `req` (the request about to go upstream) for a registry node; `origin` is the
 /// public origin ([`PublicOrigin`]) the registry's `Location`s must name.
@@ -193,6 +143,7 @@ fn strip_hop_by_hop(req: &mut RequestHeader) {
 mod tests {
     use super::*;
     use crate::config::ExternalUrl;
+    use crate::config::ForwardedSettings;
 
     fn rewrite_for_upstream(
         req: &mut RequestHeader,

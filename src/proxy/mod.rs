@@ -1,36 +1,32 @@
-//! The HTTPS proxy: Pingora's `ProxyHttp` phases, each delegating to one module.
+//! The HTTPS proxy: Pingora's `ProxyHttp` phases, each delegating to one module; the
+//! features (`cache`, `policy`) are called through their hooks (`features`).
 //!
 //! - `request_filter`: the connection's deadlines (`connection`), then the admission steps
-//!   (`admission`, with the checks in `checks` and the token realm in `token_endpoint`).
-//! - `upstream_peer`, `upstream_response_filter`: the node and upload-session pins (`peer`);
-//!   what the registry's answer teaches the cache (`cache_fill`).
-//! - `response_body_filter`: the body into a cache fill (`cache_fill`); answers from the
-//!   cache are written in admission (`cache_answer`, with `range` for `Range` headers).
+//!   (`admission`, with the checks in `checks`, the token realm in `token_endpoint`, and
+//!   the features' admission hooks).
+//! - `upstream_peer`: the node and upload-session pins (`peer`); the features' new attempt.
 //! - `upstream_request_filter`: forwarding headers (`headers`, with `request::origin`).
-//! - `request_body_filter`: count, limit and throttle streamed bytes (`body`); only a
-//!   manifest `PUT` under `policy` is held whole, up to 4 MiB (`policy_check`).
-//! - admission's `Policy` step and the registry's answer: quotas and immutable tags
-//!   (`policy_check`); held manifests and bounded uploads (`policy_body`).
+//! - `request_body_filter`: count, limit and throttle streamed bytes (`body`), then the
+//!   features' body hook (the policy holds a manifest `PUT` whole, up to 4 MiB).
+//! - `upstream_response_filter`: upload-session pins (`peer`); the features' response hook.
+//! - `response_body_filter`: the features' body hook (a cache fill).
 //! - `response_filter`: request id, HTTP/1.0 framing, push budget.
-//! - `fail_to_proxy`: answer in the registry's JSON error format (`failure`, `answer`);
-//!   `suppress_error_log`: a client's fault is logged as a warning (`failure`).
+//! - refusals, whenever decided, and `fail_to_proxy`: one path (`refusal`, `failure`,
+//!   written by `answer`); `suppress_error_log`: a client's fault is a warning (`failure`).
 //! - `logging`: metrics and one access-log line per request (`access_log`).
 
 pub(crate) mod access_log;
 pub(crate) mod admission;
 pub(crate) mod answer;
 pub(crate) mod body;
-pub(crate) mod cache_answer;
-pub(crate) mod cache_fill;
 pub(crate) mod checks;
 pub(crate) mod connection;
 pub(crate) mod ctx;
 pub(crate) mod failure;
+pub(crate) mod features;
 pub(crate) mod headers;
 pub(crate) mod peer;
-pub(crate) mod policy_body;
-pub(crate) mod policy_check;
-pub(crate) mod range;
+pub(crate) mod refusal;
 pub(crate) mod token_endpoint;
 
 use std::sync::Arc;
@@ -49,7 +45,8 @@ use crate::settings::SharedSettings;
 use crate::tls::CertResolver;
 use crate::upstream::{NodePool, UploadSessions};
 use admission::Admitter;
-pub(crate) use ctx::RequestCtx;
+use ctx::RequestCtx;
+use features::Features;
 
 /// The edge's proxy service for the HTTPS listeners.
 pub(crate) struct EdgeProxy {
@@ -62,10 +59,8 @@ pub(crate) struct EdgeProxy {
     certificates: Arc<CertResolver>,
     /// Counts requests in flight for a graceful stop.
     drain: Arc<Drain>,
-    /// `cache`; `None` = off.
-    cache: Option<Arc<Cache>>,
-    /// `policy`'s usage store; `None` = off.
-    policy: Option<Arc<Policy>>,
+    /// The features opened at start: `cache`, `policy`.
+    features: Features,
 }
 
 impl EdgeProxy {
@@ -83,8 +78,7 @@ impl EdgeProxy {
             settings,
             certificates,
             drain,
-            cache,
-            policy,
+            features: Features { cache, policy },
         }
     }
 }
@@ -103,9 +97,8 @@ impl ProxyHttp for EdgeProxy {
         connection::request_started(session, ctx, self.drain.is_draining());
         let admitter = Admitter {
             certificates: &self.certificates,
-            cache: self.cache.as_ref(),
+            features: &self.features,
             pool: &self.pool,
-            policy: self.policy.as_ref(),
         };
         admitter.admit(session, ctx).await
     }
@@ -115,7 +108,7 @@ impl ProxyHttp for EdgeProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        policy_body::new_attempt(ctx);
+        self.features.upstream_peer(ctx);
         peer::choose(&self.pool, &self.sessions, ctx)
     }
 
@@ -143,8 +136,8 @@ impl ProxyHttp for EdgeProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(client) = &ctx.client {
-            headers::rewrite_for_upstream(upstream_request, client, &ctx.origin);
+        if let Some(client) = &ctx.request.client {
+            headers::rewrite_for_upstream(upstream_request, client, &ctx.request.origin);
         }
         Ok(())
     }
@@ -157,10 +150,8 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         body::on_chunk(body, end_of_stream, ctx).await?;
-        match &self.policy {
-            Some(policy) => policy_body::on_body(body, end_of_stream, ctx, policy).await,
-            None => Ok(()),
-        }
+        let decided = self.features.request_body(body, end_of_stream, ctx).await;
+        decided.map_err(|refused| refusal::defer(ctx, refused))
     }
 
     async fn fail_to_proxy(
@@ -179,12 +170,10 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         peer::on_response(&self.sessions, upstream_response, ctx);
-        if let Some(cache) = &self.cache {
-            cache_fill::on_response(cache, upstream_response, ctx, session.req_header());
-        }
-        if let Some(policy) = &self.policy {
-            policy_check::on_response(upstream_response.status.as_u16(), ctx, policy).await;
-        }
+        let request_header = session.req_header();
+        (self.features)
+            .upstream_response(upstream_response, request_header, ctx)
+            .await;
         Ok(())
     }
 
@@ -195,7 +184,7 @@ impl ProxyHttp for EdgeProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        Ok(cache_fill::on_body(body, end_of_stream, ctx))
+        Ok(self.features.response_body(body, end_of_stream, ctx))
     }
 
     async fn response_filter(
@@ -205,7 +194,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         connection::before_answer(session, ctx);
-        answer::copy_request_id(session, upstream_response)?;
+        crate::request::copy_request_id(session.req_header(), upstream_response)?;
         if answer::is_http10(session) {
             // RFC 9112 §6.1: no chunked coding towards an HTTP/1.0 client. Without
             // Transfer-Encoding (and Content-Length) Pingora delimits the body by closing.

@@ -24,7 +24,7 @@ pub(crate) fn choose(
     sessions: &UploadSessions,
     ctx: &mut RequestCtx,
 ) -> Result<Box<HttpPeer>> {
-    let pinned = match &ctx.route.endpoint {
+    let pinned = match &ctx.request.route.endpoint {
         Endpoint::UploadSession { uuid } => sessions.node_for(uuid),
         _ => None,
     };
@@ -33,7 +33,7 @@ pub(crate) fn choose(
     let node = match pinned {
         Some(node) => node,
         None => pool
-            .select(ctx.route.repository.as_deref(), &ctx.failed_nodes)
+            .select(ctx.request.route.repository.as_deref(), &ctx.failed_nodes)
             .ok_or_else(|| {
                 Error::explain(ErrorType::HTTPStatus(503), "no healthy registry node")
             })?,
@@ -45,9 +45,9 @@ pub(crate) fn choose(
 
 fn peer_for(node: SocketAddr, ctx: &RequestCtx) -> HttpPeer {
     let mut peer = HttpPeer::new(node, false, String::new());
-    peer.options.connection_timeout = Some(ctx.settings.connect_timeout);
-    peer.options.read_timeout = Some(ctx.settings.read_timeout);
-    peer.options.write_timeout = Some(ctx.settings.read_timeout);
+    peer.options.connection_timeout = Some(ctx.request.settings.connect_timeout);
+    peer.options.read_timeout = Some(ctx.request.settings.read_timeout);
+    peer.options.write_timeout = Some(ctx.request.settings.read_timeout);
     peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
     peer
 }
@@ -57,9 +57,9 @@ fn peer_for(node: SocketAddr, ctx: &RequestCtx) -> HttpPeer {
 pub(crate) fn on_response(sessions: &UploadSessions, response: &ResponseHeader, ctx: &RequestCtx) {
     let status = response.status.as_u16();
     if let Some(started) = ctx.upstream_started {
-        metrics().observe_upstream(ctx.class, started.elapsed().as_secs_f64());
+        metrics().observe_upstream(ctx.request.class, started.elapsed().as_secs_f64());
     }
-    match (&ctx.route.endpoint, ctx.node) {
+    match (&ctx.request.route.endpoint, ctx.node) {
         (Endpoint::UploadStart, Some(node)) if status == 202 => {
             let uuid = response
                 .headers

@@ -7,11 +7,12 @@ use std::time::SystemTime;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::answer;
 use super::ctx::RequestCtx;
+use super::{answer, refusal};
 use crate::auth::endpoint::{TokenReply, TokenRequest};
 use crate::auth::Auth;
 use crate::error::{json_response_header, RegistryError};
+use crate::hooks::Refusal;
 use crate::metrics::metrics;
 
 /// Largest token-request form body read (OAuth2 POST), in bytes.
@@ -27,7 +28,7 @@ pub(crate) async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Au
     let post = req.method == http::Method::POST;
     if !post && req.method != http::Method::GET && req.method != http::Method::HEAD {
         let error = RegistryError::BadTokenRequest("use GET, HEAD or POST".into());
-        return answer::error(session, &error, &[]).await;
+        return refusal::answer(session, ctx, error.into()).await;
     }
     let mut raw = req.uri.query().unwrap_or("").as_bytes().to_vec();
     if post {
@@ -35,7 +36,7 @@ pub(crate) async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Au
         while let Some(chunk) = session.read_request_body().await? {
             if raw.len() + chunk.len() > MAX_TOKEN_FORM {
                 let error = RegistryError::BadTokenRequest("form too large".into());
-                return answer::error(session, &error, &[]).await;
+                return refusal::answer(session, ctx, error.into()).await;
             }
             raw.extend_from_slice(&chunk);
         }
@@ -52,6 +53,7 @@ pub(crate) async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Au
         params,
         authorization: authorization.as_deref(),
         client_ip: ctx
+            .request
             .client
             .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.client),
     };
@@ -61,7 +63,7 @@ pub(crate) async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Au
     match reply {
         TokenReply::Issued { body, account } => {
             metrics().tokens_issued.inc();
-            ctx.subject = Some(account);
+            ctx.request.subject = Some(account);
             let header = json_response_header(200, body.len());
             answer::respond(session, header, body).await
         }
@@ -71,7 +73,10 @@ pub(crate) async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Au
                 metrics().failed_logins.inc();
                 extra.push((
                     "WWW-Authenticate",
-                    format!("Basic realm=\"{}\"", ctx.origin.url(&auth.realm_path)),
+                    format!(
+                        "Basic realm=\"{}\"",
+                        ctx.request.origin.url(&auth.realm_path)
+                    ),
                 ));
             }
             if let RegistryError::LoginUnavailable { backend } = &error {
@@ -83,8 +88,11 @@ pub(crate) async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Au
             if let Some(seconds) = retry_after {
                 extra.push(("Retry-After", seconds.to_string()));
             }
-            ctx.own_error = Some(error.clone());
-            answer::error(session, &error, &extra).await
+            let refused = Refusal {
+                error,
+                headers: extra,
+            };
+            refusal::answer(session, ctx, refused).await
         }
     }
 }

@@ -2,11 +2,12 @@
 //! addressed, the public origin (`origin`), request ids, and whether the request can be
 //! passed on unambiguously (`framing`).
 
+pub(crate) mod client;
 pub(crate) mod framing;
 pub(crate) mod origin;
 
 use http::header::HOST;
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 
 /// Header fields allowed in one request (the request line not counted). HTTP/1 blocks are
 /// counted as they arrive (`listen::header_limit`), h2 blocks by the proxy.
@@ -16,6 +17,28 @@ pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Correlates a request across client, edge log and registry log.
 pub(crate) const REQUEST_ID: &str = "X-Request-Id";
+
+/// Returns the request's `X-Request-Id` on an answer the edge writes itself.
+pub(crate) fn copy_request_id(
+    request: &RequestHeader,
+    answer: &mut ResponseHeader,
+) -> pingora::Result<()> {
+    if let Some(id) = request.headers.get(REQUEST_ID).cloned() {
+        answer.insert_header(REQUEST_ID, id)?;
+    }
+    Ok(())
+}
+
+/// The request's `Content-Length`, when it declares one that parses.
+pub(crate) fn declared_length(request: &RequestHeader) -> Option<u64> {
+    request
+        .headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
 
 /// The authority the client addressed: `Host`, else the URI authority (h2 `:authority`).
 pub(crate) fn request_host(req: &RequestHeader) -> Option<String> {

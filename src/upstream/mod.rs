@@ -1,13 +1,14 @@
-//! The pool of registry nodes: selection (repository affinity or round robin) and health.
+//! The pool of registry nodes and the edge's own requests to them.
 //!
 //! - `pool`: the node list, Ketama affinity with fallback, health checks.
 //! - `sessions`: upload sessions pinned to the node that started them.
-//! - `client`: the HTTP client for the edge's own requests to nodes (direct, no proxy).
+//! - `registry_api`: the registry's API as the edge asks it (the cache's confirmation,
+//!   the policy's lookups, `usage scan`): direct to the node, never through a proxy.
 
-mod client;
 mod pool;
+pub mod registry_api;
 mod sessions;
 
-pub use client::{registry_client, RegistryClientError};
 pub(crate) use pool::{NodeList, NodePool, PoolService};
+pub use registry_api::{RegistryClient, RegistryClientError};
 pub(crate) use sessions::UploadSessions;

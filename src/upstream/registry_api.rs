@@ -1,10 +1,78 @@
-//! Asking the registry what it holds, through its API (distribution spec): a tag's digest
-//! (`HEAD /v2/<name>/manifests/<tag>`), a repository's tags (`/tags/list`), the catalog
-//! (`/v2/_catalog`) and manifest bodies. Lists follow the `Link: <…>; rel="next"` header.
+//! The registry's API as the edge itself asks it (distribution spec): a tag's digest
+//! (`HEAD /v2/<name>/manifests/<tag>`), a blob's or manifest's size, a repository's tags
+//! (`/tags/list`), the catalog (`/v2/_catalog`), manifest bodies, and the cache's
+//! confirmation `HEAD` with the client's own headers. Lists follow the `Link: <…>;
+//! rel="next"` header. One module for the cache, the policy and `usage scan`.
+//!
+//! These requests carry a client's `Authorization` or a token the edge signed, so they go
+//! where the proxied traffic goes and nowhere else: straight to the node, never through an
+//! `HTTP_PROXY` / `HTTPS_PROXY` / `ALL_PROXY` from the environment (which reqwest honours by
+//! default), and no redirect is followed. The login backends (OIDC, the http
+//! authenticator) are other services and keep the environment's proxy.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
 
-use reqwest::header::{ACCEPT, AUTHORIZATION, LINK};
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, LINK};
+
+use crate::auth::token::TokenAuthority;
+use crate::registry::Scope;
+
+/// The subject of the tokens the edge signs for its own lookups.
+const EDGE_SUBJECT: &str = "registry-edge";
+
+/// Longest any one request to a node may take (each lookup sets its own, shorter, timeout).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why the client could not be made (the TLS roots or reqwest's builder).
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryClientError {
+    #[error(transparent)]
+    Roots(#[from] crate::tls::RootsError),
+    #[error("cannot build the registry client")]
+    Build(#[source] reqwest::Error),
+}
+
+/// The HTTP client for the edge's own requests to registry nodes: every request goes
+/// direct to the node it names. Cheap to clone (one connection pool).
+#[derive(Clone)]
+pub struct RegistryClient(reqwest::Client);
+
+impl RegistryClient {
+    /// # Errors
+    /// The system's TLS roots cannot be read, or reqwest refuses the settings.
+    pub fn new() -> Result<RegistryClient, RegistryClientError> {
+        let client = crate::tls::http_client_builder(None, CLIENT_TIMEOUT)?
+            .no_proxy()
+            .build()
+            .map_err(RegistryClientError::Build)?;
+        Ok(RegistryClient(client))
+    }
+
+    /// The API of the node at `node`, asked with `authorization` (an `Authorization` header
+    /// value: [`edge_token`], or in proxy-only mode the client's own), each request ending
+    /// after `timeout`.
+    pub fn at(
+        &self,
+        node: SocketAddr,
+        authorization: Option<String>,
+        timeout: Duration,
+    ) -> RegistryApi<'_> {
+        RegistryApi {
+            client: &self.0,
+            base: format!("http://{node}"),
+            authorization,
+            timeout,
+        }
+    }
+}
+
+/// `Bearer <token>`: a token the edge signs for itself with `tokens` (`auth.token`),
+/// granting `scopes`, for its own lookups (the registry verifies it like any other).
+pub fn edge_token(tokens: &TokenAuthority, scopes: &[Scope]) -> String {
+    let issued = tokens.issue(EDGE_SUBJECT, scopes, SystemTime::now());
+    format!("Bearer {}", issued.token)
+}
 
 /// Every manifest media type, so the registry answers with the manifest as stored (its
 /// digest) rather than converting or refusing it.
@@ -24,24 +92,22 @@ pub enum LookupError {
     NoDigest { url: String },
 }
 
-/// The registry at `base` (`http://host:port`), asked with `authorization`.
+/// One node's API ([`RegistryClient::at`]).
 pub struct RegistryApi<'a> {
-    pub client: &'a reqwest::Client,
-    pub base: String,
+    client: &'a reqwest::Client,
+    /// `http://host:port`
+    base: String,
     /// The `Authorization` header value: a token the edge signed for itself, or (proxy-only
     /// mode) the client's own.
-    pub authorization: Option<String>,
-    pub timeout: Duration,
+    authorization: Option<String>,
+    timeout: Duration,
 }
 
 impl RegistryApi<'_> {
+    /// A request for `path` with the lookup's `Authorization` and timeout.
     fn request(&self, method: reqwest::Method, path: &str) -> (String, reqwest::RequestBuilder) {
         let url = format!("{}{path}", self.base);
-        let mut request = self
-            .client
-            .request(method, &url)
-            .timeout(self.timeout)
-            .header(ACCEPT, MANIFEST_TYPES);
+        let mut request = self.client.request(method, &url).timeout(self.timeout);
         if let Some(value) = &self.authorization {
             request = request.header(AUTHORIZATION, value);
         }
@@ -92,17 +158,25 @@ impl RegistryApi<'_> {
         path: &str,
     ) -> Result<(String, reqwest::Response), LookupError> {
         let (url, request) = self.request(method, path);
-        match request.send().await {
+        match request.header(ACCEPT, MANIFEST_TYPES).send().await {
             Ok(answer) => Ok((url, answer)),
             Err(source) => Err(LookupError::Request { url, source }),
         }
     }
 
+    /// The status a `HEAD` of `path` gets with `headers` (the client's `Accept`, `Host`,
+    /// forwarding headers) added to the lookup's own: the cache's confirmation that a
+    /// client may pull what it holds.
+    pub async fn head_status(&self, path: &str, headers: HeaderMap) -> Result<u16, LookupError> {
+        let (url, request) = self.request(reqwest::Method::HEAD, path);
+        match request.headers(headers).send().await {
+            Ok(answer) => Ok(answer.status().as_u16()),
+            Err(source) => Err(LookupError::Request { url, source }),
+        }
+    }
+
     /// A `HEAD` of `path`: the URL and the answer's headers on a 200, `None` on a 404.
-    async fn head(
-        &self,
-        path: &str,
-    ) -> Result<Option<(String, reqwest::header::HeaderMap)>, LookupError> {
+    async fn head(&self, path: &str) -> Result<Option<(String, HeaderMap)>, LookupError> {
         let (url, answer) = self.send(reqwest::Method::HEAD, path).await?;
         match answer.status().as_u16() {
             200 => Ok(Some((url, answer.headers().clone()))),

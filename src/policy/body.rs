@@ -1,5 +1,5 @@
-//! `policy:` on request bodies: a manifest `PUT` held whole until it is decided, and the
-//! bytes of a blob upload bounded by what remains of the quota.
+//! The policy's body hook ([`request_body`]): a manifest `PUT` held whole until it is
+//! decided, and the bytes of a blob upload bounded by what remains of the quota.
 //!
 //! A held manifest: chunks are replaced by empty ones (Pingora skips those) so nothing
 //! reaches the registry before the decision; at the end of the body the immutable-tag rule
@@ -9,111 +9,59 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use pingora::prelude::*;
+use bytes::Bytes;
 
-use super::ctx::RequestCtx;
-use super::policy_check::refused;
+use super::manifest::{self, Reference, MAX_MANIFEST};
+use super::request::{count_refusal, Commit, ManifestPut, RequestState};
+use super::usage::Policy;
 use crate::error::RegistryError;
-use crate::policy::lookup::RegistryApi;
-use crate::policy::manifest::{self, Reference, MAX_MANIFEST};
-use crate::policy::{Policy, Reservation};
+use crate::hooks::{Refusal, RequestFacts};
+use crate::upstream::registry_api::{LookupError, RegistryApi};
 
-/// Where and how the edge asks the registry about a repository: the node's base URL and
-/// the `Authorization` to send.
-#[derive(Clone)]
-pub(crate) struct Lookup {
-    pub base: String,
-    pub authorization: Option<String>,
-    pub timeout: Duration,
-}
-
-impl Lookup {
-    pub(crate) fn api<'a>(&self, policy: &'a Policy) -> RegistryApi<'a> {
-        RegistryApi {
-            client: policy.client(),
-            base: self.base.clone(),
-            authorization: self.authorization.clone(),
-            timeout: self.timeout,
-        }
-    }
-}
-
-/// A manifest `PUT` being held for its body.
-pub(crate) struct ManifestPut {
-    pub repository: String,
-    pub namespace: String,
-    pub reference: String,
-    /// The namespace's quota, unless the account is exempt or there is none.
-    pub quota: Option<u64>,
-    /// The digest a protected tag points to now (`None`: not protected, or new).
-    pub protected: Option<String>,
-    /// For the sizes of the blobs it adds (set when a quota applies).
-    pub lookup: Option<Lookup>,
-    pub body: BytesMut,
-    /// Set once the body was let through: what to record on the registry's 2xx.
-    pub commit: Option<Commit>,
-}
-
-/// A manifest let through, recorded once the registry stored it.
-pub(crate) struct Commit {
-    pub digest: String,
-    pub references: Arc<Vec<Reference>>,
-    /// Bytes it adds to its namespace.
-    pub added: u64,
-    /// Held until the usage is recorded (dropped with the request otherwise).
-    pub reservation: Option<Reservation>,
-}
-
-/// A blob upload's room: what remains of its namespace's quota when it was admitted.
-pub(crate) struct UploadRoom {
-    pub namespace: String,
-    pub usage: u64,
-    pub quota: u64,
-}
-
-/// A new attempt at the registry (Pingora retries an idempotent PUT and replays the body
-/// from its own buffer of the raw chunks): a body not yet decided starts again.
-pub(crate) fn new_attempt(ctx: &mut RequestCtx) {
-    if let Some(put) = ctx.manifest_put.as_mut() {
-        if put.commit.is_none() {
-            put.body.clear();
-        }
-    }
-}
-
-/// `request_body_filter` for `policy`: holds a manifest, bounds an upload.
-pub(crate) async fn on_body(
+/// `request_body_filter`: holds a manifest, bounds an upload. A refusal is answered by
+/// the proxy (the request never reached the registry, or its body was cut).
+pub(crate) async fn request_body(
+    policy: &Policy,
     body: &mut Option<Bytes>,
     end_of_stream: bool,
-    ctx: &mut RequestCtx,
-    policy: &Policy,
-) -> Result<()> {
-    if let Some(room) = &ctx.upload_room {
-        // `body_bytes` counts what the client sent so far (`body::on_chunk`).
-        if room.usage.saturating_add(ctx.body_bytes) > room.quota {
-            let refusal = RegistryError::QuotaExceeded {
-                namespace: room.namespace.clone(),
-                usage: room.usage,
-                quota: room.quota,
-                needed: Some(ctx.body_bytes),
-            };
-            return Err(refused(ctx, refusal, "quota"));
+    request: &RequestFacts,
+    state: &mut Option<RequestState>,
+) -> Result<(), Refusal> {
+    match state {
+        Some(RequestState::Upload(room)) => {
+            // `body_bytes` counts what the client sent so far (`proxy::body`).
+            if room.usage.saturating_add(request.body_bytes) > room.quota {
+                count_refusal("quota");
+                let refusal = RegistryError::QuotaExceeded {
+                    namespace: room.namespace.clone(),
+                    usage: room.usage,
+                    quota: room.quota,
+                    needed: Some(request.body_bytes),
+                };
+                return Err(refusal.into());
+            }
+            Ok(())
         }
+        Some(RequestState::ManifestPut(put)) => hold(policy, body, end_of_stream, put).await,
+        _ => Ok(()),
     }
-    let Some(put) = ctx.manifest_put.as_mut() else {
-        return Ok(());
-    };
+}
+
+/// Holds one chunk of a manifest body; at its end decides and lets it through whole.
+async fn hold(
+    policy: &Policy,
+    body: &mut Option<Bytes>,
+    end_of_stream: bool,
+    put: &mut ManifestPut,
+) -> Result<(), Refusal> {
     if put.commit.is_some() {
         return Ok(());
     }
     if let Some(chunk) = body.as_mut() {
         if put.body.len() + chunk.len() > MAX_MANIFEST {
             let limit = MAX_MANIFEST as u64;
-            ctx.own_error = Some(RegistryError::BodyTooLarge { limit });
-            return Err(Error::explain(HTTPStatus(413), "manifest over 4 MiB"));
+            return Err(RegistryError::BodyTooLarge { limit }.into());
         }
         put.body.extend_from_slice(chunk);
         *chunk = Bytes::new();
@@ -126,11 +74,14 @@ pub(crate) async fn on_body(
         Ok(commit) => {
             put.commit = Some(commit);
             // An empty last chunk would be sent as a second chunk terminator (Pingora
-            // #935, see `body::on_chunk`).
+            // #935, see `proxy::body`).
             *body = (!whole.is_empty()).then_some(whole);
             Ok(())
         }
-        Err((refusal, reason)) => Err(refused(ctx, refusal, reason)),
+        Err((refusal, reason)) => {
+            count_refusal(reason);
+            Err(refusal.into())
+        }
     }
 }
 
@@ -224,7 +175,7 @@ async fn registry_sizes(
     api: &RegistryApi<'_>,
     repository: &str,
     references: &[Reference],
-) -> Result<HashMap<String, u64>, crate::policy::lookup::LookupError> {
+) -> Result<HashMap<String, u64>, LookupError> {
     let heads = references
         .iter()
         .map(|r| api.content_length(repository, &r.digest, r.child_manifest));

@@ -1,14 +1,4 @@
-//! Answering a pull by digest from the cache (admission's `Cache` step).
-//!
-//! Only when every condition holds (`registry-edge` issue "authorization-aware cache"):
-//! `GET`/`HEAD` of a blob, or of a manifest by digest (tags move; a tag is always asked of
-//! the registry); the edge itself checked a token granting pull on the repository (its own
-//! realm or a trusted issuer's); the registry confirmed this repository holds this digest;
-//! and the entry is cached. A cached digest not yet confirmed for the repository (another
-//! repository's pull cached it), and every GET in proxy-only mode (no token checked at the
-//! edge), is first sent to the registry as a `HEAD` with the client's `Authorization`: only
-//! its 200 lets the cache answer. Otherwise the request goes to the registry, which fills
-//! the cache and confirms the pair (`cache_fill`).
+//! Writing an answer from the cache, as the registry would answer it.
 //!
 //! HTTP as the registry answers: `Content-Length`, `Content-Type`, `Docker-Content-Digest`,
 //! `ETag`; `If-None-Match` → 304; one `Range` → 206 with `Content-Range` (416 when it
@@ -18,163 +8,29 @@
 //! failed transfer and retries, from the registry) and the entry is dropped. A range
 //! request therefore reads the whole entry.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 use tokio::io::AsyncReadExt;
 
-use super::answer::copy_request_id;
-use super::ctx::RequestCtx;
+use super::disk::{is_not_found, open_content};
+use super::memory::Memory;
 use super::range::{wanted, Wanted};
-use crate::cache::inflight::{self, Role};
-use crate::cache::memory::Memory;
-use crate::cache::{Cache, Entry};
+use super::shared::Cache;
+use super::store::Entry;
 use crate::metrics::metrics;
-use crate::registry::{Action, Route};
-use crate::upstream::NodePool;
-
-/// Longest a cold GET waits for another request's fill of the same digest before asking
-/// the registry itself (a slow leader's client must not hold the others up).
-const MAX_WAIT: Duration = Duration::from_secs(30);
+use crate::request::copy_request_id;
 
 /// Bytes read from the disk at a time: each read is a hop to Tokio's blocking pool
 /// (`cacache` reads through `tokio::fs`), so fewer, larger reads cost less CPU.
 const CHUNK: usize = 512 * 1024;
 
-/// The repository and digest of a pull the cache may answer or fill: `GET`/`HEAD` of
-/// `/v2/<name>/blobs/sha256:…` or `/v2/<name>/manifests/sha256:…`.
-pub(crate) fn pull_by_digest(route: &Route) -> Option<(String, String)> {
-    if route.action != Action::Read {
-        return None;
-    }
-    let (repository, digest) = route.content()?;
-    crate::cache::sha256_hex(digest)?;
-    Some((repository.to_string(), digest.to_string()))
-}
-
-/// Answers from the cache when allowed and cached; `Ok(false)` sends the request on to the
-/// registry. `edge_checked`: the token step verified pull on the repository; without it
-/// (proxy-only mode) only the registry's `HEAD` answer lets the cache answer (`pool` picks
-/// the node asked).
-pub(crate) async fn try_serve(
-    session: &mut Session,
-    ctx: &mut RequestCtx,
-    cache: &Arc<Cache>,
-    edge_checked: bool,
-    pool: &NodePool,
-) -> Result<bool> {
-    let Some((repository, digest)) = ctx.cache_pull.clone() else {
-        return Ok(false);
-    };
-    let memory_budget = ctx.settings.cache.as_ref().map_or(0, |c| c.memory);
-    let cached = |cache: &Cache| match edge_checked && cache.confirmed.holds(&repository, &digest) {
-        true => cache.store.get(&digest),
-        false => None,
-    };
-    if let Some(entry) = cached(cache) {
-        return serve(session, ctx, cache, &digest, &entry, memory_budget).await;
-    }
-    // Not (yet) confirmed for this repository, or proxy-only mode: the registry decides
-    // with a HEAD whether this client may have what another repository's pull cached.
-    if session.req_header().method == http::Method::GET {
-        if let Some(entry) = cache.store.get(&digest) {
-            if registry_allows(session, ctx, cache, pool).await {
-                return serve(session, ctx, cache, &digest, &entry, memory_budget).await;
-            }
-        }
-    }
-    // A cold GET: the first fetches from the registry, the others wait for its fill.
-    let get = session.req_header().method == http::Method::GET;
-    if get && edge_checked && cache.writable() {
-        match inflight::join(cache, &digest) {
-            Role::Lead(leader) => ctx.cache_leader = Some(leader),
-            Role::Follow(done) => {
-                inflight::wait(done, ctx.settings.read_timeout.min(MAX_WAIT)).await;
-                if let Some(entry) = cached(cache) {
-                    return serve(session, ctx, cache, &digest, &entry, memory_budget).await;
-                }
-                // Filled for another repository's pull: the registry says whether this one
-                // holds it too, without a second download.
-                if let Some(entry) = cache.store.get(&digest) {
-                    if registry_allows(session, ctx, cache, pool).await {
-                        return serve(session, ctx, cache, &digest, &entry, memory_budget).await;
-                    }
-                }
-            }
-        }
-    }
-    metrics().cache_events.with_label_values(&["miss"]).inc();
-    Ok(false)
-}
-
-/// The request as a `HEAD` to the registry node it would go to, with the client's
-/// `Authorization` (a token the edge checked, or in proxy-only mode whatever the registry
-/// checks). A 200 allows the cached body (and confirms the pair); a 404 forgets the pair;
-/// anything else, or no answer, sends the request on as usual.
-async fn registry_allows(
-    session: &Session,
-    ctx: &RequestCtx,
-    cache: &Cache,
-    pool: &NodePool,
-) -> bool {
-    let Some((repository, digest)) = &ctx.cache_pull else {
-        return false;
-    };
-    let Some(node) = pool.select(Some(repository), &[]) else {
-        return false;
-    };
-    let mut head = cache
-        .registry_client
-        .head(format!("http://{node}{}", ctx.path))
-        .timeout(ctx.settings.read_timeout.min(Duration::from_secs(10)));
-    for name in [
-        http::header::AUTHORIZATION,
-        http::header::ACCEPT,
-        http::header::HOST,
-    ] {
-        if let Some(value) = session.req_header().headers.get(&name) {
-            head = head.header(name, value.clone());
-        }
-    }
-    // As the proxied request would say who asks (a registry or an auth proxy in front of it
-    // may decide by client address).
-    if let Some(client) = &ctx.client {
-        let address = client.client.to_string();
-        head = head
-            .header("X-Real-IP", address.as_str())
-            .header("X-Forwarded-For", address.as_str())
-            .header("X-Forwarded-Proto", ctx.origin.scheme);
-    }
-    match head.send().await.map(|answer| answer.status().as_u16()) {
-        Ok(200) => {
-            cache.confirmed.confirm(repository, digest);
-            true
-        }
-        Ok(404) => {
-            cache.confirmed.forget(repository, digest);
-            false
-        }
-        Ok(_) => false,
-        Err(e) => {
-            // The request goes on to the node as usual (and fails there if it is down).
-            tracing::warn!(
-                "cache: the registry check of {digest} failed: {}",
-                crate::report::chain(&e)
-            );
-            false
-        }
-    }
-}
-
 /// Whether the registry would answer this request with a manifest of `content_type`.
 /// distribution answers an OCI image manifest or index by digest only to a client whose
 /// `Accept` lists that media type, and a 404 `MANIFEST_UNKNOWN` to the others (its
 /// `registry/handlers/manifests.go`); Docker's types and blobs go to every client.
-pub(crate) fn accepts(request: &RequestHeader, content_type: &str) -> bool {
+pub(super) fn accepts(request: &RequestHeader, content_type: &str) -> bool {
     const OCI_MANIFESTS: [&str; 2] = [
         "application/vnd.oci.image.manifest.v1+json",
         "application/vnd.oci.image.index.v1+json",
@@ -198,9 +54,8 @@ fn header_value<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
 
 /// Writes the cached answer for `digest`; `Ok(false)` when its content is gone from the disk
 /// (purged, or removed by hand), so the registry answers instead.
-async fn serve(
+pub(super) async fn serve(
     session: &mut Session,
-    ctx: &RequestCtx,
     cache: &Cache,
     digest: &str,
     entry: &Entry,
@@ -243,7 +98,7 @@ async fn serve(
             }
         }
     }
-    copy_request_id(session, &mut header)?;
+    copy_request_id(session.req_header(), &mut header)?;
     let body = !head && (status == 200 || status == 206);
     // Opened before anything is written: content that is gone sends the request on.
     let source = match body {
@@ -252,11 +107,11 @@ async fn serve(
             Some(content) if cache.store.content_on_disk(digest) => Some(Source::Memory(content)),
             // Opened by the digest itself, not by what the index entry says it holds. Kept
             // in memory but purged from the disk: the open fails and forgets it.
-            _ => match crate::cache::open_content(cache.store.dir(), digest).await {
+            _ => match open_content(cache.store.dir(), digest).await {
                 Ok(reader) => Some(Source::Disk(reader)),
                 Err(e) => {
                     tracing::warn!("cache: {digest} cannot be opened ({e}); asking the registry");
-                    if crate::cache::is_not_found(&e) {
+                    if is_not_found(&e) {
                         cache.store.forget(digest);
                         cache.memory.remove(digest);
                     }
@@ -267,7 +122,6 @@ async fn serve(
         },
     };
     metrics().cache_events.with_label_values(&["hit"]).inc();
-    super::connection::before_answer(session, ctx);
     session
         .write_response_header(Box::new(header), false)
         .await?;
@@ -403,26 +257,5 @@ mod tests {
         assert!(accepts(&request(&[&format!("{docker}, {oci}")]), oci));
         assert!(accepts(&request(&[]), docker));
         assert!(accepts(&request(&[]), "application/octet-stream"));
-    }
-
-    #[test]
-    fn only_pulls_by_sha256_digest_are_cacheable() {
-        let digest = format!("sha256:{}", "b".repeat(64));
-        let route = |method: &str, path: &str| Route::parse(&method.parse().unwrap(), path);
-        let blob = route("GET", &format!("/v2/team/app/blobs/{digest}"));
-        assert_eq!(
-            pull_by_digest(&blob),
-            Some(("team/app".into(), digest.clone()))
-        );
-        let manifest = route("HEAD", &format!("/v2/team/app/manifests/{digest}"));
-        assert_eq!(
-            pull_by_digest(&manifest),
-            Some(("team/app".into(), digest.clone()))
-        );
-        for path in ["/v2/team/app/manifests/latest", "/v2/team/app/tags/list"] {
-            assert_eq!(pull_by_digest(&route("GET", path)), None, "{path}");
-        }
-        let delete = route("DELETE", &format!("/v2/team/app/blobs/{digest}"));
-        assert_eq!(pull_by_digest(&delete), None);
     }
 }

@@ -1,0 +1,101 @@
+//! The cache folder and the digests it keeps: creating the folder private, opening an
+//! entry's content so it is checked against its digest while read, and why it could not
+//! be opened.
+
+use std::path::{Path, PathBuf};
+
+/// Why the cache could not be opened at start.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cache.dir {}: {source}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot build the client that asks the registry")]
+    Client(#[from] crate::upstream::RegistryClientError),
+    #[error("{0:?} is not a digest the cache keeps (sha256:<64 lowercase hex>)")]
+    Digest(String),
+    #[error("cache.dir {}: cannot read its entries: {source}", dir.display())]
+    Index {
+        dir: PathBuf,
+        source: cacache::Error,
+    },
+}
+
+/// Creates `dir` (and its parents) with mode 0700 (private images, private usage) unless it
+/// is a folder already; an existing file of that name is an error. Shared with the policy
+/// store.
+pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(std::io::Error::other("exists and is not a folder")),
+        Err(_) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir),
+    }
+}
+
+/// The `cacache` integrity a digest names, if it is a SHA-256 digest.
+pub(crate) fn integrity_of(digest: &str) -> Option<cacache::Integrity> {
+    cacache::Integrity::from_hex(sha256_hex(digest)?, cacache::Algorithm::Sha256).ok()
+}
+
+/// Opens `digest`'s content for a read that checks it against the digest itself.
+pub(crate) async fn open_content(
+    dir: &Path,
+    digest: &str,
+) -> Result<cacache::Reader, cacache::Error> {
+    let integrity = integrity_of(digest)
+        .ok_or_else(|| cacache::Error::EntryNotFound(dir.to_path_buf(), digest.to_string()))?;
+    cacache::Reader::open_hash(dir, integrity).await
+}
+
+/// Whether a `cacache` error says the content is not there (purged, removed by hand).
+pub(crate) fn is_not_found(error: &cacache::Error) -> bool {
+    match error {
+        cacache::Error::EntryNotFound(..) => true,
+        cacache::Error::IoError(e, _) => e.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
+/// The hex part of `sha256:<64 hex>`, or `None` for any other digest (only SHA-256
+/// content is cached: it is what the registry and the `cacache` store both verify).
+pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
+    let hex = digest.strip_prefix("sha256:")?;
+    (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_lowercase_sha256_digests_are_cacheable() {
+        let hex = "a".repeat(64);
+        assert_eq!(sha256_hex(&format!("sha256:{hex}")), Some(hex.as_str()));
+        for other in [
+            format!("sha512:{hex}"),
+            format!("sha256:{}", "A".repeat(64)),
+            format!("sha256:{}", "a".repeat(63)),
+            "latest".to_string(),
+        ] {
+            assert_eq!(sha256_hex(&other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn the_folder_is_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/cache");
+        create_private_dir(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::write(root.path().join("file"), b"x").unwrap();
+        assert!(create_private_dir(&root.path().join("file")).is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! The cache every request shares: its store, the confirmed pairs, the memory tier, the
+//! digests being filled or fetched, and whether caching still works.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::claims::{Filling, Inflight};
+use super::confirmed::Confirmed;
+use super::disk::{create_private_dir, CacheError};
+use super::memory::Memory;
+use super::store::Store;
+use crate::config::CacheSettings;
+use crate::metrics::metrics;
+use crate::upstream::RegistryClient;
+
+/// Bytes all fills together may have queued for the disk (each fill also has its own
+/// bound, `fill::MAX_QUEUED`); past it, chunks are not queued and their fills are given up.
+const FILL_BUDGET: u64 = 256 << 20;
+
+/// Range answers read from the disk at once.
+const RANGE_READS: usize = 2;
+
+/// The cache: its store, the confirmed pairs, and whether caching still works. Its parts
+/// are the cache folder's own (`pub(super)`): the proxy reaches them only through the hooks.
+pub(crate) struct Cache {
+    pub(super) store: Store,
+    pub(super) confirmed: Confirmed,
+    /// Verified small objects, served without reading a file.
+    pub(super) memory: Memory,
+    /// Digests being filled now (one fill per digest).
+    pub(super) filling: Filling,
+    /// Digests a leading request is fetching now.
+    pub(super) inflight: Inflight,
+    /// Asks a registry node whether a client may pull a digest.
+    pub(super) registry: RegistryClient,
+    /// Bytes all fills together have queued for the disk, and the most they may.
+    pub(super) fill_backlog: AtomicU64,
+    pub(super) fill_budget: u64,
+    /// Range answers read (and hash) the whole entry: at most this many at once, so small
+    /// ranges on huge entries cannot take every core and the disk.
+    pub(super) range_reads: tokio::sync::Semaphore,
+    /// Set after an I/O error: nothing more is written (already cached entries are still
+    /// served; reading verifies them).
+    broken: AtomicBool,
+}
+
+impl Cache {
+    /// Creates `settings.dir` (0700) if needed and rebuilds the index from it.
+    pub(crate) fn open(settings: &CacheSettings) -> Result<Cache, CacheError> {
+        create_private_dir(&settings.dir).map_err(|source| CacheError::Dir {
+            dir: settings.dir.clone(),
+            source,
+        })?;
+        let store = Store::open(&settings.dir, settings.max_size)?;
+        Ok(Cache {
+            store,
+            confirmed: Confirmed::new(),
+            memory: Memory::default(),
+            filling: Filling::default(),
+            inflight: Inflight::default(),
+            fill_backlog: AtomicU64::new(0),
+            fill_budget: FILL_BUDGET,
+            range_reads: tokio::sync::Semaphore::new(RANGE_READS),
+            registry: RegistryClient::new()?,
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    /// A 1 MiB cache in `dir` with no memory tier, for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &std::path::Path) -> Cache {
+        let settings = CacheSettings {
+            dir: dir.to_path_buf(),
+            max_size: 1 << 20,
+            memory: 0,
+            max_object: 1 << 20,
+        };
+        Cache::open(&settings).expect("a cache in a fresh folder")
+    }
+
+    /// Whether new entries may be written.
+    pub(super) fn writable(&self) -> bool {
+        !self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Stops caching after an I/O error (a full disk, a folder gone), logging it once.
+    pub(super) fn fail(&self, what: &str, error: &dyn std::fmt::Display) {
+        metrics().cache_events.with_label_values(&["error"]).inc();
+        if !self.broken.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                "cache: {what}: {error}; caching stops until restart, pulls go to the registry"
+            );
+        }
+    }
+}

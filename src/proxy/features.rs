@@ -1,0 +1,115 @@
+//! The features' hooks, called from the proxy's phases: the cache, then the policy (see
+//! `crate::hooks` for the shape). A feature not configured at start is `None` and costs
+//! one branch per phase; a request a feature does not follow has no state of it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::ctx::RequestCtx;
+use crate::cache::{self, Cache};
+use crate::hooks::{Outcome, Refusal};
+use crate::policy::{self, Policy};
+use crate::upstream::NodePool;
+
+/// The features opened at start.
+pub(crate) struct Features {
+    /// `cache`; `None` = off.
+    pub cache: Option<Arc<Cache>>,
+    /// `policy`'s usage store; `None` = off.
+    pub policy: Option<Arc<Policy>>,
+}
+
+impl Features {
+    /// Admission's `Cache` step (after the token check: the cache answers only requests
+    /// the edge authorized).
+    pub(crate) async fn admit_cache(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        pool: &NodePool,
+    ) -> Result<Outcome> {
+        let Some(cache) = &self.cache else {
+            return Ok(Outcome::Next);
+        };
+        // An answer from the cache during a drain closes its connection, as any other.
+        super::connection::before_answer(session, ctx);
+        cache::admit(cache, session, &ctx.request, &mut ctx.cache, pool).await
+    }
+
+    /// Admission's `Policy` step.
+    pub(crate) async fn admit_policy(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        pool: &NodePool,
+    ) -> Outcome {
+        match &self.policy {
+            Some(policy) => {
+                policy::admit(policy, session, &ctx.request, &mut ctx.policy, pool).await
+            }
+            None => Outcome::Next,
+        }
+    }
+
+    /// `upstream_peer`: a new attempt at the registry.
+    pub(crate) fn upstream_peer(&self, ctx: &mut RequestCtx) {
+        policy::new_attempt(&mut ctx.policy);
+    }
+
+    /// `request_body_filter`, after the proxy counted the chunk.
+    pub(crate) async fn request_body(
+        &self,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), Refusal> {
+        match &self.policy {
+            Some(policy) => {
+                let (request, state) = (&ctx.request, &mut ctx.policy);
+                policy::request_body(policy, body, end_of_stream, request, state).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `upstream_response_filter`.
+    pub(crate) async fn upstream_response(
+        &self,
+        response: &ResponseHeader,
+        request_header: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) {
+        if let Some(cache) = &self.cache {
+            let state = &mut ctx.cache;
+            cache::upstream_response(cache, response, request_header, &ctx.request, state);
+        }
+        if let Some(policy) = &self.policy {
+            let status = response.status.as_u16();
+            policy::upstream_response(policy, status, &ctx.request, &mut ctx.policy).await;
+        }
+    }
+
+    /// `response_body_filter`: a pause for the client's answer while a cache fill's disk
+    /// is far behind.
+    pub(crate) fn response_body(
+        &self,
+        body: &Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Option<Duration> {
+        cache::response_body(body, end_of_stream, &mut ctx.cache)
+    }
+
+    /// Whether a feature answered the request itself (the access line's `upstream`).
+    pub(crate) fn answered_by(ctx: &RequestCtx) -> Option<&'static str> {
+        ctx.cache
+            .as_ref()
+            .is_some_and(|c| c.answered())
+            .then_some("cache")
+    }
+}
