@@ -133,7 +133,13 @@ fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
     );
 
     // Alice's image: the parts below read it.
-    let out = skopeo_push(certs, "alice:pw-alice", &layout, &target("alice/app"));
+    let out = skopeo_push(
+        certs,
+        Some("alice:pw-alice"),
+        &layout,
+        &target("alice/app"),
+        &[],
+    );
     assert!(
         out.status.success(),
         "alice pushes to alice/: {}",
@@ -220,7 +226,13 @@ fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
     });
 
     checks.run("anonymous pulls of public/* work", || {
-        let out = skopeo_push(certs, "admin:pw-admin", &layout, &target("public/base"));
+        let out = skopeo_push(
+            certs,
+            Some("admin:pw-admin"),
+            &layout,
+            &target("public/base"),
+            &[],
+        );
         assert!(
             out.status.success(),
             "admin pushes public/base: {}",
@@ -241,14 +253,7 @@ fn skopeo_push_pull_with_credentials_and_anonymous_public_pulls() {
     });
 
     checks.run("anonymous pushes fail", || {
-        let out = skopeo(&[
-            "copy",
-            "--dest-cert-dir",
-            certs,
-            "--dest-no-creds",
-            &layout,
-            &target("public/other"),
-        ]);
+        let out = skopeo_push(certs, None, &layout, &target("public/other"), &[]);
         assert!(!out.status.success(), "anonymous push must fail");
     });
 

@@ -9,35 +9,20 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::auth::registry_auth_block;
-use common::cache::{content_file, noise, push_blob, Setup};
+use common::cache::{cache_size, content_file, noise, push_blob, Setup};
 use common::images::noise_image;
-use common::{
-    admin_metrics, curl, free_port, make_certs, metric, skopeo, wait_for, Checks, Registry,
-};
+use common::setup::Feature;
+use common::{admin_metrics, curl, metric, wait_for, Checks};
 
 #[test]
 fn hot_pulls_are_served_from_the_cache_only_to_whom_the_registry_confirmed() {
-    let mut s = Setup::start("");
+    let mut s = Setup::cache("");
     let layout = s.dir.path().join("layout");
     let source = noise_image(&layout, "v1", 100 << 20, 11);
     let digest_file = s.dir.path().join("pushed-digest");
-    let pushed = skopeo(&[
-        "copy",
-        "--digestfile",
-        digest_file.to_str().unwrap(),
-        "--dest-cert-dir",
-        s.certs.ca_dir.to_str().unwrap(),
-        "--dest-creds",
-        "alice:pw-alice",
-        &source,
-        &format!("docker://{}/alice/app:v1", s.host()),
-    ]);
-    assert!(
-        pushed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pushed.stderr)
-    );
+    let digest_arg = ["--digestfile", digest_file.to_str().unwrap()];
+    let pushed = s.push_image("alice", &source, "alice/app:v1", &digest_arg);
+    assert!(pushed.is_ok(), "{pushed:?}");
     // skopeo compresses the layer on the way: the registry's digests are the pushed ones.
     let manifest = std::fs::read_to_string(&digest_file)
         .unwrap()
@@ -132,7 +117,7 @@ fn hot_pulls_are_served_from_the_cache_only_to_whom_the_registry_confirmed() {
         );
     });
     checks.run("a restart keeps the entries", || {
-        s.restart_edge();
+        s.restart_edge(&cache_size("1GiB", ""));
         let size = metric(&admin_metrics(s.admin), "registry_edge_cache_size_bytes").unwrap_or(0.0);
         assert!(size >= layer_size as f64, "index not rebuilt: {size} bytes");
         // The pairs the registry confirmed are the process's: confirm again after a restart.
@@ -224,7 +209,7 @@ fn hot_pulls_are_served_from_the_cache_only_to_whom_the_registry_confirmed() {
 
 #[test]
 fn eviction_keeps_max_size_and_purge_deletes_entries() {
-    let mut s = Setup::start_with_size("3MiB", "  max_object: 2MiB\n");
+    let mut s = Setup::cache_with_size("3MiB", "  max_object: 2MiB\n");
     let blobs: Vec<(String, Vec<u8>)> = (0..3u8)
         .map(|i| {
             let bytes = noise(1_500_000, i);
@@ -322,17 +307,7 @@ fn a_full_disk_stops_caching_and_pulls_keep_working() {
         }
     }
     let _unmount = Unmount(cache.clone());
-    let certs = make_certs(dir.path());
-    let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
-    let admin = free_port();
-    let edge = Setup::edge(dir.path(), &certs, &registry, admin, "  max_size: 1GiB\n");
-    let s = Setup {
-        dir,
-        certs,
-        registry,
-        edge,
-        admin,
-    };
+    let s = Setup::start_in(dir, Feature::Cache, &cache_size("1GiB", ""));
     let bytes = noise(3_000_000, 9);
     let digest = push_blob(&s, "full", &bytes);
     for _ in 0..3 {

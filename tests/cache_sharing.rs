@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use common::cache::{noise, push_blob, Setup};
 use common::{
-    admin_metrics, curl, free_port, make_certs, metric, skopeo, tiny_oci_layout, upstream_yaml,
-    wait_for, Checks, Edge, Registry,
+    admin_metrics, curl, free_port, make_certs, metric, tiny_oci_layout, upstream_yaml, wait_for,
+    Checks, Edge, Registry,
 };
 
 /// Eight clients pulling one cold blob at once cause one registry fetch: the others wait
@@ -19,7 +19,7 @@ use common::{
 /// for requests it sent to the registry).
 #[test]
 fn concurrent_cold_pulls_cause_one_registry_fetch() {
-    let s = Setup::start("");
+    let s = Setup::cache("");
     let bytes = noise(20_000_000, 3);
     let digest = push_blob(&s, "cold", &bytes);
     let token = s.token("alice", "repository:alice/cold:pull");
@@ -140,7 +140,7 @@ fn proxy_only_mode_asks_the_registry_with_the_clients_credentials() {
 /// answered a HEAD for that repository: a cross-repository mount makes the second hold it.
 #[test]
 fn another_repository_is_served_once_the_registry_says_it_holds_the_digest() {
-    let mut s = Setup::start("");
+    let mut s = Setup::cache("");
     let bytes = noise(2_000_000, 7);
     let digest = push_blob(&s, "first", &bytes);
     let path = |repo: &str| format!("/v2/alice/{repo}/blobs/{digest}");
@@ -187,25 +187,12 @@ fn another_repository_is_served_once_the_registry_says_it_holds_the_digest() {
 /// does not make the edge forget that the repository holds the manifest.
 #[test]
 fn a_cached_oci_manifest_goes_only_to_clients_that_accept_it() {
-    let mut s = Setup::start("");
+    let mut s = Setup::cache("");
     let source = tiny_oci_layout(&s.dir.path().join("layout"));
     let digest_file = s.dir.path().join("pushed-digest");
-    let pushed = skopeo(&[
-        "copy",
-        "--digestfile",
-        digest_file.to_str().unwrap(),
-        "--dest-cert-dir",
-        s.certs.ca_dir.to_str().unwrap(),
-        "--dest-creds",
-        "alice:pw-alice",
-        &source,
-        &format!("docker://{}/alice/oci:v1", s.host()),
-    ]);
-    assert!(
-        pushed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pushed.stderr)
-    );
+    let digest_arg = ["--digestfile", digest_file.to_str().unwrap()];
+    let pushed = s.push_image("alice", &source, "alice/oci:v1", &digest_arg);
+    assert!(pushed.is_ok(), "{pushed:?}");
     let digest = std::fs::read_to_string(&digest_file)
         .unwrap()
         .trim()

@@ -357,13 +357,13 @@ fn edge_logs_ldap_users_in_with_their_groups_and_survives_an_outage() {
             let layout = common::tiny_oci_layout(&dir.path().join("image"));
             let target = format!("docker://127.0.0.1:{}/platform/app:v1", edge.https_port);
             let certs_dir = certs.ca_dir.to_str().unwrap();
-            let out = skopeo_push(certs_dir, "alice:alice-pw", &layout, &target);
+            let out = skopeo_push(certs_dir, Some("alice:alice-pw"), &layout, &target, &[]);
             assert!(
                 out.status.success(),
                 "{}",
                 String::from_utf8_lossy(&out.stderr)
             );
-            let denied = skopeo_push(certs_dir, "bob:bob-pw", &layout, &target);
+            let denied = skopeo_push(certs_dir, Some("bob:bob-pw"), &layout, &target, &[]);
             assert!(!denied.status.success(), "bob is not in platform");
         },
     );

@@ -33,9 +33,10 @@ impl Setup {
         let layout = tiny_oci_layout(&dir.path().join("layout"));
         let out = skopeo_push(
             certs.ca_dir.to_str().unwrap(),
-            "alice:pw-alice",
+            Some("alice:pw-alice"),
             &layout,
             &format!("docker://{host}/alice/seed:v1"),
+            &[],
         );
         assert!(
             out.status.success(),

@@ -330,14 +330,14 @@ fn edge_accepts_ci_id_tokens_and_refuses_every_forgery() {
         let creds = format!("ci:{}", issuer.mint(&job_claims(&issuer, 300)));
         let target = format!("docker://127.0.0.1:{}/acme/app/image:v1", edge.https_port);
         let certs_dir = certs.ca_dir.to_str().unwrap();
-        let out = skopeo_push(certs_dir, &creds, &layout, &target);
+        let out = skopeo_push(certs_dir, Some(&creds), &layout, &target, &[]);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         let other_repo = format!("docker://127.0.0.1:{}/acme/other:v1", edge.https_port);
-        let out = skopeo_push(certs_dir, &creds, &layout, &other_repo);
+        let out = skopeo_push(certs_dir, Some(&creds), &layout, &other_repo, &[]);
         assert!(
             !out.status.success(),
             "the claims rule covers acme/app/** only"

@@ -15,7 +15,7 @@ use common::{curl, skopeo};
 #[test]
 fn a_namespace_quota_counts_distinct_blobs_and_a_delete_frees_them() {
     const MIB: u64 = 1 << 20;
-    let mut s = Setup::start("  quotas:\n    namespaces: { alice: 300MiB }\n");
+    let mut s = Setup::policy("  quotas:\n    namespaces: { alice: 300MiB }\n");
     s.push("alice", 150 * MIB, 10, "alice/one:v1")
         .expect("150 MiB fits");
     s.push("alice", 100 * MIB, 20, "alice/two:v1")
@@ -141,7 +141,7 @@ fn a_namespace_quota_counts_distinct_blobs_and_a_delete_frees_them() {
 /// nothing, and a refused upload leaves nothing at the registry.
 #[test]
 fn a_manifest_is_counted_at_the_registrys_sizes_and_cannot_slip_past() {
-    let s = Setup::start("  quotas:\n    namespaces: { alice: 10MiB }\n");
+    let s = Setup::policy("  quotas:\n    namespaces: { alice: 10MiB }\n");
     let bearer = s.bearer("alice/app", "pull,push");
     let base = format!("https://127.0.0.1:{}", s.edge.https_port);
     let ca = s.certs.ca_dir.join("ca.crt");
@@ -218,7 +218,7 @@ fn a_manifest_is_counted_at_the_registrys_sizes_and_cannot_slip_past() {
 
 #[test]
 fn usage_scan_counts_a_registry_filled_directly_and_repairs_a_broken_store() {
-    let mut s = Setup::start("  quotas:\n    default: 1GiB\n");
+    let mut s = Setup::policy("  quotas:\n    default: 1GiB\n");
     let registry = format!("http://{}", s.registry.addr());
     let ca = s.certs.ca_dir.join("ca.crt");
     let put = |repository: &str, tag: &str, blobs: &[&[u8]]| -> (Vec<(String, u64)>, Vec<u8>) {

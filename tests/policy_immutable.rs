@@ -12,7 +12,7 @@ const RULES: &str =
 
 #[test]
 fn immutable_tags_keep_their_digest_and_their_manifest() {
-    let s = Setup::start(RULES);
+    let s = Setup::policy(RULES);
     s.push("alice", 1 << 20, 100, "alice/imm:v1.0")
         .expect("a new tag");
     let (first, _) = s.manifest("alice/imm", "v1.0");
@@ -72,9 +72,10 @@ fn proxy_only_mode_checks_tags_with_the_clients_credentials() {
         };
         let out = skopeo_push(
             certs.ca_dir.to_str().unwrap(),
-            "alice:pw-alice",
+            Some("alice:pw-alice"),
             &source,
             &format!("docker://127.0.0.1:{}/alice/imm:{tag}", edge.https_port),
+            &[],
         );
         match out.status.success() {
             true => Ok(()),

@@ -41,9 +41,10 @@ fn two_instances_share_usage_and_keep_the_last_one_while_redis_is_away() {
         };
         let out = skopeo_push(
             &cert_dir,
-            "alice:pw-alice",
+            Some("alice:pw-alice"),
             &source,
             &format!("docker://127.0.0.1:{}/{target}", edge.https_port),
+            &[],
         );
         match out.status.success() {
             true => Ok(()),

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::auth::{auth_yaml, edge_with_token_node, login};
@@ -108,24 +107,14 @@ fn push_starts_are_limited_per_account() {
     // and --retry-times repeats the copy, whose blobs are then already there.
     while push_start(&edge, &ca, &alice, "alice/app").status == 202 {}
     let layout = common::tiny_oci_layout(&dir.path().join("image"));
-    let out = Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--dest-cert-dir",
-            certs.ca_dir.to_str().unwrap(),
-            "--dest-creds",
-            "alice:pw-alice",
-            "--retry-times",
-            "5",
-        ])
-        .arg(&layout)
-        .arg(format!(
-            "docker://127.0.0.1:{}/alice/limited:v1",
-            edge.https_port
-        ))
-        .output()
-        .unwrap();
+    let target = format!("docker://127.0.0.1:{}/alice/limited:v1", edge.https_port);
+    let out = common::skopeo_push(
+        certs.ca_dir.to_str().unwrap(),
+        Some("alice:pw-alice"),
+        &layout,
+        &target,
+        &["--retry-times", "5"],
+    );
     assert!(
         out.status.success(),
         "skopeo finishes under the limit: {}",

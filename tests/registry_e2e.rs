@@ -95,13 +95,13 @@ fn skopeo_push_and_pull_through_the_edge() {
     let layers = build_oci_layout(&layout, &[100 * 1024 * 1024 + 17, 3 * 1024 * 1024, 4096]);
     let target = format!("docker://127.0.0.1:{}/team/app:v1", edge.https_port);
     let cert_dir = certs.ca_dir.to_str().unwrap();
-    skopeo(&[
-        "copy",
-        "--dest-cert-dir",
-        cert_dir,
-        &format!("oci:{}:v1", layout.display()),
-        &target,
-    ]);
+    let source = format!("oci:{}:v1", layout.display());
+    let pushed = common::skopeo_push(cert_dir, None, &source, &target, &[]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
 
     // The registry node really stores every layer (asked directly, not through the edge).
     for layer in &layers {

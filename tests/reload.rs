@@ -119,18 +119,9 @@ fn read_only_maintenance_switched_by_reload() {
     // A real client sees the read-only message.
     checks.run("a real client sees the read-only message", || {
         let layout = common::tiny_oci_layout(&dir.path().join("image"));
-        let out = Command::new("skopeo")
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--dest-cert-dir",
-                certs.ca_dir.to_str().unwrap(),
-                &layout,
-            ])
-            .arg(format!("docker://127.0.0.1:{}/gc/new:v1", edge.https_port))
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
+        let target = format!("docker://127.0.0.1:{}/gc/new:v1", edge.https_port);
+        let ca_dir = certs.ca_dir.to_str().unwrap();
+        let out = common::skopeo_push(ca_dir, None, &layout, &target, &[]);
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(

@@ -112,7 +112,7 @@ fn raw_expect_continue(s: &Setup, head: &str, body: &[u8]) -> String {
 /// and over HTTP/2 (curl and raw sockets).
 #[test]
 fn refusals_decided_from_the_body_reach_clients_that_expect_100_continue() {
-    let s = Setup::start(POLICY);
+    let s = Setup::policy(POLICY);
     let v1 = protected_tag(&s);
     let alice_imm = bearer_for(&s, "alice", "alice/imm");
     let alice_app = bearer_for(&s, "alice", "alice/app");
@@ -224,7 +224,7 @@ fn skewed_token(s: &Setup, repository: &str, skew: i64) -> String {
 /// accepted at the edge as the registry accepts it: 60 s of leeway, as distribution allows.
 #[test]
 fn tokens_the_registry_accepts_despite_clock_skew_pass_the_edge() {
-    let s = Setup::start("");
+    let s = Setup::policy("");
     let repository = "alice/skew";
     for (what, skew) in [("nbf 30 s ahead", 30), ("exp 30 s past", -40)] {
         let token = skewed_token(&s, repository, skew);
@@ -275,7 +275,7 @@ fn remaining(got: &CurlResult) -> u32 {
 /// After many refusals the account still has its whole burst.
 #[test]
 fn pushes_the_edge_refuses_cost_no_push_budget() {
-    let s = Setup::start(&format!("{POLICY}{PUSH_LIMIT}"));
+    let s = Setup::policy(&format!("{POLICY}{PUSH_LIMIT}"));
     protected_tag(&s);
     let moved = manifest((&unknown_digest(5), 2), (&unknown_digest(6), 5));
     let over = manifest(

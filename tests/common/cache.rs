@@ -1,91 +1,24 @@
-//! The cache tests' setup (`tests/cache.rs`, `tests/cache_sharing.rs`): the real registry
-//! with token auth, an edge with `cache:` and an admin listener, and what the tests ask of
-//! them (tokens, pulls by skopeo, cache metrics, the files `cacache` keeps).
+//! What the cache tests (`tests/cache.rs`, `tests/cache_sharing.rs`) ask of the shared
+//! set-up ([`Setup`] with `cache:`): pulls by skopeo, cache metrics, the files `cacache`
+//! keeps.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::auth::{auth_yaml, login, registry_auth_block};
-use super::{
-    admin_metrics, curl, free_port, make_certs, metric, skopeo, upstream_yaml, wait_for, Certs,
-    CurlResult, Edge, Registry,
-};
+use super::{admin_metrics, curl, metric, skopeo, wait_for, CurlResult};
 
-pub struct Setup {
-    pub dir: tempfile::TempDir,
-    pub certs: Certs,
-    pub registry: Registry,
-    pub edge: Edge,
-    pub admin: u16,
-}
+use super::setup::Feature;
+pub use super::setup::Setup;
 
 impl Setup {
-    pub fn start(cache_extra: &str) -> Setup {
-        Self::start_with_size("1GiB", cache_extra)
+    /// The registry and an edge with `cache:` (1 GiB) and `cache_extra` keys.
+    pub fn cache(cache_extra: &str) -> Setup {
+        Self::cache_with_size("1GiB", cache_extra)
     }
 
-    /// Like [`Setup::start`] with another `cache.max_size`.
-    pub fn start_with_size(max_size: &str, cache_extra: &str) -> Setup {
-        let cache_extra = format!("  max_size: {max_size}\n{cache_extra}");
-        let cache_extra = cache_extra.as_str();
-        let dir = tempfile::tempdir().unwrap();
-        let certs = make_certs(dir.path());
-        let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
-        let admin = free_port();
-        let edge = Self::edge(dir.path(), &certs, &registry, admin, cache_extra);
-        Setup {
-            dir,
-            certs,
-            registry,
-            edge,
-            admin,
-        }
-    }
-
-    pub fn edge(
-        dir: &Path,
-        certs: &Certs,
-        registry: &Registry,
-        admin: u16,
-        cache_extra: &str,
-    ) -> Edge {
-        let extra = format!(
-            "{}admin:\n  listen: \"127.0.0.1:{admin}\"\ncache:\n  dir: {}\n{cache_extra}",
-            auth_yaml(dir, ""),
-            dir.join("cache").display()
-        );
-        Edge::start(
-            dir,
-            certs,
-            &upstream_yaml(&[registry.addr()], "repository_hash"),
-            &extra,
-        )
-    }
-
-    pub fn restart_edge(&mut self) {
-        self.edge.proc.kill();
-        let extra = "  max_size: 1GiB\n";
-        self.edge = Self::edge(
-            self.dir.path(),
-            &self.certs,
-            &self.registry,
-            self.admin,
-            extra,
-        );
-    }
-
-    pub fn ca(&self) -> String {
-        self.certs.ca_dir.join("ca.crt").display().to_string()
-    }
-
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.edge.https_port)
-    }
-
-    /// A bearer token for `user` with `scope`.
-    pub fn token(&self, user: &str, scope: &str) -> String {
-        let answer = login(&self.edge, &self.ca(), user, &format!("pw-{user}"), scope);
-        answer.json()["token"].as_str().unwrap().to_string()
+    /// Like [`Setup::cache`] with another `cache.max_size`.
+    pub fn cache_with_size(max_size: &str, cache_extra: &str) -> Setup {
+        Setup::start(Feature::Cache, &cache_size(max_size, cache_extra))
     }
 
     /// GET (or `method`) of `path` with alice's pull token for `repository`.
@@ -158,6 +91,11 @@ impl Setup {
         }
         Ok(blob_names(&target))
     }
+}
+
+/// `cache:`'s `max_size` line and the other keys.
+pub fn cache_size(max_size: &str, cache_extra: &str) -> String {
+    format!("  max_size: {max_size}\n{cache_extra}")
 }
 
 pub fn blob_names(layout: &Path) -> Vec<String> {

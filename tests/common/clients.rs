@@ -125,23 +125,24 @@ pub fn skopeo_raw_manifest(cert_dir: &str, creds: &str, image: &str) -> Vec<u8> 
     out.stdout
 }
 
-/// `skopeo copy` of `source` to `target` with `creds` (`user:password`), trusting the CA in
-/// `cert_dir`: what pushing an image through the edge takes.
+/// `skopeo copy` of `source` to `target` with `creds` (`user:password`; `None`: no
+/// credentials), trusting the CA in `cert_dir`, with `extra` skopeo arguments
+/// (`--digestfile`, `--retry-times`): what pushing an image through the edge takes.
 pub fn skopeo_push(
     cert_dir: &str,
-    creds: &str,
+    creds: Option<&str>,
     source: &str,
     target: &str,
+    extra: &[&str],
 ) -> std::process::Output {
-    skopeo(&[
-        "copy",
-        "--dest-cert-dir",
-        cert_dir,
-        "--dest-creds",
-        creds,
-        source,
-        target,
-    ])
+    let mut args = vec!["copy", "--dest-cert-dir", cert_dir];
+    match creds {
+        Some(creds) => args.extend(["--dest-creds", creds]),
+        None => args.push("--dest-no-creds"),
+    }
+    args.extend_from_slice(extra);
+    args.extend([source, target]);
+    skopeo(&args)
 }
 
 /// sha256 digest string of bytes.

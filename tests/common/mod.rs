@@ -13,11 +13,14 @@
 //!   test fails once naming every failed part
 //!
 //! Used by some tests only, by path: `auth` (token-auth fixtures), `config_cases` (the
-//! table `check` is tested with), `echo` (an upstream
-//! that echoes what the edge sent), `cache` (the cache tests' setup), `docker` (a private Docker engine), `images` (container
-//! images made offline, any layer size), `h2client` (a raw HTTP/2 client), `ldap` (a real
-//! slapd with a seeded directory), `oidc` (an OpenID Connect issuer whose keys the test
-//! holds), `pebble` (the ACME test CA), `redis` (a real redis-server), `policy` (the policy tests' setup), `raw` (raw HTTP/1.1: request texts, answers read back).
+//! table `check` is tested with), `echo` (an upstream that echoes what the edge sent),
+//! `setup` (the registry and an edge with one feature, `cache:` or `policy:`, shared by
+//! the cache and policy tests), `cache` and `policy` (what those tests ask of it),
+//! `docker` (a private Docker engine), `images` (container images made offline, any layer
+//! size), `h2client` (a raw HTTP/2 client), `ldap` (a real slapd with a seeded directory),
+//! `oidc` (an OpenID Connect issuer whose keys the test holds), `pebble` (the ACME test
+//! CA), `redis` (a real redis-server), `raw` (raw HTTP/1.1: request texts, answers read
+//! back).
 #![allow(dead_code)]
 
 pub mod auth;
@@ -33,6 +36,7 @@ pub mod pebble;
 pub mod policy;
 pub mod raw;
 pub mod redis;
+pub mod setup;
 
 mod checks;
 mod clients;

@@ -1,60 +1,22 @@
-//! The policy tests' setup (`tests/policy.rs`, `tests/policy_immutable.rs`): the real
-//! registry with token auth, an edge with `auth`, an admin listener and `policy:`, and
-//! what the tests ask of them (skopeo pushes, manifests, deletes, `usage show`).
+//! What the policy tests (`tests/policy.rs`, `tests/policy_immutable.rs`) ask of the shared
+//! set-up ([`Setup`] with `policy:`): pushes of noise images, manifests, deletes, uploads,
+//! `usage show`.
 
 use std::path::Path;
 use std::process::Command;
 
-use super::auth::{auth_yaml, login, registry_auth_block};
+use super::auth::login;
+use super::curl;
 use super::images::noise_image;
-use super::{curl, make_certs, skopeo_push, upstream_yaml, Certs, Edge, Registry};
 
-pub struct Setup {
-    pub dir: tempfile::TempDir,
-    pub certs: Certs,
-    pub registry: Registry,
-    pub edge: Edge,
-    pub admin: u16,
-}
+use super::setup::Feature;
+pub use super::setup::Setup;
 
 impl Setup {
-    /// The registry, and an edge with `auth` and `policy:` (`policy` holds the keys after
+    /// The registry and an edge with `policy:` (`policy` holds the keys after
     /// `state_dir`, indented by two spaces).
-    pub fn start(policy: &str) -> Setup {
-        let dir = tempfile::tempdir().unwrap();
-        let certs = make_certs(dir.path());
-        let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
-        let admin = super::free_port();
-        let edge = Self::edge(dir.path(), &certs, &registry, admin, policy);
-        Setup {
-            dir,
-            certs,
-            registry,
-            edge,
-            admin,
-        }
-    }
-
-    pub fn edge(dir: &Path, certs: &Certs, registry: &Registry, admin: u16, policy: &str) -> Edge {
-        let extra = format!(
-            "{}admin:\n  listen: \"127.0.0.1:{admin}\"\npolicy:\n  state_dir: {}\n{policy}",
-            auth_yaml(dir, ""),
-            dir.join("policy").display()
-        );
-        Edge::start(
-            dir,
-            certs,
-            &upstream_yaml(&[registry.addr()], "repository_hash"),
-            &extra,
-        )
-    }
-
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.edge.https_port)
-    }
-
-    pub fn ca(&self) -> String {
-        self.certs.ca_dir.join("ca.crt").display().to_string()
+    pub fn policy(policy: &str) -> Setup {
+        Setup::start(Feature::Policy, policy)
     }
 
     /// skopeo copy of a noise image (`layer` bytes, `seed`) to `target` (after the host) as
@@ -65,16 +27,7 @@ impl Setup {
             true => format!("oci:{}:x", layout.display()),
             false => noise_image(&layout, "x", layer, seed),
         };
-        let out = skopeo_push(
-            self.certs.ca_dir.to_str().unwrap(),
-            &format!("{user}:pw-{user}"),
-            &source,
-            &format!("docker://{}/{target}", self.host()),
-        );
-        match out.status.success() {
-            true => Ok(()),
-            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-        }
+        self.push_image(user, &source, target, &[])
     }
 
     /// The manifest `reference` of `repository`: its digest and the (digest, size) of
@@ -113,16 +66,6 @@ impl Setup {
                 .edge
                 .url(&format!("/v2/{repository}/manifests/{digest}")),
         ])
-    }
-
-    /// A bearer header for alice with `actions` on `repository`.
-    pub fn bearer(&self, repository: &str, actions: &str) -> String {
-        let scope = format!("repository:{repository}:{actions}");
-        let answer = login(&self.edge, &self.ca(), "alice", "pw-alice", &scope);
-        format!(
-            "Authorization: Bearer {}",
-            answer.json()["token"].as_str().unwrap()
-        )
     }
 
     /// `PUT` of manifest `body` to `repository:tag` as alice, with `extra` curl arguments.
@@ -177,18 +120,6 @@ impl Setup {
         }
         args.push(&url);
         curl(&args)
-    }
-
-    /// Stops the edge and starts a new one with `policy`, on the same state folder.
-    pub fn restart_edge(&mut self, policy: &str) {
-        self.edge.proc.kill();
-        self.edge = Self::edge(
-            self.dir.path(),
-            &self.certs,
-            &self.registry,
-            self.admin,
-            policy,
-        );
     }
 
     /// `registry-edge usage show --namespace` for `namespace`: its usage in bytes.
