@@ -64,61 +64,16 @@ pub(super) async fn serve(
     if !accepts(session.req_header(), &entry.content_type) {
         return Ok(false);
     }
-    let etag = format!("\"{digest}\"");
-    let not_modified = header_value(session, "if-none-match")
-        .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let part = Part::asked(session, digest, entry.size);
+    let header = part.header(session, digest, entry)?;
     let head = session.req_header().method == http::Method::HEAD;
-    let wanted = match header_value(session, "range") {
-        Some(_) if not_modified => Wanted::Whole,
-        range => wanted(range, entry.size),
-    };
-    let (status, start, end) = match wanted {
-        _ if not_modified => (304, 0, 0),
-        Wanted::Whole => (200, 0, entry.size),
-        Wanted::Part { start, end } => (206, start, end + 1),
-        Wanted::Unsatisfiable => (416, 0, 0),
-    };
-    let mut header = ResponseHeader::build(status, Some(8))?;
-    header.insert_header("Docker-Distribution-Api-Version", "registry/2.0")?;
-    header.insert_header("Docker-Content-Digest", digest)?;
-    header.insert_header("ETag", etag.as_str())?;
-    header.insert_header("Accept-Ranges", "bytes")?;
-    match status {
-        304 => {}
-        416 => {
-            header.insert_header("Content-Range", format!("bytes */{}", entry.size))?;
-            header.insert_header("Content-Length", "0")?;
-        }
-        _ => {
-            header.insert_header("Content-Type", entry.content_type.as_str())?;
-            header.insert_header("Content-Length", (end - start).to_string())?;
-            if status == 206 {
-                let range = format!("bytes {start}-{}/{}", end - 1, entry.size);
-                header.insert_header("Content-Range", range)?;
-            }
-        }
-    }
-    copy_request_id(session.req_header(), &mut header)?;
-    let body = !head && (status == 200 || status == 206);
+    let body = !head && (part.status == 200 || part.status == 206);
     // Opened before anything is written: content that is gone sends the request on.
     let source = match body {
         false => None,
-        true => match cache.memory.get(digest) {
-            Some(content) if cache.store.content_on_disk(digest) => Some(Source::Memory(content)),
-            // Opened by the digest itself, not by what the index entry says it holds. Kept
-            // in memory but purged from the disk: the open fails and forgets it.
-            _ => match open_content(cache.store.dir(), digest).await {
-                Ok(reader) => Some(Source::Disk(reader)),
-                Err(e) => {
-                    tracing::warn!("cache: {digest} cannot be opened ({e}); asking the registry");
-                    if is_not_found(&e) {
-                        cache.store.forget(digest);
-                        cache.memory.remove(digest);
-                    }
-                    metrics().cache_events.with_label_values(&["miss"]).inc();
-                    return Ok(false);
-                }
-            },
+        true => match open(cache, digest).await {
+            Some(source) => Some(source),
+            None => return Ok(false),
         },
     };
     metrics().cache_events.with_label_values(&["hit"]).inc();
@@ -127,9 +82,9 @@ pub(super) async fn serve(
         .await?;
     match source {
         Some(Source::Memory(content)) => {
-            let part = content.slice(start as usize..end as usize);
-            metrics().cache_served_bytes.inc_by(part.len() as u64);
-            session.write_response_body(Some(part), true).await?;
+            let bytes = content.slice(part.start as usize..part.end as usize);
+            metrics().cache_served_bytes.inc_by(bytes.len() as u64);
+            session.write_response_body(Some(bytes), true).await?;
         }
         Some(Source::Disk(reader)) => {
             let keep = Memory::wants(entry.size, memory_budget).then_some(memory_budget);
@@ -137,12 +92,12 @@ pub(super) async fn serve(
                 reader,
                 digest,
                 size: entry.size,
-                start,
-                end,
+                start: part.start,
+                end: part.end,
                 keep,
             };
             // A range reads the whole entry to check it: a few at a time.
-            let _permit = match status {
+            let _permit = match part.status {
                 206 => cache.range_reads.acquire().await.ok(),
                 _ => None,
             };
@@ -151,6 +106,90 @@ pub(super) async fn serve(
         None => session.write_response_body(None, true).await?,
     }
     Ok(true)
+}
+
+/// What the answer holds: its status and the bytes `start..end` of the entry.
+struct Part {
+    status: u16,
+    start: u64,
+    end: u64,
+    etag: String,
+}
+
+impl Part {
+    /// The part the request asks for: 304 for a matching `If-None-Match`, 206 for one
+    /// satisfiable `Range`, 416 for one that is not, else 200 and the whole entry.
+    fn asked(session: &Session, digest: &str, size: u64) -> Part {
+        let etag = format!("\"{digest}\"");
+        let not_modified = header_value(session, "if-none-match")
+            .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        let wanted = match header_value(session, "range") {
+            Some(_) if not_modified => Wanted::Whole,
+            range => wanted(range, size),
+        };
+        let (status, start, end) = match wanted {
+            _ if not_modified => (304, 0, 0),
+            Wanted::Whole => (200, 0, size),
+            Wanted::Part { start, end } => (206, start, end + 1),
+            Wanted::Unsatisfiable => (416, 0, 0),
+        };
+        Part {
+            status,
+            start,
+            end,
+            etag,
+        }
+    }
+
+    /// The response header the registry would send for this part.
+    fn header(&self, session: &Session, digest: &str, entry: &Entry) -> Result<ResponseHeader> {
+        let mut header = ResponseHeader::build(self.status, Some(8))?;
+        header.insert_header("Docker-Distribution-Api-Version", "registry/2.0")?;
+        header.insert_header("Docker-Content-Digest", digest)?;
+        header.insert_header("ETag", self.etag.as_str())?;
+        header.insert_header("Accept-Ranges", "bytes")?;
+        match self.status {
+            304 => {}
+            416 => {
+                header.insert_header("Content-Range", format!("bytes */{}", entry.size))?;
+                header.insert_header("Content-Length", "0")?;
+            }
+            _ => {
+                header.insert_header("Content-Type", entry.content_type.as_str())?;
+                header.insert_header("Content-Length", (self.end - self.start).to_string())?;
+                if self.status == 206 {
+                    let range = format!("bytes {}-{}/{}", self.start, self.end - 1, entry.size);
+                    header.insert_header("Content-Range", range)?;
+                }
+            }
+        }
+        copy_request_id(session.req_header(), &mut header)?;
+        Ok(header)
+    }
+}
+
+/// The entry's content: from memory while its file is still on disk, else the file,
+/// opened by the digest itself (not by what the index entry says it holds). `None` when
+/// it cannot be opened: kept in memory but purged from the disk, the open fails and
+/// forgets it.
+async fn open(cache: &Cache, digest: &str) -> Option<Source> {
+    if let Some(content) = cache.memory.get(digest) {
+        if cache.store.content_on_disk(digest) {
+            return Some(Source::Memory(content));
+        }
+    }
+    match open_content(cache.store.dir(), digest).await {
+        Ok(reader) => Some(Source::Disk(reader)),
+        Err(e) => {
+            tracing::warn!("cache: {digest} cannot be opened ({e}); asking the registry");
+            if is_not_found(&e) {
+                cache.store.forget(digest);
+                cache.memory.remove(digest);
+            }
+            metrics().cache_events.with_label_values(&["miss"]).inc();
+            None
+        }
+    }
 }
 
 /// Where a cached body comes from.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::manifest::{self, Reference, MAX_MANIFEST};
-use super::request::{count_refusal, Commit, ManifestPut, RequestState};
+use super::request::{count_refusal, Commit, Lookup, ManifestPut, RequestState};
 use super::usage::Policy;
 use crate::error::RegistryError;
 use crate::hooks::{Refusal, RequestFacts};
@@ -119,6 +119,19 @@ async fn decide(
             reservation: None,
         });
     };
+    count(put, policy, lookup, quota, digest, references).await
+}
+
+/// The quota for a manifest's blobs the namespace does not hold yet, at the sizes the
+/// registry reports: the bytes are reserved until the registry answered.
+async fn count(
+    put: &ManifestPut,
+    policy: &Policy,
+    lookup: &Lookup,
+    quota: u64,
+    digest: String,
+    references: Arc<Vec<Reference>>,
+) -> Result<Commit, (RegistryError, &'static str)> {
     let unavailable = |e: &(dyn std::error::Error + 'static)| {
         let cause = crate::report::chain(e);
         tracing::error!(
