@@ -8,11 +8,11 @@
 
 /// Largest manifest body read before it is forwarded: the registry's own limit
 /// (distribution's `maxManifestBodySize`, 4 MiB).
-pub const MAX_MANIFEST: usize = 4 << 20;
+pub(super) const MAX_MANIFEST: usize = 4 << 20;
 
 /// One referenced blob or child manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reference {
+pub(crate) struct Reference {
     /// `sha256:…` (or another algorithm, as written).
     pub digest: String,
     /// Bytes, as the descriptor says (the edge replaces it with the registry's own figure
@@ -24,7 +24,7 @@ pub struct Reference {
 
 /// Why a body is not a manifest the edge can count; the registry would refuse it too.
 #[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
+pub(super) enum ManifestError {
     #[error("not JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("not a JSON object")]
@@ -39,7 +39,7 @@ pub enum ManifestError {
 /// order, repeats kept. Keys match case-insensitively, as Go's `encoding/json` (which the
 /// registry decodes with) matches them; a key given twice in any case is refused rather
 /// than guessed at. Other fields are ignored, as the registry ignores them.
-pub fn references(body: &[u8]) -> Result<Vec<Reference>, ManifestError> {
+pub(super) fn references(body: &[u8]) -> Result<Vec<Reference>, ManifestError> {
     let value: serde_json::Value = serde_json::from_slice(body)?;
     let object = value.as_object().ok_or(ManifestError::NotObject)?;
     let field = |name: &'static str| {
@@ -91,7 +91,7 @@ fn descriptor(value: &serde_json::Value, child_manifest: bool) -> Option<Referen
 }
 
 /// The digest of a manifest body as the registry computes it (SHA-256 of the bytes).
-pub fn digest_of(body: &[u8]) -> String {
+pub(super) fn digest_of(body: &[u8]) -> String {
     let hash = ring::digest::digest(&ring::digest::SHA256, body);
     format!("sha256:{}", data_encoding::HEXLOWER.encode(hash.as_ref()))
 }

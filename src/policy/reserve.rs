@@ -35,7 +35,7 @@ impl Reservations {
 
 /// Bytes reserved for one request; released on drop (after the usage was recorded, or
 /// when the request failed).
-pub struct Reservation {
+pub(crate) struct Reservation {
     pending: Arc<Mutex<HashMap<String, u64>>>,
     namespace: String,
     bytes: u64,

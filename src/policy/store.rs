@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::manifest::Reference;
 
 /// The file's name in `policy.state_dir`.
-pub const FILE: &str = "usage.sqlite3";
+pub(super) const FILE: &str = "usage.sqlite3";
 
 /// Why the store cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,7 @@ impl StoreError {
 }
 
 /// The usage store (blocking: call from `spawn_blocking` on a request path).
-pub struct Store {
+pub(super) struct Store {
     connection: Mutex<Connection>,
 }
 
@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS blobs (
 impl Store {
     /// Opens (or creates, 0700 folder) the store in `dir`. A file that is not a usable
     /// SQLite database is an error: the caller decides whether to start without it.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+    pub(super) fn open(dir: &Path) -> Result<Store, StoreError> {
         crate::cache::create_private_dir(dir).map_err(|source| StoreError::Dir {
             dir: dir.to_path_buf(),
             source,
@@ -128,7 +128,7 @@ impl Store {
     }
 
     /// Bytes `namespace` holds.
-    pub fn usage(&self, namespace: &str) -> Result<u64, StoreError> {
+    pub(super) fn usage(&self, namespace: &str) -> Result<u64, StoreError> {
         let connection = self.lock();
         // TOTAL (a float) cannot overflow where SUM would fail: sizes are the client's
         // word for exempt accounts.
@@ -141,7 +141,7 @@ impl Store {
     }
 
     /// Every namespace with its usage, by name.
-    pub fn all(&self) -> Result<Vec<(String, u64)>, StoreError> {
+    pub(super) fn all(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let connection = self.lock();
         let mut statement = connection.prepare(
             "SELECT namespace, TOTAL(size) FROM blobs GROUP BY namespace ORDER BY namespace",
@@ -157,7 +157,7 @@ impl Store {
 
     /// The references `namespace` does not hold yet, each once: what storing a manifest
     /// with `references` would add.
-    pub fn unheld(
+    pub(super) fn unheld(
         &self,
         namespace: &str,
         references: &[Reference],
@@ -179,7 +179,7 @@ impl Store {
     }
 
     /// Records that the registry stored manifest `digest` in `repository` (of `namespace`).
-    pub fn put(
+    pub(super) fn put(
         &self,
         namespace: &str,
         repository: &str,
@@ -195,7 +195,7 @@ impl Store {
 
     /// Replaces everything with `manifests` (namespace, repository, digest, references) in
     /// one transaction: `usage scan`, so the running edge never reads a half-built store.
-    pub fn replace_all(
+    pub(super) fn replace_all(
         &self,
         manifests: &[(String, String, String, Vec<Reference>)],
     ) -> Result<(), StoreError> {
@@ -212,7 +212,11 @@ impl Store {
     /// Records that the registry deleted manifest `digest` of `repository`; its blobs no
     /// other manifest of the namespace references stop counting. Returns the namespace,
     /// if the manifest was known.
-    pub fn delete(&self, repository: &str, digest: &str) -> Result<Option<String>, StoreError> {
+    pub(super) fn delete(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Option<String>, StoreError> {
         let mut connection = self.lock();
         let tx = connection.transaction()?;
         let namespace: Option<String> = tx

@@ -17,7 +17,7 @@ use crate::upstream::RegistryClient;
 
 /// The namespace of `repository`: its first `depth` path segments (all of them when it has
 /// fewer). `team/app/x` at depth 1 is `team`, at depth 2 `team/app`.
-pub fn namespace_of(repository: &str, depth: usize) -> &str {
+pub(super) fn namespace_of(repository: &str, depth: usize) -> &str {
     match repository.match_indices('/').nth(depth.saturating_sub(1)) {
         Some((end, _)) => &repository[..end],
         None => repository,
@@ -37,7 +37,7 @@ enum Backend {
 
 /// The running policy: the usage store opened at start (the rules come with each request's
 /// settings, so a reload changes them live).
-pub struct Policy {
+pub(crate) struct Policy {
     backend: Backend,
     /// For the registry lookups of immutability checks and blob sizes.
     registry: RegistryClient,
@@ -51,7 +51,7 @@ pub struct Policy {
 impl Policy {
     /// Opens the usage store: Redis when `shared` is given (`shared_state.redis`), else the
     /// embedded store in `settings.state_dir` ([`LocalUsage::open`]).
-    pub fn open(
+    pub(crate) fn open(
         settings: &PolicySettings,
         shared: Option<Arc<SharedState>>,
     ) -> Result<Policy, PolicyError> {
@@ -60,7 +60,7 @@ impl Policy {
 
     /// [`Policy::open`] for the `usage` commands: a broken store file is reported, not
     /// moved aside under the running edge.
-    pub fn open_for_command(
+    pub(crate) fn open_for_command(
         settings: &PolicySettings,
         shared: Option<Arc<SharedState>>,
     ) -> Result<Policy, PolicyError> {
@@ -88,14 +88,14 @@ impl Policy {
     }
 
     /// The namespace of `repository` under the depth the store was opened with.
-    pub fn namespace_of<'a>(&self, repository: &'a str) -> &'a str {
+    pub(crate) fn namespace_of<'a>(&self, repository: &'a str) -> &'a str {
         namespace_of(repository, self.namespace_depth)
     }
 
     /// Admits `added` more bytes into `namespace` under `quota` unless its usage plus the
     /// bytes of PUTs admitted and not yet answered would go over: concurrent PUTs, each
     /// under the quota alone, cannot pass together. `Err((usage, pending))` when over.
-    pub async fn reserve(
+    pub(crate) async fn reserve(
         &self,
         namespace: &str,
         added: u64,
@@ -116,12 +116,12 @@ impl Policy {
     }
 
     /// Bytes `namespace` holds.
-    pub async fn usage(&self, namespace: &str) -> Result<u64, PolicyError> {
+    pub(crate) async fn usage(&self, namespace: &str) -> Result<u64, PolicyError> {
         Ok(self.usage_and_unheld(namespace, Arc::default()).await?.0)
     }
 
     /// (bytes `namespace` holds, the references of `references` it does not hold yet).
-    pub async fn usage_and_unheld(
+    pub(crate) async fn usage_and_unheld(
         &self,
         namespace: &str,
         references: Arc<Vec<Reference>>,
@@ -148,7 +148,7 @@ impl Policy {
 
     /// Records a manifest the registry stored (`added`: the bytes it was admitted with);
     /// returns the namespace's usage after it.
-    pub async fn put(
+    pub(crate) async fn put(
         &self,
         namespace: &str,
         repository: &str,
@@ -179,7 +179,7 @@ impl Policy {
 
     /// Records a manifest of `namespace` the registry deleted; returns the namespace's
     /// usage after it, when the manifest was known.
-    pub async fn delete(
+    pub(crate) async fn delete(
         &self,
         namespace: &str,
         repository: &str,
@@ -201,7 +201,7 @@ impl Policy {
     }
 
     /// Every namespace's usage, by name.
-    pub async fn all(&self) -> Result<Vec<(String, u64)>, PolicyError> {
+    pub(crate) async fn all(&self) -> Result<Vec<(String, u64)>, PolicyError> {
         match &self.backend {
             Backend::Local(local) => local.all().await,
             Backend::Redis { usage, .. } => usage.all().await.ok_or(PolicyError::NotShared),
@@ -211,7 +211,7 @@ impl Policy {
     /// Replaces all usage with `manifests` (namespace, repository, digest, references):
     /// `usage scan`. One transaction in the embedded store; in Redis the old keys are
     /// deleted first, so other instances briefly see less usage.
-    pub async fn replace_all(
+    pub(crate) async fn replace_all(
         &self,
         manifests: Vec<(String, String, String, Vec<Reference>)>,
     ) -> Result<(), PolicyError> {

@@ -6,9 +6,10 @@
 //!   the policy's lookups, `usage scan`): direct to the node, never through a proxy.
 
 mod pool;
-pub mod registry_api;
+pub(crate) mod registry_api;
 mod sessions;
 
 pub(crate) use pool::{NodeList, NodePool, PoolService};
-pub use registry_api::{RegistryClient, RegistryClientError};
+pub(crate) use registry_api::RegistryClient;
+pub use registry_api::{LookupError, RegistryClientError};
 pub(crate) use sessions::UploadSessions;

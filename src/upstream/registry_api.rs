@@ -36,12 +36,12 @@ pub enum RegistryClientError {
 /// The HTTP client for the edge's own requests to registry nodes: every request goes
 /// direct to the node it names. Cheap to clone (one connection pool).
 #[derive(Clone)]
-pub struct RegistryClient(reqwest::Client);
+pub(crate) struct RegistryClient(reqwest::Client);
 
 impl RegistryClient {
     /// # Errors
     /// The system's TLS roots cannot be read, or reqwest refuses the settings.
-    pub fn new() -> Result<RegistryClient, RegistryClientError> {
+    pub(crate) fn new() -> Result<RegistryClient, RegistryClientError> {
         let client = crate::tls::http_client_builder(None, CLIENT_TIMEOUT)?
             .no_proxy()
             .build()
@@ -52,7 +52,7 @@ impl RegistryClient {
     /// The API of the node at `node`, asked with `authorization` (an `Authorization` header
     /// value: [`edge_token`], or in proxy-only mode the client's own), each request ending
     /// after `timeout`.
-    pub fn at(
+    pub(crate) fn at(
         &self,
         node: SocketAddr,
         authorization: Option<String>,
@@ -69,14 +69,14 @@ impl RegistryClient {
 
 /// `Bearer <token>`: a token the edge signs for itself with `tokens` (`auth.token`),
 /// granting `scopes`, for its own lookups (the registry verifies it like any other).
-pub fn edge_token(tokens: &TokenAuthority, scopes: &[Scope]) -> String {
+pub(crate) fn edge_token(tokens: &TokenAuthority, scopes: &[Scope]) -> String {
     let issued = tokens.issue(EDGE_SUBJECT, scopes, SystemTime::now());
     format!("Bearer {}", issued.token)
 }
 
 /// Every manifest media type, so the registry answers with the manifest as stored (its
 /// digest) rather than converting or refusing it.
-pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
+pub(crate) const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.docker.distribution.manifest.v2+json";
@@ -93,7 +93,7 @@ pub enum LookupError {
 }
 
 /// One node's API ([`RegistryClient::at`]).
-pub struct RegistryApi<'a> {
+pub(crate) struct RegistryApi<'a> {
     client: &'a reqwest::Client,
     /// `http://host:port`
     base: String,
@@ -115,7 +115,7 @@ impl RegistryApi<'_> {
     }
 
     /// The digest `tag` of `repository` points to; `None` when the registry has no such tag.
-    pub async fn tag_digest(
+    pub(crate) async fn tag_digest(
         &self,
         repository: &str,
         tag: &str,
@@ -136,7 +136,7 @@ impl RegistryApi<'_> {
 
     /// The size the registry reports for blob (or, `manifest`, manifest) `digest` of
     /// `repository`: its `Content-Length` to a `HEAD`; `None` when it does not have it.
-    pub async fn content_length(
+    pub(crate) async fn content_length(
         &self,
         repository: &str,
         digest: &str,
@@ -167,7 +167,11 @@ impl RegistryApi<'_> {
     /// The status a `HEAD` of `path` gets with `headers` (the client's `Accept`, `Host`,
     /// forwarding headers) added to the lookup's own: the cache's confirmation that a
     /// client may pull what it holds.
-    pub async fn head_status(&self, path: &str, headers: HeaderMap) -> Result<u16, LookupError> {
+    pub(crate) async fn head_status(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+    ) -> Result<u16, LookupError> {
         let (url, request) = self.request(reqwest::Method::HEAD, path);
         match request.headers(headers).send().await {
             Ok(answer) => Ok(answer.status().as_u16()),
@@ -186,18 +190,18 @@ impl RegistryApi<'_> {
     }
 
     /// The tags of `repository` (none when the registry does not know it).
-    pub async fn tags(&self, repository: &str) -> Result<Vec<String>, LookupError> {
+    pub(crate) async fn tags(&self, repository: &str) -> Result<Vec<String>, LookupError> {
         self.list(&format!("/v2/{repository}/tags/list?n=1000"), "tags")
             .await
     }
 
     /// Every repository the registry lists.
-    pub async fn catalog(&self) -> Result<Vec<String>, LookupError> {
+    pub(crate) async fn catalog(&self) -> Result<Vec<String>, LookupError> {
         self.list("/v2/_catalog?n=1000", "repositories").await
     }
 
     /// The manifest body `reference` names in `repository`; `None` when it is gone.
-    pub async fn manifest(
+    pub(crate) async fn manifest(
         &self,
         repository: &str,
         reference: &str,
