@@ -5,9 +5,26 @@
 //! pool of registry nodes with health checks and failover.
 //!
 //! # Layout
-//! How a request flows: `listen` accepts and guards the connection, `proxy` admits the
-//! request (checks, token, limits) and streams it to a node from `upstream`. Everything
-//! it is checked against comes from [`config`] through [`load`] and `settings`.
+//! The request path, in order:
+//! 1. `listen` accepts and guards the connection (deadlines, header limits, PROXY protocol).
+//! 2. `proxy`'s admission steps: header limits, request id, framing and `Host`
+//!    (`request`), strict host, route (`registry`), repository name, read-only, the token
+//!    realm (`auth::endpoint`), the token (`auth::check`), then the features' admission
+//!    hooks: **cache** (answer a pull by digest) and **policy** (quotas, immutable tags),
+//!    then the body size and the push limit (`limits`).
+//! 3. `upstream` picks the node (affinity, upload-session pins); the policy's new-attempt
+//!    hook; forwarding headers (`proxy::headers`).
+//! 4. Request body: counted, limited, throttled (`proxy::body`), then the policy's body
+//!    hook (a held manifest, a bounded upload).
+//! 5. The registry's answer: upload-session pins, then the features' response hooks (the
+//!    cache confirms and fills, the policy records), the cache's response-body hook.
+//! 6. Refusals, whenever decided, and failures: one path (`proxy::refusal`); then the
+//!    access line and metrics.
+//!
+//! A feature (`cache`, `policy`) is one folder owning its per-request state and one hook
+//! per phase it cares about; `hooks` holds what the phases and the features share, and
+//! `proxy::features` calls the hooks. Everything a request is checked against comes from
+//! [`config`] through [`load`] and `settings`.
 //!
 //! Vocabulary (import nothing from the crate):
 //! - [`config`]: YAML file shapes → validated [`config::Config`], one file per section.
@@ -17,18 +34,25 @@
 //! Serving requests:
 //! - `listen`: accept loops; the guarded stream (deadlines, HTTP/1 header limits as the
 //!   block arrives), the connection watch, PROXY protocol.
-//! - `proxy`: `EdgeProxy` (Pingora `ProxyHttp`): admission steps, body streaming, node
-//!   choice, failures, the access log, the framing of the edge's own answers.
-//! - `request`: what any listener reads from a request: host, public origin, request ids,
-//!   header limits, and whether it can be passed on unambiguously (`framing`).
+//! - `proxy`: `EdgeProxy` (Pingora `ProxyHttp`): the phases, admission steps, body
+//!   streaming, node choice, the features' hook calls, refusals and failures, the access
+//!   log, the framing of the edge's own answers.
+//! - `hooks`: what a feature sees of a request (`RequestFacts`) and can decide (`Outcome`,
+//!   `Refusal`).
+//! - `request`: what any listener reads from a request: host, client address, public
+//!   origin, request ids, header limits, and whether it can be passed on unambiguously
+//!   (`framing`).
 //! - `redirect`: the plain-HTTP listeners (redirect to https, ACME http-01).
 //! - `admin`: the admin listener (/metrics, /healthz, /readyz).
-//! - [`upstream`]: registry node pool, repository affinity, health checks, upload-session pins,
-//!   and the HTTP client for the edge's own requests to nodes (no environment proxy).
-//! - `cache`: blobs and manifests pulled by digest, kept on disk (`cacache`) and served
-//!   only to requests the edge authorized for a repository the registry confirmed.
-//! - [`policy`]: storage quotas per namespace and immutable tags: manifest references, the
-//!   usage store (SQLite), registry lookups and `usage scan`.
+//! - [`upstream`]: registry node pool, repository affinity, health checks, upload-session
+//!   pins, and the registry's API as the edge itself asks it (`registry_api`: direct to
+//!   the nodes, the edge-signed lookup token).
+//! - [`cache`] (feature): blobs and manifests pulled by digest, kept on disk (`cacache`)
+//!   and served only to requests the edge authorized for a repository the registry
+//!   confirmed. Hooks: admit, upstream response, response body.
+//! - [`policy`] (feature): storage quotas per namespace and immutable tags; the usage store
+//!   (SQLite or Redis) and `usage scan`. Hooks: admit, new attempt, request body, upstream
+//!   response.
 //! - `error`: the registry's JSON error envelope for the edge's own answers.
 //! - [`report`]: errors in log lines and `check` messages: the whole chain of causes.
 //! - `metrics`: Prometheus metrics.

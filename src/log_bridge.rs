@@ -1,6 +1,6 @@
 //! Pingora's log records (the `log` crate) into `tracing`, with the lines that report a
 //! client's fault lowered from `ERROR` to `WARN` (and one routine event Pingora recovers
-//! from, [`ROUTINE`], to `DEBUG`).
+//! from, `ROUTINE`, to `DEBUG`).
 //!
 //! Pingora logs at `ERROR` whatever ends a connection before a request hook runs: a client
 //! that closed or reset while sending its request head, a head over the header limits
@@ -8,7 +8,7 @@
 //! an answer the client did not stay to read. None of these is the operator's problem, and
 //! an `ERROR` per broken client buries the ones that are (a node that failed). Pingora has
 //! no hook for these lines, so this bridge, installed in place of tracing-log's
-//! `LogTracer`, lowers exactly the messages listed in [`CLIENT_FAULTS`] and passes every
+//! `LogTracer`, lowers exactly the messages listed in `CLIENT_FAULTS` and passes every
 //! other record on unchanged. Failures of a request the proxy saw are logged by the proxy
 //! itself (`proxy::failure::log`), with the request id.
 

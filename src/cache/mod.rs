@@ -7,14 +7,14 @@
 //!   a pair, start a fill).
 //! - `response_body`: the body into the fill.
 //!
-//! Its per-request state is [`RequestState`] (`RequestCtx::cache`). Content is addressed by
+//! Its per-request state is `RequestState` (`RequestCtx::cache`). Content is addressed by
 //! its SHA-256, so one entry serves every repository that holds it; who may be answered from
 //! it is decided per request (`request`): the edge granted pull on the repository, and the
 //! registry confirmed that this repository holds this digest (`confirmed`).
 //!
 //! - `request`: the hooks and the per-request state.
 //! - `answer`: writing an answer from an entry as the registry would (with `range`).
-//! - `shared`: the [`Cache`] every request shares.
+//! - `shared`: the `Cache` every request shares.
 //! - `store`: the entries on disk (the `cacache` crate: content-addressed files checked
 //!   against their SHA-256 when written and while read) and the in-memory index (size,
 //!   content type, least recently used first) rebuilt from the folder at start.

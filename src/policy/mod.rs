@@ -9,10 +9,10 @@
 //!   upload that streams past its namespace's quota.
 //! - `upstream_response`: record a stored or deleted manifest on the registry's 2xx.
 //!
-//! Its per-request state is [`RequestState`] (`RequestCtx::policy`).
+//! Its per-request state is `RequestState` (`RequestCtx::policy`).
 //!
 //! - `admit`, `body`, `request`: the hooks and the per-request state.
-//! - `usage`: the running [`Policy`]: usage per namespace, in `store` (SQLite in
+//! - `usage`: the running `Policy`: usage per namespace, in `store` (SQLite in
 //!   `policy.state_dir`, run off the async threads by `local`, which replaces a broken file)
 //!   or in Redis (`redis_usage`, with `shared_state.redis`); `reserve`: bytes of manifest
 //!   PUTs admitted and not yet answered; `error`: why usage cannot be read.
