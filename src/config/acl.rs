@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::error::ConfigError;
 use super::file;
 use super::validate::Validator;
-use super::ConfigError;
 
 /// Actions a rule allows.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::acl::{acl_rule, Rule};
+use super::error::ConfigError;
 use super::file;
 use super::users::{users_settings, UsersSettings};
 use super::validate::Validator;
-use super::ConfigError;
 
 /// The edge's own token realm (`auth.token`, `auth.users`, `auth.acl`); files are loaded by
 /// `load::load_all`.

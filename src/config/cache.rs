@@ -6,9 +6,9 @@
 
 use std::path::PathBuf;
 
+use super::error::ConfigError;
 use super::file::CacheFile;
 use super::validate::Validator;
-use super::ConfigError;
 
 /// `max_object` when the file sets none: blobs above it are passed through uncached.
 const DEFAULT_MAX_OBJECT: u64 = 20 << 30;

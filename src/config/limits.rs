@@ -4,9 +4,9 @@ use std::collections::HashSet;
 use std::num::NonZeroU32;
 
 use super::choices::LimitKey;
+use super::error::ConfigError;
 use super::file;
 use super::validate::Validator;
-use super::ConfigError;
 
 /// `limits`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -9,6 +9,7 @@ mod acl;
 mod auth;
 mod cache;
 mod choices;
+mod error;
 mod file;
 mod limits;
 mod model;
@@ -20,12 +21,13 @@ mod upstream;
 mod users;
 mod validate;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use acl::{Actions, Rule};
 pub use auth::{AuthSettings, TrustedIssuer};
 pub use cache::CacheSettings;
 pub use choices::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
+pub use error::ConfigError;
 pub use limits::{Limits, PushLimit, UploadBytesLimit};
 pub use model::{Config, Maintenance};
 pub use policy::{ImmutableTags, PolicySettings, Quotas, TagRule};
@@ -35,25 +37,6 @@ pub use tls::{AcmeSettings, CertificatePaths};
 pub use upstream::{ForwardedSettings, UpstreamSettings};
 pub use users::{HttpAuthenticatorSettings, LdapSettings, OidcSettings, UsersSettings};
 pub use validate::Names;
-
-/// Why a configuration could not be loaded; every variant names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: cannot read: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// YAML syntax, wrong types and unknown keys (serde_yaml names the key and line).
-    #[error("{}: {message}", path.display())]
-    Syntax { path: PathBuf, message: String },
-    #[error("{}: {key}: {problem}", path.display())]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        problem: String,
-    },
-}
 
 /// Reads and validates a configuration file. Relative paths in it resolve against its folder.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::auth::{auth_settings, AuthSettings, TrustedIssuer};
 use super::cache::{cache_settings, CacheSettings};
 use super::choices::LogFormat;
+use super::error::ConfigError;
 use super::file::{self, ConfigFile};
 use super::limits::{push_limit, upload_limit, Limits, PushLimit, UploadBytesLimit};
 use super::policy::{policy_settings, PolicySettings};
@@ -17,7 +18,6 @@ use super::shared_state::{redis_settings, RedisSettings};
 use super::tls::{acme_settings, certificate_paths, AcmeSettings, CertificatePaths};
 use super::upstream::{forwarded_settings, upstream_settings, ForwardedSettings, UpstreamSettings};
 use super::validate::{Names, Validator};
-use super::ConfigError;
 
 /// The gateway's validated configuration.
 #[derive(Debug, Clone)]

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use super::choices::OnUnavailable;
+use super::error::ConfigError;
 use super::file;
 use super::validate::Validator;
-use super::ConfigError;
 
 /// `shared_state.redis`: limits kept in Redis so several instances act as one.
 #[derive(Clone, PartialEq, Eq)]

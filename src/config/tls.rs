@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::choices::AcmeChallenge;
+use super::error::ConfigError;
 use super::file;
 use super::server::ServerSettings;
 use super::validate::Validator;
-use super::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificatePaths {

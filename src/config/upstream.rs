@@ -6,9 +6,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::choices::Balance;
+use super::error::ConfigError;
 use super::file;
 use super::validate::{Names, Validator};
-use super::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {

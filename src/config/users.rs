@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::error::ConfigError;
 use super::file;
 use super::validate::Validator;
-use super::ConfigError;
 
 /// The login backends, asked in the order htpasswd → LDAP → http (OIDC by the token's
 /// `iss`), and the credential cache they share.
