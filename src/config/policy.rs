@@ -1,59 +1,16 @@
 //! `policy:`: storage quotas per namespace and immutable tags, enforced at the edge.
 //!
-//! The section's YAML shapes live here with their converter (the other sections' shapes are
-//! in `file.rs`, which is long enough). Sizes as in `cache:` (`20GiB`, `500MB`, bytes);
-//! globs are `globset`'s: `*` and `?` stay within one path segment, `**` crosses them,
-//! `[0-9]` is a class.
+//! Sizes as in `cache:` (`20GiB`, `500MB`, bytes); globs are `globset`'s: `*` and `?` stay
+//! within one path segment, `**` crosses them, `[0-9]` is a class.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
-use serde::Deserialize;
 
+use super::error::ConfigError;
+use super::file::{ImmutableItem, PolicyFile};
 use super::validate::Validator;
-use super::ConfigError;
-
-/// `policy:` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct PolicyFile {
-    /// The embedded store's folder (relative to the config file's folder).
-    pub state_dir: String,
-    /// Leading path segments of a repository that make its namespace. Default 1.
-    #[serde(default)]
-    pub namespace_depth: Option<usize>,
-    #[serde(default)]
-    pub quotas: Option<QuotasFile>,
-    #[serde(default)]
-    pub immutable_tags: Vec<ImmutableItem>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct QuotasFile {
-    #[serde(default)]
-    pub default: Option<String>,
-    #[serde(default)]
-    pub namespaces: BTreeMap<String, String>,
-    #[serde(default)]
-    pub exempt_accounts: Vec<String>,
-}
-
-/// One item of `immutable_tags`: a rule `{ name, tags }` (optionally with its own
-/// `exempt_accounts`), or `{ exempt_accounts }` alone: accounts exempt from every rule. The
-/// issue's sketch puts `exempt_accounts:` under the rule list without a `-`, which is not
-/// YAML; written as a list item (`- exempt_accounts: [...]`) it is.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ImmutableItem {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub tags: Option<Vec<String>>,
-    #[serde(default)]
-    pub exempt_accounts: Option<Vec<String>>,
-}
 
 /// The validated `policy:` section.
 #[derive(Debug, Clone)]
