@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::acl::{acl_rule, Rule};
 use super::error::ConfigError;
 use super::file;
+use super::keys::{key_table, Changes};
 use super::users::{users_settings, UsersSettings};
 use super::validate::Validator;
 
@@ -41,6 +42,51 @@ pub struct TrustedIssuer {
     pub certificates: PathBuf,
     /// Absolute URL of the issuer's token endpoint (the challenge's `realm`).
     pub realm: String,
+}
+
+key_table! {
+    // Every reload builds a new `Auth` from the whole section (users, keys, rules).
+    AUTH = Live("auth");
+    pub(super) TRUSTED_ISSUERS = Live("auth.trusted_issuers");
+}
+
+/// Notes whether the edge's own realm (`auth` but its trusted issuers) differs.
+pub(super) fn auth_changes(
+    old: &Option<AuthSettings>,
+    new: &Option<AuthSettings>,
+    changes: &mut Changes,
+) {
+    let (Some(old), Some(new)) = (old, new) else {
+        return changes.note(AUTH, old, new);
+    };
+    let AuthSettings {
+        realm_path,
+        service,
+        issuer,
+        signing_key,
+        certificate,
+        expiration,
+        refresh_expiration,
+        users,
+        acl,
+        failed_logins_per_ip,
+        failed_logins_per_account,
+    } = old;
+    changes.note(AUTH, realm_path, &new.realm_path);
+    changes.note(AUTH, service, &new.service);
+    changes.note(AUTH, issuer, &new.issuer);
+    changes.note(AUTH, signing_key, &new.signing_key);
+    changes.note(AUTH, certificate, &new.certificate);
+    changes.note(AUTH, expiration, &new.expiration);
+    changes.note(AUTH, refresh_expiration, &new.refresh_expiration);
+    changes.note(AUTH, users, &new.users);
+    changes.note(AUTH, acl, &new.acl);
+    changes.note(AUTH, failed_logins_per_ip, &new.failed_logins_per_ip);
+    changes.note(
+        AUTH,
+        failed_logins_per_account,
+        &new.failed_logins_per_account,
+    );
 }
 
 /// The `auth` section: the edge's own realm when `auth.token` is set, and the trusted

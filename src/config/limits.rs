@@ -6,6 +6,7 @@ use std::num::NonZeroU32;
 use super::choices::LimitKey;
 use super::error::ConfigError;
 use super::file;
+use super::keys::{key_table, Changes};
 use super::validate::Validator;
 
 /// `limits`.
@@ -13,6 +14,20 @@ use super::validate::Validator;
 pub struct Limits {
     /// `None` = unlimited.
     pub max_body_size: Option<u64>,
+}
+
+key_table! {
+    // Read per request.
+    LIMITS = Live("limits");
+    // A changed limit gets a new limiter on reload (`Settings::new` compares whole values).
+    pub(super) PUSH = Live("rate_limits.push");
+    pub(super) UPLOAD_BYTES = Live("rate_limits.upload_bytes");
+}
+
+/// Notes whether `limits` differs.
+pub(super) fn limits_changes(old: &Limits, new: &Limits, changes: &mut Changes) {
+    let Limits { max_body_size } = old;
+    changes.note(LIMITS, max_body_size, &new.max_body_size);
 }
 
 pub(super) fn upload_limit(

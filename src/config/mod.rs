@@ -2,15 +2,18 @@
 //!
 //! A leaf of the crate: it imports nothing from it. `model` holds [`Config`] and its
 //! assembly; each section's types sit beside their converter (`server`, `tls`, `upstream`,
-//! `auth`, `users`, `acl`, `limits`, `shared_state`, `cache`, `policy`); `choices` holds the closed sets; `validate` names file
-//! and key in every error.
+//! `auth`, `users`, `acl`, `limits`, `shared_state`, `cache`, `policy`), with the table of
+//! its keys that says which a reload applies live (`keys`; `changes` walks them);
+//! `choices` holds the closed sets; `validate` names file and key in every error (`error`).
 
 mod acl;
 mod auth;
 mod cache;
+mod changes;
 mod choices;
 mod error;
 mod file;
+mod keys;
 mod limits;
 mod model;
 mod policy;
@@ -26,8 +29,13 @@ use std::path::Path;
 pub use acl::{Actions, Rule};
 pub use auth::{AuthSettings, TrustedIssuer};
 pub use cache::CacheSettings;
+#[cfg(test)]
+pub(crate) use changes::all_keys;
 pub use choices::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
 pub use error::ConfigError;
+pub(crate) use keys::Changes;
+#[cfg(test)]
+pub(crate) use keys::{Applied, Key};
 pub use limits::{Limits, PushLimit, UploadBytesLimit};
 pub use model::{Config, Maintenance};
 pub use policy::{ImmutableTags, PolicySettings, Quotas, TagRule};

@@ -11,6 +11,7 @@ use super::cache::{cache_settings, CacheSettings};
 use super::choices::LogFormat;
 use super::error::ConfigError;
 use super::file::{self, ConfigFile};
+use super::keys::key_table;
 use super::limits::{push_limit, upload_limit, Limits, PushLimit, UploadBytesLimit};
 use super::policy::{policy_settings, PolicySettings};
 use super::server::{admin_listen, server_settings, ServerSettings};
@@ -18,6 +19,13 @@ use super::shared_state::{redis_settings, RedisSettings};
 use super::tls::{acme_settings, certificate_paths, AcmeSettings, CertificatePaths};
 use super::upstream::{forwarded_settings, upstream_settings, ForwardedSettings, UpstreamSettings};
 use super::validate::{Names, Validator};
+
+key_table! {
+    // Read per request.
+    pub(super) MAINTENANCE = Live("maintenance");
+    // The log writer is set up at start.
+    pub(super) LOG_FORMAT = AtRestart("log.format");
+}
 
 /// The gateway's validated configuration.
 #[derive(Debug, Clone)]

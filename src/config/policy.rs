@@ -10,6 +10,7 @@ use globset::{Glob, GlobBuilder, GlobMatcher};
 
 use super::error::ConfigError;
 use super::file::{ImmutableItem, PolicyFile};
+use super::keys::{key_table, Changes};
 use super::validate::Validator;
 
 /// The validated `policy:` section.
@@ -105,6 +106,39 @@ impl PartialEq for PolicySettings {
             && self.quotas == other.quotas
             && self.immutable == other.immutable
     }
+}
+
+key_table! {
+    // The usage store is opened at start (so are its keys' depth); removing `policy:`
+    // turns it off at once, like `cache:`.
+    POLICY = AtRestartUnlessRemoved("policy");
+    STATE_DIR = AtRestart("policy.state_dir");
+    NAMESPACE_DEPTH = AtRestart("policy.namespace_depth");
+    // The rules are read per request.
+    QUOTAS = Live("policy.quotas");
+    IMMUTABLE_TAGS = Live("policy.immutable_tags");
+}
+
+/// Notes which `policy` keys differ; turning the section on or off is a change of `policy`.
+pub(super) fn policy_changes(
+    old: &Option<PolicySettings>,
+    new: &Option<PolicySettings>,
+    changes: &mut Changes,
+) {
+    let (Some(old), Some(new)) = (old, new) else {
+        let on = |p: &Option<PolicySettings>| p.as_ref().map(|_| ());
+        return changes.note_optional(POLICY, &on(old), &on(new));
+    };
+    let PolicySettings {
+        state_dir,
+        namespace_depth,
+        quotas,
+        immutable,
+    } = old;
+    changes.note(STATE_DIR, state_dir, &new.state_dir);
+    changes.note(NAMESPACE_DEPTH, namespace_depth, &new.namespace_depth);
+    changes.note(QUOTAS, quotas, &new.quotas);
+    changes.note(IMMUTABLE_TAGS, immutable, &new.immutable);
 }
 
 pub(super) fn policy_settings(

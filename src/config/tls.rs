@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::choices::AcmeChallenge;
 use super::error::ConfigError;
 use super::file;
+use super::keys::key_table;
 use super::server::ServerSettings;
 use super::validate::Validator;
 
@@ -110,6 +111,13 @@ pub(super) fn acme_settings(
         renew_before,
         ca_roots: ca_roots.map(|p| v.file_path(&p)),
     })
+}
+
+key_table! {
+    // Certificate files are read again by every reload (the resolver swaps them).
+    pub(super) CERTIFICATES = Live("tls.certificates");
+    // The ACME task and its challenge answers are set up at start.
+    pub(super) ACME = AtRestart("tls.acme");
 }
 
 /// A name a CA can validate with http-01 or tls-alpn-01: letters, digits, hyphens, dots.

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use super::choices::Balance;
 use super::error::ConfigError;
 use super::file;
+use super::keys::{key_table, Changes};
 use super::validate::{Names, Validator};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,53 @@ impl ForwardedSettings {
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
+}
+
+key_table! {
+    // The pool swaps its node list on reload; health checks then judge new nodes.
+    NODES = Live("upstream.nodes");
+    // The load balancer is built at start.
+    BALANCE = AtRestart("upstream.balance");
+    // Read per request.
+    CONNECT_TIMEOUT = Live("upstream.connect_timeout");
+    READ_TIMEOUT = Live("upstream.read_timeout");
+    // The health check service is set up at start.
+    HEALTH_PATH = AtRestart("upstream.health_check.path");
+    HEALTH_INTERVAL = AtRestart("upstream.health_check.interval");
+    // Read per request.
+    FORWARDED = Live("forwarded");
+}
+
+/// Notes which `upstream` keys differ between `old` and `new`.
+pub(super) fn upstream_changes(
+    old: &UpstreamSettings,
+    new: &UpstreamSettings,
+    changes: &mut Changes,
+) {
+    let UpstreamSettings {
+        nodes,
+        balance,
+        connect_timeout,
+        read_timeout,
+        health_path,
+        health_interval,
+    } = old;
+    changes.note(NODES, nodes, &new.nodes);
+    changes.note(BALANCE, balance, &new.balance);
+    changes.note(CONNECT_TIMEOUT, connect_timeout, &new.connect_timeout);
+    changes.note(READ_TIMEOUT, read_timeout, &new.read_timeout);
+    changes.note(HEALTH_PATH, health_path, &new.health_path);
+    changes.note(HEALTH_INTERVAL, health_interval, &new.health_interval);
+}
+
+/// Notes whether `forwarded` differs.
+pub(super) fn forwarded_changes(
+    old: &ForwardedSettings,
+    new: &ForwardedSettings,
+    changes: &mut Changes,
+) {
+    let ForwardedSettings { trusted_proxies } = old;
+    changes.note(FORWARDED, trusted_proxies, &new.trusted_proxies);
 }
 
 pub(super) fn upstream_settings(
