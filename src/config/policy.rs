@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use globset::{Glob, GlobBuilder, GlobMatcher};
 
 use super::error::ConfigError;
-use super::file::{ImmutableItem, PolicyFile};
+use super::file::{ImmutableItem, PolicyFile, QuotasFile};
 use super::keys::{key_table, Changes};
 use super::validate::Validator;
 
@@ -162,60 +162,11 @@ pub(super) fn policy_settings(
     }
     let quotas = match quotas {
         None => Quotas::default(),
-        Some(q) => Quotas {
-            default: q
-                .default
-                .map(|text| quota_size(v, "policy.quotas.default", &text))
-                .transpose()?,
-            namespaces: q
-                .namespaces
-                .into_iter()
-                .map(|(namespace, text)| {
-                    let key = format!("policy.quotas.namespaces.{namespace}");
-                    check_namespace(v, &key, &namespace, namespace_depth)?;
-                    Ok((namespace, quota_size(v, &key, &text)?))
-                })
-                .collect::<Result<_, ConfigError>>()?,
-            exempt_accounts: q.exempt_accounts,
-        },
+        Some(q) => quotas_settings(v, q, namespace_depth)?,
     };
     let mut immutable = ImmutableTags::default();
     for (i, item) in immutable_tags.into_iter().enumerate() {
-        let key = format!("policy.immutable_tags[{i}]");
-        match item {
-            ImmutableItem {
-                name: None,
-                tags: None,
-                exempt_accounts: Some(accounts),
-            } => immutable.exempt_accounts.extend(accounts),
-            ImmutableItem {
-                name: Some(name),
-                tags: Some(tags),
-                exempt_accounts,
-            } => {
-                if tags.is_empty() {
-                    return Err(v.invalid(&key, "tags: needs at least one glob"));
-                }
-                immutable.rules.push(TagRule {
-                    name: glob(v, &format!("{key}.name"), &name)?,
-                    tags: tags
-                        .iter()
-                        .map(|t| glob(v, &format!("{key}.tags"), t))
-                        .collect::<Result<_, _>>()?,
-                    name_glob: name,
-                    tag_globs: tags,
-                    exempt_accounts: exempt_accounts.unwrap_or_default(),
-                });
-            }
-            _ => {
-                return Err(v.invalid(
-                    &key,
-                    "a rule needs both name (a repository glob) and tags (tag globs), and may \
-                     have exempt_accounts; an item with exempt_accounts alone exempts those \
-                     accounts from every rule",
-                ))
-            }
-        }
+        immutable_item(v, i, item, &mut immutable)?;
     }
     Ok(PolicySettings {
         state_dir,
@@ -223,6 +174,75 @@ pub(super) fn policy_settings(
         quotas,
         immutable,
     })
+}
+
+/// `policy.quotas`: sizes with units, namespaces a repository can have at `depth`.
+fn quotas_settings(v: &Validator, q: QuotasFile, depth: usize) -> Result<Quotas, ConfigError> {
+    let QuotasFile {
+        default,
+        namespaces,
+        exempt_accounts,
+    } = q;
+    Ok(Quotas {
+        default: default
+            .map(|text| quota_size(v, "policy.quotas.default", &text))
+            .transpose()?,
+        namespaces: namespaces
+            .into_iter()
+            .map(|(namespace, text)| {
+                let key = format!("policy.quotas.namespaces.{namespace}");
+                check_namespace(v, &key, &namespace, depth)?;
+                Ok((namespace, quota_size(v, &key, &text)?))
+            })
+            .collect::<Result<_, ConfigError>>()?,
+        exempt_accounts,
+    })
+}
+
+/// Item `index` of `policy.immutable_tags`, added to `immutable`: a rule, or accounts
+/// exempt from every rule.
+fn immutable_item(
+    v: &Validator,
+    index: usize,
+    item: ImmutableItem,
+    immutable: &mut ImmutableTags,
+) -> Result<(), ConfigError> {
+    let key = format!("policy.immutable_tags[{index}]");
+    match item {
+        ImmutableItem {
+            name: None,
+            tags: None,
+            exempt_accounts: Some(accounts),
+        } => immutable.exempt_accounts.extend(accounts),
+        ImmutableItem {
+            name: Some(name),
+            tags: Some(tags),
+            exempt_accounts,
+        } => {
+            if tags.is_empty() {
+                return Err(v.invalid(&key, "tags: needs at least one glob"));
+            }
+            immutable.rules.push(TagRule {
+                name: glob(v, &format!("{key}.name"), &name)?,
+                tags: tags
+                    .iter()
+                    .map(|t| glob(v, &format!("{key}.tags"), t))
+                    .collect::<Result<_, _>>()?,
+                name_glob: name,
+                tag_globs: tags,
+                exempt_accounts: exempt_accounts.unwrap_or_default(),
+            });
+        }
+        _ => {
+            return Err(v.invalid(
+                &key,
+                "a rule needs both name (a repository glob) and tags (tag globs), and may \
+                 have exempt_accounts; an item with exempt_accounts alone exempts those \
+                 accounts from every rule",
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// A quota's size: a number without a unit would be bytes, which is never what a quota

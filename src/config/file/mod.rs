@@ -16,7 +16,7 @@ pub(super) use auth::{
 pub(super) use network::{
     AcmeFile, CertificateFile, HealthCheckFile, ServerFile, TlsFile, UpstreamFile,
 };
-pub(super) use policy::{ImmutableItem, PolicyFile};
+pub(super) use policy::{ImmutableItem, PolicyFile, QuotasFile};
 
 use serde::Deserialize;
 
