@@ -30,7 +30,19 @@ pub(super) fn limits_changes(old: &Limits, new: &Limits, changes: &mut Changes) 
     changes.note(LIMITS, max_body_size, &new.max_body_size);
 }
 
-pub(super) fn upload_limit(
+/// `rate_limits`: the push and upload-byte limits, each `None` when not set.
+pub(super) fn rate_limit_settings(
+    v: &Validator,
+    rate_limits: file::RateLimitsFile,
+) -> Result<(Option<PushLimit>, Option<UploadBytesLimit>), ConfigError> {
+    let file::RateLimitsFile { push, upload_bytes } = rate_limits;
+    Ok((
+        push.map(|p| push_limit(v, p)).transpose()?,
+        upload_bytes.map(|u| upload_limit(v, u)).transpose()?,
+    ))
+}
+
+fn upload_limit(
     v: &Validator,
     upload: file::UploadBytesFile,
 ) -> Result<UploadBytesLimit, ConfigError> {
@@ -54,10 +66,7 @@ pub(super) fn upload_limit(
     })
 }
 
-pub(super) fn push_limit(
-    v: &Validator,
-    push: file::PushLimitFile,
-) -> Result<PushLimit, ConfigError> {
+fn push_limit(v: &Validator, push: file::PushLimitFile) -> Result<PushLimit, ConfigError> {
     let file::PushLimitFile {
         key,
         per_minute,
