@@ -158,18 +158,25 @@ fn check_bcrypt(hash: &str) -> Result<(), String> {
     let parts: bcrypt::HashParts = hash
         .parse()
         .map_err(|e| format!("not a valid bcrypt hash: {e}"))?;
-    check_cost(parts.get_cost())
+    check_cost(parts.get_cost()).map_err(|e| e.to_string())
 }
 
-/// Whether `cost` is one of [`BCRYPT_COSTS`]; the problem in words otherwise (the same for
-/// a file's entry and for `hash-password --cost`).
-pub fn check_cost(cost: u32) -> Result<(), String> {
+/// A bcrypt cost outside [`BCRYPT_COSTS`] (the same message for a file's entry and for
+/// `hash-password --cost`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "bcrypt cost {cost} is outside {}..={} (htpasswd -B -C allows the same)",
+    BCRYPT_COSTS.start(),
+    BCRYPT_COSTS.end()
+)]
+pub struct CostError {
+    pub cost: u32,
+}
+
+/// Whether `cost` is one of [`BCRYPT_COSTS`].
+pub fn check_cost(cost: u32) -> Result<(), CostError> {
     if !BCRYPT_COSTS.contains(&cost) {
-        return Err(format!(
-            "bcrypt cost {cost} is outside {}..={} (htpasswd -B -C allows the same)",
-            BCRYPT_COSTS.start(),
-            BCRYPT_COSTS.end()
-        ));
+        return Err(CostError { cost });
     }
     Ok(())
 }
