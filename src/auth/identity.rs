@@ -71,7 +71,7 @@ impl Identity {
         }
     }
 
-    pub fn with_groups(mut self, groups: Vec<String>) -> Identity {
+    pub(crate) fn with_groups(mut self, groups: Vec<String>) -> Identity {
         self.groups = groups;
         self
     }

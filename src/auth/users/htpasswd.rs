@@ -150,7 +150,7 @@ pub enum Verdict {
 /// bcrypt costs accepted: Apache's `htpasswd -B -C` allows 4 to 17. The bcrypt crate
 /// refuses costs outside 4..=31 only when verifying (a failed login for every user), and a
 /// cost near 31 would hold a blocking thread for hours per login.
-pub const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=17;
+pub(crate) const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=17;
 
 /// Checks a bcrypt hash's shape (60 characters, `$2y$NN$` + salt and hash in bcrypt's
 /// base64) and cost, so a bad entry is refused when the file is loaded, naming its line.

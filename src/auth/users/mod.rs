@@ -206,7 +206,7 @@ impl Directory {
 
     /// Whether this user and password go to an OIDC provider (whose login name every job
     /// of that provider shares).
-    pub fn is_oidc_login(&self, user: &str, password: &str) -> bool {
+    pub(crate) fn is_oidc_login(&self, user: &str, password: &str) -> bool {
         self.oidc_for(user, password).is_some()
     }
 
@@ -259,7 +259,7 @@ impl Directory {
     /// token ends with the ID token; an http authenticator's after `cache_ttl` (the time
     /// the edge trusts its answer without asking) — neither can be re-checked without the
     /// credential.
-    pub fn refresh_not_after(&self, identity: &Identity, now: SystemTime) -> Option<u64> {
+    pub(crate) fn refresh_not_after(&self, identity: &Identity, now: SystemTime) -> Option<u64> {
         let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         match identity.backend {
             Backend::Oidc { .. } => Some(identity.not_after.unwrap_or(now)),
