@@ -84,7 +84,7 @@ enum Credentials {
 
 /// What an `Authorization` header offers the realm.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Basic {
+pub(crate) enum Basic {
     /// No header, or another scheme: an anonymous request.
     Absent,
     /// `Basic` with something that is not base64 of `user:password`: refused like a
@@ -94,7 +94,7 @@ pub enum Basic {
 }
 
 /// Reads an `Authorization` header as the realm does (public for the fuzz targets).
-pub fn basic_credentials(authorization: Option<&str>) -> Basic {
+pub(crate) fn basic_credentials(authorization: Option<&str>) -> Basic {
     let Some(value) = authorization else {
         return Basic::Absent;
     };

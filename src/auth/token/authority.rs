@@ -50,7 +50,7 @@ impl TokenAuthority {
         }
     }
 
-    pub fn service(&self) -> &str {
+    pub(crate) fn service(&self) -> &str {
         &self.service
     }
 

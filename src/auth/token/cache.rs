@@ -11,7 +11,7 @@ use super::claims::Claims;
 /// A token's cache key: its SHA-256, so the map holds 32 bytes, not the token.
 pub(crate) type TokenKey = [u8; 32];
 
-pub fn key(token: &str) -> TokenKey {
+pub(crate) fn key(token: &str) -> TokenKey {
     let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let mut key = [0u8; 32];
     key.copy_from_slice(digest.as_ref());

@@ -59,7 +59,7 @@ pub struct Claims {
 
 impl Claims {
     /// Whether these claims grant every action of `needed`.
-    pub fn allows(&self, needed: &Scope) -> bool {
+    pub(crate) fn allows(&self, needed: &Scope) -> bool {
         needed.actions.iter().all(|action| {
             self.access.iter().any(|entry| {
                 entry.kind == needed.kind

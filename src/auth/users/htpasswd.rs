@@ -24,7 +24,7 @@ pub enum HtpasswdError {
 }
 
 /// The users of one htpasswd file.
-pub struct Htpasswd {
+pub(crate) struct Htpasswd {
     hashes: HashMap<String, String>,
     /// A valid hash to verify against for unknown users, so timing does not tell them apart.
     /// Made on first use, at `decoy_cost`: a load or reload pays no bcrypt work.
@@ -42,7 +42,7 @@ impl std::fmt::Debug for Htpasswd {
 }
 
 impl Htpasswd {
-    pub fn load(path: &Path) -> Result<Htpasswd, HtpasswdError> {
+    pub(crate) fn load(path: &Path) -> Result<Htpasswd, HtpasswdError> {
         let text = std::fs::read_to_string(path).map_err(|source| HtpasswdError::Read {
             path: path.to_path_buf(),
             source,
@@ -55,7 +55,7 @@ impl Htpasswd {
     /// outside [`BCRYPT_COSTS`], or names a user an earlier line named (which of two hashes
     /// is meant cannot be known; Apache's `htpasswd` would use the first, nginx the first
     /// that matches).
-    pub fn parse(path: &Path, text: &str) -> Result<Htpasswd, HtpasswdError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Htpasswd, HtpasswdError> {
         let mut hashes = HashMap::new();
         let mut lines: HashMap<&str, usize> = HashMap::new();
         for (index, line) in text.lines().enumerate() {
@@ -108,13 +108,18 @@ impl Htpasswd {
         })
     }
 
-    pub fn contains(&self, user: &str) -> bool {
+    pub(crate) fn contains(&self, user: &str) -> bool {
         self.hashes.contains_key(user)
     }
 
     /// Whether `password` is `user`'s. Unknown users are checked against a decoy hash when
     /// `decoy` is set (htpasswd is the last backend), so timing does not tell them apart.
-    pub async fn verify(self: &Arc<Self>, user: &str, password: &str, decoy: bool) -> Verdict {
+    pub(crate) async fn verify(
+        self: &Arc<Self>,
+        user: &str,
+        password: &str,
+        decoy: bool,
+    ) -> Verdict {
         if !decoy && !self.contains(user) {
             return Verdict::Unknown;
         }
