@@ -32,7 +32,7 @@ pub enum TlsError {
 
 impl TlsError {
     /// Which field of a `tls.certificates[i]` entry the problem is about.
-    pub fn field(&self) -> &'static str {
+    pub(crate) fn field(&self) -> &'static str {
         match self {
             TlsError::Chain { .. } | TlsError::NoNames { .. } => "cert",
             TlsError::Key { .. } | TlsError::Mismatch { .. } => "key",

@@ -47,7 +47,7 @@ pub use users::{HttpAuthenticatorSettings, LdapSettings, OidcSettings, UsersSett
 pub use validate::Names;
 
 /// Reads and validates a configuration file. Relative paths in it resolve against its folder.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with(path, Names::Resolve)
 }
 

@@ -35,7 +35,7 @@ pub struct Quotas {
 
 impl Quotas {
     /// The quota of `namespace` in bytes; `None` = no limit.
-    pub fn of(&self, namespace: &str) -> Option<u64> {
+    pub(crate) fn of(&self, namespace: &str) -> Option<u64> {
         self.namespaces.get(namespace).copied().or(self.default)
     }
 }
@@ -61,13 +61,13 @@ pub struct ImmutableTags {
 
 impl ImmutableTags {
     /// Whether `tag` of `repository` may not move once it exists, for `account`.
-    pub fn protects(&self, repository: &str, tag: &str, account: &str) -> bool {
+    pub(crate) fn protects(&self, repository: &str, tag: &str, account: &str) -> bool {
         self.rules_for(account)
             .any(|r| r.name.is_match(repository) && r.tags.iter().any(|t| t.is_match(tag)))
     }
 
     /// Whether any rule covers some tag of `repository` for `account`.
-    pub fn covers_repository(&self, repository: &str, account: &str) -> bool {
+    pub(crate) fn covers_repository(&self, repository: &str, account: &str) -> bool {
         self.rules_for(account).any(|r| r.name.is_match(repository))
     }
 

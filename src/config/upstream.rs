@@ -27,7 +27,7 @@ pub struct ForwardedSettings {
 }
 
 impl ForwardedSettings {
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 }
