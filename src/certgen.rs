@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use rcgen::{CertificateParams, DnType, IsCa, KeyPair, SanType, PKCS_ECDSA_P256_SHA256};
 
 /// File names written by [`generate`], relative to the target folder.
-pub const TLS_CERT: &str = "tls.crt";
-pub const TLS_KEY: &str = "tls.key";
-pub const AUTH_KEY: &str = "registry-auth.key";
-pub const AUTH_CERT: &str = "registry-auth.crt";
+pub(crate) const TLS_CERT: &str = "tls.crt";
+pub(crate) const TLS_KEY: &str = "tls.key";
+pub(crate) const AUTH_KEY: &str = "registry-auth.key";
+pub(crate) const AUTH_CERT: &str = "registry-auth.crt";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertGenError {
@@ -77,7 +77,7 @@ pub fn give_to(paths: &[PathBuf], (uid, gid): (u32, u32)) -> Result<(), CertGenE
 }
 
 /// How long generated TLS certificates are valid.
-pub const CERT_DAYS: i64 = 365;
+pub(crate) const CERT_DAYS: i64 = 365;
 
 /// Writes a self-signed TLS certificate for `hosts` (plus 127.0.0.1 and ::1) and an
 /// ES256 token-signing key pair into `dir`. Returns the paths written.

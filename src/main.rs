@@ -1,6 +1,6 @@
 //! The `registry-edge` command: parses the CLI and hands over to the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -109,33 +109,8 @@ enum UsageAction {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Run { config } => {
-            let loaded = match registry_edge::load::load_all(&config) {
-                Ok(loaded) => loaded,
-                Err(e) => return fail_on(&e),
-            };
-            let _log_writer = init_logging(loaded.config.log_format);
-            let pid_file = loaded.config.server.pid_file.clone();
-            match server::build(loaded) {
-                Ok((server, drain)) => {
-                    if let Some(path) = &pid_file {
-                        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
-                            return fail(format!(
-                                "{}: cannot write the pid file: {e}",
-                                path.display()
-                            ));
-                        }
-                    }
-                    server.run(pingora::server::RunArgs {
-                        shutdown_signal: Box::new(registry_edge::drain::SignalWatch(drain)),
-                    });
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail_on(&e),
-            }
-        }
+    match Cli::parse().command {
+        Command::Run { config } => run(&config),
         Command::Check { config } => match registry_edge::load::load_all(&config) {
             Ok(_) => {
                 println!("{}: configuration is valid", config.display());
@@ -150,87 +125,129 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(format!("{}: {e}", pid_file.display())),
         },
-        Command::RegistryConfig { config } => match registry_edge::config::load_offline(&config) {
-            Ok(loaded) => match registry_edge::registry_config::auth_block(&loaded) {
-                Some(block) => {
-                    print!("{block}");
-                    ExitCode::SUCCESS
-                }
-                None => fail(format!(
-                    "{}: no auth section: the edge issues no tokens",
-                    config.display()
-                )),
-            },
-            Err(e) => fail_on(&e),
-        },
+        Command::RegistryConfig { config } => registry_config(&config),
         Command::Cache {
             action: CacheAction::Purge { config, digest },
-        } => {
-            let settings = match registry_edge::config::load_offline(&config) {
-                Ok(loaded) => match loaded.cache {
-                    Some(settings) => settings,
-                    None => return fail(format!("{}: no cache section", config.display())),
-                },
-                Err(e) => return fail_on(&e),
-            };
-            match registry_edge::cache::purge(&settings, digest.as_deref()) {
-                Ok(purged) => {
-                    println!(
-                        "purged {} entries ({} bytes) from {}",
-                        purged.entries,
-                        purged.bytes,
-                        settings.dir.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail_on(&e),
-            }
-        }
+        } => cache_purge(&config, digest.as_deref()),
         Command::Usage { action } => usage(action),
-        Command::HashPassword { user, cost } => {
-            // Refused before the password is read: a cost `check` refuses is never useful.
-            if let Err(problem) = registry_edge::auth::users::htpasswd::check_cost(cost) {
-                return fail(problem);
-            }
-            let mut password = String::new();
-            if let Err(e) = std::io::stdin().read_line(&mut password) {
-                return fail(format!("cannot read the password from stdin: {e}"));
-            }
-            let password = password.trim_end_matches(['\r', '\n']);
-            match registry_edge::registry_config::htpasswd_line(&user, password, cost) {
-                Ok(line) => {
-                    println!("{line}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail_on(&e),
-            }
-        }
-        Command::GenCerts { dir, hosts, owner } => {
-            let owner = match owner.as_deref().map(certgen::parse_owner).transpose() {
-                Ok(owner) => owner,
-                Err(e) => return fail_on(&e),
-            };
-            if let Err(e) = owner.map_or(Ok(()), certgen::may_give_to) {
-                return fail_on(&e);
-            }
-            let generated = certgen::generate(&dir, &hosts).and_then(|paths| {
-                owner.map_or(Ok(()), |owner| certgen::give_to(&paths, owner))?;
-                Ok(paths)
-            });
-            match generated {
-                Ok(paths) => {
-                    for path in paths {
-                        println!("wrote {}", path.display());
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail_on(&e),
-            }
-        }
+        Command::HashPassword { user, cost } => hash_password(&user, cost),
+        Command::GenCerts { dir, hosts, owner } => gen_certs(&dir, &hosts, owner.as_deref()),
     }
 }
 
-fn signal_reload(pid_file: &std::path::Path) -> Result<i32, String> {
+/// `run`: load everything, write the pid file once the listeners are bound, serve until
+/// SIGTERM has drained the requests in flight.
+fn run(config: &Path) -> ExitCode {
+    let loaded = match registry_edge::load::load_all(config) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail_on(&e),
+    };
+    let _log_writer = init_logging(loaded.config.log_format);
+    let pid_file = loaded.config.server.pid_file.clone();
+    let (server, drain) = match server::build(loaded) {
+        Ok(built) => built,
+        Err(e) => return fail_on(&e),
+    };
+    if let Some(path) = &pid_file {
+        if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            return fail(format!(
+                "{}: cannot write the pid file: {e}",
+                path.display()
+            ));
+        }
+    }
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(registry_edge::drain::SignalWatch(drain)),
+    });
+    ExitCode::SUCCESS
+}
+
+/// `registry-config`: the registry's `auth:` block for the edge's realm.
+fn registry_config(config: &Path) -> ExitCode {
+    let loaded = match registry_edge::config::load_offline(config) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail_on(&e),
+    };
+    match registry_edge::registry_config::auth_block(&loaded) {
+        Some(block) => {
+            print!("{block}");
+            ExitCode::SUCCESS
+        }
+        None => fail(format!(
+            "{}: no auth section: the edge issues no tokens",
+            config.display()
+        )),
+    }
+}
+
+/// `cache purge`: every entry, or the one of `digest`.
+fn cache_purge(config: &Path, digest: Option<&str>) -> ExitCode {
+    let settings = match registry_edge::config::load_offline(config) {
+        Ok(loaded) => match loaded.cache {
+            Some(settings) => settings,
+            None => return fail(format!("{}: no cache section", config.display())),
+        },
+        Err(e) => return fail_on(&e),
+    };
+    match registry_edge::cache::purge(&settings, digest) {
+        Ok(purged) => {
+            println!(
+                "purged {} entries ({} bytes) from {}",
+                purged.entries,
+                purged.bytes,
+                settings.dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail_on(&e),
+    }
+}
+
+/// `hash-password`: an htpasswd line for `user` with the password read on stdin.
+fn hash_password(user: &str, cost: u32) -> ExitCode {
+    // Refused before the password is read: a cost `check` refuses is never useful.
+    if let Err(problem) = registry_edge::auth::users::htpasswd::check_cost(cost) {
+        return fail(problem);
+    }
+    let mut password = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut password) {
+        return fail(format!("cannot read the password from stdin: {e}"));
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    match registry_edge::registry_config::htpasswd_line(user, password, cost) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail_on(&e),
+    }
+}
+
+/// `gen-certs`: development TLS and token-signing material, optionally given to `owner`.
+fn gen_certs(dir: &Path, hosts: &[String], owner: Option<&str>) -> ExitCode {
+    let owner = match owner.map(certgen::parse_owner).transpose() {
+        Ok(owner) => owner,
+        Err(e) => return fail_on(&e),
+    };
+    if let Err(e) = owner.map_or(Ok(()), certgen::may_give_to) {
+        return fail_on(&e);
+    }
+    let generated = certgen::generate(dir, hosts).and_then(|paths| {
+        owner.map_or(Ok(()), |owner| certgen::give_to(&paths, owner))?;
+        Ok(paths)
+    });
+    match generated {
+        Ok(paths) => {
+            for path in paths {
+                println!("wrote {}", path.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail_on(&e),
+    }
+}
+
+fn signal_reload(pid_file: &Path) -> Result<i32, String> {
     let text = std::fs::read_to_string(pid_file).map_err(|e| format!("cannot read: {e}"))?;
     let pid: i32 = text
         .trim()

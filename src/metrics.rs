@@ -116,126 +116,168 @@ pub(crate) fn metrics() -> &'static Metrics {
     &METRICS
 }
 
-impl Metrics {
-    fn new() -> Metrics {
-        let registry = Registry::new_custom(Some("registry_edge".into()), None)
-            .expect("a valid metrics prefix");
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            registered(
-                &registry,
-                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
-            )
-        };
-        let counter = |name: &str, help: &str| {
-            registered(
-                &registry,
-                IntCounter::new(name, help).expect("valid metric"),
-            )
-        };
-        let gauge = |name: &str, help: &str| {
-            registered(&registry, IntGauge::new(name, help).expect("valid metric"))
-        };
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            registered(
-                &registry,
-                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
-            )
-        };
-        let histogram = |name: &str, help: &str| {
-            let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
-            registered(
-                &registry,
-                HistogramVec::new(opts, &["class"]).expect("valid metric"),
-            )
-        };
-        let node_healthy = gauge_vec(
-            "upstream_node_healthy",
-            "1 while the registry node passes its health check",
-            &["node"],
-        );
-        let active_connections = gauge("active_connections", "Client connections open now");
-        let acme_certificate_expiry = gauge_vec(
-            "acme_certificate_expiry_timestamp_seconds",
-            "Expiry (notAfter, Unix seconds) of the ACME certificate in force, per name",
-            &["name"],
-        );
-        Metrics {
-            requests: counter_vec(
-                "requests_total",
-                "Requests by route class and status",
-                &["class", "status"],
-            ),
-            request_seconds: histogram("request_duration_seconds", "Request time by route class"),
-            upstream_seconds: histogram(
-                "upstream_duration_seconds",
-                "Time to the registry node's response header, by route class",
-            ),
-            bytes_received: counter("received_bytes_total", "Request body bytes received"),
-            bytes_sent: counter("sent_bytes_total", "Response body bytes sent"),
-            tokens_issued: counter("tokens_issued_total", "Registry tokens issued"),
-            failed_logins: counter("failed_logins_total", "Logins refused at the token realm"),
-            login_backend_unavailable: counter_vec(
-                "login_backend_unavailable_total",
-                "Logins answered 503 because their backend could not answer, by backend",
-                &["backend"],
-            ),
-            rate_limited: counter_vec(
-                "rate_limited_total",
-                "Requests refused by a limit",
-                &["limit"],
-            ),
-            tls_handshakes: counter_vec(
-                "tls_handshakes_total",
-                "TLS handshakes by result",
-                &["result"],
-            ),
-            proxy_protocol_refused: counter_vec(
-                "proxy_protocol_refused_total",
-                "Connections refused on a PROXY-protocol listener, by reason",
-                &["reason"],
-            ),
-            acme_orders: counter_vec("acme_orders_total", "ACME orders by result", &["result"]),
-            acme_consecutive_failures: gauge(
+/// Registers metrics of every kind in one registry; a name registered twice is a bug
+/// caught by the first `/metrics` test, never input.
+struct Registrar<'a>(&'a Registry);
+
+impl Registrar<'_> {
+    fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        let metric = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+        registered(self.0, metric)
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        registered(self.0, IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        registered(self.0, IntGauge::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge_vec(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        let metric = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+        registered(self.0, metric)
+    }
+
+    /// Latency by route class.
+    fn histogram(&self, name: &str, help: &str) -> HistogramVec {
+        let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
+        registered(
+            self.0,
+            HistogramVec::new(opts, &["class"]).expect("valid metric"),
+        )
+    }
+
+    /// `acme_*`: orders, consecutive failures, certificate expiry.
+    fn acme(&self) -> (IntCounterVec, IntGauge, IntGaugeVec) {
+        (
+            self.counter_vec("acme_orders_total", "ACME orders by result", &["result"]),
+            self.gauge(
                 "acme_consecutive_failures",
                 "Failed ACME orders since the last success",
             ),
-            acme_certificate_expiry,
-            shared_state_up: gauge(
+            self.gauge_vec(
+                "acme_certificate_expiry_timestamp_seconds",
+                "Expiry (notAfter, Unix seconds) of the ACME certificate in force, per name",
+                &["name"],
+            ),
+        )
+    }
+
+    /// `shared_state_*`: whether Redis answers, and checks done without it.
+    fn shared_state(&self) -> (IntGauge, IntCounterVec) {
+        (
+            self.gauge(
                 "shared_state_up",
                 "1 while shared_state.redis answers; 0 while it does not or is not configured",
             ),
-            shared_state_fallbacks: counter_vec(
+            self.counter_vec(
                 "shared_state_fallbacks_total",
                 "Limit checks done without Redis while it was unavailable",
                 &["limit"],
             ),
-            cache_events: counter_vec(
+        )
+    }
+
+    /// `cache_*`: events, bytes served, size on disk.
+    fn cache(&self) -> (IntCounterVec, IntCounter, IntGauge) {
+        (
+            self.counter_vec(
                 "cache_events_total",
                 "Cache hits, misses, fills, evictions, digest mismatches and I/O errors",
                 &["event"],
             ),
-            cache_served_bytes: counter(
+            self.counter(
                 "cache_served_bytes_total",
                 "Body bytes answered from the cache",
             ),
-            cache_size: gauge("cache_size_bytes", "Bytes the cache holds on disk"),
-            policy_usage: gauge_vec(
+            self.gauge("cache_size_bytes", "Bytes the cache holds on disk"),
+        )
+    }
+
+    /// `policy_*`: (usage, quota, refusals).
+    fn policy(&self) -> (IntGaugeVec, IntGaugeVec, IntCounterVec) {
+        (
+            self.gauge_vec(
                 "policy_usage_bytes",
                 "Bytes a namespace holds (distinct blobs its manifests reference)",
                 &["namespace"],
             ),
-            policy_quota: gauge_vec(
+            self.gauge_vec(
                 "policy_quota_bytes",
                 "A namespace's storage quota in bytes",
                 &["namespace"],
             ),
-            policy_refusals: counter_vec(
+            self.counter_vec(
                 "policy_refusals_total",
                 "Pushes and deletes refused by policy, by reason (quota, immutable, invalid, unavailable)",
                 &["reason"],
             ),
-            node_healthy,
-            active_connections,
+        )
+    }
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("registry_edge".into()), None)
+            .expect("a valid metrics prefix");
+        let r = Registrar(&registry);
+        let (acme_orders, acme_consecutive_failures, acme_certificate_expiry) = r.acme();
+        let (shared_state_up, shared_state_fallbacks) = r.shared_state();
+        let (cache_events, cache_served_bytes, cache_size) = r.cache();
+        let (policy_usage, policy_quota, policy_refusals) = r.policy();
+        Metrics {
+            requests: r.counter_vec(
+                "requests_total",
+                "Requests by route class and status",
+                &["class", "status"],
+            ),
+            request_seconds: r.histogram("request_duration_seconds", "Request time by route class"),
+            upstream_seconds: r.histogram(
+                "upstream_duration_seconds",
+                "Time to the registry node's response header, by route class",
+            ),
+            bytes_received: r.counter("received_bytes_total", "Request body bytes received"),
+            bytes_sent: r.counter("sent_bytes_total", "Response body bytes sent"),
+            tokens_issued: r.counter("tokens_issued_total", "Registry tokens issued"),
+            failed_logins: r.counter("failed_logins_total", "Logins refused at the token realm"),
+            login_backend_unavailable: r.counter_vec(
+                "login_backend_unavailable_total",
+                "Logins answered 503 because their backend could not answer, by backend",
+                &["backend"],
+            ),
+            rate_limited: r.counter_vec(
+                "rate_limited_total",
+                "Requests refused by a limit",
+                &["limit"],
+            ),
+            tls_handshakes: r.counter_vec(
+                "tls_handshakes_total",
+                "TLS handshakes by result",
+                &["result"],
+            ),
+            proxy_protocol_refused: r.counter_vec(
+                "proxy_protocol_refused_total",
+                "Connections refused on a PROXY-protocol listener, by reason",
+                &["reason"],
+            ),
+            acme_orders,
+            acme_consecutive_failures,
+            acme_certificate_expiry,
+            shared_state_up,
+            shared_state_fallbacks,
+            cache_events,
+            cache_served_bytes,
+            cache_size,
+            policy_usage,
+            policy_quota,
+            policy_refusals,
+            node_healthy: r.gauge_vec(
+                "upstream_node_healthy",
+                "1 while the registry node passes its health check",
+                &["node"],
+            ),
+            active_connections: r.gauge("active_connections", "Client connections open now"),
             series: [(); 4].map(|()| ClassSeries::new()),
             registry,
         }

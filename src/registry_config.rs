@@ -79,8 +79,8 @@ pub enum HashError {
     #[error("the password is empty")]
     EmptyPassword,
     /// A cost `check` would refuse in the file (`htpasswd::BCRYPT_COSTS`).
-    #[error("{0}")]
-    Cost(String),
+    #[error(transparent)]
+    Cost(#[from] crate::auth::users::htpasswd::CostError),
     #[error("bcrypt: {0}")]
     Bcrypt(#[from] bcrypt::BcryptError),
 }
@@ -93,7 +93,7 @@ pub fn htpasswd_line(user: &str, password: &str, cost: u32) -> Result<String, Ha
     if password.is_empty() {
         return Err(HashError::EmptyPassword);
     }
-    crate::auth::users::htpasswd::check_cost(cost).map_err(HashError::Cost)?;
+    crate::auth::users::htpasswd::check_cost(cost)?;
     let hash = bcrypt::hash_with_result(password, cost)?.format_for_version(bcrypt::Version::TwoY);
     Ok(format!("{user}:{hash}"))
 }

@@ -5,8 +5,9 @@
 //! Applied live: read-only mode, limits, forwarding trust, `external_url`, timeouts, users,
 //! ACL, token settings, TLS certificates and the upstream node list (picked up by the pool
 //! within a second; health checks then judge new nodes). Every other key needs a restart
-//! and a changed value is named in the log as not applied: [`Changes::between`] classifies
-//! every key, by exhaustive destructuring, so a new key cannot be forgotten.
+//! and a changed value is named in the log as not applied. Each config section classifies
+//! its own keys beside its converter (`config/keys.rs`), by exhaustive destructuring, so a
+//! new key cannot be forgotten; [`Changes::between`] walks the sections.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,189 +17,12 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{
-    CacheSettings, ClientTimeouts, Config, ConfigError, ServerSettings, UpstreamSettings,
-};
+use crate::config::{Changes, Config, ConfigError};
 use crate::load::load_all;
 use crate::settings::{Settings, SharedSettings};
 use crate::shared_state::SharedState;
 use crate::tls::CertResolver;
 use crate::upstream::NodeList;
-
-/// What a reload changed, by key: applied live, or waiting for a restart.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Changes {
-    pub applied: Vec<&'static str>,
-    pub need_restart: Vec<&'static str>,
-}
-
-impl Changes {
-    fn note<T: PartialEq>(&mut self, key: &'static str, old: &T, new: &T, live: bool) {
-        if old != new {
-            match live {
-                true => self.applied.push(key),
-                false => self.need_restart.push(key),
-            }
-        }
-    }
-
-    /// Every key that differs between `old` and `new`, classified. Exhaustive destructuring:
-    /// a new configuration field does not compile until it is listed here, live or not.
-    pub(crate) fn between(old: &Config, new: &Config) -> Changes {
-        const LIVE: bool = true;
-        const RESTART: bool = false;
-        let Config {
-            source: _,
-            server,
-            certificates,
-            acme,
-            upstream,
-            forwarded,
-            limits,
-            auth,
-            trusted_issuers,
-            maintenance,
-            push_limit,
-            upload_limit,
-            admin_listen,
-            log_format,
-            shared_state,
-            cache,
-            policy,
-        } = old;
-        let ServerSettings {
-            https_listen,
-            http_listen,
-            external_url,
-            threads,
-            shutdown_grace,
-            pid_file,
-            client_timeouts,
-            strict_host,
-            proxy_protocol,
-        } = server;
-        let UpstreamSettings {
-            nodes,
-            balance,
-            connect_timeout,
-            read_timeout,
-            health_path,
-            health_interval,
-        } = upstream;
-        let ClientTimeouts { header, body, idle } = client_timeouts;
-        let (ns, nu) = (&new.server, &new.upstream);
-        let mut c = Changes::default();
-        c.note(
-            "server.https_listen",
-            https_listen,
-            &ns.https_listen,
-            RESTART,
-        );
-        c.note("server.http_listen", http_listen, &ns.http_listen, RESTART);
-        c.note("server.external_url", external_url, &ns.external_url, LIVE);
-        c.note("server.threads", threads, &ns.threads, RESTART);
-        c.note(
-            "server.shutdown_grace",
-            shutdown_grace,
-            &ns.shutdown_grace,
-            RESTART,
-        );
-        c.note("server.pid_file", pid_file, &ns.pid_file, RESTART);
-        c.note(
-            "server.header_timeout",
-            header,
-            &ns.client_timeouts.header,
-            LIVE,
-        );
-        c.note("server.body_timeout", body, &ns.client_timeouts.body, LIVE);
-        c.note("server.idle_timeout", idle, &ns.client_timeouts.idle, LIVE);
-        c.note("server.strict_host", strict_host, &ns.strict_host, LIVE);
-        c.note(
-            "server.proxy_protocol",
-            proxy_protocol,
-            &ns.proxy_protocol,
-            RESTART,
-        );
-        c.note("tls.certificates", certificates, &new.certificates, LIVE);
-        c.note("tls.acme", acme, &new.acme, RESTART);
-        c.note("upstream.nodes", nodes, &nu.nodes, LIVE);
-        c.note("upstream.balance", balance, &nu.balance, RESTART);
-        c.note(
-            "upstream.connect_timeout",
-            connect_timeout,
-            &nu.connect_timeout,
-            LIVE,
-        );
-        c.note(
-            "upstream.read_timeout",
-            read_timeout,
-            &nu.read_timeout,
-            LIVE,
-        );
-        c.note(
-            "upstream.health_check.path",
-            health_path,
-            &nu.health_path,
-            RESTART,
-        );
-        c.note(
-            "upstream.health_check.interval",
-            health_interval,
-            &nu.health_interval,
-            RESTART,
-        );
-        c.note("forwarded", forwarded, &new.forwarded, LIVE);
-        c.note("limits", limits, &new.limits, LIVE);
-        c.note("auth", auth, &new.auth, LIVE);
-        c.note(
-            "auth.trusted_issuers",
-            trusted_issuers,
-            &new.trusted_issuers,
-            LIVE,
-        );
-        c.note("maintenance", maintenance, &new.maintenance, LIVE);
-        c.note("rate_limits.push", push_limit, &new.push_limit, LIVE);
-        c.note(
-            "rate_limits.upload_bytes",
-            upload_limit,
-            &new.upload_limit,
-            LIVE,
-        );
-        c.note("admin.listen", admin_listen, &new.admin_listen, RESTART);
-        c.note("log.format", log_format, &new.log_format, RESTART);
-        c.note("shared_state", shared_state, &new.shared_state, RESTART);
-        // Turning the cache on, or moving it, needs a restart; turning it off stops answers
-        // from it at once (admission reads the new settings); its budgets change live.
-        let dir = |c: &Option<CacheSettings>| c.as_ref().map(|c| c.dir.clone());
-        let applied = match new.cache {
-            None => LIVE,
-            Some(_) => RESTART,
-        };
-        c.note("cache.dir", &dir(cache), &dir(&new.cache), applied);
-        if let (Some(old), Some(new)) = (cache, &new.cache) {
-            c.note("cache.max_size", &old.max_size, &new.max_size, LIVE);
-            c.note("cache.memory", &old.memory, &new.memory, LIVE);
-            c.note("cache.max_object", &old.max_object, &new.max_object, LIVE);
-        }
-        // The usage store is opened at start (so are its keys' depth); the rules change
-        // live. Removing `policy:` turns it off at once, like `cache:`; adding it needs a
-        // restart.
-        match (policy, &new.policy) {
-            (Some(old), Some(new)) => {
-                c.note("policy.state_dir", &old.state_dir, &new.state_dir, RESTART);
-                let depth = (old.namespace_depth, new.namespace_depth);
-                c.note("policy.namespace_depth", &depth.0, &depth.1, RESTART);
-                c.note("policy.quotas", &old.quotas, &new.quotas, LIVE);
-                let rules = (&old.immutable, &new.immutable);
-                c.note("policy.immutable_tags", rules.0, rules.1, LIVE);
-            }
-            (Some(_), None) => c.note("policy", &true, &false, LIVE),
-            (None, Some(_)) => c.note("policy", &false, &true, RESTART),
-            (None, None) => {}
-        }
-        c
-    }
-}
 
 pub(crate) struct Reloader {
     path: PathBuf,
@@ -299,6 +123,7 @@ impl BackgroundService for Reloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Applied, Key};
     use std::path::Path;
 
     /// Every key of the configuration, with a base value and another one.
@@ -445,6 +270,77 @@ policy:
                 },
             };
             assert_eq!(changes, expected, "{key}");
+        }
+    }
+
+    /// (key, section): keys whose change applies at once when the section is removed.
+    const REMOVALS: &[(&str, &str)] = &[("cache.dir", "cache"), ("policy", "policy")];
+
+    fn without(section: &str) -> Config {
+        edited(&[&("", &[section], "~", true)])
+    }
+
+    /// `Changes` with `key` alone, applied or waiting for a restart.
+    fn only(key: &'static str, live: bool) -> Changes {
+        match live {
+            true => Changes {
+                applied: vec![key],
+                need_restart: vec![],
+            },
+            false => Changes {
+                applied: vec![],
+                need_restart: vec![key],
+            },
+        }
+    }
+
+    /// The sections' key tables are the one list of keys: each has a test edit here, and
+    /// a reload classifies a change of it as its section declares (and as `EDITS` expects).
+    #[test]
+    fn every_declared_key_is_tested_and_reloaded_as_declared() {
+        let base = edited(&[]);
+        let keys: Vec<Key> = crate::config::all_keys().collect();
+        for key in &keys {
+            let name = key.name;
+            let edit = EDITS.iter().find(|(edited, ..)| *edited == name);
+            let removal = REMOVALS.iter().find(|(removed, _)| *removed == name);
+            let live = key.applied == Applied::Live;
+            match (key.applied, edit) {
+                (Applied::AtRestartUnlessRemoved, _) => {
+                    let (_, section) = removal.unwrap_or_else(|| panic!("{name}: add to REMOVALS"));
+                    let removed = without(section);
+                    assert_eq!(
+                        Changes::between(&base, &removed),
+                        only(name, true),
+                        "{name}"
+                    );
+                    assert_eq!(
+                        Changes::between(&removed, &base),
+                        only(name, false),
+                        "{name}"
+                    );
+                }
+                (_, None) => panic!("{name}: add an edit to EDITS"),
+                (_, Some(_)) => assert!(removal.is_none(), "{name} is not removable"),
+            }
+            if let Some(edit @ (_, _, _, expected_live)) = edit {
+                assert_eq!(
+                    live, *expected_live,
+                    "{name}: EDITS and the section disagree"
+                );
+                let changes = Changes::between(&base, &edited(&[edit]));
+                assert_eq!(changes, only(name, live), "{name}");
+            }
+        }
+        for name in EDITS
+            .iter()
+            .map(|e| e.0)
+            .chain(REMOVALS.iter().map(|r| r.0))
+        {
+            assert!(
+                keys.iter().any(|k| k.name == name),
+                "{name} is in no section"
+            );
         }
     }
 

@@ -1,6 +1,7 @@
 //! Assembles the Pingora server from what [`crate::load`] read: [`build`] turns it into
 //! services.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
@@ -17,7 +18,7 @@ use crate::acme::challenges::{Challenges, ACME_TLS_ALPN};
 use crate::acme::AcmeService;
 use crate::admin::AdminApp;
 use crate::cache::Cache;
-use crate::config::{AcmeChallenge, ConfigError};
+use crate::config::{AcmeChallenge, Config, ConfigError};
 use crate::drain::Drain;
 use crate::listen::{bind, EdgeListener};
 use crate::load::Loaded;
@@ -75,29 +76,9 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
         auth,
         trusted,
     } = loaded;
-    let conf = ServerConf {
-        threads: config.server.threads,
-        // The drain (`crate::drain`) waits for requests in flight; Pingora's grace period
-        // would sleep its whole length after that.
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(FINAL_SHUTDOWN_SECONDS),
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
+    let mut server = pingora_server(&config);
     let drain = Drain::new(config.server.shutdown_grace);
-
-    let shared = match &config.shared_state {
-        None => None,
-        Some(redis) => {
-            let shared = SharedState::new(redis.clone()).map_err(StartError::SharedState)?;
-            server.add_service(background_service(
-                "shared state probe",
-                SharedStateProbe(shared.clone()),
-            ));
-            Some(shared)
-        }
-    };
+    let shared = shared_state(&mut server, &config)?;
     let settings: SharedSettings = Arc::new(ArcSwap::from_pointee(Settings::new(
         &config,
         auth,
@@ -110,112 +91,39 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
         .as_ref()
         .map(|settings| Cache::open(settings).map(Arc::new))
         .transpose()?;
-    let policy = match &config.policy {
-        None => None,
-        Some(rules) => {
-            let policy = Arc::new(Policy::open(rules, shared.clone())?);
-            server.add_service(background_service(
-                "policy usage metrics",
-                UsageGauges {
-                    policy: policy.clone(),
-                    settings: settings.clone(),
-                },
-            ));
-            Some(policy)
-        }
-    };
+    let policy = open_policy(&mut server, &config, &shared, &settings)?;
     let nodes = NodeList::new(&config.upstream.nodes);
-    let (pool, health) = NodePool::build(&config.upstream, &nodes).map_err(StartError::Upstream)?;
-    let pool = Arc::new(pool);
-    match health {
-        PoolService::Hash(service) => server.add_service(service),
-        PoolService::RoundRobin(service) => server.add_service(service),
-    };
-
-    let bind_all = |addrs: &[std::net::SocketAddr]| {
-        addrs
-            .iter()
-            .map(|&addr| bind(addr).map_err(|source| StartError::Bind { addr, source }))
-            .collect::<Result<Vec<_>, _>>()
-    };
+    let pool = node_pool(&mut server, &config, &nodes)?;
     let challenges = Arc::new(Challenges::default());
     let resolver = (certificates.is_some() || config.acme.is_some())
         .then(|| Arc::new(CertResolver::new(certificates, challenges.clone())));
-    if let (Some(acme), Some(resolver)) = (&config.acme, &resolver) {
-        let service = AcmeService::new(acme.clone(), resolver.clone(), challenges.clone())?;
-        server.add_service(background_service("acme", service));
-    }
+    let parts = Parts {
+        settings,
+        pool,
+        drain,
+        challenges,
+    };
     if let Some(resolver) = &resolver {
-        let mut proxy = http_proxy(
-            &server.configuration,
-            EdgeProxy::new(
-                pool.clone(),
-                settings.clone(),
-                resolver.clone(),
-                drain.clone(),
-                cache.clone(),
-                policy.clone(),
-            ),
-        );
-        let mut h2 = default_h2_options();
-        h2.initial_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONNECTION_WINDOW)
-            // Room for an oversized block to arrive whole, so the proxy can answer 431
-            // (the h2 crate resets the connection for blocks over this).
-            .max_header_list_size(H2_MAX_HEADER_LIST);
-        proxy.h2_options = Some(h2);
-        let mut options = HttpServerOptions::default();
-        options.h2_idle_timeout = Some(config.server.client_timeouts.idle);
-        proxy.server_options = Some(options);
-        let tls_alpn01 = config
-            .acme
-            .as_ref()
-            .is_some_and(|a| a.challenge == AcmeChallenge::TlsAlpn01);
-        server.add_service(
-            EdgeListener::new(
-                "registry-edge https",
-                bind_all(&config.server.https_listen)?,
-                Some(tls_acceptor(resolver.clone(), tls_alpn01)),
-                proxy,
-                settings.clone(),
-            )
-            .with_proxy_protocol(config.server.proxy_protocol)
-            .with_json_refusals()
-            .with_drain(drain.clone(), true),
-        );
-    }
-
-    if !config.server.http_listen.is_empty() {
-        let https_port = config.server.https_listen.first().map_or(443, |a| a.port());
-        let mut app = RedirectApp::new(https_port, settings.clone());
-        if config
-            .acme
-            .as_ref()
-            .is_some_and(|a| a.challenge == AcmeChallenge::Http01)
-        {
-            app = app.with_acme_challenges(challenges.clone());
+        if let Some(acme) = &config.acme {
+            let service =
+                AcmeService::new(acme.clone(), resolver.clone(), parts.challenges.clone())?;
+            server.add_service(background_service("acme", service));
         }
-        server.add_service(
-            EdgeListener::new(
-                "registry-edge http redirect",
-                bind_all(&config.server.http_listen)?,
-                None,
-                app,
-                settings.clone(),
-            )
-            .with_proxy_protocol(config.server.proxy_protocol)
-            .with_drain(drain.clone(), false),
+        let proxy = EdgeProxy::new(
+            parts.pool.clone(),
+            parts.settings.clone(),
+            resolver.clone(),
+            parts.drain.clone(),
+            cache,
+            policy,
         );
+        add_https(&mut server, &config, &parts, proxy, resolver)?;
     }
-    if let Some(addr) = config.admin_listen {
-        server.add_service(EdgeListener::new(
-            "registry-edge admin",
-            bind_all(&[addr])?,
-            None,
-            AdminApp::new(pool.clone(), drain.clone()),
-            settings.clone(),
-        ));
-    }
+    add_redirect(&mut server, &config, &parts)?;
+    add_admin(&mut server, &config, &parts)?;
+    let Parts {
+        settings, drain, ..
+    } = parts;
     let purge = LimiterPurge {
         settings: settings.clone(),
     };
@@ -225,6 +133,170 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
         Reloader::new(&config, settings, resolver, nodes, shared),
     ));
     Ok((server, drain))
+}
+
+/// What several services share: the reloadable settings, the node pool, the drain, and the
+/// ACME challenge answers (the TLS resolver and the redirect listeners both answer them).
+struct Parts {
+    settings: SharedSettings,
+    pool: Arc<NodePool>,
+    drain: Arc<Drain>,
+    challenges: Arc<Challenges>,
+}
+
+/// Pingora's server with the configured threads; its own grace period is off, because the
+/// drain (`crate::drain`) waits for requests in flight and Pingora's would then sleep its
+/// whole length.
+fn pingora_server(config: &Config) -> Server {
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(FINAL_SHUTDOWN_SECONDS),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    server
+}
+
+/// The Redis connection of `shared_state.redis`, with its probe service; `None` without.
+fn shared_state(
+    server: &mut Server,
+    config: &Config,
+) -> Result<Option<Arc<SharedState>>, StartError> {
+    let Some(redis) = &config.shared_state else {
+        return Ok(None);
+    };
+    let shared = SharedState::new(redis.clone()).map_err(StartError::SharedState)?;
+    server.add_service(background_service(
+        "shared state probe",
+        SharedStateProbe(shared.clone()),
+    ));
+    Ok(Some(shared))
+}
+
+/// The usage store of `policy`, with the service that exports its usage as metrics.
+fn open_policy(
+    server: &mut Server,
+    config: &Config,
+    shared: &Option<Arc<SharedState>>,
+    settings: &SharedSettings,
+) -> Result<Option<Arc<Policy>>, StartError> {
+    let Some(rules) = &config.policy else {
+        return Ok(None);
+    };
+    let policy = Arc::new(Policy::open(rules, shared.clone())?);
+    server.add_service(background_service(
+        "policy usage metrics",
+        UsageGauges {
+            policy: policy.clone(),
+            settings: settings.clone(),
+        },
+    ));
+    Ok(Some(policy))
+}
+
+/// The registry node pool, with its health check service.
+fn node_pool(
+    server: &mut Server,
+    config: &Config,
+    nodes: &NodeList,
+) -> Result<Arc<NodePool>, StartError> {
+    let (pool, health) = NodePool::build(&config.upstream, nodes).map_err(StartError::Upstream)?;
+    match health {
+        PoolService::Hash(service) => server.add_service(service),
+        PoolService::RoundRobin(service) => server.add_service(service),
+    };
+    Ok(Arc::new(pool))
+}
+
+/// Binds every address now, so a taken port fails the start with its address.
+fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<std::net::TcpListener>, StartError> {
+    addrs
+        .iter()
+        .map(|&addr| bind(addr).map_err(|source| StartError::Bind { addr, source }))
+        .collect()
+}
+
+/// The TLS listeners: the proxy on `server.https_listen`, HTTP/2 tuned for uploads.
+fn add_https(
+    server: &mut Server,
+    config: &Config,
+    parts: &Parts,
+    proxy: EdgeProxy,
+    resolver: &Arc<CertResolver>,
+) -> Result<(), StartError> {
+    let mut proxy = http_proxy(&server.configuration, proxy);
+    let mut h2 = default_h2_options();
+    h2.initial_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        // Room for an oversized block to arrive whole, so the proxy can answer 431
+        // (the h2 crate resets the connection for blocks over this).
+        .max_header_list_size(H2_MAX_HEADER_LIST);
+    proxy.h2_options = Some(h2);
+    let mut options = HttpServerOptions::default();
+    options.h2_idle_timeout = Some(config.server.client_timeouts.idle);
+    proxy.server_options = Some(options);
+    let tls_alpn01 = config
+        .acme
+        .as_ref()
+        .is_some_and(|a| a.challenge == AcmeChallenge::TlsAlpn01);
+    server.add_service(
+        EdgeListener::new(
+            "registry-edge https",
+            bind_all(&config.server.https_listen)?,
+            Some(tls_acceptor(resolver.clone(), tls_alpn01)),
+            proxy,
+            parts.settings.clone(),
+        )
+        .with_proxy_protocol(config.server.proxy_protocol)
+        .with_json_refusals()
+        .with_drain(parts.drain.clone(), true),
+    );
+    Ok(())
+}
+
+/// The plain-HTTP listeners: redirects to https, and ACME http-01 answers.
+fn add_redirect(server: &mut Server, config: &Config, parts: &Parts) -> Result<(), StartError> {
+    if config.server.http_listen.is_empty() {
+        return Ok(());
+    }
+    let https_port = config.server.https_listen.first().map_or(443, |a| a.port());
+    let mut app = RedirectApp::new(https_port, parts.settings.clone());
+    if config
+        .acme
+        .as_ref()
+        .is_some_and(|a| a.challenge == AcmeChallenge::Http01)
+    {
+        app = app.with_acme_challenges(parts.challenges.clone());
+    }
+    server.add_service(
+        EdgeListener::new(
+            "registry-edge http redirect",
+            bind_all(&config.server.http_listen)?,
+            None,
+            app,
+            parts.settings.clone(),
+        )
+        .with_proxy_protocol(config.server.proxy_protocol)
+        .with_drain(parts.drain.clone(), false),
+    );
+    Ok(())
+}
+
+/// The admin listener (`admin.listen`), when configured.
+fn add_admin(server: &mut Server, config: &Config, parts: &Parts) -> Result<(), StartError> {
+    let Some(addr) = config.admin_listen else {
+        return Ok(());
+    };
+    server.add_service(EdgeListener::new(
+        "registry-edge admin",
+        bind_all(&[addr])?,
+        None,
+        AdminApp::new(parts.pool.clone(), parts.drain.clone()),
+        parts.settings.clone(),
+    ));
+    Ok(())
 }
 
 /// TLS 1.2 and 1.3 with rustls's defaults (Mozilla intermediate), certificates by SNI,

@@ -112,7 +112,7 @@ impl SharedState {
         }))
     }
 
-    pub fn on_unavailable(&self) -> OnUnavailable {
+    pub(crate) fn on_unavailable(&self) -> OnUnavailable {
         self.settings.on_unavailable
     }
 

@@ -32,7 +32,7 @@ pub enum TlsError {
 
 impl TlsError {
     /// Which field of a `tls.certificates[i]` entry the problem is about.
-    pub fn field(&self) -> &'static str {
+    pub(crate) fn field(&self) -> &'static str {
         match self {
             TlsError::Chain { .. } | TlsError::NoNames { .. } => "cert",
             TlsError::Key { .. } | TlsError::Mismatch { .. } => "key",
@@ -48,11 +48,11 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
         reason: pem_reason(e),
     })?;
     certified_key(chain, key_der).map_err(|e| match e {
-        KeyError::Unusable(reason) => TlsError::Key {
+        KeyPairError::Unusable(reason) => TlsError::Key {
             path: key.to_path_buf(),
             reason,
         },
-        KeyError::Mismatch => TlsError::Mismatch {
+        KeyPairError::Mismatch => TlsError::Mismatch {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
         },
@@ -61,7 +61,7 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsEr
 
 /// Why a chain and a key cannot serve together.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum KeyError {
+pub(crate) enum KeyPairError {
     #[error("unusable private key: {0}")]
     Unusable(String),
     #[error("private key does not match the certificate")]
@@ -72,27 +72,38 @@ pub(crate) enum KeyError {
 pub(crate) fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-) -> Result<CertifiedKey, KeyError> {
+) -> Result<CertifiedKey, KeyPairError> {
     let signing_key = rustls::crypto::ring::default_provider()
         .key_provider
         .load_private_key(key)
-        .map_err(|e| KeyError::Unusable(e.to_string()))?;
+        .map_err(|e| KeyPairError::Unusable(e.to_string()))?;
     let certified = CertifiedKey::new(chain, signing_key);
-    certified.keys_match().map_err(|_| KeyError::Mismatch)?;
+    certified.keys_match().map_err(|_| KeyPairError::Mismatch)?;
     Ok(certified)
 }
 
+/// Why PEM text held in memory (the ACME store's, a CA's answer) cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PemError {
+    #[error("certificate chain: {0}")]
+    Chain(String),
+    #[error("private key: {0}")]
+    Key(String),
+    #[error(transparent)]
+    Pair(#[from] KeyPairError),
+}
+
 /// [`certified_key`] from PEM text.
-pub(crate) fn certified_key_from_pem(chain: &str, key: &str) -> Result<CertifiedKey, String> {
+pub(crate) fn certified_key_from_pem(chain: &str, key: &str) -> Result<CertifiedKey, PemError> {
     let chain = CertificateDer::pem_slice_iter(chain.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("certificate chain: {}", pem_reason(e)))?;
+        .map_err(|e| PemError::Chain(pem_reason(e)))?;
     if chain.is_empty() {
-        return Err("certificate chain: no CERTIFICATE block found".into());
+        return Err(PemError::Chain("no CERTIFICATE block found".into()));
     }
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
-        .map_err(|e| format!("private key: {}", pem_reason(e)))?;
-    certified_key(chain, key).map_err(|e| e.to_string())
+    let key =
+        PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| PemError::Key(pem_reason(e)))?;
+    Ok(certified_key(chain, key)?)
 }
 
 /// The leaf's expiry (`notAfter`) as Unix seconds.

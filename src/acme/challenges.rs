@@ -9,6 +9,15 @@ use pingora::tls::sign::CertifiedKey;
 use rcgen::{CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 
+/// Why a tls-alpn-01 answer certificate could not be made (same text as the cause).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ChallengeCertError {
+    #[error("{0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{0}")]
+    Key(#[from] rustls::Error),
+}
+
 pub(crate) use crate::tls::ACME_TLS_ALPN;
 
 /// Where http-01 tokens are fetched (RFC 8555 §8.3).
@@ -49,19 +58,21 @@ impl Challenges {
 
     /// Builds the certificate RFC 8737 §3 describes: `name` as its only SAN and the
     /// SHA-256 of the key authorization in a critical `acmeIdentifier` extension.
-    pub(super) fn add_tls_alpn01(&self, name: &str, digest: &[u8]) -> Result<(), String> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-        let mut params =
-            CertificateParams::new(vec![name.to_string()]).map_err(|e| e.to_string())?;
+    pub(super) fn add_tls_alpn01(
+        &self,
+        name: &str,
+        digest: &[u8],
+    ) -> Result<(), ChallengeCertError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::new(vec![name.to_string()])?;
         params.custom_extensions = vec![CustomExtension::new_acme_identifier(digest)];
-        let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+        let cert = params.self_signed(&key)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         // Not `tls::certified_key`: its key check parses the certificate with webpki,
         // which refuses the critical acmeIdentifier extension.
         let signing_key = rustls::crypto::ring::default_provider()
             .key_provider
-            .load_private_key(key_der)
-            .map_err(|e| e.to_string())?;
+            .load_private_key(key_der)?;
         let certified = CertifiedKey::new(vec![cert.der().clone()], signing_key);
         write(&self.tls_alpn01).insert(name.to_ascii_lowercase(), Arc::new(certified));
         Ok(())

@@ -15,7 +15,7 @@ use instant_acme::{
 };
 
 use super::challenges::Challenges;
-use super::store::{Store, StoreError};
+use super::store::{AcmeStoreError, Store};
 use crate::config::{AcmeChallenge, AcmeSettings};
 
 /// How long to wait for a TCP connection to the CA.
@@ -33,7 +33,7 @@ pub enum AcmeError {
     #[error("{0}")]
     Protocol(#[from] instant_acme::Error),
     #[error("state directory: {0}")]
-    Store(#[from] StoreError),
+    Store(#[from] AcmeStoreError),
     #[error("the CA offers no {challenge} challenge for {name}")]
     NoChallenge {
         name: String,
@@ -150,7 +150,7 @@ impl AcmeClient {
                 AcmeChallenge::TlsAlpn01 => self
                     .challenges
                     .add_tls_alpn01(&name, key_authorization.digest().as_ref())
-                    .map_err(AcmeError::Generate)?,
+                    .map_err(|e| AcmeError::Generate(e.to_string()))?,
             }
             challenge.set_ready().await?;
         }

@@ -77,7 +77,8 @@ impl AcmeService {
 
     /// Checks, stores and serves a new certificate; returns its `notAfter`.
     fn install(&self, issued: client::Issued) -> Result<i64, String> {
-        let key = certified_key_from_pem(&issued.chain_pem, &issued.key_pem)?;
+        let key = certified_key_from_pem(&issued.chain_pem, &issued.key_pem)
+            .map_err(|e| e.to_string())?;
         let leaf = key.cert.first().ok_or("empty certificate chain")?;
         let not_after = crate::tls::not_after(leaf).ok_or("unreadable certificate")?;
         self.resolver.set_managed(ManagedCert {

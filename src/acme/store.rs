@@ -17,7 +17,7 @@ const CERT_FILE: &str = "certificate.pem";
 const KEY_FILE: &str = "certificate.key";
 
 #[derive(Debug, thiserror::Error)]
-pub enum StoreError {
+pub enum AcmeStoreError {
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -50,8 +50,8 @@ pub(super) struct Store {
 
 impl Store {
     /// Creates the directory (mode 0700) when it does not exist.
-    pub(super) fn open(dir: &Path) -> Result<Store, StoreError> {
-        let io = |source| StoreError::Io {
+    pub(super) fn open(dir: &Path) -> Result<Store, AcmeStoreError> {
+        let io = |source| AcmeStoreError::Io {
             path: dir.to_path_buf(),
             source,
         };
@@ -68,15 +68,16 @@ impl Store {
     pub(super) fn account(
         &self,
         directory: &str,
-    ) -> Result<Option<AccountCredentials>, StoreError> {
+    ) -> Result<Option<AccountCredentials>, AcmeStoreError> {
         let path = self.dir.join(ACCOUNT_FILE);
         let Some(text) = read_optional(&path)? else {
             return Ok(None);
         };
-        let file: AccountFile = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let file: AccountFile =
+            serde_json::from_str(&text).map_err(|e| AcmeStoreError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         Ok((file.directory == directory).then_some(file.credentials))
     }
 
@@ -84,13 +85,13 @@ impl Store {
         &self,
         directory: &str,
         credentials: AccountCredentials,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), AcmeStoreError> {
         let path = self.dir.join(ACCOUNT_FILE);
         let file = AccountFile {
             directory: directory.to_string(),
             credentials,
         };
-        let text = serde_json::to_string_pretty(&file).map_err(|e| StoreError::Corrupt {
+        let text = serde_json::to_string_pretty(&file).map_err(|e| AcmeStoreError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),
         })?;
@@ -98,7 +99,7 @@ impl Store {
     }
 
     /// The saved certificate, if there is one.
-    pub(super) fn certificate(&self) -> Result<Option<StoredCertificate>, StoreError> {
+    pub(super) fn certificate(&self) -> Result<Option<StoredCertificate>, AcmeStoreError> {
         let cert_path = self.dir.join(CERT_FILE);
         let key_path = self.dir.join(KEY_FILE);
         let (Some(chain_pem), Some(key_pem)) =
@@ -106,7 +107,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let corrupt = |reason: String| StoreError::Corrupt {
+        let corrupt = |reason: String| AcmeStoreError::Corrupt {
             path: cert_path.clone(),
             reason,
         };
@@ -130,26 +131,26 @@ impl Store {
         &self,
         chain_pem: &str,
         key_pem: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), AcmeStoreError> {
         write_atomically(&self.dir.join(KEY_FILE), key_pem.as_bytes(), 0o600)?;
         write_atomically(&self.dir.join(CERT_FILE), chain_pem.as_bytes(), 0o644)
     }
 }
 
-fn read_optional(path: &Path) -> Result<Option<String>, StoreError> {
+fn read_optional(path: &Path) -> Result<Option<String>, AcmeStoreError> {
     match fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StoreError::Io {
+        Err(source) => Err(AcmeStoreError::Io {
             path: path.to_path_buf(),
             source,
         }),
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AcmeStoreError> {
     let tmp = path.with_extension("tmp");
-    let io = |source| StoreError::Io {
+    let io = |source| AcmeStoreError::Io {
         path: path.to_path_buf(),
         source,
     };

@@ -100,7 +100,7 @@ impl Acl {
 }
 
 /// Glob match: `**` any characters, `*` any characters but `/`, `?` one character but `/`.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     fn go(p: &[u8], t: &[u8]) -> bool {
         match p {
             [] => t.is_empty(),

@@ -28,7 +28,7 @@ pub enum Verdict {
 }
 
 /// The token in an `Authorization: Bearer …` header value.
-pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+pub(crate) fn bearer_token(authorization: Option<&str>) -> Option<&str> {
     let value = authorization?.trim();
     let (scheme, token) = value.split_once(' ')?;
     scheme

@@ -84,7 +84,7 @@ enum Credentials {
 
 /// What an `Authorization` header offers the realm.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Basic {
+pub(crate) enum Basic {
     /// No header, or another scheme: an anonymous request.
     Absent,
     /// `Basic` with something that is not base64 of `user:password`: refused like a
@@ -94,7 +94,7 @@ pub enum Basic {
 }
 
 /// Reads an `Authorization` header as the realm does (public for the fuzz targets).
-pub fn basic_credentials(authorization: Option<&str>) -> Basic {
+pub(crate) fn basic_credentials(authorization: Option<&str>) -> Basic {
     let Some(value) = authorization else {
         return Basic::Absent;
     };
@@ -143,108 +143,150 @@ fn bad(message: &str) -> TokenReply {
     }
 }
 
+/// A step of the endpoint either goes on with its value or has the answer already (a
+/// refusal).
+type Step<T> = Result<T, TokenReply>;
+
 impl Auth {
     pub async fn handle_token_request(
         &self,
         req: &TokenRequest<'_>,
         now: SystemTime,
     ) -> TokenReply {
+        match self.login(req, now).await {
+            Ok((identity, refresh_token)) => self.issue(req, &identity, refresh_token, now),
+            Err(refused) => refused,
+        }
+    }
+
+    /// Who the request proves to be, and the refresh token to hand out (or hand back).
+    async fn login(
+        &self,
+        req: &TokenRequest<'_>,
+        now: SystemTime,
+    ) -> Step<(Identity, Option<String>)> {
         match req.param("service") {
             Some(service) if service == self.tokens.service() => {}
-            Some(_) => return bad("unknown service"),
-            None => return bad("service parameter is required"),
+            Some(_) => return Err(bad("unknown service")),
+            None => return Err(bad("service parameter is required")),
         }
-        let credentials = if req.post {
-            match req.param("grant_type") {
+        match self.credentials(req).await? {
+            Credentials::Anonymous => Ok((Identity::anonymous(), None)),
+            Credentials::Password { user, password } => {
+                self.password_login(req, &user, &password, now).await
+            }
+            Credentials::Refresh(token) => self.refresh_login(req, token).await,
+        }
+    }
+
+    /// The credentials of a POST form (`grant_type`) or of a GET's `Authorization`.
+    async fn credentials(&self, req: &TokenRequest<'_>) -> Step<Credentials> {
+        if req.post {
+            return match req.param("grant_type") {
                 Some("password") => match (req.param("username"), req.param("password")) {
-                    (Some(user), Some(password)) => Credentials::Password {
+                    (Some(user), Some(password)) => Ok(Credentials::Password {
                         user: user.to_string(),
                         password: password.to_string(),
-                    },
-                    _ => return bad("username and password are required"),
+                    }),
+                    _ => Err(bad("username and password are required")),
                 },
                 Some("refresh_token") => match req.param("refresh_token") {
-                    Some(token) => Credentials::Refresh(token.to_string()),
-                    None => return bad("refresh_token is required"),
+                    Some(token) => Ok(Credentials::Refresh(token.to_string())),
+                    None => Err(bad("refresh_token is required")),
                 },
-                _ => return bad("unsupported grant_type"),
+                _ => Err(bad("unsupported grant_type")),
+            };
+        }
+        match basic_credentials(req.authorization) {
+            Basic::Credentials(user, password) => Ok(Credentials::Password { user, password }),
+            Basic::Absent => Ok(Credentials::Anonymous),
+            Basic::Malformed => {
+                self.throttle.record_failure(req.client_ip, "").await;
+                Err(refused_login())
             }
-        } else {
-            match basic_credentials(req.authorization) {
-                Basic::Credentials(user, password) => Credentials::Password { user, password },
-                Basic::Absent => Credentials::Anonymous,
-                Basic::Malformed => {
-                    self.throttle.record_failure(req.client_ip, "").await;
-                    return TokenReply::Refused {
-                        error: RegistryError::BadCredentials,
-                        retry_after: None,
-                    };
-                }
-            }
-        };
+        }
+    }
 
-        let (identity, refresh_token) = match credentials {
-            Credentials::Anonymous => (Identity::anonymous(), None),
-            Credentials::Password { user, password } => {
-                // An OIDC entry's login name is shared by every job: only the IP counts.
-                let throttled = if self.users.is_oidc_login(&user, &password) {
-                    ""
-                } else {
-                    user.as_str()
-                };
-                if let Some(wait) = self.throttle.blocked_for(req.client_ip, throttled).await {
-                    return too_many_failed_logins(wait);
-                }
-                let identity = match self.users.login(&user, &password, req.client_ip).await {
-                    Login::Accepted(identity) => identity,
-                    Login::Refused => {
-                        self.throttle.record_failure(req.client_ip, throttled).await;
-                        return refused_login();
-                    }
-                    Login::Unavailable(backend) => return unavailable(&backend),
-                };
-                let offline = req.param("offline_token") == Some("true")
-                    || req.param("access_type") == Some("offline");
-                let refresh = offline
-                    .then(|| self.users.refresh_not_after(&identity, now))
-                    .and_then(|not_after| {
-                        // A bound already reached (an http login with cache_ttl 0) gets none.
-                        let issued = self.refresh.issue_refresh(&identity, not_after, now);
-                        (issued.expires_in > 0).then_some(issued.token)
-                    });
-                (identity, refresh)
-            }
-            Credentials::Refresh(token) => {
-                if let Some(wait) = self.throttle.blocked_for(req.client_ip, "").await {
-                    return too_many_failed_logins(wait);
-                }
-                let Ok(claims) = self.refresh.verify(&token) else {
-                    self.throttle.record_failure(req.client_ip, "").await;
-                    return refused_login();
-                };
-                // Refresh tokens from before backends existed name none: htpasswd's.
-                let mut identity = claims
-                    .identity
-                    .clone()
-                    .unwrap_or_else(|| Identity::new(&claims.sub, Backend::Htpasswd));
-                identity.account = claims.sub.clone();
-                // The user must still exist in the backend that issued the token.
-                match self.users.refresh(identity).await {
-                    Login::Accepted(identity) => (identity, Some(token)),
-                    Login::Refused => {
-                        self.throttle.record_failure(req.client_ip, "").await;
-                        return refused_login();
-                    }
-                    Login::Unavailable(backend) => return unavailable(&backend),
-                }
-            }
+    /// A user and password, asked of the backends unless the client or account is
+    /// blocked; with `offline_token=true` (or `access_type=offline`) a refresh token too.
+    async fn password_login(
+        &self,
+        req: &TokenRequest<'_>,
+        user: &str,
+        password: &str,
+        now: SystemTime,
+    ) -> Step<(Identity, Option<String>)> {
+        // An OIDC entry's login name is shared by every job: only the IP counts.
+        let throttled = match self.users.is_oidc_login(user, password) {
+            true => "",
+            false => user,
         };
+        if let Some(wait) = self.throttle.blocked_for(req.client_ip, throttled).await {
+            return Err(too_many_failed_logins(wait));
+        }
+        let identity = match self.users.login(user, password, req.client_ip).await {
+            Login::Accepted(identity) => identity,
+            Login::Refused => {
+                self.throttle.record_failure(req.client_ip, throttled).await;
+                return Err(refused_login());
+            }
+            Login::Unavailable(backend) => return Err(unavailable(&backend)),
+        };
+        let offline = req.param("offline_token") == Some("true")
+            || req.param("access_type") == Some("offline");
+        let refresh = offline
+            .then(|| self.users.refresh_not_after(&identity, now))
+            .and_then(|not_after| {
+                // A bound already reached (an http login with cache_ttl 0) gets none.
+                let issued = self.refresh.issue_refresh(&identity, not_after, now);
+                (issued.expires_in > 0).then_some(issued.token)
+            });
+        Ok((identity, refresh))
+    }
+
+    /// A refresh token the realm issued, for a user the issuing backend still knows.
+    async fn refresh_login(
+        &self,
+        req: &TokenRequest<'_>,
+        token: String,
+    ) -> Step<(Identity, Option<String>)> {
+        if let Some(wait) = self.throttle.blocked_for(req.client_ip, "").await {
+            return Err(too_many_failed_logins(wait));
+        }
+        let Ok(claims) = self.refresh.verify(&token) else {
+            self.throttle.record_failure(req.client_ip, "").await;
+            return Err(refused_login());
+        };
+        // Refresh tokens from before backends existed name none: htpasswd's.
+        let mut identity = claims
+            .identity
+            .clone()
+            .unwrap_or_else(|| Identity::new(&claims.sub, Backend::Htpasswd));
+        identity.account = claims.sub.clone();
+        // The user must still exist in the backend that issued the token.
+        match self.users.refresh(identity).await {
+            Login::Accepted(identity) => Ok((identity, Some(token))),
+            Login::Refused => {
+                self.throttle.record_failure(req.client_ip, "").await;
+                Err(refused_login())
+            }
+            Login::Unavailable(backend) => Err(unavailable(&backend)),
+        }
+    }
+
+    /// The token for what was asked and the ACL allows `identity` (possibly nothing).
+    fn issue(
+        &self,
+        req: &TokenRequest<'_>,
+        identity: &Identity,
+        refresh_token: Option<String>,
+        now: SystemTime,
+    ) -> TokenReply {
         let account = identity.account.clone();
-
         let granted: Vec<Scope> = Scope::parse_all(req.all("scope"))
             .into_iter()
             .filter_map(|mut scope| {
-                scope.actions = self.acl.grant(&identity, &scope);
+                scope.actions = self.acl.grant(identity, &scope);
                 (!scope.actions.is_empty()).then_some(scope)
             })
             .collect();

@@ -23,7 +23,7 @@ pub enum Backend {
 
 impl Backend {
     /// The name used in logs and errors (`htpasswd`, `ldap`, `http`, `oidc`).
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Backend::Anonymous => "anonymous",
             Backend::Htpasswd => "htpasswd",
@@ -56,7 +56,7 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn anonymous() -> Identity {
+    pub(crate) fn anonymous() -> Identity {
         Identity::new("", Backend::Anonymous)
     }
 
@@ -71,13 +71,13 @@ impl Identity {
         }
     }
 
-    pub fn with_groups(mut self, groups: Vec<String>) -> Identity {
+    pub(crate) fn with_groups(mut self, groups: Vec<String>) -> Identity {
         self.groups = groups;
         self
     }
 
     /// Whether the proof has run out at `now`.
-    pub fn expired(&self, now: SystemTime) -> bool {
+    pub(crate) fn expired(&self, now: SystemTime) -> bool {
         let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         self.not_after.is_some_and(|end| end <= now)
     }

@@ -50,7 +50,7 @@ pub enum AuthLoadError {
 
 impl AuthLoadError {
     /// The config key the problem belongs to.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match self {
             AuthLoadError::Key(KeyError::File { .. }) => "auth.token.certificate",
             AuthLoadError::Key(_) => "auth.token.signing_key",

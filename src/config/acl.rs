@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::error::ConfigError;
 use super::file;
 use super::validate::Validator;
-use super::ConfigError;
 
 /// Actions a rule allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub enum Actions {
 
 impl Actions {
     /// As the config file reads an action list: `*` anywhere means every action.
-    pub fn from_list<S: AsRef<str>>(actions: &[S]) -> Actions {
+    pub(crate) fn from_list<S: AsRef<str>>(actions: &[S]) -> Actions {
         if actions.iter().any(|a| a.as_ref() == "*") {
             Actions::All
         } else {

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::acl::{acl_rule, Rule};
+use super::error::ConfigError;
 use super::file;
+use super::keys::{key_table, Changes};
 use super::users::{users_settings, UsersSettings};
 use super::validate::Validator;
-use super::ConfigError;
 
 /// The edge's own token realm (`auth.token`, `auth.users`, `auth.acl`); files are loaded by
 /// `load::load_all`.
@@ -43,6 +44,51 @@ pub struct TrustedIssuer {
     pub realm: String,
 }
 
+key_table! {
+    // Every reload builds a new `Auth` from the whole section (users, keys, rules).
+    AUTH = Live("auth");
+    pub(super) TRUSTED_ISSUERS = Live("auth.trusted_issuers");
+}
+
+/// Notes whether the edge's own realm (`auth` but its trusted issuers) differs.
+pub(super) fn auth_changes(
+    old: &Option<AuthSettings>,
+    new: &Option<AuthSettings>,
+    changes: &mut Changes,
+) {
+    let (Some(old), Some(new)) = (old, new) else {
+        return changes.note(AUTH, old, new);
+    };
+    let AuthSettings {
+        realm_path,
+        service,
+        issuer,
+        signing_key,
+        certificate,
+        expiration,
+        refresh_expiration,
+        users,
+        acl,
+        failed_logins_per_ip,
+        failed_logins_per_account,
+    } = old;
+    changes.note(AUTH, realm_path, &new.realm_path);
+    changes.note(AUTH, service, &new.service);
+    changes.note(AUTH, issuer, &new.issuer);
+    changes.note(AUTH, signing_key, &new.signing_key);
+    changes.note(AUTH, certificate, &new.certificate);
+    changes.note(AUTH, expiration, &new.expiration);
+    changes.note(AUTH, refresh_expiration, &new.refresh_expiration);
+    changes.note(AUTH, users, &new.users);
+    changes.note(AUTH, acl, &new.acl);
+    changes.note(AUTH, failed_logins_per_ip, &new.failed_logins_per_ip);
+    changes.note(
+        AUTH,
+        failed_logins_per_account,
+        &new.failed_logins_per_account,
+    );
+}
+
 /// The `auth` section: the edge's own realm when `auth.token` is set, and the trusted
 /// issuers. Without `auth.token` (verify-only mode) the edge issues nothing, so `users`,
 /// `acl` and `failed_logins` are refused rather than silently ignored.
@@ -63,33 +109,7 @@ pub(super) fn auth_settings(
         .map(|(i, t)| trusted_issuer(v, i, t))
         .collect::<Result<Vec<_>, _>>()?;
     let Some(token) = token else {
-        let needs_token = |key: &str, why: &str| v.invalid(key, format!("needs auth.token: {why}"));
-        if trusted.is_empty() {
-            return Err(v.invalid(
-                "auth.token",
-                "needed unless auth.trusted_issuers lists a token service to trust",
-            ));
-        }
-        if users.is_some() {
-            return Err(needs_token(
-                "auth.users",
-                "users log in at the edge's own realm; in verify-only mode the trusted issuer \
-                 authenticates them",
-            ));
-        }
-        if !acl.is_empty() {
-            return Err(needs_token(
-                "auth.acl",
-                "in verify-only mode the trusted issuer's tokens carry the access",
-            ));
-        }
-        if failed_logins.is_some() {
-            return Err(needs_token(
-                "auth.failed_logins",
-                "nobody logs in at the edge in verify-only mode",
-            ));
-        }
-        same_issuer_and_service(v, &trusted, None)?;
+        verify_only(v, &trusted, &users, &acl, &failed_logins)?;
         return Ok((None, trusted));
     };
     let Some(users) = users else {
@@ -98,6 +118,89 @@ pub(super) fn auth_settings(
             "needed with auth.token: the users who log in (htpasswd, ldap, oidc or http)",
         ));
     };
+    let token = token_settings(v, token)?;
+    let rules = acl
+        .into_iter()
+        .enumerate()
+        .map(|(i, rule)| acl_rule(v, i, rule))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (per_ip, per_account) = failed_logins_limits(v, failed_logins)?;
+    same_issuer_and_service(v, &trusted, Some((&token.issuer, &token.service)))?;
+    let Token {
+        realm_path,
+        service,
+        issuer,
+        signing_key,
+        certificate,
+        expiration,
+        refresh_expiration,
+    } = token;
+    let settings = AuthSettings {
+        realm_path,
+        service,
+        issuer,
+        signing_key,
+        certificate,
+        expiration,
+        refresh_expiration,
+        users: users_settings(v, users)?,
+        acl: rules,
+        failed_logins_per_ip: per_ip,
+        failed_logins_per_account: per_account,
+    };
+    Ok((Some(settings), trusted))
+}
+
+/// Verify-only mode (no `auth.token`): it needs a trusted issuer, and refuses the keys
+/// that only the edge's own realm would use.
+fn verify_only(
+    v: &Validator,
+    trusted: &[TrustedIssuer],
+    users: &Option<file::UsersFile>,
+    acl: &[file::AclRuleFile],
+    failed_logins: &Option<file::FailedLoginsFile>,
+) -> Result<(), ConfigError> {
+    let needs_token = |key: &str, why: &str| v.invalid(key, format!("needs auth.token: {why}"));
+    if trusted.is_empty() {
+        return Err(v.invalid(
+            "auth.token",
+            "needed unless auth.trusted_issuers lists a token service to trust",
+        ));
+    }
+    if users.is_some() {
+        return Err(needs_token(
+            "auth.users",
+            "users log in at the edge's own realm; in verify-only mode the trusted issuer \
+             authenticates them",
+        ));
+    }
+    if !acl.is_empty() {
+        return Err(needs_token(
+            "auth.acl",
+            "in verify-only mode the trusted issuer's tokens carry the access",
+        ));
+    }
+    if failed_logins.is_some() {
+        return Err(needs_token(
+            "auth.failed_logins",
+            "nobody logs in at the edge in verify-only mode",
+        ));
+    }
+    same_issuer_and_service(v, trusted, None)
+}
+
+/// `auth.token`, validated.
+struct Token {
+    realm_path: String,
+    service: String,
+    issuer: String,
+    signing_key: PathBuf,
+    certificate: PathBuf,
+    expiration: Duration,
+    refresh_expiration: Duration,
+}
+
+fn token_settings(v: &Validator, token: file::TokenFile) -> Result<Token, ConfigError> {
     let file::TokenFile {
         realm_path,
         service,
@@ -145,11 +248,22 @@ pub(super) fn auth_settings(
         refresh_expiration.as_deref(),
         Duration::from_secs(7 * 24 * 3600),
     )?;
-    let rules = acl
-        .into_iter()
-        .enumerate()
-        .map(|(i, rule)| acl_rule(v, i, rule))
-        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Token {
+        realm_path,
+        service,
+        issuer,
+        signing_key: v.file_path(&signing_key),
+        certificate: v.file_path(&certificate),
+        expiration,
+        refresh_expiration,
+    })
+}
+
+/// `auth.failed_logins`: per client IP (default 10) and per account (default 30) a minute.
+fn failed_logins_limits(
+    v: &Validator,
+    failed_logins: Option<file::FailedLoginsFile>,
+) -> Result<(NonZeroU32, NonZeroU32), ConfigError> {
     let (per_ip, per_account) = match failed_logins {
         Some(file::FailedLoginsFile {
             per_client_ip,
@@ -161,21 +275,10 @@ pub(super) fn auth_settings(
         NonZeroU32::new(value.unwrap_or(default))
             .ok_or_else(|| v.invalid(key, "must be at least 1"))
     };
-    same_issuer_and_service(v, &trusted, Some((&issuer, &service)))?;
-    let settings = AuthSettings {
-        realm_path,
-        service,
-        issuer,
-        signing_key: v.file_path(&signing_key),
-        certificate: v.file_path(&certificate),
-        expiration,
-        refresh_expiration,
-        users: users_settings(v, users)?,
-        acl: rules,
-        failed_logins_per_ip: positive("auth.failed_logins.per_client_ip", per_ip, 10)?,
-        failed_logins_per_account: positive("auth.failed_logins.per_account", per_account, 30)?,
-    };
-    Ok((Some(settings), trusted))
+    Ok((
+        positive("auth.failed_logins.per_client_ip", per_ip, 10)?,
+        positive("auth.failed_logins.per_account", per_account, 30)?,
+    ))
 }
 
 fn trusted_issuer(

@@ -6,9 +6,10 @@
 
 use std::path::PathBuf;
 
+use super::error::ConfigError;
 use super::file::CacheFile;
+use super::keys::{key_table, Changes};
 use super::validate::Validator;
-use super::ConfigError;
 
 /// `max_object` when the file sets none: blobs above it are passed through uncached.
 const DEFAULT_MAX_OBJECT: u64 = 20 << 30;
@@ -26,6 +27,38 @@ pub struct CacheSettings {
     pub memory: u64,
     /// Largest object cached, in bytes; larger blobs are passed through, never cached.
     pub max_object: u64,
+}
+
+key_table! {
+    // The cache is opened at start; removing `cache:` stops answers from it at once
+    // (admission reads the new settings).
+    DIR = AtRestartUnlessRemoved("cache.dir");
+    // Its budgets are read per request.
+    MAX_SIZE = Live("cache.max_size");
+    MEMORY = Live("cache.memory");
+    MAX_OBJECT = Live("cache.max_object");
+}
+
+/// Notes which `cache` keys differ. Turning the cache on or off is a change of `cache.dir`.
+pub(super) fn cache_changes(
+    old: &Option<CacheSettings>,
+    new: &Option<CacheSettings>,
+    changes: &mut Changes,
+) {
+    let dir = |c: &Option<CacheSettings>| c.as_ref().map(|c| c.dir.clone());
+    changes.note_optional(DIR, &dir(old), &dir(new));
+    let (Some(old), Some(new)) = (old, new) else {
+        return;
+    };
+    let CacheSettings {
+        dir: _,
+        max_size,
+        memory,
+        max_object,
+    } = old;
+    changes.note(MAX_SIZE, max_size, &new.max_size);
+    changes.note(MEMORY, memory, &new.memory);
+    changes.note(MAX_OBJECT, max_object, &new.max_object);
 }
 
 pub(super) fn cache_settings(v: &Validator, file: CacheFile) -> Result<CacheSettings, ConfigError> {

@@ -59,7 +59,7 @@ pub enum LimitKey {
 
 impl LimitKey {
     /// The limiter key for a request: `account:NAME`, or `ip:ADDR` (also for anonymous).
-    pub fn key_for(self, subject: Option<&str>, client_ip: &str) -> String {
+    pub(crate) fn key_for(self, subject: Option<&str>, client_ip: &str) -> String {
         match (self, subject) {
             (LimitKey::Account, Some(account)) if !account.is_empty() => {
                 format!("account:{account}")

@@ -4,9 +4,10 @@ use std::collections::HashSet;
 use std::num::NonZeroU32;
 
 use super::choices::LimitKey;
+use super::error::ConfigError;
 use super::file;
+use super::keys::{key_table, Changes};
 use super::validate::Validator;
-use super::ConfigError;
 
 /// `limits`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -15,7 +16,33 @@ pub struct Limits {
     pub max_body_size: Option<u64>,
 }
 
-pub(super) fn upload_limit(
+key_table! {
+    // Read per request.
+    LIMITS = Live("limits");
+    // A changed limit gets a new limiter on reload (`Settings::new` compares whole values).
+    pub(super) PUSH = Live("rate_limits.push");
+    pub(super) UPLOAD_BYTES = Live("rate_limits.upload_bytes");
+}
+
+/// Notes whether `limits` differs.
+pub(super) fn limits_changes(old: &Limits, new: &Limits, changes: &mut Changes) {
+    let Limits { max_body_size } = old;
+    changes.note(LIMITS, max_body_size, &new.max_body_size);
+}
+
+/// `rate_limits`: the push and upload-byte limits, each `None` when not set.
+pub(super) fn rate_limit_settings(
+    v: &Validator,
+    rate_limits: file::RateLimitsFile,
+) -> Result<(Option<PushLimit>, Option<UploadBytesLimit>), ConfigError> {
+    let file::RateLimitsFile { push, upload_bytes } = rate_limits;
+    Ok((
+        push.map(|p| push_limit(v, p)).transpose()?,
+        upload_bytes.map(|u| upload_limit(v, u)).transpose()?,
+    ))
+}
+
+fn upload_limit(
     v: &Validator,
     upload: file::UploadBytesFile,
 ) -> Result<UploadBytesLimit, ConfigError> {
@@ -39,10 +66,7 @@ pub(super) fn upload_limit(
     })
 }
 
-pub(super) fn push_limit(
-    v: &Validator,
-    push: file::PushLimitFile,
-) -> Result<PushLimit, ConfigError> {
+fn push_limit(v: &Validator, push: file::PushLimitFile) -> Result<PushLimit, ConfigError> {
     let file::PushLimitFile {
         key,
         per_minute,

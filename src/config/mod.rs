@@ -2,14 +2,18 @@
 //!
 //! A leaf of the crate: it imports nothing from it. `model` holds [`Config`] and its
 //! assembly; each section's types sit beside their converter (`server`, `tls`, `upstream`,
-//! `auth`, `users`, `acl`, `limits`, `shared_state`, `cache`, `policy`); `choices` holds the closed sets; `validate` names file
-//! and key in every error.
+//! `auth`, `users`, `acl`, `limits`, `shared_state`, `cache`, `policy`), with the table of
+//! its keys that says which a reload applies live (`keys`; `changes` walks them);
+//! `choices` holds the closed sets; `validate` names file and key in every error (`error`).
 
 mod acl;
 mod auth;
 mod cache;
+mod changes;
 mod choices;
+mod error;
 mod file;
+mod keys;
 mod limits;
 mod model;
 mod policy;
@@ -20,12 +24,18 @@ mod upstream;
 mod users;
 mod validate;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub use acl::{Actions, Rule};
 pub use auth::{AuthSettings, TrustedIssuer};
 pub use cache::CacheSettings;
+#[cfg(test)]
+pub(crate) use changes::all_keys;
 pub use choices::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
+pub use error::ConfigError;
+pub(crate) use keys::Changes;
+#[cfg(test)]
+pub(crate) use keys::{Applied, Key};
 pub use limits::{Limits, PushLimit, UploadBytesLimit};
 pub use model::{Config, Maintenance};
 pub use policy::{ImmutableTags, PolicySettings, Quotas, TagRule};
@@ -36,27 +46,8 @@ pub use upstream::{ForwardedSettings, UpstreamSettings};
 pub use users::{HttpAuthenticatorSettings, LdapSettings, OidcSettings, UsersSettings};
 pub use validate::Names;
 
-/// Why a configuration could not be loaded; every variant names the file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: cannot read: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// YAML syntax, wrong types and unknown keys (serde_yaml names the key and line).
-    #[error("{}: {message}", path.display())]
-    Syntax { path: PathBuf, message: String },
-    #[error("{}: {key}: {problem}", path.display())]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        problem: String,
-    },
-}
-
 /// Reads and validates a configuration file. Relative paths in it resolve against its folder.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
     load_with(path, Names::Resolve)
 }
 

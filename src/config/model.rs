@@ -9,15 +9,23 @@ use std::path::{Path, PathBuf};
 use super::auth::{auth_settings, AuthSettings, TrustedIssuer};
 use super::cache::{cache_settings, CacheSettings};
 use super::choices::LogFormat;
-use super::file::{self, ConfigFile};
-use super::limits::{push_limit, upload_limit, Limits, PushLimit, UploadBytesLimit};
+use super::error::ConfigError;
+use super::file::ConfigFile;
+use super::keys::key_table;
+use super::limits::{rate_limit_settings, Limits, PushLimit, UploadBytesLimit};
 use super::policy::{policy_settings, PolicySettings};
 use super::server::{admin_listen, server_settings, ServerSettings};
 use super::shared_state::{redis_settings, RedisSettings};
-use super::tls::{acme_settings, certificate_paths, AcmeSettings, CertificatePaths};
+use super::tls::{tls_settings, AcmeSettings, CertificatePaths};
 use super::upstream::{forwarded_settings, upstream_settings, ForwardedSettings, UpstreamSettings};
 use super::validate::{Names, Validator};
-use super::ConfigError;
+
+key_table! {
+    // Read per request.
+    pub(super) MAINTENANCE = Live("maintenance");
+    // The log writer is set up at start.
+    pub(super) LOG_FORMAT = AtRestart("log.format");
+}
 
 /// The gateway's validated configuration.
 #[derive(Debug, Clone)]
@@ -81,19 +89,7 @@ impl Config {
         } = file;
         let v = Validator { path, names };
         let server = server_settings(&v, server)?;
-        let (certificates, acme) = match tls {
-            None => (Vec::new(), None),
-            Some(file::TlsFile { certificates, acme }) => (
-                certificate_paths(&v, certificates)?,
-                acme.map(|a| acme_settings(&v, &server, a)).transpose()?,
-            ),
-        };
-        if !server.https_listen.is_empty() && certificates.is_empty() && acme.is_none() {
-            return Err(v.invalid(
-                "tls.certificates",
-                "at least one certificate (or tls.acme) is needed for server.https_listen",
-            ));
-        }
+        let (certificates, acme) = tls_settings(&v, &server, tls)?;
         let forwarded = forwarded_settings(&v, forwarded)?;
         if server.proxy_protocol && forwarded.trusted_proxies.is_empty() {
             return Err(v.invalid(
@@ -106,22 +102,21 @@ impl Config {
             Some(a) => auth_settings(&v, a)?,
             None => (None, Vec::new()),
         };
+        let upstream = upstream_settings(&v, upstream)?;
+        let (push_limit, upload_limit) = rate_limit_settings(&v, rate_limits)?;
         Ok(Config {
             source: path.to_path_buf(),
             certificates,
             acme,
-            upstream: upstream_settings(&v, upstream)?,
+            upstream,
             forwarded,
             limits: Limits {
                 max_body_size: (limits.max_body_size > 0).then_some(limits.max_body_size),
             },
             auth,
             trusted_issuers,
-            push_limit: rate_limits.push.map(|p| push_limit(&v, p)).transpose()?,
-            upload_limit: rate_limits
-                .upload_bytes
-                .map(|u| upload_limit(&v, u))
-                .transpose()?,
+            push_limit,
+            upload_limit,
             maintenance: Maintenance {
                 read_only: maintenance.read_only,
             },

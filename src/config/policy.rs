@@ -1,59 +1,17 @@
 //! `policy:`: storage quotas per namespace and immutable tags, enforced at the edge.
 //!
-//! The section's YAML shapes live here with their converter (the other sections' shapes are
-//! in `file.rs`, which is long enough). Sizes as in `cache:` (`20GiB`, `500MB`, bytes);
-//! globs are `globset`'s: `*` and `?` stay within one path segment, `**` crosses them,
-//! `[0-9]` is a class.
+//! Sizes as in `cache:` (`20GiB`, `500MB`, bytes); globs are `globset`'s: `*` and `?` stay
+//! within one path segment, `**` crosses them, `[0-9]` is a class.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use globset::{Glob, GlobBuilder, GlobMatcher};
-use serde::Deserialize;
 
+use super::error::ConfigError;
+use super::file::{ImmutableItem, PolicyFile, QuotasFile};
+use super::keys::{key_table, Changes};
 use super::validate::Validator;
-use super::ConfigError;
-
-/// `policy:` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct PolicyFile {
-    /// The embedded store's folder (relative to the config file's folder).
-    pub state_dir: String,
-    /// Leading path segments of a repository that make its namespace. Default 1.
-    #[serde(default)]
-    pub namespace_depth: Option<usize>,
-    #[serde(default)]
-    pub quotas: Option<QuotasFile>,
-    #[serde(default)]
-    pub immutable_tags: Vec<ImmutableItem>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct QuotasFile {
-    #[serde(default)]
-    pub default: Option<String>,
-    #[serde(default)]
-    pub namespaces: BTreeMap<String, String>,
-    #[serde(default)]
-    pub exempt_accounts: Vec<String>,
-}
-
-/// One item of `immutable_tags`: a rule `{ name, tags }` (optionally with its own
-/// `exempt_accounts`), or `{ exempt_accounts }` alone: accounts exempt from every rule. The
-/// issue's sketch puts `exempt_accounts:` under the rule list without a `-`, which is not
-/// YAML; written as a list item (`- exempt_accounts: [...]`) it is.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ImmutableItem {
-    #[serde(default)]
-    pub name: Option<String>,
-    #[serde(default)]
-    pub tags: Option<Vec<String>>,
-    #[serde(default)]
-    pub exempt_accounts: Option<Vec<String>>,
-}
 
 /// The validated `policy:` section.
 #[derive(Debug, Clone)]
@@ -77,7 +35,7 @@ pub struct Quotas {
 
 impl Quotas {
     /// The quota of `namespace` in bytes; `None` = no limit.
-    pub fn of(&self, namespace: &str) -> Option<u64> {
+    pub(crate) fn of(&self, namespace: &str) -> Option<u64> {
         self.namespaces.get(namespace).copied().or(self.default)
     }
 }
@@ -103,13 +61,13 @@ pub struct ImmutableTags {
 
 impl ImmutableTags {
     /// Whether `tag` of `repository` may not move once it exists, for `account`.
-    pub fn protects(&self, repository: &str, tag: &str, account: &str) -> bool {
+    pub(crate) fn protects(&self, repository: &str, tag: &str, account: &str) -> bool {
         self.rules_for(account)
             .any(|r| r.name.is_match(repository) && r.tags.iter().any(|t| t.is_match(tag)))
     }
 
     /// Whether any rule covers some tag of `repository` for `account`.
-    pub fn covers_repository(&self, repository: &str, account: &str) -> bool {
+    pub(crate) fn covers_repository(&self, repository: &str, account: &str) -> bool {
         self.rules_for(account).any(|r| r.name.is_match(repository))
     }
 
@@ -150,6 +108,39 @@ impl PartialEq for PolicySettings {
     }
 }
 
+key_table! {
+    // The usage store is opened at start (so are its keys' depth); removing `policy:`
+    // turns it off at once, like `cache:`.
+    POLICY = AtRestartUnlessRemoved("policy");
+    STATE_DIR = AtRestart("policy.state_dir");
+    NAMESPACE_DEPTH = AtRestart("policy.namespace_depth");
+    // The rules are read per request.
+    QUOTAS = Live("policy.quotas");
+    IMMUTABLE_TAGS = Live("policy.immutable_tags");
+}
+
+/// Notes which `policy` keys differ; turning the section on or off is a change of `policy`.
+pub(super) fn policy_changes(
+    old: &Option<PolicySettings>,
+    new: &Option<PolicySettings>,
+    changes: &mut Changes,
+) {
+    let (Some(old), Some(new)) = (old, new) else {
+        let on = |p: &Option<PolicySettings>| p.as_ref().map(|_| ());
+        return changes.note_optional(POLICY, &on(old), &on(new));
+    };
+    let PolicySettings {
+        state_dir,
+        namespace_depth,
+        quotas,
+        immutable,
+    } = old;
+    changes.note(STATE_DIR, state_dir, &new.state_dir);
+    changes.note(NAMESPACE_DEPTH, namespace_depth, &new.namespace_depth);
+    changes.note(QUOTAS, quotas, &new.quotas);
+    changes.note(IMMUTABLE_TAGS, immutable, &new.immutable);
+}
+
 pub(super) fn policy_settings(
     v: &Validator,
     file: PolicyFile,
@@ -171,60 +162,11 @@ pub(super) fn policy_settings(
     }
     let quotas = match quotas {
         None => Quotas::default(),
-        Some(q) => Quotas {
-            default: q
-                .default
-                .map(|text| quota_size(v, "policy.quotas.default", &text))
-                .transpose()?,
-            namespaces: q
-                .namespaces
-                .into_iter()
-                .map(|(namespace, text)| {
-                    let key = format!("policy.quotas.namespaces.{namespace}");
-                    check_namespace(v, &key, &namespace, namespace_depth)?;
-                    Ok((namespace, quota_size(v, &key, &text)?))
-                })
-                .collect::<Result<_, ConfigError>>()?,
-            exempt_accounts: q.exempt_accounts,
-        },
+        Some(q) => quotas_settings(v, q, namespace_depth)?,
     };
     let mut immutable = ImmutableTags::default();
     for (i, item) in immutable_tags.into_iter().enumerate() {
-        let key = format!("policy.immutable_tags[{i}]");
-        match item {
-            ImmutableItem {
-                name: None,
-                tags: None,
-                exempt_accounts: Some(accounts),
-            } => immutable.exempt_accounts.extend(accounts),
-            ImmutableItem {
-                name: Some(name),
-                tags: Some(tags),
-                exempt_accounts,
-            } => {
-                if tags.is_empty() {
-                    return Err(v.invalid(&key, "tags: needs at least one glob"));
-                }
-                immutable.rules.push(TagRule {
-                    name: glob(v, &format!("{key}.name"), &name)?,
-                    tags: tags
-                        .iter()
-                        .map(|t| glob(v, &format!("{key}.tags"), t))
-                        .collect::<Result<_, _>>()?,
-                    name_glob: name,
-                    tag_globs: tags,
-                    exempt_accounts: exempt_accounts.unwrap_or_default(),
-                });
-            }
-            _ => {
-                return Err(v.invalid(
-                    &key,
-                    "a rule needs both name (a repository glob) and tags (tag globs), and may \
-                     have exempt_accounts; an item with exempt_accounts alone exempts those \
-                     accounts from every rule",
-                ))
-            }
-        }
+        immutable_item(v, i, item, &mut immutable)?;
     }
     Ok(PolicySettings {
         state_dir,
@@ -232,6 +174,75 @@ pub(super) fn policy_settings(
         quotas,
         immutable,
     })
+}
+
+/// `policy.quotas`: sizes with units, namespaces a repository can have at `depth`.
+fn quotas_settings(v: &Validator, q: QuotasFile, depth: usize) -> Result<Quotas, ConfigError> {
+    let QuotasFile {
+        default,
+        namespaces,
+        exempt_accounts,
+    } = q;
+    Ok(Quotas {
+        default: default
+            .map(|text| quota_size(v, "policy.quotas.default", &text))
+            .transpose()?,
+        namespaces: namespaces
+            .into_iter()
+            .map(|(namespace, text)| {
+                let key = format!("policy.quotas.namespaces.{namespace}");
+                check_namespace(v, &key, &namespace, depth)?;
+                Ok((namespace, quota_size(v, &key, &text)?))
+            })
+            .collect::<Result<_, ConfigError>>()?,
+        exempt_accounts,
+    })
+}
+
+/// Item `index` of `policy.immutable_tags`, added to `immutable`: a rule, or accounts
+/// exempt from every rule.
+fn immutable_item(
+    v: &Validator,
+    index: usize,
+    item: ImmutableItem,
+    immutable: &mut ImmutableTags,
+) -> Result<(), ConfigError> {
+    let key = format!("policy.immutable_tags[{index}]");
+    match item {
+        ImmutableItem {
+            name: None,
+            tags: None,
+            exempt_accounts: Some(accounts),
+        } => immutable.exempt_accounts.extend(accounts),
+        ImmutableItem {
+            name: Some(name),
+            tags: Some(tags),
+            exempt_accounts,
+        } => {
+            if tags.is_empty() {
+                return Err(v.invalid(&key, "tags: needs at least one glob"));
+            }
+            immutable.rules.push(TagRule {
+                name: glob(v, &format!("{key}.name"), &name)?,
+                tags: tags
+                    .iter()
+                    .map(|t| glob(v, &format!("{key}.tags"), t))
+                    .collect::<Result<_, _>>()?,
+                name_glob: name,
+                tag_globs: tags,
+                exempt_accounts: exempt_accounts.unwrap_or_default(),
+            });
+        }
+        _ => {
+            return Err(v.invalid(
+                &key,
+                "a rule needs both name (a repository glob) and tags (tag globs), and may \
+                 have exempt_accounts; an item with exempt_accounts alone exempts those \
+                 accounts from every rule",
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// A quota's size: a number without a unit would be bytes, which is never what a quota

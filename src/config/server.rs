@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::error::ConfigError;
 use super::file;
+use super::keys::{key_table, Changes};
 use super::validate::Validator;
-use super::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
@@ -99,6 +100,54 @@ pub(super) fn server_settings(
         strict_host: strict_host.unwrap_or(false),
         proxy_protocol: proxy_protocol.unwrap_or(false),
     })
+}
+
+key_table! {
+    // Listeners, worker threads and the PROXY protocol expectation are set up at start.
+    HTTPS_LISTEN = AtRestart("server.https_listen");
+    HTTP_LISTEN = AtRestart("server.http_listen");
+    // Read per request.
+    EXTERNAL_URL = Live("server.external_url");
+    THREADS = AtRestart("server.threads");
+    // The drain task and the pid file are set up at start.
+    SHUTDOWN_GRACE = AtRestart("server.shutdown_grace");
+    PID_FILE = AtRestart("server.pid_file");
+    // Read for every accepted connection.
+    HEADER_TIMEOUT = Live("server.header_timeout");
+    BODY_TIMEOUT = Live("server.body_timeout");
+    IDLE_TIMEOUT = Live("server.idle_timeout");
+    STRICT_HOST = Live("server.strict_host");
+    PROXY_PROTOCOL = AtRestart("server.proxy_protocol");
+    // The admin listener is bound at start.
+    pub(super) ADMIN_LISTEN = AtRestart("admin.listen");
+}
+
+/// Notes which `server` keys differ between `old` and `new`.
+pub(super) fn server_changes(old: &ServerSettings, new: &ServerSettings, changes: &mut Changes) {
+    let ServerSettings {
+        https_listen,
+        http_listen,
+        external_url,
+        threads,
+        shutdown_grace,
+        pid_file,
+        client_timeouts,
+        strict_host,
+        proxy_protocol,
+    } = old;
+    let ClientTimeouts { header, body, idle } = client_timeouts;
+    let timeouts = &new.client_timeouts;
+    changes.note(HTTPS_LISTEN, https_listen, &new.https_listen);
+    changes.note(HTTP_LISTEN, http_listen, &new.http_listen);
+    changes.note(EXTERNAL_URL, external_url, &new.external_url);
+    changes.note(THREADS, threads, &new.threads);
+    changes.note(SHUTDOWN_GRACE, shutdown_grace, &new.shutdown_grace);
+    changes.note(PID_FILE, pid_file, &new.pid_file);
+    changes.note(HEADER_TIMEOUT, header, &timeouts.header);
+    changes.note(BODY_TIMEOUT, body, &timeouts.body);
+    changes.note(IDLE_TIMEOUT, idle, &timeouts.idle);
+    changes.note(STRICT_HOST, strict_host, &new.strict_host);
+    changes.note(PROXY_PROTOCOL, proxy_protocol, &new.proxy_protocol);
 }
 
 /// The admin address: never a port the public listeners use.

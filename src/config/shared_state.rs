@@ -3,9 +3,10 @@
 use std::time::Duration;
 
 use super::choices::OnUnavailable;
+use super::error::ConfigError;
 use super::file;
+use super::keys::key_table;
 use super::validate::Validator;
-use super::ConfigError;
 
 /// `shared_state.redis`: limits kept in Redis so several instances act as one.
 #[derive(Clone, PartialEq, Eq)]
@@ -26,6 +27,11 @@ impl std::fmt::Debug for RedisSettings {
             .field("on_unavailable", &self.on_unavailable)
             .finish()
     }
+}
+
+key_table! {
+    // The Redis connection is opened at start.
+    pub(super) SHARED_STATE = AtRestart("shared_state");
 }
 
 pub(super) fn redis_settings(

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::choices::AcmeChallenge;
+use super::error::ConfigError;
 use super::file;
+use super::keys::key_table;
 use super::server::ServerSettings;
 use super::validate::Validator;
-use super::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificatePaths {
@@ -33,7 +34,29 @@ pub struct AcmeSettings {
 /// Default `tls.acme.renew_before`: Let's Encrypt certificates last 90 days.
 const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
 
-pub(super) fn acme_settings(
+/// `tls`: the certificate files and ACME; the https listeners need one or the other.
+pub(super) fn tls_settings(
+    v: &Validator,
+    server: &ServerSettings,
+    tls: Option<file::TlsFile>,
+) -> Result<(Vec<CertificatePaths>, Option<AcmeSettings>), ConfigError> {
+    let (certificates, acme) = match tls {
+        None => (Vec::new(), None),
+        Some(file::TlsFile { certificates, acme }) => (
+            certificate_paths(v, certificates)?,
+            acme.map(|a| acme_settings(v, server, a)).transpose()?,
+        ),
+    };
+    if !server.https_listen.is_empty() && certificates.is_empty() && acme.is_none() {
+        return Err(v.invalid(
+            "tls.certificates",
+            "at least one certificate (or tls.acme) is needed for server.https_listen",
+        ));
+    }
+    Ok((certificates, acme))
+}
+
+fn acme_settings(
     v: &Validator,
     server: &ServerSettings,
     acme: file::AcmeFile,
@@ -47,7 +70,33 @@ pub(super) fn acme_settings(
         renew_before,
         ca_roots,
     } = acme;
-    match url::Url::parse(&directory) {
+    check_acme_account(v, &directory, &contact)?;
+    let domains = acme_domains(v, &domains)?;
+    let challenge = challenge.unwrap_or_default();
+    check_acme_listeners(v, server, challenge)?;
+    let renew_before = v.duration(
+        "tls.acme.renew_before",
+        renew_before.as_deref(),
+        DEFAULT_RENEW_BEFORE,
+    )?;
+    Ok(AcmeSettings {
+        directory,
+        contact,
+        domains,
+        challenge,
+        state_dir: v.file_path(&state_dir),
+        renew_before,
+        ca_roots: ca_roots.map(|p| v.file_path(&p)),
+    })
+}
+
+/// The CA's directory is an https:// URL; every contact a `mailto:` address.
+fn check_acme_account(
+    v: &Validator,
+    directory: &str,
+    contact: &[String],
+) -> Result<(), ConfigError> {
+    match url::Url::parse(directory) {
         Ok(url) if url.scheme() == "https" && url.host().is_some() => {}
         _ => {
             return Err(v.invalid(
@@ -66,6 +115,12 @@ pub(super) fn acme_settings(
             format!("{bad:?} is not a mailto: address"),
         ));
     }
+    Ok(())
+}
+
+/// The certificate's names, lowercased: at least one, each a name http-01 or tls-alpn-01
+/// can validate.
+fn acme_domains(v: &Validator, domains: &[String]) -> Result<Vec<String>, ConfigError> {
     if domains.is_empty() {
         return Err(v.invalid("tls.acme.domains", "at least one name is needed"));
     }
@@ -83,7 +138,15 @@ pub(super) fn acme_settings(
             ));
         }
     }
-    let challenge = challenge.unwrap_or_default();
+    Ok(domains)
+}
+
+/// The certificate is served on the https listeners; http-01 is answered on the plain ones.
+fn check_acme_listeners(
+    v: &Validator,
+    server: &ServerSettings,
+    challenge: AcmeChallenge,
+) -> Result<(), ConfigError> {
     if server.https_listen.is_empty() {
         return Err(v.invalid(
             "tls.acme",
@@ -96,20 +159,14 @@ pub(super) fn acme_settings(
             "http-01 is answered on server.http_listen, which is empty",
         ));
     }
-    let renew_before = v.duration(
-        "tls.acme.renew_before",
-        renew_before.as_deref(),
-        DEFAULT_RENEW_BEFORE,
-    )?;
-    Ok(AcmeSettings {
-        directory,
-        contact,
-        domains,
-        challenge,
-        state_dir: v.file_path(&state_dir),
-        renew_before,
-        ca_roots: ca_roots.map(|p| v.file_path(&p)),
-    })
+    Ok(())
+}
+
+key_table! {
+    // Certificate files are read again by every reload (the resolver swaps them).
+    pub(super) CERTIFICATES = Live("tls.certificates");
+    // The ACME task and its challenge answers are set up at start.
+    pub(super) ACME = AtRestart("tls.acme");
 }
 
 /// A name a CA can validate with http-01 or tls-alpn-01: letters, digits, hyphens, dots.
@@ -127,7 +184,7 @@ pub(super) fn is_dns_name(name: &str) -> bool {
         })
 }
 
-pub(super) fn certificate_paths(
+fn certificate_paths(
     v: &Validator,
     certificates: Vec<file::CertificateFile>,
 ) -> Result<Vec<CertificatePaths>, ConfigError> {

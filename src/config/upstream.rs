@@ -6,9 +6,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::choices::Balance;
+use super::error::ConfigError;
 use super::file;
+use super::keys::{key_table, Changes};
 use super::validate::{Names, Validator};
-use super::ConfigError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
@@ -26,9 +27,56 @@ pub struct ForwardedSettings {
 }
 
 impl ForwardedSettings {
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
+}
+
+key_table! {
+    // The pool swaps its node list on reload; health checks then judge new nodes.
+    NODES = Live("upstream.nodes");
+    // The load balancer is built at start.
+    BALANCE = AtRestart("upstream.balance");
+    // Read per request.
+    CONNECT_TIMEOUT = Live("upstream.connect_timeout");
+    READ_TIMEOUT = Live("upstream.read_timeout");
+    // The health check service is set up at start.
+    HEALTH_PATH = AtRestart("upstream.health_check.path");
+    HEALTH_INTERVAL = AtRestart("upstream.health_check.interval");
+    // Read per request.
+    FORWARDED = Live("forwarded");
+}
+
+/// Notes which `upstream` keys differ between `old` and `new`.
+pub(super) fn upstream_changes(
+    old: &UpstreamSettings,
+    new: &UpstreamSettings,
+    changes: &mut Changes,
+) {
+    let UpstreamSettings {
+        nodes,
+        balance,
+        connect_timeout,
+        read_timeout,
+        health_path,
+        health_interval,
+    } = old;
+    changes.note(NODES, nodes, &new.nodes);
+    changes.note(BALANCE, balance, &new.balance);
+    changes.note(CONNECT_TIMEOUT, connect_timeout, &new.connect_timeout);
+    changes.note(READ_TIMEOUT, read_timeout, &new.read_timeout);
+    changes.note(HEALTH_PATH, health_path, &new.health_path);
+    changes.note(HEALTH_INTERVAL, health_interval, &new.health_interval);
+}
+
+/// Notes whether `forwarded` differs.
+pub(super) fn forwarded_changes(
+    old: &ForwardedSettings,
+    new: &ForwardedSettings,
+    changes: &mut Changes,
+) {
+    let ForwardedSettings { trusted_proxies } = old;
+    changes.note(FORWARDED, trusted_proxies, &new.trusted_proxies);
 }
 
 pub(super) fn upstream_settings(
@@ -42,22 +90,7 @@ pub(super) fn upstream_settings(
         read_timeout,
         health_check,
     } = upstream;
-    if nodes.is_empty() {
-        return Err(v.invalid("upstream.nodes", "at least one registry node is needed"));
-    }
-    let mut resolved = Vec::with_capacity(nodes.len());
-    for (i, text) in nodes.iter().enumerate() {
-        let invalid = |problem| v.invalid(format!("upstream.nodes[{i}]"), problem);
-        match v.names {
-            Names::Resolve => resolved.push(resolve_node(text).map_err(invalid)?),
-            Names::ShapeOnly => {
-                if let Some(addr) = node_shape(text).map_err(invalid)? {
-                    resolved.push(addr);
-                }
-            }
-        }
-    }
-    let nodes = resolved;
+    let nodes = node_addresses(v, &nodes)?;
     let balance = balance.unwrap_or_default();
     let (health_path, health_interval) = match health_check {
         None => (None, None),
@@ -93,25 +126,63 @@ pub(super) fn upstream_settings(
     })
 }
 
-pub(super) fn resolve_node(text: &str) -> Result<SocketAddr, String> {
+/// Why a registry node's address is not usable.
+#[derive(Debug, thiserror::Error)]
+enum NodeError {
+    #[error("{0:?} needs a port (host:port)")]
+    NoPort(String),
+    #[error("cannot resolve {text:?}: {source}")]
+    Unresolved {
+        text: String,
+        source: std::io::Error,
+    },
+    #[error("{0:?} resolves to no address")]
+    NoAddress(String),
+}
+
+/// `upstream.nodes`: at least one; names are looked up unless the load checks shapes only
+/// (then nodes given by name are left out).
+fn node_addresses(v: &Validator, nodes: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    if nodes.is_empty() {
+        return Err(v.invalid("upstream.nodes", "at least one registry node is needed"));
+    }
+    let mut resolved = Vec::with_capacity(nodes.len());
+    for (i, text) in nodes.iter().enumerate() {
+        let invalid = |e: NodeError| v.invalid(format!("upstream.nodes[{i}]"), e.to_string());
+        match v.names {
+            Names::Resolve => resolved.push(resolve_node(text).map_err(invalid)?),
+            Names::ShapeOnly => {
+                if let Some(addr) = node_shape(text).map_err(invalid)? {
+                    resolved.push(addr);
+                }
+            }
+        }
+    }
+    Ok(resolved)
+}
+
+fn resolve_node(text: &str) -> Result<SocketAddr, NodeError> {
     if let Some(addr) = node_shape(text)? {
         return Ok(addr);
     }
     text.to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
+        .map_err(|source| NodeError::Unresolved {
+            text: text.to_string(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("{text:?} resolves to no address"))
+        .ok_or_else(|| NodeError::NoAddress(text.to_string()))
 }
 
 /// A node's address when it is an IP literal, `None` for a `host:port` name (not looked
 /// up); an error when it is neither.
-fn node_shape(text: &str) -> Result<Option<SocketAddr>, String> {
+fn node_shape(text: &str) -> Result<Option<SocketAddr>, NodeError> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(Some(addr));
     }
     match text.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(None),
-        _ => Err(format!("{text:?} needs a port (host:port)")),
+        _ => Err(NodeError::NoPort(text.to_string())),
     }
 }
 

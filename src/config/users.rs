@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::error::ConfigError;
 use super::file;
 use super::validate::Validator;
-use super::ConfigError;
 
 /// The login backends, asked in the order htpasswd → LDAP → http (OIDC by the token's
 /// `iss`), and the credential cache they share.
@@ -133,58 +133,15 @@ fn ldap_settings(v: &Validator, ldap: file::LdapFile) -> Result<LdapSettings, Co
         group_attribute,
         timeout,
     } = ldap;
-    let parsed = url::Url::parse(&url)
-        .ok()
-        .filter(|u| u.host_str().is_some());
-    let scheme = parsed.as_ref().map(|u| u.scheme().to_string());
-    match scheme.as_deref() {
-        Some("ldap") | Some("ldaps") => {}
-        _ => {
-            return Err(v.invalid(
-                "auth.users.ldap.url",
-                format!("{url:?} is not an ldap://host[:port] or ldaps://host[:port] URL"),
-            ))
-        }
-    }
-    if start_tls && scheme.as_deref() == Some("ldaps") {
-        return Err(v.invalid(
-            "auth.users.ldap.start_tls",
-            "is for ldap:// URLs; an ldaps:// connection is TLS from the start",
-        ));
-    }
+    check_ldap_url(v, &url, start_tls)?;
     if bind_dn.is_some() != bind_password_file.is_some() {
         return Err(v.invalid(
             "auth.users.ldap.bind_password_file",
             "bind_dn and bind_password_file go together (the password never sits in the YAML)",
         ));
     }
-    if !user_filter.contains("{user}") {
-        return Err(v.invalid(
-            "auth.users.ldap.user_filter",
-            format!("{user_filter:?} must contain {{user}}"),
-        ));
-    }
     let group_filter = group_filter.unwrap_or_else(|| "(member={dn})".to_string());
-    if !group_filter.contains("{dn}") && !group_filter.contains("{user}") {
-        return Err(v.invalid(
-            "auth.users.ldap.group_filter",
-            format!("{group_filter:?} must contain {{dn}} or {{user}}"),
-        ));
-    }
-    for (key, filter) in [
-        ("auth.users.ldap.user_filter", &user_filter),
-        ("auth.users.ldap.group_filter", &group_filter),
-    ] {
-        // Parsed as the directory will receive it, with sample values in the placeholders:
-        // a filter the client library cannot encode fails every login at run time.
-        let sample = filter.replace("{user}", "x").replace("{dn}", "cn=x");
-        if ldap3::parse_filter(&sample).is_err() {
-            return Err(v.invalid(
-                key,
-                format!("{filter:?} is not an LDAP filter (RFC 4515): check its parentheses"),
-            ));
-        }
-    }
+    check_ldap_filters(v, &user_filter, &group_filter)?;
     if user_base.is_empty() {
         return Err(v.invalid("auth.users.ldap.user_base", "must not be empty"));
     }
@@ -205,6 +162,64 @@ fn ldap_settings(v: &Validator, ldap: file::LdapFile) -> Result<LdapSettings, Co
             Duration::from_secs(5),
         )?,
     })
+}
+
+/// `ldap://host[:port]` or `ldaps://host[:port]`; StartTLS only on `ldap://`.
+fn check_ldap_url(v: &Validator, url: &str, start_tls: bool) -> Result<(), ConfigError> {
+    let parsed = url::Url::parse(url).ok().filter(|u| u.host_str().is_some());
+    let scheme = parsed.as_ref().map(|u| u.scheme().to_string());
+    match scheme.as_deref() {
+        Some("ldap") | Some("ldaps") => {}
+        _ => {
+            return Err(v.invalid(
+                "auth.users.ldap.url",
+                format!("{url:?} is not an ldap://host[:port] or ldaps://host[:port] URL"),
+            ))
+        }
+    }
+    if start_tls && scheme.as_deref() == Some("ldaps") {
+        return Err(v.invalid(
+            "auth.users.ldap.start_tls",
+            "is for ldap:// URLs; an ldaps:// connection is TLS from the start",
+        ));
+    }
+    Ok(())
+}
+
+/// The user filter holds `{user}`, the group filter `{dn}` or `{user}`, and both are LDAP
+/// filters once those are filled in.
+fn check_ldap_filters(
+    v: &Validator,
+    user_filter: &str,
+    group_filter: &str,
+) -> Result<(), ConfigError> {
+    if !user_filter.contains("{user}") {
+        return Err(v.invalid(
+            "auth.users.ldap.user_filter",
+            format!("{user_filter:?} must contain {{user}}"),
+        ));
+    }
+    if !group_filter.contains("{dn}") && !group_filter.contains("{user}") {
+        return Err(v.invalid(
+            "auth.users.ldap.group_filter",
+            format!("{group_filter:?} must contain {{dn}} or {{user}}"),
+        ));
+    }
+    for (key, filter) in [
+        ("auth.users.ldap.user_filter", user_filter),
+        ("auth.users.ldap.group_filter", group_filter),
+    ] {
+        // Parsed as the directory will receive it, with sample values in the placeholders:
+        // a filter the client library cannot encode fails every login at run time.
+        let sample = filter.replace("{user}", "x").replace("{dn}", "cn=x");
+        if ldap3::parse_filter(&sample).is_err() {
+            return Err(v.invalid(
+                key,
+                format!("{filter:?} is not an LDAP filter (RFC 4515): check its parentheses"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn oidc_settings(

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// Collects the file path so every error names file and key.
 pub(super) struct Validator<'a> {

@@ -336,7 +336,8 @@ impl<C: Clock + Clone> Budget<C> {
         });
     }
 
-    /// Keys with local state (for tests and benches).
+    /// Keys with local state (for tests).
+    #[cfg(test)]
     pub(crate) fn tracked_keys(&self) -> usize {
         self.local.len()
     }

@@ -48,13 +48,13 @@ impl LoginThrottle {
     }
 
     /// (per client IP, per account) failures allowed per minute.
-    pub fn limits(&self) -> (NonZeroU32, NonZeroU32) {
+    pub(crate) fn limits(&self) -> (NonZeroU32, NonZeroU32) {
         self.limits
     }
 
     /// How long `ip` or `account` must wait before its credentials are checked again.
     /// An empty `account` checks the client IP only.
-    pub async fn blocked_for(&self, ip: IpAddr, account: &str) -> Option<Duration> {
+    pub(crate) async fn blocked_for(&self, ip: IpAddr, account: &str) -> Option<Duration> {
         let ip = ip_key(ip);
         match account_key(account) {
             Some(account) => {
@@ -68,7 +68,7 @@ impl LoginThrottle {
     /// header, a refresh token, a login name many clients share such as an OIDC entry's
     /// `username`) counts against the client IP only, so nobody can lock out a name that
     /// is not one person's.
-    pub async fn record_failure(&self, ip: IpAddr, account: &str) {
+    pub(crate) async fn record_failure(&self, ip: IpAddr, account: &str) {
         let ip = ip_key(ip);
         match account_key(account) {
             Some(account) => {
@@ -79,7 +79,7 @@ impl LoginThrottle {
     }
 
     /// Drops idle keys and expired blocks.
-    pub fn purge(&self) {
+    pub(crate) fn purge(&self) {
         self.per_ip.purge();
         self.per_account.purge();
     }

@@ -25,7 +25,7 @@ pub use upload::UploadThrottle;
 
 /// A `Retry-After` value: whole seconds, rounded up and at least 1 (a client told 0 would
 /// retry at once).
-pub fn retry_after_seconds(wait: Duration) -> u64 {
+pub(crate) fn retry_after_seconds(wait: Duration) -> u64 {
     (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 

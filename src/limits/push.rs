@@ -56,7 +56,11 @@ impl PushLimiter<DefaultClock> {
 
 impl<C: Clock + Clone> PushLimiter<C> {
     /// Like [`PushLimiter::new`] with the local clock given (tests).
-    pub fn with_clock(config: PushLimit, shared: Option<Arc<SharedState>>, clock: C) -> Self {
+    pub(crate) fn with_clock(
+        config: PushLimit,
+        shared: Option<Arc<SharedState>>,
+        clock: C,
+    ) -> Self {
         let deny = shared
             .as_ref()
             .is_some_and(|s| s.on_unavailable() == OnUnavailable::Deny);
@@ -66,12 +70,12 @@ impl<C: Clock + Clone> PushLimiter<C> {
         PushLimiter { config, budget }
     }
 
-    pub fn config(&self) -> &PushLimit {
+    pub(crate) fn config(&self) -> &PushLimit {
         &self.config
     }
 
     /// The key a request is counted under.
-    pub fn key_for(&self, subject: Option<&str>, client_ip: &str) -> String {
+    pub(crate) fn key_for(&self, subject: Option<&str>, client_ip: &str) -> String {
         self.config.key.key_for(subject, client_ip)
     }
 
@@ -96,21 +100,22 @@ impl<C: Clock + Clone> PushLimiter<C> {
     /// Gives back a push start the edge refused after counting it (a manifest refused by
     /// `policy` once its body arrived, a body over a limit, a node that could not be
     /// reached): only pushes the registry answered use the budget.
-    pub async fn give_back(&self, counted: &Counted) {
+    pub(crate) async fn give_back(&self, counted: &Counted) {
         self.budget.give_back(&counted.key, counted.taken).await;
     }
 
     /// `RateLimit-Limit` value: `600;w=60`.
-    pub fn limit_header(&self) -> String {
+    pub(crate) fn limit_header(&self) -> String {
         format!("{};w=60", self.config.per_minute)
     }
 
     /// Drops keys whose budget has fully refilled.
-    pub fn purge(&self) {
+    pub(crate) fn purge(&self) {
         self.budget.purge();
     }
 
-    pub fn tracked_keys(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked_keys(&self) -> usize {
         self.budget.tracked_keys()
     }
 }

@@ -29,13 +29,13 @@ impl UploadThrottle {
         UploadThrottle { config, budget }
     }
 
-    pub fn config(&self) -> &UploadBytesLimit {
+    pub(crate) fn config(&self) -> &UploadBytesLimit {
         &self.config
     }
 
     /// Waits until `key` may send `bytes` more; returns how long it waited. `credit`:
     /// bytes this stream has already taken from the shared budget and not yet sent.
-    pub async fn throttle(&self, key: &str, bytes: usize, credit: &mut u64) -> Duration {
+    pub(crate) async fn throttle(&self, key: &str, bytes: usize, credit: &mut u64) -> Duration {
         let burst = self.config.burst.get();
         let mut waited = Duration::ZERO;
         let mut left = bytes as u64;
@@ -84,7 +84,7 @@ impl UploadThrottle {
     }
 
     /// Drops keys whose budget has fully refilled.
-    pub fn purge(&self) {
+    pub(crate) fn purge(&self) {
         self.budget.purge();
     }
 }

@@ -243,85 +243,25 @@ impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
         let _open = self.counted_by.as_ref().map(|drain| drain.connection());
         let accepted = Instant::now();
         let timeouts = self.settings.load().client_timeouts;
+        let deadline = accepted + timeouts.header;
         let Ok(local) = tcp.local_addr() else { return };
-        let (client, rest) = if self.proxy_protocol {
-            let deadline = (accepted + timeouts.header).into();
-            let refused = &crate::metrics::metrics().proxy_protocol_refused;
-            match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut tcp)).await {
-                // Only a configured balancer may say who the client is: anyone else who
-                // reaches the listener could claim any address and slip past per-IP limits.
-                Ok(Ok(header)) if !self.settings.load().forwarded.is_trusted(peer.ip()) => {
-                    refused.with_label_values(&["untrusted_peer"]).inc();
-                    let claimed = header.client.map_or("-".to_string(), |c| c.to_string());
-                    tracing::warn!(
-                        "refused connection from {peer}: a PROXY header (claiming {claimed}) from \
-                         a peer outside forwarded.trusted_proxies"
-                    );
-                    return;
-                }
-                Ok(Ok(header)) => (header.client.unwrap_or(peer), header.rest),
-                Ok(Err(e)) => {
-                    refused.with_label_values(&["invalid_header"]).inc();
-                    tracing::info!("refused connection from {peer}: {e}");
-                    return;
-                }
-                Err(_) => {
-                    refused.with_label_values(&["timeout"]).inc();
-                    tracing::info!("refused connection from {peer}: no PROXY header in time");
-                    return;
-                }
-            }
-        } else {
-            (peer, Vec::new())
+        let (client, rest) = match self.proxy_protocol {
+            true => match self.proxy_header(&mut tcp, peer, deadline).await {
+                Some(found) => found,
+                None => return,
+            },
+            false => (peer, Vec::new()),
         };
-        let mut l4 = L4Stream::from(tcp);
-        // What the balancer sent after the header is the client's first bytes.
-        if !rest.is_empty() {
-            l4.rewind(&rest);
-        }
-        if let Err(e) = l4.set_nodelay() {
-            tracing::debug!("TCP_NODELAY for {client}: {e}");
-        }
-        let digest = SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(&l4));
-        let _ = digest.peer_addr.set(Some(client.into()));
-        let _ = digest.local_addr.set(Some(local.into()));
-        l4.set_socket_digest(digest);
+        let l4 = l4_stream(tcp, client, local, &rest);
         let Some(key) = l4.get_socket_digest().map(|d| watch::ConnKey::of(&d)) else {
             return;
         };
-
         let stream: Stream = match &self.tls {
             None => Box::new(l4),
-            Some(acceptor) => {
-                let handshakes = &crate::metrics::metrics().tls_handshakes;
-                let deadline = accepted + timeouts.header;
-                match tokio::time::timeout_at(
-                    deadline.into(),
-                    acceptor.tls_handshake(ReadBuffered::new(l4)),
-                )
-                .await
-                {
-                    Ok(Ok(tls)) => {
-                        handshakes.with_label_values(&["ok"]).inc();
-                        // A tls-alpn-01 validation ends with the handshake (RFC 8737 §3).
-                        if is_acme_validation(&tls) {
-                            tracing::info!("answered an ACME tls-alpn-01 validation from {client}");
-                            return;
-                        }
-                        Box::new(tls)
-                    }
-                    Ok(Err(e)) => {
-                        handshakes.with_label_values(&["failed"]).inc();
-                        tracing::debug!("TLS handshake with {client} failed: {e}");
-                        return;
-                    }
-                    Err(_) => {
-                        handshakes.with_label_values(&["timeout"]).inc();
-                        tracing::debug!("TLS handshake with {client}: server.header_timeout");
-                        return;
-                    }
-                }
-            }
+            Some(acceptor) => match tls_handshake(acceptor, l4, client, deadline).await {
+                Some(tls) => tls,
+                None => return,
+            },
         };
         let mut guarded = GuardedStream::new(stream, (key, client), timeouts, accepted);
         if self.json_refusals {
@@ -331,6 +271,91 @@ impl<A: ServerApp + Send + Sync + 'static> Connection<A> {
         let mut next = self.app.process_new(guarded, &self.shutdown).await;
         while let Some(stream) = next {
             next = self.app.process_new(stream, &self.shutdown).await;
+        }
+    }
+
+    /// The client a trusted balancer's PROXY header names, and the bytes read after the
+    /// header; `None` (connection refused, counted and logged) for anything else.
+    async fn proxy_header(
+        &self,
+        tcp: &mut TcpStream,
+        peer: SocketAddr,
+        deadline: Instant,
+    ) -> Option<(SocketAddr, Vec<u8>)> {
+        let refused = &crate::metrics::metrics().proxy_protocol_refused;
+        match tokio::time::timeout_at(deadline.into(), proxy_protocol::read_header(tcp)).await {
+            // Only a configured balancer may say who the client is: anyone else who
+            // reaches the listener could claim any address and slip past per-IP limits.
+            Ok(Ok(header)) if !self.settings.load().forwarded.is_trusted(peer.ip()) => {
+                refused.with_label_values(&["untrusted_peer"]).inc();
+                let claimed = header.client.map_or("-".to_string(), |c| c.to_string());
+                tracing::warn!(
+                    "refused connection from {peer}: a PROXY header (claiming {claimed}) from \
+                     a peer outside forwarded.trusted_proxies"
+                );
+                None
+            }
+            Ok(Ok(header)) => Some((header.client.unwrap_or(peer), header.rest)),
+            Ok(Err(e)) => {
+                refused.with_label_values(&["invalid_header"]).inc();
+                tracing::info!("refused connection from {peer}: {e}");
+                None
+            }
+            Err(_) => {
+                refused.with_label_values(&["timeout"]).inc();
+                tracing::info!("refused connection from {peer}: no PROXY header in time");
+                None
+            }
+        }
+    }
+}
+
+/// Pingora's stream over `tcp`, its digest naming `client` (the PROXY header's, or the
+/// peer) and `rest` (what the balancer sent after the header) put back to be read first.
+fn l4_stream(tcp: TcpStream, client: SocketAddr, local: SocketAddr, rest: &[u8]) -> L4Stream {
+    let mut l4 = L4Stream::from(tcp);
+    if !rest.is_empty() {
+        l4.rewind(rest);
+    }
+    if let Err(e) = l4.set_nodelay() {
+        tracing::debug!("TCP_NODELAY for {client}: {e}");
+    }
+    let digest = SocketDigest::from_raw_fd(std::os::fd::AsRawFd::as_raw_fd(&l4));
+    let _ = digest.peer_addr.set(Some(client.into()));
+    let _ = digest.local_addr.set(Some(local.into()));
+    l4.set_socket_digest(digest);
+    l4
+}
+
+/// The TLS stream once the handshake is done by `deadline` (`server.header_timeout`);
+/// `None` when it failed, timed out, or was an ACME tls-alpn-01 validation (which ends
+/// with the handshake, RFC 8737 §3).
+async fn tls_handshake(
+    acceptor: &Acceptor,
+    l4: L4Stream,
+    client: SocketAddr,
+    deadline: Instant,
+) -> Option<Stream> {
+    let handshakes = &crate::metrics::metrics().tls_handshakes;
+    let handshake = acceptor.tls_handshake(ReadBuffered::new(l4));
+    match tokio::time::timeout_at(deadline.into(), handshake).await {
+        Ok(Ok(tls)) => {
+            handshakes.with_label_values(&["ok"]).inc();
+            if is_acme_validation(&tls) {
+                tracing::info!("answered an ACME tls-alpn-01 validation from {client}");
+                return None;
+            }
+            Some(Box::new(tls))
+        }
+        Ok(Err(e)) => {
+            handshakes.with_label_values(&["failed"]).inc();
+            tracing::debug!("TLS handshake with {client} failed: {e}");
+            None
+        }
+        Err(_) => {
+            handshakes.with_label_values(&["timeout"]).inc();
+            tracing::debug!("TLS handshake with {client}: server.header_timeout");
+            None
         }
     }
 }

@@ -54,7 +54,7 @@ pub enum Action {
 
 impl Action {
     /// The action `method` takes on `endpoint`.
-    pub fn of(method: &Method, endpoint: &Endpoint) -> Action {
+    pub(crate) fn of(method: &Method, endpoint: &Endpoint) -> Action {
         match (method, endpoint) {
             (&Method::GET | &Method::HEAD, _) => Action::Read,
             (&Method::POST, Endpoint::UploadStart) | (&Method::PUT, Endpoint::Manifest { .. }) => {
@@ -67,12 +67,12 @@ impl Action {
     }
 
     /// Whether it changes what the registry holds (refused in read-only mode).
-    pub fn changes_registry(self) -> bool {
+    pub(crate) fn changes_registry(self) -> bool {
         matches!(self, Action::Write | Action::PushStart | Action::Delete)
     }
 
     /// The token actions distribution's `App.authorized` asks for (`registry-auth.md` §2).
-    pub fn token_actions(self) -> &'static [&'static str] {
+    pub(crate) fn token_actions(self) -> &'static [&'static str] {
         match self {
             Action::Read => &["pull"],
             Action::Write | Action::PushStart => &["pull", "push"],
@@ -105,7 +105,7 @@ impl Route {
     }
 
     /// A request outside the registry API, before anything is known about it.
-    pub fn outside() -> Route {
+    pub(crate) fn outside() -> Route {
         Route {
             endpoint: Endpoint::Outside,
             repository: None,
@@ -115,7 +115,7 @@ impl Route {
 
     /// The repository and the content reference of a blob, or of a manifest (a tag or a
     /// digest): what the cache keys on and what a DELETE removes.
-    pub fn content(&self) -> Option<(&str, &str)> {
+    pub(crate) fn content(&self) -> Option<(&str, &str)> {
         let reference = match &self.endpoint {
             Endpoint::Blob { digest } => digest,
             Endpoint::Manifest { reference } => reference,
@@ -125,13 +125,13 @@ impl Route {
     }
 
     /// Whether the request is under the registry API (`/v2` or `/v2/…`).
-    pub fn is_api(&self) -> bool {
+    pub(crate) fn is_api(&self) -> bool {
         self.endpoint != Endpoint::Outside
     }
 
     /// Whether it changes what the registry holds: an API request whose action writes or
     /// deletes.
-    pub fn changes_registry(&self) -> bool {
+    pub(crate) fn changes_registry(&self) -> bool {
         self.is_api() && self.action.changes_registry()
     }
 }

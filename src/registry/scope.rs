@@ -28,7 +28,7 @@ impl Scope {
     }
 
     /// `registry:catalog:*`
-    pub fn catalog() -> Scope {
+    pub(crate) fn catalog() -> Scope {
         Scope {
             kind: "registry".into(),
             name: "catalog".into(),
@@ -66,7 +66,7 @@ impl Scope {
     }
 
     /// Parses every scope in repeated and/or space-separated values, dropping malformed ones.
-    pub fn parse_all<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Scope> {
+    pub(crate) fn parse_all<'a>(values: impl IntoIterator<Item = &'a str>) -> Vec<Scope> {
         values
             .into_iter()
             .flat_map(str::split_whitespace)

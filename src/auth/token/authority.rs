@@ -50,7 +50,7 @@ impl TokenAuthority {
         }
     }
 
-    pub fn service(&self) -> &str {
+    pub(crate) fn service(&self) -> &str {
         &self.service
     }
 
@@ -65,7 +65,7 @@ impl TokenAuthority {
 
     /// Like [`TokenAuthority::issue`], ending at `not_after` (seconds since the epoch) when
     /// that comes first.
-    pub fn issue_until(
+    pub(crate) fn issue_until(
         &self,
         subject: &str,
         access: &[Scope],
@@ -77,7 +77,7 @@ impl TokenAuthority {
 
     /// A refresh token for `identity`, ending at `not_after` (seconds since the epoch)
     /// when that comes before the configured expiration.
-    pub fn issue_refresh(
+    pub(crate) fn issue_refresh(
         &self,
         identity: &crate::auth::identity::Identity,
         not_after: Option<u64>,

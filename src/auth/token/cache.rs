@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use super::claims::Claims;
 
 /// A token's cache key: its SHA-256, so the map holds 32 bytes, not the token.
-pub type TokenKey = [u8; 32];
+pub(crate) type TokenKey = [u8; 32];
 
-pub fn key(token: &str) -> TokenKey {
+pub(crate) fn key(token: &str) -> TokenKey {
     let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let mut key = [0u8; 32];
     key.copy_from_slice(digest.as_ref());
@@ -31,7 +31,7 @@ const MAX_ENTRY_BYTES: usize = 64 << 10;
 /// When full it starts over: simpler than LRU bookkeeping on every hit, and a burst of misses
 /// only costs signature checks.
 #[derive(Debug)]
-pub struct VerifiedTokens {
+pub(crate) struct VerifiedTokens {
     entries: Mutex<Entries>,
     capacity: usize,
 }
@@ -44,18 +44,18 @@ struct Entries {
 }
 
 impl VerifiedTokens {
-    pub fn new(capacity: usize) -> VerifiedTokens {
+    pub(crate) fn new(capacity: usize) -> VerifiedTokens {
         VerifiedTokens {
             entries: Mutex::new(Entries::default()),
             capacity,
         }
     }
 
-    pub fn get(&self, key: &TokenKey) -> Option<Arc<Claims>> {
+    pub(crate) fn get(&self, key: &TokenKey) -> Option<Arc<Claims>> {
         self.lock().map.get(key).cloned()
     }
 
-    pub fn insert(&self, key: TokenKey, claims: Arc<Claims>) {
+    pub(crate) fn insert(&self, key: TokenKey, claims: Arc<Claims>) {
         let size = approximate_size(&claims);
         if size > MAX_ENTRY_BYTES {
             return;
@@ -69,11 +69,13 @@ impl VerifiedTokens {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().map.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
@@ -101,7 +103,7 @@ fn approximate_size(claims: &Claims) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::token::AccessEntry;
+    use crate::auth::token::claims::AccessEntry;
 
     /// Claims for `sub` with `scopes` access entries of 100-character names.
     fn claims(sub: usize, scopes: usize) -> Arc<Claims> {

@@ -59,7 +59,7 @@ pub struct Claims {
 
 impl Claims {
     /// Whether these claims grant every action of `needed`.
-    pub fn allows(&self, needed: &Scope) -> bool {
+    pub(crate) fn allows(&self, needed: &Scope) -> bool {
         needed.actions.iter().all(|action| {
             self.access.iter().any(|entry| {
                 entry.kind == needed.kind
@@ -75,7 +75,7 @@ impl Claims {
 /// tokens. distribution allows the same 60 s (`Leeway` in `registry/auth/token/token.go`),
 /// so a token the registry accepts is never refused at the edge, and instances of a fleet
 /// whose clocks differ by seconds accept each other's tokens.
-pub const LEEWAY: u64 = 60;
+pub(crate) const LEEWAY: u64 = 60;
 
 /// Decodes `token` and checks its signature with `key` (`algorithm` only, so `alg: none`
 /// and HS* with a public key as secret fail), its issuer, audience, `exp` (required) and

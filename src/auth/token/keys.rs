@@ -127,7 +127,7 @@ impl SigningKeys {
         }
     }
 
-    pub fn kid(&self) -> &str {
+    pub(crate) fn kid(&self) -> &str {
         &self.kid
     }
 }

@@ -21,6 +21,8 @@ pub mod keys;
 pub mod trusted;
 
 pub use authority::{Issued, TokenAuthority};
-pub use claims::{AccessEntry, Claims, TokenError};
-pub use keys::{libtrust_key_id, KeyError, SigningKeys};
-pub use trusted::{TrustedIssuer, TrustedIssuers};
+pub use claims::Claims;
+pub(crate) use claims::TokenError;
+pub(crate) use keys::KeyError;
+pub use keys::{libtrust_key_id, SigningKeys};
+pub use trusted::TrustedIssuers;

@@ -41,7 +41,7 @@ struct TrustedKey {
 }
 
 /// A token service whose tokens the edge accepts.
-pub struct TrustedIssuer {
+pub(crate) struct TrustedIssuer {
     issuer: String,
     service: String,
     realm: String,
@@ -63,7 +63,7 @@ impl std::fmt::Debug for TrustedIssuer {
 impl TrustedIssuer {
     /// Reads the issuer's certificate bundle. Errors name the file: unreadable, no
     /// certificate, or a certificate whose key cannot sign registry tokens.
-    pub fn load(settings: &TrustedIssuerSettings) -> Result<TrustedIssuer, KeyError> {
+    pub(crate) fn load(settings: &TrustedIssuerSettings) -> Result<TrustedIssuer, KeyError> {
         super::jwt_crypto::install();
         let path = settings.certificates.as_path();
         let file_err = |reason: String| KeyError::File {
@@ -95,11 +95,11 @@ impl TrustedIssuer {
     }
 
     /// The absolute URL of the issuer's token endpoint.
-    pub fn realm(&self) -> &str {
+    pub(crate) fn realm(&self) -> &str {
         &self.realm
     }
 
-    pub fn service(&self) -> &str {
+    pub(crate) fn service(&self) -> &str {
         &self.service
     }
 
@@ -176,12 +176,12 @@ impl TrustedIssuers {
             .map(TrustedIssuers)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// The issuer named in challenges when the edge has no realm of its own: the first.
-    pub fn first(&self) -> Option<&TrustedIssuer> {
+    pub(crate) fn first(&self) -> Option<&TrustedIssuer> {
         self.0.first()
     }
 

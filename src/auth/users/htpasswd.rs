@@ -24,7 +24,7 @@ pub enum HtpasswdError {
 }
 
 /// The users of one htpasswd file.
-pub struct Htpasswd {
+pub(crate) struct Htpasswd {
     hashes: HashMap<String, String>,
     /// A valid hash to verify against for unknown users, so timing does not tell them apart.
     /// Made on first use, at `decoy_cost`: a load or reload pays no bcrypt work.
@@ -42,7 +42,7 @@ impl std::fmt::Debug for Htpasswd {
 }
 
 impl Htpasswd {
-    pub fn load(path: &Path) -> Result<Htpasswd, HtpasswdError> {
+    pub(crate) fn load(path: &Path) -> Result<Htpasswd, HtpasswdError> {
         let text = std::fs::read_to_string(path).map_err(|source| HtpasswdError::Read {
             path: path.to_path_buf(),
             source,
@@ -55,7 +55,7 @@ impl Htpasswd {
     /// outside [`BCRYPT_COSTS`], or names a user an earlier line named (which of two hashes
     /// is meant cannot be known; Apache's `htpasswd` would use the first, nginx the first
     /// that matches).
-    pub fn parse(path: &Path, text: &str) -> Result<Htpasswd, HtpasswdError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<Htpasswd, HtpasswdError> {
         let mut hashes = HashMap::new();
         let mut lines: HashMap<&str, usize> = HashMap::new();
         for (index, line) in text.lines().enumerate() {
@@ -108,13 +108,18 @@ impl Htpasswd {
         })
     }
 
-    pub fn contains(&self, user: &str) -> bool {
+    pub(crate) fn contains(&self, user: &str) -> bool {
         self.hashes.contains_key(user)
     }
 
     /// Whether `password` is `user`'s. Unknown users are checked against a decoy hash when
     /// `decoy` is set (htpasswd is the last backend), so timing does not tell them apart.
-    pub async fn verify(self: &Arc<Self>, user: &str, password: &str, decoy: bool) -> Verdict {
+    pub(crate) async fn verify(
+        self: &Arc<Self>,
+        user: &str,
+        password: &str,
+        decoy: bool,
+    ) -> Verdict {
         if !decoy && !self.contains(user) {
             return Verdict::Unknown;
         }
@@ -150,7 +155,7 @@ pub enum Verdict {
 /// bcrypt costs accepted: Apache's `htpasswd -B -C` allows 4 to 17. The bcrypt crate
 /// refuses costs outside 4..=31 only when verifying (a failed login for every user), and a
 /// cost near 31 would hold a blocking thread for hours per login.
-pub const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=17;
+pub(crate) const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=17;
 
 /// Checks a bcrypt hash's shape (60 characters, `$2y$NN$` + salt and hash in bcrypt's
 /// base64) and cost, so a bad entry is refused when the file is loaded, naming its line.
@@ -158,18 +163,25 @@ fn check_bcrypt(hash: &str) -> Result<(), String> {
     let parts: bcrypt::HashParts = hash
         .parse()
         .map_err(|e| format!("not a valid bcrypt hash: {e}"))?;
-    check_cost(parts.get_cost())
+    check_cost(parts.get_cost()).map_err(|e| e.to_string())
 }
 
-/// Whether `cost` is one of [`BCRYPT_COSTS`]; the problem in words otherwise (the same for
-/// a file's entry and for `hash-password --cost`).
-pub fn check_cost(cost: u32) -> Result<(), String> {
+/// A bcrypt cost outside [`BCRYPT_COSTS`] (the same message for a file's entry and for
+/// `hash-password --cost`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "bcrypt cost {cost} is outside {}..={} (htpasswd -B -C allows the same)",
+    BCRYPT_COSTS.start(),
+    BCRYPT_COSTS.end()
+)]
+pub struct CostError {
+    pub cost: u32,
+}
+
+/// Whether `cost` is one of [`BCRYPT_COSTS`].
+pub fn check_cost(cost: u32) -> Result<(), CostError> {
     if !BCRYPT_COSTS.contains(&cost) {
-        return Err(format!(
-            "bcrypt cost {cost} is outside {}..={} (htpasswd -B -C allows the same)",
-            BCRYPT_COSTS.start(),
-            BCRYPT_COSTS.end()
-        ));
+        return Err(CostError { cost });
     }
     Ok(())
 }

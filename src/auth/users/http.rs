@@ -29,7 +29,7 @@ struct Accepted {
 
 /// What the authenticator said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HttpAnswer {
+pub(crate) enum HttpAnswer {
     /// Accepted, with the groups it reported.
     Correct(Vec<String>),
     Wrong,

@@ -44,7 +44,7 @@ pub enum LdapLoadError {
 
 /// What the directory said about a login.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LdapAnswer {
+pub(crate) enum LdapAnswer {
     /// The password is the user's: the account as the directory spells it, and its groups.
     Correct(String, Vec<String>),
     Wrong,

@@ -48,7 +48,7 @@ pub enum UsersError {
 
 impl UsersError {
     /// The config key the problem belongs to.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match self {
             UsersError::Htpasswd(_) => "auth.users.htpasswd".into(),
             UsersError::Ldap(LdapLoadError::Trust(_)) => "auth.users.ldap.ca".into(),
@@ -61,7 +61,7 @@ impl UsersError {
 
 /// The result of a login.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Login {
+pub(crate) enum Login {
     Accepted(Identity),
     /// Wrong password, unknown user, or a token that does not verify.
     Refused,
@@ -95,7 +95,7 @@ impl std::fmt::Debug for Directory {
 impl Directory {
     /// Reads every file the backends name (htpasswd, bind password, trust roots);
     /// contacts no server.
-    pub fn load(settings: &UsersSettings) -> Result<Directory, UsersError> {
+    pub(crate) fn load(settings: &UsersSettings) -> Result<Directory, UsersError> {
         let htpasswd = match &settings.htpasswd {
             Some(path) => Some(Arc::new(Htpasswd::load(path)?)),
             None => None,
@@ -126,7 +126,7 @@ impl Directory {
     }
 
     /// Checks a user and password against the backends, the cache first.
-    pub async fn login(&self, user: &str, password: &str, client_ip: IpAddr) -> Login {
+    pub(crate) async fn login(&self, user: &str, password: &str, client_ip: IpAddr) -> Login {
         if let Some(identity) = self.cache.get(user, password) {
             if self.still_known(&identity) {
                 return Login::Accepted(identity);
@@ -206,7 +206,7 @@ impl Directory {
 
     /// Whether this user and password go to an OIDC provider (whose login name every job
     /// of that provider shares).
-    pub fn is_oidc_login(&self, user: &str, password: &str) -> bool {
+    pub(crate) fn is_oidc_login(&self, user: &str, password: &str) -> bool {
         self.oidc_for(user, password).is_some()
     }
 
@@ -226,7 +226,7 @@ impl Directory {
     /// is no longer configured). LDAP users are looked up again (groups re-read); the
     /// other backends cannot be asked without the password, so their groups and claims
     /// ride in the refresh token, whose life [`Directory::refresh_not_after`] bounds.
-    pub async fn refresh(&self, identity: Identity) -> Login {
+    pub(crate) async fn refresh(&self, identity: Identity) -> Login {
         match &identity.backend {
             Backend::Anonymous => Login::Refused,
             Backend::Htpasswd => match &self.htpasswd {
@@ -259,7 +259,7 @@ impl Directory {
     /// token ends with the ID token; an http authenticator's after `cache_ttl` (the time
     /// the edge trusts its answer without asking) — neither can be re-checked without the
     /// credential.
-    pub fn refresh_not_after(&self, identity: &Identity, now: SystemTime) -> Option<u64> {
+    pub(crate) fn refresh_not_after(&self, identity: &Identity, now: SystemTime) -> Option<u64> {
         let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         match identity.backend {
             Backend::Oidc { .. } => Some(identity.not_after.unwrap_or(now)),

@@ -24,7 +24,7 @@ use crate::auth::token::claims::LEEWAY;
 use crate::config::OidcSettings;
 
 /// Shortest time between two key fetches for one issuer.
-pub const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// Limit for one discovery or JWKS request.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest discovery document or JWKS read, in bytes.
@@ -33,7 +33,7 @@ const ALGORITHMS: [Algorithm; 3] = [Algorithm::RS256, Algorithm::ES256, Algorith
 
 /// What the provider's keys said about a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum OidcAnswer {
+pub(crate) enum OidcAnswer {
     Correct(Identity),
     /// Refused; the reason is for the log (never the token).
     Wrong(String),

@@ -8,7 +8,7 @@ use std::time::Duration;
 pub(crate) use crate::tls::client_config;
 
 /// A `ca` bundle that could not be used (the shared [`crate::tls::RootsError`]).
-pub type TrustError = crate::tls::RootsError;
+pub(crate) type TrustError = crate::tls::RootsError;
 
 /// An HTTPS (and HTTP) client over [`client_config`] whose every request ends after `timeout`.
 pub(crate) fn http_client(
