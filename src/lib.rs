@@ -27,7 +27,8 @@
 //! [`config`] through [`load`] and `settings`.
 //!
 //! Vocabulary (import nothing from the crate):
-//! - [`config`]: YAML file shapes → validated [`config::Config`], one file per section.
+//! - [`config`]: YAML file shapes → validated [`config::Config`], one file per section, each
+//!   declaring its keys as live or needing a restart (what a reload walks).
 //! - [`registry`]: request → endpoint, repository, [`registry::Action`]; the name grammar;
 //!   token scopes.
 //!
