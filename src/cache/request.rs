@@ -32,6 +32,7 @@ use super::fill::{Fill, FillRequest, PACE_ABOVE};
 use super::inflight::{self, Leader, Role};
 use super::shared::Cache;
 use super::store::Entry;
+use crate::drain::InFlight;
 use crate::hooks::{Outcome, RequestFacts};
 use crate::metrics::metrics;
 use crate::registry::{Action, Route};
@@ -78,13 +79,15 @@ fn pull_by_digest(route: &Route) -> Option<(String, String)> {
 /// Admission's `Cache` step: answers a pull by digest from the cache when allowed and
 /// cached ([`Outcome::Answered`]); otherwise the request goes on to the registry, with
 /// `state` set for a pull the registry's answer may fill. `pool` picks the node a
-/// confirmation `HEAD` asks. Errors are Pingora's (a failed write).
+/// confirmation `HEAD` asks; `in_flight` says whether a drain began (the answer then
+/// closes its connection). Errors are Pingora's (a failed write).
 pub(crate) async fn admit(
     cache: &Arc<Cache>,
     session: &mut Session,
     request: &RequestFacts,
     state: &mut Option<RequestState>,
     pool: &NodePool,
+    in_flight: Option<&InFlight>,
 ) -> Result<Outcome> {
     // `cache:` removed by a reload: the cache opened at start stays unused.
     let Some(settings) = request.settings.cache.as_ref() else {
@@ -105,6 +108,7 @@ pub(crate) async fn admit(
         request,
         pool,
         memory_budget: settings.memory,
+        in_flight,
         // Only a token the edge checked proves pull on the repository.
         edge_checked: request.settings.checks_tokens(),
     };
@@ -121,6 +125,7 @@ struct Serve<'a> {
     request: &'a RequestFacts,
     pool: &'a NodePool,
     memory_budget: u64,
+    in_flight: Option<&'a InFlight>,
     /// The token step verified pull on the repository; without it (proxy-only mode) only
     /// the registry's `HEAD` answer lets the cache answer.
     edge_checked: bool,
@@ -183,6 +188,10 @@ impl Serve<'_> {
     }
 
     async fn serve(&self, session: &mut Session, digest: &str, entry: &Entry) -> Result<bool> {
+        // A drain that began while this request waited: its answer is the connection's last.
+        if self.in_flight.is_some_and(InFlight::draining) {
+            session.set_keepalive(None);
+        }
         serve(session, self.cache, digest, entry, self.memory_budget).await
     }
 
@@ -197,13 +206,13 @@ impl Serve<'_> {
         };
         let request = self.request;
         let timeout = request.settings.read_timeout.min(REGISTRY_CHECK_TIMEOUT);
-        let headers = session.req_header().headers.clone();
+        let headers = &session.req_header().headers;
         let authorization = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let api = self.cache.registry.at(node, authorization, timeout);
-        let status = api.head_status(&request.path, confirmation_headers(&headers, request));
+        let status = api.head_status(&request.path, confirmation_headers(headers, request));
         match status.await {
             Ok(200) => {
                 self.cache.confirmed.confirm(repository, digest);

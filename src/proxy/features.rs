@@ -36,9 +36,11 @@ impl Features {
         let Some(cache) = &self.cache else {
             return Ok(Outcome::Next);
         };
-        // An answer from the cache during a drain closes its connection, as any other.
-        super::connection::before_answer(session, ctx);
-        cache::admit(cache, session, &ctx.request, &mut ctx.cache, pool).await
+        // An answer from the cache during a drain closes its connection, as any other: the
+        // cache checks just before it writes (a confirmation or a wait may take seconds).
+        let in_flight = ctx.in_flight.as_ref();
+        let state = &mut ctx.cache;
+        cache::admit(cache, session, &ctx.request, state, pool, in_flight).await
     }
 
     /// Admission's `Policy` step.
