@@ -75,15 +75,21 @@ impl std::fmt::Display for Upstream<'_> {
     }
 }
 
-/// The access line's `error`: the registry error code of an answer the edge gave itself
-/// (a refusal, whenever decided), else Pingora's error type, else `-`.
+/// The access line's `error`: the registry error code of a refusal the edge decided
+/// (at admission, from the body, at the token realm: the same whenever it was decided),
+/// else Pingora's error type for a failure (`ConnectRefused`, `ReadTimedout`: the cause an
+/// operator looks for), else `-`.
 struct ErrorField<'a>(Option<&'a Error>, Option<&'a RegistryError>);
 
 impl std::fmt::Display for ErrorField<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.1, self.0) {
-            (Some(own), _) => f.write_str(own.code()),
-            (None, Some(e)) => f.write_str(e.etype().as_str()),
+        match (self.0, self.1) {
+            // A refusal decided in a body phase reaches Pingora as an HTTP status.
+            (Some(e), _) if !matches!(e.etype(), pingora::ErrorType::HTTPStatus(_)) => {
+                f.write_str(e.etype().as_str())
+            }
+            (_, Some(own)) => f.write_str(own.code()),
+            (Some(e), None) => f.write_str(e.etype().as_str()),
             (None, None) => f.write_str("-"),
         }
     }
