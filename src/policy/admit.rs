@@ -18,11 +18,11 @@ use bytes::BytesMut;
 use pingora::proxy::Session;
 
 use super::manifest::{Reference, MAX_MANIFEST};
-use super::request::{count_refusal, Lookup, ManifestPut, RequestState, UploadRoom};
+use super::request::{count_refusal, Follow, Lookup, ManifestPut, RequestState, UploadRoom};
 use super::usage::Policy;
 use crate::config::PolicySettings;
 use crate::error::RegistryError;
-use crate::hooks::{Outcome, RequestFacts};
+use crate::hooks::{Outcome, Refusal, RequestFacts};
 use crate::registry::{Action, Endpoint, Scope};
 use crate::upstream::registry_api::{edge_token, LookupError, RegistryApi};
 use crate::upstream::NodePool;
@@ -90,16 +90,15 @@ pub(crate) async fn admit(
     };
     match decided {
         Ok(follow) => {
-            *state = follow;
+            *state = follow.map(RequestState);
             Outcome::Next
         }
-        Err(refusal) => refusal,
+        Err(refusal) => Outcome::Refuse(refusal),
     }
 }
 
-/// What one endpoint's check decided: the state to follow the request with, or the
-/// refusal.
-type Decided = Result<Option<RequestState>, Outcome>;
+/// What one endpoint's check decided: what to follow the request with, or the refusal.
+type Decided = Result<Option<Follow>, Refusal>;
 
 impl Admit<'_> {
     /// An upload start, or a chunk of an upload session, under the namespace's quota.
@@ -123,7 +122,7 @@ impl Admit<'_> {
         if over {
             return Err(over_quota(&self.namespace, usage, quota, declared));
         }
-        Ok(Some(RequestState::Upload(UploadRoom {
+        Ok(Some(Follow::Upload(UploadRoom {
             namespace: self.namespace.clone(),
             usage,
             quota,
@@ -135,9 +134,7 @@ impl Admit<'_> {
     async fn manifest_put(&self, reference: &str) -> Decided {
         if declared_length(self.session).is_some_and(|n| n > MAX_MANIFEST as u64) {
             let limit = MAX_MANIFEST as u64;
-            return Err(Outcome::Refuse(
-                RegistryError::BodyTooLarge { limit }.into(),
-            ));
+            return Err(RegistryError::BodyTooLarge { limit }.into());
         }
         let protected = match protected_tag(self.rules, self.subject, self.repository, reference) {
             true => {
@@ -150,7 +147,7 @@ impl Admit<'_> {
             }
             false => None,
         };
-        Ok(Some(RequestState::ManifestPut(Box::new(ManifestPut {
+        Ok(Some(Follow::ManifestPut(Box::new(ManifestPut {
             lookup: self.quota.and_then(|_| self.lookup()),
             repository: self.repository.to_string(),
             namespace: self.namespace.clone(),
@@ -176,12 +173,10 @@ impl Admit<'_> {
                 Err(e) => return Err(unavailable(&crate::report::chain(&e))),
             }
         }
-        Ok(reference
-            .contains(':')
-            .then(|| RequestState::ManifestDelete {
-                repository: repository.to_string(),
-                digest: reference.to_string(),
-            }))
+        Ok(reference.contains(':').then(|| Follow::ManifestDelete {
+            repository: repository.to_string(),
+            digest: reference.to_string(),
+        }))
     }
 
     /// The registry node this repository's requests go to, asked with a token the edge
@@ -270,7 +265,7 @@ fn declared_length(session: &Session) -> Option<u64> {
     crate::request::declared_length(session.req_header()).filter(|n| *n > 0)
 }
 
-fn over_quota(namespace: &str, usage: u64, quota: u64, needed: Option<u64>) -> Outcome {
+fn over_quota(namespace: &str, usage: u64, quota: u64, needed: Option<u64>) -> Refusal {
     count_refusal("quota");
     let error = RegistryError::QuotaExceeded {
         namespace: namespace.to_string(),
@@ -278,20 +273,20 @@ fn over_quota(namespace: &str, usage: u64, quota: u64, needed: Option<u64>) -> O
         quota,
         needed,
     };
-    Outcome::Refuse(error.into())
+    error.into()
 }
 
-fn immutable(repository: &str, tag: &str) -> Outcome {
+fn immutable(repository: &str, tag: &str) -> Refusal {
     count_refusal("immutable");
     let error = RegistryError::ImmutableTag {
         repository: repository.to_string(),
         tag: tag.to_string(),
     };
-    Outcome::Refuse(error.into())
+    error.into()
 }
 
-fn unavailable(problem: &dyn std::fmt::Display) -> Outcome {
+fn unavailable(problem: &dyn std::fmt::Display) -> Refusal {
     tracing::error!("policy: cannot check: {problem}");
     count_refusal("unavailable");
-    Outcome::Refuse(RegistryError::PolicyUnavailable("the policy cannot be checked").into())
+    RegistryError::PolicyUnavailable("the policy cannot be checked").into()
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::manifest::{self, Reference, MAX_MANIFEST};
-use super::request::{count_refusal, Commit, Lookup, ManifestPut, RequestState};
+use super::request::{count_refusal, Commit, Follow, Lookup, ManifestPut, RequestState};
 use super::usage::Policy;
 use crate::error::RegistryError;
 use crate::hooks::{Refusal, RequestFacts};
@@ -29,7 +29,7 @@ pub(crate) async fn request_body(
     state: &mut Option<RequestState>,
 ) -> Result<(), Refusal> {
     match state {
-        Some(RequestState::Upload(room)) => {
+        Some(RequestState(Follow::Upload(room))) => {
             // `body_bytes` counts what the client sent so far (`proxy::body`).
             if room.usage.saturating_add(request.body_bytes) > room.quota {
                 count_refusal("quota");
@@ -43,7 +43,9 @@ pub(crate) async fn request_body(
             }
             Ok(())
         }
-        Some(RequestState::ManifestPut(put)) => hold(policy, body, end_of_stream, put).await,
+        Some(RequestState(Follow::ManifestPut(put))) => {
+            hold(policy, body, end_of_stream, put).await
+        }
         _ => Ok(()),
     }
 }

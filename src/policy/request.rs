@@ -16,8 +16,11 @@ use crate::hooks::RequestFacts;
 use crate::metrics::metrics;
 use crate::upstream::registry_api::RegistryApi;
 
-/// What the policy follows of one request, by endpoint.
-pub(crate) enum RequestState {
+/// What the policy follows of one request (opaque outside the policy).
+pub(crate) struct RequestState(pub(super) Follow);
+
+/// What the policy follows, by endpoint.
+pub(super) enum Follow {
     /// A blob upload bounded by what remains of its namespace's quota.
     Upload(UploadRoom),
     /// A manifest `PUT` held for its body.
@@ -43,7 +46,7 @@ impl Lookup {
 }
 
 /// A manifest `PUT` being held for its body.
-pub(crate) struct ManifestPut {
+pub(super) struct ManifestPut {
     pub(super) repository: String,
     pub(super) namespace: String,
     pub(super) reference: String,
@@ -69,7 +72,7 @@ pub(super) struct Commit {
 }
 
 /// A blob upload's room: what remains of its namespace's quota when it was admitted.
-pub(crate) struct UploadRoom {
+pub(super) struct UploadRoom {
     pub(super) namespace: String,
     pub(super) usage: u64,
     pub(super) quota: u64,
@@ -85,7 +88,7 @@ pub(super) fn count_refusal(reason: &str) {
 /// replays the body from its own buffer of the raw chunks): a body not yet decided starts
 /// again.
 pub(crate) fn new_attempt(state: &mut Option<RequestState>) {
-    if let Some(RequestState::ManifestPut(put)) = state {
+    if let Some(RequestState(Follow::ManifestPut(put))) = state {
         if put.commit.is_none() {
             put.body.clear();
         }
@@ -105,8 +108,8 @@ pub(crate) async fn upstream_response(
         return;
     }
     match state.take() {
-        Some(RequestState::ManifestPut(put)) => record_put(policy, request, *put).await,
-        Some(RequestState::ManifestDelete { repository, digest }) => {
+        Some(RequestState(Follow::ManifestPut(put))) => record_put(policy, request, *put).await,
+        Some(RequestState(Follow::ManifestDelete { repository, digest })) => {
             record_delete(policy, request, &repository, &digest).await
         }
         other => *state = other,

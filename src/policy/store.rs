@@ -87,7 +87,7 @@ impl Store {
     /// Opens (or creates, 0700 folder) the store in `dir`. A file that is not a usable
     /// SQLite database is an error: the caller decides whether to start without it.
     pub(super) fn open(dir: &Path) -> Result<Store, StoreError> {
-        crate::cache::create_private_dir(dir).map_err(|source| StoreError::Dir {
+        crate::state_dir::create_private_dir(dir).map_err(|source| StoreError::Dir {
             dir: dir.to_path_buf(),
             source,
         })?;
