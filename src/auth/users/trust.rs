@@ -27,19 +27,29 @@ pub(crate) fn http_client(
         })
 }
 
+/// Why a login backend's answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// The connection failed while the body arrived (the chain of causes, URL left out).
+    #[error("{0}")]
+    Transfer(String),
+    #[error("answer larger than {0} bytes")]
+    TooLarge(usize),
+}
+
 /// A response's body, refused past `max` bytes (login backends are network input).
 pub(crate) async fn read_limited(
     mut response: reqwest::Response,
     max: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ReadError> {
     let mut body = Vec::new();
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| crate::report::chain(&e.without_url()))?
+        .map_err(|e| ReadError::Transfer(crate::report::chain(&e.without_url())))?
     {
         if body.len() + chunk.len() > max {
-            return Err(format!("answer larger than {max} bytes"));
+            return Err(ReadError::TooLarge(max));
         }
         body.extend_from_slice(&chunk);
     }
