@@ -77,6 +77,7 @@
 //! - [`load`]: reads everything a config names (what `check`, `run` and a reload share).
 //! - [`server`]: assembles the Pingora services (used by `main` and tests).
 //! - `settings`: the reloadable per-request snapshot of the configuration.
+//! - `state_dir`: the private folders the cache and the policy keep their state in.
 //! - `reload`: SIGHUP: validate the new config, then swap it in.
 //! - [`drain`]: SIGTERM: stop accepting, exit once requests in flight finish.
 //! - [`registry_config`]: the registry's matching `auth:` block; htpasswd lines.
@@ -114,5 +115,6 @@ pub(crate) mod request;
 pub mod server;
 pub(crate) mod settings;
 pub mod shared_state;
+pub(crate) mod state_dir;
 pub mod tls;
 pub mod upstream;

@@ -42,7 +42,6 @@ mod request;
 mod shared;
 mod store;
 
-pub(crate) use disk::create_private_dir;
 pub use disk::CacheError;
 pub use purge::{purge, Purged};
 pub(crate) use request::{admit, response_body, upstream_response, RequestState};

@@ -5,11 +5,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::claims::{Filling, Inflight};
 use super::confirmed::Confirmed;
-use super::disk::{create_private_dir, CacheError};
+use super::disk::CacheError;
 use super::memory::Memory;
 use super::store::Store;
 use crate::config::CacheSettings;
 use crate::metrics::metrics;
+use crate::state_dir::create_private_dir;
 use crate::upstream::RegistryClient;
 
 /// Bytes all fills together may have queued for the disk (each fill also has its own
