@@ -2,7 +2,8 @@
 //! the credential cache in front of them all.
 //!
 //! - `htpasswd`: bcrypt entries of one file.
-//! - `ldap`: a directory, search-then-bind, through a small connection pool.
+//! - `ldap`: a directory, search-then-bind, through a small connection pool; `ldap_entry`:
+//!   filters filled with escaped values and search entries read without panicking.
 //! - `oidc`: OpenID providers whose ID tokens serve as passwords.
 //! - `http`: an external authenticator asked with a JSON POST.
 //! - `cache`: correct logins, under an HMAC of user and password.
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod htpasswd;
 pub mod http;
 pub mod ldap;
+mod ldap_entry;
 pub mod oidc;
 pub mod trust;
 
