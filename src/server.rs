@@ -29,7 +29,7 @@ use crate::reload::Reloader;
 use crate::settings::{LimiterPurge, Settings, SharedSettings};
 use crate::shared_state::{SharedState, SharedStateProbe};
 use crate::tls::CertResolver;
-use crate::upstream::{NodeList, NodePool, PoolService};
+use crate::upstream::{NodeList, NodePool, PoolService, RegistryClient};
 
 /// How long the final step of a graceful shutdown may take after the grace period.
 const FINAL_SHUTDOWN_SECONDS: u64 = 5;
@@ -55,6 +55,9 @@ pub enum StartError {
     Policy(#[from] crate::policy::PolicyError),
     #[error("upstream pool")]
     Upstream(#[source] std::io::Error),
+    /// The client for the features' requests to the nodes (the system's TLS roots).
+    #[error(transparent)]
+    RegistryClient(#[from] crate::upstream::RegistryClientError),
     #[error("shared_state.redis")]
     SharedState(#[source] redis::RedisError),
     #[error("tls.acme")]
@@ -86,12 +89,18 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
         None,
         shared.as_ref(),
     )));
-    let cache = config
-        .cache
-        .as_ref()
-        .map(|settings| Cache::open(settings).map(Arc::new))
-        .transpose()?;
-    let policy = open_policy(&mut server, &config, &shared, &settings)?;
+    // One client for the features' own requests to the nodes, made only when one is on.
+    let registry = match config.cache.is_some() || config.policy.is_some() {
+        true => Some(RegistryClient::new()?),
+        false => None,
+    };
+    let cache = match (&config.cache, &registry) {
+        (Some(settings), Some(registry)) => {
+            Some(Arc::new(Cache::open(settings, registry.clone())?))
+        }
+        _ => None,
+    };
+    let policy = open_policy(&mut server, &config, &shared, &settings, registry)?;
     let nodes = NodeList::new(&config.upstream.nodes);
     let pool = node_pool(&mut server, &config, &nodes)?;
     let challenges = Arc::new(Challenges::default());
@@ -181,11 +190,12 @@ fn open_policy(
     config: &Config,
     shared: &Option<Arc<SharedState>>,
     settings: &SharedSettings,
+    registry: Option<RegistryClient>,
 ) -> Result<Option<Arc<Policy>>, StartError> {
-    let Some(rules) = &config.policy else {
+    let (Some(rules), Some(registry)) = (&config.policy, registry) else {
         return Ok(None);
     };
-    let policy = Arc::new(Policy::open(rules, shared.clone())?);
+    let policy = Arc::new(Policy::open(rules, shared.clone(), registry)?);
     server.add_service(background_service(
         "policy usage metrics",
         UsageGauges {

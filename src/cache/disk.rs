@@ -12,8 +12,6 @@ pub enum CacheError {
         dir: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot build the client that asks the registry")]
-    Client(#[from] crate::upstream::RegistryClientError),
     #[error("{0:?} is not a digest the cache keeps (sha256:<64 lowercase hex>)")]
     Digest(String),
     #[error("cache.dir {}: cannot read its entries: {source}", dir.display())]

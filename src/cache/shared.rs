@@ -45,8 +45,12 @@ pub(crate) struct Cache {
 }
 
 impl Cache {
-    /// Creates `settings.dir` (0700) if needed and rebuilds the index from it.
-    pub(crate) fn open(settings: &CacheSettings) -> Result<Cache, CacheError> {
+    /// Creates `settings.dir` (0700) if needed and rebuilds the index from it; `registry`
+    /// asks the nodes for confirmations (the client the edge shares for its own lookups).
+    pub(crate) fn open(
+        settings: &CacheSettings,
+        registry: RegistryClient,
+    ) -> Result<Cache, CacheError> {
         create_private_dir(&settings.dir).map_err(|source| CacheError::Dir {
             dir: settings.dir.clone(),
             source,
@@ -61,7 +65,7 @@ impl Cache {
             fill_backlog: AtomicU64::new(0),
             fill_budget: FILL_BUDGET,
             range_reads: tokio::sync::Semaphore::new(RANGE_READS),
-            registry: RegistryClient::new()?,
+            registry,
             broken: AtomicBool::new(false),
         })
     }
@@ -75,7 +79,8 @@ impl Cache {
             memory: 0,
             max_object: 1 << 20,
         };
-        Cache::open(&settings).expect("a cache in a fresh folder")
+        let registry = RegistryClient::new().expect("the system's TLS roots");
+        Cache::open(&settings, registry).expect("a cache in a fresh folder")
     }
 
     /// Whether new entries may be written.

@@ -9,8 +9,6 @@ pub enum PolicyError {
     Store(#[from] StoreError),
     #[error("the usage store task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
-    #[error("cannot make the registry client")]
-    Client(#[from] crate::upstream::RegistryClientError),
     #[error("shared_state.redis does not answer")]
     NotShared,
 }

@@ -47,7 +47,11 @@ pub enum ScanError {
 /// The policy section and the usage store `config` names; with `existing`, an embedded
 /// store that is not there yet is an error rather than created (`usage show` must not
 /// make one the edge does not use).
-fn open(config: &Config, existing: bool) -> Result<(&PolicySettings, Policy), ScanError> {
+fn open(
+    config: &Config,
+    existing: bool,
+    registry: RegistryClient,
+) -> Result<(&PolicySettings, Policy), ScanError> {
     let settings = config.policy.as_ref().ok_or(ScanError::NoPolicy)?;
     let file = settings.state_dir.join(super::store::FILE);
     if existing && config.shared_state.is_none() && !file.exists() {
@@ -59,7 +63,10 @@ fn open(config: &Config, existing: bool) -> Result<(&PolicySettings, Policy), Sc
         .map(|redis| SharedState::new(redis.clone()))
         .transpose()
         .map_err(|e| ScanError::Redis(e.to_string()))?;
-    Ok((settings, Policy::open_for_command(settings, shared)?))
+    Ok((
+        settings,
+        Policy::open_for_command(settings, shared, registry)?,
+    ))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ScanError> {
@@ -73,9 +80,9 @@ pub fn run(loaded: &Loaded) -> Result<Scanned, ScanError> {
     let config = &loaded.config;
     let runtime = runtime()?;
     let _entered = runtime.enter();
-    let (settings, policy) = open(config, false)?;
-    let node = config.upstream.nodes[0];
     let client = RegistryClient::new()?;
+    let (settings, policy) = open(config, false, client.clone())?;
+    let node = config.upstream.nodes[0];
     let sign = |scopes: Vec<Scope>| {
         loaded
             .auth
@@ -145,7 +152,7 @@ fn is_index(body: &[u8]) -> bool {
 pub fn report(config: &Config, namespace: Option<&str>) -> Result<String, ScanError> {
     let runtime = runtime()?;
     let _entered = runtime.enter();
-    let (settings, policy) = open(config, true)?;
+    let (settings, policy) = open(config, true, RegistryClient::new()?)?;
     let all = runtime.block_on(policy.all())?;
     let mut rows: std::collections::BTreeMap<String, u64> = all.into_iter().collect();
     for listed in settings.quotas.namespaces.keys() {

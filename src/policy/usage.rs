@@ -50,12 +50,14 @@ pub(crate) struct Policy {
 
 impl Policy {
     /// Opens the usage store: Redis when `shared` is given (`shared_state.redis`), else the
-    /// embedded store in `settings.state_dir` ([`LocalUsage::open`]).
+    /// embedded store in `settings.state_dir` ([`LocalUsage::open`]). `registry` asks the
+    /// nodes (immutability checks, blob sizes).
     pub(crate) fn open(
         settings: &PolicySettings,
         shared: Option<Arc<SharedState>>,
+        registry: RegistryClient,
     ) -> Result<Policy, PolicyError> {
-        Self::open_with(settings, shared, true)
+        Self::open_with(settings, shared, registry, true)
     }
 
     /// [`Policy::open`] for the `usage` commands: a broken store file is reported, not
@@ -63,13 +65,15 @@ impl Policy {
     pub(crate) fn open_for_command(
         settings: &PolicySettings,
         shared: Option<Arc<SharedState>>,
+        registry: RegistryClient,
     ) -> Result<Policy, PolicyError> {
-        Self::open_with(settings, shared, false)
+        Self::open_with(settings, shared, registry, false)
     }
 
     fn open_with(
         settings: &PolicySettings,
         shared: Option<Arc<SharedState>>,
+        registry: RegistryClient,
         repair: bool,
     ) -> Result<Policy, PolicyError> {
         let backend = match shared {
@@ -81,7 +85,7 @@ impl Policy {
         };
         Ok(Policy {
             backend,
-            registry: RegistryClient::new()?,
+            registry,
             namespace_depth: settings.namespace_depth,
             reservations: Reservations::default(),
         })
