@@ -141,8 +141,10 @@ impl Serve<'_> {
         }
         // Not (yet) confirmed for this repository, or proxy-only mode: the registry decides
         // with a HEAD whether this client may have what another repository's pull cached.
-        if get && self.registry_allows_entry(session, pull).await {
-            return self.serve_unconfirmed(session, pull).await;
+        if get {
+            if let Some(entry) = self.allowed_entry(session, pull).await {
+                return self.serve(session, &pull.digest, &entry).await;
+            }
         }
         // A cold GET: the first fetches from the registry, the others wait for its fill.
         if get && self.edge_checked && cache.writable() {
@@ -156,8 +158,8 @@ impl Serve<'_> {
                     }
                     // Filled for another repository's pull: the registry says whether this
                     // one holds it too, without a second download.
-                    if self.registry_allows_entry(session, pull).await {
-                        return self.serve_unconfirmed(session, pull).await;
+                    if let Some(entry) = self.allowed_entry(session, pull).await {
+                        return self.serve(session, &pull.digest, &entry).await;
                     }
                 }
             }
@@ -175,16 +177,10 @@ impl Serve<'_> {
             .flatten()
     }
 
-    /// Whether the entry is cached and the registry lets this client have it.
-    async fn registry_allows_entry(&self, session: &Session, pull: &RequestState) -> bool {
-        self.cache.store.get(&pull.digest).is_some() && self.registry_allows(session, pull).await
-    }
-
-    async fn serve_unconfirmed(&self, session: &mut Session, pull: &RequestState) -> Result<bool> {
-        match self.cache.store.get(&pull.digest) {
-            Some(entry) => self.serve(session, &pull.digest, &entry).await,
-            None => Ok(false),
-        }
+    /// The cached entry, when the registry lets this client have it (a confirmation `HEAD`).
+    async fn allowed_entry(&self, session: &Session, pull: &RequestState) -> Option<Entry> {
+        let entry = self.cache.store.get(&pull.digest)?;
+        self.registry_allows(session, pull).await.then_some(entry)
     }
 
     async fn serve(&self, session: &mut Session, digest: &str, entry: &Entry) -> Result<bool> {
@@ -246,11 +242,9 @@ fn confirmation_headers(client: &HeaderMap, request: &RequestFacts) -> HeaderMap
         }
     }
     if let Some(client) = &request.client {
-        let address = client.client.to_string();
-        for name in ["x-real-ip", "x-forwarded-for"] {
-            if let Ok(value) = address.parse() {
-                headers.insert(name, value);
-            }
+        if let Ok(address) = http::HeaderValue::try_from(client.client.to_string()) {
+            headers.insert("x-real-ip", address.clone());
+            headers.insert("x-forwarded-for", address);
         }
         headers.insert(
             "x-forwarded-proto",
