@@ -259,17 +259,7 @@ policy:
         for edit in EDITS {
             let (key, _, _, live) = edit;
             let changes = Changes::between(&base, &edited(&[edit]));
-            let expected = match live {
-                true => Changes {
-                    applied: vec![key],
-                    need_restart: vec![],
-                },
-                false => Changes {
-                    applied: vec![],
-                    need_restart: vec![key],
-                },
-            };
-            assert_eq!(changes, expected, "{key}");
+            assert_eq!(changes, only(key, *live), "{key}");
         }
     }
 
