@@ -8,7 +8,7 @@ use super::error::PolicyError;
 use super::local::LocalUsage;
 use super::manifest::Reference;
 use super::redis_usage::RedisUsage;
-use super::reserve::{Reservation, Reservations};
+use super::reserve::{lock, Reservation, Reservations};
 use super::store;
 use crate::config::{OnUnavailable, PolicySettings};
 use crate::metrics::metrics;
@@ -245,10 +245,6 @@ fn fallback(usage: &RedisUsage) -> Result<(), PolicyError> {
         OnUnavailable::Deny => Err(PolicyError::NotShared),
         OnUnavailable::Local => Ok(()),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
