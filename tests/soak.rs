@@ -190,9 +190,12 @@ fn soak_mixed_pushes_and_pulls() {
         last_minute / 1024,
         (last_minute as f64 / second_minute.max(1) as f64 - 1.0) * 100.0
     );
+    // The edge's view of its node, to tell a node that failed from one the edge took out.
+    let log = edge.log_text();
+    let health: Vec<&str> = log.lines().filter(|l| l.contains("healthy")).collect();
     assert!(
         failures.is_empty(),
-        "{} failures: {:#?}",
+        "{} failures: {:#?}\nhealth changes: {health:#?}",
         failures.len(),
         &failures[..failures.len().min(10)]
     );

@@ -169,7 +169,7 @@ impl ProxyHttp for EdgeProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        peer::on_response(&self.sessions, upstream_response, ctx);
+        peer::on_response(&self.pool, &self.sessions, upstream_response, ctx);
         let request_header = session.req_header();
         (self.features)
             .upstream_response(upstream_response, request_header, ctx)

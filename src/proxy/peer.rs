@@ -52,12 +52,21 @@ fn peer_for(node: SocketAddr, ctx: &RequestCtx) -> HttpPeer {
     peer
 }
 
-/// Sees the node's response header: records the upstream latency, pins an upload session
-/// the node started (202 to a start) and unpins one it ended (201 committed, 204 cancelled).
-pub(crate) fn on_response(sessions: &UploadSessions, response: &ResponseHeader, ctx: &RequestCtx) {
+/// Sees the node's response header: records the upstream latency and that the node
+/// answered (passive health), pins an upload session the node started (202 to a start) and
+/// unpins one it ended (201 committed, 204 cancelled).
+pub(crate) fn on_response(
+    pool: &NodePool,
+    sessions: &UploadSessions,
+    response: &ResponseHeader,
+    ctx: &RequestCtx,
+) {
     let status = response.status.as_u16();
     if let Some(started) = ctx.upstream_started {
         metrics().observe_upstream(ctx.request.class, started.elapsed().as_secs_f64());
+    }
+    if let (Some(node), true) = (ctx.node, status < 500) {
+        pool.record_answer(node);
     }
     match (&ctx.request.route.endpoint, ctx.node) {
         (Endpoint::UploadStart, Some(node)) if status == 202 => {

@@ -25,6 +25,7 @@ use pingora::prelude::background_service;
 use pingora::services::background::GenBackgroundService;
 use pingora::ErrorType;
 
+use super::answers::RecentAnswers;
 use crate::config::{Balance, UpstreamSettings};
 
 /// How far along the ring/rotation to look for an acceptable node.
@@ -80,6 +81,8 @@ pub(crate) struct NodePool {
     selector: Selector,
     /// Rotates keys for requests that have no repository.
     rotation: AtomicUsize,
+    /// Nodes that answered lately stay usable whatever their checks say.
+    answers: RecentAnswers,
 }
 
 impl NodePool {
@@ -111,12 +114,26 @@ impl NodePool {
             NodePool {
                 selector,
                 rotation: AtomicUsize::new(0),
+                answers: RecentAnswers::new(
+                    settings.health_interval.max(MIN_HEALTH_TIMEOUT) * FAILURES_TO_MARK_DOWN as u32,
+                ),
             },
             service,
         ))
     }
 
-    /// The node for a request: healthy and not in `exclude` (nodes that already failed it).
+    /// Records that `node` answered a proxied request (a status below 500).
+    pub(crate) fn record_answer(&self, node: SocketAddr) {
+        self.answers.record(node);
+    }
+
+    /// Whether a node may take requests: it passes its checks or answered lately.
+    fn usable(&self, addr: &SocketAddr, healthy: bool) -> bool {
+        healthy || self.answers.answered_recently(*addr)
+    }
+
+    /// The node for a request: usable (see [`RecentAnswers`]) and not in `exclude` (nodes
+    /// that already failed it).
     pub(crate) fn select(
         &self,
         repository: Option<&str>,
@@ -131,11 +148,10 @@ impl NodePool {
             }
         };
         let accept = |backend: &Backend, healthy: bool| {
-            healthy
-                && backend
-                    .addr
-                    .as_inet()
-                    .is_some_and(|addr| !exclude.contains(addr))
+            backend
+                .addr
+                .as_inet()
+                .is_some_and(|addr| !exclude.contains(addr) && self.usable(addr, healthy))
         };
         let backend = match &self.selector {
             Selector::Hash(lb) => lb.select_with(key, MAX_CANDIDATES, accept),
@@ -151,13 +167,16 @@ impl NodePool {
         }
     }
 
-    /// Every listed node and whether it currently passes its health check.
+    /// Every listed node and whether it is usable: passes its checks or answered lately.
     pub(crate) fn health(&self) -> Vec<(SocketAddr, bool)> {
         let backends = self.backends();
         let current = backends.get_backend();
         current
             .iter()
-            .filter_map(|b| Some((*b.addr.as_inet()?, backends.ready(b))))
+            .filter_map(|b| {
+                let addr = *b.addr.as_inet()?;
+                Some((addr, self.usable(&addr, backends.ready(b))))
+            })
             .collect()
     }
 
@@ -168,7 +187,7 @@ impl NodePool {
         let backends = self.backends();
         let current = backends.get_backend();
         match current.iter().find(|b| b.addr.as_inet() == Some(&node)) {
-            Some(backend) => backends.ready(backend),
+            Some(backend) => self.usable(&node, backends.ready(backend)),
             None => true,
         }
     }
