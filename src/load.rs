@@ -44,7 +44,7 @@ pub fn load_all(path: &Path) -> Result<Loaded, ConfigError> {
         None => None,
         Some(settings) => Some(Auth::load(settings).map_err(|e| ConfigError::Invalid {
             path: config.source.clone(),
-            key: e.key(),
+            key: e.key(settings),
             problem: e.to_string(),
         })?),
     };

@@ -49,10 +49,13 @@ pub enum AuthLoadError {
 }
 
 impl AuthLoadError {
-    /// The config key the problem belongs to.
-    pub(crate) fn key(&self) -> String {
+    /// The config key the problem belongs to: the file that could not be read, or the
+    /// signing key for a key that cannot be used.
+    pub(crate) fn key(&self, settings: &AuthSettings) -> String {
         match self {
-            AuthLoadError::Key(KeyError::File { .. }) => "auth.token.certificate",
+            AuthLoadError::Key(KeyError::File { path, .. }) if *path != settings.signing_key => {
+                "auth.token.certificate"
+            }
             AuthLoadError::Key(_) => "auth.token.signing_key",
             AuthLoadError::Users(e) => return e.key(),
         }
