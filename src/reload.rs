@@ -225,6 +225,7 @@ policy:
         ("rate_limits.push", &["rate_limits", "push", "per_minute"], "60", true),
         ("rate_limits.upload_bytes", &["rate_limits", "upload_bytes", "per_second"], "1000", true),
         ("admin.listen", &["admin", "listen"], "127.0.0.1:9191", false),
+        ("admin.public", &["admin", "public"], "true", false),
         ("log.format", &["log", "format"], "json", false),
         ("shared_state", &["shared_state"], "{ redis: { url: \"redis://127.0.0.1:6379\" } }", false),
         ("cache.dir", &["cache", "dir"], "/tmp/registry-edge-other-cache", false),

@@ -296,7 +296,7 @@ fn add_redirect(server: &mut Server, config: &Config, parts: &Parts) -> Result<(
 
 /// The admin listener (`admin.listen`), when configured.
 fn add_admin(server: &mut Server, config: &Config, parts: &Parts) -> Result<(), StartError> {
-    let Some(addr) = config.admin_listen else {
+    let Some(addr) = config.admin.map(|a| a.listen) else {
         return Ok(());
     };
     server.add_service(EdgeListener::new(

@@ -98,6 +98,26 @@ fn server_listeners_and_timeouts() {
                 format!("{}admin:\n  listen: \"127.0.0.1:8443\"\n", good()),
                 &["admin.listen", "shares its port"],
             ),
+            refused(
+                "admin-not-loopback.yaml",
+                format!("{}admin:\n  listen: \"0.0.0.0:9091\"\n", good()),
+                &[
+                    "admin.listen",
+                    "not a loopback address",
+                    "admin.public: true",
+                ],
+            ),
+            valid(
+                "admin-public.yaml",
+                format!(
+                    "{}admin:\n  listen: \"0.0.0.0:9091\"\n  public: true\n",
+                    good()
+                ),
+            ),
+            valid(
+                "admin-loopback-v6.yaml",
+                format!("{}admin:\n  listen: \"[::1]:9091\"\n", good()),
+            ),
         ],
     );
 }
@@ -304,6 +324,12 @@ fn auth_signing_key_must_match_its_certificate() {
                 "auth-bad.yaml",
                 auth("certs/tls.key", "htpasswd"),
                 &["auth.token.signing_key", "does not match"],
+            ),
+            // A key that cannot be read is named as the key, not as the certificate.
+            refused(
+                "auth-no-key.yaml",
+                auth("certs/absent.key", "htpasswd"),
+                &["auth.token.signing_key", "absent.key"],
             ),
         ],
     );

@@ -11,7 +11,7 @@ use super::keys::Changes;
 use super::limits::{limits_changes, PUSH, UPLOAD_BYTES};
 use super::model::{Config, Maintenance, LOG_FORMAT, MAINTENANCE};
 use super::policy::policy_changes;
-use super::server::{server_changes, ADMIN_LISTEN};
+use super::server::{admin_changes, server_changes};
 use super::shared_state::SHARED_STATE;
 use super::tls::{ACME, CERTIFICATES};
 use super::upstream::{forwarded_changes, upstream_changes};
@@ -33,7 +33,7 @@ impl Changes {
             maintenance,
             push_limit,
             upload_limit,
-            admin_listen,
+            admin,
             log_format,
             shared_state,
             cache,
@@ -52,7 +52,7 @@ impl Changes {
         c.note(MAINTENANCE, read_only, &new.maintenance.read_only);
         c.note(PUSH, push_limit, &new.push_limit);
         c.note(UPLOAD_BYTES, upload_limit, &new.upload_limit);
-        c.note(ADMIN_LISTEN, admin_listen, &new.admin_listen);
+        admin_changes(admin, &new.admin, &mut c);
         c.note(LOG_FORMAT, log_format, &new.log_format);
         c.note(SHARED_STATE, shared_state, &new.shared_state);
         cache_changes(cache, &new.cache, &mut c);
@@ -61,8 +61,7 @@ impl Changes {
     }
 }
 
-/// Every key a reload knows, section by section: the tests check each one.
-#[cfg(test)]
+/// Every key a reload knows, section by section: the tests and the reference read them.
 pub(crate) fn all_keys() -> impl Iterator<Item = super::keys::Key> {
     use super::{auth, cache, limits, model, policy, server, shared_state, tls, upstream};
     [

@@ -3,7 +3,6 @@
 //! Built from `file.rs` shapes by [`Config::from_file`]; every default is applied
 //! and every string is parsed here, so the rest of the crate never sees raw text.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::auth::{auth_settings, AuthSettings, TrustedIssuer};
@@ -14,7 +13,7 @@ use super::file::ConfigFile;
 use super::keys::key_table;
 use super::limits::{rate_limit_settings, Limits, PushLimit, UploadBytesLimit};
 use super::policy::{policy_settings, PolicySettings};
-use super::server::{admin_listen, server_settings, ServerSettings};
+use super::server::{admin_settings, server_settings, AdminSettings, ServerSettings};
 use super::shared_state::{redis_settings, RedisSettings};
 use super::tls::{tls_settings, AcmeSettings, CertificatePaths};
 use super::upstream::{forwarded_settings, upstream_settings, ForwardedSettings, UpstreamSettings};
@@ -49,8 +48,8 @@ pub struct Config {
     pub push_limit: Option<PushLimit>,
     /// `rate_limits.upload_bytes`; `None` = unlimited.
     pub upload_limit: Option<UploadBytesLimit>,
-    /// `admin.listen`; `None` = no admin listener.
-    pub admin_listen: Option<SocketAddr>,
+    /// `admin`; `None` = no admin listener.
+    pub admin: Option<AdminSettings>,
     pub log_format: LogFormat,
     /// `shared_state.redis`; `None` = every limit is kept in this process.
     pub shared_state: Option<RedisSettings>,
@@ -120,8 +119,8 @@ impl Config {
             maintenance: Maintenance {
                 read_only: maintenance.read_only,
             },
-            admin_listen: admin
-                .map(|a| admin_listen(&v, &server, &a.listen))
+            admin: admin
+                .map(|a| admin_settings(&v, &server, &a.listen, a.public))
                 .transpose()?,
             log_format: log.format.unwrap_or_default(),
             shared_state: shared_state

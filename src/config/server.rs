@@ -119,7 +119,8 @@ key_table! {
     STRICT_HOST = Live("server.strict_host");
     PROXY_PROTOCOL = AtRestart("server.proxy_protocol");
     // The admin listener is bound at start.
-    pub(super) ADMIN_LISTEN = AtRestart("admin.listen");
+    ADMIN_LISTEN = AtRestart("admin.listen");
+    ADMIN_PUBLIC = AtRestart("admin.public");
 }
 
 /// Notes which `server` keys differ between `old` and `new`.
@@ -150,26 +151,49 @@ pub(super) fn server_changes(old: &ServerSettings, new: &ServerSettings, changes
     changes.note(PROXY_PROTOCOL, proxy_protocol, &new.proxy_protocol);
 }
 
-/// The admin address: never a port the public listeners use.
-pub(super) fn admin_listen(
+/// `admin:`: the admin listener's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// `admin.listen`: never a port of the public listeners.
+    pub listen: SocketAddr,
+    /// `admin.public`: whether `listen` may be a non-loopback address.
+    pub public: bool,
+}
+
+/// The admin address: never a port the public listeners use, and loopback unless the
+/// operator set `admin.public` (the admin listener has no authentication).
+pub(super) fn admin_settings(
     v: &Validator,
     server: &ServerSettings,
     text: &str,
-) -> Result<SocketAddr, ConfigError> {
+    public: bool,
+) -> Result<AdminSettings, ConfigError> {
     let addr: SocketAddr = text.parse().map_err(|_| {
         v.invalid(
             "admin.listen",
             format!("{text:?} is not an IP:port address"),
         )
     })?;
-    let mut public = server.https_listen.iter().chain(&server.http_listen);
-    if let Some(clash) = public.find(|p| p.port() == addr.port()) {
+    let mut listeners = server.https_listen.iter().chain(&server.http_listen);
+    if let Some(clash) = listeners.find(|p| p.port() == addr.port()) {
         return Err(v.invalid(
             "admin.listen",
             format!("{addr} shares its port with the public listener {clash}"),
         ));
     }
-    Ok(addr)
+    if !public && !addr.ip().is_loopback() {
+        return Err(v.invalid(
+            "admin.listen",
+            format!(
+                "{addr} is not a loopback address: the admin listener has no authentication; \
+                 set `admin.public: true` to serve it there anyway"
+            ),
+        ));
+    }
+    Ok(AdminSettings {
+        listen: addr,
+        public,
+    })
 }
 
 pub(super) fn client_timeouts(
@@ -211,4 +235,16 @@ pub(super) fn parse_external_url(v: &Validator, text: &str) -> Result<ExternalUr
         None => host.to_string(),
     };
     Ok(ExternalUrl { authority })
+}
+
+/// Notes which `admin` keys differ between `old` and `new`.
+pub(super) fn admin_changes(
+    old: &Option<AdminSettings>,
+    new: &Option<AdminSettings>,
+    changes: &mut Changes,
+) {
+    let listen = |a: &Option<AdminSettings>| a.map(|a| a.listen);
+    let public = |a: &Option<AdminSettings>| a.map(|a| a.public);
+    changes.note(ADMIN_LISTEN, &listen(old), &listen(new));
+    changes.note(ADMIN_PUBLIC, &public(old), &public(new));
 }
