@@ -65,6 +65,9 @@ enum Command {
         #[command(subcommand)]
         action: UsageAction,
     },
+    /// Print the configuration reference (docs/configuration.md): every key with its type,
+    /// default, whether it is required and whether a reload applies it.
+    ConfigReference,
     /// Write a self-signed TLS certificate and a token-signing key pair for development.
     GenCerts {
         #[arg(long)]
@@ -131,6 +134,10 @@ fn main() -> ExitCode {
         } => cache_purge(&config, digest.as_deref()),
         Command::Usage { action } => usage(action),
         Command::HashPassword { user, cost } => hash_password(&user, cost),
+        Command::ConfigReference => {
+            print!("{}", registry_edge::config::reference::markdown());
+            ExitCode::SUCCESS
+        }
         Command::GenCerts { dir, hosts, owner } => gen_certs(&dir, &hosts, owner.as_deref()),
     }
 }

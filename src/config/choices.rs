@@ -2,10 +2,11 @@
 //! the file shapes (`file.rs`) refuse anything else, naming the key, the value and the
 //! choices; the runtime types use the same enums.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 /// `log.format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     #[default]
@@ -15,7 +16,7 @@ pub enum LogFormat {
 }
 
 /// `upstream.balance`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// Consistent hashing on the repository name: a repository stays on one node.
@@ -25,7 +26,7 @@ pub enum Balance {
 }
 
 /// `tls.acme.challenge`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 pub enum AcmeChallenge {
     /// `/.well-known/acme-challenge/<token>` on the plain-HTTP listeners.
     #[default]
@@ -37,7 +38,7 @@ pub enum AcmeChallenge {
 }
 
 /// What push limits do while Redis does not answer.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnUnavailable {
     /// Count in this process until Redis is back.
@@ -48,7 +49,7 @@ pub enum OnUnavailable {
 }
 
 /// What a push limit is keyed by.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitKey {
     /// The token subject; anonymous requests use the client IP.

@@ -9,7 +9,7 @@
 
 /// When a running process takes a key's new value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Applied {
+pub enum Applied {
     /// At the reload: the value is read per request or rebuilt by every reload.
     Live,
     /// At the next restart: the value is read once at start (listeners, threads, stores).
@@ -84,7 +84,6 @@ macro_rules! key_table {
             };
         )+
         /// Every key of the section, in the order they are declared.
-        #[cfg(test)]
         pub(super) const KEYS: &[$crate::config::keys::Key] = &[$($const),+];
     };
 }

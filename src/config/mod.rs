@@ -4,7 +4,8 @@
 //! assembly; each section's types sit beside their converter (`server`, `tls`, `upstream`,
 //! `auth`, `users`, `acl`, `limits`, `shared_state`, `cache`, `policy`), with the table of
 //! its keys that says which a reload applies live (`keys`; `changes` walks them);
-//! `choices` holds the closed sets; `validate` names file and key in every error (`error`).
+//! `choices` holds the closed sets; `validate` names file and key in every error (`error`);
+//! `reference` writes `docs/configuration.md` from the file shapes and the key tables.
 
 mod acl;
 mod auth;
@@ -17,6 +18,7 @@ mod keys;
 mod limits;
 mod model;
 mod policy;
+pub mod reference;
 mod server;
 mod shared_state;
 mod tls;
@@ -29,22 +31,21 @@ use std::path::Path;
 pub use acl::{Actions, Rule};
 pub use auth::{AuthSettings, TrustedIssuer};
 pub use cache::CacheSettings;
-#[cfg(test)]
-pub(crate) use changes::all_keys;
 pub use choices::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
 pub use error::ConfigError;
+pub use keys::Applied;
 pub(crate) use keys::Changes;
-#[cfg(test)]
-pub(crate) use keys::{Applied, Key};
 pub use limits::{Limits, PushLimit, UploadBytesLimit};
 pub use model::{Config, Maintenance};
 pub use policy::{ImmutableTags, PolicySettings, Quotas, TagRule};
-pub use server::{ClientTimeouts, ExternalUrl, ServerSettings};
+pub use server::{AdminSettings, ClientTimeouts, ExternalUrl, ServerSettings};
 pub use shared_state::RedisSettings;
 pub use tls::{AcmeSettings, CertificatePaths};
 pub use upstream::{ForwardedSettings, UpstreamSettings};
 pub use users::{HttpAuthenticatorSettings, LdapSettings, OidcSettings, UsersSettings};
 pub use validate::Names;
+#[cfg(test)]
+pub(crate) use {changes::all_keys, keys::Key};
 
 /// Reads and validates a configuration file. Relative paths in it resolve against its folder.
 pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {

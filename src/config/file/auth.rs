@@ -1,15 +1,17 @@
 //! `auth:` as written: the token realm, the login backends, the access rules, the trusted
 //! token services and failed-login throttling.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct AuthFile {
     /// The edge's own token realm. Optional when `trusted_issuers` is set (verify-only mode).
+    /// Default: absent (no realm at the edge).
     #[serde(default)]
     pub token: Option<TokenFile>,
-    /// Who may log in at the edge's realm; needs `token`.
+    /// Who may log in at the edge's realm; needs `token`. Default: absent (nobody logs in).
     #[serde(default)]
     pub users: Option<UsersFile>,
     /// Token services whose tokens the edge accepts (GitLab's `/jwt/auth`, docker_auth,
@@ -24,7 +26,7 @@ pub(in crate::config) struct AuthFile {
     pub failed_logins: Option<FailedLoginsFile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct TokenFile {
     /// Path of the token endpoint on the https listeners. Default `/jwt/auth`.
@@ -46,7 +48,7 @@ pub(in crate::config) struct TokenFile {
     pub refresh_expiration: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct TrustedIssuerFile {
     /// The tokens' `iss`, as the registry's `auth.token.issuer`.
@@ -59,10 +61,11 @@ pub(in crate::config) struct TrustedIssuerFile {
     pub realm: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct UsersFile {
     /// htpasswd file with bcrypt entries (`htpasswd -B`). Optional when another backend is set.
+    /// Default: none.
     #[serde(default)]
     pub htpasswd: Option<String>,
     /// How long a correct login (any backend) is answered without asking the backend again.
@@ -80,7 +83,7 @@ pub(in crate::config) struct UsersFile {
     pub http: Option<HttpAuthenticatorFile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct LdapFile {
     /// `ldap://host[:port]` or `ldaps://host[:port]`.
@@ -95,6 +98,7 @@ pub(in crate::config) struct LdapFile {
     #[serde(default)]
     pub bind_dn: Option<String>,
     /// File holding the service account's password (one line). Needed with `bind_dn`.
+    /// Default: none.
     #[serde(default)]
     pub bind_password_file: Option<String>,
     /// Where users are searched (subtree).
@@ -115,7 +119,7 @@ pub(in crate::config) struct LdapFile {
     pub timeout: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct OidcFile {
     /// The provider's issuer URL (`iss`); discovery is read from
@@ -136,7 +140,7 @@ pub(in crate::config) struct OidcFile {
     pub ca: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct HttpAuthenticatorFile {
     /// Where `{"user","password","client_ip"}` is POSTed.
@@ -149,13 +153,15 @@ pub(in crate::config) struct HttpAuthenticatorFile {
     pub ca: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct AclRuleFile {
-    /// Glob on the account; `""` = anonymous, `*` = any authenticated user.
+    /// Glob on the account; `""` = anonymous, `*` = any authenticated user. Default: not
+    /// looked at (a rule needs at least one of `account`, `group`, `claims`).
     #[serde(default)]
     pub account: Option<String>,
     /// Glob on the groups the login backend reported (LDAP, OIDC `groups_claim`, http).
+    /// Default: not looked at.
     #[serde(default)]
     pub group: Option<String>,
     /// Exact string values the OIDC token's claims must have. Default none.
@@ -174,7 +180,7 @@ pub(in crate::config) struct AclRuleFile {
     pub comment: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct FailedLoginsFile {
     /// Failed logins allowed per client IP per minute before 429. Default 10.

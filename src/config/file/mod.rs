@@ -18,17 +18,19 @@ pub(super) use network::{
 };
 pub(super) use policy::{ImmutableItem, PolicyFile, QuotasFile};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::choices::{LimitKey, LogFormat, OnUnavailable};
 
 /// The whole configuration file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ConfigFile {
     /// Listeners and process settings.
     pub server: ServerFile,
-    /// TLS certificates served on `server.https_listen`. Required when that list is not empty.
+    /// TLS certificates served on `server.https_listen`. Required when that list is not
+    /// empty. Default: absent.
     #[serde(default)]
     pub tls: Option<TlsFile>,
     /// The registry nodes requests are proxied to.
@@ -65,7 +67,7 @@ pub(super) struct ConfigFile {
     pub policy: Option<PolicyFile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CacheFile {
     /// Folder of the entries (relative to the config file's folder).
@@ -80,13 +82,14 @@ pub(super) struct CacheFile {
     pub max_object: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SharedStateFile {
+    /// The Redis server the instances share.
     pub redis: RedisFile,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RedisFile {
     /// `redis://[user:password@]host:port/db` or `rediss://…` (TLS).
@@ -102,7 +105,7 @@ pub(super) struct RedisFile {
     pub on_unavailable: Option<OnUnavailable>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LogFile {
     /// `text` (default) or `json` (one JSON object per line).
@@ -110,15 +113,20 @@ pub(super) struct LogFile {
     pub format: Option<LogFormat>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AdminFile {
-    /// Plain-HTTP address for metrics and health checks, e.g. `127.0.0.1:9090`; never one
-    /// of the public listeners.
+    /// Plain-HTTP `IP:port` for metrics and health checks, e.g. `127.0.0.1:9090`; never a
+    /// port of the public listeners, and loopback unless `public` is true.
     pub listen: String,
+    /// Allow a non-loopback `listen` address (containers, where the pod or compose network
+    /// is the boundary). `/metrics` names nodes and traffic, `/readyz` tells anyone whether
+    /// the registry is up. Default false.
+    #[serde(default)]
+    pub public: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RateLimitsFile {
     /// Push starts (`POST …/blobs/uploads/`, `PUT …/manifests/…`) per key. Default: unlimited.
@@ -129,7 +137,7 @@ pub(super) struct RateLimitsFile {
     pub upload_bytes: Option<UploadBytesFile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UploadBytesFile {
     /// `account` (default) or `client_ip`, as for `push`.
@@ -142,7 +150,7 @@ pub(super) struct UploadBytesFile {
     pub burst: Option<u32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PushLimitFile {
     /// `account` (default; token subject, anonymous falls back to client_ip) or `client_ip`.
@@ -158,7 +166,7 @@ pub(super) struct PushLimitFile {
     pub exempt_accounts: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct MaintenanceFile {
     /// Refuse pushes and deletes (405) while pulls keep working, e.g. during garbage
@@ -167,7 +175,7 @@ pub(super) struct MaintenanceFile {
     pub read_only: bool,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ForwardedFile {
     /// CIDRs (or single addresses) whose `X-Forwarded-*` headers are kept. Default `[]`.
@@ -175,10 +183,11 @@ pub(super) struct ForwardedFile {
     pub trusted_proxies: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LimitsFile {
-    /// Largest request body in bytes; 0 = unlimited. Default 0.
+    /// Largest request body in bytes (a number: `10737418240` for nginx's
+    /// `client_max_body_size 10g`); 0 = unlimited. Default 0.
     #[serde(default)]
     pub max_body_size: u64,
 }

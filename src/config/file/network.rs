@@ -1,11 +1,12 @@
 //! `server:`, `tls:` and `upstream:` as written: where clients connect, the certificates
 //! they are served, and the registry nodes requests go to.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::config::choices::{AcmeChallenge, Balance};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct ServerFile {
     /// TLS listeners. Default `["0.0.0.0:443"]`.
@@ -54,10 +55,10 @@ fn default_http_listen() -> Vec<String> {
     vec!["0.0.0.0:80".to_string()]
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct TlsFile {
-    /// Certificates; the first is the default, the others are chosen by SNI.
+    /// Certificates; the first is the default, the others are chosen by SNI. Default `[]`.
     #[serde(default)]
     pub certificates: Vec<CertificateFile>,
     /// Certificates obtained and renewed from an ACME CA. Default: absent.
@@ -65,7 +66,7 @@ pub(in crate::config) struct TlsFile {
     pub acme: Option<AcmeFile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct AcmeFile {
     /// The CA's RFC 8555 directory URL.
@@ -83,12 +84,13 @@ pub(in crate::config) struct AcmeFile {
     /// Renew this long before expiry. Default `30d`.
     #[serde(default)]
     pub renew_before: Option<String>,
-    /// Extra PEM roots trusted for the directory's TLS certificate.
+    /// Extra PEM roots trusted for the directory's TLS certificate. Default: none (the
+    /// system's roots).
     #[serde(default)]
     pub ca_roots: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct CertificateFile {
     /// PEM certificate chain, leaf first.
@@ -100,7 +102,7 @@ pub(in crate::config) struct CertificateFile {
     pub server_names: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct UpstreamFile {
     /// Registry nodes as `host:port`; at least one.
@@ -108,7 +110,7 @@ pub(in crate::config) struct UpstreamFile {
     /// `repository_hash` (default) or `round_robin`.
     #[serde(default)]
     pub balance: Option<Balance>,
-    /// Default `5s`.
+    /// Longest wait for a node to accept a connection. Default `5s`.
     #[serde(default)]
     pub connect_timeout: Option<String>,
     /// Idle time allowed between two reads from a node, like `proxy_read_timeout`. Default `900s`.
@@ -119,7 +121,7 @@ pub(in crate::config) struct UpstreamFile {
     pub health_check: Option<HealthCheckFile>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct HealthCheckFile {
     /// Path requested with GET; 200 or 401 means healthy. Default `/v2/`.
