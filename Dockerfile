@@ -2,7 +2,7 @@
 #   docker build -t registry-edge .
 # Without access to those base images, scripts/image builds the same runtime stage offline
 # over a binary built on the host. How to run it (keys for uid 65532, a registry it can
-# reach, the stop timeout): README, "Container image"; with a registry: "Compose".
+# reach, the stop timeout): docs/containers.md, "The container image"; with a registry: "Compose".
 FROM rust:1-bookworm AS build
 # Pingora's zlib-ng build needs cmake; the binary links no OpenSSL.
 RUN apt-get update \

@@ -39,7 +39,7 @@ const CLIENT_FAULTS: [(&str, &[&str]); 6] = [
 /// Pingora 0.9.1's `ERROR` messages about something it recovers from by itself, with no
 /// request failing: `connectors/mod.rs` logs "failed to acquire reusable stream" when a
 /// pooled upstream connection is still held by its idle watch (a race between runtime
-/// threads; the README's small-requests section has figures) and then simply opens a new
+/// threads; benches/README.md's small-requests section has figures) and then simply opens a new
 /// connection. Logged at DEBUG.
 const ROUTINE: [&str; 1] = ["failed to acquire reusable stream"];
 

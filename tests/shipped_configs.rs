@@ -29,12 +29,17 @@ fn yaml(text: &str) -> Value {
 /// Runs `shipped` (a path under conf/) in front of a real registry and pushes and pulls
 /// an image through it as alice.
 fn push_and_pull_with(shipped: &str) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(shipped);
+    let config = serde_yaml::from_str(&std::fs::read_to_string(&source).unwrap()).unwrap();
+    push_and_pull_through(shipped, config);
+}
+
+/// Runs `config` (named `shipped` in messages) in front of a real registry and pushes and
+/// pulls an image through it as alice.
+fn push_and_pull_through(shipped: &str, mut config: Value) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     let certs = make_certs(root);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(shipped);
-    let mut config: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&source).unwrap()).unwrap();
     let (https, http, admin) = (free_port(), free_port(), free_port());
     let dev = |name: &str| Value::String(root.join("certs").join(name).display().to_string());
 
@@ -97,7 +102,7 @@ fn push_and_pull_with(shipped: &str) {
         );
     }
     // The registry first (its address goes into the edge's node list); its auth block is
-    // what `registry-edge registry-config` prints for this config, as the README says.
+    // what `registry-edge registry-config` prints for this config, as docs/authentication.md says.
     let edge_config = root.join("edge.yaml");
     set(
         &mut config,
@@ -179,6 +184,24 @@ fn push_and_pull_with(shipped: &str) {
         ]);
         assert_eq!(login.status, 200, "{shipped}: login");
     }
+}
+
+/// The migration guide's first complete config (the minimal proxy-only one), as an
+/// operator coming from nginx would copy it.
+#[test]
+fn the_migration_guides_minimal_config_serves_a_push_and_a_pull() {
+    let guide = "docs/migrating-from-nginx.md";
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(guide)).unwrap();
+    let blocks = common::docs::complete_blocks(&text);
+    let first = blocks
+        .first()
+        .expect("the guide has a ```yaml complete block");
+    let config: Value = serde_yaml::from_str(first).unwrap();
+    assert!(
+        config.get("auth").is_none(),
+        "the minimal config is proxy-only"
+    );
+    push_and_pull_through(guide, config);
 }
 
 #[test]
