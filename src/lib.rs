@@ -28,7 +28,8 @@
 //!
 //! Vocabulary (import nothing from the crate):
 //! - [`config`]: YAML file shapes → validated [`config::Config`], one file per section, each
-//!   declaring its keys as live or needing a restart (what a reload walks).
+//!   declaring its keys as live or needing a restart (what a reload walks); `reference`
+//!   writes `docs/configuration.md` from them.
 //! - [`registry`]: request → endpoint, repository, [`registry::Action`]; the name grammar;
 //!   token scopes.
 //!
@@ -45,7 +46,8 @@
 //!   (`framing`).
 //! - `redirect`: the plain-HTTP listeners (redirect to https, ACME http-01).
 //! - `admin`: the admin listener (/metrics, /healthz, /readyz).
-//! - [`upstream`]: registry node pool, repository affinity, health checks, upload-session
+//! - [`upstream`]: registry node pool, repository affinity, active and passive health
+//!   (`answers`: nodes that answered lately stay usable), upload-session
 //!   pins, and the registry's API as the edge itself asks it (`registry_api`: direct to
 //!   the nodes, the edge-signed lookup token).
 //! - [`cache`] (feature): blobs and manifests pulled by digest, kept on disk (`cacache`)
