@@ -1,8 +1,9 @@
 //! Writing an answer from the cache, as the registry would answer it.
 //!
-//! HTTP as the registry answers: `Content-Length`, `Content-Type`, `Docker-Content-Digest`,
-//! `ETag`; `If-None-Match` → 304; one `Range` → 206 with `Content-Range` (416 when it
-//! cannot be satisfied); HEAD never reads the disk. Integrity: the content is hashed while
+//! HTTP as the registry answers on the endpoint asked: `Content-Length`, that endpoint's
+//! `Content-Type`, `Docker-Content-Digest`, `ETag`, and for blobs `Cache-Control` and
+//! `Accept-Ranges`; conditions and ranges as `conditional` decides (what it leaves to the
+//! registry is sent on); HEAD never reads the disk. Integrity: the content is hashed while
 //! it is read (`cacache`), and the last chunk of the answer is held back until the whole
 //! file matched its digest; on a mismatch the answer is cut short (the client sees a
 //! failed transfer and retries, from the registry) and the entry is dropped. A range
@@ -14,11 +15,11 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use tokio::io::AsyncReadExt;
 
+use super::conditional::{part, Part};
 use super::disk::{is_not_found, open_content};
 use super::memory::Memory;
-use super::range::{wanted, Wanted};
 use super::shared::Cache;
-use super::store::Entry;
+use super::store::{Entry, Kind};
 use crate::metrics::metrics;
 use crate::request::copy_request_id;
 
@@ -48,26 +49,50 @@ pub(super) fn accepts(request: &RequestHeader, content_type: &str) -> bool {
         .any(|media_type| media_type.trim().eq_ignore_ascii_case(content_type))
 }
 
-fn header_value<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
-    session.req_header().headers.get(name)?.to_str().ok()
+/// What one cached answer is of: the digest, the endpoint asked and the entry.
+pub(super) struct Asked<'a> {
+    pub digest: &'a str,
+    pub kind: Kind,
+    pub entry: &'a Entry,
 }
 
-/// Writes the cached answer for `digest`; `Ok(false)` when its content is gone from the disk
-/// (purged, or removed by hand), so the registry answers instead.
+/// Writes the cached answer; `Ok(false)` when the registry answers instead: the entry has
+/// not seen an answer on this endpoint, the request asks what the cache does not reproduce,
+/// or its content is gone from the disk (purged, or removed by hand).
 pub(super) async fn serve(
     session: &mut Session,
     cache: &Cache,
-    digest: &str,
-    entry: &Entry,
+    asked: Asked<'_>,
     memory_budget: u64,
 ) -> Result<bool> {
-    if !accepts(session.req_header(), &entry.content_type) {
+    let Asked {
+        digest,
+        kind,
+        entry,
+    } = asked;
+    let Some(content_type) = entry.content_type(kind) else {
+        return Ok(false);
+    };
+    if kind == Kind::Manifest && !accepts(session.req_header(), content_type) {
         return Ok(false);
     }
-    let part = Part::asked(session, digest, entry.size);
-    let header = part.header(session, digest, entry)?;
+    let headers = &session.req_header().headers;
+    let Some(part) = part(headers, kind, digest, entry.size) else {
+        return Ok(false);
+    };
+    let header = answer_header(session, &part, kind, digest, (content_type, entry.size))?;
     let head = session.req_header().method == http::Method::HEAD;
     let body = !head && (part.status == 200 || part.status == 206);
+    if part.status == 416 || part.status == 412 {
+        metrics().cache_events.with_label_values(&["hit"]).inc();
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        let text =
+            (!head && part.status == 416).then_some(Bytes::from_static(NO_OVERLAP.as_bytes()));
+        session.write_response_body(text, true).await?;
+        return Ok(true);
+    }
     // Opened before anything is written: content that is gone sends the request on.
     let source = match body {
         false => None,
@@ -108,64 +133,52 @@ pub(super) async fn serve(
     Ok(true)
 }
 
-/// What the answer holds: its status and the bytes `start..end` of the entry.
-struct Part {
-    status: u16,
-    start: u64,
-    end: u64,
-    etag: String,
-}
+/// Go's `ServeContent` text for a range past the end.
+const NO_OVERLAP: &str = "invalid range: failed to overlap\n";
 
-impl Part {
-    /// The part the request asks for: 304 for a matching `If-None-Match`, 206 for one
-    /// satisfiable `Range`, 416 for one that is not, else 200 and the whole entry.
-    fn asked(session: &Session, digest: &str, size: u64) -> Part {
-        let etag = format!("\"{digest}\"");
-        let not_modified = header_value(session, "if-none-match")
-            .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-        let wanted = match header_value(session, "range") {
-            Some(_) if not_modified => Wanted::Whole,
-            range => wanted(range, size),
-        };
-        let (status, start, end) = match wanted {
-            _ if not_modified => (304, 0, 0),
-            Wanted::Whole => (200, 0, size),
-            Wanted::Part { start, end } => (206, start, end + 1),
-            Wanted::Unsatisfiable => (416, 0, 0),
-        };
-        Part {
-            status,
-            start,
-            end,
-            etag,
-        }
-    }
-
-    /// The response header the registry would send for this part.
-    fn header(&self, session: &Session, digest: &str, entry: &Entry) -> Result<ResponseHeader> {
-        let mut header = ResponseHeader::build(self.status, Some(8))?;
-        header.insert_header("Docker-Distribution-Api-Version", "registry/2.0")?;
-        header.insert_header("Docker-Content-Digest", digest)?;
-        header.insert_header("ETag", self.etag.as_str())?;
-        header.insert_header("Accept-Ranges", "bytes")?;
-        match self.status {
-            304 => {}
-            416 => {
-                header.insert_header("Content-Range", format!("bytes */{}", entry.size))?;
-                header.insert_header("Content-Length", "0")?;
-            }
-            _ => {
-                header.insert_header("Content-Type", entry.content_type.as_str())?;
-                header.insert_header("Content-Length", (self.end - self.start).to_string())?;
-                if self.status == 206 {
-                    let range = format!("bytes {}-{}/{}", self.start, self.end - 1, entry.size);
-                    header.insert_header("Content-Range", range)?;
-                }
-            }
-        }
+/// The response header the registry would send for `part` of an entry of
+/// `(content type, size)` on `kind`: distribution's blob server adds `Cache-Control` (a
+/// year) and Go's `ServeContent` `Accept-Ranges`; a 304 drops the content headers (and
+/// distribution's manifest 304 every header of its own); a 416 is Go's `http.Error` text.
+fn answer_header(
+    session: &Session,
+    part: &Part,
+    kind: Kind,
+    digest: &str,
+    (content_type, size): (&str, u64),
+) -> Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(part.status, Some(8))?;
+    header.insert_header("Docker-Distribution-Api-Version", "registry/2.0")?;
+    if kind == Kind::Manifest && part.status == 304 {
         copy_request_id(session.req_header(), &mut header)?;
-        Ok(header)
+        return Ok(header);
     }
+    header.insert_header("Docker-Content-Digest", digest)?;
+    header.insert_header("ETag", format!("\"{digest}\""))?;
+    if kind == Kind::Blob {
+        header.insert_header("Cache-Control", "max-age=31536000")?;
+    }
+    if part.status == 416 {
+        header.insert_header("Content-Type", "text/plain; charset=utf-8")?;
+        header.insert_header("X-Content-Type-Options", "nosniff")?;
+        header.insert_header("Content-Length", NO_OVERLAP.len().to_string())?;
+        header.insert_header("Content-Range", format!("bytes */{size}"))?;
+    } else if part.status == 412 {
+        header.insert_header("Content-Type", content_type)?;
+        header.insert_header("Content-Length", "0")?;
+    } else if part.status != 304 {
+        header.insert_header("Content-Type", content_type)?;
+        header.insert_header("Content-Length", (part.end - part.start).to_string())?;
+        if kind == Kind::Blob {
+            header.insert_header("Accept-Ranges", "bytes")?;
+        }
+    }
+    if part.status == 206 {
+        let range = format!("bytes {}-{}/{size}", part.start, part.end - 1);
+        header.insert_header("Content-Range", range)?;
+    }
+    copy_request_id(session.req_header(), &mut header)?;
+    Ok(header)
 }
 
 /// The entry's content: from memory while its file is still on disk, else the file,

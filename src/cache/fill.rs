@@ -18,9 +18,9 @@ use super::disk::sha256_hex;
 use super::inflight::Leader;
 use super::memory::Memory;
 use super::shared::Cache;
-use super::store::Entry;
 #[cfg(test)]
 use super::store::Store;
+use super::store::{Entry, Kind};
 use crate::metrics::metrics;
 
 /// Bytes a fill may have queued for the disk before it is given up.
@@ -47,10 +47,11 @@ pub(crate) struct Fill {
     cache: Arc<Cache>,
 }
 
-/// What a fill is for: the digest, its size (`Content-Length`) and the registry's
-/// `Content-Type`.
+/// What a fill is for: the digest, its size (`Content-Length`), the endpoint and the
+/// registry's `Content-Type` there.
 pub(crate) struct FillRequest {
     pub digest: String,
+    pub kind: Kind,
     /// The leading request's hold on the digest: released when the fill ends, so the
     /// requests waiting for it then find the entry.
     pub leader: Option<Leader>,
@@ -152,7 +153,7 @@ impl Writer {
             .algorithm(cacache::Algorithm::Sha256)
             .integrity(self.integrity.clone())
             .size(size)
-            .metadata(serde_json::json!({ "content_type": self.request.content_type }));
+            .metadata(self.entry().metadata());
         let dir = self.cache.store.dir();
         // A small object is also kept in memory once its digest matched.
         let keep = Memory::wants(self.request.size, self.request.memory);
@@ -196,6 +197,12 @@ impl Writer {
         false
     }
 
+    /// The index entry the fill makes.
+    fn entry(&self) -> Entry {
+        let request = &self.request;
+        Entry::new(request.size, request.kind, &request.content_type)
+    }
+
     /// Takes `len` bytes off this fill's and the shared backlog.
     fn consumed(&self, len: usize) {
         self.queued.fetch_sub(len as u64, Ordering::Relaxed);
@@ -217,10 +224,7 @@ impl Writer {
     async fn commit(&self, writer: cacache::Writer) -> bool {
         match writer.commit().await {
             Ok(_) => {
-                let entry = Entry {
-                    size: self.request.size,
-                    content_type: self.request.content_type.clone(),
-                };
+                let entry = self.entry();
                 let digest = self.request.digest.clone();
                 self.cache
                     .store
@@ -258,6 +262,7 @@ mod tests {
         use sha2::Digest;
         FillRequest {
             leader: None,
+            kind: Kind::Blob,
             digest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))),
             size: bytes.len() as u64,
             content_type: "application/octet-stream".into(),

@@ -12,9 +12,12 @@
 //! it is decided per request (`request`): the edge granted pull on the repository, and the
 //! registry confirmed that this repository holds this digest (`confirmed`).
 //!
-//! - `request`: the hooks and the per-request state.
-//! - `answer`: writing an answer from an entry as the registry would (with `range`).
+//! - `request`: the admission hook and the per-request state; `response`: the hooks on the
+//!   registry's answer (confirm, learn an endpoint's type, fill; by tag too).
+//! - `answer`: writing an answer from an entry as the registry would answer on the endpoint
+//!   asked (`conditional` decides the status and part, with `range`).
 //! - `shared`: the `Cache` every request shares.
+//! - `entry`: an entry's size and its content type per endpoint (`Kind`: blob, manifest).
 //! - `store`: the entries on disk (the `cacache` crate: content-addressed files checked
 //!   against their SHA-256 when written and while read) and the in-memory index (size,
 //!   content type, least recently used first) rebuilt from the folder at start.
@@ -31,18 +34,22 @@
 
 mod answer;
 mod claims;
+mod conditional;
 mod confirmed;
 mod disk;
+mod entry;
 mod fill;
 mod inflight;
 mod memory;
 mod purge;
 mod range;
 mod request;
+mod response;
 mod shared;
 mod store;
 
 pub use disk::CacheError;
 pub use purge::{purge, Purged};
-pub(crate) use request::{admit, response_body, upstream_response, RequestState};
+pub(crate) use request::{admit, RequestState};
+pub(crate) use response::{response_body, upstream_response};
 pub(crate) use shared::Cache;

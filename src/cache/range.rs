@@ -1,25 +1,34 @@
 //! One `Range: bytes=…` header (RFC 9110 §14.1.2) against a body of known size: the part
-//! asked for, the whole body, or nothing that can be satisfied (416).
+//! asked for, the whole body, or something the cache leaves to the registry (several
+//! ranges, a malformed or unsatisfiable one: Go's `http.ServeContent` answers those with a
+//! multipart body or its own 416 text, which the registry then writes itself).
 
-/// A `Range` header asked for bytes `start..=end` of the entry.
+/// What a `Range` header asks of the entry.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Wanted {
+    /// No `Range`: the whole entry.
     Whole,
+    /// Bytes `start..=end`.
     Part { start: u64, end: u64 },
+    /// One well-formed range starting at or after the end (Go's "failed to overlap").
     Unsatisfiable,
+    /// Anything else: the registry answers it.
+    Other,
 }
 
-/// One `bytes=` range (RFC 9110 §14.1.2); several ranges, or anything else, get the whole
-/// entry, as a server may answer any `Range` it does not support.
+/// One satisfiable `bytes=` range (RFC 9110 §14.1.2) of an entry of `size` bytes.
 pub(crate) fn wanted(range: Option<&str>, size: u64) -> Wanted {
-    let Some(spec) = range.and_then(|r| r.trim().strip_prefix("bytes=")) else {
+    let Some(range) = range else {
         return Wanted::Whole;
     };
+    let Some(spec) = range.trim().strip_prefix("bytes=") else {
+        return Wanted::Other;
+    };
     if spec.contains(',') {
-        return Wanted::Whole;
+        return Wanted::Other;
     }
     let Some((first, last)) = spec.trim().split_once('-') else {
-        return Wanted::Whole;
+        return Wanted::Other;
     };
     let (first, last) = (first.trim(), last.trim());
     let parsed = match (first.is_empty(), last.is_empty()) {
@@ -39,11 +48,11 @@ pub(crate) fn wanted(range: Option<&str>, size: u64) -> Wanted {
         (true, true) => None,
     };
     match parsed {
-        None => Wanted::Whole,
-        Some((start, end, empty)) if empty || size == 0 || start >= size || start > end => {
-            Wanted::Unsatisfiable
+        Some((start, end, false)) if size > 0 && start < size && start <= end => {
+            Wanted::Part { start, end }
         }
-        Some((start, end, _)) => Wanted::Part { start, end },
+        Some((start, _, false)) if !first.is_empty() && start >= size => Wanted::Unsatisfiable,
+        _ => Wanted::Other,
     }
 }
 
@@ -75,15 +84,16 @@ mod tests {
             Wanted::Part { start: 0, end: 9 }
         );
         assert_eq!(wanted(Some("bytes=10-"), 10), Wanted::Unsatisfiable);
-        assert_eq!(wanted(Some("bytes=-0"), 10), Wanted::Unsatisfiable);
-        for whole in [
+        assert_eq!(wanted(Some("bytes=12-20"), 10), Wanted::Unsatisfiable);
+        for other in [
+            "bytes=-0",
             "bytes=5-2",
             "bytes=0-1,4-5",
             "items=0-1",
             "bytes=x-",
             "bytes=-",
         ] {
-            assert_eq!(wanted(Some(whole), 10), Wanted::Whole, "{whole}");
+            assert_eq!(wanted(Some(other), 10), Wanted::Other, "{other}");
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The cache's hooks on one request, and its state for a pull by digest ([`RequestState`]).
+//! The cache's admission hook, and its state for one pull ([`RequestState`]); the hooks on
+//! the registry's answer are in `response`.
 //!
 //! - [`admit`] (admission's `Cache` step) answers from the cache only when every condition
 //!   holds (`registry-edge` issue "authorization-aware cache"): `GET`/`HEAD` of a blob, or of
@@ -9,33 +10,24 @@
 //!   cached it), and every GET in proxy-only mode (no token checked at the edge), is first
 //!   sent to the registry as a `HEAD` with the client's `Authorization`: only its 200 lets
 //!   the cache answer. Otherwise the request goes to the registry.
-//! - [`upstream_response`]: a 200 to a pull by digest confirms the repository+digest pair;
-//!   a GET's body also fills the cache when it fits `cache.max_object` and says what it is
-//!   (`Content-Length`, no `Content-Encoding`, any `Docker-Content-Digest` equal to the
-//!   digest asked for). A 404 for the pair forgets it (unless the client's `Accept` explains
-//!   it); so does a 202 to a DELETE of that blob or manifest. Anything else (a 307 to the
-//!   storage, a 206, an error) changes nothing.
-//! - [`response_body`]: the body into the fill; its end commits it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::HeaderMap;
-use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::answer::{accepts, serve};
+use super::answer::{serve, Asked};
 use super::disk::sha256_hex;
-use super::fill::{Fill, FillRequest, PACE_ABOVE};
+use super::fill::Fill;
 use super::inflight::{self, Leader, Role};
 use super::shared::Cache;
-use super::store::Entry;
+use super::store::{Entry, Kind};
 use crate::drain::InFlight;
 use crate::hooks::{Outcome, RequestFacts};
 use crate::metrics::metrics;
-use crate::registry::{Action, Route};
+use crate::registry::{Action, Endpoint, Route};
 use crate::upstream::NodePool;
 
 /// Longest a cold GET waits for another request's fill of the same digest before asking
@@ -46,14 +38,19 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 /// the registry as usual.
 const REGISTRY_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The cache's state for a pull by digest it may answer or fill.
+/// The cache's state for a pull by digest it may answer or fill, or a manifest pull by tag
+/// whose answer may fill the digest it names.
 pub(crate) struct RequestState {
-    repository: String,
-    digest: String,
+    pub(super) repository: String,
+    /// The digest asked for; for a pull by tag, empty until the registry's answer names it.
+    pub(super) digest: String,
+    pub(super) kind: Kind,
+    /// A manifest pull by tag: never answered from the cache.
+    pub(super) by_tag: bool,
     /// This request leads the registry fetch of its digest (others wait for it).
-    leader: Option<Leader>,
+    pub(super) leader: Option<Leader>,
     /// The cache entry this response is filling (dropped unfinished = discarded).
-    fill: Option<Fill>,
+    pub(super) fill: Option<Fill>,
     /// Answered from the cache.
     answered: bool,
 }
@@ -65,15 +62,33 @@ impl RequestState {
     }
 }
 
-/// The repository and digest of a pull the cache may answer or fill: `GET`/`HEAD` of
-/// `/v2/<name>/blobs/sha256:…` or `/v2/<name>/manifests/sha256:…`.
-fn pull_by_digest(route: &Route) -> Option<(String, String)> {
+/// The repository, digest and endpoint of a pull the cache may answer or fill: `GET`/`HEAD`
+/// of `/v2/<name>/blobs/sha256:…` or `/v2/<name>/manifests/sha256:…`.
+fn pull_by_digest(route: &Route) -> Option<(String, String, Kind)> {
     if route.action != Action::Read {
         return None;
     }
     let (repository, digest) = route.content()?;
     sha256_hex(digest)?;
-    Some((repository.to_string(), digest.to_string()))
+    Some((repository.to_string(), digest.to_string(), kind_of(route)?))
+}
+
+/// The repository of a manifest pull by tag (`GET /v2/<name>/manifests/<tag>`).
+fn pull_by_tag(route: &Route, method: &http::Method) -> Option<String> {
+    let (repository, reference) = route.content()?;
+    let by_tag = route.action == Action::Read
+        && method == http::Method::GET
+        && kind_of(route) == Some(Kind::Manifest)
+        && !reference.contains(':');
+    by_tag.then(|| repository.to_string())
+}
+
+pub(super) fn kind_of(route: &Route) -> Option<Kind> {
+    match route.endpoint {
+        Endpoint::Blob { .. } => Some(Kind::Blob),
+        Endpoint::Manifest { .. } => Some(Kind::Manifest),
+        _ => None,
+    }
 }
 
 /// Admission's `Cache` step: answers a pull by digest from the cache when allowed and
@@ -93,12 +108,26 @@ pub(crate) async fn admit(
     let Some(settings) = request.settings.cache.as_ref() else {
         return Ok(Outcome::Next);
     };
-    let Some((repository, digest)) = pull_by_digest(&request.route) else {
+    let Some((repository, digest, kind)) = pull_by_digest(&request.route) else {
+        let method = &session.req_header().method;
+        if let Some(repository) = pull_by_tag(&request.route, method) {
+            *state = Some(RequestState {
+                repository,
+                digest: String::new(),
+                kind: Kind::Manifest,
+                by_tag: true,
+                leader: None,
+                fill: None,
+                answered: false,
+            });
+        }
         return Ok(Outcome::Next);
     };
     let pull = state.insert(RequestState {
         repository,
         digest,
+        kind,
+        by_tag: false,
         leader: None,
         fill: None,
         answered: false,
@@ -137,13 +166,13 @@ impl Serve<'_> {
         let cache = self.cache;
         let get = session.req_header().method == http::Method::GET;
         if let Some(entry) = self.confirmed_entry(pull) {
-            return self.serve(session, &pull.digest, &entry).await;
+            return self.serve(session, pull, &entry).await;
         }
         // Not (yet) confirmed for this repository, or proxy-only mode: the registry decides
         // with a HEAD whether this client may have what another repository's pull cached.
         if get {
             if let Some(entry) = self.allowed_entry(session, pull).await {
-                return self.serve(session, &pull.digest, &entry).await;
+                return self.serve(session, pull, &entry).await;
             }
         }
         // A cold GET: the first fetches from the registry, the others wait for its fill.
@@ -154,12 +183,12 @@ impl Serve<'_> {
                     let limit = self.request.settings.read_timeout.min(MAX_WAIT);
                     inflight::wait(done, limit).await;
                     if let Some(entry) = self.confirmed_entry(pull) {
-                        return self.serve(session, &pull.digest, &entry).await;
+                        return self.serve(session, pull, &entry).await;
                     }
                     // Filled for another repository's pull: the registry says whether this
                     // one holds it too, without a second download.
                     if let Some(entry) = self.allowed_entry(session, pull).await {
-                        return self.serve(session, &pull.digest, &entry).await;
+                        return self.serve(session, pull, &entry).await;
                     }
                 }
             }
@@ -168,27 +197,38 @@ impl Serve<'_> {
         Ok(false)
     }
 
-    /// The entry, when the edge checked the token and the registry confirmed the pair.
+    /// The entry, when the edge checked the token and the registry confirmed the pair on
+    /// this endpoint.
     fn confirmed_entry(&self, pull: &RequestState) -> Option<Entry> {
-        let confirmed =
-            self.edge_checked && self.cache.confirmed.holds(&pull.repository, &pull.digest);
-        confirmed
-            .then(|| self.cache.store.get(&pull.digest))
-            .flatten()
+        let (repository, digest, kind) = (&pull.repository, &pull.digest, pull.kind);
+        let confirmed = self.edge_checked && self.cache.confirmed.holds(repository, digest, kind);
+        confirmed.then(|| self.cache.store.get(digest)).flatten()
     }
 
-    /// The cached entry, when the registry lets this client have it (a confirmation `HEAD`).
+    /// The cached entry, when it has seen this endpoint's answer and the registry lets this
+    /// client have it (a confirmation `HEAD`).
     async fn allowed_entry(&self, session: &Session, pull: &RequestState) -> Option<Entry> {
         let entry = self.cache.store.get(&pull.digest)?;
+        entry.content_type(pull.kind)?;
         self.registry_allows(session, pull).await.then_some(entry)
     }
 
-    async fn serve(&self, session: &mut Session, digest: &str, entry: &Entry) -> Result<bool> {
+    async fn serve(
+        &self,
+        session: &mut Session,
+        pull: &RequestState,
+        entry: &Entry,
+    ) -> Result<bool> {
         // A drain that began while this request waited: its answer is the connection's last.
         if self.in_flight.is_some_and(InFlight::draining) {
             session.set_keepalive(None);
         }
-        serve(session, self.cache, digest, entry, self.memory_budget).await
+        let asked = Asked {
+            digest: &pull.digest,
+            kind: pull.kind,
+            entry,
+        };
+        serve(session, self.cache, asked, self.memory_budget).await
     }
 
     /// The request as a `HEAD` to the registry node it would go to, with the client's
@@ -196,7 +236,7 @@ impl Serve<'_> {
     /// registry checks). A 200 allows the cached body (and confirms the pair); a 404
     /// forgets the pair; anything else, or no answer, sends the request on as usual.
     async fn registry_allows(&self, session: &Session, pull: &RequestState) -> bool {
-        let (repository, digest) = (&pull.repository, &pull.digest);
+        let (repository, digest, kind) = (&pull.repository, &pull.digest, pull.kind);
         let Some(node) = self.pool.select(Some(repository), &[]) else {
             return false;
         };
@@ -211,11 +251,11 @@ impl Serve<'_> {
         let status = api.head_status(&request.path, confirmation_headers(headers, request));
         match status.await {
             Ok(200) => {
-                self.cache.confirmed.confirm(repository, digest);
+                self.cache.confirmed.confirm(repository, digest, kind);
                 true
             }
             Ok(404) => {
-                self.cache.confirmed.forget(repository, digest);
+                self.cache.confirmed.forget(repository, digest, kind);
                 false
             }
             Ok(_) => false,
@@ -254,100 +294,6 @@ fn confirmation_headers(client: &HeaderMap, request: &RequestFacts) -> HeaderMap
     headers
 }
 
-/// `upstream_response_filter`: what the registry's answer teaches the cache (a confirmed
-/// or forgotten pair, a fill started).
-pub(crate) fn upstream_response(
-    cache: &Arc<Cache>,
-    response: &ResponseHeader,
-    request_header: &RequestHeader,
-    request: &RequestFacts,
-    state: &mut Option<RequestState>,
-) {
-    let status = response.status.as_u16();
-    if request.route.action == Action::Delete {
-        if let (202, Some((repository, digest))) = (status, request.route.content()) {
-            cache.confirmed.forget(repository, digest);
-        }
-        return;
-    }
-    let Some(pull) = state.as_mut() else {
-        return;
-    };
-    // The requests waiting for this digest go on at once unless a fill starts below; the
-    // lead is never held for the length of a download that fills nothing.
-    let leader = pull.leader.take();
-    match status {
-        200 => cache.confirmed.confirm(&pull.repository, &pull.digest),
-        // A 404 explained by the client's `Accept` (an OCI manifest asked for without its
-        // media type) says nothing about whether the repository holds it.
-        404 if !withheld_for_accept(cache, &pull.digest, request_header) => {
-            cache.confirmed.forget(&pull.repository, &pull.digest);
-            return;
-        }
-        _ => return,
-    }
-    if request_header.method != http::Method::GET {
-        return;
-    }
-    let Some(limits) = request.settings.cache.as_ref() else {
-        return;
-    };
-    let header = |name: &str| response.headers.get(name).and_then(|v| v.to_str().ok());
-    let Some(size) = header("content-length").and_then(|v| v.parse::<u64>().ok()) else {
-        return;
-    };
-    let same_digest = header("docker-content-digest").is_none_or(|d| d == pull.digest);
-    if size > limits.max_object || header("content-encoding").is_some() || !same_digest {
-        return;
-    }
-    let fill = FillRequest {
-        digest: pull.digest.clone(),
-        leader,
-        size,
-        content_type: header("content-type")
-            .unwrap_or("application/octet-stream")
-            .to_string(),
-        max_size: limits.max_size,
-        memory: limits.memory,
-    };
-    pull.fill = Fill::start(cache, fill);
-}
-
-/// Whether the cached entry for `digest` is one the registry refuses to this request's
-/// `Accept` (see [`accepts`]).
-fn withheld_for_accept(cache: &Cache, digest: &str, request: &RequestHeader) -> bool {
-    cache
-        .store
-        .peek(digest)
-        .is_some_and(|entry| !accepts(request, &entry.content_type))
-}
-
-/// `response_body_filter`: feeds one chunk of the body to the fill; the end of the body
-/// commits it. Returns a pause for the client's answer while the disk is far behind
-/// (`fill::PACE_ABOVE`).
-pub(crate) fn response_body(
-    body: &Option<Bytes>,
-    end_of_stream: bool,
-    state: &mut Option<RequestState>,
-) -> Option<Duration> {
-    let pull = state.as_mut()?;
-    let fill = pull.fill.as_ref()?;
-    if let Some(chunk) = body {
-        if !fill.push(chunk) {
-            // Given up: dropping it discards what was written.
-            pull.fill = None;
-            return None;
-        }
-    }
-    if end_of_stream {
-        if let Some(fill) = pull.fill.take() {
-            fill.finish();
-        }
-        return None;
-    }
-    (fill.backlog() > PACE_ABOVE).then_some(Duration::from_millis(1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,12 +306,21 @@ mod tests {
         let blob = route("GET", &format!("/v2/team/app/blobs/{digest}"));
         assert_eq!(
             pull_by_digest(&blob),
-            Some(("team/app".into(), digest.clone()))
+            Some(("team/app".into(), digest.clone(), Kind::Blob))
         );
         let manifest = route("HEAD", &format!("/v2/team/app/manifests/{digest}"));
         assert_eq!(
             pull_by_digest(&manifest),
-            Some(("team/app".into(), digest.clone()))
+            Some(("team/app".into(), digest.clone(), Kind::Manifest))
+        );
+        let get = http::Method::GET;
+        let tag = route("GET", "/v2/team/app/manifests/1.0");
+        assert_eq!(pull_by_tag(&tag, &get), Some("team/app".into()));
+        assert_eq!(pull_by_tag(&manifest, &get), None, "a digest is not a tag");
+        assert_eq!(
+            pull_by_tag(&tag, &http::Method::HEAD),
+            None,
+            "a HEAD fills nothing"
         );
         for path in ["/v2/team/app/manifests/latest", "/v2/team/app/tags/list"] {
             assert_eq!(pull_by_digest(&route("GET", path)), None, "{path}");

@@ -1,7 +1,8 @@
 //! The entries on disk and their in-memory index.
 //!
 //! Files are `cacache`'s: content under `content-v2/` named by its SHA-256, an index entry
-//! per digest (key `sha256:<hex>`) holding the size and the registry's `Content-Type`. The
+//! per digest (key `sha256:<hex>`) holding the size and the registry's `Content-Type` per
+//! endpoint (`{"types": {"blob": …, "manifest": …}}`). The
 //! in-memory index (least recently used first) is rebuilt from those entries at start, so
 //! there is no separate database to lose or corrupt; entries whose content file is gone are
 //! skipped. Eviction removes least recently used entries until the total is within
@@ -13,16 +14,8 @@ use std::sync::Mutex;
 use lru::LruCache;
 
 use super::disk::{integrity_of, sha256_hex, CacheError};
+pub(crate) use super::entry::{Entry, Kind};
 use crate::metrics::metrics;
-
-/// What the registry answered for one digest, enough to answer a HEAD without the disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Entry {
-    /// Content length in bytes.
-    pub size: u64,
-    /// The registry's `Content-Type` for it.
-    pub content_type: String,
-}
 
 struct Index {
     entries: LruCache<String, Entry>,
@@ -61,11 +54,8 @@ impl Store {
             if !names_itself || !content_exists(dir, &meta.integrity) {
                 continue;
             }
-            let content_type = meta.metadata["content_type"]
-                .as_str()
-                .unwrap_or("application/octet-stream")
-                .to_string();
-            found.push((meta.time, meta.key, meta.size as u64, content_type));
+            let entry = Entry::from_metadata(meta.size as u64, &meta.metadata);
+            found.push((meta.time, meta.key, entry));
         }
         found.sort_by_key(|(time, ..)| *time);
         let store = Store {
@@ -75,8 +65,8 @@ impl Store {
                 bytes: 0,
             }),
         };
-        for (_, key, size, content_type) in found {
-            store.insert(key, Entry { size, content_type }, max_size);
+        for (_, key, entry) in found {
+            store.insert(key, entry, max_size);
         }
         tracing::info!(
             "cache {}: {} entries, {} bytes",
@@ -148,6 +138,39 @@ impl Store {
                 .with_label_values(&["eviction"])
                 .inc();
             self.delete_files(&key);
+        }
+    }
+
+    /// Records the registry's `Content-Type` for `digest` on `kind` (an answer on an endpoint
+    /// the entry had not seen), in the index and on disk.
+    pub(crate) fn learn_type(&self, digest: &str, kind: Kind, content_type: &str) {
+        let learned = {
+            let mut index = self.lock();
+            let Some(entry) = index.entries.peek_mut(digest) else {
+                return;
+            };
+            if entry.content_type(kind) == Some(content_type) {
+                return;
+            }
+            entry.learn(kind, content_type);
+            entry.clone()
+        };
+        let (dir, digest) = (self.dir.clone(), digest.to_string());
+        let Some(integrity) = integrity_of(&digest) else {
+            return;
+        };
+        let write = move || {
+            let opts = cacache::WriteOpts::new()
+                .integrity(integrity)
+                .size(learned.size as usize)
+                .metadata(learned.metadata());
+            if let Err(e) = cacache::index::insert(&dir, &digest, opts) {
+                tracing::warn!("cache: cannot record a content type of {digest}: {e}");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(write)),
+            Err(_) => write(),
         }
     }
 
@@ -225,10 +248,7 @@ mod tests {
     use super::*;
 
     fn entry(size: u64) -> Entry {
-        Entry {
-            size,
-            content_type: "application/octet-stream".into(),
-        }
+        Entry::new(size, Kind::Blob, "application/octet-stream")
     }
 
     fn put(dir: &Path, bytes: &[u8]) -> String {
@@ -237,7 +257,7 @@ mod tests {
         let opts = cacache::WriteOpts::new()
             .algorithm(cacache::Algorithm::Sha256)
             .size(bytes.len())
-            .metadata(serde_json::json!({ "content_type": "text/plain" }));
+            .metadata(serde_json::json!({ "types": { "blob": "text/plain" } }));
         let mut writer = opts.open_sync(dir, &digest).unwrap();
         std::io::Write::write_all(&mut writer, bytes).unwrap();
         writer.commit().unwrap();
@@ -252,13 +272,7 @@ mod tests {
         let store = Store::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.len(), 2);
         assert_eq!(store.bytes(), 12);
-        assert_eq!(
-            store.get(&a),
-            Some(Entry {
-                size: 5,
-                content_type: "text/plain".into()
-            })
-        );
+        assert_eq!(store.get(&a), Some(Entry::new(5, Kind::Blob, "text/plain")));
         assert!(store.contains(&b));
         assert!(
             store.content_on_disk(&a),
@@ -314,5 +328,38 @@ mod tests {
         store.remove(&a);
         assert_eq!((store.len(), store.bytes()), (0, 0));
         assert_eq!(Store::open(dir.path(), 1 << 20).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn an_entry_learns_each_endpoint_s_type_and_keeps_it_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = put(dir.path(), b"manifest bytes");
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let entry = store.get(&a).unwrap();
+        assert_eq!(entry.content_type(Kind::Blob), Some("text/plain"));
+        assert_eq!(
+            entry.content_type(Kind::Manifest),
+            None,
+            "not seen on /manifests/"
+        );
+        store.learn_type(
+            &a,
+            Kind::Manifest,
+            "application/vnd.oci.image.manifest.v1+json",
+        );
+        let reopened = Store::open(dir.path(), 1 << 20).unwrap().get(&a).unwrap();
+        assert_eq!(
+            reopened.content_type(Kind::Manifest),
+            Some("application/vnd.oci.image.manifest.v1+json")
+        );
+        assert_eq!(reopened.content_type(Kind::Blob), Some("text/plain"));
+    }
+
+    #[test]
+    fn an_entry_from_before_endpoints_were_kept_knows_none() {
+        let legacy = serde_json::json!({ "content_type": "application/octet-stream" });
+        let entry = Entry::from_metadata(3, &legacy);
+        assert_eq!(entry.content_type(Kind::Blob), None);
+        assert_eq!(entry.content_type(Kind::Manifest), None);
     }
 }
