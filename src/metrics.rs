@@ -184,7 +184,7 @@ impl Registrar<'_> {
         (
             self.counter_vec(
                 "cache_events_total",
-                "Cache hits, misses, fills, evictions, digest mismatches and I/O errors",
+                "Cache hits, misses, fills, verifications on read, evictions, digest mismatches and I/O errors",
                 &["event"],
             ),
             self.counter(

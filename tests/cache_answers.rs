@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::cache::Setup;
+use common::cache::{cache_size, content_file, Setup};
 use common::images::noise_image;
 use common::{curl, wait_for, Checks, CurlResult};
 
@@ -26,9 +26,14 @@ const COMPARED: [&str; 8] = [
 /// An image of alice/app:v1 pushed through the edge (a push fills nothing): (setup,
 /// manifest digest, layer digest, config digest).
 fn pushed() -> (Setup, String, String, String) {
+    pushed_with_layer(64 << 10)
+}
+
+/// Like [`pushed`], with a layer of about `size` bytes.
+fn pushed_with_layer(size: u64) -> (Setup, String, String, String) {
     let s = Setup::cache("");
     let layout = s.dir.path().join("layout");
-    let source = noise_image(&layout, "v1", 64 << 10, 7);
+    let source = noise_image(&layout, "v1", size, 7);
     let digest_file = s.dir.path().join("pushed-digest");
     let digest_arg = ["--digestfile", digest_file.to_str().unwrap()];
     let pushed = s.push_image("alice", &source, "alice/app:v1", &digest_arg);
@@ -272,4 +277,77 @@ fn wait_for_fills(s: &Setup, count: f64) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     false
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("sha256:{:x}", sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn a_file_is_verified_once_and_a_changed_one_is_never_answered_whole() {
+    // Over 1 MiB: never kept in memory, so every answer reads the file.
+    let (mut s, _, layer, _) = pushed_with_layer(2 << 20);
+    let path = format!("/v2/alice/app/blobs/{layer}");
+    let get = |s: &Setup| s.get("alice/app", &path, &[]);
+    assert_eq!(get(&s).status, 200, "the cold pull");
+    assert!(wait_for_fills(&s, 1.0), "the layer was not filled");
+    let mut checks = Checks::new();
+    checks.run("an unchanged file is read without hashing", || {
+        for _ in 0..3 {
+            let answer = get(&s);
+            assert_eq!((answer.status, sha256(&answer.body)), (200, layer.clone()));
+        }
+        assert_eq!(s.metric("hit"), 3.0);
+        assert_eq!(s.metric("verify"), 0.0, "hashed when filled, then trusted");
+    });
+    s.restart_edge(&cache_size("1GiB", ""));
+    checks.run(
+        "after a start, the first read verifies and the next trust it",
+        || {
+            for _ in 0..2 {
+                let answer = get(&s);
+                assert_eq!((answer.status, sha256(&answer.body)), (200, layer.clone()));
+            }
+            assert_eq!((s.metric("hit"), s.metric("verify")), (2.0, 1.0));
+        },
+    );
+    checks.run(
+        "a byte changed in place, mtime restored, is never answered whole",
+        || {
+            let file = content_file(&s.dir.path().join("cache"), &layer);
+            let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+            let mut bytes = std::fs::read(&file).unwrap();
+            bytes[1000] ^= 0xff;
+            // In place: same inode, same size.
+            let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+            std::io::Write::write_all(&mut f, &bytes).unwrap();
+            drop(f);
+            let since = mtime.duration_since(std::time::UNIX_EPOCH).unwrap();
+            let stamp = format!("@{}.{:09}", since.as_secs(), since.subsec_nanos());
+            let touched = std::process::Command::new("touch")
+                .args(["-d", &stamp])
+                .arg(&file)
+                .status()
+                .unwrap();
+            assert!(touched.success());
+            assert_eq!(std::fs::metadata(&file).unwrap().modified().unwrap(), mtime);
+            let answer = get(&s);
+            assert_ne!(
+                sha256(&answer.body),
+                sha256(&bytes),
+                "the changed file was sent whole"
+            );
+            assert!(
+                answer.body.len() < bytes.len(),
+                "cut short: {} bytes",
+                answer.body.len()
+            );
+            assert_eq!((s.metric("verify"), s.metric("mismatch")), (2.0, 1.0));
+            // Dropped: the next pull is the registry's, and right.
+            let again = get(&s);
+            assert_eq!((again.status, sha256(&again.body)), (200, layer.clone()));
+        },
+    );
+    checks.finish();
 }

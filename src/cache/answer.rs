@@ -3,29 +3,24 @@
 //! HTTP as the registry answers on the endpoint asked: `Content-Length`, that endpoint's
 //! `Content-Type`, `Docker-Content-Digest`, `ETag`, and for blobs `Cache-Control` and
 //! `Accept-Ranges`; conditions and ranges as `conditional` decides (what it leaves to the
-//! registry is sent on); HEAD never reads the disk. Integrity: the content is hashed while
-//! it is read (`cacache`), and the last chunk of the answer is held back until the whole
-//! file matched its digest; on a mismatch the answer is cut short (the client sees a
-//! failed transfer and retries, from the registry) and the entry is dropped. A range
-//! request therefore reads the whole entry.
+//! registry is sent on); HEAD never reads the disk. Integrity (`read`): a file unchanged
+//! since it was verified is sent as is; any other is hashed while read, the last chunk of
+//! the answer held back until the whole file matched its digest; on a mismatch the answer
+//! is cut short (the client sees a failed transfer and retries, from the registry) and the
+//! entry is dropped.
 
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
-use tokio::io::AsyncReadExt;
 
 use super::conditional::{part, Part};
-use super::disk::{is_not_found, open_content};
 use super::memory::Memory;
+use super::read::{self, Read};
 use super::shared::Cache;
 use super::store::{Entry, Kind};
 use crate::metrics::metrics;
 use crate::request::copy_request_id;
-
-/// Bytes read from the disk at a time: each read is a hop to Tokio's blocking pool
-/// (`cacache` reads through `tokio::fs`), so fewer, larger reads cost less CPU.
-const CHUNK: usize = 512 * 1024;
 
 /// Whether the registry would answer this request with a manifest of `content_type`.
 /// distribution answers an OCI image manifest or index by digest only to a client whose
@@ -111,22 +106,21 @@ pub(super) async fn serve(
             metrics().cache_served_bytes.inc_by(bytes.len() as u64);
             session.write_response_body(Some(bytes), true).await?;
         }
-        Some(Source::Disk(reader)) => {
+        Some(Source::Disk(opened)) => {
             let keep = Memory::wants(entry.size, memory_budget).then_some(memory_budget);
             let read = Read {
-                reader,
                 digest,
                 size: entry.size,
                 start: part.start,
                 end: part.end,
                 keep,
             };
-            // A range reads the whole entry to check it: a few at a time.
-            let _permit = match part.status {
-                206 => cache.range_reads.acquire().await.ok(),
-                _ => None,
+            // A range of a file being verified reads the whole entry: a few at a time.
+            let _permit = match part.status == 206 && opened.verifies(read.size) {
+                true => cache.range_reads.acquire().await.ok(),
+                false => None,
             };
-            stream(session, cache, read).await?;
+            read::stream(session, cache, opened, read).await?;
         }
         None => session.write_response_body(None, true).await?,
     }
@@ -181,21 +175,20 @@ fn answer_header(
     Ok(header)
 }
 
-/// The entry's content: from memory while its file is still on disk, else the file,
-/// opened by the digest itself (not by what the index entry says it holds). `None` when
-/// it cannot be opened: kept in memory but purged from the disk, the open fails and
-/// forgets it.
+/// The entry's content: from memory while its file is still on disk, else the file.
+/// `None` when it cannot be opened: kept in memory but purged from the disk, the open
+/// fails and forgets it.
 async fn open(cache: &Cache, digest: &str) -> Option<Source> {
     if let Some(content) = cache.memory.get(digest) {
         if cache.store.content_on_disk(digest) {
             return Some(Source::Memory(content));
         }
     }
-    match open_content(cache.store.dir(), digest).await {
-        Ok(reader) => Some(Source::Disk(reader)),
+    match read::open(cache, digest).await {
+        Ok(opened) => Some(Source::Disk(opened)),
         Err(e) => {
             tracing::warn!("cache: {digest} cannot be opened ({e}); asking the registry");
-            if is_not_found(&e) {
+            if e.kind() == std::io::ErrorKind::NotFound {
                 cache.store.forget(digest);
                 cache.memory.remove(digest);
             }
@@ -209,83 +202,8 @@ async fn open(cache: &Cache, digest: &str) -> Option<Source> {
 enum Source {
     /// Verified when it went in: sent as is.
     Memory(Bytes),
-    /// Verified while read.
-    Disk(cacache::Reader),
-}
-
-/// One read of an entry from the disk: bytes `start..end` are sent; `keep` (the memory
-/// budget) keeps the whole verified content in memory afterwards.
-struct Read<'a> {
-    reader: cacache::Reader,
-    digest: &'a str,
-    /// The entry's size as indexed: the content must be exactly this long.
-    size: u64,
-    start: u64,
-    end: u64,
-    keep: Option<u64>,
-}
-
-/// Sends bytes `start..end` of the entry, reading it whole so its digest is checked; the
-/// last chunk goes only once the digest matched.
-async fn stream(session: &mut Session, cache: &Cache, read: Read<'_>) -> Result<()> {
-    let Read {
-        mut reader,
-        digest,
-        size: entry_size,
-        start,
-        end,
-        keep,
-    } = read;
-    let mut kept = Vec::new();
-    let mut offset = 0u64;
-    let mut held: Option<Bytes> = None;
-    loop {
-        // A fresh buffer per read: its bytes go out as they are, without a copy; read into
-        // its spare capacity, so it is never zeroed first (a memset of every byte served).
-        let mut buf = bytes::BytesMut::with_capacity(CHUNK);
-        let n = match reader.read_buf(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => return Err(dropped(cache, digest, &format!("cannot be read ({e})"))),
-        };
-        let chunk = buf.freeze();
-        if keep.is_some() {
-            kept.extend_from_slice(&chunk);
-        }
-        let (chunk_start, chunk_end) = (offset, offset + n as u64);
-        offset = chunk_end;
-        let from = start.max(chunk_start);
-        let to = end.min(chunk_end);
-        if from < to {
-            let part = chunk.slice((from - chunk_start) as usize..(to - chunk_start) as usize);
-            if let Some(previous) = held.replace(part) {
-                metrics().cache_served_bytes.inc_by(previous.len() as u64);
-                session.write_response_body(Some(previous), false).await?;
-            }
-        }
-    }
-    if reader.check().is_err() || offset != entry_size {
-        return Err(dropped(cache, digest, "does not match its digest"));
-    }
-    if let Some(budget) = keep {
-        cache.memory.put(digest, Bytes::from(kept), budget);
-    }
-    if let Some(last) = &held {
-        metrics().cache_served_bytes.inc_by(last.len() as u64);
-    }
-    session.write_response_body(held, true).await
-}
-
-/// Drops a damaged entry and returns the error that cuts the answer short.
-fn dropped(cache: &Cache, digest: &str, problem: &str) -> Box<Error> {
-    metrics()
-        .cache_events
-        .with_label_values(&["mismatch"])
-        .inc();
-    tracing::error!("cache: {digest} {problem}; entry dropped, the answer cut short");
-    cache.store.remove(digest);
-    cache.memory.remove(digest);
-    Error::explain(ErrorType::InternalError, "cached entry failed verification")
+    /// Trusted while unchanged since verified, else verified while read (`read`).
+    Disk(read::Opened),
 }
 
 #[cfg(test)]

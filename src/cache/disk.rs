@@ -1,8 +1,7 @@
-//! The cache folder and the digests it keeps: creating the folder private, opening an
-//! entry's content so it is checked against its digest while read, and why it could not
-//! be opened.
+//! The cache folder and the digests it keeps: why the cache could not be opened, and which
+//! digests it keeps (SHA-256 only).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Why the cache could not be opened at start.
 #[derive(Debug, thiserror::Error)]
@@ -24,25 +23,6 @@ pub enum CacheError {
 /// The `cacache` integrity a digest names, if it is a SHA-256 digest.
 pub(crate) fn integrity_of(digest: &str) -> Option<cacache::Integrity> {
     cacache::Integrity::from_hex(sha256_hex(digest)?, cacache::Algorithm::Sha256).ok()
-}
-
-/// Opens `digest`'s content for a read that checks it against the digest itself.
-pub(crate) async fn open_content(
-    dir: &Path,
-    digest: &str,
-) -> Result<cacache::Reader, cacache::Error> {
-    let integrity = integrity_of(digest)
-        .ok_or_else(|| cacache::Error::EntryNotFound(dir.to_path_buf(), digest.to_string()))?;
-    cacache::Reader::open_hash(dir, integrity).await
-}
-
-/// Whether a `cacache` error says the content is not there (purged, removed by hand).
-pub(crate) fn is_not_found(error: &cacache::Error) -> bool {
-    match error {
-        cacache::Error::EntryNotFound(..) => true,
-        cacache::Error::IoError(e, _) => e.kind() == std::io::ErrorKind::NotFound,
-        _ => false,
-    }
 }
 
 /// The hex part of `sha256:<64 hex>`, or `None` for any other digest (only SHA-256

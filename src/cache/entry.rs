@@ -1,5 +1,8 @@
-//! What the cache knows of one digest without reading it: its size and, per registry
-//! endpoint, the `Content-Type` the registry answered there.
+//! What the cache knows of one digest without reading it: its size, per registry
+//! endpoint the `Content-Type` the registry answered there, and what identifies its file
+//! as verified.
+
+use std::os::unix::fs::MetadataExt;
 
 /// The endpoint a digest was asked on. The registry answers each differently (distribution
 /// 2.8 has no `/blobs/` answer for a manifest; 3.x serves it as `application/octet-stream`),
@@ -81,6 +84,33 @@ impl Entry {
             size,
             blob_type: kind_type(Kind::Blob),
             manifest_type: kind_type(Kind::Manifest),
+        }
+    }
+}
+
+/// What identifies a file's content on disk: any write changes `ctime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileId {
+    /// The file's size in bytes.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub(crate) fn of(meta: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
         }
     }
 }

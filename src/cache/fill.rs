@@ -20,7 +20,7 @@ use super::memory::Memory;
 use super::shared::Cache;
 #[cfg(test)]
 use super::store::Store;
-use super::store::{Entry, Kind};
+use super::store::{Entry, FileId, Kind};
 use crate::metrics::metrics;
 
 /// Bytes a fill may have queued for the disk before it is given up.
@@ -226,9 +226,14 @@ impl Writer {
             Ok(_) => {
                 let entry = self.entry();
                 let digest = self.request.digest.clone();
-                self.cache
-                    .store
-                    .insert(digest, entry, self.request.max_size);
+                let store = &self.cache.store;
+                store.insert(digest.clone(), entry, self.request.max_size);
+                // Hashed on its way in: trusted while its file stays as committed.
+                if let Some(path) = store.content_file(&digest) {
+                    if let Ok(meta) = tokio::fs::metadata(path).await {
+                        store.mark_verified(&digest, FileId::of(&meta));
+                    }
+                }
                 true
             }
             Err(cacache::Error::IntegrityError(_) | cacache::Error::SizeMismatch(..)) => {

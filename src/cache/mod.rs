@@ -26,6 +26,8 @@
 //! - `confirmed`: the repository+digest pairs the registry answered 200 for.
 //! - `inflight`: one registry fetch per digest when many pull it cold at once; `claims`:
 //!   the digests being filled or fetched.
+//! - `read`: an entry's file read for an answer: verified once, then trusted while its
+//!   `fstat` identity (device, inode, size, mtime, ctime) is unchanged.
 //! - `memory`: small hot objects (manifests, configs) also kept in memory.
 //! - `disk`: the folder, digests, opening content; `purge`: `registry-edge cache purge`.
 //!
@@ -43,6 +45,7 @@ mod inflight;
 mod memory;
 mod purge;
 mod range;
+mod read;
 mod request;
 mod response;
 mod shared;

@@ -8,17 +8,20 @@
 //! skipped. Eviction removes least recently used entries until the total is within
 //! `cache.max_size`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use lru::LruCache;
 
 use super::disk::{integrity_of, sha256_hex, CacheError};
-pub(crate) use super::entry::{Entry, Kind};
+pub(crate) use super::entry::{Entry, FileId, Kind};
 use crate::metrics::metrics;
 
 struct Index {
     entries: LruCache<String, Entry>,
+    /// Per entry, its file as last verified (`read`): empty after a start.
+    verified: HashMap<String, FileId>,
     /// Sum of the entries' sizes.
     bytes: u64,
 }
@@ -62,6 +65,7 @@ impl Store {
             dir: dir.to_path_buf(),
             index: Mutex::new(Index {
                 entries: LruCache::unbounded(),
+                verified: HashMap::new(),
                 bytes: 0,
             }),
         };
@@ -91,6 +95,24 @@ impl Store {
         self.lock().entries.peek(digest).cloned()
     }
 
+    /// The file holding `digest`'s content (`cacache`'s layout), for a SHA-256 digest.
+    pub(crate) fn content_file(&self, digest: &str) -> Option<PathBuf> {
+        sha256_hex(digest).map(|hex| content_path(&self.dir, hex))
+    }
+
+    /// The file of `digest` as it was when last verified.
+    pub(crate) fn verified(&self, digest: &str) -> Option<FileId> {
+        self.lock().verified.get(digest).copied()
+    }
+
+    /// Records that `digest`'s file, as `id` identifies it, matched the digest.
+    pub(crate) fn mark_verified(&self, digest: &str, id: FileId) {
+        let mut index = self.lock();
+        if index.entries.contains(digest) {
+            index.verified.insert(digest.to_string(), id);
+        }
+    }
+
     /// Whether the content file of `digest` is still on disk: one `stat`, no open. An
     /// object kept in memory is served only while its file exists, so a purge by another
     /// process (`registry-edge cache purge`) reaches the memory tier too.
@@ -117,6 +139,7 @@ impl Store {
     pub(crate) fn insert(&self, digest: String, entry: Entry, max_size: u64) {
         let evicted = {
             let mut index = self.lock();
+            index.verified.remove(&digest);
             index.bytes += entry.size;
             if let Some(old) = index.entries.put(digest, entry) {
                 index.bytes -= old.size;
@@ -127,6 +150,7 @@ impl Store {
                     break;
                 };
                 index.bytes -= old.size;
+                index.verified.remove(&key);
                 evicted.push(key);
             }
             metrics().cache_size.set(index.bytes as i64);
@@ -179,6 +203,7 @@ impl Store {
         let removed = {
             let mut index = self.lock();
             let removed = index.entries.pop(digest);
+            index.verified.remove(digest);
             if let Some(old) = &removed {
                 index.bytes -= old.size;
             }
@@ -198,6 +223,7 @@ impl Store {
     /// Forgets `digest` whose files are already gone (purged by `registry-edge cache purge`).
     pub(crate) fn forget(&self, digest: &str) {
         let mut index = self.lock();
+        index.verified.remove(digest);
         if let Some(old) = index.entries.pop(digest) {
             index.bytes -= old.size;
         }
