@@ -9,8 +9,9 @@
 //! is cut short and the entry dropped. Not covered: a write to the block device under the
 //! file system, which changes no inode (the same holds for any cache that trusts its files).
 //!
-//! A trusted read sends only the part asked for; a verifying read reads the whole file and
-//! holds its last chunk back until the digest matched.
+//! A trusted read sends only the part asked for, and its last chunk only once a second
+//! `fstat` found the file unchanged (a write during the read); a verifying read reads the
+//! whole file and holds its last chunk back until the digest matched.
 
 use std::io::SeekFrom;
 
@@ -86,7 +87,7 @@ async fn send_trusted(
     opened: Opened,
     read: Read<'_>,
 ) -> Result<()> {
-    let Opened { mut file, .. } = opened;
+    let Opened { mut file, id, .. } = opened;
     let whole = read.start == 0 && read.end == read.size;
     let mut kept = Vec::new();
     if read.start > 0 {
@@ -104,6 +105,11 @@ async fn send_trusted(
         left -= chunk.len() as u64;
         if whole && read.keep.is_some() {
             kept.extend_from_slice(&chunk);
+        }
+        // A write while the file was read changes its identity: the last chunk goes only
+        // if the file is still the one verified.
+        if left == 0 && !file.metadata().await.is_ok_and(|m| FileId::of(&m) == id) {
+            return Err(dropped(cache, read.digest, "changed while it was read"));
         }
         metrics().cache_served_bytes.inc_by(chunk.len() as u64);
         session.write_response_body(Some(chunk), left == 0).await?;
