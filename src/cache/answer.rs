@@ -78,16 +78,6 @@ pub(super) async fn serve(
     let header = answer_header(session, &part, kind, digest, (content_type, entry.size))?;
     let head = session.req_header().method == http::Method::HEAD;
     let body = !head && (part.status == 200 || part.status == 206);
-    if part.status == 416 || part.status == 412 {
-        metrics().cache_events.with_label_values(&["hit"]).inc();
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
-        let text =
-            (!head && part.status == 416).then_some(Bytes::from_static(NO_OVERLAP.as_bytes()));
-        session.write_response_body(text, true).await?;
-        return Ok(true);
-    }
     // Opened before anything is written: content that is gone sends the request on.
     let source = match body {
         false => None,
@@ -122,13 +112,16 @@ pub(super) async fn serve(
             };
             read::stream(session, cache, opened, read).await?;
         }
-        None => session.write_response_body(None, true).await?,
+        None => {
+            let text = (!head && part.status == 416).then_some(Bytes::from_static(NO_OVERLAP));
+            session.write_response_body(text, true).await?
+        }
     }
     Ok(true)
 }
 
 /// Go's `ServeContent` text for a range past the end.
-const NO_OVERLAP: &str = "invalid range: failed to overlap\n";
+const NO_OVERLAP: &[u8] = b"invalid range: failed to overlap\n";
 
 /// The response header the registry would send for `part` of an entry of
 /// `(content type, size)` on `kind`: distribution's blob server adds `Cache-Control` (a

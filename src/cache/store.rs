@@ -117,8 +117,7 @@ impl Store {
     /// object kept in memory is served only while its file exists, so a purge by another
     /// process (`registry-edge cache purge`) reaches the memory tier too.
     pub(crate) fn content_on_disk(&self, digest: &str) -> bool {
-        sha256_hex(digest)
-            .map(|hex| content_path(&self.dir, hex))
+        self.content_file(digest)
             .is_some_and(|path| std::fs::symlink_metadata(path).is_ok())
     }
 
@@ -192,10 +191,7 @@ impl Store {
                 tracing::warn!("cache: cannot record a content type of {digest}: {e}");
             }
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(write)),
-            Err(_) => write(),
-        }
+        off_the_runtime(write);
     }
 
     /// Forgets `digest` and deletes its files (a failed verification, a purge).
@@ -243,16 +239,22 @@ impl Store {
                 .remove_fully(true)
                 .remove_sync(&dir, &digest);
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(delete)),
-            Err(_) => delete(),
-        }
+        off_the_runtime(delete);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         // A panic while holding the lock leaves a consistent index (every update is a
         // few arithmetic steps), so a poisoned lock is still usable.
         self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs file work on Tokio's blocking pool when inside the runtime (an unlink or an index
+/// write may take a while), else here (start-up, the `cache purge` command).
+fn off_the_runtime(work: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(work)),
+        Err(_) => work(),
     }
 }
 
