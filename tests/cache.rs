@@ -19,15 +19,7 @@ fn hot_pulls_are_served_from_the_cache_only_to_whom_the_registry_confirmed() {
     let mut s = Setup::cache("");
     let layout = s.dir.path().join("layout");
     let source = noise_image(&layout, "v1", 100 << 20, 11);
-    let digest_file = s.dir.path().join("pushed-digest");
-    let digest_arg = ["--digestfile", digest_file.to_str().unwrap()];
-    let pushed = s.push_image("alice", &source, "alice/app:v1", &digest_arg);
-    assert!(pushed.is_ok(), "{pushed:?}");
-    // skopeo compresses the layer on the way: the registry's digests are the pushed ones.
-    let manifest = std::fs::read_to_string(&digest_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let manifest = s.push_image_digest("alice", &source, "alice/app:v1");
     let (layer, layer_size, config) = s.layer_of(&manifest);
 
     let first = s

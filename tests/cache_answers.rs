@@ -34,14 +34,7 @@ fn pushed_with_layer(size: u64) -> (Setup, String, String, String) {
     let s = Setup::cache("");
     let layout = s.dir.path().join("layout");
     let source = noise_image(&layout, "v1", size, 7);
-    let digest_file = s.dir.path().join("pushed-digest");
-    let digest_arg = ["--digestfile", digest_file.to_str().unwrap()];
-    let pushed = s.push_image("alice", &source, "alice/app:v1", &digest_arg);
-    assert!(pushed.is_ok(), "{pushed:?}");
-    let manifest = std::fs::read_to_string(&digest_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let manifest = s.push_image_digest("alice", &source, "alice/app:v1");
     // Read from the registry itself: through the edge, the manifest would be cached.
     let path = format!("/v2/alice/app/manifests/{manifest}");
     let raw = direct(&s, &path, &["-H", OCI_MANIFEST]);

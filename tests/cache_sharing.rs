@@ -189,14 +189,7 @@ fn another_repository_is_served_once_the_registry_says_it_holds_the_digest() {
 fn a_cached_oci_manifest_goes_only_to_clients_that_accept_it() {
     let mut s = Setup::cache("");
     let source = tiny_oci_layout(&s.dir.path().join("layout"));
-    let digest_file = s.dir.path().join("pushed-digest");
-    let digest_arg = ["--digestfile", digest_file.to_str().unwrap()];
-    let pushed = s.push_image("alice", &source, "alice/oci:v1", &digest_arg);
-    assert!(pushed.is_ok(), "{pushed:?}");
-    let digest = std::fs::read_to_string(&digest_file)
-        .unwrap()
-        .trim()
-        .to_string();
+    let digest = s.push_image_digest("alice", &source, "alice/oci:v1");
     let path = format!("/v2/alice/oci/manifests/{digest}");
     let oci = "Accept: application/vnd.oci.image.manifest.v1+json";
     let first = s.get("alice/oci", &path, &["-H", oci]);

@@ -136,4 +136,17 @@ impl Setup {
             false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
         }
     }
+
+    /// [`Setup::push_image`] that must succeed; the pushed manifest's digest (skopeo's
+    /// `--digestfile`: it compresses layers on the way, so the registry's digests are these).
+    pub fn push_image_digest(&self, user: &str, source: &str, target: &str) -> String {
+        let digest_file = self.dir.path().join("pushed-digest");
+        let digest_arg = ["--digestfile", digest_file.to_str().unwrap()];
+        let pushed = self.push_image(user, source, target, &digest_arg);
+        assert!(pushed.is_ok(), "{pushed:?}");
+        std::fs::read_to_string(&digest_file)
+            .unwrap()
+            .trim()
+            .to_string()
+    }
 }
