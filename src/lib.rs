@@ -16,8 +16,10 @@
 //!    hook; forwarding headers (`proxy::headers`).
 //! 4. Request body: counted, limited, throttled (`proxy::body`), then the policy's body
 //!    hook (a held manifest, a bounded upload).
-//! 5. The registry's answer: upload-session pins, then the features' response hooks (the
-//!    cache confirms and fills, the policy records), the cache's response-body hook.
+//! 5. The registry's answer: the node's answer noted (passive health), upload-session pins,
+//!    then the features' response hooks (the cache confirms per endpoint and fills, a
+//!    by-tag manifest answer filling its digest; the policy records), the cache's
+//!    response-body hook.
 //! 6. Refusals, whenever decided, and failures: one path (`proxy::refusal`); then the
 //!    access line and metrics.
 //!
@@ -50,9 +52,10 @@
 //!   (`answers`: nodes that answered lately stay usable), upload-session
 //!   pins, and the registry's API as the edge itself asks it (`registry_api`: direct to
 //!   the nodes, the edge-signed lookup token).
-//! - [`cache`] (feature): blobs and manifests pulled by digest, kept on disk (`cacache`)
-//!   and served only to requests the edge authorized for a repository the registry
-//!   confirmed. Hooks: admit, upstream response, response body.
+//! - [`cache`] (feature): blobs and manifests pulled by digest, kept on disk (`cacache`,
+//!   verified once, then trusted while unchanged) and served only to requests the edge
+//!   authorized for a repository and endpoint the registry confirmed, as the registry
+//!   answers there. Hooks: admit, upstream response, response body.
 //! - [`policy`] (feature): storage quotas per namespace and immutable tags; the usage store
 //!   (SQLite or Redis) and `usage scan`. Hooks: admit, new attempt, request body, upstream
 //!   response.
