@@ -173,6 +173,29 @@ fn conditional_and_range_requests_answer_as_the_registry_does() {
             vec!["If-Modified-Since: Sat, 01 Jan 2100 00:00:00 GMT".into()],
         ),
         ("If-Match another tag", vec!["If-Match: \"x\"".into()]),
+        // Go reads entity-tag lists without commas, only the first header line, and bytes.
+        (
+            "If-None-Match without commas",
+            vec![format!("If-None-Match: \"x\" {strong}")],
+        ),
+        (
+            "two If-None-Match lines",
+            vec![
+                "If-None-Match: \"x\"".into(),
+                format!("If-None-Match: {strong}"),
+            ],
+        ),
+        (
+            "If-Range with a non-ASCII tag",
+            vec!["Range: bytes=0-9".into(), "If-Range: \"xé\"".into()],
+        ),
+        (
+            "If-Range with the tag and more",
+            vec![
+                "Range: bytes=0-9".into(),
+                format!("If-Range: {strong} more"),
+            ],
+        ),
         ("two ranges", vec!["Range: bytes=0-1,5-6".into()]),
         (
             "an unsatisfiable range",

@@ -42,26 +42,39 @@ pub(super) fn part(headers: &HeaderMap, kind: Kind, digest: &str, size: u64) -> 
         end: 0,
     };
     if kind == Kind::Manifest {
-        let matches = values(headers, "if-none-match").any(|v| {
-            let v = v.trim();
-            v == digest || v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) == Some(digest)
+        let bare = digest.as_bytes();
+        let matches = headers.get_all("if-none-match").iter().any(|v| {
+            let v = trim(v.as_bytes());
+            v == bare || v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")) == Some(bare)
         });
         return Some(if matches { status(304) } else { whole });
     }
+    // Go reads the first line of each header (`Header.Get`), as bytes.
+    let first = |name: &str| headers.get(name).map(|v| v.as_bytes());
     let etag = format!("\"{digest}\"");
-    if headers.contains_key("if-match") && !any_tag(headers, "if-match", |t| t == etag) {
-        return Some(status(412));
+    let etag = etag.as_bytes();
+    if let Some(tags) = first("if-match").filter(|v| !v.is_empty()) {
+        if !any_tag(tags, |t| t == etag) {
+            return Some(status(412));
+        }
     }
-    let weak_match = |t: &str| t.strip_prefix("W/").unwrap_or(t) == etag;
-    if any_tag(headers, "if-none-match", weak_match) {
+    let weak = |t: &[u8]| t.strip_prefix(b"W/").unwrap_or(t) == etag;
+    if first("if-none-match").is_some_and(|tags| !tags.is_empty() && any_tag(tags, weak)) {
         return Some(status(304));
     }
-    let range = values(headers, "range").next();
-    let if_range = values(headers, "if-range").next();
-    if range.is_none() || if_range.is_some_and(|v| v.trim() != etag) {
+    let Some(range) = first("range").filter(|v| !v.is_empty()) else {
+        return Some(whole);
+    };
+    // `If-Range`: its first entity tag must be the strong tag; a date never holds.
+    let if_range = first("if-range").filter(|v| !v.is_empty());
+    if if_range.is_some_and(|v| scan_tag(v).is_none_or(|(tag, _)| tag != etag)) {
         return Some(whole);
     }
-    match wanted(range, size) {
+    // Anything but ASCII makes Go's number parsing fail: the registry answers it.
+    let Ok(range) = std::str::from_utf8(range) else {
+        return None;
+    };
+    match wanted(Some(range), size) {
         Wanted::Whole => Some(whole),
         Wanted::Part { start, end } => Some(Part {
             status: 206,
@@ -73,19 +86,47 @@ pub(super) fn part(headers: &HeaderMap, kind: Kind, digest: &str, size: u64) -> 
     }
 }
 
-fn values<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
+/// ASCII whitespace off both ends (Go's `textproto.TrimString`).
+fn trim(bytes: &[u8]) -> &[u8] {
+    bytes.trim_ascii()
 }
 
-/// Whether any entity tag listed in the `name` header lines is `*` or passes `matches`.
-fn any_tag(headers: &HeaderMap, name: &str, matches: impl Fn(&str) -> bool) -> bool {
-    values(headers, name)
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .any(|tag| tag == "*" || matches(tag))
+/// Whether the entity-tag list `tags` holds `*` or a tag `matches` accepts, read as Go's
+/// `checkIfMatch`/`checkIfNoneMatch` read it: commas optional, the list ends at the first
+/// thing that is not a tag.
+fn any_tag(tags: &[u8], matches: impl Fn(&[u8]) -> bool) -> bool {
+    let mut rest = tags;
+    loop {
+        rest = trim(rest);
+        match rest.first() {
+            None => return false,
+            Some(b',') => rest = &rest[1..],
+            Some(b'*') => return true,
+            Some(_) => match scan_tag(rest) {
+                Some((tag, _)) if matches(tag) => return true,
+                Some((_, remain)) => rest = remain,
+                None => return false,
+            },
+        }
+    }
+}
+
+/// The entity tag (`"…"` or `W/"…"`) at the start of `s`, and what follows (Go's
+/// `scanETag`); `None` when `s` does not start with one.
+fn scan_tag(s: &[u8]) -> Option<(&[u8], &[u8])> {
+    let s = trim(s);
+    let start = if s.starts_with(b"W/") { 2 } else { 0 };
+    if s.len() < start + 2 || s[start] != b'"' {
+        return None;
+    }
+    for (i, &c) in s.iter().enumerate().skip(start + 1) {
+        match c {
+            b'"' => return Some((&s[..=i], &s[i + 1..])),
+            0x21 | 0x23..=0x7e | 0x80..=0xff => {}
+            _ => return None,
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -145,6 +186,21 @@ mod tests {
         assert_eq!(
             blob(&[("if-modified-since", "Sat, 01 Jan 2100 00:00:00 GMT")]).0,
             200
+        );
+        // Go's list reading: commas optional, only the first header line, bytes.
+        assert_eq!(blob(&[("if-none-match", "\"x\" \"sha256:aaaa\"")]).0, 304);
+        let two = [("if-none-match", "\"x\""), ("if-none-match", tag)];
+        assert_eq!(blob(&two).0, 200, "only the first line counts");
+        let garbage_after = format!("{tag} garbage");
+        let h = [("range", "bytes=0-9"), ("if-range", garbage_after.as_str())];
+        assert_eq!(blob(&h), (206, 0, 10), "If-Range: its first tag");
+        let h = [("range", "bytes=0-9"), ("if-range", "\"xé\"")];
+        assert_eq!(blob(&h), (200, 0, 100), "a non-ASCII tag is another tag");
+        assert_eq!(blob(&[("range", "bytes=0-9é")]).0, 0, "non-ASCII range");
+        assert_eq!(
+            blob(&[("range", "bytes=0-18446744073709551615")]).0,
+            0,
+            "over i64"
         );
     }
 

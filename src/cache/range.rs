@@ -33,16 +33,12 @@ pub(crate) fn wanted(range: Option<&str>, size: u64) -> Wanted {
     let (first, last) = (first.trim(), last.trim());
     let parsed = match (first.is_empty(), last.is_empty()) {
         // bytes=-N: the last N bytes.
-        (true, false) => last
-            .parse::<u64>()
-            .ok()
-            .map(|n| (size.saturating_sub(n), size.wrapping_sub(1), n == 0)),
-        (false, true) => first
-            .parse::<u64>()
-            .ok()
-            .map(|s| (s, size.wrapping_sub(1), false)),
-        (false, false) => match (first.parse::<u64>(), last.parse::<u64>()) {
-            (Ok(s), Ok(e)) if s <= e => Some((s, e.min(size.wrapping_sub(1)), false)),
+        (true, false) => {
+            number(last).map(|n| (size.saturating_sub(n), size.wrapping_sub(1), n == 0))
+        }
+        (false, true) => number(first).map(|s| (s, size.wrapping_sub(1), false)),
+        (false, false) => match (number(first), number(last)) {
+            (Some(s), Some(e)) if s <= e => Some((s, e.min(size.wrapping_sub(1)), false)),
             _ => None,
         },
         (true, true) => None,
@@ -54,6 +50,12 @@ pub(crate) fn wanted(range: Option<&str>, size: u64) -> Wanted {
         Some((start, _, false)) if !first.is_empty() && start >= size => Wanted::Unsatisfiable,
         _ => Wanted::Other,
     }
+}
+
+/// A range bound as Go's `strconv.ParseInt(s, 10, 64)` reads it: past `i64::MAX` or
+/// negative, it is no bound.
+fn number(text: &str) -> Option<u64> {
+    text.parse::<i64>().ok().and_then(|n| u64::try_from(n).ok())
 }
 
 #[cfg(test)]
