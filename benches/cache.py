@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare_nginx as cn  # noqa: E402
 
 SMALL = 4096  # bytes: the small blob
+C4_MIB = 256  # the blob four clients pull cold at once (C4)
 
 
 def static_nginx(b, digest, path):
@@ -96,6 +97,41 @@ def parallel_downloads(b, base, digest, size, count, token):
         for j in jobs:
             j.result()
     return count * size / 1e6 / (time.monotonic() - start)
+
+
+def timed_download(b, base, digest, size, token):
+    """Seconds one download takes."""
+    return size / 1e6 / download(b, base, digest, size, token)
+
+
+def with_a_slow_client(b, base, digest, size, token):
+    """Seconds each of three downloads takes, started just after a fourth limited to
+    2 MB/s began (killed once the three are done)."""
+    url = f"{base}/v2/{cn.REPO}/blobs/{digest}"
+    slow = subprocess.Popen(["curl", "-sS", "--http1.1", "--cacert", b.ca, "--limit-rate", "2M",
+                             "-H", f"Authorization: Bearer {token}", "-o", "/dev/null", url])
+    try:
+        # The slow client leads: the others ask once it is being answered.
+        deadline = time.monotonic() + 10
+        while not slow_started(slow) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            jobs = [pool.submit(timed_download, b, base, digest, size, token)
+                    for _ in range(3)]
+            return [j.result() for j in jobs]
+    finally:
+        slow.kill()
+        slow.wait()
+
+
+def slow_started(proc):
+    """Whether `proc` (curl) has read part of its answer: its read bytes in /proc."""
+    try:
+        with open(f"/proc/{proc.pid}/io") as f:
+            fields = dict(line.split(": ") for line in f.read().splitlines())
+        return int(fields["rchar"]) > 64 * 1024
+    except (OSError, KeyError, ValueError):
+        return False
 
 
 def download(b, base, digest, size, token):
@@ -172,6 +208,25 @@ def main():
                   cn.median(res["edge, no cache"]))
         table.add("C1. peak RSS during the cold pull", "MiB", max(rss["edge, cache"]),
                   max(rss["edge, no cache"]), better="lower")
+
+        cn.log("== 4 cold pulls of one blob at once, one client at 2 MB/s, vs one alone")
+        c4_path = os.path.join(b.work, "c4.blob")
+        with open(c4_path, "wb") as f:
+            for _ in range(C4_MIB):
+                f.write(os.urandom(cn.MIB))
+        c4_digest = "sha256:" + cn.sh("sha256sum", c4_path).split()[0]
+        b.blobs["c4"] = (c4_path, c4_digest)
+        b.upload(plain_base, "c4", cn.REPO, token)
+        alone, three = [], []
+        for _ in range(args.reps):
+            purge(cached_config)
+            alone.append(timed_download(b, cached_base, c4_digest, C4_MIB * cn.MIB, token))
+            purge(cached_config)
+            three.append(max(with_a_slow_client(b, cached_base, c4_digest, C4_MIB * cn.MIB,
+                                                token)))
+        table.add(f"C4. 4 cold pulls of one {C4_MIB} MiB blob, one at 2 MB/s: the slowest "
+                  "of the other three vs one cold pull alone", "s", cn.median(three),
+                  cn.median(alone), better="lower")
 
         cn.log("== 8 concurrent pulls of the same blob, warm cache, vs nginx -> registry")
         download(b, cached_base, big_digest, size, token)

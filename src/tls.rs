@@ -145,11 +145,19 @@ pub(crate) fn http_client_builder(
     ca: Option<&Path>,
     timeout: std::time::Duration,
 ) -> Result<reqwest::ClientBuilder, RootsError> {
+    Ok(untimed_http_client_builder(ca, timeout)?.timeout(timeout))
+}
+
+/// Like [`http_client_builder`] without a bound on a whole request (only on connecting,
+/// `connect_timeout`): for bodies of any length, whose callers bound each read themselves.
+pub(crate) fn untimed_http_client_builder(
+    ca: Option<&Path>,
+    connect_timeout: std::time::Duration,
+) -> Result<reqwest::ClientBuilder, RootsError> {
     let tls = client_config(ca)?;
     Ok(reqwest::Client::builder()
         .tls_backend_preconfigured((*tls).clone())
-        .timeout(timeout)
-        .connect_timeout(timeout)
+        .connect_timeout(connect_timeout)
         .redirect(reqwest::redirect::Policy::none()))
 }
 

@@ -3,7 +3,8 @@
 //! HTTP as the registry answers on the endpoint asked: `Content-Length`, that endpoint's
 //! `Content-Type`, `Docker-Content-Digest`, `ETag`, and for blobs `Cache-Control` and
 //! `Accept-Ranges`; conditions and ranges as `conditional` decides (what it leaves to the
-//! registry is sent on); HEAD never reads the disk. Integrity (`read`): a file unchanged
+//! registry is sent on); HEAD never reads the disk. A digest being fetched is answered
+//! from its growing file (`growing`). Integrity (`read`): a file unchanged
 //! since it was verified is sent as is; any other is hashed while read, the last chunk of
 //! the answer held back until the whole file matched its digest; on a mismatch the answer
 //! is cut short (the client sees a failed transfer and retries, from the registry) and the
@@ -15,8 +16,11 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::conditional::{part, Part};
+use super::fetch::Fetch;
+use super::growing;
 use super::memory::Memory;
 use super::read::{self, Read};
+use super::resume::Origin;
 use super::shared::Cache;
 use super::store::{Entry, Kind};
 use crate::metrics::metrics;
@@ -49,6 +53,12 @@ pub(super) struct Asked<'a> {
     pub digest: &'a str,
     pub kind: Kind,
     pub entry: &'a Entry,
+    /// The fetch whose file is growing, when the entry is not committed yet, and where the
+    /// rest is asked should it fail.
+    pub fetch: Option<(&'a Fetch, &'a Origin)>,
+    /// The `cache_events` event the answer counts as (`hit`, or `miss` for the request
+    /// that started a fetch).
+    pub event: &'static str,
 }
 
 /// Writes the cached answer; `Ok(false)` when the registry answers instead: the entry has
@@ -64,6 +74,8 @@ pub(super) async fn serve(
         digest,
         kind,
         entry,
+        fetch,
+        event,
     } = asked;
     let Some(content_type) = entry.content_type(kind) else {
         return Ok(false);
@@ -79,14 +91,15 @@ pub(super) async fn serve(
     let head = session.req_header().method == http::Method::HEAD;
     let body = !head && (part.status == 200 || part.status == 206);
     // Opened before anything is written: content that is gone sends the request on.
-    let source = match body {
-        false => None,
-        true => match open(cache, digest).await {
+    let source = match (body, fetch) {
+        (false, _) => None,
+        (true, Some(fetch)) => Some(Source::Growing(fetch)),
+        (true, None) => match open(cache, digest).await {
             Some(source) => Some(source),
             None => return Ok(false),
         },
     };
-    metrics().cache_events.with_label_values(&["hit"]).inc();
+    metrics().cache_events.with_label_values(&[event]).inc();
     session
         .write_response_header(Box::new(header), false)
         .await?;
@@ -111,6 +124,9 @@ pub(super) async fn serve(
                 false => None,
             };
             read::stream(session, cache, opened, read).await?;
+        }
+        Some(Source::Growing(fetch)) => {
+            growing::stream(session, cache, fetch, part.start, part.end).await?;
         }
         None => {
             let text = (!head && part.status == 416).then_some(Bytes::from_static(NO_OVERLAP));
@@ -171,7 +187,7 @@ fn answer_header(
 /// The entry's content: from memory while its file is still on disk, else the file.
 /// `None` when it cannot be opened: kept in memory but purged from the disk, the open
 /// fails and forgets it.
-async fn open(cache: &Cache, digest: &str) -> Option<Source> {
+async fn open(cache: &Cache, digest: &str) -> Option<Source<'static>> {
     if let Some(content) = cache.memory.get(digest) {
         if cache.store.content_on_disk(digest) {
             return Some(Source::Memory(content));
@@ -192,7 +208,9 @@ async fn open(cache: &Cache, digest: &str) -> Option<Source> {
 }
 
 /// Where a cached body comes from.
-enum Source {
+enum Source<'a> {
+    /// A fetch writing it now (`growing`).
+    Growing((&'a Fetch, &'a Origin)),
     /// Verified when it went in: sent as is.
     Memory(Bytes),
     /// Trusted while unchanged since verified, else verified while read (`read`).

@@ -1,362 +1,309 @@
-//! Filling the cache while the registry's answer streams to the client.
+//! One registry fetch per cold digest, at the registry's pace.
 //!
-//! Pingora's body filters are synchronous, so each chunk is handed to a task that writes it
-//! to a `cacache` writer; the writer checks size and SHA-256 against the digest on commit,
-//! and only then is the entry added to the index. A fill the client abandoned (the
-//! [`Fill`] dropped before [`Fill::finish`]), a digest mismatch, or a writer more than
-//! [`MAX_QUEUED`] behind the network leaves nothing behind: `cacache` writes into a
-//! temporary file that is deleted unless committed.
+//! The first cold `GET` of a digest starts a [`Fetch`]: a task of its own asks the registry
+//! node (with that client's `Authorization`, `Accept` and forwarding headers), and, on a
+//! `200` the cache can keep, writes the body to a temporary file in the cache folder while
+//! hashing it. Every client asking for the digest meanwhile, the first included, is
+//! answered from that file as it grows (`growing`), each at its own pace: the fetch waits
+//! for no client, so a slow or vanished client holds no one, and a fetch whose every client
+//! left finishes (bounded by `cache.max_object`) so the next pull is warm. The only pace
+//! the fetch keeps is the disk's: it reads the next part of the body once the previous one
+//! is written (at most [`BATCH`] waiting), so where the disk is slower than the registry
+//! the fill, not the clients, is slowed, and memory per fetch stays bounded.
+//!
+//! The file becomes the entry only when its length and SHA-256 match; until then no answer
+//! from it completes (each holds its last chunk back; one whose fetch fails finishes from
+//! the registry, `resume`). Anything else the registry answers
+//! (a 404, a 307 to the storage, a body too large, no `Content-Length`) fills nothing: the
+//! requests go to the registry as before, which answers them itself.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::fs::File;
+use std::io::Write;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use futures::FutureExt;
+use sha2::{Digest, Sha256};
+use tempfile::TempPath;
 
-use super::disk::sha256_hex;
-use super::inflight::Leader;
+use super::commit::{self, Bounds};
+use super::entry::{Entry, Kind};
+use super::fetch::{Arrived, Fetch, Stage};
 use super::memory::Memory;
+use super::resume::Origin;
 use super::shared::Cache;
-#[cfg(test)]
-use super::store::Store;
-use super::store::{Entry, FileId, Kind};
 use crate::metrics::metrics;
 
-/// Bytes a fill may have queued for the disk before it is given up.
-const MAX_QUEUED: u64 = 64 << 20;
+/// Bytes gathered from the network before one write: each write is a hop to Tokio's
+/// blocking pool, so the body's small chunks are written together.
+const BATCH: usize = 1 << 20;
 
-/// Above this backlog the client's answer is paced (a millisecond per chunk) so the disk
-/// catches up, rather than giving the fill up: the cost of a cold pull is bounded by the
-/// disk's speed only when the disk is the slower side.
-pub(crate) const PACE_ABOVE: u64 = 32 << 20;
-
-/// Bytes gathered before one write: each write is a hop to Tokio's blocking pool
-/// (`cacache` writes through `spawn_blocking`), so body chunks of a few KiB are coalesced.
-const WRITE_SIZE: usize = 1 << 20;
-
-enum Message {
-    Chunk(Bytes),
-    End,
+/// Why a fetch's body did not become an entry.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("the registry's body failed: {0}")]
+    Body(#[source] reqwest::Error),
+    #[error("no byte from the registry in {0:?}")]
+    Stalled(Duration),
+    #[error("the registry's body ({0} bytes) did not match its digest or length; not cached")]
+    Mismatch(u64),
+    #[error("cannot write the entry: {0}")]
+    Disk(#[source] std::io::Error),
+    #[error("cannot commit the entry: {0}")]
+    Commit(#[source] commit::CommitError),
+    #[error("{0}")]
+    Task(String),
 }
 
-/// One entry being written; feed it the body, then [`Fill::finish`].
-pub(crate) struct Fill {
-    sender: mpsc::UnboundedSender<Message>,
-    queued: Arc<AtomicU64>,
-    cache: Arc<Cache>,
-}
-
-/// What a fill is for: the digest, its size (`Content-Length`), the endpoint and the
-/// registry's `Content-Type` there.
-pub(crate) struct FillRequest {
+/// What a fetch asks and where its entry goes.
+pub(super) struct FetchRequest {
+    /// The repository whose pull starts the fetch (its `200` confirms the pair).
+    pub repository: String,
     pub digest: String,
     pub kind: Kind,
-    /// The leading request's hold on the digest: released when the fill ends, so the
-    /// requests waiting for it then find the entry.
-    pub leader: Option<Leader>,
-    pub size: u64,
-    pub content_type: String,
-    /// `cache.max_size` of the request's settings: the bound eviction keeps to.
-    pub max_size: u64,
-    /// `cache.memory` of the request's settings: small objects are kept in memory too.
-    pub memory: u64,
+    /// The node, path and credentials of the request that starts it.
+    pub origin: Origin,
+    /// `cache.max_object`: a larger body is not fetched for the cache.
+    pub max_object: u64,
+    pub bounds: Bounds,
 }
 
-impl Fill {
-    /// Starts a fill, unless caching stopped, the digest is cached or being filled already,
-    /// or it is not a SHA-256 digest. Must be called inside the Tokio runtime.
-    pub(crate) fn start(cache: &Arc<Cache>, request: FillRequest) -> Option<Fill> {
-        let hex = sha256_hex(&request.digest)?;
-        let integrity = cacache::Integrity::from_hex(hex, cacache::Algorithm::Sha256).ok()?;
-        if !cache.writable() || cache.store.contains(&request.digest) {
-            return None;
-        }
-        if !cache.filling.claim(&request.digest) {
-            return None;
-        }
-        let (sender, receiver) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicU64::new(0));
-        let task = Writer {
-            cache: Arc::clone(cache),
-            integrity,
-            request,
-            queued: Arc::clone(&queued),
-        };
-        tokio::spawn(task.run(receiver));
-        Some(Fill {
-            sender,
-            queued,
-            cache: Arc::clone(cache),
-        })
+/// The running fetch of `request.digest`, or a new one started for `request`; `true` when
+/// this call started it.
+pub(super) fn join(cache: &Arc<Cache>, request: FetchRequest) -> (Arc<Fetch>, bool) {
+    let (fetch, started) = cache.fetches.join(&request.digest, request.kind);
+    if started {
+        tokio::spawn(run(Arc::clone(cache), Arc::clone(&fetch), request));
     }
-
-    /// Hands one body chunk to the writer; `false` when the fill was given up (the caller
-    /// drops it).
-    pub(crate) fn push(&self, chunk: &Bytes) -> bool {
-        let len = chunk.len() as u64;
-        let mine = self.queued.fetch_add(len, Ordering::Relaxed) + len;
-        let all = self.cache.fill_backlog.fetch_add(len, Ordering::Relaxed) + len;
-        if mine > MAX_QUEUED
-            || all > self.cache.fill_budget
-            || self.sender.send(Message::Chunk(chunk.clone())).is_err()
-        {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            self.cache.fill_backlog.fetch_sub(len, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-
-    /// Bytes handed over and not yet written.
-    pub(crate) fn backlog(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed)
-    }
-
-    /// The body ended: commit if size and digest match.
-    pub(crate) fn finish(self) {
-        let _ = self.sender.send(Message::End);
-    }
+    (fetch, started)
 }
 
+/// The fetch's task: ask, write, commit; then leave the running fetches.
+async fn run(cache: Arc<Cache>, fetch: Arc<Fetch>, request: FetchRequest) {
+    let stage = match ask(&cache, &fetch, &request).await {
+        Some((response, temp)) => match fill(&cache, &fetch, &request, response, temp).await {
+            Ok(()) => Stage::Complete,
+            Err(FetchError::Disk(e)) => {
+                cache.fail("cannot write an entry", &e);
+                Stage::Failed
+            }
+            Err(FetchError::Commit(e)) => {
+                cache.fail("cannot commit an entry", &e);
+                Stage::Failed
+            }
+            Err(problem @ FetchError::Mismatch(_)) => {
+                tracing::warn!("cache: the fetch of {} failed: {problem}", fetch.digest);
+                Stage::Mismatched
+            }
+            Err(problem) => {
+                tracing::warn!("cache: the fetch of {} failed: {problem}", fetch.digest);
+                Stage::Failed
+            }
+        },
+        None => Stage::NotFilled,
+    };
+    fetch.set(stage);
+    cache.fetches.end(&fetch);
+}
+
+/// Asks the registry; on a `200` the cache keeps, records what arrived (confirming the
+/// pair) and returns the answer and the temporary file it goes to.
+async fn ask(
+    cache: &Cache,
+    fetch: &Fetch,
+    request: &FetchRequest,
+) -> Option<(reqwest::Response, TempPath)> {
+    let response = match request.origin.get(cache, None).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::warn!("cache: cannot fetch {}: {e}", fetch.digest);
+            return None;
+        }
+    };
+    let (size, content_type) = keepable(&response, request)?;
+    cache
+        .confirmed
+        .confirm(&request.repository, &request.digest, request.kind);
+    let (file, temp) = match commit::temporary(cache.store.dir()) {
+        Ok(opened) => opened,
+        Err(e) => {
+            cache.fail("cannot start an entry", &e);
+            return None;
+        }
+    };
+    let arrived = Arrived {
+        size,
+        content_type,
+        file: Arc::new(file),
+        committed: OnceLock::new(),
+    };
+    if !fetch.arrive(arrived) {
+        return None;
+    }
+    fetch.set(Stage::Arriving);
+    Some((response, temp))
+}
+
+/// The size and content type of a `200` whose body the cache keeps: a `Content-Length`
+/// within `cache.max_object`, no `Content-Encoding`, any `Docker-Content-Digest` equal to
+/// the digest asked for.
+fn keepable(response: &reqwest::Response, request: &FetchRequest) -> Option<(u64, String)> {
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+    let size = header("content-length").and_then(|v| v.parse::<u64>().ok())?;
+    let same_digest = header("docker-content-digest").is_none_or(|d| d == request.digest);
+    let fits = size <= request.max_object && header("content-encoding").is_none();
+    if response.status() != reqwest::StatusCode::OK || !same_digest || !fits {
+        return None;
+    }
+    let content_type = header("content-type").unwrap_or("application/octet-stream");
+    Some((size, content_type.to_string()))
+}
+
+/// The body's state as it is written: the open file, the hash so far, and (for a small
+/// object) a copy for the memory tier.
 struct Writer {
-    cache: Arc<Cache>,
-    integrity: cacache::Integrity,
-    request: FillRequest,
-    queued: Arc<AtomicU64>,
+    fetch: Arc<Fetch>,
+    hasher: Sha256,
+    written: u64,
+    kept: Option<Vec<u8>>,
 }
 
 impl Writer {
-    async fn run(self, mut receiver: mpsc::UnboundedReceiver<Message>) {
-        let committed = self.write(&mut receiver).await;
-        // Chunks still queued (a fill given up) leave the shared backlog too.
-        receiver.close();
-        while let Some(message) = receiver.recv().await {
-            if let Message::Chunk(chunk) = message {
-                self.consumed(chunk.len());
+    /// Hashes and writes `batch`, then tells the readers; blocking file work.
+    fn write(mut self, file: &File, batch: Vec<Bytes>) -> Result<Writer, FetchError> {
+        let mut file = file;
+        for chunk in &batch {
+            self.hasher.update(chunk);
+            file.write_all(chunk).map_err(FetchError::Disk)?;
+            if let Some(kept) = &mut self.kept {
+                kept.extend_from_slice(chunk);
             }
+            self.written += chunk.len() as u64;
         }
-        self.cache.filling.release(&self.request.digest);
-        if committed {
-            metrics().cache_events.with_label_values(&["fill"]).inc();
-        }
-        // The requests waiting for this digest look for the entry only now.
-        drop(self.request.leader);
-    }
-
-    /// Writes until the end of the body; `true` once the entry is committed and indexed.
-    async fn write(&self, receiver: &mut mpsc::UnboundedReceiver<Message>) -> bool {
-        let Ok(size) = usize::try_from(self.request.size) else {
-            return false;
-        };
-        let opts = cacache::WriteOpts::new()
-            .algorithm(cacache::Algorithm::Sha256)
-            .integrity(self.integrity.clone())
-            .size(size)
-            .metadata(self.entry().metadata());
-        let dir = self.cache.store.dir();
-        // A small object is also kept in memory once its digest matched.
-        let keep = Memory::wants(self.request.size, self.request.memory);
-        let mut kept = Vec::with_capacity(if keep { size } else { 0 });
-        let mut writer = match opts.open(dir, &self.request.digest).await {
-            Ok(writer) => writer,
-            Err(e) => {
-                self.cache.fail("cannot start an entry", &e);
-                return false;
-            }
-        };
-        let mut pending = Vec::with_capacity(WRITE_SIZE.min(size));
-        while let Some(message) = receiver.recv().await {
-            match message {
-                Message::Chunk(chunk) => {
-                    self.consumed(chunk.len());
-                    if keep {
-                        kept.extend_from_slice(&chunk);
-                    }
-                    pending.extend_from_slice(&chunk);
-                    if pending.len() >= WRITE_SIZE
-                        && !self.write_out(&mut writer, &mut pending).await
-                    {
-                        return false;
-                    }
-                }
-                Message::End => {
-                    if !self.write_out(&mut writer, &mut pending).await {
-                        return false;
-                    }
-                    let committed = self.commit(writer).await;
-                    if committed && keep {
-                        let (digest, budget) = (&self.request.digest, self.request.memory);
-                        self.cache.memory.put(digest, Bytes::from(kept), budget);
-                    }
-                    return committed;
-                }
-            }
-        }
-        // The client went away (or the fill fell behind): the temporary file is dropped.
-        false
-    }
-
-    /// The index entry the fill makes.
-    fn entry(&self) -> Entry {
-        let request = &self.request;
-        Entry::new(request.size, request.kind, &request.content_type)
-    }
-
-    /// Takes `len` bytes off this fill's and the shared backlog.
-    fn consumed(&self, len: usize) {
-        self.queued.fetch_sub(len as u64, Ordering::Relaxed);
-        self.cache
-            .fill_backlog
-            .fetch_sub(len as u64, Ordering::Relaxed);
-    }
-
-    /// Writes what was gathered; `false` after an I/O error (caching stops).
-    async fn write_out(&self, writer: &mut cacache::Writer, pending: &mut Vec<u8>) -> bool {
-        if let Err(e) = writer.write_all(pending).await {
-            self.cache.fail("cannot write an entry", &e);
-            return false;
-        }
-        pending.clear();
-        true
-    }
-
-    async fn commit(&self, writer: cacache::Writer) -> bool {
-        match writer.commit().await {
-            Ok(_) => {
-                let entry = self.entry();
-                let digest = self.request.digest.clone();
-                let store = &self.cache.store;
-                store.insert(digest.clone(), entry, self.request.max_size);
-                // Hashed on its way in: trusted while its file stays as committed.
-                if let Some(path) = store.content_file(&digest) {
-                    if let Ok(meta) = tokio::fs::metadata(path).await {
-                        store.mark_verified(&digest, FileId::of(&meta));
-                    }
-                }
-                true
-            }
-            Err(cacache::Error::IntegrityError(_) | cacache::Error::SizeMismatch(..)) => {
-                metrics()
-                    .cache_events
-                    .with_label_values(&["mismatch"])
-                    .inc();
-                tracing::warn!(
-                    "cache: the registry's {} did not match its digest or length; not cached",
-                    self.request.digest
-                );
-                false
-            }
-            Err(e) => {
-                self.cache.fail("cannot commit an entry", &e);
-                false
-            }
-        }
+        self.fetch.wrote(self.written);
+        Ok(self)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cache(dir: &std::path::Path) -> Arc<Cache> {
-        Arc::new(Cache::for_tests(dir))
-    }
-
-    fn request(bytes: &[u8]) -> FillRequest {
-        use sha2::Digest;
-        FillRequest {
-            leader: None,
-            kind: Kind::Blob,
-            digest: format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes))),
-            size: bytes.len() as u64,
-            content_type: "application/octet-stream".into(),
-            max_size: 1 << 20,
-            memory: 1 << 20,
+/// Writes the body to the file as it arrives, then commits it if it matched.
+async fn fill(
+    cache: &Arc<Cache>,
+    fetch: &Arc<Fetch>,
+    request: &FetchRequest,
+    mut response: reqwest::Response,
+    temp: TempPath,
+) -> Result<(), FetchError> {
+    let arrived = (fetch.arrived_now()).ok_or(FetchError::Task("nothing arrived".into()))?;
+    let size = arrived.size;
+    let keep = Memory::wants(size, request.bounds.memory);
+    let mut idle = Some(Writer {
+        fetch: Arc::clone(fetch),
+        hasher: Sha256::new(),
+        written: 0,
+        kept: keep.then(|| Vec::with_capacity(size as usize)),
+    });
+    // The next batch is read from the network while the previous one is written.
+    let mut writing: Option<Writing> = None;
+    let mut received = 0u64;
+    loop {
+        let (batch, ended) = next_batch(&mut response, request.origin.read_timeout).await?;
+        received += batch.iter().map(|b| b.len() as u64).sum::<u64>();
+        if received > size {
+            return Err(FetchError::Mismatch(received));
+        }
+        let writer = done_writing(writing.take(), &mut idle).await?;
+        let file = Arc::clone(&arrived.file);
+        writing = Some(tokio::task::spawn_blocking(move || {
+            writer.write(&file, batch)
+        }));
+        if ended {
+            break;
         }
     }
+    let writer = done_writing(writing.take(), &mut idle).await?;
+    finish(cache, fetch, request, writer, temp).await
+}
 
-    /// Waits until no fill is running (each releases its digest when done).
-    async fn settled(cache: &Cache) {
-        for _ in 0..200 {
-            if cache.filling.lock().is_empty() {
-                return;
+/// A batch being written on the blocking pool.
+type Writing = tokio::task::JoinHandle<Result<Writer, FetchError>>;
+
+/// The writer once `writing` is done, or the idle one.
+async fn done_writing(
+    writing: Option<Writing>,
+    idle: &mut Option<Writer>,
+) -> Result<Writer, FetchError> {
+    match writing {
+        Some(writing) => writing.await.map_err(|e| FetchError::Task(e.to_string()))?,
+        None => idle.take().ok_or(FetchError::Task("no writer".into())),
+    }
+}
+
+/// Up to [`BATCH`] bytes of the body: waits (at most `read_timeout`) for the next chunk,
+/// then takes what else has already arrived; `true` at the end of the body.
+async fn next_batch(
+    response: &mut reqwest::Response,
+    read_timeout: Duration,
+) -> Result<(Vec<Bytes>, bool), FetchError> {
+    let failed = FetchError::Body;
+    let first = tokio::time::timeout(read_timeout, response.chunk())
+        .await
+        .map_err(|_| FetchError::Stalled(read_timeout))?
+        .map_err(failed)?;
+    let Some(first) = first else {
+        return Ok((Vec::new(), true));
+    };
+    let mut gathered = first.len();
+    let mut batch = vec![first];
+    while gathered < BATCH {
+        // `chunk` only polls the body: a pending one dropped here loses nothing.
+        match response.chunk().now_or_never() {
+            None => break,
+            Some(Ok(Some(chunk))) => {
+                gathered += chunk.len();
+                batch.push(chunk);
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            Some(Ok(None)) => return Ok((batch, true)),
+            Some(Err(e)) => return Err(failed(e)),
         }
-        panic!("a fill did not end");
     }
+    Ok((batch, false))
+}
 
-    #[tokio::test]
-    async fn a_matching_body_becomes_an_entry_once_finished() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = cache(dir.path());
-        let body = b"layer bytes".repeat(1000);
-        let fill = Fill::start(&cache, request(&body)).unwrap();
-        assert!(
-            Fill::start(&cache, request(&body)).is_none(),
-            "one fill per digest"
-        );
-        for chunk in body.chunks(4096) {
-            assert!(fill.push(&Bytes::copy_from_slice(chunk)));
-        }
-        fill.finish();
-        settled(&cache).await;
-        assert_eq!(
-            cache.store.get(&request(&body).digest).map(|e| e.size),
-            Some(11_000)
-        );
+/// Commits the written file when its length and SHA-256 match the digest.
+async fn finish(
+    cache: &Arc<Cache>,
+    fetch: &Arc<Fetch>,
+    request: &FetchRequest,
+    writer: Writer,
+    temp: TempPath,
+) -> Result<(), FetchError> {
+    let arrived = (fetch.arrived_now()).ok_or(FetchError::Task("nothing arrived".into()))?;
+    let hex = format!("{:x}", writer.hasher.finalize());
+    if writer.written != arrived.size || request.digest.strip_prefix("sha256:") != Some(&hex) {
+        metrics()
+            .cache_events
+            .with_label_values(&["mismatch"])
+            .inc();
+        return Err(FetchError::Mismatch(writer.written));
     }
-
-    #[tokio::test]
-    async fn fills_together_stay_within_the_shared_budget() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cache = Cache::for_tests(dir.path());
-        cache.fill_budget = 1000;
-        let cache = Arc::new(cache);
-        let (a, b) = (vec![1u8; 4000], vec![2u8; 4000]);
-        let first = Fill::start(&cache, request(&a)).unwrap();
-        let second = Fill::start(&cache, request(&b)).unwrap();
-        assert!(
-            !first.push(&Bytes::from(vec![1u8; 1500])),
-            "over the shared budget"
-        );
-        assert_eq!(
-            cache.fill_backlog.load(Ordering::Relaxed),
-            0,
-            "a refused chunk still counted"
-        );
-        assert!(first.push(&Bytes::from(vec![1u8; 500])));
-        assert!(second.push(&Bytes::from(vec![2u8; 400])));
-        drop((first, second));
-        settled(&cache).await;
-        assert_eq!(
-            cache.fill_backlog.load(Ordering::Relaxed),
-            0,
-            "abandoned fills left bytes counted"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_mismatch_or_an_abandoned_fill_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = cache(dir.path());
-        let body = b"the real content".to_vec();
-        let mut claimed = request(&body);
-        claimed.digest = request(b"other content!!!").digest;
-        let fill = Fill::start(&cache, claimed).unwrap();
-        fill.push(&Bytes::from(body.clone()));
-        fill.finish();
-        let abandoned = Fill::start(&cache, request(&body)).unwrap();
-        abandoned.push(&Bytes::from_static(b"the real"));
-        drop(abandoned);
-        settled(&cache).await;
-        assert_eq!(cache.store.len(), 0);
-        let reopened = Store::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(reopened.len(), 0, "nothing committed on disk");
-        let leftovers = std::fs::read_dir(dir.path().join("tmp"))
-            .map(|d| d.count())
-            .unwrap_or(0);
-        assert_eq!(leftovers, 0, "temporary files removed");
-    }
+    let entry = Entry::new(arrived.size, request.kind, &arrived.content_type);
+    let (dir, digest, file) = (
+        cache.store.dir().to_path_buf(),
+        request.digest.clone(),
+        Arc::clone(&arrived.file),
+    );
+    let committing = {
+        let entry = entry.clone();
+        move || commit::commit_file(&dir, &digest, &entry, &file, temp)
+    };
+    let id = match tokio::task::spawn_blocking(committing).await {
+        Ok(Ok(id)) => id,
+        Ok(Err(e)) => return Err(FetchError::Commit(e)),
+        Err(e) => return Err(FetchError::Task(e.to_string())),
+    };
+    let _ = arrived.committed.set(id);
+    let kept = writer.kept.map(Bytes::from);
+    commit::index(cache, &request.digest, entry, id, kept, request.bounds);
+    Ok(())
 }

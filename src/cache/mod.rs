@@ -2,10 +2,11 @@
 //! hooks (see `crate::hooks` for the shape):
 //!
 //! - `admit` (admission's `Cache` step, after the token check): answer a pull by digest from
-//!   the cache when the edge granted pull and the registry confirmed the pair.
+//!   the cache when the edge granted pull and the registry confirmed the pair, or from the
+//!   one registry fetch of a cold digest.
 //! - `upstream_response`: what the registry's answer teaches the cache (confirm or forget
-//!   a pair, start a fill).
-//! - `response_body`: the body into the fill.
+//!   a pair, start a manifest by tag's fill).
+//! - `response_body`: a manifest by tag's body into its fill.
 //!
 //! Its per-request state is `RequestState` (`RequestCtx::cache`). Content is addressed by
 //! its SHA-256, so one entry serves every repository that holds it; who may be answered from
@@ -21,11 +22,12 @@
 //! - `store`: the entries on disk (the `cacache` crate: content-addressed files checked
 //!   against their SHA-256 when written and while read) and the in-memory index (size,
 //!   content type, least recently used first) rebuilt from the folder at start.
-//! - `fill`: an entry written while the registry's answer streams to the client; visible
-//!   only once its SHA-256 matched the digest.
+//! - `fill`: one registry fetch per cold digest, at the registry's pace, written to a file
+//!   every client asking is answered from as it grows (`growing`), finished from the
+//!   registry should the fetch fail (`resume`); `commit`: a file whose
+//!   SHA-256 matched becomes an entry (the fetch's, a manifest by tag's); `fetch`: a
+//!   fetch as its readers see it (stage, bytes written), and the fetches running.
 //! - `confirmed`: the repository+digest pairs the registry answered 200 for.
-//! - `inflight`: one registry fetch per digest when many pull it cold at once; `claims`:
-//!   the digests being filled or fetched.
 //! - `read`: an entry's file read for an answer: verified once, then trusted while its
 //!   `fstat` identity (device, inode, size, mtime, ctime) is unchanged.
 //! - `memory`: small hot objects (manifests, configs) also kept in memory.
@@ -35,19 +37,21 @@
 //! to the registry as before.
 
 mod answer;
-mod claims;
+mod commit;
 mod conditional;
 mod confirmed;
 mod disk;
 mod entry;
+mod fetch;
 mod fill;
-mod inflight;
+mod growing;
 mod memory;
 mod purge;
 mod range;
 mod read;
 mod request;
 mod response;
+mod resume;
 mod shared;
 mod store;
 

@@ -19,20 +19,18 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::answer::{serve, Asked};
+use super::commit::Bounds;
 use super::disk::sha256_hex;
-use super::fill::Fill;
-use super::inflight::{self, Leader, Role};
+use super::fill::{self, FetchRequest};
+use super::resume::Origin;
 use super::shared::Cache;
 use super::store::{Entry, Kind};
+use crate::config::CacheSettings;
 use crate::drain::InFlight;
 use crate::hooks::{Outcome, RequestFacts};
 use crate::metrics::metrics;
 use crate::registry::{Action, Endpoint, Route};
 use crate::upstream::NodePool;
-
-/// Longest a cold GET waits for another request's fill of the same digest before asking
-/// the registry itself (a slow leader's client must not hold the others up).
-const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Longest the registry's confirmation `HEAD` may take before the request is sent on to
 /// the registry as usual.
@@ -47,10 +45,8 @@ pub(crate) struct RequestState {
     pub(super) kind: Kind,
     /// A manifest pull by tag: never answered from the cache.
     pub(super) by_tag: bool,
-    /// This request leads the registry fetch of its digest (others wait for it).
-    pub(super) leader: Option<Leader>,
-    /// The cache entry this response is filling (dropped unfinished = discarded).
-    pub(super) fill: Option<Fill>,
+    /// A manifest by tag being filled: its body so far (`response`).
+    pub(super) tag_fill: Option<TagFill>,
     /// Answered from the cache.
     answered: bool,
 }
@@ -60,6 +56,14 @@ impl RequestState {
     pub(crate) fn answered(&self) -> bool {
         self.answered
     }
+}
+
+/// A manifest by tag being filled from the body that goes to the client (`response`).
+pub(super) struct TagFill {
+    pub digest: String,
+    pub entry: Entry,
+    pub body: bytes::BytesMut,
+    pub bounds: Bounds,
 }
 
 /// The repository, digest and endpoint of a pull the cache may answer or fill: `GET`/`HEAD`
@@ -116,8 +120,7 @@ pub(crate) async fn admit(
                 digest: String::new(),
                 kind: Kind::Manifest,
                 by_tag: true,
-                leader: None,
-                fill: None,
+                tag_fill: None,
                 answered: false,
             });
         }
@@ -128,15 +131,14 @@ pub(crate) async fn admit(
         digest,
         kind,
         by_tag: false,
-        leader: None,
-        fill: None,
+        tag_fill: None,
         answered: false,
     });
     let served = Serve {
         cache,
         request,
         pool,
-        memory_budget: settings.memory,
+        settings,
         in_flight,
         // Only a token the edge checked proves pull on the repository.
         edge_checked: request.settings.checks_tokens(),
@@ -153,7 +155,8 @@ struct Serve<'a> {
     cache: &'a Arc<Cache>,
     request: &'a RequestFacts,
     pool: &'a NodePool,
-    memory_budget: u64,
+    /// The request's `cache:` settings.
+    settings: &'a CacheSettings,
     in_flight: Option<&'a InFlight>,
     /// The token step verified pull on the repository; without it (proxy-only mode) only
     /// the registry's `HEAD` answer lets the cache answer.
@@ -175,34 +178,87 @@ impl Serve<'_> {
                 return self.serve(session, pull, &entry).await;
             }
         }
-        // A cold GET: the first fetches from the registry, the others wait for its fill.
-        if get && self.edge_checked && cache.writable() {
-            match inflight::join(cache, &pull.digest) {
-                Role::Lead(leader) => pull.leader = Some(leader),
-                Role::Follow(done) => {
-                    let limit = self.request.settings.read_timeout.min(MAX_WAIT);
-                    inflight::wait(done, limit).await;
-                    if let Some(entry) = self.confirmed_entry(pull) {
-                        return self.serve(session, pull, &entry).await;
-                    }
-                    // Filled for another repository's pull: the registry says whether this
-                    // one holds it too, without a second download.
-                    if let Some(entry) = self.allowed_entry(session, pull).await {
-                        return self.serve(session, pull, &entry).await;
-                    }
-                }
+        // A cold GET: one fetch from the registry, every client answered from its file.
+        if get && cache.writable() {
+            if let Some(answered) = self.through_fetch(session, pull).await? {
+                return Ok(answered);
             }
         }
         metrics().cache_events.with_label_values(&["miss"]).inc();
         Ok(false)
     }
 
+    /// Answers from the fetch of the digest, starting it if none runs: `Some(true)` when
+    /// answered, `None` when the request goes to the registry (the registry's answer is
+    /// not one the cache keeps, another endpoint's fetch runs, or, for a request that did
+    /// not start the fetch, the registry does not confirm this client may have it).
+    async fn through_fetch(
+        &self,
+        session: &mut Session,
+        pull: &RequestState,
+    ) -> Result<Option<bool>> {
+        let Some(node) = self.pool.select(Some(&pull.repository), &[]) else {
+            return Ok(None);
+        };
+        let (request, header) = (self.request, session.req_header());
+        let bounds = Bounds {
+            max_size: self.settings.max_size,
+            memory: self.settings.memory,
+        };
+        let origin = Origin {
+            node,
+            authorization: authorization(&header.headers),
+            path: request.path.clone(),
+            headers: confirmation_headers(&header.headers, request),
+            read_timeout: request.settings.read_timeout,
+        };
+        let fetch_request = FetchRequest {
+            repository: pull.repository.clone(),
+            digest: pull.digest.clone(),
+            kind: pull.kind,
+            origin: origin.clone(),
+            max_object: self.settings.max_object,
+            bounds,
+        };
+        let (fetch, started) = fill::join(self.cache, fetch_request);
+        if fetch.kind != pull.kind {
+            return Ok(None);
+        }
+        let Some(arrived) = fetch.arrived(request.settings.read_timeout).await else {
+            return Ok(None);
+        };
+        // The registry's 200 to the fetch answered this request's own credentials; any
+        // other request needs the pair confirmed (and its token checked), or the registry's
+        // word for its client.
+        let allowed = started || self.confirmed(pull) || self.registry_allows(session, pull).await;
+        if !allowed {
+            return Ok(None);
+        }
+        let entry = Entry::new(arrived.size, fetch.kind, &arrived.content_type);
+        let asked = Asked {
+            digest: &pull.digest,
+            kind: pull.kind,
+            entry: &entry,
+            fetch: Some((&fetch, &origin)),
+            event: if started { "miss" } else { "hit" },
+        };
+        Ok(Some(self.answer(session, asked).await?))
+    }
+
+    /// Whether the edge checked the token and the registry confirmed the pair on this
+    /// endpoint.
+    fn confirmed(&self, pull: &RequestState) -> bool {
+        let (repository, digest, kind) = (&pull.repository, &pull.digest, pull.kind);
+        self.edge_checked && self.cache.confirmed.holds(repository, digest, kind)
+    }
+
     /// The entry, when the edge checked the token and the registry confirmed the pair on
     /// this endpoint.
     fn confirmed_entry(&self, pull: &RequestState) -> Option<Entry> {
-        let (repository, digest, kind) = (&pull.repository, &pull.digest, pull.kind);
-        let confirmed = self.edge_checked && self.cache.confirmed.holds(repository, digest, kind);
-        confirmed.then(|| self.cache.store.get(digest)).flatten()
+        let confirmed = self.confirmed(pull);
+        confirmed
+            .then(|| self.cache.store.get(&pull.digest))
+            .flatten()
     }
 
     /// The cached entry, when it has seen this endpoint's answer and the registry lets this
@@ -219,16 +275,22 @@ impl Serve<'_> {
         pull: &RequestState,
         entry: &Entry,
     ) -> Result<bool> {
-        // A drain that began while this request waited: its answer is the connection's last.
-        if self.in_flight.is_some_and(InFlight::draining) {
-            session.set_keepalive(None);
-        }
         let asked = Asked {
             digest: &pull.digest,
             kind: pull.kind,
             entry,
+            fetch: None,
+            event: "hit",
         };
-        serve(session, self.cache, asked, self.memory_budget).await
+        self.answer(session, asked).await
+    }
+
+    async fn answer(&self, session: &mut Session, asked: Asked<'_>) -> Result<bool> {
+        // A drain that began while this request waited: its answer is the connection's last.
+        if self.in_flight.is_some_and(InFlight::draining) {
+            session.set_keepalive(None);
+        }
+        serve(session, self.cache, asked, self.settings.memory).await
     }
 
     /// The request as a `HEAD` to the registry node it would go to, with the client's
@@ -243,11 +305,10 @@ impl Serve<'_> {
         let request = self.request;
         let timeout = request.settings.read_timeout.min(REGISTRY_CHECK_TIMEOUT);
         let headers = &session.req_header().headers;
-        let authorization = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let api = self.cache.registry.at(node, authorization, timeout);
+        let api = self
+            .cache
+            .registry
+            .at(node, authorization(headers), timeout);
         let status = api.head_status(&request.path, confirmation_headers(headers, request));
         match status.await {
             Ok(200) => {
@@ -271,12 +332,24 @@ impl Serve<'_> {
     }
 }
 
-/// The client's `Accept` and `Host`, and (as the proxied request would say who asks: a
-/// registry or an auth proxy in front of it may decide by client address) the forwarding
-/// headers.
+/// The client's `Authorization`.
+fn authorization(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The client's `Accept`, `Host` and `User-Agent`, and (as the proxied request would say
+/// who asks: a registry or an auth proxy in front of it may decide by client address) the
+/// forwarding headers.
 fn confirmation_headers(client: &HeaderMap, request: &RequestFacts) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    for name in [http::header::ACCEPT, http::header::HOST] {
+    for name in [
+        http::header::ACCEPT,
+        http::header::HOST,
+        http::header::USER_AGENT,
+    ] {
         if let Some(value) = client.get(&name) {
             headers.insert(name, value.clone());
         }

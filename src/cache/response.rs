@@ -2,26 +2,26 @@
 //!
 //! - [`upstream_response`]: a 200 to a pull by digest confirms the repository+digest pair
 //!   on its endpoint (`/blobs/` or `/manifests/`) and teaches a cached entry that endpoint's
-//!   `Content-Type`; a GET's body also fills the cache when it fits `cache.max_object` and
-//!   says what it is (`Content-Length`, no `Content-Encoding`, any `Docker-Content-Digest`
-//!   equal to the digest asked for). A 200 to a GET of a manifest by tag does the same for
-//!   the digest its `Docker-Content-Digest` names (the fill commits only if the body's
-//!   SHA-256 is that digest), so a later pull by digest is warm; the by-tag answer itself
-//!   always comes from the registry. A 404 for the pair forgets it (unless the client's
+//!   `Content-Type` (a pull by digest is filled by its own fetch, `fetch`). A 200 to a GET
+//!   of a manifest by tag confirms the digest its `Docker-Content-Digest` names, and its
+//!   body fills that digest when it says what it is (`Content-Length` within
+//!   `cache.max_object`, no `Content-Encoding`; the fill commits only if the body's SHA-256
+//!   is that digest), so a later pull by digest is warm; the by-tag answer itself always
+//!   comes from the registry. A 404 for the pair forgets it (unless the client's
 //!   `Accept` explains it); so does a 202 to a DELETE of that blob or manifest. Anything
 //!   else (a 307 to the storage, a 206, an error) changes nothing.
-//! - [`response_body`]: the body into the fill; its end commits it.
+//! - [`response_body`]: a manifest by tag's body into its fill; its end commits it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use super::answer::accepts;
+use super::commit::{self, Bounds};
 use super::disk::sha256_hex;
-use super::fill::{Fill, FillRequest, PACE_ABOVE};
-use super::request::{kind_of, RequestState};
+use super::entry::{Entry, Kind};
+use super::request::{kind_of, RequestState, TagFill};
 use super::shared::Cache;
 use crate::hooks::RequestFacts;
 use crate::registry::Action;
@@ -46,9 +46,6 @@ pub(crate) fn upstream_response(
     let Some(pull) = state.as_mut() else {
         return;
     };
-    // The requests waiting for this digest go on at once unless a fill starts below; the
-    // lead is never held for the length of a download that fills nothing.
-    let leader = pull.leader.take();
     let header = |name: &str| response.headers.get(name).and_then(|v| v.to_str().ok());
     if pull.by_tag {
         match header("docker-content-digest").filter(|d| sha256_hex(d).is_some()) {
@@ -88,20 +85,26 @@ pub(crate) fn upstream_response(
         }
         return;
     }
-    if size > limits.max_object || request_header.method != http::Method::GET {
+    // A pull by digest is filled by its fetch (`fetch`); a manifest by tag from the body
+    // that goes to the client.
+    let fits = size <= limits.max_object.min(MAX_TAG_FILL);
+    if !pull.by_tag || !fits || request_header.method != http::Method::GET {
         return;
     }
-    let fill = FillRequest {
+    pull.tag_fill = Some(TagFill {
         digest: pull.digest.clone(),
-        kind: pull.kind,
-        leader,
-        size,
-        content_type: content_type.to_string(),
-        max_size: limits.max_size,
-        memory: limits.memory,
-    };
-    pull.fill = Fill::start(cache, fill);
+        entry: Entry::new(size, Kind::Manifest, content_type),
+        body: BytesMut::with_capacity(size as usize),
+        bounds: Bounds {
+            max_size: limits.max_size,
+            memory: limits.memory,
+        },
+    });
 }
+
+/// The most of a manifest by tag gathered to fill its digest: distribution refuses to
+/// store manifests over 4 MiB.
+const MAX_TAG_FILL: u64 = 4 << 20;
 
 /// Whether the cached manifest `pull` asks for is one the registry refuses to this
 /// request's `Accept` (see [`accepts`]).
@@ -111,28 +114,38 @@ fn withheld_for_accept(cache: &Cache, pull: &RequestState, request: &RequestHead
     content_type.is_some_and(|content_type| !accepts(request, content_type))
 }
 
-/// `response_body_filter`: feeds one chunk of the body to the fill; the end of the body
-/// commits it. Returns a pause for the client's answer while the disk is far behind
-/// (`fill::PACE_ABOVE`).
+/// `response_body_filter`: gathers a manifest by tag's body; its end fills the digest it
+/// names (committed only if its SHA-256 is that digest).
 pub(crate) fn response_body(
+    cache: &Arc<Cache>,
     body: &Option<Bytes>,
     end_of_stream: bool,
     state: &mut Option<RequestState>,
-) -> Option<Duration> {
-    let pull = state.as_mut()?;
-    let fill = pull.fill.as_ref()?;
+) {
+    let Some(pull) = state.as_mut() else {
+        return;
+    };
+    let Some(fill) = pull.tag_fill.as_mut() else {
+        return;
+    };
     if let Some(chunk) = body {
-        if !fill.push(chunk) {
-            // Given up: dropping it discards what was written.
-            pull.fill = None;
-            return None;
+        if (fill.body.len() + chunk.len()) as u64 > fill.entry.size {
+            pull.tag_fill = None;
+            return;
         }
+        fill.body.extend_from_slice(chunk);
     }
     if end_of_stream {
-        if let Some(fill) = pull.fill.take() {
-            fill.finish();
+        if let Some(fill) = pull.tag_fill.take() {
+            let TagFill {
+                digest,
+                entry,
+                body,
+                bounds,
+            } = fill;
+            if !cache.store.contains(&digest) {
+                commit::fill_from_memory(Arc::clone(cache), digest, entry, body.freeze(), bounds);
+            }
         }
-        return None;
     }
-    (fill.backlog() > PACE_ABOVE).then_some(Duration::from_millis(1))
 }

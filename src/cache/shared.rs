@@ -1,21 +1,17 @@
 //! The cache every request shares: its store, the confirmed pairs, the memory tier, the
-//! digests being filled or fetched, and whether caching still works.
+//! digests being fetched, and whether caching still works.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::claims::{Filling, Inflight};
 use super::confirmed::Confirmed;
 use super::disk::CacheError;
+use super::fetch::Fetches;
 use super::memory::Memory;
 use super::store::Store;
 use crate::config::CacheSettings;
 use crate::metrics::metrics;
 use crate::state_dir::create_private_dir;
 use crate::upstream::RegistryClient;
-
-/// Bytes all fills together may have queued for the disk (each fill also has its own
-/// bound, `fill::MAX_QUEUED`); past it, chunks are not queued and their fills are given up.
-const FILL_BUDGET: u64 = 256 << 20;
 
 /// Range answers read from the disk at once.
 const RANGE_READS: usize = 2;
@@ -27,15 +23,10 @@ pub(crate) struct Cache {
     pub(super) confirmed: Confirmed,
     /// Verified small objects, served without reading a file.
     pub(super) memory: Memory,
-    /// Digests being filled now (one fill per digest).
-    pub(super) filling: Filling,
-    /// Digests a leading request is fetching now.
-    pub(super) inflight: Inflight,
-    /// Asks a registry node whether a client may pull a digest.
+    /// The registry fetches running now, one per digest.
+    pub(super) fetches: Fetches,
+    /// Fetches from registry nodes, and asks them whether a client may pull a digest.
     pub(super) registry: RegistryClient,
-    /// Bytes all fills together have queued for the disk, and the most they may.
-    pub(super) fill_backlog: AtomicU64,
-    pub(super) fill_budget: u64,
     /// Range answers read (and hash) the whole entry: at most this many at once, so small
     /// ranges on huge entries cannot take every core and the disk.
     pub(super) range_reads: tokio::sync::Semaphore,
@@ -60,10 +51,7 @@ impl Cache {
             store,
             confirmed: Confirmed::new(),
             memory: Memory::default(),
-            filling: Filling::default(),
-            inflight: Inflight::default(),
-            fill_backlog: AtomicU64::new(0),
-            fill_budget: FILL_BUDGET,
+            fetches: Fetches::default(),
             range_reads: tokio::sync::Semaphore::new(RANGE_READS),
             registry,
             broken: AtomicBool::new(false),

@@ -260,7 +260,7 @@ fn off_the_runtime(work: impl FnOnce() + Send + 'static) {
 
 /// Where `cacache` keeps content of SHA-256 `hex` (its `content-v2` layout, checked by
 /// the tests against what it writes).
-fn content_path(dir: &Path, hex: &str) -> PathBuf {
+pub(super) fn content_path(dir: &Path, hex: &str) -> PathBuf {
     dir.join("content-v2/sha256")
         .join(&hex[..2])
         .join(&hex[2..4])

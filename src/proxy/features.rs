@@ -3,7 +3,6 @@
 //! one branch per phase; a request a feature does not follow has no state of it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -96,15 +95,16 @@ impl Features {
         }
     }
 
-    /// `response_body_filter`: a pause for the client's answer while a cache fill's disk
-    /// is far behind.
+    /// `response_body_filter`: a manifest by tag's body into its cache fill.
     pub(crate) fn response_body(
         &self,
         body: &Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
-    ) -> Option<Duration> {
-        cache::response_body(body, end_of_stream, &mut ctx.cache)
+    ) {
+        if let Some(cache) = &self.cache {
+            cache::response_body(cache, body, end_of_stream, &mut ctx.cache);
+        }
     }
 
     /// Whether a feature answered the request itself (the access line's `upstream`).

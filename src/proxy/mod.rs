@@ -184,7 +184,8 @@ impl ProxyHttp for EdgeProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        Ok(self.features.response_body(body, end_of_stream, ctx))
+        self.features.response_body(body, end_of_stream, ctx);
+        Ok(None)
     }
 
     async fn response_filter(

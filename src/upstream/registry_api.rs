@@ -36,17 +36,53 @@ pub enum RegistryClientError {
 /// The HTTP client for the edge's own requests to registry nodes: every request goes
 /// direct to the node it names. Cheap to clone (one connection pool).
 #[derive(Clone)]
-pub(crate) struct RegistryClient(reqwest::Client);
+pub(crate) struct RegistryClient {
+    /// Lookups: every request ends after its timeout, body included.
+    lookups: reqwest::Client,
+    /// The cache's fetches: bodies of any length, each read bounded by the caller.
+    bodies: reqwest::Client,
+}
 
 impl RegistryClient {
     /// # Errors
     /// The system's TLS roots cannot be read, or reqwest refuses the settings.
     pub(crate) fn new() -> Result<RegistryClient, RegistryClientError> {
-        let client = crate::tls::http_client_builder(None, CLIENT_TIMEOUT)?
+        let lookups = crate::tls::http_client_builder(None, CLIENT_TIMEOUT)?
             .no_proxy()
             .build()
             .map_err(RegistryClientError::Build)?;
-        Ok(RegistryClient(client))
+        let bodies = crate::tls::untimed_http_client_builder(None, CLIENT_TIMEOUT)?
+            .no_proxy()
+            .build()
+            .map_err(RegistryClientError::Build)?;
+        Ok(RegistryClient { lookups, bodies })
+    }
+
+    /// A `GET` of `path` on the node at `node` with `authorization` and `headers` (the
+    /// client's), for a body of any length: the answer once its head arrived, within
+    /// `head_timeout`; the caller bounds each read of the body.
+    ///
+    /// # Errors
+    /// No answer ([`LookupError::Request`]) or none within `head_timeout`
+    /// ([`LookupError::Timeout`]).
+    pub(crate) async fn get_body(
+        &self,
+        node: SocketAddr,
+        authorization: Option<&str>,
+        path: &str,
+        headers: HeaderMap,
+        head_timeout: Duration,
+    ) -> Result<reqwest::Response, LookupError> {
+        let url = format!("http://{node}{path}");
+        let mut request = self.bodies.get(&url).headers(headers);
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        match tokio::time::timeout(head_timeout, request.send()).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(source)) => Err(LookupError::Request { url, source }),
+            Err(_) => Err(LookupError::Timeout { url }),
+        }
     }
 
     /// The API of the node at `node`, asked with `authorization` (an `Authorization` header
@@ -59,7 +95,7 @@ impl RegistryClient {
         timeout: Duration,
     ) -> RegistryApi<'_> {
         RegistryApi {
-            client: &self.0,
+            client: &self.lookups,
             base: format!("http://{node}"),
             authorization,
             timeout,
@@ -90,6 +126,8 @@ pub enum LookupError {
     Status { url: String, status: u16 },
     #[error("{url}: the registry answered without Docker-Content-Digest")]
     NoDigest { url: String },
+    #[error("{url}: no answer in time")]
+    Timeout { url: String },
 }
 
 /// One node's API ([`RegistryClient::at`]).

@@ -31,7 +31,7 @@ impl Registry {
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog: {{ level: warn, accesslog: {{ disabled: true }} }}\n\
+                "version: 0.1\nlog: {{ level: warn, accesslog: {{ disabled: false }} }}\n\
                  storage:\n  filesystem: {{ rootdirectory: {} }}\n  delete: {{ enabled: true }}\n\
                  http:\n  addr: 127.0.0.1:{port}\n  secret: shared-test-secret\n{extra}",
                 root.display()
@@ -65,6 +65,21 @@ impl Registry {
                 .stdout(out.try_clone().unwrap())
                 .stderr(out),
         )
+    }
+
+    /// The registry's log: warnings and its access log (one line per request, in the
+    /// combined log format: `"GET /v2/… HTTP/1.1" 200 …`).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Requests with `method` for `path` in the access log.
+    pub fn requests(&self, method: &str, path: &str) -> usize {
+        let asked = format!("\"{method} {path} HTTP/");
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(&asked))
+            .count()
     }
 
     pub fn addr(&self) -> String {
