@@ -10,16 +10,17 @@
 //! 2. `proxy`'s admission steps: header limits, request id, framing and `Host`
 //!    (`request`), strict host, route (`registry`), repository name, read-only, the token
 //!    realm (`auth::endpoint`), the token (`auth::check`), then the features' admission
-//!    hooks: **cache** (answer a pull by digest) and **policy** (quotas, immutable tags),
+//!    hooks: **cache** (answer a pull by digest, warm or from the one registry fetch of
+//!    a cold digest) and **policy** (quotas, immutable tags),
 //!    then the body size and the push limit (`limits`).
 //! 3. `upstream` picks the node (affinity, upload-session pins); the policy's new-attempt
 //!    hook; forwarding headers (`proxy::headers`).
 //! 4. Request body: counted, limited, throttled (`proxy::body`), then the policy's body
 //!    hook (a held manifest, a bounded upload).
 //! 5. The registry's answer: the node's answer noted (passive health), upload-session pins,
-//!    then the features' response hooks (the cache confirms per endpoint and fills, a
-//!    by-tag manifest answer filling its digest; the policy records), the cache's
-//!    response-body hook.
+//!    then the features' response hooks (the cache confirms per endpoint, a by-tag
+//!    manifest answer filling its digest; the policy records), the cache's response-body
+//!    hook.
 //! 6. Refusals, whenever decided, and failures: one path (`proxy::refusal`); then the
 //!    access line and metrics.
 //!
@@ -53,7 +54,8 @@
 //!   pins, and the registry's API as the edge itself asks it (`registry_api`: direct to
 //!   the nodes, the edge-signed lookup token).
 //! - [`cache`] (feature): blobs and manifests pulled by digest, kept on disk (`cacache`,
-//!   verified once, then trusted while unchanged) and served only to requests the edge
+//!   verified once, then trusted while unchanged), filled by one registry fetch per cold
+//!   digest that every client reads as it grows, and served only to requests the edge
 //!   authorized for a repository and endpoint the registry confirmed, as the registry
 //!   answers there. Hooks: admit, upstream response, response body.
 //! - [`policy`] (feature): storage quotas per namespace and immutable tags; the usage store

@@ -32,6 +32,20 @@ pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
     (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(hex)
 }
 
+/// Removes the temporary files a fill left in `dir/tmp/` when the edge stopped mid-way (a
+/// crash, a kill): at start no fill runs. `registry-edge cache purge` never calls this, as
+/// it runs beside a live edge. Errors are logged; nothing depends on it.
+pub(crate) fn sweep_temporary(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir.join("tmp")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Err(e) = std::fs::remove_file(entry.path()) {
+            tracing::warn!("cache: cannot remove {}: {e}", entry.path().display());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

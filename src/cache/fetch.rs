@@ -65,14 +65,24 @@ impl Fetches {
 
     /// The running fetch of `digest`, or a new one on `kind`; `true` when new (the caller
     /// runs it, then calls [`Fetches::end`]).
-    pub(super) fn join(&self, digest: &str, kind: Kind) -> (Arc<Fetch>, bool) {
+    /// `None` when `cached()` says it was committed meanwhile: asked under the lock, and a
+    /// fetch commits before it ends, so no second fetch of a cached digest starts.
+    pub(super) fn join(
+        &self,
+        digest: &str,
+        kind: Kind,
+        cached: impl FnOnce() -> bool,
+    ) -> Option<(Arc<Fetch>, bool)> {
         let mut fetches = self.lock();
         if let Some(fetch) = fetches.get(digest) {
-            return (Arc::clone(fetch), false);
+            return Some((Arc::clone(fetch), false));
+        }
+        if cached() {
+            return None;
         }
         let fetch = Arc::new(Fetch::new(digest, kind));
         fetches.insert(digest.to_string(), Arc::clone(&fetch));
-        (fetch, true)
+        Some((fetch, true))
     }
 
     /// `fetch` is no longer running: the next request for its digest finds the entry, or
@@ -109,8 +119,9 @@ impl Fetch {
         let asked = progress.wait_for(|p| p.stage != Stage::Asking);
         let stage = tokio::time::timeout(limit, asked).await.ok()?.ok()?.stage;
         match stage {
-            Stage::NotFilled => None,
-            _ => self.arrived.get(),
+            Stage::Arriving | Stage::Complete => self.arrived.get(),
+            // Ended without an entry before this request joined: it goes to the registry.
+            _ => None,
         }
     }
 

@@ -71,17 +71,41 @@ pub(super) struct FetchRequest {
 
 /// The running fetch of `request.digest`, or a new one started for `request`; `true` when
 /// this call started it.
-pub(super) fn join(cache: &Arc<Cache>, request: FetchRequest) -> (Arc<Fetch>, bool) {
-    let (fetch, started) = cache.fetches.join(&request.digest, request.kind);
+/// `None` when the digest was committed meanwhile (the request then goes on as a miss).
+pub(super) fn join(cache: &Arc<Cache>, request: FetchRequest) -> Option<(Arc<Fetch>, bool)> {
+    let cached = || cache.store.contains(&request.digest);
+    let (fetch, started) = cache.fetches.join(&request.digest, request.kind, cached)?;
     if started {
-        tokio::spawn(run(Arc::clone(cache), Arc::clone(&fetch), request));
+        let ending = Ending {
+            cache: Arc::clone(cache),
+            fetch: Arc::clone(&fetch),
+            stage: Stage::Failed,
+        };
+        tokio::spawn(run(ending, request));
     }
-    (fetch, started)
+    Some((fetch, started))
 }
 
-/// The fetch's task: ask, write, commit; then leave the running fetches.
-async fn run(cache: Arc<Cache>, fetch: Arc<Fetch>, request: FetchRequest) {
-    let stage = match ask(&cache, &fetch, &request).await {
+/// A fetch's end, whatever ends it (a panic, the runtime shutting down): it leaves the
+/// running fetches, then its readers learn its last stage (`Failed` unless `run` set
+/// another), so no reader waits forever and no later request joins a dead fetch.
+struct Ending {
+    cache: Arc<Cache>,
+    fetch: Arc<Fetch>,
+    stage: Stage,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.cache.fetches.end(&self.fetch);
+        self.fetch.set(self.stage);
+    }
+}
+
+/// The fetch's task: ask, write, commit; then leave the running fetches (`Ending`).
+async fn run(mut ending: Ending, request: FetchRequest) {
+    let (cache, fetch) = (Arc::clone(&ending.cache), Arc::clone(&ending.fetch));
+    ending.stage = match ask(&cache, &fetch, &request).await {
         Some((response, temp)) => match fill(&cache, &fetch, &request, response, temp).await {
             Ok(()) => Stage::Complete,
             Err(FetchError::Disk(e)) => {
@@ -103,8 +127,6 @@ async fn run(cache: Arc<Cache>, fetch: Arc<Fetch>, request: FetchRequest) {
         },
         None => Stage::NotFilled,
     };
-    fetch.set(stage);
-    cache.fetches.end(&fetch);
 }
 
 /// Asks the registry; on a `200` the cache keeps, records what arrived (confirming the
@@ -207,7 +229,17 @@ async fn fill(
     let mut writing: Option<Writing> = None;
     let mut received = 0u64;
     loop {
-        let (batch, ended) = next_batch(&mut response, request.origin.read_timeout).await?;
+        let next = next_batch(&mut response, request.origin.read_timeout).await;
+        let (batch, ended) = match next {
+            Ok(next) => next,
+            // A write error (a full disk) counts before the network's.
+            Err(e) => {
+                return Err(done_writing(writing.take(), &mut idle)
+                    .await
+                    .err()
+                    .unwrap_or(e))
+            }
+        };
         received += batch.iter().map(|b| b.len() as u64).sum::<u64>();
         if received > size {
             return Err(FetchError::Mismatch(received));

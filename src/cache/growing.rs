@@ -30,8 +30,7 @@ pub(super) async fn stream(
     end: u64,
 ) -> Result<()> {
     let arrived = fetch
-        .arrived(std::time::Duration::ZERO)
-        .await
+        .arrived_now()
         .ok_or_else(|| cut("the fetch has no body"))?;
     let mut progress = fetch.progress();
     let mut offset = start;

@@ -178,8 +178,9 @@ impl Serve<'_> {
                 return self.serve(session, pull, &entry).await;
             }
         }
-        // A cold GET: one fetch from the registry, every client answered from its file.
-        if get && cache.writable() {
+        // A cold GET: one fetch from the registry, every client answered from its file. A
+        // cached digest this request may not be answered from goes to the registry.
+        if get && cache.writable() && !cache.store.contains(&pull.digest) {
             if let Some(answered) = self.through_fetch(session, pull).await? {
                 return Ok(answered);
             }
@@ -220,7 +221,9 @@ impl Serve<'_> {
             max_object: self.settings.max_object,
             bounds,
         };
-        let (fetch, started) = fill::join(self.cache, fetch_request);
+        let Some((fetch, started)) = fill::join(self.cache, fetch_request) else {
+            return Ok(None);
+        };
         if fetch.kind != pull.kind {
             return Ok(None);
         }

@@ -60,13 +60,21 @@ pub(super) async fn resume(
         tracing::warn!("cache: an answer from a failed fill could not be finished: {problem}");
         Error::explain(ErrorType::InternalError, "cache fill failed")
     };
+    if offset == end {
+        return session.write_response_body(None, true).await;
+    }
     let mut response = origin
         .get(cache, Some((offset, end)))
         .await
         .map_err(|e| failed(e.to_string()))?;
     // A 200 is the whole content: the bytes before `offset` were sent already.
+    let from_offset = response
+        .headers()
+        .get(reqwest::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(&format!("bytes {offset}-")));
     let mut skip = match response.status().as_u16() {
-        206 => 0,
+        206 if from_offset => 0,
         200 => offset,
         status => return Err(failed(format!("the registry answered {status}"))),
     };

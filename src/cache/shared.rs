@@ -46,6 +46,7 @@ impl Cache {
             dir: settings.dir.clone(),
             source,
         })?;
+        super::disk::sweep_temporary(&settings.dir);
         let store = Store::open(&settings.dir, settings.max_size)?;
         Ok(Cache {
             store,
