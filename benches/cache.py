@@ -152,7 +152,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="256 MiB, 1 rep, 2 s runs")
     ap.add_argument("--out", default=os.path.join(cn.ROOT, "benches/results/cache.md"))
     ap.add_argument("--skip-setup", action="store_true", help="do not apt-get or cargo build")
+    ap.add_argument("--only", default="C1,C2,C3,C4", help="the scenarios to run (C1,C2,C3,C4)")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     if not args.skip_setup:
         cn.ensure_tools()
         cn.build()
@@ -189,67 +191,71 @@ def main():
         static, static_port = static_nginx(b, small_digest, small_path)
         big_digest, size = b.blobs["big"][1], b.big
 
-        cn.log("== cold pulls: cache edge (purged each round) vs the edge without a cache")
-        rss = {"edge, cache": [], "edge, no cache": []}
+        if "C1" in only:
+            cn.log("== cold pulls: cache edge (purged each round) vs the edge without a cache")
+            rss = {"edge, cache": [], "edge, no cache": []}
 
-        def cold(name, base, r):
-            proc = cached if name == "edge, cache" else plain
-            if proc is cached:
+            def cold(name, base, r):
+                proc = cached if name == "edge, cache" else plain
+                if proc is cached:
+                    purge(cached_config)
+                cn.reset_peak_rss(proc.pids())
+                rate = download(b, base, big_digest, size, token)
+                rss[name].append(sum(cn.proc_status(p, "VmHWM") for p in proc.pids()) / cn.MIB)
+                return rate
+
+            res = cn.alternate(args.reps, [("edge, cache", cached_base),
+                                           ("edge, no cache", plain_base)], cold)
+            table.add(f"C1. cold pull of a {args.image_mib} MiB blob (filling the cache) vs "
+                      "the edge without a cache", "MB/s", cn.median(res["edge, cache"]),
+                      cn.median(res["edge, no cache"]))
+            table.add("C1. peak RSS during the cold pull", "MiB", max(rss["edge, cache"]),
+                      max(rss["edge, no cache"]), better="lower")
+
+        if "C4" in only:
+            cn.log("== 4 cold pulls of one blob at once, one client at 2 MB/s, vs one alone")
+            c4_path = os.path.join(b.work, "c4.blob")
+            with open(c4_path, "wb") as f:
+                for _ in range(C4_MIB):
+                    f.write(os.urandom(cn.MIB))
+            c4_digest = "sha256:" + cn.sh("sha256sum", c4_path).split()[0]
+            b.blobs["c4"] = (c4_path, c4_digest)
+            b.upload(plain_base, "c4", cn.REPO, token)
+            alone, three = [], []
+            for _ in range(args.reps):
                 purge(cached_config)
-            cn.reset_peak_rss(proc.pids())
-            rate = download(b, base, big_digest, size, token)
-            rss[name].append(sum(cn.proc_status(p, "VmHWM") for p in proc.pids()) / cn.MIB)
-            return rate
+                alone.append(timed_download(b, cached_base, c4_digest, C4_MIB * cn.MIB, token))
+                purge(cached_config)
+                three.append(max(with_a_slow_client(b, cached_base, c4_digest, C4_MIB * cn.MIB,
+                                                    token)))
+            table.add(f"C4. 4 cold pulls of one {C4_MIB} MiB blob, one at 2 MB/s: the slowest "
+                      "of the other three vs one cold pull alone", "s", cn.median(three),
+                      cn.median(alone), better="lower")
 
-        res = cn.alternate(args.reps, [("edge, cache", cached_base),
-                                       ("edge, no cache", plain_base)], cold)
-        table.add(f"C1. cold pull of a {args.image_mib} MiB blob (filling the cache) vs "
-                  "the edge without a cache", "MB/s", cn.median(res["edge, cache"]),
-                  cn.median(res["edge, no cache"]))
-        table.add("C1. peak RSS during the cold pull", "MiB", max(rss["edge, cache"]),
-                  max(rss["edge, no cache"]), better="lower")
+        if "C2" in only:
+            cn.log("== 8 concurrent pulls of the same blob, warm cache, vs nginx -> registry")
+            download(b, cached_base, big_digest, size, token)
+            wait_cached(cache_dir, size)
+            res = cn.alternate(args.reps, [("edge", cached_base), ("nginx", ngx_base)],
+                               lambda n, base, r: parallel_downloads(b, base, big_digest, size,
+                                                                     8, token))
+            table.add(f"C2. 8 concurrent pulls of one {args.image_mib} MiB blob, warm cache",
+                      "MB/s", cn.median(res["edge"]), cn.median(res["nginx"]))
 
-        cn.log("== 4 cold pulls of one blob at once, one client at 2 MB/s, vs one alone")
-        c4_path = os.path.join(b.work, "c4.blob")
-        with open(c4_path, "wb") as f:
-            for _ in range(C4_MIB):
-                f.write(os.urandom(cn.MIB))
-        c4_digest = "sha256:" + cn.sh("sha256sum", c4_path).split()[0]
-        b.blobs["c4"] = (c4_path, c4_digest)
-        b.upload(plain_base, "c4", cn.REPO, token)
-        alone, three = [], []
-        for _ in range(args.reps):
-            purge(cached_config)
-            alone.append(timed_download(b, cached_base, c4_digest, C4_MIB * cn.MIB, token))
-            purge(cached_config)
-            three.append(max(with_a_slow_client(b, cached_base, c4_digest, C4_MIB * cn.MIB,
-                                                token)))
-        table.add(f"C4. 4 cold pulls of one {C4_MIB} MiB blob, one at 2 MB/s: the slowest "
-                  "of the other three vs one cold pull alone", "s", cn.median(three),
-                  cn.median(alone), better="lower")
-
-        cn.log("== 8 concurrent pulls of the same blob, warm cache, vs nginx -> registry")
-        download(b, cached_base, big_digest, size, token)
-        wait_cached(cache_dir, size)
-        res = cn.alternate(args.reps, [("edge", cached_base), ("nginx", ngx_base)],
-                           lambda n, base, r: parallel_downloads(b, base, big_digest, size,
-                                                                 8, token))
-        table.add(f"C2. 8 concurrent pulls of one {args.image_mib} MiB blob, warm cache",
-                  "MB/s", cn.median(res["edge"]), cn.median(res["nginx"]))
-
-        cn.log("== 4 KiB blob by digest, 64 connections, warm cache")
-        bearer = (f"Authorization: Bearer {small_token}",)
-        path = f"/v2/{cn.SMALL_REPO}/blobs/{small_digest}"
-        download_small = [("edge", cached_base), ("nginx", ngx_base),
-                          ("static", f"https://127.0.0.1:{static_port}")]
-        for proto, tool in (("h1", b.wrk), ("h2", b.h2load)):
-            res = cn.alternate(args.reps, download_small,
-                               lambda n, base, r: tool(base + path, bearer))
-            rates = {n: cn.median([x["rps"] for x in res[n]]) for n, _ in download_small}
-            table.add(f"C3. GET 4 KiB blob, {proto}, vs nginx -> registry", "req/s",
-                      rates["edge"], rates["nginx"])
-            table.add(f"C3. GET 4 KiB blob, {proto}, vs nginx serving the file", "req/s",
-                      rates["edge"], rates["static"])
+        if "C3" in only:
+            cn.log("== 4 KiB blob by digest, 64 connections, warm cache")
+            bearer = (f"Authorization: Bearer {small_token}",)
+            path = f"/v2/{cn.SMALL_REPO}/blobs/{small_digest}"
+            download_small = [("edge", cached_base), ("nginx", ngx_base),
+                              ("static", f"https://127.0.0.1:{static_port}")]
+            for proto, tool in (("h1", b.wrk), ("h2", b.h2load)):
+                res = cn.alternate(args.reps, download_small,
+                                   lambda n, base, r: tool(base + path, bearer))
+                rates = {n: cn.median([x["rps"] for x in res[n]]) for n, _ in download_small}
+                table.add(f"C3. GET 4 KiB blob, {proto}, vs nginx -> registry", "req/s",
+                          rates["edge"], rates["nginx"])
+                table.add(f"C3. GET 4 KiB blob, {proto}, vs nginx serving the file", "req/s",
+                          rates["edge"], rates["static"])
         b.stop(static, cached, plain, ngx, reg)
     finally:
         b.cleanup()

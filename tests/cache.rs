@@ -275,6 +275,15 @@ fn eviction_keeps_max_size_and_purge_deletes_entries() {
         "a purged entry was served from memory: {}",
         gone.status
     );
+    // The registry back: the next pull of a purged entry fills it again.
+    s.restart_registry();
+    let fills = s.metric("fill");
+    assert!(s.get("alice/evict", &small_path, &[]).body == small);
+    wait_for(
+        "the purged entry to fill again",
+        Duration::from_secs(10),
+        || (s.metric("fill") > fills).then_some(()),
+    );
 }
 
 /// `cache.dir` on a 1 MiB tmpfs: a 3 MiB blob cannot be cached, the pull still succeeds,

@@ -201,7 +201,6 @@ async fn open(cache: &Cache, digest: &str) -> Option<Source<'static>> {
                 cache.store.forget(digest);
                 cache.memory.remove(digest);
             }
-            metrics().cache_events.with_label_values(&["miss"]).inc();
             None
         }
     }

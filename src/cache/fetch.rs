@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::entry::{FileId, Kind};
+use super::window::Window;
 
 /// Where a fetch is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub(super) struct Fetch {
     pub kind: Kind,
     arrived: OnceLock<Arrived>,
     progress: watch::Sender<Progress>,
+    /// The last bytes written, for the answers keeping up.
+    pub window: Window,
 }
 
 /// The fetches running now, by digest.
@@ -109,6 +112,7 @@ impl Fetch {
                 stage: Stage::Asking,
                 written: 0,
             }),
+            window: Window::default(),
         }
     }
 

@@ -195,13 +195,15 @@ impl Writer {
     /// Hashes and writes `batch`, then tells the readers; blocking file work.
     fn write(mut self, file: &File, batch: Vec<Bytes>) -> Result<Writer, FetchError> {
         let mut file = file;
-        for chunk in &batch {
-            self.hasher.update(chunk);
-            file.write_all(chunk).map_err(FetchError::Disk)?;
+        for chunk in batch {
+            self.hasher.update(&chunk);
+            file.write_all(&chunk).map_err(FetchError::Disk)?;
             if let Some(kept) = &mut self.kept {
-                kept.extend_from_slice(chunk);
+                kept.extend_from_slice(&chunk);
             }
+            let offset = self.written;
             self.written += chunk.len() as u64;
+            self.fetch.window.push(offset, chunk);
         }
         self.fetch.wrote(self.written);
         Ok(self)

@@ -1,5 +1,6 @@
 //! Answering from a fetch's file while it grows (`fetch`): each answer reads what has been
-//! written, at its own pace, and waits for more; its last chunk goes only once the fetch
+//! written, at its own pace (from the fetch's recent bytes in memory while it keeps up,
+//! `window`, else from the file), and waits for more; its last chunk goes only once the fetch
 //! is complete (length and SHA-256 matched) and the committed file is still the one
 //! written. An answer whose fetch fails is finished from the registry (`resume`), as the
 //! registry alone would have answered; one whose fetch found bytes that do not match the
@@ -45,17 +46,20 @@ pub(super) async fn stream(
         let available = now.written.min(end);
         let want = available.saturating_sub(offset).min(CHUNK as u64);
         // The last chunk (or an empty answer) waits for the fetch to complete.
-        let last = offset + want == end;
-        if (want == 0 && !last) || (last && !complete) {
+        let to_end = offset + want == end;
+        if (want == 0 && !to_end) || (to_end && !complete) {
             if progress.changed().await.is_err() {
                 return Err(cut("the fetch ended"));
             }
             continue;
         }
-        let chunk = match want {
-            0 => None,
-            _ => Some(read_at(&arrived.file, offset, want as usize).await?),
+        // Keeping up: the buffers as they came from the registry; else the file.
+        let chunk = match fetch.window.slice(offset, offset + want) {
+            Some(recent) => Some(recent),
+            None if want == 0 => None,
+            None => Some(read_at(&arrived.file, offset, want as usize).await?),
         };
+        let last = offset + chunk.as_ref().map_or(0, |c| c.len() as u64) == end;
         if last && !unchanged(&arrived.file, arrived.committed.get()).await {
             return Err(cut("the entry's file changed"));
         }

@@ -26,7 +26,8 @@
 //!   every client asking is answered from as it grows (`growing`), finished from the
 //!   registry should the fetch fail (`resume`); `commit`: a file whose
 //!   SHA-256 matched becomes an entry (the fetch's, a manifest by tag's); `fetch`: a
-//!   fetch as its readers see it (stage, bytes written), and the fetches running.
+//!   fetch as its readers see it (stage, bytes written, the last ones in memory:
+//!   `window`), and the fetches running.
 //! - `confirmed`: the repository+digest pairs the registry answered 200 for.
 //! - `read`: an entry's file read for an answer: verified once, then trusted while its
 //!   `fstat` identity (device, inode, size, mtime, ctime) is unchanged.
@@ -54,6 +55,7 @@ mod response;
 mod resume;
 mod shared;
 mod store;
+mod window;
 
 pub use disk::CacheError;
 pub use purge::{purge, Purged};

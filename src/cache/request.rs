@@ -168,18 +168,21 @@ impl Serve<'_> {
     async fn try_serve(&self, session: &mut Session, pull: &mut RequestState) -> Result<bool> {
         let cache = self.cache;
         let get = session.req_header().method == http::Method::GET;
-        if let Some(entry) = self.confirmed_entry(pull) {
-            return self.serve(session, pull, &entry).await;
-        }
-        // Not (yet) confirmed for this repository, or proxy-only mode: the registry decides
-        // with a HEAD whether this client may have what another repository's pull cached.
-        if get {
-            if let Some(entry) = self.allowed_entry(session, pull).await {
-                return self.serve(session, pull, &entry).await;
+        // Confirmed, or (not yet confirmed for this repository, or proxy-only mode) the
+        // registry says with a HEAD that this client may have what another pull cached.
+        let entry = match self.confirmed_entry(pull) {
+            Some(entry) => Some(entry),
+            None if get => self.allowed_entry(session, pull).await,
+            None => None,
+        };
+        if let Some(entry) = entry {
+            if self.serve(session, pull, &entry).await? {
+                return Ok(true);
             }
         }
-        // A cold GET: one fetch from the registry, every client answered from its file. A
-        // cached digest this request may not be answered from goes to the registry.
+        // A cold GET: one fetch from the registry, every client answered from its file
+        // (also when the entry's content was gone: purged, removed by hand). A cached digest
+        // this request may not be answered from goes to the registry.
         if get && cache.writable() && !cache.store.contains(&pull.digest) {
             if let Some(answered) = self.through_fetch(session, pull).await? {
                 return Ok(answered);
