@@ -57,6 +57,12 @@ pub(super) struct Fetch {
     pub window: Window,
 }
 
+/// Fetches running at once. A fetch goes on after its clients left (up to
+/// `cache.max_object`), so a client asking for many cold digests and leaving would otherwise
+/// start as many downloads; past this bound a cold pull is proxied and fills nothing.
+/// Memory: each fetch holds its window and two batches (about 6 MiB).
+pub(super) const MAX_FETCHES: usize = 32;
+
 /// The fetches running now, by digest.
 #[derive(Default)]
 pub(super) struct Fetches(Mutex<HashMap<String, Arc<Fetch>>>);
@@ -68,8 +74,9 @@ impl Fetches {
 
     /// The running fetch of `digest`, or a new one on `kind`; `true` when new (the caller
     /// runs it, then calls [`Fetches::end`]).
-    /// `None` when `cached()` says it was committed meanwhile: asked under the lock, and a
-    /// fetch commits before it ends, so no second fetch of a cached digest starts.
+    /// `None` when `cached()` says it was committed meanwhile (asked under the lock, and a
+    /// fetch commits before it ends, so no second fetch of a cached digest starts), or
+    /// when [`MAX_FETCHES`] run already.
     pub(super) fn join(
         &self,
         digest: &str,
@@ -80,7 +87,7 @@ impl Fetches {
         if let Some(fetch) = fetches.get(digest) {
             return Some((Arc::clone(fetch), false));
         }
-        if cached() {
+        if fetches.len() >= MAX_FETCHES || cached() {
             return None;
         }
         let fetch = Arc::new(Fetch::new(digest, kind));
@@ -151,5 +158,37 @@ impl Fetch {
     /// What arrived, without waiting.
     pub(super) fn arrived_now(&self) -> Option<&Arrived> {
         self.arrived.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_fetch_per_digest_none_for_a_cached_one_and_no_more_than_the_bound() {
+        let fetches = Fetches::default();
+        let (first, started) = fetches.join("sha256:a", Kind::Blob, || false).unwrap();
+        assert!(started);
+        let (again, started) = fetches.join("sha256:a", Kind::Blob, || false).unwrap();
+        assert!(
+            !started && Arc::ptr_eq(&first, &again),
+            "one fetch per digest"
+        );
+        assert!(
+            fetches.join("sha256:b", Kind::Blob, || true).is_none(),
+            "cached"
+        );
+        for i in 1..MAX_FETCHES {
+            assert!(fetches
+                .join(&format!("sha256:{i}"), Kind::Blob, || false)
+                .is_some());
+        }
+        assert!(
+            fetches.join("sha256:over", Kind::Blob, || false).is_none(),
+            "over the bound"
+        );
+        fetches.end(&first);
+        assert!(fetches.join("sha256:over", Kind::Blob, || false).is_some());
     }
 }
