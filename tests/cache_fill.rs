@@ -104,6 +104,18 @@ fn a_slow_first_client_holds_no_one_and_its_kill_disturbs_no_one() {
         wait_for("the fill to commit", Duration::from_secs(30), || {
             (s.metric("fill") >= 1.0).then_some(())
         });
+        // Every answer came from the fill, the killed client's too (its access line).
+        wait_for(
+            "three access lines from the cache",
+            Duration::from_secs(10),
+            || {
+                let log = s.edge.log_text();
+                let lines = log.lines().filter(|l| {
+                    l.contains("method=GET") && l.contains(&digest) && l.contains("upstream=cache")
+                });
+                (lines.count() == 3).then_some(())
+            },
+        );
         assert_eq!(
             s.registry.requests("GET", &path) - before,
             1,

@@ -2,8 +2,8 @@
 //! written, at its own pace (from the fetch's recent bytes in memory while it keeps up,
 //! `window`, else from the file), and waits for more; its last chunk goes only once the fetch
 //! is complete (length and SHA-256 matched) and the committed file is still the one
-//! written. An answer whose fetch fails is finished from the registry (`resume`), as the
-//! registry alone would have answered; one whose fetch found bytes that do not match the
+//! written. An answer whose fetch fails, or has sent nothing for [`STALL`], is finished
+//! from the registry (`resume`), as the registry alone would have answered; one whose fetch found bytes that do not match the
 //! digest, or whose committed file changed, is cut short.
 
 use std::os::unix::fs::FileExt;
@@ -18,6 +18,11 @@ use super::fetch::{Fetch, Stage};
 use super::resume::{resume, Origin};
 use super::shared::Cache;
 use crate::metrics::metrics;
+
+/// Longest an answer waits for a fetch's next bytes (at most `upstream.read_timeout`)
+/// before finishing from the registry: a fetch waits `read_timeout` (900 s by default)
+/// before giving up on a hung connection, and every client of the digest would wait with it.
+const STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Bytes read from the file at a time (as `read`'s chunk).
 const CHUNK: usize = 512 * 1024;
@@ -48,10 +53,14 @@ pub(super) async fn stream(
         // The last chunk (or an empty answer) waits for the fetch to complete.
         let to_end = offset + want == end;
         if (want == 0 && !to_end) || (to_end && !complete) {
-            if progress.changed().await.is_err() {
-                return Err(cut("the fetch ended"));
+            // A fetch that stalled (its registry connection hung) holds no answer: after
+            // `STALL` without a byte, the rest is asked of the registry on a new connection.
+            let stall = origin.read_timeout.min(STALL);
+            match tokio::time::timeout(stall, progress.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(cut("the fetch ended")),
+                Err(_) => return resume(session, cache, origin, offset, end).await,
             }
-            continue;
         }
         // Keeping up: the buffers as they came from the registry; else the file.
         let chunk = match fetch.window.slice(offset, offset + want) {

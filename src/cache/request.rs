@@ -21,6 +21,7 @@ use pingora::proxy::Session;
 use super::answer::{serve, Asked};
 use super::commit::Bounds;
 use super::disk::sha256_hex;
+use super::fetch::Stage;
 use super::fill::{self, FetchRequest};
 use super::resume::Origin;
 use super::shared::Cache;
@@ -143,7 +144,13 @@ pub(crate) async fn admit(
         // Only a token the edge checked proves pull on the repository.
         edge_checked: request.settings.checks_tokens(),
     };
-    pull.answered = served.try_serve(session, pull).await?;
+    let served = served.try_serve(session, pull).await;
+    // A client that left mid-answer was still answered from the cache (its access line).
+    pull.answered = match &served {
+        Ok(answered) => *answered,
+        Err(_) => session.response_written().is_some(),
+    };
+    served?;
     Ok(match pull.answered {
         true => Outcome::Answered,
         false => Outcome::Next,
@@ -233,6 +240,12 @@ impl Serve<'_> {
         let Some(arrived) = fetch.arrived(request.settings.read_timeout).await else {
             return Ok(None);
         };
+        // A range is known good only once the whole content is: until the fetch completes,
+        // the registry answers it (at once, where the fill would hold it to the end).
+        let ranged = header.headers.contains_key(http::header::RANGE);
+        if ranged && fetch.progress().borrow().stage != Stage::Complete {
+            return Ok(None);
+        }
         // The registry's 200 to the fetch answered this request's own credentials; any
         // other request needs the pair confirmed (and its token checked), or the registry's
         // word for its client.
