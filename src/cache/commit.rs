@@ -11,7 +11,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 
-use super::disk::{integrity_of, sha256_hex};
+use super::disk::{hashes_to, integrity_of, sha256_hex};
 use super::entry::{Entry, FileId};
 use super::memory::Memory;
 use super::shared::Cache;
@@ -101,8 +101,8 @@ pub(super) fn fill_from_memory(
     bounds: Bounds,
 ) {
     let work = move || {
-        let hex = format!("{:x}", Sha256::digest(&body));
-        if digest.strip_prefix("sha256:") != Some(hex.as_str()) || body.len() as u64 != entry.size {
+        let matched = hashes_to(Sha256::new_with_prefix(&body), &digest);
+        if !matched || body.len() as u64 != entry.size {
             metrics()
                 .cache_events
                 .with_label_values(&["mismatch"])

@@ -32,6 +32,14 @@ pub(crate) fn sha256_hex(digest: &str) -> Option<&str> {
     (hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then_some(hex)
 }
 
+/// Whether `hasher`, fed some content, says it is `digest`'s: the one check every path
+/// that hashes content (a fill, a verifying read) makes before trusting it.
+pub(crate) fn hashes_to(hasher: sha2::Sha256, digest: &str) -> bool {
+    use sha2::Digest;
+    let hex = format!("{:x}", hasher.finalize());
+    sha256_hex(digest) == Some(hex.as_str())
+}
+
 /// Removes the temporary files a fill left in `dir/tmp/` when the edge stopped mid-way (a
 /// crash, a kill): at start no fill runs. `registry-edge cache purge` never calls this, as
 /// it runs beside a live edge. Errors are logged; nothing depends on it.

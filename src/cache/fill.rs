@@ -28,6 +28,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 
 use super::commit::{self, Bounds};
+use super::disk::hashes_to;
 use super::entry::{Entry, Kind};
 use super::fetch::{Arrived, Fetch, Stage};
 use super::memory::Memory;
@@ -313,8 +314,7 @@ async fn finish(
     temp: TempPath,
 ) -> Result<(), FetchError> {
     let arrived = (fetch.arrived_now()).ok_or(FetchError::Task("nothing arrived".into()))?;
-    let hex = format!("{:x}", writer.hasher.finalize());
-    if writer.written != arrived.size || request.digest.strip_prefix("sha256:") != Some(&hex) {
+    if writer.written != arrived.size || !hashes_to(writer.hasher, &request.digest) {
         metrics()
             .cache_events
             .with_label_values(&["mismatch"])

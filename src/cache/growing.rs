@@ -3,8 +3,9 @@
 //! `window`, else from the file), and waits for more; its last chunk goes only once the fetch
 //! is complete (length and SHA-256 matched) and the committed file is still the one
 //! written. An answer whose fetch fails, or has sent nothing for [`STALL`], is finished
-//! from the registry (`resume`), as the registry alone would have answered; one whose fetch found bytes that do not match the
-//! digest, or whose committed file changed, is cut short.
+//! from the registry (`resume`), as the registry alone would have answered; one whose
+//! fetch found bytes that do not match the digest, or whose committed file changed, is cut
+//! short.
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;

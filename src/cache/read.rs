@@ -21,6 +21,7 @@ use pingora::proxy::Session;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::disk::hashes_to;
 use super::entry::FileId;
 use super::shared::Cache;
 use crate::metrics::metrics;
@@ -177,8 +178,7 @@ async fn send_verified(
             }
         }
     }
-    let hex = format!("{:x}", hasher.finalize());
-    let matched = digest.strip_prefix("sha256:") == Some(hex.as_str());
+    let matched = hashes_to(hasher, digest);
     // The file must also have been the same file from the `fstat` at open to the end.
     let unchanged = file.metadata().await.is_ok_and(|m| FileId::of(&m) == id);
     if !matched || id.size() != size {
