@@ -36,5 +36,5 @@ pub fn check_framing(req: &mut RequestHeader) -> bool {
 /// Counts one finished request in the Prometheus series (`class`: `pull`, `push`, `auth`
 /// or `other`, as the proxy's route classes).
 pub fn count_request(class: &str, status: u16, seconds: f64) {
-    crate::metrics::metrics().count_request(class, status, seconds);
+    crate::metrics::metrics().count_request(class, crate::config::DEFAULT_ROUTE, status, seconds);
 }

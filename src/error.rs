@@ -48,6 +48,9 @@ pub enum RegistryError {
         "the registry is in read-only maintenance mode: pushes and deletes are refused, pulls work"
     )]
     ReadOnly,
+    /// A push or delete to a read-only route.
+    #[error("{route:?} is a read-only mirror: pushes and deletes are not accepted")]
+    RouteReadOnly { route: String },
     /// No token, or one that does not grant `needed`.
     #[error("authentication required")]
     Unauthorized { needed: Vec<Scope> },
@@ -129,7 +132,9 @@ impl RegistryError {
             | RegistryError::InvalidToken(_)
             | RegistryError::BadCredentials => 401,
             RegistryError::TooManyFailedLogins | RegistryError::TooManyPushes { .. } => 429,
-            RegistryError::ReadOnly | RegistryError::MethodNotAllowed => 405,
+            RegistryError::ReadOnly
+            | RegistryError::RouteReadOnly { .. }
+            | RegistryError::MethodNotAllowed => 405,
             RegistryError::TransferCodingUnsupported => 501,
             RegistryError::HeadersTooLarge { .. } => 431,
             RegistryError::MisdirectedRequest => 421,
@@ -156,6 +161,7 @@ impl RegistryError {
             | RegistryError::BadTokenRequest(_) => "UNSUPPORTED",
             RegistryError::NameInvalid => "NAME_INVALID",
             RegistryError::ReadOnly
+            | RegistryError::RouteReadOnly { .. }
             | RegistryError::MethodNotAllowed
             | RegistryError::TransferCodingUnsupported
             | RegistryError::HeadersTooLarge { .. }

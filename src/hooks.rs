@@ -16,6 +16,7 @@ use crate::error::RegistryError;
 use crate::registry::Route;
 use crate::request::client::ClientAddress;
 use crate::request::origin::{PublicOrigin, Source};
+use crate::routes::Routed;
 use crate::settings::Settings;
 
 /// What admission learned about a request, read by the proxy's phases and every feature.
@@ -37,6 +38,9 @@ pub(crate) struct RequestFacts {
     pub origin: PublicOrigin,
     /// Request body bytes seen so far.
     pub body_bytes: u64,
+    /// The route (`routes:`) that takes the request; `None` = the default pool. The
+    /// repository in `route` is then the name at the edge.
+    pub routed: Option<Routed>,
 }
 
 impl RequestFacts {
@@ -57,7 +61,49 @@ impl RequestFacts {
                 source: Source::Listener,
             },
             body_bytes: 0,
+            routed: None,
         }
+    }
+
+    /// The path as the registry node that takes the request routes it (decoded): a route's
+    /// pool sees its own names.
+    pub(crate) fn registry_path(&self) -> &str {
+        self.routed.as_ref().map_or(&self.path, |r| &r.pool_path)
+    }
+
+    /// The repository as the registry node names it.
+    pub(crate) fn registry_repository(&self) -> Option<&str> {
+        match &self.routed {
+            Some(routed) => Some(&routed.pool_repository),
+            None => self.route.repository.as_deref(),
+        }
+    }
+
+    /// `Authorization` towards the node for a request the edge routed to a pool and checked
+    /// the token of: a token the edge signs for the pool's name with `actions`; `None` for
+    /// any other request (the client's own header goes).
+    pub(crate) fn pool_authorization(&self, actions: &[&str]) -> Option<String> {
+        let (routed, auth) = (self.routed.as_ref()?, self.settings.auth.as_ref()?);
+        let scope = crate::registry::Scope::repository(&routed.pool_repository, actions);
+        Some(crate::upstream::registry_api::edge_token(
+            &auth.tokens,
+            &[scope],
+        ))
+    }
+
+    /// How long the node may go silent (`upstream.read_timeout`, or the route's).
+    pub(crate) fn read_timeout(&self) -> std::time::Duration {
+        match &self.routed {
+            Some(routed) => routed.route.settings.pool.read_timeout,
+            None => self.settings.read_timeout,
+        }
+    }
+
+    /// The route's label in metrics and the access log (`default`: the `upstream` pool).
+    pub(crate) fn route_name(&self) -> &str {
+        self.routed
+            .as_ref()
+            .map_or(crate::config::DEFAULT_ROUTE, |r| &r.route.settings.name)
     }
 }
 

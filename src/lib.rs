@@ -49,6 +49,9 @@
 //!   (`framing`).
 //! - `redirect`: the plain-HTTP listeners (redirect to https, ACME http-01).
 //! - `admin`: the admin listener (/metrics, /healthz, /readyz).
+//! - `routes`: other registries behind the edge (`routes:`), each with its own pool: which
+//!   requests a route takes (prefix, `Host`, containerd's `ns`), its pool's health checks,
+//!   and the pool's names rewritten to the edge's in paths, headers and tag lists.
 //! - [`upstream`]: registry node pool, repository affinity, active and passive health
 //!   (`answers`: nodes that answered lately stay usable), upload-session
 //!   pins, and the registry's API as the edge itself asks it (`registry_api`: direct to
@@ -119,6 +122,7 @@ pub mod registry_config;
 pub(crate) mod reload;
 pub mod report;
 pub(crate) mod request;
+pub(crate) mod routes;
 pub mod server;
 pub(crate) mod settings;
 pub mod shared_state;

@@ -45,6 +45,9 @@ enum Command {
     RegistryConfig {
         #[arg(long, short, default_value = "conf/registry-edge.yaml")]
         config: PathBuf,
+        /// The block for this route's pool (`routes[].name`) instead of the upstream pool's.
+        #[arg(long)]
+        route: Option<String>,
     },
     /// Read a password on stdin and print an htpasswd line with its bcrypt hash.
     HashPassword {
@@ -128,7 +131,7 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(format!("{}: {e}", pid_file.display())),
         },
-        Command::RegistryConfig { config } => registry_config(&config),
+        Command::RegistryConfig { config, route } => registry_config(&config, route.as_deref()),
         Command::Cache {
             action: CacheAction::Purge { config, digest },
         } => cache_purge(&config, digest.as_deref()),
@@ -170,11 +173,20 @@ fn run(config: &Path) -> ExitCode {
 }
 
 /// `registry-config`: the registry's `auth:` block for the edge's realm.
-fn registry_config(config: &Path) -> ExitCode {
+fn registry_config(config: &Path, route: Option<&str>) -> ExitCode {
     let loaded = match registry_edge::config::load_offline(config) {
         Ok(loaded) => loaded,
         Err(e) => return fail_on(&e),
     };
+    if let Some(route) = route {
+        return match registry_edge::registry_config::route_auth_block(&loaded, route) {
+            Ok(block) => {
+                print!("{block}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(format!("{}: {e}", config.display())),
+        };
+    }
     match registry_edge::registry_config::auth_block(&loaded) {
         Some(block) => {
             print!("{block}");

@@ -87,6 +87,8 @@ pub(crate) struct Metrics {
     pub policy_quota: IntGaugeVec,
     /// `policy`: refusals by reason (`quota`, `immutable`, `invalid`, `unavailable`).
     pub policy_refusals: IntCounterVec,
+    /// Manifests by tag answered from a remembered tag while the route's pool failed.
+    pub route_stale_answers: IntCounterVec,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -139,12 +141,12 @@ impl Registrar<'_> {
         registered(self.0, metric)
     }
 
-    /// Latency by route class.
+    /// Latency by route class and route.
     fn histogram(&self, name: &str, help: &str) -> HistogramVec {
         let opts = HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec());
         registered(
             self.0,
-            HistogramVec::new(opts, &["class"]).expect("valid metric"),
+            HistogramVec::new(opts, &["class", "route"]).expect("valid metric"),
         )
     }
 
@@ -229,13 +231,16 @@ impl Metrics {
         Metrics {
             requests: r.counter_vec(
                 "requests_total",
-                "Requests by route class and status",
-                &["class", "status"],
+                "Requests by route class, route and status",
+                &["class", "route", "status"],
             ),
-            request_seconds: r.histogram("request_duration_seconds", "Request time by route class"),
+            request_seconds: r.histogram(
+                "request_duration_seconds",
+                "Request time by route class and route",
+            ),
             upstream_seconds: r.histogram(
                 "upstream_duration_seconds",
-                "Time to the registry node's response header, by route class",
+                "Time to the registry node's response header, by route class and route",
             ),
             bytes_received: r.counter("received_bytes_total", "Request body bytes received"),
             bytes_sent: r.counter("sent_bytes_total", "Response body bytes sent"),
@@ -272,6 +277,11 @@ impl Metrics {
             policy_usage,
             policy_quota,
             policy_refusals,
+            route_stale_answers: r.counter_vec(
+                "route_stale_answers_total",
+                "Manifests by tag answered stale (a remembered tag) while the route's pool failed",
+                &["route"],
+            ),
             node_healthy: r.gauge_vec(
                 "upstream_node_healthy",
                 "1 while the registry node passes its health check",
@@ -283,35 +293,40 @@ impl Metrics {
         }
     }
 
-    /// Counts a finished request of route `class` with `status` (0: no response) that took
-    /// `seconds`.
-    pub(crate) fn count_request(&self, class: &str, status: u16, seconds: f64) {
-        let series = self.series_of(class);
+    /// Counts a finished request of route `class` on `route` (`routes[].name`, `default`)
+    /// with `status` (0: no response) that took `seconds`.
+    pub(crate) fn count_request(&self, class: &str, route: &str, status: u16, seconds: f64) {
+        let series = self.series_of(class, route);
         with_series(
             series.and_then(|s| s.requests.get(usize::from(status))),
             || {
                 self.requests
-                    .with_label_values(&[class, &status.to_string()])
+                    .with_label_values(&[class, route, &status.to_string()])
             },
             |counter| counter.inc(),
         );
         with_series(
             series.map(|s| &s.seconds),
-            || self.request_seconds.with_label_values(&[class]),
+            || self.request_seconds.with_label_values(&[class, route]),
             |histogram| histogram.observe(seconds),
         );
     }
 
-    /// Records the time a node of route `class` took to its response header.
-    pub(crate) fn observe_upstream(&self, class: &str, seconds: f64) {
+    /// Records the time a node of route `class` on `route` took to its response header.
+    pub(crate) fn observe_upstream(&self, class: &str, route: &str, seconds: f64) {
         with_series(
-            self.series_of(class).map(|s| &s.upstream),
-            || self.upstream_seconds.with_label_values(&[class]),
+            self.series_of(class, route).map(|s| &s.upstream),
+            || self.upstream_seconds.with_label_values(&[class, route]),
             |histogram| histogram.observe(seconds),
         );
     }
 
-    fn series_of(&self, class: &str) -> Option<&ClassSeries> {
+    /// The resolved series of the default pool's requests; a route's are looked up per
+    /// request (routes come and go with reloads).
+    fn series_of(&self, class: &str, route: &str) -> Option<&ClassSeries> {
+        if route != crate::config::DEFAULT_ROUTE {
+            return None;
+        }
         let index = CLASSES.iter().position(|c| *c == class)?;
         Some(&self.series[index])
     }
@@ -333,27 +348,31 @@ mod tests {
     #[test]
     fn resolved_series_count_into_the_labelled_ones() {
         let m = metrics();
-        let value =
-            |class: &str, status: &str| m.requests.with_label_values(&[class, status]).get();
+        let value = |class: &str, route: &str, status: &str| {
+            m.requests.with_label_values(&[class, route, status]).get()
+        };
         let cases = [
-            ("pull", 200, "200"),
-            ("auth", 0, "0"),
-            ("unlisted", 404, "404"),
-            ("push", 999, "999"),
+            ("pull", "default", 200, "200"),
+            ("auth", "default", 0, "0"),
+            ("unlisted", "default", 404, "404"),
+            ("push", "default", 999, "999"),
+            ("pull", "hub", 200, "200"),
         ];
-        for (class, status, label) in cases {
-            let before = value(class, label);
-            m.count_request(class, status, 0.01);
-            m.count_request(class, status, 0.02);
-            assert_eq!(value(class, label), before + 2, "{class} {status}");
+        for (class, route, status, label) in cases {
+            let before = value(class, route, label);
+            m.count_request(class, route, status, 0.01);
+            m.count_request(class, route, status, 0.02);
+            assert_eq!(value(class, route, label), before + 2, "{class} {status}");
         }
-        let seconds = m.request_seconds.with_label_values(&["pull"]);
-        let before = seconds.get_sample_count();
-        m.count_request("pull", 201, 0.5);
-        assert_eq!(seconds.get_sample_count(), before + 1);
-        let upstream = m.upstream_seconds.with_label_values(&["other"]);
-        let before = upstream.get_sample_count();
-        m.observe_upstream("other", 0.1);
-        assert_eq!(upstream.get_sample_count(), before + 1);
+        for route in ["default", "hub"] {
+            let seconds = m.request_seconds.with_label_values(&["pull", route]);
+            let before = seconds.get_sample_count();
+            m.count_request("pull", route, 201, 0.5);
+            assert_eq!(seconds.get_sample_count(), before + 1);
+            let upstream = m.upstream_seconds.with_label_values(&["other", route]);
+            let before = upstream.get_sample_count();
+            m.observe_upstream("other", route, 0.1);
+            assert_eq!(upstream.get_sample_count(), before + 1);
+        }
     }
 }

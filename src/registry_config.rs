@@ -54,6 +54,70 @@ pub fn auth_block(config: &Config) -> Option<String> {
     Some(block)
 }
 
+/// Why `registry-config --route` has no block to print.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteBlockError {
+    #[error("no route {name:?} (routes: {known})")]
+    NoRoute { name: String, known: String },
+    #[error(
+        "no auth.token: the edge signs tokens for a route's pool only with its own realm; \
+         without it requests reach the pool with the client's Authorization"
+    )]
+    NoRealm,
+    #[error("no public host: set server.external_url or an https listener")]
+    NoHost,
+}
+
+/// The `auth:` block for the pool of route `name`: the edge sends that pool a short-lived
+/// token it signs (same key, issuer and service as its realm) for the pool's own names.
+pub fn route_auth_block(config: &Config, name: &str) -> Result<String, RouteBlockError> {
+    let Some(route) = config.routes.iter().find(|r| r.name == name) else {
+        let known: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        return Err(RouteBlockError::NoRoute {
+            name: name.to_string(),
+            known: match known.is_empty() {
+                true => "none".to_string(),
+                false => known.join(", "),
+            },
+        });
+    };
+    let auth = config.auth.as_ref().ok_or(RouteBlockError::NoRealm)?;
+    let realm = format!(
+        "https://{}{}",
+        public_host(config).ok_or(RouteBlockError::NoHost)?,
+        auth.realm_path
+    );
+    let bundle = std::fs::canonicalize(&auth.certificate)
+        .unwrap_or_else(|_| auth.certificate.clone())
+        .display()
+        .to_string();
+    Ok(format!(
+        "# Paste into the config.yml of route {:?}'s registry (nodes {}): the edge sends it \
+         tokens it signs
+# for the names that registry knows (without {:?}).
+\
+         auth:
+  token:
+    realm: {realm}
+    service: {}
+    issuer: {}
+    \
+         rootcertbundle: {bundle}
+",
+        route.name,
+        route
+            .pool
+            .nodes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        route.edge_prefix,
+        auth.service,
+        auth.issuer,
+    ))
+}
+
 /// The host (and port) clients reach the edge at: `server.external_url`, else the first
 /// https listener.
 fn public_host(config: &Config) -> Option<String> {

@@ -19,6 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{Changes, Config, ConfigError};
 use crate::load::load_all;
+use crate::routes::Routes;
 use crate::settings::{Settings, SharedSettings};
 use crate::shared_state::SharedState;
 use crate::tls::CertResolver;
@@ -76,12 +77,20 @@ impl Reloader {
         }
         self.nodes.replace(&loaded.config.upstream.nodes);
         let previous = self.settings.load_full();
+        let routes = Routes::new(&loaded.config.routes, Some(&previous.routes)).map_err(|e| {
+            ConfigError::Invalid {
+                path: self.path.clone(),
+                key: "routes".into(),
+                problem: format!("a route's pool could not be built: {e}"),
+            }
+        })?;
         let next = Settings::new(
             &loaded.config,
             loaded.auth,
             loaded.trusted,
             Some(&previous),
             self.shared.as_ref(),
+            routes,
         );
         self.settings.store(Arc::new(next));
         Ok(changes)
@@ -212,6 +221,12 @@ policy:
         ("upstream.read_timeout", &["upstream", "read_timeout"], "30s", true),
         ("upstream.health_check.path", &["upstream", "health_check", "path"], "/health", false),
         ("upstream.health_check.interval", &["upstream", "health_check", "interval"], "1s", false),
+        (
+            "routes",
+            &["routes"],
+            r#"[{ name: hub, prefix: hub/, nodes: ["127.0.0.1:5002"], read_only: true }]"#,
+            true,
+        ),
         ("forwarded", &["forwarded", "trusted_proxies"], r#"["192.168.0.0/16"]"#, true),
         ("limits", &["limits", "max_body_size"], "1000", true),
         ("auth", &["auth", "token", "expiration"], "10m", true),

@@ -26,7 +26,8 @@ use crate::policy::{Policy, UsageGauges};
 use crate::proxy::EdgeProxy;
 use crate::redirect::RedirectApp;
 use crate::reload::Reloader;
-use crate::settings::{LimiterPurge, Settings, SharedSettings};
+use crate::routes::Routes;
+use crate::settings::{LimiterPurge, RouteHealth, Settings, SharedSettings};
 use crate::shared_state::{SharedState, SharedStateProbe};
 use crate::tls::CertResolver;
 use crate::upstream::{NodeList, NodePool, PoolService, RegistryClient};
@@ -82,12 +83,14 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
     let mut server = pingora_server(&config);
     let drain = Drain::new(config.server.shutdown_grace);
     let shared = shared_state(&mut server, &config)?;
+    let routes = Routes::new(&config.routes, None).map_err(StartError::Upstream)?;
     let settings: SharedSettings = Arc::new(ArcSwap::from_pointee(Settings::new(
         &config,
         auth,
         trusted,
         None,
         shared.as_ref(),
+        routes,
     )));
     // One client for the features' own requests to the nodes, made only when one is on.
     let registry = match config.cache.is_some() || config.policy.is_some() {
@@ -137,6 +140,10 @@ pub fn build(loaded: Loaded) -> Result<(Server, Arc<Drain>), StartError> {
         settings: settings.clone(),
     };
     server.add_service(background_service("rate limit purge", purge));
+    let route_health = RouteHealth {
+        settings: settings.clone(),
+    };
+    server.add_service(background_service("route health checks", route_health));
     server.add_service(background_service(
         "config reload",
         Reloader::new(&config, settings, resolver, nodes, shared),

@@ -15,6 +15,7 @@ use crate::config::{
     CacheSettings, ClientTimeouts, Config, ExternalUrl, ForwardedSettings, Limits,
 };
 use crate::limits::{LoginThrottle, PushLimiter, UploadThrottle};
+use crate::routes::Routes;
 use crate::shared_state::SharedState;
 
 /// What one request is checked and proxied with.
@@ -41,6 +42,8 @@ pub(crate) struct Settings {
     /// `policy`: quotas and immutable-tag rules as of this snapshot (the usage store lives
     /// as long as the process); `None` = off.
     pub policy: Option<crate::config::PolicySettings>,
+    /// `routes`: the other pools and which requests they take.
+    pub routes: Routes,
 }
 
 impl Settings {
@@ -52,12 +55,14 @@ impl Settings {
 
     /// `previous`: the settings being replaced; an unchanged limiter keeps its counters.
     /// `shared`: Redis for limits shared with other instances (`shared_state.redis`).
+    /// `routes`: built from `config.routes` (keeping `previous`'s unchanged pools).
     pub(crate) fn new(
         config: &Config,
         auth: Option<Auth>,
         trusted: TrustedIssuers,
         previous: Option<&Settings>,
         shared: Option<&Arc<SharedState>>,
+        routes: Routes,
     ) -> Settings {
         // Counters survive a reload whose own limit did not change.
         let push_limiter = previous
@@ -100,12 +105,37 @@ impl Settings {
             strict_host: config.server.strict_host,
             cache: config.cache.clone(),
             policy: config.policy.clone(),
+            routes,
         }
     }
 }
 
 /// The settings in force, shared by the proxy and the reloader.
 pub(crate) type SharedSettings = Arc<ArcSwap<Settings>>;
+
+/// Every 250 ms, starts the health checks of the route pools in force that are due
+/// (`routes::check_if_due`).
+pub(crate) struct RouteHealth {
+    pub settings: SharedSettings,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for RouteHealth {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut every = tokio::time::interval(Duration::from_millis(250));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    for route in self.settings.load().routes.iter() {
+                        crate::routes::check_if_due(route);
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
 
 /// Every minute, drops rate-limiter keys that have been idle for their whole window.
 pub(crate) struct LimiterPurge {
@@ -166,7 +196,14 @@ mod tests {
     async fn limiters_survive_a_reload_that_keeps_their_settings() {
         let dir = tempfile::tempdir().unwrap();
         let (first, auth) = config(dir.path(), 1, 1);
-        let before = Settings::new(&first, Some(auth), TrustedIssuers::default(), None, None);
+        let before = Settings::new(
+            &first,
+            Some(auth),
+            TrustedIssuers::default(),
+            None,
+            None,
+            Routes::default(),
+        );
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let throttle = &before.auth.as_ref().unwrap().throttle;
         throttle.record_failure(ip, "alice").await;
@@ -181,6 +218,7 @@ mod tests {
             TrustedIssuers::default(),
             Some(&before),
             None,
+            Routes::default(),
         );
         let (push, upload) = (kept.push_limiter.unwrap(), kept.upload_throttle.unwrap());
         assert!(Arc::ptr_eq(&push, before.push_limiter.as_ref().unwrap()));
@@ -202,6 +240,7 @@ mod tests {
             TrustedIssuers::default(),
             Some(&before),
             None,
+            Routes::default(),
         );
         let push = fresh.push_limiter.unwrap();
         assert!(!Arc::ptr_eq(&push, before.push_limiter.as_ref().unwrap()));

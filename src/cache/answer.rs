@@ -57,8 +57,11 @@ pub(super) struct Asked<'a> {
     /// rest is asked should it fail.
     pub fetch: Option<(&'a Fetch, &'a Origin)>,
     /// The `cache_events` event the answer counts as (`hit`, or `miss` for the request
-    /// that started a fetch).
+    /// that started a fetch, `stale` for a remembered tag).
     pub event: &'static str,
+    /// A remembered tag's answer while the pool fails: marked stale (RFC 9111 §5.5: the
+    /// `Warning` header, code 110, as distribution's clients and caches read it).
+    pub stale: bool,
 }
 
 /// Writes the cached answer; `Ok(false)` when the registry answers instead: the entry has
@@ -76,6 +79,7 @@ pub(super) async fn serve(
         entry,
         fetch,
         event,
+        stale,
     } = asked;
     let Some(content_type) = entry.content_type(kind) else {
         return Ok(false);
@@ -87,7 +91,10 @@ pub(super) async fn serve(
     let Some(part) = part(headers, kind, digest, entry.size) else {
         return Ok(false);
     };
-    let header = answer_header(session, &part, kind, digest, (content_type, entry.size))?;
+    let mut header = answer_header(session, &part, kind, digest, (content_type, entry.size))?;
+    if stale {
+        header.insert_header("Warning", "110 - \"Response is Stale\"")?;
+    }
     let head = session.req_header().method == http::Method::HEAD;
     let body = !head && (part.status == 200 || part.status == 206);
     // Opened before anything is written: content that is gone sends the request on.

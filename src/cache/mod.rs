@@ -29,6 +29,8 @@
 //!   fetch as its readers see it (stage, bytes written, the last ones in memory:
 //!   `window`), and the fetches running.
 //! - `confirmed`: the repository+digest pairs the registry answered 200 for.
+//! - `tags`: remembered tags (a route's `stale_if_error`), and `stale`: answering them
+//!   while the route's pool fails.
 //! - `read`: an entry's file read for an answer: verified once, then trusted while its
 //!   `fstat` identity (device, inode, size, mtime, ctime) is unchanged.
 //! - `memory`: small hot objects (manifests, configs) also kept in memory.
@@ -54,7 +56,9 @@ mod request;
 mod response;
 mod resume;
 mod shared;
+mod stale;
 mod store;
+mod tags;
 mod window;
 
 pub use disk::CacheError;
@@ -62,3 +66,4 @@ pub use purge::{purge, Purged};
 pub(crate) use request::{admit, RequestState};
 pub(crate) use response::{response_body, upstream_response};
 pub(crate) use shared::Cache;
+pub(crate) use stale::{answer as answer_stale, replaces as stale_replaces};

@@ -208,7 +208,7 @@ impl Serve<'_> {
         session: &mut Session,
         pull: &RequestState,
     ) -> Result<Option<bool>> {
-        let Some(node) = self.pool.select(Some(&pull.repository), &[]) else {
+        let Some(node) = self.pool.select(self.request.registry_repository(), &[]) else {
             return Ok(None);
         };
         let (request, header) = (self.request, session.req_header());
@@ -218,10 +218,10 @@ impl Serve<'_> {
         };
         let origin = Origin {
             node,
-            authorization: authorization(&header.headers),
-            path: request.path.clone(),
+            authorization: authorization(&header.headers, request),
+            path: request.registry_path().to_string(),
             headers: confirmation_headers(&header.headers, request),
-            read_timeout: request.settings.read_timeout,
+            read_timeout: request.read_timeout(),
         };
         let fetch_request = FetchRequest {
             repository: pull.repository.clone(),
@@ -237,7 +237,7 @@ impl Serve<'_> {
         if fetch.kind != pull.kind {
             return Ok(None);
         }
-        let Some(arrived) = fetch.arrived(request.settings.read_timeout).await else {
+        let Some(arrived) = fetch.arrived(request.read_timeout()).await else {
             return Ok(None);
         };
         // A range is known good only once the whole content is: until the fetch completes,
@@ -260,6 +260,7 @@ impl Serve<'_> {
             entry: &entry,
             fetch: Some((&fetch, &origin)),
             event: if started { "miss" } else { "hit" },
+            stale: false,
         };
         Ok(Some(self.answer(session, asked).await?))
     }
@@ -300,6 +301,7 @@ impl Serve<'_> {
             entry,
             fetch: None,
             event: "hit",
+            stale: false,
         };
         self.answer(session, asked).await
     }
@@ -318,17 +320,18 @@ impl Serve<'_> {
     /// forgets the pair; anything else, or no answer, sends the request on as usual.
     async fn registry_allows(&self, session: &Session, pull: &RequestState) -> bool {
         let (repository, digest, kind) = (&pull.repository, &pull.digest, pull.kind);
-        let Some(node) = self.pool.select(Some(repository), &[]) else {
+        let request = self.request;
+        let Some(node) = self.pool.select(request.registry_repository(), &[]) else {
             return false;
         };
-        let request = self.request;
-        let timeout = request.settings.read_timeout.min(REGISTRY_CHECK_TIMEOUT);
+        let timeout = request.read_timeout().min(REGISTRY_CHECK_TIMEOUT);
         let headers = &session.req_header().headers;
         let api = self
             .cache
             .registry
-            .at(node, authorization(headers), timeout);
-        let status = api.head_status(&request.path, confirmation_headers(headers, request));
+            .at(node, authorization(headers, request), timeout);
+        let path = request.registry_path();
+        let status = api.head_status(path, confirmation_headers(headers, request));
         match status.await {
             Ok(200) => {
                 self.cache.confirmed.confirm(repository, digest, kind);
@@ -351,12 +354,15 @@ impl Serve<'_> {
     }
 }
 
-/// The client's `Authorization`.
-fn authorization(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+/// The client's `Authorization`, or towards a route's pool the edge's token for the pool's
+/// name (`RequestFacts::pool_authorization`).
+fn authorization(headers: &HeaderMap, request: &RequestFacts) -> Option<String> {
+    request.pool_authorization(&["pull"]).or_else(|| {
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    })
 }
 
 /// The client's `Accept`, `Host` and `User-Agent`, and (as the proxied request would say

@@ -35,6 +35,7 @@ pub(crate) fn upstream_response(
     request: &RequestFacts,
     state: &mut Option<RequestState>,
 ) {
+    super::stale::remember(cache, response, request);
     let status = response.status.as_u16();
     if request.route.action == Action::Delete {
         let deleted = request.route.content().zip(kind_of(&request.route));

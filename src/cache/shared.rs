@@ -8,6 +8,7 @@ use super::disk::CacheError;
 use super::fetch::Fetches;
 use super::memory::Memory;
 use super::store::Store;
+use super::tags::RememberedTags;
 use crate::config::CacheSettings;
 use crate::metrics::metrics;
 use crate::state_dir::create_private_dir;
@@ -30,6 +31,9 @@ pub(crate) struct Cache {
     /// Range answers read (and hash) the whole entry: at most this many at once, so small
     /// ranges on huge entries cannot take every core and the disk.
     pub(super) range_reads: tokio::sync::Semaphore,
+    /// Remembered tags of routes with `stale_if_error`; `None` when their file could not
+    /// be opened (logged: the routes then answer no stale tags).
+    pub(super) tags: Option<RememberedTags>,
     /// Set after an I/O error: nothing more is written (already cached entries are still
     /// served; reading verifies them).
     broken: AtomicBool,
@@ -48,7 +52,13 @@ impl Cache {
         })?;
         super::disk::sweep_temporary(&settings.dir);
         let store = Store::open(&settings.dir, settings.max_size)?;
+        let tags = RememberedTags::open(&settings.dir)
+            .map_err(|e| {
+                tracing::error!("cache: remembered tags unavailable, no stale answers: {e}")
+            })
+            .ok();
         Ok(Cache {
+            tags,
             store,
             confirmed: Confirmed::new(),
             memory: Memory::default(),

@@ -11,6 +11,7 @@ use super::keys::Changes;
 use super::limits::{limits_changes, PUSH, UPLOAD_BYTES};
 use super::model::{Config, Maintenance, LOG_FORMAT, MAINTENANCE};
 use super::policy::policy_changes;
+use super::routes::routes_changes;
 use super::server::{admin_changes, server_changes};
 use super::shared_state::SHARED_STATE;
 use super::tls::{ACME, CERTIFICATES};
@@ -26,6 +27,7 @@ impl Changes {
             certificates,
             acme,
             upstream,
+            routes,
             forwarded,
             limits,
             auth,
@@ -45,6 +47,7 @@ impl Changes {
         c.note(CERTIFICATES, certificates, &new.certificates);
         c.note(ACME, acme, &new.acme);
         upstream_changes(upstream, &new.upstream, &mut c);
+        routes_changes(routes, &new.routes, &mut c);
         forwarded_changes(forwarded, &new.forwarded, &mut c);
         limits_changes(limits, &new.limits, &mut c);
         auth_changes(auth, &new.auth, &mut c);
@@ -63,11 +66,12 @@ impl Changes {
 
 /// Every key a reload knows, section by section: the tests and the reference read them.
 pub(crate) fn all_keys() -> impl Iterator<Item = super::keys::Key> {
-    use super::{auth, cache, limits, model, policy, server, shared_state, tls, upstream};
+    use super::{auth, cache, limits, model, policy, routes, server, shared_state, tls, upstream};
     [
         server::KEYS,
         tls::KEYS,
         upstream::KEYS,
+        routes::KEYS,
         limits::KEYS,
         auth::KEYS,
         model::KEYS,

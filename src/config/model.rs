@@ -13,6 +13,7 @@ use super::file::ConfigFile;
 use super::keys::key_table;
 use super::limits::{rate_limit_settings, Limits, PushLimit, UploadBytesLimit};
 use super::policy::{policy_settings, PolicySettings};
+use super::routes::{routes_settings, RouteSettings};
 use super::server::{admin_settings, server_settings, AdminSettings, ServerSettings};
 use super::shared_state::{redis_settings, RedisSettings};
 use super::tls::{tls_settings, AcmeSettings, CertificatePaths};
@@ -37,6 +38,8 @@ pub struct Config {
     /// `tls.acme`; `None` = no certificates from an ACME CA.
     pub acme: Option<AcmeSettings>,
     pub upstream: UpstreamSettings,
+    /// `routes`, in order (the first match wins); empty = every request to `upstream`.
+    pub routes: Vec<RouteSettings>,
     pub forwarded: ForwardedSettings,
     pub limits: Limits,
     /// `auth.token` and what goes with it: the edge's own realm; `None` = none.
@@ -75,6 +78,7 @@ impl Config {
             server,
             tls,
             upstream,
+            routes,
             forwarded,
             limits,
             auth,
@@ -102,12 +106,21 @@ impl Config {
             None => (None, Vec::new()),
         };
         let upstream = upstream_settings(&v, upstream)?;
+        let routes = routes_settings(&v, routes, cache.is_some())?;
+        if let (Some(_), Some(i)) = (&policy, routes.iter().position(|r| !r.read_only)) {
+            return Err(v.invalid(
+                format!("routes[{i}].read_only"),
+                "quotas and immutable tags (policy) cover the upstream pool only: beside \
+                 policy, a route must be read_only",
+            ));
+        }
         let (push_limit, upload_limit) = rate_limit_settings(&v, rate_limits)?;
         Ok(Config {
             source: path.to_path_buf(),
             certificates,
             acme,
             upstream,
+            routes,
             forwarded,
             limits: Limits {
                 max_body_size: (limits.max_body_size > 0).then_some(limits.max_body_size),

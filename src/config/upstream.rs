@@ -90,7 +90,39 @@ pub(super) fn upstream_settings(
         read_timeout,
         health_check,
     } = upstream;
-    let nodes = node_addresses(v, &nodes)?;
+    let pool = PoolFile {
+        nodes,
+        balance,
+        connect_timeout,
+        read_timeout,
+        health_check,
+    };
+    pool_settings(v, "upstream", pool)
+}
+
+/// A pool's keys as written, under `upstream` or a route.
+pub(super) struct PoolFile {
+    pub nodes: Vec<String>,
+    pub balance: Option<Balance>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub health_check: Option<file::HealthCheckFile>,
+}
+
+/// A pool's settings; `section` names its keys in errors (`upstream`, `routes[1]`).
+pub(super) fn pool_settings(
+    v: &Validator,
+    section: &str,
+    pool: PoolFile,
+) -> Result<UpstreamSettings, ConfigError> {
+    let PoolFile {
+        nodes,
+        balance,
+        connect_timeout,
+        read_timeout,
+        health_check,
+    } = pool;
+    let nodes = node_addresses(v, section, &nodes)?;
     let balance = balance.unwrap_or_default();
     let (health_path, health_interval) = match health_check {
         None => (None, None),
@@ -99,12 +131,12 @@ pub(super) fn upstream_settings(
     let health_path = health_path.unwrap_or_else(|| "/v2/".to_string());
     if !health_path.starts_with('/') {
         return Err(v.invalid(
-            "upstream.health_check.path",
+            format!("{section}.health_check.path"),
             format!("{health_path:?} must start with /"),
         ));
     }
     let health_interval = v.nonzero_duration(
-        "upstream.health_check.interval",
+        &format!("{section}.health_check.interval"),
         health_interval.as_deref(),
         Duration::from_secs(5),
     )?;
@@ -112,12 +144,12 @@ pub(super) fn upstream_settings(
         nodes,
         balance,
         connect_timeout: v.duration(
-            "upstream.connect_timeout",
+            &format!("{section}.connect_timeout"),
             connect_timeout.as_deref(),
             Duration::from_secs(5),
         )?,
         read_timeout: v.duration(
-            "upstream.read_timeout",
+            &format!("{section}.read_timeout"),
             read_timeout.as_deref(),
             Duration::from_secs(900),
         )?,
@@ -140,15 +172,22 @@ enum NodeError {
     NoAddress(String),
 }
 
-/// `upstream.nodes`: at least one; names are looked up unless the load checks shapes only
+/// `<section>.nodes`: at least one; names are looked up unless the load checks shapes only
 /// (then nodes given by name are left out).
-fn node_addresses(v: &Validator, nodes: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+fn node_addresses(
+    v: &Validator,
+    section: &str,
+    nodes: &[String],
+) -> Result<Vec<SocketAddr>, ConfigError> {
     if nodes.is_empty() {
-        return Err(v.invalid("upstream.nodes", "at least one registry node is needed"));
+        return Err(v.invalid(
+            format!("{section}.nodes"),
+            "at least one registry node is needed",
+        ));
     }
     let mut resolved = Vec::with_capacity(nodes.len());
     for (i, text) in nodes.iter().enumerate() {
-        let invalid = |e: NodeError| v.invalid(format!("upstream.nodes[{i}]"), e.to_string());
+        let invalid = |e: NodeError| v.invalid(format!("{section}.nodes[{i}]"), e.to_string());
         match v.names {
             Names::Resolve => resolved.push(resolve_node(text).map_err(invalid)?),
             Names::ShapeOnly => {

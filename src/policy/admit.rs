@@ -59,6 +59,11 @@ pub(crate) async fn admit(
     let Some(repository) = request.route.repository.as_deref() else {
         return Outcome::Next;
     };
+    // Routes take no part in quotas and immutable tags (`check` allows a policy beside
+    // read-only routes only: they take no pushes or deletes).
+    if request.routed.is_some() {
+        return Outcome::Next;
+    }
     let namespace = policy.namespace_of(repository).to_string();
     let subject = request.subject.as_deref().unwrap_or_default();
     let quota = match rules.quotas.exempt_accounts.iter().any(|a| a == subject) {

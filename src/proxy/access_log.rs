@@ -17,7 +17,8 @@ pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     let elapsed = ctx.request.started.elapsed();
     let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
     let m = metrics();
-    m.count_request(ctx.request.class, status, elapsed.as_secs_f64());
+    let route = ctx.request.route_name();
+    m.count_request(ctx.request.class, route, status, elapsed.as_secs_f64());
     m.bytes_received.inc_by(bytes_in as u64);
     m.bytes_sent.inc_by(bytes_out as u64);
     let rate_limit = match (&ctx.own_error, &ctx.push_budget) {
@@ -41,6 +42,7 @@ pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
         bytes_out,
         duration_ms = elapsed.as_millis() as u64,
         upstream = %Upstream(ctx),
+        route = %route,
         rate_limit,
         throttled_ms = ctx.throttled.as_millis() as u64,
         error = %ErrorField(e, ctx.own_error.as_ref()),

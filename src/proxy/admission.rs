@@ -10,6 +10,8 @@
 //! Model: river's `RequestFilterMod` chain (`source/river/src/proxy/request_filters.rs`);
 //! the steps are an enum rather than boxed trait objects so admission allocates nothing.
 
+use std::sync::Arc;
+
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
@@ -47,6 +49,8 @@ pub(crate) enum Step {
     TokenEndpoint,
     /// The bearer token must grant what the request needs.
     Token,
+    /// A read-only route (`routes[].read_only`) takes no pushes or deletes.
+    RouteReadOnly,
     /// A pull by digest the cache holds for this repository is answered from it.
     Cache,
     /// `policy`: storage quotas and immutable tags.
@@ -64,7 +68,7 @@ pub(crate) enum Step {
 /// before the push limit, which comes last, so a refused push does not use up the account's
 /// budget. A push the edge refuses later (its body refused by the policy or a size limit, or
 /// no node to take it) is given back before its answer is written (`limits::push`).
-pub(crate) const STEPS: [Step; 13] = [
+pub(crate) const STEPS: [Step; 14] = [
     Step::HeaderLimits,
     Step::RequestId,
     Step::Host,
@@ -74,6 +78,7 @@ pub(crate) const STEPS: [Step; 13] = [
     Step::ReadOnly,
     Step::TokenEndpoint,
     Step::Token,
+    Step::RouteReadOnly,
     Step::Cache,
     Step::Policy,
     Step::BodySize,
@@ -86,8 +91,9 @@ pub(crate) struct Admitter<'a> {
     pub certificates: &'a CertResolver,
     /// The features opened at start (their admission hooks).
     pub features: &'a Features,
-    /// The registry nodes (the cache's proxy-only check and the policy's lookups ask one).
-    pub pool: &'a NodePool,
+    /// The default pool (the cache's proxy-only check and the policy's lookups ask one of
+    /// the request's pool).
+    pub pool: &'a Arc<NodePool>,
 }
 
 impl Admitter<'_> {
@@ -148,12 +154,27 @@ impl Admitter<'_> {
             Step::Token => {
                 checks::token(session, ctx, settings).map_or(Outcome::Next, Outcome::Refuse)
             }
-            Step::Cache => self.features.admit_cache(session, ctx, self.pool).await?,
-            Step::Policy => self.features.admit_policy(session, ctx, self.pool).await,
+            Step::RouteReadOnly => super::routing::read_only(ctx).into(),
+            Step::Cache => {
+                let pool = pool_of(self.pool, ctx);
+                self.features.admit_cache(session, ctx, &pool).await?
+            }
+            Step::Policy => {
+                let pool = pool_of(self.pool, ctx);
+                self.features.admit_policy(session, ctx, &pool).await
+            }
             Step::PushLimit => push_limit(ctx).await,
             Step::BodySize => checks::body_size(session, settings.limits.max_body_size).into(),
         };
         Ok(outcome)
+    }
+}
+
+/// The pool the request goes to: its route's, else the default one.
+fn pool_of(default: &Arc<NodePool>, ctx: &RequestCtx) -> Arc<NodePool> {
+    match &ctx.request.routed {
+        Some(routed) => routed.route.pool.clone(),
+        None => default.clone(),
     }
 }
 

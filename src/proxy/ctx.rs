@@ -43,6 +43,11 @@ pub(crate) struct RequestCtx {
     pub cache: Option<crate::cache::RequestState>,
     /// The policy's state for an upload, a manifest `PUT` or a manifest `DELETE`.
     pub policy: Option<crate::policy::RequestState>,
+    /// Answered from a remembered tag while the route's pool failed (the access line's
+    /// `upstream=stale`).
+    pub cache_stale: bool,
+    /// A route's tag list, held to be sent with the edge's name (`routing`).
+    pub tag_list: Option<crate::routes::rewrite::TagListBody>,
 }
 
 impl RequestCtx {
@@ -63,6 +68,8 @@ impl RequestCtx {
             in_flight: None,
             cache: None,
             policy: None,
+            cache_stale: false,
+            tag_list: None,
         }
     }
 }

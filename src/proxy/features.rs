@@ -107,8 +107,52 @@ impl Features {
         }
     }
 
+    /// `upstream_response_filter`, first: whether the pool's failed answer (`status`) is to
+    /// be replaced by a remembered tag's (`routes[].stale_if_error`); the proxy then fails
+    /// the request so that [`Features::answer_stale`] answers it.
+    pub(crate) fn replaces_with_stale(&self, status: u16, ctx: &RequestCtx) -> bool {
+        let Some(cache) = &self.cache else {
+            return false;
+        };
+        ctx.request.routed.is_some() && cache::stale_replaces(cache, status, &ctx.request)
+    }
+
+    /// `fail_to_proxy`, first: a manifest by tag on a route whose pool failed, answered from
+    /// its remembered tag. `true` when answered.
+    pub(crate) async fn answer_stale(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        ctx: &mut RequestCtx,
+    ) -> bool {
+        let Some(cache) = &self.cache else {
+            return false;
+        };
+        let pool_failed = ctx.deferred.is_none()
+            && *e.esource() != pingora::ErrorSource::Downstream
+            && session.response_written().is_none();
+        if !pool_failed || ctx.request.routed.is_none() {
+            return false;
+        }
+        match cache::answer_stale(cache, session, &ctx.request).await {
+            Ok(answered) => {
+                if answered {
+                    ctx.cache_stale = true;
+                }
+                answered
+            }
+            Err(e) => {
+                tracing::debug!("stale answer not sent: {e}");
+                false
+            }
+        }
+    }
+
     /// Whether a feature answered the request itself (the access line's `upstream`).
     pub(crate) fn answered_by(ctx: &RequestCtx) -> Option<&'static str> {
+        if ctx.cache_stale {
+            return Some("stale");
+        }
         ctx.cache
             .as_ref()
             .is_some_and(|c| c.answered())

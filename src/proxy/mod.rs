@@ -5,11 +5,13 @@
 //!   (`admission`, with the checks in `checks`, the token realm in `token_endpoint`, and
 //!   the features' admission hooks).
 //! - `upstream_peer`: the node and upload-session pins (`peer`); the features' new attempt.
-//! - `upstream_request_filter`: forwarding headers (`headers`, with `request::origin`).
+//! - `upstream_request_filter`: forwarding headers (`headers`, with `request::origin`); a
+//!   route's pool names and token (`routing`).
 //! - `request_body_filter`: count, limit and throttle streamed bytes (`body`), then the
 //!   features' body hook (the policy holds a manifest `PUT` whole, up to 4 MiB).
-//! - `upstream_response_filter`: upload-session pins (`peer`); the features' response hook.
-//! - `response_body_filter`: the features' body hook (a cache fill).
+//! - `upstream_response_filter`: upload-session pins (`peer`); the edge's names in a route's
+//!   answer (`routing`); the features' response hook.
+//! - `response_body_filter`: the features' body hook (a cache fill); a route's tag list.
 //! - `response_filter`: request id, HTTP/1.0 framing, push budget.
 //! - refusals, whenever decided, and `fail_to_proxy`: one path (`refusal`, `failure`,
 //!   written by `answer`); `suppress_error_log`: a client's fault is a warning (`failure`).
@@ -27,6 +29,7 @@ pub(crate) mod features;
 pub(crate) mod headers;
 pub(crate) mod peer;
 pub(crate) mod refusal;
+pub(crate) mod routing;
 pub(crate) mod token_endpoint;
 
 use std::sync::Arc;
@@ -139,7 +142,7 @@ impl ProxyHttp for EdgeProxy {
         if let Some(client) = &ctx.request.client {
             headers::rewrite_for_upstream(upstream_request, client, &ctx.request.origin);
         }
-        Ok(())
+        routing::to_pool(upstream_request, ctx)
     }
 
     async fn request_body_filter(
@@ -160,6 +163,12 @@ impl ProxyHttp for EdgeProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if self.features.answer_stale(session, e, ctx).await {
+            return FailToProxy {
+                error_code: 200,
+                can_reuse_downstream: false,
+            };
+        }
         failure::answer(session, e, ctx).await
     }
 
@@ -170,6 +179,14 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         peer::on_response(&self.pool, &self.sessions, upstream_response, ctx);
+        let status = upstream_response.status.as_u16();
+        if self.features.replaces_with_stale(status, ctx) {
+            // Failed here, answered from the remembered tag in `fail_to_proxy`.
+            let mut e = Error::explain(ErrorType::HTTPStatus(status), "the route's pool failed");
+            e.as_up();
+            return Err(e);
+        }
+        routing::from_pool(upstream_response, ctx)?;
         let request_header = session.req_header();
         (self.features)
             .upstream_response(upstream_response, request_header, ctx)
@@ -185,6 +202,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         self.features.response_body(body, end_of_stream, ctx);
+        routing::body(body, end_of_stream, ctx)?;
         Ok(None)
     }
 
@@ -196,6 +214,7 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         connection::before_answer(session, ctx);
         crate::request::copy_request_id(session.req_header(), upstream_response)?;
+        routing::framing(session, upstream_response, ctx);
         if answer::is_http10(session) {
             // RFC 9112 §6.1: no chunked coding towards an HTTP/1.0 client. Without
             // Transfer-Encoding (and Content-Length) Pingora delimits the body by closing.

@@ -18,12 +18,17 @@ use crate::upstream::{NodePool, UploadSessions};
 /// Upstream connections stay pooled this long when idle.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The peer for this request (attempt); a 503 error when no node is healthy.
+/// The peer for this request (attempt) from `pool` or the request's route's pool; a 503
+/// error when no node is healthy.
 pub(crate) fn choose(
     pool: &NodePool,
     sessions: &UploadSessions,
     ctx: &mut RequestCtx,
 ) -> Result<Box<HttpPeer>> {
+    let pool = match &ctx.request.routed {
+        Some(routed) => &routed.route.pool.clone(),
+        None => pool,
+    };
     let pinned = match &ctx.request.route.endpoint {
         Endpoint::UploadSession { uuid } => sessions.node_for(uuid),
         _ => None,
@@ -33,7 +38,7 @@ pub(crate) fn choose(
     let node = match pinned {
         Some(node) => node,
         None => pool
-            .select(ctx.request.route.repository.as_deref(), &ctx.failed_nodes)
+            .select(ctx.request.registry_repository(), &ctx.failed_nodes)
             .ok_or_else(|| {
                 Error::explain(ErrorType::HTTPStatus(503), "no healthy registry node")
             })?,
@@ -45,9 +50,19 @@ pub(crate) fn choose(
 
 fn peer_for(node: SocketAddr, ctx: &RequestCtx) -> HttpPeer {
     let mut peer = HttpPeer::new(node, false, String::new());
-    peer.options.connection_timeout = Some(ctx.request.settings.connect_timeout);
-    peer.options.read_timeout = Some(ctx.request.settings.read_timeout);
-    peer.options.write_timeout = Some(ctx.request.settings.read_timeout);
+    let (connect, read) = match &ctx.request.routed {
+        Some(routed) => {
+            let pool = &routed.route.settings.pool;
+            (pool.connect_timeout, pool.read_timeout)
+        }
+        None => (
+            ctx.request.settings.connect_timeout,
+            ctx.request.settings.read_timeout,
+        ),
+    };
+    peer.options.connection_timeout = Some(connect);
+    peer.options.read_timeout = Some(read);
+    peer.options.write_timeout = Some(read);
     peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
     peer
 }
@@ -63,10 +78,14 @@ pub(crate) fn on_response(
 ) {
     let status = response.status.as_u16();
     if let Some(started) = ctx.upstream_started {
-        metrics().observe_upstream(ctx.request.class, started.elapsed().as_secs_f64());
+        let route = ctx.request.route_name();
+        metrics().observe_upstream(ctx.request.class, route, started.elapsed().as_secs_f64());
     }
     if let (Some(node), true) = (ctx.node, status < 500) {
-        pool.record_answer(node);
+        match &ctx.request.routed {
+            Some(routed) => routed.route.pool.record_answer(node),
+            None => pool.record_answer(node),
+        }
     }
     match (&ctx.request.route.endpoint, ctx.node) {
         (Endpoint::UploadStart, Some(node)) if status == 202 => {

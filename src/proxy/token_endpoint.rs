@@ -4,6 +4,7 @@
 
 use std::time::SystemTime;
 
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
@@ -14,6 +15,40 @@ use crate::auth::Auth;
 use crate::error::{json_response_header, RegistryError};
 use crate::hooks::Refusal;
 use crate::metrics::metrics;
+
+/// The realm's `route` parameter, which the challenge to a request a route took by `Host`
+/// or `ns` carries (`checks::token`): the client names repositories as the route's pool
+/// does, and the token is for their names at the edge. Returns that route's prefix.
+fn route_prefix(req: &RequestHeader, ctx: &RequestCtx) -> Result<Option<String>, RegistryError> {
+    let Some(query) = req.uri.query() else {
+        return Ok(None);
+    };
+    let Some((_, name)) = url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "route")
+    else {
+        return Ok(None);
+    };
+    match ctx.request.settings.routes.by_name(&name) {
+        Some(route) => Ok(Some(route.settings.edge_prefix.clone())),
+        None => Err(RegistryError::BadTokenRequest(format!("no route {name:?}"))),
+    }
+}
+
+/// Every `repository` scope asked, named at the edge (`prefix` + the name).
+fn edge_scopes(params: &mut [(String, String)], prefix: &str) {
+    for (key, value) in params.iter_mut().filter(|(k, _)| k == "scope") {
+        let scopes: Vec<String> = crate::registry::Scope::parse_all([value.as_str()])
+            .into_iter()
+            .map(|mut scope| {
+                if scope.kind == "repository" {
+                    scope.name = format!("{prefix}{}", scope.name);
+                }
+                scope.to_string()
+            })
+            .collect();
+        debug_assert_eq!(key, "scope");
+        *value = scopes.join(" ");
+    }
+}
 
 /// Largest token-request form body read (OAuth2 POST), in bytes.
 const MAX_TOKEN_FORM: usize = 64 * 1024;
@@ -41,7 +76,13 @@ pub(crate) async fn serve(session: &mut Session, ctx: &mut RequestCtx, auth: &Au
             raw.extend_from_slice(&chunk);
         }
     }
-    let params = url::form_urlencoded::parse(&raw).into_owned().collect();
+    let mut params: Vec<(String, String)> =
+        url::form_urlencoded::parse(&raw).into_owned().collect();
+    match route_prefix(session.req_header(), ctx) {
+        Ok(Some(prefix)) => edge_scopes(&mut params, &prefix),
+        Ok(None) => {}
+        Err(error) => return refusal::answer(session, ctx, error.into()).await,
+    }
     let authorization = session
         .req_header()
         .headers

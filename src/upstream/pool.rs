@@ -122,6 +122,42 @@ impl NodePool {
         ))
     }
 
+    /// A route's pool, whose health checks the caller runs ([`NodePool::check`]) rather
+    /// than a Pingora background service: routes come and go with reloads.
+    pub(crate) fn unscheduled(
+        settings: &UpstreamSettings,
+        nodes: &NodeList,
+    ) -> std::io::Result<NodePool> {
+        let selector = match settings.balance {
+            Balance::RepositoryHash => {
+                Selector::Hash(Arc::new(load_balancer::<KetamaHashing>(settings, nodes)?))
+            }
+            Balance::RoundRobin => {
+                Selector::RoundRobin(Arc::new(load_balancer::<RoundRobin>(settings, nodes)?))
+            }
+        };
+        Ok(NodePool {
+            selector,
+            rotation: AtomicUsize::new(0),
+            answers: RecentAnswers::new(
+                settings.health_interval.max(MIN_HEALTH_TIMEOUT) * FAILURES_TO_MARK_DOWN as u32,
+            ),
+        })
+    }
+
+    /// Picks up the node list and runs one round of health checks (all nodes at once), as
+    /// Pingora's service does for the default pool. Discovery errors leave the list as it was.
+    pub(crate) async fn check(&self) {
+        let update = match &self.selector {
+            Selector::Hash(lb) => lb.update().await,
+            Selector::RoundRobin(lb) => lb.update().await,
+        };
+        if let Err(e) = update {
+            tracing::warn!("route pool: node list not updated: {e}");
+        }
+        self.backends().run_health_check(true).await;
+    }
+
     /// Records that `node` answered a proxied request (a status below 500).
     pub(crate) fn record_answer(&self, node: SocketAddr) {
         self.answers.record(node);

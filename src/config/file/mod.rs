@@ -14,7 +14,7 @@ pub(super) use auth::{
     TrustedIssuerFile, UsersFile,
 };
 pub(super) use network::{
-    AcmeFile, CertificateFile, HealthCheckFile, ServerFile, TlsFile, UpstreamFile,
+    AcmeFile, CertificateFile, HealthCheckFile, RouteFile, ServerFile, TlsFile, UpstreamFile,
 };
 pub(super) use policy::{ImmutableItem, PolicyFile, QuotasFile};
 
@@ -35,6 +35,10 @@ pub(super) struct ConfigFile {
     pub tls: Option<TlsFile>,
     /// The registry nodes requests are proxied to.
     pub upstream: UpstreamFile,
+    /// Other registries behind the edge, each with a pool of its own, chosen by repository
+    /// prefix, `Host` or containerd's `ns`; the first match wins. Default: none.
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
     /// Trust in forwarding headers set by a load balancer in front. Default: trust nobody.
     #[serde(default)]
     pub forwarded: ForwardedFile,

@@ -131,3 +131,44 @@ pub(in crate::config) struct HealthCheckFile {
     #[serde(default)]
     pub interval: Option<String>,
 }
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct RouteFile {
+    /// The route's label in logs and metrics: `[a-z0-9-]+`, unique, not `default`.
+    pub name: String,
+    /// Repositories whose name starts with this (ending in `/`) go to this route's pool,
+    /// which sees the name without it: `hub/` sends `hub/library/nginx` as `library/nginx`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Every repository asked on one of these hosts (any port) goes to this route, named
+    /// without a prefix (docker's `registry-mirrors`). Default: none.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// containerd's mirror requests whose `ns` query parameter is one of these
+    /// (`?ns=docker.io`) go to this route. Default: none.
+    #[serde(default)]
+    pub ns: Vec<String>,
+    /// The route's registry nodes as `host:port`; at least one.
+    pub nodes: Vec<String>,
+    /// As `upstream.balance`. Default `repository_hash`.
+    #[serde(default)]
+    pub balance: Option<Balance>,
+    /// As `upstream.connect_timeout`. Default `5s`.
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+    /// As `upstream.read_timeout`. Default `900s`.
+    #[serde(default)]
+    pub read_timeout: Option<String>,
+    /// As `upstream.health_check`. Default `{ path: /v2/, interval: 5s }`.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckFile>,
+    /// Pushes and deletes are answered `405 UNSUPPORTED` (a pull-through mirror takes none).
+    /// Default `false`.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Manifests pulled by tag are answered from the last good answer, up to this old,
+    /// while the pool fails; needs `cache`. Default: absent (never stale).
+    #[serde(default)]
+    pub stale_if_error: Option<String>,
+}

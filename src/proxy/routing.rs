@@ -1,0 +1,127 @@
+//! A request a route (`routes:`) takes: the match at admission, a read-only route's
+//! refusal, the pool's names and token on the way out, the edge's names on the way back
+//! (`crate::routes::rewrite` has the rules).
+
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::ctx::RequestCtx;
+use crate::error::RegistryError;
+use crate::registry::Endpoint;
+use crate::routes::rewrite::{self, TagListBody};
+
+/// Gives the request its route, if one takes it: the repository becomes the name at the
+/// edge, and the pool's path is kept for the way out.
+pub(crate) fn take(req: &RequestHeader, ctx: &mut RequestCtx) {
+    let routes = &ctx.request.settings.routes;
+    if routes.is_empty() {
+        return;
+    }
+    let Some(client_repository) = ctx.request.route.repository.as_deref() else {
+        return;
+    };
+    let host = crate::request::request_hostname(req);
+    let ns = req.uri.query().and_then(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "ns")
+            .map(|(_, value)| value.into_owned())
+    });
+    let Some(mut routed) = routes.route_for(host.as_deref(), ns.as_deref(), client_repository)
+    else {
+        return;
+    };
+    routed.pool_path = rewrite::pool_path(&routed, client_repository, &ctx.request.path);
+    ctx.request.route.repository = Some(routed.edge_repository.clone());
+    ctx.request.routed = Some(routed);
+}
+
+/// A read-only route refuses what would change its registry (after the token check: a
+/// client without push rights is refused by the ACL first, as everywhere).
+pub(crate) fn read_only(ctx: &RequestCtx) -> Option<RegistryError> {
+    let routed = ctx.request.routed.as_ref()?;
+    (routed.route.settings.read_only && ctx.request.route.changes_registry()).then(|| {
+        RegistryError::RouteReadOnly {
+            route: routed.route.settings.name.clone(),
+        }
+    })
+}
+
+/// The request as the pool knows it: its path, and, where the edge checked the client's
+/// token for the edge's names, a token the edge signs for the pool's names instead.
+pub(crate) fn to_pool(upstream_request: &mut RequestHeader, ctx: &RequestCtx) -> Result<()> {
+    let Some(routed) = &ctx.request.routed else {
+        return Ok(());
+    };
+    let target = match upstream_request.uri.query() {
+        Some(query) => format!("{}?{query}", routed.pool_path),
+        None => routed.pool_path.clone(),
+    };
+    let uri = target
+        .parse::<http::Uri>()
+        .map_err(|e| Error::because(ErrorType::InternalError, "route path", e))?;
+    upstream_request.set_uri(uri);
+    let actions = ctx.request.route.action.token_actions();
+    if let Some(authorization) = ctx.request.pool_authorization(actions) {
+        upstream_request.insert_header(http::header::AUTHORIZATION, authorization)?;
+    }
+    Ok(())
+}
+
+/// The pool's answer with the edge's names: `Location` and `Link` headers, and a tag list
+/// whose body is held to be rewritten (its length changes: sent chunked on HTTP/1.1).
+pub(crate) fn from_pool(response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    let Some(routed) = &ctx.request.routed else {
+        return Ok(());
+    };
+    for name in [http::header::LOCATION, http::header::LINK] {
+        let edge = response
+            .headers
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|value| rewrite::edge_reference(routed, value));
+        if let Some(edge) = edge {
+            response.insert_header(name, edge)?;
+        }
+    }
+    let tag_list = ctx.request.route.endpoint == Endpoint::TagsList
+        && routed.by_prefix
+        && response.status == 200
+        && ctx.request.route.action == crate::registry::Action::Read;
+    if tag_list && response.headers.get(http::header::CONTENT_LENGTH).is_some() {
+        response.remove_header(&http::header::CONTENT_LENGTH);
+        ctx.tag_list = Some(TagListBody::default());
+    }
+    Ok(())
+}
+
+/// `response_filter`: an HTTP/1.1 client gets a rewritten tag list chunked.
+pub(crate) fn framing(session: &Session, response: &mut ResponseHeader, ctx: &RequestCtx) {
+    if ctx.tag_list.is_some() && !session.is_http2() && !super::answer::is_http10(session) {
+        let _ = response.insert_header(http::header::TRANSFER_ENCODING, "chunked");
+    }
+}
+
+/// `response_body_filter`: holds a tag list whole, then sends it with the edge's name.
+pub(crate) fn body(
+    body: &mut Option<Bytes>,
+    end_of_stream: bool,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    let (Some(TagListBody(held)), Some(routed)) = (&mut ctx.tag_list, &ctx.request.routed) else {
+        return Ok(());
+    };
+    if let Some(chunk) = body.take() {
+        if held.len() + chunk.len() > rewrite::MAX_TAG_LIST {
+            return Error::e_explain(ErrorType::InternalError, "tag list over 16 MiB");
+        }
+        held.extend_from_slice(&chunk);
+    }
+    if end_of_stream {
+        let whole = std::mem::take(held);
+        let edge = rewrite::edge_tag_list(routed, &whole).unwrap_or(whole);
+        *body = Some(Bytes::from(edge));
+    }
+    Ok(())
+}

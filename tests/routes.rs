@@ -1,0 +1,503 @@
+//! `routes:`: several registries behind one edge, with three real `distribution`
+//! instances: R, the "public" registry (no auth, content pushed with skopeo), M, a
+//! distribution in proxy mode whose `proxy.remoteurl` is R (token auth trusting the edge:
+//! it sees only tokens the edge signs for its own names), and O, the operator's registry
+//! (the default pool). Route `hub` (prefix `hub/`, host `mirror.test`, ns `docker.io`,
+//! read-only, stale_if_error) goes to M; route `ext` (prefix `ext/`, writable) goes to R.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::auth::{auth_yaml_with, error_code, granted, registry_auth_block, SERVICE};
+use common::{
+    admin_metrics, curl, free_port, make_certs, metric, skopeo, tiny_oci_layout, wait_for, Certs,
+    Checks, CurlResult, Edge, Registry,
+};
+
+const OCI_MANIFEST: &str = "Accept: application/vnd.oci.image.manifest.v1+json";
+
+struct Scene {
+    dir: tempfile::TempDir,
+    certs: Certs,
+    public: Registry,
+    mirror: Registry,
+    own: Registry,
+    edge: Edge,
+    admin: u16,
+}
+
+impl Scene {
+    fn start() -> Scene {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = make_certs(dir.path());
+        let public = Registry::start(dir.path(), "public");
+        let mirror_yaml = format!(
+            "proxy:\n  remoteurl: http://{}\n{}",
+            public.addr(),
+            registry_auth_block(dir.path())
+        );
+        let mirror = Registry::start_with(dir.path(), "mirror", &mirror_yaml);
+        let own = Registry::start_with(dir.path(), "own", &registry_auth_block(dir.path()));
+        let admin = free_port();
+        let edge = Edge::start(
+            dir.path(),
+            &certs,
+            &common::upstream_yaml(&[own.addr()], "repository_hash"),
+            &edge_yaml(dir.path(), &mirror, &public, admin),
+        );
+        Scene {
+            dir,
+            certs,
+            public,
+            mirror,
+            own,
+            edge,
+            admin,
+        }
+    }
+
+    fn ca(&self) -> String {
+        self.certs.ca_dir.join("ca.crt").display().to_string()
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.edge.https_port)
+    }
+
+    /// A token from the edge's realm (`query` after `?`: service, scope, route).
+    fn token(&self, user: &str, query: &str) -> String {
+        let url = format!("{}?{query}", self.edge.url("/jwt/auth"));
+        let creds = format!("{user}:pw-{user}");
+        let answer = curl(&["--cacert", &self.ca(), "-u", &creds, &url]);
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        answer.json()["token"].as_str().unwrap().to_string()
+    }
+
+    fn get(&self, path: &str, token: &str, extra: &[&str]) -> CurlResult {
+        let bearer = format!("Authorization: Bearer {token}");
+        let ca = self.ca();
+        let url = self.edge.url(path);
+        let mut args = vec!["--cacert", ca.as_str(), "-H", bearer.as_str()];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        curl(&args)
+    }
+
+    /// skopeo copy of `reference` (after the edge's host) as `user` into a fresh layout.
+    fn pull(&self, user: &str, reference: &str) -> Result<(), String> {
+        let target = self.dir.path().join(format!("pulled-{}", rand_suffix()));
+        let creds = format!("{user}:pw-{user}");
+        let out = skopeo(&[
+            "copy",
+            "--src-cert-dir",
+            self.certs.ca_dir.to_str().unwrap(),
+            "--src-creds",
+            &creds,
+            &format!("docker://{}/{reference}", self.host()),
+            &format!("oci:{}:x", target.display()),
+        ]);
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+        }
+    }
+
+    fn metrics(&self) -> String {
+        admin_metrics(self.admin)
+    }
+
+    /// Stops the edge and starts it again on the same ports and config.
+    fn restart_edge(&mut self) {
+        self.edge.proc.kill();
+        let yaml = std::fs::read_to_string(&self.edge.config).unwrap();
+        let (https, http) = (self.edge.https_port, self.edge.http_port);
+        self.edge = Edge::start_config(self.dir.path(), https, http, &yaml);
+        let (ca, url) = (self.ca(), self.edge.url("/v2/"));
+        wait_for("the edge to answer again", Duration::from_secs(30), || {
+            (curl(&["--cacert", &ca, &url]).status == 401).then_some(())
+        });
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+fn edge_yaml(dir: &Path, mirror: &Registry, public: &Registry, admin: u16) -> String {
+    let users = format!("    htpasswd: {}\n", common::auth::htpasswd(dir).display());
+    let acl = [
+        r#"{ account: admin, name: "**", actions: ["*"] }"#,
+        r#"{ account: "*", name: "${account}/**", actions: [pull, push, delete] }"#,
+        r#"{ account: alice, name: "hub/**", actions: [pull] }"#,
+        r#"{ account: alice, name: "ext/alice/**", actions: [pull, push] }"#,
+    ];
+    format!(
+        "{auth}admin:\n  listen: \"127.0.0.1:{admin}\"\n\
+         cache:\n  dir: {cache}\n  max_size: 1GiB\n\
+         routes:\n  \
+         - name: hub\n    prefix: hub/\n    hosts: [mirror.test]\n    ns: [docker.io]\n    \
+           nodes: [\"{mirror}\"]\n    read_only: true\n    stale_if_error: 1h\n    \
+           connect_timeout: 1s\n    health_check: {{ interval: 300ms }}\n  \
+         - name: ext\n    prefix: ext/\n    nodes: [\"{public}\"]\n",
+        auth = auth_yaml_with(dir, &users, &acl),
+        cache = dir.join("cache").display(),
+        mirror = mirror.addr(),
+        public = public.addr(),
+    )
+}
+
+/// Pushes an OCI layout to the plain-HTTP registry `to` as `name`.
+fn push_plain(source: &str, to: &Registry, name: &str) {
+    let out = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        source,
+        &format!("docker://{}/{name}", to.addr()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The digest R holds for `name:tag` (asked directly).
+fn digest_in(registry: &Registry, name: &str, tag: &str) -> String {
+    let url = format!("http://{}/v2/{name}/manifests/{tag}", registry.addr());
+    let answer = curl(&["-I", "-H", OCI_MANIFEST, &url]);
+    answer.header("docker-content-digest").unwrap().to_string()
+}
+
+/// The `key="value"` parameters of a `WWW-Authenticate: Bearer …` challenge.
+fn challenge(answer: &CurlResult) -> Vec<(String, String)> {
+    let value = answer.header("www-authenticate").unwrap_or_default();
+    let params = value.strip_prefix("Bearer ").unwrap_or_default();
+    params
+        .split("\",")
+        .filter_map(|p| p.split_once("=\""))
+        .map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string()))
+        .collect()
+}
+
+#[test]
+fn routes_send_mirrors_and_own_registry_each_their_names() {
+    let mut s = Scene::start();
+    let layout = PathBuf::from(s.dir.path()).join("tiny");
+    std::fs::create_dir_all(&layout).unwrap();
+    let tiny = tiny_oci_layout(&layout);
+    push_plain(&tiny, &s.public, "library/app:1");
+    push_plain(&tiny, &s.public, "library/never:1");
+    let big = common::images::noise_image(&s.dir.path().join("big"), "1", 3 << 20, 7);
+    push_plain(&big, &s.public, "library/big:1");
+    let mut c = Checks::new();
+
+    c.run("a prefixed route pulls from R through M", || {
+        s.pull("alice", "hub/library/app:1").unwrap();
+        assert!(s.mirror.requests("GET", "/v2/library/app/manifests/1") >= 1);
+        assert_eq!(s.own.requests("GET", "/v2/hub/library/app/manifests/1"), 0);
+    });
+    c.run("the ACL decides who pulls hub/**", || {
+        let refused = s.pull("bob", "hub/library/app:1").unwrap_err();
+        assert!(
+            refused.contains("denied") || refused.contains("unauthorized"),
+            "{refused}"
+        );
+    });
+    c.run("a read-only route refuses pushes with 405 JSON", || {
+        let token = s.token(
+            "admin",
+            &format!("service={SERVICE}&scope=repository:hub/library/new:pull,push"),
+        );
+        let answer = s.get(
+            "/v2/hub/library/new/blobs/uploads/",
+            &token,
+            &["-X", "POST"],
+        );
+        assert_eq!(answer.status, 405, "{}", answer.text());
+        assert_eq!(error_code(&answer), "UNSUPPORTED");
+        assert_eq!(
+            s.mirror.requests("POST", "/v2/library/new/blobs/uploads/"),
+            0
+        );
+        // Without push rights the ACL answers first, as everywhere.
+        let pull_only = s.token(
+            "alice",
+            &format!("service={SERVICE}&scope=repository:hub/library/new:pull,push"),
+        );
+        let answer = s.get(
+            "/v2/hub/library/new/blobs/uploads/",
+            &pull_only,
+            &["-X", "POST"],
+        );
+        assert_eq!(answer.status, 401, "{}", answer.text());
+    });
+    c.run(
+        "the default pool is the operator's registry as before",
+        || {
+            let out = common::skopeo_push(
+                s.certs.ca_dir.to_str().unwrap(),
+                Some("alice:pw-alice"),
+                &tiny,
+                &format!("docker://{}/alice/app:1", s.host()),
+                &[],
+            );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(s.own.requests("PUT", "/v2/alice/app/manifests/1") >= 1);
+            s.pull("alice", "alice/app:1").unwrap();
+        },
+    );
+    for (name, extra) in [("ns", "?ns=docker.io"), ("host", "")] {
+        c.run(
+            &format!("the {name} route names the repository hub/…"),
+            || {
+                let host = "Host: mirror.test";
+                let mut args = vec!["-H", OCI_MANIFEST];
+                if name == "host" {
+                    args.extend(["-H", host]);
+                }
+                let path = format!("/v2/library/app/manifests/1{extra}");
+                let asked = s.get(&path, "none", &args);
+                assert_eq!(asked.status, 401, "{}", asked.text());
+                let params = challenge(&asked);
+                let param = |k: &str| params.iter().find(|(key, _)| key == k).unwrap().1.clone();
+                assert!(
+                    param("realm").ends_with("/jwt/auth?route=hub"),
+                    "{params:?}"
+                );
+                assert_eq!(param("scope"), "repository:library/app:pull");
+                // The client asks for the name it knows, at the realm it was given.
+                let answer = curl(&[
+                    "--cacert",
+                    &s.ca(),
+                    "-u",
+                    "alice:pw-alice",
+                    &format!(
+                        "{}?route=hub&service={SERVICE}&scope=repository:library/app:pull",
+                        s.edge.url("/jwt/auth")
+                    ),
+                ]);
+                assert_eq!(
+                    granted(&answer),
+                    [(
+                        "repository:hub/library/app".to_string(),
+                        vec!["pull".to_string()]
+                    )]
+                );
+                let token = answer.json()["token"].as_str().unwrap().to_string();
+                let pulled = s.get(&path, &token, &args);
+                assert_eq!(pulled.status, 200, "{}", pulled.text());
+                assert_eq!(
+                    pulled.header("docker-content-digest"),
+                    Some(digest_in(&s.public, "library/app", "1").as_str())
+                );
+                // bob's token for the same name grants nothing.
+                let bob = s.token(
+                    "bob",
+                    &format!("route=hub&service={SERVICE}&scope=repository:library/app:pull"),
+                );
+                assert_eq!(s.get(&path, &bob, &args).status, 401);
+            },
+        );
+    }
+    c.run(
+        "upload Locations and tag lists name the edge's names",
+        || {
+            let token = s.token(
+                "alice",
+                &format!("service={SERVICE}&scope=repository:ext/alice/up:pull,push"),
+            );
+            let started = s.get("/v2/ext/alice/up/blobs/uploads/", &token, &["-X", "POST"]);
+            assert_eq!(started.status, 202, "{}", started.text());
+            let location = started.header("location").unwrap().to_string();
+            assert!(
+                location.contains("/v2/ext/alice/up/blobs/uploads/"),
+                "{location}"
+            );
+            let body = b"routed blob";
+            let digest = common::digest(body);
+            let body_file = s.dir.path().join("routed-blob");
+            std::fs::write(&body_file, body).unwrap();
+            let path = location
+                .split_once("127.0.0.1")
+                .map_or(location.as_str(), |(_, rest)| {
+                    rest.split_once('/').map_or(rest, |(_, p)| p)
+                });
+            let put_path = format!("/{path}&digest={digest}");
+            let upload = format!("@{}", body_file.display());
+            let done = s.get(
+                &put_path,
+                &token,
+                &[
+                    "-X",
+                    "PUT",
+                    "-H",
+                    "Content-Type: application/octet-stream",
+                    "--data-binary",
+                    &upload,
+                ],
+            );
+            assert_eq!(done.status, 201, "{}", done.text());
+            let blob = done.header("location").unwrap();
+            assert!(
+                blob.contains(&format!("/v2/ext/alice/up/blobs/{digest}")),
+                "{blob}"
+            );
+            assert!(s.public.has_blob("alice/up", &digest));
+
+            let out = common::skopeo_push(
+                s.certs.ca_dir.to_str().unwrap(),
+                Some("alice:pw-alice"),
+                &tiny,
+                &format!("docker://{}/ext/alice/up:1", s.host()),
+                &[],
+            );
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for http in ["--http1.1", "--http2"] {
+                let tags = s.get("/v2/ext/alice/up/tags/list", &token, &[http]);
+                assert_eq!(tags.status, 200, "{http}: {}", tags.text());
+                assert_eq!(tags.json()["name"], "ext/alice/up", "{http}");
+                assert_eq!(tags.json()["tags"], serde_json::json!(["1"]), "{http}");
+            }
+        },
+    );
+    c.run("8 cold pulls at once: one fetch per blob reaches M", || {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| s.pull("alice", "hub/library/big:1")))
+                .collect();
+            for handle in handles {
+                handle.join().unwrap().unwrap();
+            }
+        });
+        let manifest = common::skopeo_raw_manifest(
+            s.certs.ca_dir.to_str().unwrap(),
+            "alice:pw-alice",
+            &format!("docker://{}/hub/library/big:1", s.host()),
+        );
+        let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+        let config = manifest["config"]["digest"].as_str().unwrap();
+        for digest in [layer, config] {
+            let path = format!("/v2/library/big/blobs/{digest}");
+            assert_eq!(s.mirror.requests("GET", &path), 1, "{path}");
+        }
+    });
+    c.run("requests are counted and logged by route", || {
+        let text = s.metrics();
+        let hub = metric(
+            &text,
+            "registry_edge_requests_total{class=\"pull\",route=\"hub\",status=\"200\"}",
+        );
+        assert!(hub.unwrap_or(0.0) >= 1.0, "{text}");
+        assert!(s.edge.log_text().contains("route=hub"));
+    });
+
+    let first_digest = digest_in(&s.public, "library/app", "1");
+    s.public.stop();
+    c.run("R stopped: M serves what it holds", || {
+        s.pull("alice", "hub/library/app:1").unwrap();
+        let token = s.token(
+            "alice",
+            &format!("service={SERVICE}&scope=repository:hub/library/never:pull"),
+        );
+        let never = s.get(
+            "/v2/hub/library/never/manifests/1",
+            &token,
+            &["-H", OCI_MANIFEST],
+        );
+        assert_eq!(never.status, 404, "{}", never.text());
+        assert_eq!(error_code(&never), "MANIFEST_UNKNOWN");
+        assert!(never.json()["errors"].is_array(), "{}", never.text());
+    });
+
+    s.mirror.stop();
+    let token = s.token(
+        "alice",
+        &format!(
+            "service={SERVICE}&scope=repository:hub/library/app:pull\
+             &scope=repository:hub/library/never:pull"
+        ),
+    );
+    c.run("M stopped: remembered tags are answered stale", || {
+        let answer = s.get(
+            "/v2/hub/library/app/manifests/1",
+            &token,
+            &["-H", OCI_MANIFEST],
+        );
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(
+            answer.header("warning"),
+            Some("110 - \"Response is Stale\"")
+        );
+        assert_eq!(
+            answer.header("docker-content-digest"),
+            Some(first_digest.as_str())
+        );
+        s.pull("alice", "hub/library/app:1").unwrap();
+        let never = s.get(
+            "/v2/hub/library/never/manifests/1",
+            &token,
+            &["-H", OCI_MANIFEST],
+        );
+        assert!((500..600).contains(&never.status), "{}", never.text());
+        assert!(never.json()["errors"].is_array());
+        let ready = curl(&[&format!("http://127.0.0.1:{}/readyz", s.admin)]);
+        assert_eq!(ready.status, 200, "{}", ready.text());
+        let stale = metric(
+            &s.metrics(),
+            "registry_edge_route_stale_answers_total{route=\"hub\"}",
+        );
+        assert!(stale.unwrap_or(0.0) >= 1.0);
+    });
+    s.restart_edge();
+    c.run("remembered tags survive an edge restart", || {
+        s.pull("alice", "hub/library/app:1").unwrap();
+        let answer = s.get(
+            "/v2/hub/library/app/manifests/1",
+            &token,
+            &["-H", OCI_MANIFEST],
+        );
+        assert_eq!(
+            answer.header("warning"),
+            Some("110 - \"Response is Stale\"")
+        );
+    });
+
+    s.public.restart();
+    let moved_layout = s.dir.path().join("moved");
+    let moved = common::images::noise_image(&moved_layout, "1", 1000, 11);
+    push_plain(&moved, &s.public, "library/app:1");
+    let moved_digest = digest_in(&s.public, "library/app", "1");
+    s.mirror.restart();
+    c.run(
+        "M back after the tag moved: the new digest, not stale",
+        || {
+            let answer = wait_for("the route to answer fresh", Duration::from_secs(20), || {
+                let answer = s.get(
+                    "/v2/hub/library/app/manifests/1",
+                    &token,
+                    &["-H", OCI_MANIFEST],
+                );
+                answer.header("warning").is_none().then_some(answer)
+            });
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            assert_eq!(
+                answer.header("docker-content-digest"),
+                Some(moved_digest.as_str())
+            );
+        },
+    );
+    c.finish();
+}
