@@ -211,7 +211,8 @@ class Bench:
 
     # ---- upstreams -------------------------------------------------------------------
 
-    def registry(self, auth):
+    def registry(self, auth, extra=""):
+        """The real registry on a free port (`extra`: more top-level YAML, e.g. `proxy:`)."""
         port = free_port()
         data = os.path.join(self.work, f"data-{port}")
         conf = os.path.join(self.work, f"registry-{port}.yml")
@@ -226,7 +227,7 @@ class Bench:
             f.write(
                 "version: 0.1\nlog: { level: error, accesslog: { disabled: true } }\n"
                 f"storage: {{ filesystem: {{ rootdirectory: {data} }} }}\n"
-                f"http: {{ addr: 127.0.0.1:{port}, secret: bench }}\n" + auth_block
+                f"http: {{ addr: 127.0.0.1:{port}, secret: bench }}\n" + auth_block + extra
             )
         p = self.start(f"registry-{port}", ["/usr/bin/docker-registry", "serve", conf])
         wait_ready(f"http://127.0.0.1:{port}/v2/", self.ca)

@@ -1,7 +1,7 @@
 //! The admin listener (`admin.listen`, plain HTTP, never a public port): `/metrics` in
 //! Prometheus text format, `/healthz` (the process answers) and `/readyz` (at least one
-//! registry node passes its health check and the process is not stopping: what a load
-//! balancer should route on).
+//! registry node of the default pool passes its health check and the process is not
+//! stopping: what a load balancer should route on).
 
 use std::sync::Arc;
 
@@ -10,29 +10,47 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::config::DEFAULT_ROUTE;
 use crate::drain::Drain;
 use crate::metrics::metrics;
+use crate::settings::SharedSettings;
 use crate::upstream::NodePool;
 
 pub(crate) struct AdminApp {
     pool: Arc<NodePool>,
+    /// The routes in force, whose pools' nodes are published too.
+    settings: SharedSettings,
     /// While draining (SIGTERM) `/readyz` says 503, so balancers stop sending new clients.
     drain: Arc<Drain>,
 }
 
 impl AdminApp {
-    pub(crate) fn new(pool: Arc<NodePool>, drain: Arc<Drain>) -> Self {
-        AdminApp { pool, drain }
+    pub(crate) fn new(pool: Arc<NodePool>, settings: SharedSettings, drain: Arc<Drain>) -> Self {
+        AdminApp {
+            pool,
+            settings,
+            drain,
+        }
     }
 
-    /// Publishes node health as gauges; true when any node is healthy.
+    /// Publishes node health as gauges (by node and route: nodes of routes a reload removed
+    /// disappear); true when any node of the default pool is healthy (`/readyz`: a route's
+    /// pool being down is answered per request, stale or 503).
     fn refresh_node_health(&self) -> bool {
-        let health = self.pool.health();
         let gauge = &metrics().node_healthy;
+        gauge.reset();
+        let health = self.pool.health();
         for (node, healthy) in &health {
             gauge
-                .with_label_values(&[&node.to_string()])
+                .with_label_values(&[&node.to_string(), DEFAULT_ROUTE])
                 .set(i64::from(*healthy));
+        }
+        for route in self.settings.load().routes.iter() {
+            for (node, healthy) in route.pool.health() {
+                gauge
+                    .with_label_values(&[&node.to_string(), &route.settings.name])
+                    .set(i64::from(healthy));
+            }
         }
         health.iter().any(|(_, healthy)| *healthy)
     }

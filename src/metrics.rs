@@ -284,8 +284,8 @@ impl Metrics {
             ),
             node_healthy: r.gauge_vec(
                 "upstream_node_healthy",
-                "1 while the registry node passes its health check",
-                &["node"],
+                "1 while the registry node passes its health check, by node and route",
+                &["node", "route"],
             ),
             active_connections: r.gauge("active_connections", "Client connections open now"),
             series: [(); 4].map(|()| ClassSeries::new()),

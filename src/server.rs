@@ -310,7 +310,11 @@ fn add_admin(server: &mut Server, config: &Config, parts: &Parts) -> Result<(), 
         "registry-edge admin",
         bind_all(&[addr])?,
         None,
-        AdminApp::new(parts.pool.clone(), parts.drain.clone()),
+        AdminApp::new(
+            parts.pool.clone(),
+            parts.settings.clone(),
+            parts.drain.clone(),
+        ),
         parts.settings.clone(),
     ));
     Ok(())

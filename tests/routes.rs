@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::auth::{auth_yaml_with, error_code, granted, registry_auth_block, SERVICE};
+use common::containerd::Containerd;
+use common::docker::{output_text, Dockerd};
 use common::{
     admin_metrics, curl, free_port, make_certs, metric, skopeo, tiny_oci_layout, wait_for, Certs,
     Checks, CurlResult, Edge, Registry,
@@ -133,13 +135,15 @@ fn edge_yaml(dir: &Path, mirror: &Registry, public: &Registry, admin: u16) -> St
         r#"{ account: admin, name: "**", actions: ["*"] }"#,
         r#"{ account: "*", name: "${account}/**", actions: [pull, push, delete] }"#,
         r#"{ account: alice, name: "hub/**", actions: [pull] }"#,
+        r#"{ account: "", name: "hub/library/**", actions: [pull] }"#,
         r#"{ account: alice, name: "ext/alice/**", actions: [pull, push] }"#,
     ];
     format!(
         "{auth}admin:\n  listen: \"127.0.0.1:{admin}\"\n\
          cache:\n  dir: {cache}\n  max_size: 1GiB\n\
          routes:\n  \
-         - name: hub\n    prefix: hub/\n    hosts: [mirror.test]\n    ns: [docker.io]\n    \
+         - name: hub\n    prefix: hub/\n    hosts: [mirror.test, localhost]\n    \
+           ns: [docker.io, \"{public}\"]\n    \
            nodes: [\"{mirror}\"]\n    read_only: true\n    stale_if_error: 1h\n    \
            connect_timeout: 1s\n    health_check: {{ interval: 300ms }}\n  \
          - name: ext\n    prefix: ext/\n    nodes: [\"{public}\"]\n",
@@ -499,5 +503,92 @@ fn routes_send_mirrors_and_own_registry_each_their_names() {
             );
         },
     );
+    c.finish();
+}
+
+/// containerd with a `hosts.toml` mirror entry for R's host pointing at the edge (its
+/// requests carry `?ns=<R's host>`: the `ns` route), and the docker engine with
+/// `registry-mirrors` at `https://localhost:PORT` (a `hosts` route: docker sends Docker Hub
+/// names without a prefix), both pulling anonymously as public mirrors are.
+#[test]
+fn containerd_and_docker_pull_through_their_mirror_routes() {
+    let s = Scene::start();
+    let layout = s.dir.path().join("tiny");
+    std::fs::create_dir_all(&layout).unwrap();
+    push_plain(&tiny_oci_layout(&layout), &s.public, "library/app:1");
+    let mut c = Checks::new();
+    match (common::tool("containerd"), common::tool("ctr")) {
+        (Some(_), Some(_)) => {
+            c.run("containerd pulls R's image through the ns route", || {
+                let containerd = Containerd::start(&s.dir.path().join("containerd"));
+                let hosts = s.dir.path().join("hosts");
+                let folder = hosts.join(s.public.addr());
+                std::fs::create_dir_all(&folder).unwrap();
+                let toml = format!(
+                    "server = \"http://{r}\"\n[host.\"https://{edge}\"]\n  ca = \"{ca}\"\n  \
+                     capabilities = [\"pull\", \"resolve\"]\n",
+                    r = s.public.addr(),
+                    edge = s.host(),
+                    ca = s.ca()
+                );
+                std::fs::write(folder.join("hosts.toml"), toml).unwrap();
+                let image = format!("{}/library/app:1", s.public.addr());
+                let hosts = hosts.display().to_string();
+                let out = containerd.ctr(&["images", "pull", "--hosts-dir", &hosts, &image]);
+                assert!(out.status.success(), "{}", output_text(&out));
+                let asked = format!("/v2/library/app/manifests/1?ns={}", s.public.addr());
+                assert!(
+                    s.edge.log_text().lines().any(|l| l.contains("route=hub")
+                        && l.contains("path=/v2/library/app/manifests/1")),
+                    "no routed manifest request for {asked} in the edge's log"
+                );
+                // containerd resolves with HEAD; the query (`ns`) goes to the pool too.
+                let at_mirror = s.mirror.log_text().lines().any(|l| {
+                    l.contains(" /v2/library/app/manifests/1?ns=") && l.contains("containerd/")
+                });
+                assert!(at_mirror, "{}", s.mirror.log_text());
+                // containerd never went to R itself (R sees M only).
+                assert!(!s.public.log_text().contains("containerd/"));
+            });
+        }
+        _ => common::skip(
+            "containerd",
+            "containerd is not installed (scripts/install-deps installs it)",
+        ),
+    }
+    let mirror = format!("https://localhost:{}", s.edge.https_port);
+    match Dockerd::start_with(
+        &s.dir.path().join("docker"),
+        &["--registry-mirror", &mirror],
+    ) {
+        Ok(mut engine) => {
+            c.run(
+                "docker pulls a Docker Hub name through the hosts route",
+                || {
+                    engine.trust(
+                        &format!("localhost:{}", s.edge.https_port),
+                        &s.certs.ca_dir.join("ca.crt"),
+                    );
+                    let out = engine.docker(&["pull", "library/app:1"]);
+                    assert!(
+                        out.status.success(),
+                        "{}\nthe edge's log:\n{}",
+                        output_text(&out),
+                        s.edge.log_text()
+                    );
+                    // docker resolves the tag with HEAD through the edge; M answers it.
+                    let resolved = s.mirror.log_text().lines().any(|l| {
+                        l.contains(" /v2/library/app/manifests/1 HTTP/") && l.contains("docker/")
+                    });
+                    assert!(resolved, "{}", s.mirror.log_text());
+                    let log = s.edge.log_text();
+                    assert!(log
+                        .lines()
+                        .any(|l| l.contains("route=hub") && l.contains("status=200")));
+                },
+            );
+        }
+        Err(why) => common::skip("docker engine", &why),
+    }
     c.finish();
 }

@@ -212,7 +212,12 @@ pub(crate) fn token(
             let mut scopes = scopes;
             let (realm, service) = match (own, settings.trusted.first()) {
                 (Some(auth), _) => (
-                    route_realm(ctx, ctx.request.origin.url(&auth.realm_path), &mut scopes),
+                    super::routing::challenge_realm(
+                        req,
+                        ctx,
+                        ctx.request.origin.url(&auth.realm_path),
+                        &mut scopes,
+                    ),
                     auth.tokens.service(),
                 ),
                 (None, Some(issuer)) => (issuer.realm().to_string(), issuer.service()),
@@ -226,23 +231,6 @@ pub(crate) fn token(
             })
         }
     }
-}
-
-/// The realm for a request a route took by `Host` or `ns`: the client names the repository
-/// as the pool does, so the challenge's scopes do too, and the realm's `route` parameter
-/// tells the token endpoint to name them at the edge (`token_endpoint::route_prefix`).
-/// Clients keep a realm's query when they add theirs (docker, containerd, containers/image).
-fn route_realm(ctx: &RequestCtx, realm: String, scopes: &mut [crate::registry::Scope]) -> String {
-    let Some(routed) = ctx.request.routed.as_ref().filter(|r| !r.by_prefix) else {
-        return realm;
-    };
-    let prefix = &routed.route.settings.edge_prefix;
-    for scope in scopes.iter_mut().filter(|s| s.kind == "repository") {
-        if let Some(name) = scope.name.strip_prefix(prefix.as_str()) {
-            scope.name = name.to_string();
-        }
-    }
-    format!("{realm}?route={}", routed.route.settings.name)
 }
 
 /// `limits.max_body_size` against a declared `Content-Length` (streamed bodies are counted

@@ -22,12 +22,7 @@ pub(crate) fn take(req: &RequestHeader, ctx: &mut RequestCtx) {
     let Some(client_repository) = ctx.request.route.repository.as_deref() else {
         return;
     };
-    let host = crate::request::request_hostname(req);
-    let ns = req.uri.query().and_then(|query| {
-        url::form_urlencoded::parse(query.as_bytes())
-            .find(|(key, _)| key == "ns")
-            .map(|(_, value)| value.into_owned())
-    });
+    let (host, ns) = host_and_ns(req);
     let Some(mut routed) = routes.route_for(host.as_deref(), ns.as_deref(), client_repository)
     else {
         return;
@@ -35,6 +30,53 @@ pub(crate) fn take(req: &RequestHeader, ctx: &mut RequestCtx) {
     routed.pool_path = rewrite::pool_path(&routed, client_repository, &ctx.request.path);
     ctx.request.route.repository = Some(routed.edge_repository.clone());
     ctx.request.routed = Some(routed);
+}
+
+/// The request's host (lowercase, without port) and containerd's `ns` parameter.
+fn host_and_ns(req: &RequestHeader) -> (Option<String>, Option<String>) {
+    let host = crate::request::request_hostname(req);
+    let ns = req.uri.query().and_then(|query| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "ns")
+            .map(|(_, value)| value.into_owned())
+    });
+    (host, ns)
+}
+
+/// The realm a challenge names for a request a route took by `Host` or `ns`, or (`/v2/`,
+/// whose challenge docker keeps for the whole pull) that is asked on a host or with an `ns`
+/// a route claims: the client names repositories as the pool does, so the challenge's
+/// scopes do too, and the realm's `route` parameter tells the token endpoint to name them
+/// at the edge (`token_endpoint::route_prefix`). docker, containerd and containers/image
+/// keep a realm's query when they add theirs.
+pub(crate) fn challenge_realm(
+    req: &RequestHeader,
+    ctx: &RequestCtx,
+    realm: String,
+    scopes: &mut [crate::registry::Scope],
+) -> String {
+    let name = match &ctx.request.routed {
+        Some(routed) if routed.by_prefix => return realm,
+        Some(routed) => {
+            let prefix = &routed.route.settings.edge_prefix;
+            for scope in scopes.iter_mut().filter(|s| s.kind == "repository") {
+                if let Some(name) = scope.name.strip_prefix(prefix.as_str()) {
+                    scope.name = name.to_string();
+                }
+            }
+            &routed.route.settings.name
+        }
+        None if ctx.request.route.repository.is_none() => {
+            let (host, ns) = host_and_ns(req);
+            let routes = &ctx.request.settings.routes;
+            match routes.claimed_by(host.as_deref(), ns.as_deref()) {
+                Some(route) => &route.settings.name,
+                None => return realm,
+            }
+        }
+        None => return realm,
+    };
+    format!("{realm}?route={name}")
 }
 
 /// A read-only route refuses what would change its registry (after the token check: a

@@ -116,6 +116,15 @@ impl Routes {
         self.list.iter().find(|r| r.settings.name == name)
     }
 
+    /// The route that claims requests on `host` (lowercase, without port) or with `ns`.
+    pub(crate) fn claimed_by(
+        &self,
+        host: Option<&str>,
+        ns: Option<&str>,
+    ) -> Option<&Arc<RoutePool>> {
+        self.list.iter().find(|r| r.claims(host, ns))
+    }
+
     /// The route for a request naming `repository` on `host` (lowercase, without port) with
     /// containerd's `ns`: the first route that claims the host or the `ns` (the name is then
     /// the pool's), else the first whose prefix starts the name.
@@ -125,7 +134,7 @@ impl Routes {
         ns: Option<&str>,
         repository: &str,
     ) -> Option<Routed> {
-        if let Some(route) = self.list.iter().find(|r| r.claims(host, ns)) {
+        if let Some(route) = self.claimed_by(host, ns) {
             return Some(Routed {
                 edge_repository: format!("{}{repository}", route.settings.edge_prefix),
                 pool_repository: repository.to_string(),

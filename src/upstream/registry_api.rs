@@ -106,8 +106,8 @@ impl RegistryClient {
 /// `Bearer <token>`: a token the edge signs for itself with `tokens` (`auth.token`),
 /// granting `scopes`, for its own lookups (the registry verifies it like any other).
 pub(crate) fn edge_token(tokens: &TokenAuthority, scopes: &[Scope]) -> String {
-    let issued = tokens.issue(EDGE_SUBJECT, scopes, SystemTime::now());
-    format!("Bearer {}", issued.token)
+    let token = tokens.issue_reused(EDGE_SUBJECT, scopes, SystemTime::now());
+    format!("Bearer {token}")
 }
 
 /// Every manifest media type, so the registry answers with the manifest as stored (its

@@ -46,6 +46,11 @@ pub struct Dockerd {
 impl Dockerd {
     /// Starts an engine under `dir`. `Err` names the missing tool (the caller skips).
     pub fn start(dir: &Path) -> Result<Dockerd, String> {
+        Self::start_with(dir, &[])
+    }
+
+    /// Like [`Dockerd::start`] with more `dockerd` arguments (`--registry-mirror URL`).
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Result<Dockerd, String> {
         let dockerd = tool("dockerd")
             .ok_or("dockerd is not installed (scripts/install-deps installs docker.io)")?;
         std::fs::create_dir_all(dir.join("config")).unwrap();
@@ -61,6 +66,7 @@ impl Dockerd {
                 .arg(format!("unix://{}", dir.join("docker.sock").display()))
                 .arg("--pidfile")
                 .arg(dir.join("dockerd.pid"))
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log),

@@ -16,7 +16,7 @@
 //! table `check` is tested with), `echo` (an upstream that echoes what the edge sent),
 //! `setup` (the registry and an edge with one feature, `cache:` or `policy:`, shared by
 //! the cache and policy tests), `cache` and `policy` (what those tests ask of it),
-//! `docker` (a private Docker engine), `docs` (the Markdown docs: complete configs, links), `images` (container images made offline, any layer
+//! `containerd` (a private containerd driven with `ctr`), `docker` (a private Docker engine), `docs` (the Markdown docs: complete configs, links), `images` (container images made offline, any layer
 //! size), `h2client` (a raw HTTP/2 client), `ldap` (a real slapd with a seeded directory),
 //! `oidc` (an OpenID Connect issuer whose keys the test holds), `pebble` (the ACME test
 //! CA), `redis` (a real redis-server), `raw` (raw HTTP/1.1: request texts, answers read
@@ -26,6 +26,7 @@
 pub mod auth;
 pub mod cache;
 pub mod config_cases;
+pub mod containerd;
 pub mod docker;
 pub mod docs;
 pub mod echo;

@@ -8,6 +8,7 @@ use jsonwebtoken::Header;
 use super::cache::{self, VerifiedTokens};
 use super::claims::{self, AccessEntry, Claims, TokenError, LEEWAY};
 use super::keys::SigningKeys;
+use super::reuse::ReusedTokens;
 use crate::registry::Scope;
 
 /// `nbf` is set this far in the past, as GitLab does, to absorb small clock skew.
@@ -29,6 +30,8 @@ pub struct TokenAuthority {
     service: String,
     expiration: Duration,
     verified: VerifiedTokens,
+    /// The edge's own tokens, reused ([`TokenAuthority::issue_reused`]).
+    reused: ReusedTokens,
 }
 
 /// How many verified tokens the edge remembers (about 200 bytes each).
@@ -47,6 +50,7 @@ impl TokenAuthority {
             service,
             expiration,
             verified: VerifiedTokens::new(VERIFIED_CAPACITY),
+            reused: ReusedTokens::default(),
         }
     }
 
@@ -61,6 +65,17 @@ impl TokenAuthority {
     /// Signs a token for `subject` (`""` = anonymous) granting `access`.
     pub fn issue(&self, subject: &str, access: &[Scope], now: SystemTime) -> Issued {
         self.issue_with(subject, access, None, None, now)
+    }
+
+    /// A token the edge signs for itself (`subject`), the same one while more than half of
+    /// its lifetime is left ([`ReusedTokens`]).
+    pub(crate) fn issue_reused(&self, subject: &str, access: &[Scope], now: SystemTime) -> String {
+        let scopes: Vec<String> = access.iter().map(Scope::to_string).collect();
+        let key = format!("{subject} {}", scopes.join(" "));
+        let lifetime = self.expiration.max(Duration::from_secs(60));
+        self.reused.get_or_sign(key, lifetime, now, || {
+            self.issue(subject, access, now).token
+        })
     }
 
     /// Like [`TokenAuthority::issue`], ending at `not_after` (seconds since the epoch) when

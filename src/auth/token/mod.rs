@@ -18,6 +18,7 @@ pub mod cache;
 pub mod claims;
 pub mod jwt_crypto;
 pub mod keys;
+pub(crate) mod reuse;
 pub mod trusted;
 
 pub use authority::{Issued, TokenAuthority};
