@@ -43,9 +43,11 @@ impl Scene {
         let mirror = Registry::start_with(dir.path(), "mirror", &mirror_yaml);
         let own = Registry::start_with(dir.path(), "own", &registry_auth_block(dir.path()));
         let admin = free_port();
-        let edge = Edge::start(
+        let pid_file = dir.path().join("edge.pid");
+        let edge = Edge::start_with(
             dir.path(),
             &certs,
+            &format!("  shutdown_grace: 1s\n  pid_file: {}\n", pid_file.display()),
             &common::upstream_yaml(&[own.addr()], "repository_hash"),
             &edge_yaml(dir.path(), &mirror, &public, admin),
         );
@@ -503,7 +505,121 @@ fn routes_send_mirrors_and_own_registry_each_their_names() {
             );
         },
     );
+
+    // A reload moves route hub to a node that answers 429 to every pull (no local registry
+    // answers 429: a stand-in) and adds route `late`.
+    let (throttling, seen) = too_many_requests_node();
+    let config = std::fs::read_to_string(&s.edge.config).unwrap();
+    let config = config.replace(&s.mirror.addr(), &throttling).replace(
+        "\n  - name: ext\n",
+        &format!(
+            "\n  - {{ name: late, prefix: late/, nodes: [\"{}\"] }}\n  - name: ext\n",
+            s.public.addr()
+        ),
+    );
+    std::fs::write(&s.edge.config, config).unwrap();
+    common::reload(&s.dir.path().join("edge.pid"));
+    c.run(
+        "a pool answering 429: remembered tags answered stale",
+        || {
+            let answer = wait_for(
+                "the reload to move the route",
+                Duration::from_secs(10),
+                || {
+                    let answer = s.get(
+                        "/v2/hub/library/app/manifests/1",
+                        &token,
+                        &["-H", OCI_MANIFEST],
+                    );
+                    answer.header("warning").is_some().then_some(answer)
+                },
+            );
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            assert_eq!(
+                answer.header("docker-content-digest"),
+                Some(moved_digest.as_str())
+            );
+            let asked = seen.lock().unwrap().clone();
+            assert!(
+                asked
+                    .iter()
+                    .any(|l| l.starts_with("GET /v2/library/app/manifests/1 ")),
+                "{asked:?}"
+            );
+            // What it never remembered gets the pool's answer.
+            let never = s.get(
+                "/v2/hub/library/never/manifests/1",
+                &token,
+                &["-H", OCI_MANIFEST],
+            );
+            assert_eq!(never.status, 429, "{}", never.text());
+        },
+    );
+    c.run("a route added by a reload takes requests", || {
+        let admin = s.token(
+            "admin",
+            &format!("service={SERVICE}&scope=repository:late/library/app:pull"),
+        );
+        let answer = wait_for("route late", Duration::from_secs(10), || {
+            let answer = s.get(
+                "/v2/late/library/app/manifests/1",
+                &admin,
+                &["-H", OCI_MANIFEST],
+            );
+            (answer.status == 200).then_some(answer)
+        });
+        assert_eq!(
+            answer.header("docker-content-digest"),
+            Some(moved_digest.as_str())
+        );
+    });
     c.finish();
+}
+
+/// A stand-in node that answers `GET /v2/` with 200 (healthy) and every other request with
+/// `429 TOOMANYREQUESTS`, as Docker Hub does past its pull limit; the request lines it saw.
+fn too_many_requests_node() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                        line.clear();
+                    }
+                    let reply = match request_line.starts_with("GET /v2/ ") {
+                        true => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_string(),
+                        false => {
+                            record.lock().unwrap().push(request_line.trim().to_string());
+                            let body =
+                                r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"pull limit"}]}"#;
+                            format!(
+                                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n\
+                                 Content-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            )
+                        }
+                    };
+                    if writer.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
 }
 
 /// containerd with a `hosts.toml` mirror entry for R's host pointing at the edge (its
