@@ -155,5 +155,40 @@ fn request_path(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, route, token, acl, limiter, request_path);
+/// The routes' per-request pieces: the match and names, and the remembered tag a
+/// `stale_if_error` route records on every by-tag answer.
+fn routes(c: &mut Criterion) {
+    use registry_edge::bench_support as edge;
+    let table = edge::RouteTable::new();
+    let path = "/v2/hub/library/nginx/manifests/1.27";
+    c.bench_function("routes: match a prefixed name, pool path", |b| {
+        b.iter(|| {
+            assert!(edge::match_route(
+                &table,
+                "registry.example.com",
+                path,
+                "hub/library/nginx"
+            ))
+        })
+    });
+    c.bench_function("routes: no route takes the name", |b| {
+        b.iter(|| {
+            edge::match_route(
+                &table,
+                "registry.example.com",
+                "/v2/team/app/manifests/1",
+                "team/app",
+            )
+        })
+    });
+    let tags = edge::RememberedTags::new();
+    c.bench_function("stale_if_error: remember a tag seen again", |b| {
+        b.iter(|| tags.remember_again())
+    });
+    c.bench_function("stale_if_error: recall a tag", |b| {
+        b.iter(|| assert!(tags.recall()))
+    });
+}
+
+criterion_group!(benches, route, token, acl, limiter, request_path, routes);
 criterion_main!(benches);

@@ -41,6 +41,8 @@ pub(crate) struct RequestFacts {
     /// The route (`routes:`) that takes the request; `None` = the default pool. The
     /// repository in `route` is then the name at the edge.
     pub routed: Option<Routed>,
+    /// A `GET` (a `HEAD` has the same `Action` but no body to rewrite).
+    pub method_is_get: bool,
 }
 
 impl RequestFacts {
@@ -62,6 +64,7 @@ impl RequestFacts {
             },
             body_bytes: 0,
             routed: None,
+            method_is_get: false,
         }
     }
 

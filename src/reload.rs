@@ -75,7 +75,6 @@ impl Reloader {
         if let (Some(resolver), Some(certificates)) = (&self.certificates, loaded.certificates) {
             resolver.replace(certificates);
         }
-        self.nodes.replace(&loaded.config.upstream.nodes);
         let previous = self.settings.load_full();
         let routes = Routes::new(&loaded.config.routes, Some(&previous.routes)).map_err(|e| {
             ConfigError::Invalid {
@@ -84,6 +83,8 @@ impl Reloader {
                 problem: format!("a route's pool could not be built: {e}"),
             }
         })?;
+        // Nothing is applied before everything was built.
+        self.nodes.replace(&loaded.config.upstream.nodes);
         let next = Settings::new(
             &loaded.config,
             loaded.auth,

@@ -256,6 +256,32 @@ fn registry_config_prints_the_matching_auth_block() {
     let (code, _, stderr) = run(&["registry-config", "--config", &path]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no auth section"), "{stderr}");
+
+    // --route: the same realm, service, issuer and bundle, for the route's pool.
+    let routed = body
+        + "routes:\n  - { name: hub, prefix: hub/, nodes: [\"127.0.0.1:5001\"], read_only: true }\n";
+    let path = config(dir.path(), "routes.yaml", &routed);
+    let (code, stdout, stderr) = run(&["registry-config", "--config", &path, "--route", "hub"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("route \"hub\"") && stdout.contains("127.0.0.1:5001"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("realm: https://127.0.0.1:8443/jwt/auth"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("issuer: edge"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("rootcertbundle: {}", bundle.display())),
+        "{stdout}"
+    );
+    let (code, _, stderr) = run(&["registry-config", "--config", &path, "--route", "quay"]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("no route \"quay\" (routes: hub)"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -378,6 +378,76 @@ fn routes_send_mirrors_and_own_registry_each_their_names() {
             }
         },
     );
+    c.run(
+        "a long tag list (sent chunked by the pool) names the edge's name",
+        || {
+            // 40 more tags of 100 characters: over the 2 KiB Go sends with a Content-Length.
+            let base = format!("http://{}/v2/alice/up/manifests", s.public.addr());
+            let manifest = curl(&["-H", OCI_MANIFEST, &format!("{base}/1")]);
+            let file = s.dir.path().join("up-manifest.json");
+            std::fs::write(&file, &manifest.body).unwrap();
+            let body = format!("@{}", file.display());
+            let content_type =
+                format!("Content-Type: {}", manifest.header("content-type").unwrap());
+            for i in 0..40 {
+                let tag = format!("{i:03}-{}", "t".repeat(96));
+                let url = format!("{base}/{tag}");
+                let put = curl(&[
+                    "-X",
+                    "PUT",
+                    "-H",
+                    &content_type,
+                    "--data-binary",
+                    &body,
+                    &url,
+                ]);
+                assert_eq!(put.status, 201, "{}", put.text());
+            }
+            let token = s.token(
+                "alice",
+                &format!("service={SERVICE}&scope=repository:ext/alice/up:pull"),
+            );
+            for http in ["--http1.1", "--http2"] {
+                let tags = s.get("/v2/ext/alice/up/tags/list", &token, &[http]);
+                assert_eq!(tags.status, 200, "{http}: {}", tags.text());
+                assert_eq!(tags.json()["name"], "ext/alice/up", "{http}");
+                assert_eq!(tags.json()["tags"].as_array().unwrap().len(), 41, "{http}");
+            }
+        },
+    );
+    c.run(
+        "the pool gets the path as sent, and no mount across names",
+        || {
+            let token = s.token(
+                "alice",
+                &format!(
+                    "service={SERVICE}&scope=repository:ext/alice/up2:pull,push\
+                 &scope=repository:ext/alice/up:pull"
+                ),
+            );
+            // An encoded `?` stays encoded: the pool sees an upload session id, not a query.
+            let odd = s.get(
+                "/v2/ext/alice/up2/blobs/uploads/%3Fmount=x",
+                &token,
+                &["-X", "PATCH", "--data-binary", "x"],
+            );
+            assert!(odd.status >= 400, "{}", odd.text());
+            assert!(
+                s.public
+                    .log_text()
+                    .contains("/v2/alice/up2/blobs/uploads/%3Fmount=x"),
+                "{}",
+                s.public.log_text()
+            );
+            // A mount from another name becomes a plain upload at the pool.
+            let digest = common::digest(b"routed blob");
+            let mount =
+                format!("/v2/ext/alice/up2/blobs/uploads/?mount={digest}&from=ext/alice/up");
+            let started = s.get(&mount, &token, &["-X", "POST"]);
+            assert_eq!(started.status, 202, "{}", started.text());
+            assert!(s.public.requests("POST", "/v2/alice/up2/blobs/uploads/") >= 1);
+        },
+    );
     c.run("8 cold pulls at once: one fetch per blob reaches M", || {
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..8)

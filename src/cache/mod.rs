@@ -58,7 +58,7 @@ mod resume;
 mod shared;
 mod stale;
 mod store;
-mod tags;
+pub(crate) mod tags;
 mod window;
 
 pub use disk::CacheError;

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
@@ -64,10 +64,23 @@ fn recall(cache: &Cache, request: &RequestFacts) -> Option<Remembered> {
 }
 
 /// Whether a failed answer from the pool (`status`: 5xx or 429) would be replaced by a
-/// stale one: the edge then fails the request so that [`answer`] can.
-pub(crate) fn replaces(cache: &Cache, status: u16, request: &RequestFacts) -> bool {
-    (status >= 500 || status == 429)
-        && recall(cache, request).is_some_and(|r| cache.store.contains(&r.digest))
+/// stale one (the manifest cached, of a type the client accepts): the edge then fails the
+/// request so that [`answer`] can; otherwise the pool's answer goes to the client.
+pub(crate) fn replaces(
+    cache: &Cache,
+    status: u16,
+    header: &RequestHeader,
+    request: &RequestFacts,
+) -> bool {
+    if status < 500 && status != 429 {
+        return false;
+    }
+    let Some(remembered) = recall(cache, request) else {
+        return false;
+    };
+    let entry = cache.store.peek(&remembered.digest);
+    let content_type = entry.as_ref().and_then(|e| e.content_type(Kind::Manifest));
+    content_type.is_some_and(|t| answer::accepts(header, t))
 }
 
 /// `fail_to_proxy`: answers the request from its remembered tag; `Ok(false)` when it has

@@ -139,7 +139,10 @@ pub(crate) fn route(session: &Session, ctx: &mut RequestCtx) -> Option<RegistryE
         None => return Some(RegistryError::NameInvalid),
     }
     ctx.request.route = Route::parse(&req.method, &ctx.request.path);
-    super::routing::take(req, ctx);
+    ctx.request.method_is_get = req.method == http::Method::GET;
+    if let Some(error) = super::routing::take(req, ctx) {
+        return Some(error);
+    }
     ctx.request.class = route_class(
         &ctx.request.path,
         &ctx.request.route,

@@ -110,11 +110,17 @@ impl Features {
     /// `upstream_response_filter`, first: whether the pool's failed answer (`status`) is to
     /// be replaced by a remembered tag's (`routes[].stale_if_error`); the proxy then fails
     /// the request so that [`Features::answer_stale`] answers it.
-    pub(crate) fn replaces_with_stale(&self, status: u16, ctx: &RequestCtx) -> bool {
+    pub(crate) fn replaces_with_stale(
+        &self,
+        status: u16,
+        header: &RequestHeader,
+        ctx: &RequestCtx,
+    ) -> bool {
         let Some(cache) = &self.cache else {
             return false;
         };
-        ctx.request.routed.is_some() && cache::stale_replaces(cache, status, &ctx.request)
+        let request = &ctx.request;
+        request.routed.is_some() && cache::stale_replaces(cache, status, header, request)
     }
 
     /// `fail_to_proxy`, first: a manifest by tag on a route whose pool failed, answered from

@@ -180,7 +180,7 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         peer::on_response(&self.pool, &self.sessions, upstream_response, ctx);
         let status = upstream_response.status.as_u16();
-        if self.features.replaces_with_stale(status, ctx) {
+        if (self.features).replaces_with_stale(status, session.req_header(), ctx) {
             // Failed here, answered from the remembered tag in `fail_to_proxy`.
             let mut e = Error::explain(ErrorType::HTTPStatus(status), "the route's pool failed");
             e.as_up();

@@ -30,7 +30,7 @@ pub(crate) fn choose(
         None => pool,
     };
     let pinned = match &ctx.request.route.endpoint {
-        Endpoint::UploadSession { uuid } => sessions.node_for(uuid),
+        Endpoint::UploadSession { uuid } => sessions.node_for(&session_key(ctx, uuid)),
         _ => None,
     };
     let pinned =
@@ -94,12 +94,18 @@ pub(crate) fn on_response(
                 .get("docker-upload-uuid")
                 .and_then(|v| v.to_str().ok());
             if let Some(uuid) = uuid {
-                sessions.remember(uuid, node);
+                sessions.remember(&session_key(ctx, uuid), node);
             }
         }
         (Endpoint::UploadSession { uuid }, _) if status == 201 || status == 204 => {
-            sessions.forget(uuid)
+            sessions.forget(&session_key(ctx, uuid))
         }
         _ => {}
     }
+}
+
+/// An upload session's pin key: its UUID, under the route that started it (a session of
+/// one pool is never sent to another's node).
+fn session_key(ctx: &RequestCtx, uuid: &str) -> String {
+    format!("{}/{uuid}", ctx.request.route_name())
 }

@@ -13,23 +13,23 @@ use crate::registry::Endpoint;
 use crate::routes::rewrite::{self, TagListBody};
 
 /// Gives the request its route, if one takes it: the repository becomes the name at the
-/// edge, and the pool's path is kept for the way out.
-pub(crate) fn take(req: &RequestHeader, ctx: &mut RequestCtx) {
+/// edge, and the pool's path is kept for the way out. `NAME_INVALID` for a routed name
+/// written percent-encoded (the pool must see the name the edge checked).
+pub(crate) fn take(req: &RequestHeader, ctx: &mut RequestCtx) -> Option<RegistryError> {
     let routes = &ctx.request.settings.routes;
     if routes.is_empty() {
-        return;
+        return None;
     }
-    let Some(client_repository) = ctx.request.route.repository.as_deref() else {
-        return;
-    };
+    let client_repository = ctx.request.route.repository.as_deref()?;
     let (host, ns) = host_and_ns(req);
-    let Some(mut routed) = routes.route_for(host.as_deref(), ns.as_deref(), client_repository)
-    else {
-        return;
+    let mut routed = routes.route_for(host.as_deref(), ns.as_deref(), client_repository)?;
+    let Some(pool_path) = rewrite::pool_path(&routed, client_repository, req.uri.path()) else {
+        return Some(RegistryError::NameInvalid);
     };
-    routed.pool_path = rewrite::pool_path(&routed, client_repository, &ctx.request.path);
+    routed.pool_path = pool_path;
     ctx.request.route.repository = Some(routed.edge_repository.clone());
     ctx.request.routed = Some(routed);
+    None
 }
 
 /// The request's host (lowercase, without port) and containerd's `ns` parameter.
@@ -79,14 +79,13 @@ pub(crate) fn challenge_realm(
     format!("{realm}?route={name}")
 }
 
-/// A read-only route refuses what would change its registry (after the token check: a
-/// client without push rights is refused by the ACL first, as everywhere).
+/// A read-only route refuses anything but a pull (after the token check: a client without
+/// push rights is refused by the ACL first, as everywhere).
 pub(crate) fn read_only(ctx: &RequestCtx) -> Option<RegistryError> {
     let routed = ctx.request.routed.as_ref()?;
-    (routed.route.settings.read_only && ctx.request.route.changes_registry()).then(|| {
-        RegistryError::RouteReadOnly {
-            route: routed.route.settings.name.clone(),
-        }
+    let pull = ctx.request.route.action == crate::registry::Action::Read;
+    (routed.route.settings.read_only && !pull).then(|| RegistryError::RouteReadOnly {
+        route: routed.route.settings.name.clone(),
     })
 }
 
@@ -96,7 +95,7 @@ pub(crate) fn to_pool(upstream_request: &mut RequestHeader, ctx: &RequestCtx) ->
     let Some(routed) = &ctx.request.routed else {
         return Ok(());
     };
-    let target = match upstream_request.uri.query() {
+    let target = match rewrite::pool_query(upstream_request.uri.query()) {
         Some(query) => format!("{}?{query}", routed.pool_path),
         None => routed.pool_path.clone(),
     };
@@ -118,21 +117,29 @@ pub(crate) fn from_pool(response: &mut ResponseHeader, ctx: &mut RequestCtx) -> 
         return Ok(());
     };
     for name in [http::header::LOCATION, http::header::LINK] {
-        let edge = response
+        let values: Vec<String> = response
             .headers
-            .get(&name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|value| rewrite::edge_reference(routed, value));
-        if let Some(edge) = edge {
-            response.insert_header(name, edge)?;
+            .get_all(&name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|value| rewrite::edge_reference(routed, value).unwrap_or(value.to_string()))
+            .collect();
+        if values.is_empty() || !routed.by_prefix {
+            continue;
+        }
+        response.remove_header(&name);
+        for value in values {
+            response.append_header(name.clone(), value)?;
         }
     }
     let tag_list = ctx.request.route.endpoint == Endpoint::TagsList
         && routed.by_prefix
         && response.status == 200
-        && ctx.request.route.action == crate::registry::Action::Read;
-    if tag_list && response.headers.get(http::header::CONTENT_LENGTH).is_some() {
+        && ctx.request.method_is_get;
+    if tag_list {
+        // Held whole whatever its framing (Go sends lists over ~2 KiB chunked).
         response.remove_header(&http::header::CONTENT_LENGTH);
+        response.remove_header(&http::header::TRANSFER_ENCODING);
         ctx.tag_list = Some(TagListBody::default());
     }
     Ok(())

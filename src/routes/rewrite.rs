@@ -14,14 +14,43 @@ pub(crate) const MAX_TAG_LIST: usize = 16 << 20;
 #[derive(Default)]
 pub(crate) struct TagListBody(pub Vec<u8>);
 
-/// `path` (decoded, `/v2/<client's name>/<rest>`) as the pool routes it:
-/// `/v2/<pool's name>/<rest>`.
-pub(crate) fn pool_path(routed: &Routed, client_repository: &str, path: &str) -> String {
-    let rest = path
-        .strip_prefix("/v2/")
-        .and_then(|p| p.strip_prefix(client_repository))
-        .unwrap_or("");
-    format!("/v2/{}{rest}", routed.pool_repository)
+/// The request's path as sent (`/v2/<client's name>/<rest>`, not decoded: the pool decodes
+/// the rest as the default pool would) as the pool routes it, `/v2/<pool's name>/<rest>`;
+/// `None` when the name is not written plainly (percent-encoded: no client does that).
+pub(crate) fn pool_path(
+    routed: &Routed,
+    client_repository: &str,
+    raw_path: &str,
+) -> Option<String> {
+    let rest = raw_path
+        .strip_prefix("/v2/")?
+        .strip_prefix(client_repository)
+        .filter(|rest| rest.starts_with('/'))?;
+    Some(format!("/v2/{}{rest}", routed.pool_repository))
+}
+
+/// The query towards the pool: a cross-repository mount (`mount`, `from`) is dropped, so
+/// the pool starts a plain upload (OCI distribution spec: a registry may always answer a
+/// mount with a new upload session); `from` names a repository the edge checked as its own
+/// name, not one of the pool's. `None` when nothing is left.
+pub(crate) fn pool_query(query: Option<&str>) -> Option<String> {
+    let query = query?;
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key != "mount" && key != "from")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let unchanged = !query.contains("mount=") && !query.contains("from=");
+    match unchanged {
+        true => Some(query.to_string()),
+        false => Some(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(pairs)
+                .finish(),
+        ),
+    }
 }
 
 /// A `Location` or `Link` value from the pool with its repository path given the edge's
@@ -75,8 +104,27 @@ mod tests {
         let r = routed(true);
         let path = "/v2/hub/library/app/blobs/uploads/";
         assert_eq!(
-            pool_path(&r, "hub/library/app", path),
+            pool_path(&r, "hub/library/app", path).unwrap(),
             "/v2/library/app/blobs/uploads/"
+        );
+        // The rest goes as sent (the pool decodes it once); an encoded name is refused.
+        let escaped = "/v2/hub/library/app/blobs/uploads/%3Fmount=x";
+        assert_eq!(
+            pool_path(&r, "hub/library/app", escaped).unwrap(),
+            "/v2/library/app/blobs/uploads/%3Fmount=x"
+        );
+        assert_eq!(
+            pool_path(&r, "hub/library/app", "/v2/hub/librar%79/app/x"),
+            None
+        );
+        assert_eq!(
+            pool_query(Some("mount=sha256:aa&from=hub/other")),
+            None,
+            "a mount becomes a plain upload"
+        );
+        assert_eq!(
+            pool_query(Some("digest=sha256:aa&_state=s")).as_deref(),
+            Some("digest=sha256:aa&_state=s")
         );
         let location = "https://edge.test/v2/library/app/blobs/uploads/u1?_state=x";
         assert_eq!(

@@ -37,12 +37,15 @@ impl RoutePool {
         })
     }
 
-    /// Whether `self`'s pool can serve `next` as is: same balance and health checks.
+    /// Whether `self`'s pool can serve `next` as is: everything but the node list is the
+    /// same (the health checks' timeouts come from the connect and read timeouts).
     fn same_pool(&self, next: &RouteSettings) -> bool {
         let (old, new) = (&self.settings.pool, &next.pool);
         old.balance == new.balance
             && old.health_path == new.health_path
             && old.health_interval == new.health_interval
+            && old.connect_timeout == new.connect_timeout
+            && old.read_timeout == new.read_timeout
     }
 
     /// Whether `self` is claimed by this Host (lowercase, without port) or `ns`.
@@ -90,6 +93,8 @@ impl Routes {
                 Some(old) if old.settings == *route => old.clone(),
                 Some(old) => {
                     old.nodes.replace(&route.pool.nodes);
+                    // Taken at once, not at the pool's next round of checks.
+                    old.pool.take_node_list();
                     Arc::new(RoutePool {
                         pool: old.pool.clone(),
                         nodes: old.nodes.clone(),
@@ -127,7 +132,7 @@ impl Routes {
 
     /// The route for a request naming `repository` on `host` (lowercase, without port) with
     /// containerd's `ns`: the first route that claims the host or the `ns` (the name is then
-    /// the pool's), else the first whose prefix starts the name.
+    /// the pool's), else the first whose prefix (or `name/`) starts the name.
     pub(crate) fn route_for(
         &self,
         host: Option<&str>,
@@ -143,9 +148,10 @@ impl Routes {
                 pool_path: String::new(),
             });
         }
+        // A route without `prefix` is reached by its `name/` too: a name at the edge
+        // belongs to one route, never also to the default pool.
         let route = self.list.iter().find(|r| {
-            r.settings.by_prefix
-                && repository.starts_with(&r.settings.edge_prefix)
+            repository.starts_with(&r.settings.edge_prefix)
                 && repository.len() > r.settings.edge_prefix.len()
         })?;
         Some(Routed {
@@ -194,8 +200,10 @@ mod tests {
             .route_for(None, Some("quay.io"), "coreos/etcd")
             .unwrap();
         assert_eq!(quay.edge_repository, "quay/coreos/etcd");
-        // A route without a prefix is reached by host or ns only.
-        assert!(routes.route_for(None, None, "quay/coreos/etcd").is_none());
+        // A route without a prefix is reached by its name too: one owner per edge name.
+        let by_name = routes.route_for(None, None, "quay/coreos/etcd").unwrap();
+        assert_eq!(by_name.route.settings.name, "quay");
+        assert_eq!(by_name.pool_repository, "coreos/etcd");
         assert!(routes.route_for(None, None, "hub").is_none());
         assert!(routes
             .route_for(None, Some("ghcr.io"), "team/app")

@@ -158,6 +158,18 @@ impl NodePool {
         self.backends().run_health_check(true).await;
     }
 
+    /// Picks up a replaced node list now (the list is in memory: discovery completes at
+    /// once); new nodes count as healthy until their first check.
+    pub(crate) fn take_node_list(&self) {
+        let update = match &self.selector {
+            Selector::Hash(lb) => lb.update().now_or_never(),
+            Selector::RoundRobin(lb) => lb.update().now_or_never(),
+        };
+        if let Some(Err(e)) = update {
+            tracing::warn!("route pool: node list not updated: {e}");
+        }
+    }
+
     /// Records that `node` answered a proxied request (a status below 500).
     pub(crate) fn record_answer(&self, node: SocketAddr) {
         self.answers.record(node);

@@ -139,8 +139,8 @@ pub(in crate::config) struct RouteFile {
     pub name: String,
     /// Repositories whose name starts with this (ending in `/`) go to this route's pool,
     /// which sees the name without it: `hub/` sends `hub/library/nginx` as `library/nginx`.
-    /// Default: absent (the route is reached by `hosts` or `ns`, its names at the edge
-    /// starting with `name/`).
+    /// Default: absent (the route's names at the edge start with `name/`: it is reached by
+    /// those, and by `hosts` or `ns`).
     #[serde(default)]
     pub prefix: Option<String>,
     /// Every repository asked on one of these hosts (any port) goes to this route, named
