@@ -143,6 +143,8 @@ fn edge_yaml(dir: &Path, mirror: &Registry, public: &Registry, admin: u16) -> St
     format!(
         "{auth}admin:\n  listen: \"127.0.0.1:{admin}\"\n\
          cache:\n  dir: {cache}\n  max_size: 1GiB\n\
+         policy:\n  state_dir: {policy}\n  quotas: {{ namespaces: {{ ext: 1MiB }} }}\n  \
+         immutable_tags: [{{ name: \"ext/alice/**\", tags: [\"1\"] }}]\n\
          routes:\n  \
          - name: hub\n    prefix: hub/\n    hosts: [mirror.test, localhost]\n    \
            ns: [docker.io, \"{public}\"]\n    \
@@ -151,6 +153,7 @@ fn edge_yaml(dir: &Path, mirror: &Registry, public: &Registry, admin: u16) -> St
          - name: ext\n    prefix: ext/\n    nodes: [\"{public}\"]\n",
         auth = auth_yaml_with(dir, &users, &acl),
         cache = dir.join("cache").display(),
+        policy = dir.join("policy").display(),
         mirror = mirror.addr(),
         public = public.addr(),
     )
@@ -469,6 +472,45 @@ fn routes_send_mirrors_and_own_registry_each_their_names() {
             let path = format!("/v2/library/big/blobs/{digest}");
             assert_eq!(s.mirror.requests("GET", &path), 1, "{path}");
         }
+    });
+    c.run("quotas and immutable tags see the edge's names", || {
+        // ext/alice/up:1 exists at R as alice/up:1: the policy asks R by R's name.
+        let other = common::images::noise_image(&s.dir.path().join("other"), "1", 2000, 3);
+        let pushed = |source: &str, target: &str| {
+            common::skopeo_push(
+                s.certs.ca_dir.to_str().unwrap(),
+                Some("alice:pw-alice"),
+                source,
+                &format!("docker://{}/{target}", s.host()),
+                &[],
+            )
+        };
+        let refused = pushed(&other, "ext/alice/up:1");
+        let text = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && text.contains("immutable"),
+            "{text}"
+        );
+        // Namespace `ext` (1 MiB): the 3 MiB image does not fit.
+        let big = common::images::noise_image(&s.dir.path().join("big-ext"), "1", 3 << 20, 5);
+        let refused = pushed(&big, "ext/alice/big:1");
+        let text = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && text.contains("quota"),
+            "{text}"
+        );
+        // usage scan walks the writable route's pool and names its repositories at the edge.
+        let scan = std::process::Command::new(common::EDGE_BIN)
+            .args(["usage", "scan", "--config"])
+            .arg(&s.edge.config)
+            .output()
+            .unwrap();
+        assert!(
+            scan.status.success(),
+            "{}",
+            String::from_utf8_lossy(&scan.stderr)
+        );
+        assert!(common::policy::usage_of(&s.edge.config, "ext") > 0);
     });
     c.run("requests are counted and logged by route", || {
         let text = s.metrics();

@@ -107,13 +107,6 @@ impl Config {
         };
         let upstream = upstream_settings(&v, upstream)?;
         let routes = routes_settings(&v, routes, cache.is_some())?;
-        if let (Some(_), Some(i)) = (&policy, routes.iter().position(|r| !r.read_only)) {
-            return Err(v.invalid(
-                format!("routes[{i}].read_only"),
-                "quotas and immutable tags (policy) cover the upstream pool only: beside \
-                 policy, a route must be read_only",
-            ));
-        }
         let (push_limit, upload_limit) = rate_limit_settings(&v, rate_limits)?;
         Ok(Config {
             source: path.to_path_buf(),

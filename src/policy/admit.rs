@@ -59,11 +59,6 @@ pub(crate) async fn admit(
     let Some(repository) = request.route.repository.as_deref() else {
         return Outcome::Next;
     };
-    // Routes take no part in quotas and immutable tags (`check` allows a policy beside
-    // read-only routes only: they take no pushes or deletes).
-    if request.routed.is_some() {
-        return Outcome::Next;
-    }
     let namespace = policy.namespace_of(repository).to_string();
     let subject = request.subject.as_deref().unwrap_or_default();
     let quota = match rules.quotas.exempt_accounts.iter().any(|a| a == subject) {
@@ -147,7 +142,7 @@ impl Admit<'_> {
                     .lookup()
                     .ok_or_else(|| unavailable(&"no registry node"))?;
                 let api = lookup.api(self.policy);
-                let found = api.tag_digest(self.repository, reference).await;
+                let found = api.tag_digest(&lookup.repository, reference).await;
                 found.map_err(|e| unavailable(&crate::report::chain(&e)))?
             }
             false => None,
@@ -172,7 +167,8 @@ impl Admit<'_> {
                 .lookup()
                 .ok_or_else(|| unavailable(&"no registry node"))?;
             let api = lookup.api(self.policy);
-            match protecting_tag(&api, rules, subject, repository, reference).await {
+            let names = (repository, lookup.repository.as_str());
+            match protecting_tag(&api, rules, subject, names, reference).await {
                 Ok(Some(tag)) => return Err(immutable(repository, &tag)),
                 Ok(None) => {}
                 Err(e) => return Err(unavailable(&crate::report::chain(&e))),
@@ -188,10 +184,14 @@ impl Admit<'_> {
     /// signs for itself (`auth.token`), or with the client's `Authorization` in proxy-only
     /// mode.
     fn lookup(&self) -> Option<Lookup> {
-        let node = self.pool.select(Some(self.repository), &[])?;
+        let at_node = self
+            .request
+            .registry_repository()
+            .unwrap_or(self.repository);
+        let node = self.pool.select(Some(at_node), &[])?;
         let authorization = match &self.request.settings.auth {
             Some(auth) => {
-                let scope = Scope::repository(self.repository, &["pull"]);
+                let scope = Scope::repository(at_node, &["pull"]);
                 Some(edge_token(&auth.tokens, &[scope]))
             }
             None => self
@@ -204,8 +204,9 @@ impl Admit<'_> {
         };
         Some(Lookup {
             node,
+            repository: at_node.to_string(),
             authorization,
-            timeout: self.request.settings.read_timeout.min(LOOKUP_TIMEOUT),
+            timeout: self.request.read_timeout().min(LOOKUP_TIMEOUT),
         })
     }
 }
@@ -243,21 +244,22 @@ fn protected_tag(rules: &PolicySettings, subject: &str, repository: &str, refere
 }
 
 /// The protected tag that points to `reference` (a digest) or is `reference`, if any.
+/// `names`: the repository at the edge (what the rules name) and at its node.
 async fn protecting_tag(
     api: &RegistryApi<'_>,
     rules: &PolicySettings,
     subject: &str,
-    repository: &str,
+    (repository, at_node): (&str, &str),
     reference: &str,
 ) -> Result<Option<String>, LookupError> {
     if !reference.contains(':') {
         let exists = rules.immutable.protects(repository, reference, subject)
-            && api.tag_digest(repository, reference).await?.is_some();
+            && api.tag_digest(at_node, reference).await?.is_some();
         return Ok(exists.then(|| reference.to_string()));
     }
-    for tag in api.tags(repository).await? {
+    for tag in api.tags(at_node).await? {
         if rules.immutable.protects(repository, &tag, subject)
-            && api.tag_digest(repository, &tag).await?.as_deref() == Some(reference)
+            && api.tag_digest(at_node, &tag).await?.as_deref() == Some(reference)
         {
             return Ok(Some(tag));
         }

@@ -147,7 +147,7 @@ async fn count(
         .usage_and_unheld(&put.namespace, references.clone())
         .await
         .map_err(|e| unavailable(&e))?;
-    let sizes = registry_sizes(&lookup.api(policy), &put.repository, &unheld)
+    let sizes = registry_sizes(&lookup.api(policy), &lookup.repository, &unheld)
         .await
         .map_err(|e| unavailable(&e))?;
     let added = sizes.values().fold(0u64, |sum, n| sum.saturating_add(*n));

@@ -34,6 +34,8 @@ pub(super) enum Follow {
 #[derive(Clone)]
 pub(super) struct Lookup {
     pub(super) node: SocketAddr,
+    /// The repository as that node names it (a route's pool: without the prefix).
+    pub(super) repository: String,
     pub(super) authorization: Option<String>,
     pub(super) timeout: Duration,
 }

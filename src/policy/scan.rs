@@ -3,8 +3,10 @@
 //! `shared_state.redis` is set), so they work while it runs.
 //!
 //! Walks the catalog, each repository's tags and each tag's manifest (and, for an index,
-//! its child manifests), asking the first `upstream.nodes` entry with a short-lived token
-//! the edge signs for itself (`auth.token`), or with none when the registry is open.
+//! its child manifests), asking the first `upstream.nodes` entry (and the first node of
+//! every route that is not read-only, naming its repositories at the edge) with a
+//! short-lived token the edge signs for itself (`auth.token`), or with none when the
+//! registry is open.
 //! Manifests no tag points to are not listed by the API, so they are not counted until a
 //! PUT through the edge shows them.
 
@@ -82,21 +84,34 @@ pub fn run(loaded: &Loaded) -> Result<Scanned, ScanError> {
     let _entered = runtime.enter();
     let client = RegistryClient::new()?;
     let (settings, policy) = open(config, false, client.clone())?;
-    let node = config.upstream.nodes[0];
     let sign = |scopes: Vec<Scope>| {
         loaded
             .auth
             .as_ref()
             .map(|auth| edge_token(&auth.tokens, &scopes))
     };
-    let timeout = config.upstream.read_timeout.max(Duration::from_secs(30));
-    let api = |authorization| client.at(node, authorization, timeout);
+    // The default pool, and every route that takes pushes (a read-only mirror's catalog
+    // holds what it fetched, nobody's pushes), with the prefix its names take at the edge.
+    let mut pools = vec![(config.upstream.nodes[0], "", config.upstream.read_timeout)];
+    for route in config.routes.iter().filter(|r| !r.read_only) {
+        let node = route.pool.nodes[0];
+        pools.push((node, route.edge_prefix.as_str(), route.pool.read_timeout));
+    }
     runtime.block_on(async {
-        let repositories = api(sign(vec![Scope::catalog()])).catalog().await?;
         let mut found = Vec::new();
-        for repository in &repositories {
-            let api = api(sign(vec![Scope::repository(repository, &["pull"])]));
-            found.extend(manifests_of(&api, repository).await?);
+        let mut listed = 0;
+        for (node, prefix, timeout) in pools {
+            let timeout = timeout.max(Duration::from_secs(30));
+            let api = |authorization| client.at(node, authorization, timeout);
+            let repositories = api(sign(vec![Scope::catalog()])).catalog().await?;
+            listed += repositories.len();
+            for repository in &repositories {
+                let api = api(sign(vec![Scope::repository(repository, &["pull"])]));
+                let at_edge = manifests_of(&api, repository).await?.into_iter();
+                found.extend(
+                    at_edge.map(|(name, digest, refs)| (format!("{prefix}{name}"), digest, refs)),
+                );
+            }
         }
         let count = found.len();
         let manifests = found
@@ -108,7 +123,7 @@ pub fn run(loaded: &Loaded) -> Result<Scanned, ScanError> {
             .collect();
         policy.replace_all(manifests).await?;
         Ok(Scanned {
-            repositories: repositories.len(),
+            repositories: listed,
             manifests: count,
         })
     })
