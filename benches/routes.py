@@ -10,9 +10,10 @@ with `stale_if_error` and `bench/plain/` without it. Measures, alternating the c
 for --reps rounds (medians, ratios from the same run):
 
 - R1: 8 concurrent warm pulls of the image's big blob through the route (the edge's cache)
-  vs directly from M (plain HTTP on loopback, from its own storage);
+  vs directly from M (plain HTTP on loopback, from its own storage), and vs nginx (TLS,
+  the docs' config, unbuffered) in front of M, as M would be served to clients;
 - R2: GET of a 4 KiB blob by digest through the route vs directly from M (wrk, h1, 64
-  connections; the edge over TLS, M in plain HTTP);
+  connections; the edge over TLS, M in plain HTTP), and vs nginx in front of M;
 - R3: GET of a manifest by tag through the route with `stale_if_error` vs the route
   without it (both reach M each time): what remembering the tag costs per request.
 
@@ -105,6 +106,7 @@ def main():
         edge, edge_port = b.edge(public_port, args.threads, auth=True, extra=(
             f"cache: {{ dir: {cache_dir}, max_size: {args.image_mib + 64}MiB, "
             "memory: 64MiB }\n" + "routes:\n" + routes))
+        ngx, ngx_port = b.nginx(mirror_port, args.threads, buffering=False)
         edge_base = f"https://127.0.0.1:{edge_port}"
         public_base = f"http://127.0.0.1:{public_port}"
         mirror_base = f"http://127.0.0.1:{mirror_port}"
@@ -127,22 +129,26 @@ def main():
         mirror_token = b.token(edge_base, "bench", "bench-pw", f"repository:{cn.REPO}:pull")
         routed = f"{edge_base}/v2/bench/hub/{cn.REPO}"
         direct = f"{mirror_base}/v2/{cn.REPO}"
+        fronted = f"https://127.0.0.1:{ngx_port}/v2/{cn.REPO}"
         # Warm both: M fetches from R once, the edge fills its cache from M once.
         for url, token in ((direct, mirror_token), (routed, edge_token)):
             download(b, f"{url}/blobs/{big_digest}", size, token)
             download(b, f"{url}/blobs/{small_digest}", SMALL, token)
 
         cn.log(f"== R1: {PULLS} concurrent warm pulls of {args.image_mib} MiB")
-        res = cn.alternate(args.reps, [("route", routed), ("M", direct)],
+        res = cn.alternate(args.reps, [("route", routed), ("M", direct), ("nginx", fronted)],
                            lambda n, url, r: parallel(b, f"{url}/blobs/{big_digest}", size,
                                                       edge_token if n == "route" else
                                                       mirror_token))
         table.add(f"R1. {PULLS} concurrent warm pulls of a {args.image_mib} MiB blob: the "
                   "route (edge cache) vs directly from M", "MB/s", cn.median(res["route"]),
                   cn.median(res["M"]))
+        table.add(f"R1. {PULLS} concurrent warm pulls of a {args.image_mib} MiB blob: the "
+                  "route vs nginx (TLS) in front of M", "MB/s", cn.median(res["route"]),
+                  cn.median(res["nginx"]))
 
         cn.log("== R2: 4 KiB blob by digest, 64 connections")
-        res = cn.alternate(args.reps, [("route", routed), ("M", direct)],
+        res = cn.alternate(args.reps, [("route", routed), ("M", direct), ("nginx", fronted)],
                            lambda n, url, r: b.wrk(
                                f"{url}/blobs/{small_digest}",
                                (f"Authorization: Bearer "
@@ -150,6 +156,9 @@ def main():
         table.add("R2. GET 4 KiB blob by digest, h1: the route vs directly from M", "req/s",
                   cn.median([x["rps"] for x in res["route"]]),
                   cn.median([x["rps"] for x in res["M"]]))
+        table.add("R2. GET 4 KiB blob by digest, h1: the route vs nginx (TLS) in front of M",
+                  "req/s", cn.median([x["rps"] for x in res["route"]]),
+                  cn.median([x["rps"] for x in res["nginx"]]))
 
         cn.log("== R3: manifest by tag through a route with stale_if_error vs without")
         accept = f"Accept: {MANIFEST_TYPE}"
@@ -162,7 +171,7 @@ def main():
         without = cn.median([x["rps"] for x in res["no stale_if_error"]])
         table.add("R3. GET manifest by tag, h1: route with stale_if_error vs without "
                   "(both reach M)", "req/s", with_stale, without)
-        b.stop(edge, mirror, public)
+        b.stop(ngx, edge, mirror, public)
     finally:
         b.cleanup()
 
@@ -170,11 +179,12 @@ def main():
         f"Measured {started:%Y-%m-%d} with `benches/routes.py"
         f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}` on {os.cpu_count()} cores "
         f"({cn.platform_line()}); medians of {args.reps} alternating runs, {args.threads} "
-        "edge worker threads. The \"nginx\" column is the contender named in each row: M, a "
-        "distribution in proxy mode asked directly over plain HTTP, or the same route "
-        "without stale_if_error. R3's gap per request, in CPU terms: "
-        f"{(1 / with_stale - 1 / without) * 1e6:.1f} µs of wall time per request at 64 "
-        "connections (negative: within noise)."
+        "edge worker threads, clients on the same 2 cores. The \"nginx\" column is the "
+        "contender named in each row: M, a distribution in proxy mode asked directly over "
+        "plain HTTP (no TLS for its clients to decrypt), nginx with TLS in front of M, or the "
+        "same route without stale_if_error. R3 is bound by M (each by-tag GET makes M ask R "
+        "for the tag); the edge's own cost of remembering a tag is timed in "
+        "benches/hot_paths.rs (`stale_if_error: remember a tag seen again`)."
     )
     md = table.markdown(header)
     with open(args.out, "w") as f:
