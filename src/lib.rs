@@ -8,13 +8,15 @@
 //! The request path, in order:
 //! 1. `listen` accepts and guards the connection (deadlines, header limits, PROXY protocol).
 //! 2. `proxy`'s admission steps: header limits, request id, framing and `Host`
-//!    (`request`), strict host, route (`registry`), repository name, read-only, the token
-//!    realm (`auth::endpoint`), the token (`auth::check`), then the features' admission
-//!    hooks: **cache** (answer a pull by digest, warm or from the one registry fetch of
-//!    a cold digest) and **policy** (quotas, immutable tags),
+//!    (`request`), strict host, route (`registry`, and the `routes` one that takes the
+//!    repository: `proxy::routing`), repository name, read-only, the token realm
+//!    (`auth::endpoint`), the token (`auth::check`), a read-only route, then the
+//!    features' admission hooks: **cache** (answer a pull by digest, warm or from the one
+//!    registry fetch of a cold digest) and **policy** (quotas, immutable tags),
 //!    then the body size and the push limit (`limits`).
-//! 3. `upstream` picks the node (affinity, upload-session pins); the policy's new-attempt
-//!    hook; forwarding headers (`proxy::headers`).
+//! 3. `upstream` picks the node of the request's pool (affinity, upload-session pins); the
+//!    policy's new-attempt hook; forwarding headers (`proxy::headers`); a route's pool path
+//!    and token.
 //! 4. Request body: counted, limited, throttled (`proxy::body`), then the policy's body
 //!    hook (a held manifest, a bounded upload).
 //! 5. The registry's answer: the node's answer noted (passive health), upload-session pins,
