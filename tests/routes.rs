@@ -784,6 +784,50 @@ fn containerd_and_docker_pull_through_their_mirror_routes() {
             "containerd is not installed (scripts/install-deps installs it)",
         ),
     }
+    c.run(
+        "skopeo with a registries.conf mirror carrying the prefix",
+        || {
+            // What docs/routes.md gives podman, buildah, skopeo and CRI-O: docker.io mirrored
+            // at <edge>/hub, so docker.io/library/app reaches the edge as hub/library/app.
+            let conf = s.dir.path().join("registries.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n\
+                 [[registry.mirror]]\nlocation = \"{}/hub\"\n",
+                    s.host()
+                ),
+            )
+            .unwrap();
+            let target = s.dir.path().join("from-mirror-conf");
+            let out = std::process::Command::new("skopeo")
+                .arg("--registries-conf")
+                .arg(&conf)
+                .args(["--insecure-policy", "copy", "--src-cert-dir"])
+                .arg(&s.certs.ca_dir)
+                .args([
+                    "--src-creds",
+                    "alice:pw-alice",
+                    "docker://docker.io/library/app:1",
+                ])
+                .arg(format!("oci:{}:x", target.display()))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let log = s.edge.log_text();
+            assert!(
+                log.lines()
+                    .any(|l| l.contains("path=/v2/hub/library/app/manifests/1")
+                        && l.contains("route=hub")
+                        && l.contains("status=200")),
+                "{log}"
+            );
+        },
+    );
     let mirror = format!("https://localhost:{}", s.edge.https_port);
     match Dockerd::start_with(
         &s.dir.path().join("docker"),
