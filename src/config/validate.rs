@@ -109,13 +109,15 @@ impl Validator<'_> {
             })
     }
 
-    /// Resolves relative paths against the config file's folder.
+    /// Resolves relative paths against the config file's folder (`.` for a file named
+    /// without one, `--config edge.yaml`).
     pub(super) fn file_path(&self, text: &str) -> PathBuf {
         let path = Path::new(text);
         if path.is_absolute() {
             path.to_path_buf()
         } else {
-            self.path.parent().unwrap_or(Path::new(".")).join(path)
+            let folder = self.path.parent().filter(|p| !p.as_os_str().is_empty());
+            folder.unwrap_or(Path::new(".")).join(path)
         }
     }
 
@@ -150,5 +152,21 @@ impl Validator<'_> {
             return Err(self.invalid(key, format!("{what} ({e})")));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_resolve_beside_a_config_named_without_a_folder() {
+        let v = Validator::new(Path::new("edge.yaml"));
+        assert_eq!(v.file_path("cache"), Path::new("./cache"));
+        assert!(v
+            .writable_dir("cache.dir", &v.file_path("no-such-cache"))
+            .is_ok());
+        let v = Validator::new(Path::new("/etc/registry-edge/edge.yaml"));
+        assert_eq!(v.file_path("cache"), Path::new("/etc/registry-edge/cache"));
     }
 }

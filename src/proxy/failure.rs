@@ -58,11 +58,18 @@ fn never_reached(e: &Error) -> bool {
 }
 
 /// Logs a failed request by who caused it (Pingora's `suppress_error_log`): `true` when
-/// Pingora's own `ERROR` line is not wanted. A refusal the edge decided (its own 4xx,
+/// Pingora's own `ERROR` line is not wanted. A stale answer (a route's pool failed, the
+/// client got the remembered tag) is no failure. A refusal the edge decided (its own 4xx,
 /// raised as an HTTP status) is already in the access line; a client's fault (it went away,
 /// reset, stalled, sent what cannot be read) is a warning; a node's failure or the edge's
 /// own keeps Pingora's `ERROR` line, whose summary names the request id.
 pub(crate) fn log(session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+    // Answered from a remembered tag: the client got its 200. The pool's state shows in
+    // `upstream_node_healthy` and `route_stale_answers_total`, the cause in the access line.
+    if ctx.cache_stale {
+        tracing::debug!(request_id = %ctx.request.request_id, "answered stale: {e}");
+        return true;
+    }
     if matches!(e.etype(), ErrorType::HTTPStatus(status) if *status < 500) {
         tracing::debug!(request_id = %ctx.request.request_id, "refused: {e}");
         return true;
