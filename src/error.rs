@@ -23,6 +23,13 @@ pub enum RegistryError {
     UpstreamTimeout,
     #[error("the registry node failed while answering")]
     UpstreamFailed,
+    /// A route's pool answered 401 to the token the edge signed for it: its `auth:` block
+    /// does not trust the edge (a configuration fault the client cannot fix).
+    #[error(
+        "route {route:?}'s registry refused the edge's token: give it the auth block \
+         `registry-edge registry-config --route {route}` prints"
+    )]
+    PoolRefusedToken { route: String },
     #[error("malformed request")]
     BadRequest,
     /// A method the edge never proxies (`CONNECT`).
@@ -122,7 +129,9 @@ impl RegistryError {
             RegistryError::NoHealthyUpstream
             | RegistryError::LimitsUnavailable
             | RegistryError::LoginUnavailable { .. } => 503,
-            RegistryError::UpstreamUnreachable | RegistryError::UpstreamFailed => 502,
+            RegistryError::UpstreamUnreachable
+            | RegistryError::UpstreamFailed
+            | RegistryError::PoolRefusedToken { .. } => 502,
             RegistryError::UpstreamTimeout => 504,
             RegistryError::BadRequest
             | RegistryError::MissingHost
@@ -155,7 +164,8 @@ impl RegistryError {
             | RegistryError::LoginUnavailable { .. }
             | RegistryError::UpstreamUnreachable
             | RegistryError::UpstreamTimeout
-            | RegistryError::UpstreamFailed => "UNAVAILABLE",
+            | RegistryError::UpstreamFailed
+            | RegistryError::PoolRefusedToken { .. } => "UNAVAILABLE",
             RegistryError::BadRequest
             | RegistryError::MissingHost
             | RegistryError::BadTokenRequest(_) => "UNSUPPORTED",

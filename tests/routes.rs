@@ -26,6 +26,8 @@ struct Scene {
     public: Registry,
     mirror: Registry,
     own: Registry,
+    /// A registry whose auth (htpasswd) does not trust the edge's tokens: route `locked`.
+    locked: Registry,
     edge: Edge,
     admin: u16,
 }
@@ -42,6 +44,8 @@ impl Scene {
         );
         let mirror = Registry::start_with(dir.path(), "mirror", &mirror_yaml);
         let own = Registry::start_with(dir.path(), "own", &registry_auth_block(dir.path()));
+        let locked_auth = common::auth::registry_htpasswd_block(dir.path());
+        let locked = Registry::start_with(dir.path(), "locked", &locked_auth);
         let admin = free_port();
         let pid_file = dir.path().join("edge.pid");
         let edge = Edge::start_with(
@@ -49,7 +53,7 @@ impl Scene {
             &certs,
             &format!("  shutdown_grace: 1s\n  pid_file: {}\n", pid_file.display()),
             &common::upstream_yaml(&[own.addr()], "repository_hash"),
-            &edge_yaml(dir.path(), &mirror, &public, admin),
+            &edge_yaml(dir.path(), &mirror, &public, admin, &locked),
         );
         Scene {
             dir,
@@ -57,6 +61,7 @@ impl Scene {
             public,
             mirror,
             own,
+            locked,
             edge,
             admin,
         }
@@ -131,7 +136,13 @@ fn rand_suffix() -> String {
     NEXT.fetch_add(1, Ordering::Relaxed).to_string()
 }
 
-fn edge_yaml(dir: &Path, mirror: &Registry, public: &Registry, admin: u16) -> String {
+fn edge_yaml(
+    dir: &Path,
+    mirror: &Registry,
+    public: &Registry,
+    admin: u16,
+    locked: &Registry,
+) -> String {
     let users = format!("    htpasswd: {}\n", common::auth::htpasswd(dir).display());
     let acl = [
         r#"{ account: admin, name: "**", actions: ["*"] }"#,
@@ -150,12 +161,14 @@ fn edge_yaml(dir: &Path, mirror: &Registry, public: &Registry, admin: u16) -> St
            ns: [docker.io, \"{public}\"]\n    \
            nodes: [\"{mirror}\"]\n    read_only: true\n    stale_if_error: 1h\n    \
            connect_timeout: 1s\n    health_check: {{ interval: 300ms }}\n  \
-         - name: ext\n    prefix: ext/\n    nodes: [\"{public}\"]\n",
+         - name: ext\n    prefix: ext/\n    nodes: [\"{public}\"]\n  \
+         - {{ name: locked, prefix: locked/, nodes: [\"{locked}\"], read_only: true }}\n",
         auth = auth_yaml_with(dir, &users, &acl),
         cache = dir.join("cache").display(),
         policy = dir.join("policy").display(),
         mirror = mirror.addr(),
         public = public.addr(),
+        locked = locked.addr(),
     )
 }
 
@@ -512,6 +525,29 @@ fn routes_send_mirrors_and_own_registry_each_their_names() {
         );
         assert!(common::policy::usage_of(&s.edge.config, "ext") > 0);
     });
+    c.run(
+        "a pool that does not trust the edge's tokens: 502 naming the fix",
+        || {
+            let token = s.token(
+                "admin",
+                &format!("service={SERVICE}&scope=repository:locked/team/app:pull"),
+            );
+            let answer = s.get(
+                "/v2/locked/team/app/manifests/1",
+                &token,
+                &["-H", OCI_MANIFEST],
+            );
+            assert_eq!(answer.status, 502, "{}", answer.text());
+            assert_eq!(error_code(&answer), "UNAVAILABLE");
+            assert!(
+                answer.text().contains("registry-config --route locked"),
+                "{}",
+                answer.text()
+            );
+            assert!(answer.header("www-authenticate").is_none());
+            assert!(s.locked.requests("GET", "/v2/team/app/manifests/1") >= 1);
+        },
+    );
     c.run("requests are counted and logged by route", || {
         let text = s.metrics();
         let hub = metric(

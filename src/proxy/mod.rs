@@ -186,6 +186,9 @@ impl ProxyHttp for EdgeProxy {
             e.as_up();
             return Err(e);
         }
+        if let Some(refused) = routing::pool_refused(upstream_response, ctx) {
+            return Err(refusal::defer(ctx, refused.into()));
+        }
         routing::from_pool(upstream_response, ctx)?;
         let request_header = session.req_header();
         (self.features)

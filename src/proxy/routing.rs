@@ -110,6 +110,24 @@ pub(crate) fn to_pool(upstream_request: &mut RequestHeader, ctx: &RequestCtx) ->
     Ok(())
 }
 
+/// A route's pool that answers 401 to the token the edge signed for it does not trust the
+/// edge: the client, whose token the edge accepted, gets a 502 naming the fix (the pool's
+/// own challenge would send it to a realm that cannot help), and the log says it once per
+/// request. `None` for any other answer.
+pub(crate) fn pool_refused(response: &ResponseHeader, ctx: &RequestCtx) -> Option<RegistryError> {
+    let routed = ctx.request.routed.as_ref()?;
+    if response.status != 401 || ctx.request.settings.auth.is_none() {
+        return None;
+    }
+    let route = routed.route.settings.name.clone();
+    tracing::warn!(
+        request_id = %ctx.request.request_id,
+        "route {route}: the pool refused the edge's token (401); configure its auth with \
+         `registry-edge registry-config --route {route}`"
+    );
+    Some(RegistryError::PoolRefusedToken { route })
+}
+
 /// The pool's answer with the edge's names: `Location` and `Link` headers, and a tag list
 /// whose body is held to be rewritten (its length changes: sent chunked on HTTP/1.1).
 pub(crate) fn from_pool(response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
