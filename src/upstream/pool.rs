@@ -110,16 +110,17 @@ impl NodePool {
                 )
             }
         };
-        Ok((
-            NodePool {
-                selector,
-                rotation: AtomicUsize::new(0),
-                answers: RecentAnswers::new(
-                    settings.health_interval.max(MIN_HEALTH_TIMEOUT) * FAILURES_TO_MARK_DOWN as u32,
-                ),
-            },
-            service,
-        ))
+        Ok((NodePool::with_selector(selector, settings), service))
+    }
+
+    fn with_selector(selector: Selector, settings: &UpstreamSettings) -> NodePool {
+        NodePool {
+            selector,
+            rotation: AtomicUsize::new(0),
+            answers: RecentAnswers::new(
+                settings.health_interval.max(MIN_HEALTH_TIMEOUT) * FAILURES_TO_MARK_DOWN as u32,
+            ),
+        }
     }
 
     /// A route's pool, whose health checks the caller runs ([`NodePool::check`]) rather
@@ -136,30 +137,19 @@ impl NodePool {
                 Selector::RoundRobin(Arc::new(load_balancer::<RoundRobin>(settings, nodes)?))
             }
         };
-        Ok(NodePool {
-            selector,
-            rotation: AtomicUsize::new(0),
-            answers: RecentAnswers::new(
-                settings.health_interval.max(MIN_HEALTH_TIMEOUT) * FAILURES_TO_MARK_DOWN as u32,
-            ),
-        })
+        Ok(NodePool::with_selector(selector, settings))
     }
 
     /// Picks up the node list and runs one round of health checks (all nodes at once), as
-    /// Pingora's service does for the default pool. Discovery errors leave the list as it was.
+    /// Pingora's service does for the default pool.
     pub(crate) async fn check(&self) {
-        let update = match &self.selector {
-            Selector::Hash(lb) => lb.update().await,
-            Selector::RoundRobin(lb) => lb.update().await,
-        };
-        if let Err(e) = update {
-            tracing::warn!("route pool: node list not updated: {e}");
-        }
+        self.take_node_list();
         self.backends().run_health_check(true).await;
     }
 
     /// Picks up a replaced node list now (the list is in memory: discovery completes at
-    /// once); new nodes count as healthy until their first check.
+    /// once); new nodes count as healthy until their first check. Discovery errors leave
+    /// the list as it was.
     pub(crate) fn take_node_list(&self) {
         let update = match &self.selector {
             Selector::Hash(lb) => lb.update().now_or_never(),
