@@ -41,8 +41,6 @@ pub(crate) struct RequestFacts {
     /// The route (`routes:`) that takes the request; `None` = the default pool. The
     /// repository in `route` is then the name at the edge.
     pub routed: Option<Routed>,
-    /// A `GET` (a `HEAD` has the same `Action` but no body to rewrite).
-    pub method_is_get: bool,
 }
 
 impl RequestFacts {
@@ -64,12 +62,11 @@ impl RequestFacts {
             },
             body_bytes: 0,
             routed: None,
-            method_is_get: false,
         }
     }
 
-    /// The path as the registry node that takes the request routes it (decoded): a route's
-    /// pool sees its own names.
+    /// The path the registry node that takes the request is asked for (the default pool's:
+    /// decoded; a route's pool's: its own name, the rest as sent).
     pub(crate) fn registry_path(&self) -> &str {
         self.routed.as_ref().map_or(&self.path, |r| &r.pool_path)
     }

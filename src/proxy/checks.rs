@@ -139,7 +139,6 @@ pub(crate) fn route(session: &Session, ctx: &mut RequestCtx) -> Option<RegistryE
         None => return Some(RegistryError::NameInvalid),
     }
     ctx.request.route = Route::parse(&req.method, &ctx.request.path);
-    ctx.request.method_is_get = req.method == http::Method::GET;
     if let Some(error) = super::routing::take(req, ctx) {
         return Some(error);
     }

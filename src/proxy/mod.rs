@@ -189,7 +189,7 @@ impl ProxyHttp for EdgeProxy {
         if let Some(refused) = routing::pool_refused(upstream_response, ctx) {
             return Err(refusal::defer(ctx, refused.into()));
         }
-        routing::from_pool(upstream_response, ctx)?;
+        routing::from_pool(upstream_response, session.req_header(), ctx)?;
         let request_header = session.req_header();
         (self.features)
             .upstream_response(upstream_response, request_header, ctx)

@@ -130,19 +130,30 @@ pub(crate) fn pool_refused(response: &ResponseHeader, ctx: &RequestCtx) -> Optio
 
 /// The pool's answer with the edge's names: `Location` and `Link` headers, and a tag list
 /// whose body is held to be rewritten (its length changes: sent chunked on HTTP/1.1).
-pub(crate) fn from_pool(response: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
-    let Some(routed) = &ctx.request.routed else {
+pub(crate) fn from_pool(
+    response: &mut ResponseHeader,
+    request: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> Result<()> {
+    // A client that came by `Host` or `ns` uses the pool's names: nothing to change.
+    let Some(routed) = ctx.request.routed.as_ref().filter(|r| r.by_prefix) else {
         return Ok(());
     };
     for name in [http::header::LOCATION, http::header::LINK] {
-        let values: Vec<String> = response
+        let values: Vec<http::HeaderValue> = response
             .headers
             .get_all(&name)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|value| rewrite::edge_reference(routed, value).unwrap_or(value.to_string()))
+            .map(|value| {
+                let edge = value
+                    .to_str()
+                    .ok()
+                    .and_then(|text| rewrite::edge_reference(routed, text))
+                    .and_then(|edge| http::HeaderValue::try_from(edge).ok());
+                edge.unwrap_or_else(|| value.clone())
+            })
             .collect();
-        if values.is_empty() || !routed.by_prefix {
+        if values.is_empty() {
             continue;
         }
         response.remove_header(&name);
@@ -151,9 +162,8 @@ pub(crate) fn from_pool(response: &mut ResponseHeader, ctx: &mut RequestCtx) -> 
         }
     }
     let tag_list = ctx.request.route.endpoint == Endpoint::TagsList
-        && routed.by_prefix
         && response.status == 200
-        && ctx.request.method_is_get;
+        && request.method == http::Method::GET;
     if tag_list {
         // Held whole whatever its framing (Go sends lists over ~2 KiB chunked).
         response.remove_header(&http::header::CONTENT_LENGTH);
