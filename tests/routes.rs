@@ -734,45 +734,20 @@ fn routes_send_mirrors_and_own_registry_each_their_names() {
 /// A stand-in node that answers `GET /v2/` with 200 (healthy) and every other request with
 /// `429 TOOMANYREQUESTS`, as Docker Hub does past its pull limit; the request lines it saw.
 fn too_many_requests_node() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let record = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let record = record.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut writer = stream;
-                loop {
-                    let mut request_line = String::new();
-                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut line = String::new();
-                    while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
-                        line.clear();
-                    }
-                    let reply = match request_line.starts_with("GET /v2/ ") {
-                        true => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_string(),
-                        false => {
-                            record.lock().unwrap().push(request_line.trim().to_string());
-                            let body =
-                                r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"pull limit"}]}"#;
-                            format!(
-                                "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n\
-                                 Content-Length: {}\r\n\r\n{body}",
-                                body.len()
-                            )
-                        }
-                    };
-                    if writer.write_all(reply.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
+    let addr = common::echo::stand_in(move |head, _| {
+        let request_line = head.lines().next().unwrap_or_default();
+        if request_line.starts_with("GET /v2/ ") {
+            return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}".to_string();
         }
+        record.lock().unwrap().push(request_line.trim().to_string());
+        let body = r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"pull limit"}]}"#;
+        format!(
+            "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
     });
     (addr, seen)
 }
