@@ -107,6 +107,12 @@ pub(crate) async fn answer(
         event: "stale",
         stale: true,
     };
+    // Confirmed before the answer is written: the client asks for the blobs as soon as it
+    // has the manifest. The pool's 200 to this tag confirmed them whether or not the
+    // answer below is given.
+    let digest = &remembered.digest;
+    cache.confirmed.confirm(repository, digest, Kind::Manifest);
+    confirm_references(cache, repository, digest).await;
     let memory = request.settings.cache.as_ref().map_or(0, |c| c.memory);
     let answered = answer::serve(session, cache, asked, memory).await?;
     if answered {
@@ -115,9 +121,6 @@ pub(crate) async fn answer(
             .route_stale_answers
             .with_label_values(&[route])
             .inc();
-        let (digest, kind) = (&remembered.digest, Kind::Manifest);
-        cache.confirmed.confirm(repository, digest, kind);
-        confirm_references(cache, repository, digest).await;
     }
     Ok(answered)
 }
