@@ -80,7 +80,7 @@ fn acl(c: &mut Criterion) {
     let wanted = Scope::repository("alice/team/app", &["pull", "push"]);
     c.bench_function("acl: grant pull,push through the 5th rule", |b| {
         let alice = Identity::new("alice", Backend::Htpasswd);
-        b.iter(|| acl.grant(std::hint::black_box(&alice), &wanted))
+        b.iter(|| acl.grant(std::hint::black_box(&alice), &wanted, None))
     });
 }
 

@@ -69,6 +69,9 @@ pub enum RegistryError {
     TooManyFailedLogins,
     #[error("too many pushes started; retry after {retry_after} seconds")]
     TooManyPushes { retry_after: u64 },
+    /// `counted`: the address or account whose pull budget is spent.
+    #[error("pull limit reached for {counted}; retry after {retry_after} seconds")]
+    TooManyPulls { retry_after: u64, counted: String },
     #[error("push limits cannot be checked right now (shared state unavailable); retry later")]
     LimitsUnavailable,
     #[error("{0}")]
@@ -140,7 +143,9 @@ impl RegistryError {
             RegistryError::Unauthorized { .. }
             | RegistryError::InvalidToken(_)
             | RegistryError::BadCredentials => 401,
-            RegistryError::TooManyFailedLogins | RegistryError::TooManyPushes { .. } => 429,
+            RegistryError::TooManyFailedLogins
+            | RegistryError::TooManyPushes { .. }
+            | RegistryError::TooManyPulls { .. } => 429,
             RegistryError::ReadOnly
             | RegistryError::RouteReadOnly { .. }
             | RegistryError::MethodNotAllowed => 405,
@@ -180,9 +185,9 @@ impl RegistryError {
             RegistryError::Unauthorized { .. }
             | RegistryError::InvalidToken(_)
             | RegistryError::BadCredentials => "UNAUTHORIZED",
-            RegistryError::TooManyFailedLogins | RegistryError::TooManyPushes { .. } => {
-                "TOOMANYREQUESTS"
-            }
+            RegistryError::TooManyFailedLogins
+            | RegistryError::TooManyPushes { .. }
+            | RegistryError::TooManyPulls { .. } => "TOOMANYREQUESTS",
             RegistryError::QuotaExceeded { .. } | RegistryError::ImmutableTag { .. } => "DENIED",
             RegistryError::PolicyUnavailable(_) => "UNAVAILABLE",
             RegistryError::ManifestInvalid(_) => "MANIFEST_INVALID",

@@ -41,6 +41,9 @@ pub(crate) struct RequestFacts {
     /// The route (`routes:`) that takes the request; `None` = the default pool. The
     /// repository in `route` is then the name at the edge.
     pub routed: Option<Routed>,
+    /// Headers every answer to this request carries, the registry's or the edge's own
+    /// (a counted pull's `RateLimit-*`).
+    pub answer_headers: Vec<(&'static str, String)>,
 }
 
 impl RequestFacts {
@@ -62,6 +65,7 @@ impl RequestFacts {
             },
             body_bytes: 0,
             routed: None,
+            answer_headers: Vec::new(),
         }
     }
 

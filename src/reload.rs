@@ -240,6 +240,7 @@ policy:
         ("maintenance", &["maintenance", "read_only"], "true", true),
         ("rate_limits.push", &["rate_limits", "push", "per_minute"], "60", true),
         ("rate_limits.upload_bytes", &["rate_limits", "upload_bytes", "per_second"], "1000", true),
+        ("rate_limits.pull", &["rate_limits", "pull"], "{ anonymous: { per_hour: 100 } }", true),
         ("admin.listen", &["admin", "listen"], "127.0.0.1:9191", false),
         ("admin.public", &["admin", "public"], "true", false),
         ("log.format", &["log", "format"], "json", false),

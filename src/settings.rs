@@ -14,7 +14,7 @@ use crate::auth::Auth;
 use crate::config::{
     CacheSettings, ClientTimeouts, Config, ExternalUrl, ForwardedSettings, Limits,
 };
-use crate::limits::{LoginThrottle, PushLimiter, UploadThrottle};
+use crate::limits::{LoginThrottle, PullLimiter, PushLimiter, UploadThrottle};
 use crate::routes::Routes;
 use crate::shared_state::SharedState;
 
@@ -31,6 +31,8 @@ pub(crate) struct Settings {
     /// `auth.trusted_issuers`: token services whose tokens pass the token check too.
     pub trusted: Arc<TrustedIssuers>,
     pub push_limiter: Option<Arc<PushLimiter>>,
+    /// `rate_limits.pull`, kept across reloads that leave it unchanged.
+    pub pull_limiter: Option<Arc<PullLimiter>>,
     pub upload_throttle: Option<Arc<UploadThrottle>>,
     /// Applied to connections accepted from now on.
     pub client_timeouts: ClientTimeouts,
@@ -79,6 +81,13 @@ impl Settings {
                 let limit = config.upload_limit.clone()?;
                 Some(Arc::new(UploadThrottle::new(limit, shared.cloned())))
             });
+        let pull_limiter = previous
+            .and_then(|p| p.pull_limiter.clone())
+            .filter(|limiter| Some(limiter.config()) == config.pull_limit.as_ref())
+            .or_else(|| {
+                let limit = config.pull_limit.clone()?;
+                Some(Arc::new(PullLimiter::new(limit, shared.cloned())))
+            });
         let previous_logins = previous
             .and_then(|p| p.auth.as_ref())
             .map(|auth| auth.throttle.clone());
@@ -100,6 +109,7 @@ impl Settings {
             }),
             trusted: Arc::new(trusted),
             push_limiter,
+            pull_limiter,
             upload_throttle,
             client_timeouts: config.server.client_timeouts,
             strict_host: config.server.strict_host,
@@ -151,6 +161,9 @@ impl pingora::services::background::BackgroundService for LimiterPurge {
                 _ = every.tick() => {
                     let settings = self.settings.load();
                     if let Some(limiter) = &settings.push_limiter {
+                        limiter.purge();
+                    }
+                    if let Some(limiter) = &settings.pull_limiter {
                         limiter.purge();
                     }
                     if let Some(throttle) = &settings.upload_throttle {

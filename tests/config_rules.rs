@@ -238,6 +238,29 @@ fn closed_sets_name_the_key_the_value_and_the_choices() {
                     good()
                 ),
             ),
+            valid(
+                "pull-ok.yaml",
+                format!(
+                    "{}rate_limits:\n  pull:\n    anonymous: {{ per_hour: 100, burst: 100 }}\n    \
+                     authenticated: {{ per_hour: 1000 }}\n    exempt_accounts: [ci-deploy]\n",
+                    good()
+                ),
+            ),
+            refused(
+                "pull-zero.yaml",
+                format!("{}rate_limits:\n  pull:\n    anonymous: {{ per_hour: 0 }}\n", good()),
+                &["rate_limits.pull.anonymous.per_hour", "at least 1"],
+            ),
+            refused(
+                "pull-burst.yaml",
+                format!("{}rate_limits:\n  pull:\n    authenticated: {{ per_hour: 5, burst: 0 }}\n", good()),
+                &["rate_limits.pull.authenticated.burst", "at least 1"],
+            ),
+            refused(
+                "pull-unknown.yaml",
+                format!("{}rate_limits:\n  pull:\n    anonymous: {{ per_minute: 5 }}\n", good()),
+                &["rate_limits.pull.anonymous", "per_minute"],
+            ),
             refused(
                 "log-format.yaml",
                 format!("{}log: {{ format: xml }}\n", good()),

@@ -124,6 +124,21 @@ fn acl_selectors() {
                 rule("{ account: \"*\", name: \"${claims.}/**\", actions: [pull] }"),
                 &["auth.acl[0].name"],
             ),
+            valid(
+                "from.yaml",
+                rule("{ account: \"\", name: \"public/**\", actions: [pull], from: [\"10.0.0.0/8\", \"fd00::/8\", 192.0.2.7] }"),
+            ),
+            valid("from-only.yaml", rule("{ from: [\"10.0.0.0/8\"], name: \"**\", actions: [pull] }")),
+            refused(
+                "from-prefix.yaml",
+                rule("{ account: \"\", name: \"**\", actions: [pull], from: [\"10.0.0.0/40\"] }"),
+                &["auth.acl[0].from", "10.0.0.0/40"],
+            ),
+            refused(
+                "from-text.yaml",
+                rule("{ account: \"\", name: \"**\", actions: [pull], from: [office] }"),
+                &["auth.acl[0].from", "office"],
+            ),
             refused("claims-not-string.yaml", rule("{ claims: { run: [1] }, name: \"**\", actions: [pull] }"), &["auth.acl"]),
         ],
     );

@@ -11,15 +11,21 @@
 //! rule not match, so an identity can never widen a pattern.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 
 use crate::auth::identity::Identity;
 use crate::registry::Scope;
 
 pub use crate::config::{Actions, Rule};
 
-/// Whether `rule` applies to `identity` asking for `scope`.
-fn rule_matches(rule: &Rule, identity: &Identity, scope: &Scope) -> bool {
+/// Whether `rule` applies to `identity` asking for `scope` from `client`.
+fn rule_matches(rule: &Rule, identity: &Identity, scope: &Scope, client: Option<IpAddr>) -> bool {
     if rule.kind != scope.kind {
+        return false;
+    }
+    if !rule.from.is_empty() && !client.is_some_and(|ip| in_networks(&rule.from, ip)) {
         return false;
     }
     let account = identity.account.as_str();
@@ -81,22 +87,44 @@ pub struct Acl {
     pub rules: Vec<Rule>,
 }
 
+/// What a rule granted: the actions, and the networks the token may use them from (the
+/// rule's `from:`; empty = anywhere).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grant {
+    pub actions: BTreeSet<String>,
+    pub from: Vec<IpNet>,
+}
+
 impl Acl {
-    /// The actions of `requested` that `identity` gets: the intersection with the first
+    /// The actions of `requested` that `identity` gets from `client` (its address after
+    /// trusted proxies; `None` matches no `from:` rule): the intersection with the first
     /// matching rule, possibly empty. Asking for more is never an error.
-    pub fn grant(&self, identity: &Identity, requested: &Scope) -> BTreeSet<String> {
+    pub fn grant(&self, identity: &Identity, requested: &Scope, client: Option<IpAddr>) -> Grant {
         let Some(rule) = self
             .rules
             .iter()
-            .find(|r| rule_matches(r, identity, requested))
+            .find(|r| rule_matches(r, identity, requested, client))
         else {
-            return BTreeSet::new();
+            return Grant::default();
         };
-        match &rule.actions {
+        let actions = match &rule.actions {
             Actions::All => requested.actions.clone(),
             Actions::Only(allowed) => requested.actions.intersection(allowed).cloned().collect(),
+        };
+        Grant {
+            actions,
+            from: rule.from.clone(),
         }
     }
+}
+
+/// Whether `ip` is in one of `networks` (an IPv4-mapped IPv6 address as its IPv4 one).
+pub(crate) fn in_networks(networks: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    networks.iter().any(|net| net.contains(&ip))
 }
 
 /// Glob match: `**` any characters, `*` any characters but `/`, `?` one character but `/`.
@@ -154,9 +182,41 @@ mod tests {
     }
 
     fn granted_to(acl: &Acl, identity: &Identity, scope: &str) -> Vec<String> {
-        acl.grant(identity, &Scope::parse(scope).unwrap())
+        let client = "192.0.2.1".parse().ok();
+        acl.grant(identity, &Scope::parse(scope).unwrap(), client)
+            .actions
             .into_iter()
             .collect()
+    }
+
+    #[test]
+    fn from_selects_by_client_network_and_travels_with_the_grant() {
+        let mut inside = Rule::new("", "repository", "public/**", &["pull"]);
+        inside.from = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+        let mut everyone = Rule::new("*", "repository", "public/**", &["pull"]);
+        everyone.account = None;
+        everyone.from = vec!["192.168.0.0/16".parse().unwrap()];
+        let acl = Acl {
+            rules: vec![inside, everyone],
+        };
+        let anonymous = Identity::anonymous();
+        let scope = Scope::parse("repository:public/x:pull").unwrap();
+        let from = |ip: &str| acl.grant(&anonymous, &scope, ip.parse().ok());
+        assert_eq!(from("10.1.2.3").actions.len(), 1);
+        assert_eq!(
+            from("10.1.2.3").from.len(),
+            2,
+            "the rule's networks come along"
+        );
+        assert_eq!(from("::ffff:10.1.2.3").actions.len(), 1, "IPv4-mapped");
+        assert_eq!(from("fd12::1").actions.len(), 1);
+        assert!(from("11.0.0.1").actions.is_empty());
+        assert!(acl.grant(&anonymous, &scope, None).actions.is_empty());
+        // A rule with only `from:` selects everyone there, anonymous included.
+        assert_eq!(
+            from("192.168.1.1").from,
+            ["192.168.0.0/16".parse::<IpNet>().unwrap()]
+        );
     }
 
     #[test]

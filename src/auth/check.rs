@@ -5,6 +5,8 @@
 //! sent, `error="insufficient_scope"` when a valid one lacks access), as distribution's
 //! own access controller answers.
 
+use std::net::IpAddr;
+
 use super::access::Needed;
 use super::token::{TokenAuthority, TokenError, TrustedIssuers};
 use super::Auth;
@@ -39,12 +41,18 @@ pub(crate) fn bearer_token(authorization: Option<&str>) -> Option<&str> {
 
 impl Auth {
     /// Checks a request against this realm's tokens only (see [`check`]).
-    pub fn check(&self, needed: &Needed, authorization: Option<&str>) -> Verdict {
+    pub fn check(
+        &self,
+        needed: &Needed,
+        authorization: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Verdict {
+        let own = Some(&self.tokens);
         check(
-            Some(&self.tokens),
+            own,
             &TrustedIssuers::default(),
             needed,
-            authorization,
+            (authorization, client),
         )
     }
 
@@ -56,12 +64,13 @@ impl Auth {
 
 /// Checks a request's bearer token against what it `needed`. A token whose header names a
 /// trusted issuer's key is that issuer's to verify; any other goes to `own`, the edge's
-/// realm (none in verify-only mode: then it is invalid).
+/// realm (none in verify-only mode: then it is invalid). `client` is the request's address
+/// (after trusted proxies): an access entry granted by a `from:` rule works only from there.
 pub fn check(
     own: Option<&TokenAuthority>,
     trusted: &TrustedIssuers,
     needed: &Needed,
-    authorization: Option<&str>,
+    (authorization, client): (Option<&str>, Option<IpAddr>),
 ) -> Verdict {
     let scopes = match needed {
         Needed::Nothing => return Verdict::Unchecked,
@@ -93,7 +102,7 @@ pub fn check(
             }
         }
     };
-    if scopes.iter().all(|scope| claims.allows(scope)) {
+    if scopes.iter().all(|scope| claims.allows(scope, client)) {
         Verdict::Allowed {
             subject: claims.sub.clone(),
         }

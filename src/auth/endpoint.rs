@@ -14,6 +14,7 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::identity::{Backend, Identity};
+use super::token::claims::AccessEntry;
 use super::users::Login;
 use super::Auth;
 use crate::error::RegistryError;
@@ -283,17 +284,22 @@ impl Auth {
         now: SystemTime,
     ) -> TokenReply {
         let account = identity.account.clone();
+        let mut entries = Vec::new();
         let granted: Vec<Scope> = Scope::parse_all(req.all("scope"))
             .into_iter()
             .filter_map(|mut scope| {
-                scope.actions = self.acl.grant(identity, &scope);
-                (!scope.actions.is_empty()).then_some(scope)
+                let grant = self.acl.grant(identity, &scope, Some(req.client_ip));
+                scope.actions = grant.actions;
+                (!scope.actions.is_empty()).then(|| {
+                    entries.push(AccessEntry::new(&scope, &grant.from));
+                    scope
+                })
             })
             .collect();
         // An OIDC login's registry token ends with the ID token that proved it.
         let issued = self
             .tokens
-            .issue_until(&account, &granted, identity.not_after, now);
+            .issue_until(&account, entries, identity.not_after, now);
         if issued.token.len() > MAX_TOKEN_BYTES {
             return bad(&format!(
                 "a token for these {} scopes would be {} bytes; the edge accepts tokens of at most \

@@ -66,12 +66,13 @@ pub(super) struct Asked<'a> {
 
 /// Writes the cached answer; `Ok(false)` when the registry answers instead: the entry has
 /// not seen an answer on this endpoint, the request asks what the cache does not reproduce,
-/// or its content is gone from the disk (purged, or removed by hand).
+/// or its content is gone from the disk (purged, or removed by hand). `extra`: headers the
+/// answer carries besides the registry's own (a counted pull's `RateLimit-*`).
 pub(super) async fn serve(
     session: &mut Session,
     cache: &Cache,
     asked: Asked<'_>,
-    memory_budget: u64,
+    (memory_budget, extra): (u64, &[(&'static str, String)]),
 ) -> Result<bool> {
     let Asked {
         digest,
@@ -94,6 +95,9 @@ pub(super) async fn serve(
     let mut header = answer_header(session, &part, kind, digest, (content_type, entry.size))?;
     if stale {
         header.insert_header("Warning", "110 - \"Response is Stale\"")?;
+    }
+    for (name, value) in extra {
+        header.insert_header(*name, value)?;
     }
     let head = session.req_header().method == http::Method::HEAD;
     let body = !head && (part.status == 200 || part.status == 206);

@@ -311,7 +311,8 @@ impl Serve<'_> {
         if self.in_flight.is_some_and(InFlight::draining) {
             session.set_keepalive(None);
         }
-        serve(session, self.cache, asked, self.settings.memory).await
+        let headers = &self.request.answer_headers;
+        serve(session, self.cache, asked, (self.settings.memory, headers)).await
     }
 
     /// The request as a `HEAD` to the registry node it would go to, with the client's

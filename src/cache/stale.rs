@@ -114,7 +114,8 @@ pub(crate) async fn answer(
     cache.confirmed.confirm(repository, digest, Kind::Manifest);
     confirm_references(cache, repository, digest).await;
     let memory = request.settings.cache.as_ref().map_or(0, |c| c.memory);
-    let answered = answer::serve(session, cache, asked, memory).await?;
+    let headers = &request.answer_headers;
+    let answered = answer::serve(session, cache, asked, (memory, headers)).await?;
     if answered {
         let route = request.route_name();
         metrics()

@@ -1,6 +1,9 @@
 //! `auth.acl`: the access policy's rules, as written. Matching lives in `auth::acl`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
 
 use super::error::ConfigError;
 use super::file;
@@ -36,6 +39,8 @@ pub struct Rule {
     pub group: Option<String>,
     /// Exact values the OIDC token's string claims must have; empty: not looked at.
     pub claims: BTreeMap<String, String>,
+    /// Networks the client address must be in; empty: not looked at.
+    pub from: Vec<IpNet>,
     /// `repository` (default) or `registry`.
     pub kind: String,
     /// Glob on the name, with `${account}` and `${claims.NAME}` placeholders.
@@ -51,6 +56,7 @@ impl Rule {
             account: Some(account.into()),
             group: None,
             claims: BTreeMap::new(),
+            from: Vec::new(),
             kind: kind.into(),
             name: name.into(),
             actions: Actions::from_list(actions),
@@ -68,18 +74,23 @@ pub(super) fn acl_rule(
         account,
         group,
         claims,
+        from,
         kind,
         name,
         actions,
         comment,
     } = rule;
     let key = |field: &str| format!("auth.acl[{index}].{field}");
-    if account.is_none() && group.is_none() && claims.is_empty() {
+    if account.is_none() && group.is_none() && claims.is_empty() && from.is_empty() {
         return Err(v.invalid(
             format!("auth.acl[{index}]"),
-            "a rule needs at least one selector: account, group or claims",
+            "a rule needs at least one selector: account, group, claims or from",
         ));
     }
+    let from = from
+        .iter()
+        .map(|text| parse_network(text).map_err(|problem| v.invalid(key("from"), problem)))
+        .collect::<Result<Vec<_>, _>>()?;
     if group.as_deref() == Some("") {
         return Err(v.invalid(key("group"), "must not be empty"));
     }
@@ -113,11 +124,22 @@ pub(super) fn acl_rule(
         account,
         group,
         claims,
+        from,
         kind,
         name,
         actions,
         comment,
     })
+}
+
+/// A network as `from:` and `token create --from` write it: a CIDR (`10.0.0.0/8`,
+/// `fd00::/8`) or one address. The host bits are cleared, so `10.1.2.3/8` is `10.0.0.0/8`.
+pub fn parse_network(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .map(|net| net.trunc())
+        .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{text:?} is not a CIDR (10.0.0.0/8, fd00::/8) or an address"))
 }
 
 /// Every `${…}` in a name is `${account}` or `${claims.NAME}` with a non-empty NAME: a

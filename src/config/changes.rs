@@ -8,7 +8,7 @@
 use super::auth::{auth_changes, TRUSTED_ISSUERS};
 use super::cache::cache_changes;
 use super::keys::Changes;
-use super::limits::{limits_changes, PUSH, UPLOAD_BYTES};
+use super::limits::{limits_changes, PULL, PUSH, UPLOAD_BYTES};
 use super::model::{Config, Maintenance, LOG_FORMAT, MAINTENANCE};
 use super::policy::policy_changes;
 use super::routes::routes_changes;
@@ -35,6 +35,7 @@ impl Changes {
             maintenance,
             push_limit,
             upload_limit,
+            pull_limit,
             admin,
             log_format,
             shared_state,
@@ -55,6 +56,7 @@ impl Changes {
         c.note(MAINTENANCE, read_only, &new.maintenance.read_only);
         c.note(PUSH, push_limit, &new.push_limit);
         c.note(UPLOAD_BYTES, upload_limit, &new.upload_limit);
+        c.note(PULL, pull_limit, &new.pull_limit);
         admin_changes(admin, &new.admin, &mut c);
         c.note(LOG_FORMAT, log_format, &new.log_format);
         c.note(SHARED_STATE, shared_state, &new.shared_state);

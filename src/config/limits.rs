@@ -22,6 +22,7 @@ key_table! {
     // A changed limit gets a new limiter on reload (`Settings::new` compares whole values).
     pub(super) PUSH = Live("rate_limits.push");
     pub(super) UPLOAD_BYTES = Live("rate_limits.upload_bytes");
+    pub(super) PULL = Live("rate_limits.pull");
 }
 
 /// Notes whether `limits` differs.
@@ -30,16 +31,64 @@ pub(super) fn limits_changes(old: &Limits, new: &Limits, changes: &mut Changes) 
     changes.note(LIMITS, max_body_size, &new.max_body_size);
 }
 
-/// `rate_limits`: the push and upload-byte limits, each `None` when not set.
+/// `rate_limits`, each limit `None` when not set.
+pub(super) struct RateLimitSettings {
+    pub push: Option<PushLimit>,
+    pub upload_bytes: Option<UploadBytesLimit>,
+    pub pull: Option<PullLimit>,
+}
+
+/// `rate_limits`: the push, upload-byte and pull limits.
 pub(super) fn rate_limit_settings(
     v: &Validator,
     rate_limits: file::RateLimitsFile,
-) -> Result<(Option<PushLimit>, Option<UploadBytesLimit>), ConfigError> {
-    let file::RateLimitsFile { push, upload_bytes } = rate_limits;
-    Ok((
-        push.map(|p| push_limit(v, p)).transpose()?,
-        upload_bytes.map(|u| upload_limit(v, u)).transpose()?,
-    ))
+) -> Result<RateLimitSettings, ConfigError> {
+    let file::RateLimitsFile {
+        push,
+        upload_bytes,
+        pull,
+    } = rate_limits;
+    Ok(RateLimitSettings {
+        push: push.map(|p| push_limit(v, p)).transpose()?,
+        upload_bytes: upload_bytes.map(|u| upload_limit(v, u)).transpose()?,
+        pull: pull.map(|p| pull_limit(v, p)).transpose()?,
+    })
+}
+
+fn pull_limit(v: &Validator, pull: file::PullLimitFile) -> Result<PullLimit, ConfigError> {
+    let file::PullLimitFile {
+        anonymous,
+        authenticated,
+        exempt_accounts,
+    } = pull;
+    let budget = |class: &str, budget: Option<file::PullBudgetFile>| {
+        let Some(file::PullBudgetFile { per_hour, burst }) = budget else {
+            return Ok(None);
+        };
+        let key = |field: &str| format!("rate_limits.pull.{class}.{field}");
+        let per_hour = NonZeroU32::new(per_hour)
+            .ok_or_else(|| v.invalid(key("per_hour"), "must be at least 1"))?;
+        let burst = match burst {
+            None => per_hour,
+            Some(b) => {
+                NonZeroU32::new(b).ok_or_else(|| v.invalid(key("burst"), "must be at least 1"))?
+            }
+        };
+        Ok(Some(PullBudget { per_hour, burst }))
+    };
+    if let Some(empty) = exempt_accounts.iter().find(|a| a.is_empty()) {
+        return Err(v.invalid(
+            "rate_limits.pull.exempt_accounts",
+            format!(
+                "{empty:?}: an account name must not be empty (anonymous pulls are never exempt)"
+            ),
+        ));
+    }
+    Ok(PullLimit {
+        anonymous: budget("anonymous", anonymous)?,
+        authenticated: budget("authenticated", authenticated)?,
+        exempt_accounts: exempt_accounts.into_iter().collect(),
+    })
 }
 
 fn upload_limit(
@@ -103,5 +152,22 @@ pub struct PushLimit {
 pub struct UploadBytesLimit {
     pub key: LimitKey,
     pub per_second: NonZeroU32,
+    pub burst: NonZeroU32,
+}
+
+/// `rate_limits.pull`, validated: a budget per class, `None` = that class unlimited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullLimit {
+    /// Anonymous manifest `GET`s, per client address (IPv6 per /64).
+    pub anonymous: Option<PullBudget>,
+    /// Logged-in manifest `GET`s, per account.
+    pub authenticated: Option<PullBudget>,
+    pub exempt_accounts: HashSet<String>,
+}
+
+/// One class's pull budget: `burst` at once, refilling at `per_hour`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullBudget {
+    pub per_hour: NonZeroU32,
     pub burst: NonZeroU32,
 }

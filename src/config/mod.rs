@@ -29,14 +29,14 @@ mod validate;
 
 use std::path::Path;
 
-pub use acl::{Actions, Rule};
+pub use acl::{parse_network, Actions, Rule};
 pub use auth::{AuthSettings, TrustedIssuer};
 pub use cache::CacheSettings;
 pub use choices::{AcmeChallenge, Balance, LimitKey, LogFormat, OnUnavailable};
 pub use error::ConfigError;
 pub use keys::Applied;
 pub(crate) use keys::Changes;
-pub use limits::{Limits, PushLimit, UploadBytesLimit};
+pub use limits::{Limits, PullBudget, PullLimit, PushLimit, UploadBytesLimit};
 pub use model::{Config, Maintenance};
 pub use policy::{ImmutableTags, PolicySettings, Quotas, TagRule};
 pub use routes::{RouteSettings, DEFAULT_ROUTE};

@@ -11,7 +11,7 @@ use super::choices::LogFormat;
 use super::error::ConfigError;
 use super::file::ConfigFile;
 use super::keys::key_table;
-use super::limits::{rate_limit_settings, Limits, PushLimit, UploadBytesLimit};
+use super::limits::{rate_limit_settings, Limits, PullLimit, PushLimit, UploadBytesLimit};
 use super::policy::{policy_settings, PolicySettings};
 use super::routes::{routes_settings, RouteSettings};
 use super::server::{admin_settings, server_settings, AdminSettings, ServerSettings};
@@ -51,6 +51,8 @@ pub struct Config {
     pub push_limit: Option<PushLimit>,
     /// `rate_limits.upload_bytes`; `None` = unlimited.
     pub upload_limit: Option<UploadBytesLimit>,
+    /// `rate_limits.pull`; `None` = unlimited.
+    pub pull_limit: Option<PullLimit>,
     /// `admin`; `None` = no admin listener.
     pub admin: Option<AdminSettings>,
     pub log_format: LogFormat,
@@ -107,7 +109,11 @@ impl Config {
         };
         let upstream = upstream_settings(&v, upstream)?;
         let routes = routes_settings(&v, routes, cache.is_some())?;
-        let (push_limit, upload_limit) = rate_limit_settings(&v, rate_limits)?;
+        let super::limits::RateLimitSettings {
+            push: push_limit,
+            upload_bytes: upload_limit,
+            pull: pull_limit,
+        } = rate_limit_settings(&v, rate_limits)?;
         Ok(Config {
             source: path.to_path_buf(),
             certificates,
@@ -122,6 +128,7 @@ impl Config {
             trusted_issuers,
             push_limit,
             upload_limit,
+            pull_limit,
             maintenance: Maintenance {
                 read_only: maintenance.read_only,
             },

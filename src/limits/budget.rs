@@ -25,11 +25,12 @@ use crate::shared_state::{self, SharedState};
 
 type Local<C> = RateLimiter<String, DashMapStateStore<String>, C, StateInformationMiddleware>;
 
-/// How fast a budget refills: `n` cells per second or per minute.
+/// How fast a budget refills: `n` cells per second, minute or hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rate {
-    PerSecond(NonZeroU32),
-    PerMinute(NonZeroU32),
+    Second(NonZeroU32),
+    Minute(NonZeroU32),
+    Hour(NonZeroU32),
 }
 
 /// What a budget said about some cells.
@@ -89,8 +90,9 @@ impl<C: Clock + Clone> Budget<C> {
         clock: C,
     ) -> Self {
         let (quota, per_cell) = match rate {
-            Rate::PerSecond(n) => (Quota::per_second(n), Duration::from_secs(1) / n.get()),
-            Rate::PerMinute(n) => (Quota::per_minute(n), Duration::from_secs(60) / n.get()),
+            Rate::Second(n) => (Quota::per_second(n), Duration::from_secs(1) / n.get()),
+            Rate::Minute(n) => (Quota::per_minute(n), Duration::from_secs(60) / n.get()),
+            Rate::Hour(n) => (Quota::per_hour(n), Duration::from_secs(3600) / n.get()),
         };
         let local = RateLimiter::dashmap_with_clock(quota.allow_burst(burst), clock.clone())
             .with_middleware::<StateInformationMiddleware>();

@@ -37,7 +37,7 @@ impl LoginThrottle {
         shared: Option<Arc<SharedState>>,
     ) -> Self {
         let budget = |per_minute, shared| {
-            let rate = Rate::PerMinute(per_minute);
+            let rate = Rate::Minute(per_minute);
             Budget::new(FAILED_LOGINS, "login", rate, per_minute, shared)
         };
         LoginThrottle {

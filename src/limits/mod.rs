@@ -6,6 +6,8 @@
 //!   a refusal, purging idle keys.
 //! - `push`: `rate_limits.push`, counted per push start; 429 with `Retry-After`; a push the
 //!   edge refuses after counting it is given back.
+//! - `pull`: `rate_limits.pull`, counted per manifest `GET` (Docker Hub's pull), per
+//!   address or account, with Docker Hub's headers on every counted answer.
 //! - `upload`: `rate_limits.upload_bytes`, holding request bodies back (never refusing).
 //! - `logins`: `auth.failed_logins`, blocking a client IP or an account after failures.
 //!
@@ -14,12 +16,14 @@
 
 pub(crate) mod budget;
 pub mod logins;
+pub mod pull;
 pub mod push;
 pub mod upload;
 
 use std::time::Duration;
 
 pub use logins::LoginThrottle;
+pub use pull::{PullAdmission, PullLimiter, PullStanding};
 pub use push::{Admission, Counted, PushLimiter};
 pub use upload::UploadThrottle;
 

@@ -64,7 +64,7 @@ impl<C: Clock + Clone> PushLimiter<C> {
         let deny = shared
             .as_ref()
             .is_some_and(|s| s.on_unavailable() == OnUnavailable::Deny);
-        let rate = Rate::PerMinute(config.per_minute);
+        let rate = Rate::Minute(config.per_minute);
         let budget = Budget::with_clock("push", "push", rate, config.burst, shared, clock)
             .deny_when_unavailable(deny);
         PushLimiter { config, budget }

@@ -24,7 +24,7 @@ impl UploadThrottle {
     /// Budgets in Redis first when `shared` is given (`shared_state.redis`); while it is
     /// unavailable, streams are throttled per instance.
     pub fn new(config: UploadBytesLimit, shared: Option<Arc<SharedState>>) -> Self {
-        let rate = Rate::PerSecond(config.per_second);
+        let rate = Rate::Second(config.per_second);
         let budget = Budget::new("upload_bytes", "upload", rate, config.burst, shared);
         UploadThrottle { config, budget }
     }

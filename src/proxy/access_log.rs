@@ -23,6 +23,7 @@ pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     m.bytes_sent.inc_by(bytes_out as u64);
     let rate_limit = match (&ctx.own_error, &ctx.push_budget) {
         (Some(RegistryError::TooManyPushes { .. }), _) => "limited:push",
+        (Some(RegistryError::TooManyPulls { .. }), _) => "limited:pull",
         (Some(RegistryError::TooManyFailedLogins), _) => "limited:failed_logins",
         (_, Some(_)) => "admitted",
         _ => "-",

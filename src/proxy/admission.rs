@@ -21,7 +21,7 @@ use super::features::Features;
 use super::{refusal, token_endpoint};
 use crate::error::RegistryError;
 use crate::hooks::{Outcome, Refusal};
-use crate::limits::Admission;
+use crate::limits::{Admission, PullAdmission};
 use crate::settings::Settings;
 use crate::tls::CertResolver;
 use crate::upstream::NodePool;
@@ -51,6 +51,8 @@ pub(crate) enum Step {
     Token,
     /// A read-only route (`routes[].read_only`) takes no pushes or deletes.
     RouteReadOnly,
+    /// `rate_limits.pull` counts manifest `GET`s, before the cache answers any.
+    PullLimit,
     /// A pull by digest the cache holds for this repository is answered from it.
     Cache,
     /// `policy`: storage quotas and immutable tags.
@@ -64,11 +66,12 @@ pub(crate) enum Step {
 /// The steps in the order they run. The header limits come before the request id (they
 /// count what the client sent); the route before everything that needs the repository;
 /// the token check before the push limit (which may key on the token's subject) and before
-/// the cache (which answers only requests the token check let through); every other refusal
+/// the cache (which answers only requests the token check let through); the pull limit
+/// before the cache, so answers from the cache count the same; every other refusal
 /// before the push limit, which comes last, so a refused push does not use up the account's
 /// budget. A push the edge refuses later (its body refused by the policy or a size limit, or
 /// no node to take it) is given back before its answer is written (`limits::push`).
-pub(crate) const STEPS: [Step; 14] = [
+pub(crate) const STEPS: [Step; 15] = [
     Step::HeaderLimits,
     Step::RequestId,
     Step::Host,
@@ -79,6 +82,7 @@ pub(crate) const STEPS: [Step; 14] = [
     Step::TokenEndpoint,
     Step::Token,
     Step::RouteReadOnly,
+    Step::PullLimit,
     Step::Cache,
     Step::Policy,
     Step::BodySize,
@@ -163,6 +167,7 @@ impl Admitter<'_> {
                 let pool = pool_of(self.pool, ctx);
                 self.features.admit_policy(session, ctx, &pool).await
             }
+            Step::PullLimit => pull_limit(session, ctx).await,
             Step::PushLimit => push_limit(ctx).await,
             Step::BodySize => checks::body_size(session, settings.limits.max_body_size).into(),
         };
@@ -211,6 +216,42 @@ async fn push_limit(ctx: &mut RequestCtx) -> Outcome {
                 ("RateLimit-Remaining", "0;w=60".to_string()),
             ],
         }),
+    }
+}
+
+/// Counts a manifest `GET` against `rate_limits.pull`; its standing goes on whatever
+/// answers the request (the registry, the cache, a stale answer), 429 past the limit.
+async fn pull_limit(session: &Session, ctx: &mut RequestCtx) -> Outcome {
+    let Some(limiter) = ctx.request.settings.pull_limiter.clone() else {
+        return Outcome::Next;
+    };
+    let route = &ctx.request.route;
+    let counted = matches!(route.endpoint, crate::registry::Endpoint::Manifest { .. })
+        && session.req_header().method == http::Method::GET;
+    let Some(client) = ctx.request.client.as_ref().filter(|_| counted) else {
+        return Outcome::Next;
+    };
+    let (account, client) = (ctx.request.subject.as_deref(), client.client);
+    match limiter.admit(account, client).await {
+        PullAdmission::Unlimited => Outcome::Next,
+        PullAdmission::Admitted(standing) => {
+            ctx.request.answer_headers.extend(standing.headers());
+            Outcome::Next
+        }
+        PullAdmission::Limited {
+            retry_after,
+            standing,
+        } => {
+            let mut headers = vec![("Retry-After", retry_after.to_string())];
+            headers.extend(standing.headers());
+            Outcome::Refuse(Refusal {
+                error: RegistryError::TooManyPulls {
+                    retry_after,
+                    counted: standing.source,
+                },
+                headers,
+            })
+        }
     }
 }
 

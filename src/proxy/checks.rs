@@ -198,7 +198,8 @@ pub(crate) fn token(
         .and_then(|v| v.to_str().ok());
     let own = settings.auth.as_deref();
     let tokens = own.map(|auth| &auth.tokens);
-    match check::check(tokens, &settings.trusted, &needed, authorization) {
+    let client = ctx.request.client.as_ref().map(|c| c.client);
+    match check::check(tokens, &settings.trusted, &needed, (authorization, client)) {
         Verdict::Unchecked => None,
         Verdict::Allowed { subject } => {
             ctx.request.subject = Some(subject);

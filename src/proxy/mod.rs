@@ -224,6 +224,9 @@ impl ProxyHttp for EdgeProxy {
             upstream_response.remove_header(&http::header::TRANSFER_ENCODING);
             session.set_keepalive(None);
         }
+        for (name, value) in &ctx.request.answer_headers {
+            upstream_response.insert_header(*name, value)?;
+        }
         if let Some((limit, remaining)) = &ctx.push_budget {
             upstream_response.insert_header("RateLimit-Limit", limit.as_str())?;
             upstream_response.insert_header("RateLimit-Remaining", format!("{remaining};w=60"))?;

@@ -64,6 +64,7 @@ impl TokenAuthority {
 
     /// Signs a token for `subject` (`""` = anonymous) granting `access`.
     pub fn issue(&self, subject: &str, access: &[Scope], now: SystemTime) -> Issued {
+        let access = access.iter().map(|s| AccessEntry::new(s, &[])).collect();
         self.issue_with(subject, access, None, None, now)
     }
 
@@ -78,12 +79,12 @@ impl TokenAuthority {
         })
     }
 
-    /// Like [`TokenAuthority::issue`], ending at `not_after` (seconds since the epoch) when
-    /// that comes first.
+    /// Like [`TokenAuthority::issue`] with access entries as given (their `from:`
+    /// networks), ending at `not_after` (seconds since the epoch) when that comes first.
     pub(crate) fn issue_until(
         &self,
         subject: &str,
-        access: &[Scope],
+        access: Vec<AccessEntry>,
         not_after: Option<u64>,
         now: SystemTime,
     ) -> Issued {
@@ -100,7 +101,7 @@ impl TokenAuthority {
     ) -> Issued {
         self.issue_with(
             &identity.account,
-            &[],
+            Vec::new(),
             Some(identity.clone()),
             not_after,
             now,
@@ -110,7 +111,7 @@ impl TokenAuthority {
     fn issue_with(
         &self,
         subject: &str,
-        access: &[Scope],
+        access: Vec<AccessEntry>,
         identity: Option<crate::auth::identity::Identity>,
         not_after: Option<u64>,
         now: SystemTime,
@@ -128,14 +129,7 @@ impl TokenAuthority {
             nbf: iat.saturating_sub(NOT_BEFORE_SKEW),
             iat,
             jti: crate::request::random_id(),
-            access: access
-                .iter()
-                .map(|s| AccessEntry {
-                    kind: s.kind.clone(),
-                    name: s.name.clone(),
-                    actions: s.actions.iter().cloned().collect(),
-                })
-                .collect(),
+            access,
             identity,
         };
         let mut header = Header::new(self.keys.algorithm());
@@ -216,8 +210,8 @@ mod tests {
             ),
             ("alice", "svc", "issuer")
         );
-        assert!(claims.allows(&scope));
-        assert!(!claims.allows(&Scope::repository("alice/app", &["delete"])));
+        assert!(claims.allows(&scope, None));
+        assert!(!claims.allows(&Scope::repository("alice/app", &["delete"]), None));
         assert_eq!(claims.exp - claims.iat, 300);
         assert_eq!(claims.iat - claims.nbf, 5);
         let header = jsonwebtoken::decode_header(&issued.token).unwrap();

@@ -112,6 +112,7 @@ mod tests {
                 kind: "repository".into(),
                 name: format!("{i:0100}"),
                 actions: vec!["pull".into(), "push".into()],
+                from: Vec::new(),
             })
             .collect();
         Arc::new(Claims {

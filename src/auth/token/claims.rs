@@ -1,6 +1,9 @@
 //! Token claims as distribution reads them, and why a presented token is refused.
 
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use ipnet::IpNet;
 
 use jsonwebtoken::{Algorithm, DecodingKey, TokenData, Validation};
 use serde::{Deserialize, Serialize};
@@ -25,6 +28,35 @@ pub struct AccessEntry {
     pub kind: String,
     pub name: String,
     pub actions: Vec<String>,
+    /// Networks (CIDR text) the entry may be used from, when an ACL rule with `from:`
+    /// granted it; empty: anywhere. Not in the token spec: distribution ignores it, the
+    /// edge checks it on every request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<String>,
+}
+
+impl AccessEntry {
+    /// The entry granting `scope`, usable only from `from` (empty: anywhere).
+    pub(crate) fn new(scope: &Scope, from: &[IpNet]) -> AccessEntry {
+        AccessEntry {
+            kind: scope.kind.clone(),
+            name: scope.name.clone(),
+            actions: scope.actions.iter().cloned().collect(),
+            from: from.iter().map(IpNet::to_string).collect(),
+        }
+    }
+
+    /// Whether a request from `client` may use the entry.
+    fn usable_from(&self, client: Option<IpAddr>) -> bool {
+        if self.from.is_empty() {
+            return true;
+        }
+        let Some(client) = client else {
+            return false;
+        };
+        let networks: Vec<IpNet> = self.from.iter().filter_map(|n| n.parse().ok()).collect();
+        crate::auth::acl::in_networks(&networks, client)
+    }
 }
 
 /// A token's claims. Only `iss`, `aud` and `exp` are required, as distribution requires
@@ -58,13 +90,14 @@ pub struct Claims {
 }
 
 impl Claims {
-    /// Whether these claims grant every action of `needed`.
-    pub(crate) fn allows(&self, needed: &Scope) -> bool {
+    /// Whether these claims grant every action of `needed` to a request from `client`.
+    pub(crate) fn allows(&self, needed: &Scope, client: Option<IpAddr>) -> bool {
         needed.actions.iter().all(|action| {
             self.access.iter().any(|entry| {
                 entry.kind == needed.kind
                     && entry.name == needed.name
                     && entry.actions.iter().any(|a| a == action || a == "*")
+                    && entry.usable_from(client)
             })
         })
     }

@@ -167,6 +167,11 @@ pub(in crate::config) struct AclRuleFile {
     /// Exact string values the OIDC token's claims must have. Default none.
     #[serde(default)]
     pub claims: std::collections::BTreeMap<String, String>,
+    /// Networks (CIDRs or addresses) the client must be in: its address after
+    /// `forwarded.trusted_proxies` and PROXY protocol. A token granted through the rule
+    /// works only from there. Default: not looked at.
+    #[serde(default)]
+    pub from: Vec<String>,
     /// `repository` (default) or `registry`.
     #[serde(default, rename = "type")]
     pub kind: Option<String>,

@@ -139,6 +139,34 @@ pub(super) struct RateLimitsFile {
     /// Request-body bandwidth per key; over it uploads are slowed, not failed. Default: unlimited.
     #[serde(default)]
     pub upload_bytes: Option<UploadBytesFile>,
+    /// Manifest `GET`s per client address (anonymous) or account, as Docker Hub counts
+    /// pulls. Default: unlimited.
+    #[serde(default)]
+    pub pull: Option<PullLimitFile>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PullLimitFile {
+    /// Anonymous pulls, per client address (IPv6 per /64). Default: unlimited.
+    #[serde(default)]
+    pub anonymous: Option<PullBudgetFile>,
+    /// Pulls of logged-in clients, per account. Default: unlimited.
+    #[serde(default)]
+    pub authenticated: Option<PullBudgetFile>,
+    /// Accounts (users or access-token robots) never limited. Default `[]`.
+    #[serde(default)]
+    pub exempt_accounts: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PullBudgetFile {
+    /// Sustained manifest `GET`s per hour per key.
+    pub per_hour: u32,
+    /// Manifest `GET`s allowed at once before the rate applies. Default: `per_hour`.
+    #[serde(default)]
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
