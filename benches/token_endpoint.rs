@@ -2,7 +2,8 @@
 //! cache (token signing + ACL only) against one that pays bcrypt every time
 //! (`auth.users.cache_ttl: 0s`), at the cost `hash-password` uses by default (10),
 //! an anonymous request for comparison, and an LDAP user with a warm cache (a real slapd,
-//! as the tests start it; skipped when slapd is not installed) next to the htpasswd one.
+//! as the tests start it; skipped when slapd is not installed) next to the htpasswd one, and
+//! a robot access token (`auth.access_tokens`, its SQLite store read at every login).
 //! Run: `cargo bench --bench token_endpoint`.
 
 #[allow(unused_imports)]
@@ -13,11 +14,14 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use registry_edge::auth::acl::Rule;
 use registry_edge::auth::endpoint::{TokenReply, TokenRequest};
 use registry_edge::auth::Auth;
 use registry_edge::config::{AuthSettings, LdapSettings, UsersSettings};
+use registry_edge::token_command as cli;
 
 const BCRYPT_COST: u32 = 10;
 
@@ -79,6 +83,7 @@ fn auth_with(
         ],
         failed_logins_per_ip: NonZeroU32::MAX,
         failed_logins_per_account: NonZeroU32::MAX,
+        access_tokens: Some(dir.join("tokens")),
     })
     .unwrap()
 }
@@ -115,6 +120,28 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("anonymous", |b| b.iter(|| issue(&cached, None)));
     group.bench_function("login_cached", |b| b.iter(|| issue(&cached, Some(basic))));
+    // A robot access token for alice/**: its login reads the token store every time.
+    let new = cli::NewToken {
+        name: "bench-bot".into(),
+        scopes: vec!["alice/**:pull,push".into()],
+        ..Default::default()
+    };
+    let tokens = cached.access_tokens.as_deref().unwrap();
+    let created = runtime
+        .block_on(cli::create_in(
+            tokens,
+            &cached.users,
+            new,
+            SystemTime::now(),
+        ))
+        .unwrap();
+    let robot = format!(
+        "Basic {}",
+        STANDARD.encode(format!("bench-bot:{}", created.secret))
+    );
+    group.bench_function("login_access_token", |b| {
+        b.iter(|| issue(&cached, Some(&robot)))
+    });
     // Kept alive until the group ends; stopped (by pid) when dropped.
     let slapd = common::ldap::Slapd::available().then(|| common::ldap::Slapd::start(dir.path()));
     match &slapd {

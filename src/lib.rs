@@ -93,6 +93,7 @@
 //! - `reload`: SIGHUP: validate the new config, then swap it in.
 //! - [`drain`]: SIGTERM: stop accepting, exit once requests in flight finish.
 //! - [`registry_config`]: the registry's matching `auth:` block; htpasswd lines.
+//! - [`token_command`]: `registry-edge token create | list | revoke` (access tokens).
 //!
 //! Benchmarks: `bench_support` (hidden) lets `benches/hot_paths.rs` time private
 //! per-request code.
@@ -130,4 +131,5 @@ pub(crate) mod settings;
 pub mod shared_state;
 pub(crate) mod state_dir;
 pub mod tls;
+pub mod token_command;
 pub mod upstream;

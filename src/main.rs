@@ -68,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         action: UsageAction,
     },
+    /// Access tokens for machines (`auth.access_tokens`): create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Print the configuration reference (docs/configuration.md): every key with its type,
     /// default, whether it is required and whether a reload applies it.
     ConfigReference,
@@ -94,6 +99,47 @@ enum CacheAction {
         /// Only this entry (`sha256:<hex>`).
         #[arg(long)]
         digest: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print its secret (once) and id.
+    Create {
+        #[arg(long, short, default_value = "conf/registry-edge.yaml")]
+        config: PathBuf,
+        /// The login name (`docker login -u NAME`); shares no namespace with users.
+        #[arg(long)]
+        name: String,
+        /// `REPOSITORY-GLOB:ACTIONS`, e.g. 'team/app/**:pull,push' (repeatable).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// 30s, 15m, 12h, 90d, or never.
+        #[arg(long, default_value = "90d")]
+        expires: String,
+        /// A personal token acting as this user (else a robot, its own account).
+        #[arg(long)]
+        for_account: Option<String>,
+        /// Networks logins must come from (CIDR or address; repeatable).
+        #[arg(long)]
+        from: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List every token (never their secrets).
+    List {
+        #[arg(long, short, default_value = "conf/registry-edge.yaml")]
+        config: PathBuf,
+        /// A JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id or name: its next login and refresh are refused.
+    Revoke {
+        #[arg(long, short, default_value = "conf/registry-edge.yaml")]
+        config: PathBuf,
+        /// The token's id or name.
+        token: String,
     },
 }
 
@@ -136,6 +182,7 @@ fn main() -> ExitCode {
             action: CacheAction::Purge { config, digest },
         } => cache_purge(&config, digest.as_deref()),
         Command::Usage { action } => usage(action),
+        Command::Token { action } => token(action),
         Command::HashPassword { user, cost } => hash_password(&user, cost),
         Command::ConfigReference => {
             print!("{}", registry_edge::config::reference::markdown());
@@ -369,5 +416,61 @@ fn usage(action: UsageAction) -> ExitCode {
                 Err(e) => fail_on(&e),
             }
         }
+    }
+}
+
+fn token(action: TokenAction) -> ExitCode {
+    use registry_edge::token_command as cli;
+    let config = match &action {
+        TokenAction::Create { config, .. }
+        | TokenAction::List { config, .. }
+        | TokenAction::Revoke { config, .. } => config.clone(),
+    };
+    let loaded = match registry_edge::load::load_all(&config) {
+        Ok(loaded) => loaded,
+        Err(e) => return fail_on(&e),
+    };
+    let done = match action {
+        TokenAction::Create {
+            name,
+            scopes,
+            expires,
+            for_account,
+            from,
+            description,
+            ..
+        } => {
+            let new = cli::NewToken {
+                name,
+                scopes,
+                expires: Some(expires),
+                for_account,
+                from,
+                description,
+            };
+            cli::create(&loaded, new, std::time::SystemTime::now()).map(|created| {
+                let view = created.record.view();
+                println!("id: {}", view.id);
+                println!("name: {}", view.name);
+                println!("account: {}", view.account);
+                println!("expires: {}", view.expires.as_deref().unwrap_or("never"));
+                println!("secret: {}", created.secret);
+                eprintln!("The secret is shown only now: log in with the name and the secret.");
+            })
+        }
+        TokenAction::List { json, .. } => cli::list(&loaded).map(|views| match json {
+            true => println!(
+                "{}",
+                serde_json::to_string_pretty(&views).unwrap_or_default()
+            ),
+            false => print!("{}", cli::table(&views)),
+        }),
+        TokenAction::Revoke { token, .. } => {
+            cli::revoke(&loaded, &token).map(|name| println!("revoked access token {name}"))
+        }
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail_on(&e),
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use crate::auth::access_tokens::AccessTokens;
 use crate::auth::token::TrustedIssuers;
 use crate::auth::Auth;
 use crate::config::{
@@ -105,6 +106,9 @@ impl Settings {
                     .unwrap_or_else(|| {
                         Arc::new(LoginThrottle::new(limits.0, limits.1, shared.cloned()))
                     });
+                if let (Some(_), Some(shared)) = (&auth.access_tokens, shared) {
+                    auth.access_tokens = Some(Arc::new(AccessTokens::shared(shared.clone())));
+                }
                 Arc::new(auth)
             }),
             trusted: Arc::new(trusted),

@@ -725,6 +725,7 @@ fn auth_with_users(dir: &Path, htpasswd_text: &str) -> registry_edge::auth::Auth
         acl: Default::default(),
         failed_logins_per_ip: std::num::NonZeroU32::MAX,
         failed_logins_per_account: std::num::NonZeroU32::MAX,
+        access_tokens: None,
     })
     .unwrap()
 }

@@ -13,6 +13,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::access_tokens;
 use super::identity::{Backend, Identity};
 use super::token::claims::AccessEntry;
 use super::users::Login;
@@ -176,7 +177,7 @@ impl Auth {
             Credentials::Password { user, password } => {
                 self.password_login(req, &user, &password, now).await
             }
-            Credentials::Refresh(token) => self.refresh_login(req, token).await,
+            Credentials::Refresh(token) => self.refresh_login(req, token, now).await,
         }
     }
 
@@ -225,7 +226,15 @@ impl Auth {
         if let Some(wait) = self.throttle.blocked_for(req.client_ip, throttled).await {
             return Err(too_many_failed_logins(wait));
         }
-        let identity = match self.users.login(user, password, req.client_ip).await {
+        let login = match &self.access_tokens {
+            Some(tokens) if password.starts_with(access_tokens::secret::PREFIX) => {
+                let credentials = (user, password);
+                access_tokens::login::login(tokens, &self.users, credentials, req.client_ip, now)
+                    .await
+            }
+            _ => self.users.login(user, password, req.client_ip).await,
+        };
+        let identity = match login {
             Login::Accepted(identity) => identity,
             Login::Refused => {
                 self.throttle.record_failure(req.client_ip, throttled).await;
@@ -250,6 +259,7 @@ impl Auth {
         &self,
         req: &TokenRequest<'_>,
         token: String,
+        now: SystemTime,
     ) -> Step<(Identity, Option<String>)> {
         if let Some(wait) = self.throttle.blocked_for(req.client_ip, "").await {
             return Err(too_many_failed_logins(wait));
@@ -264,8 +274,16 @@ impl Auth {
             .clone()
             .unwrap_or_else(|| Identity::new(&claims.sub, Backend::Htpasswd));
         identity.account = claims.sub.clone();
-        // The user must still exist in the backend that issued the token.
-        match self.users.refresh(identity).await {
+        // The user must still exist in the backend that issued the token; an access
+        // token must still be good.
+        let login = match (&identity.backend, &self.access_tokens) {
+            (Backend::AccessToken { name, id }, Some(tokens)) => {
+                let token = (name.as_str(), id.as_str());
+                access_tokens::login::refresh(tokens, &self.users, token, req.client_ip, now).await
+            }
+            _ => self.users.refresh(identity).await,
+        };
+        match login {
             Login::Accepted(identity) => Ok((identity, Some(token))),
             Login::Refused => {
                 self.throttle.record_failure(req.client_ip, "").await;

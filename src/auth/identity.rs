@@ -6,6 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::access_tokens::scopes::TokenGrant;
+
 /// The backend that authenticated a login, as refresh tokens name it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "backend", rename_all = "lowercase")]
@@ -19,6 +21,13 @@ pub enum Backend {
     Oidc {
         issuer: String,
     },
+    /// An access token (`auth.access_tokens`), by its name and id: a refresh finds it
+    /// again, and a token re-created under the same name is another one.
+    #[serde(rename = "access_token")]
+    AccessToken {
+        name: String,
+        id: String,
+    },
 }
 
 impl Backend {
@@ -30,6 +39,7 @@ impl Backend {
             Backend::Ldap => "ldap",
             Backend::Http => "http",
             Backend::Oidc { .. } => "oidc",
+            Backend::AccessToken { .. } => "access_token",
         }
     }
 }
@@ -53,6 +63,10 @@ pub struct Identity {
     /// cache entries and refresh tokens end there too.
     #[serde(skip)]
     pub not_after: Option<u64>,
+    /// An access token's scopes, which bound (personal) or make (robot) the grant. Not
+    /// carried in refresh tokens: a refresh reads the token again.
+    #[serde(skip)]
+    pub token: Option<TokenGrant>,
 }
 
 impl Identity {
@@ -68,6 +82,7 @@ impl Identity {
             groups: Vec::new(),
             claims: BTreeMap::new(),
             not_after: None,
+            token: None,
         }
     }
 

@@ -1,7 +1,10 @@
 //! Token authentication at the edge: the realm endpoint that issues registry tokens,
 //! and the check that keeps unauthenticated or under-scoped requests off the nodes.
 //!
-//! - `acl`: the access policy (first matching rule wins).
+//! - `acl`: the access policy (first matching rule wins; `from:` networks).
+//! - `access_tokens/`: tokens for machines (`registry-edge token …`): the store, the
+//!   login with one, what a token grants.
+//! - `glob`: the name globs of ACL rules and token scopes.
 //! - `access`: what a registry request needs (as distribution decides it).
 //! - `token/`: keys, claims, issuing and verifying (RS256/ES256, kid + x5c), the verified cache.
 //! - `identity`: who a login proved to be (account, groups, claims, backend).
@@ -12,9 +15,11 @@
 //! Failed logins are throttled by `limits::logins` (shared with the other limits' core).
 
 pub mod access;
+pub mod access_tokens;
 pub mod acl;
 pub mod check;
 pub mod endpoint;
+pub(crate) mod glob;
 pub mod identity;
 pub mod token;
 pub mod users;
@@ -23,6 +28,7 @@ use std::sync::Arc;
 
 use crate::config::AuthSettings;
 use crate::limits::LoginThrottle;
+use access_tokens::AccessTokens;
 use acl::Acl;
 use token::{KeyError, SigningKeys, TokenAuthority};
 use users::{Directory, UsersError};
@@ -38,6 +44,9 @@ pub struct Auth {
     /// Failed-login limits; replaced by `Settings::new` with one that shares state (or
     /// survives the reload).
     pub throttle: Arc<LoginThrottle>,
+    /// `auth.access_tokens`: the token store (SQLite here; `Settings::new` puts it in Redis
+    /// when `shared_state.redis` is set).
+    pub access_tokens: Option<Arc<AccessTokens>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +55,8 @@ pub enum AuthLoadError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Users(#[from] UsersError),
+    #[error(transparent)]
+    AccessTokens(#[from] access_tokens::store::StoreError),
 }
 
 impl AuthLoadError {
@@ -58,6 +69,7 @@ impl AuthLoadError {
             }
             AuthLoadError::Key(_) => "auth.token.signing_key",
             AuthLoadError::Users(e) => return e.key(),
+            AuthLoadError::AccessTokens(_) => "auth.access_tokens.state_dir",
         }
         .into()
     }
@@ -84,6 +96,10 @@ impl Auth {
             users: Directory::load(&settings.users)?,
             acl: Acl {
                 rules: settings.acl.clone(),
+            },
+            access_tokens: match &settings.access_tokens {
+                Some(dir) => Some(Arc::new(AccessTokens::open_local(dir)?)),
+                None => None,
             },
             throttle: Arc::new(LoginThrottle::new(
                 settings.failed_logins_per_ip,

@@ -28,6 +28,8 @@ pub struct AuthSettings {
     pub acl: Vec<Rule>,
     pub failed_logins_per_ip: NonZeroU32,
     pub failed_logins_per_account: NonZeroU32,
+    /// `auth.access_tokens.state_dir`: the token store's folder; `None` = no access tokens.
+    pub access_tokens: Option<PathBuf>,
 }
 
 /// `auth.trusted_issuers[]`: a token service whose tokens the edge accepts without issuing
@@ -71,7 +73,9 @@ pub(super) fn auth_changes(
         acl,
         failed_logins_per_ip,
         failed_logins_per_account,
+        access_tokens,
     } = old;
+    changes.note(AUTH, access_tokens, &new.access_tokens);
     changes.note(AUTH, realm_path, &new.realm_path);
     changes.note(AUTH, service, &new.service);
     changes.note(AUTH, issuer, &new.issuer);
@@ -102,6 +106,7 @@ pub(super) fn auth_settings(
         trusted_issuers,
         acl,
         failed_logins,
+        access_tokens,
     } = auth;
     let trusted = trusted_issuers
         .into_iter()
@@ -110,6 +115,12 @@ pub(super) fn auth_settings(
         .collect::<Result<Vec<_>, _>>()?;
     let Some(token) = token else {
         verify_only(v, &trusted, &users, &acl, &failed_logins)?;
+        if access_tokens.is_some() {
+            return Err(v.invalid(
+                "auth.access_tokens",
+                "needs auth.token: access tokens log in at the edge's own realm",
+            ));
+        }
         return Ok((None, trusted));
     };
     let Some(users) = users else {
@@ -147,6 +158,17 @@ pub(super) fn auth_settings(
         acl: rules,
         failed_logins_per_ip: per_ip,
         failed_logins_per_account: per_account,
+        access_tokens: access_tokens
+            .map(|file::AccessTokensFile { state_dir }| {
+                let key = "auth.access_tokens.state_dir";
+                if state_dir.trim().is_empty() {
+                    return Err(v.invalid(key, "must name a directory"));
+                }
+                let dir = v.file_path(&state_dir);
+                v.writable_dir(key, &dir)?;
+                Ok(dir)
+            })
+            .transpose()?,
     };
     Ok((Some(settings), trusted))
 }

@@ -252,7 +252,44 @@ impl Directory {
             Backend::Oidc { issuer } if self.oidc.iter().any(|p| p.issuer() == issuer) => {
                 Login::Accepted(identity)
             }
-            Backend::Http | Backend::Oidc { .. } => Login::Refused,
+            // A token's refresh is the token store's to decide (`access_tokens::login`).
+            Backend::Http | Backend::Oidc { .. } | Backend::AccessToken { .. } => Login::Refused,
+        }
+    }
+
+    /// The user `account` as the backends know them without a password (what a personal
+    /// access token acts as): an htpasswd user, or an LDAP user with the groups LDAP lists
+    /// now. `Refused` when neither knows them (OIDC and http users cannot be looked up).
+    pub(crate) async fn person(&self, account: &str) -> Login {
+        if self.htpasswd.as_ref().is_some_and(|h| h.contains(account)) {
+            return Login::Accepted(Identity::new(account, Backend::Htpasswd));
+        }
+        let Some(ldap) = &self.ldap else {
+            return Login::Refused;
+        };
+        match ldap.lookup(account).await {
+            LdapAnswer::Correct(account, groups) => {
+                Login::Accepted(Identity::new(&account, Backend::Ldap).with_groups(groups))
+            }
+            LdapAnswer::Wrong | LdapAnswer::Unknown => Login::Refused,
+            LdapAnswer::Unavailable(problem) => {
+                tracing::warn!(%problem, "LDAP unavailable");
+                Login::Unavailable(Backend::Ldap)
+            }
+        }
+    }
+
+    /// Whether `name` is a login name of a backend: an htpasswd or LDAP user, or an OIDC
+    /// entry's `username` (access-token names share no namespace with them). `Err` names
+    /// the backend that could not answer.
+    pub(crate) async fn knows(&self, name: &str) -> Result<bool, Backend> {
+        if self.oidc.iter().any(|p| p.username() == name) {
+            return Ok(true);
+        }
+        match self.person(name).await {
+            Login::Accepted(_) => Ok(true),
+            Login::Refused => Ok(false),
+            Login::Unavailable(backend) => Err(backend),
         }
     }
 
@@ -266,6 +303,8 @@ impl Directory {
         match identity.backend {
             Backend::Oidc { .. } => Some(identity.not_after.unwrap_or(now)),
             Backend::Http => Some(now + self.cache_ttl.as_secs()),
+            // A token's refresh tokens end with it (a refresh re-reads it anyway).
+            Backend::AccessToken { .. } => identity.not_after,
             _ => None,
         }
     }

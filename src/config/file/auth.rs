@@ -24,6 +24,18 @@ pub(in crate::config) struct AuthFile {
     /// Failed-login throttling. Default `{ per_client_ip: 10, per_account: 30 }` per minute.
     #[serde(default)]
     pub failed_logins: Option<FailedLoginsFile>,
+    /// Access tokens for machines (`registry-edge token create`); needs `token`. Default:
+    /// absent (no access tokens).
+    #[serde(default)]
+    pub access_tokens: Option<AccessTokensFile>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::config) struct AccessTokensFile {
+    /// Folder of the embedded token store (SQLite, shared with the `token` commands). With
+    /// `shared_state.redis` the tokens are kept in Redis instead and the folder stays empty.
+    pub state_dir: String,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

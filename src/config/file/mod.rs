@@ -10,8 +10,8 @@ mod network;
 mod policy;
 
 pub(super) use auth::{
-    AclRuleFile, AuthFile, FailedLoginsFile, HttpAuthenticatorFile, LdapFile, OidcFile, TokenFile,
-    TrustedIssuerFile, UsersFile,
+    AccessTokensFile, AclRuleFile, AuthFile, FailedLoginsFile, HttpAuthenticatorFile, LdapFile,
+    OidcFile, TokenFile, TrustedIssuerFile, UsersFile,
 };
 pub(super) use network::{
     AcmeFile, CertificateFile, HealthCheckFile, RouteFile, ServerFile, TlsFile, UpstreamFile,
