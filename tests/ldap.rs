@@ -467,6 +467,80 @@ fn edge_yaml(
 }
 
 #[test]
+fn a_personal_access_token_follows_its_users_ldap_groups() {
+    if !Slapd::available() {
+        return common::skip(
+            "a_personal_access_token_follows_its_users_ldap_groups",
+            "slapd and ldap-utils are not installed (apt-get install slapd ldap-utils)",
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = Slapd::start(dir.path());
+    let certs = make_certs(dir.path());
+    let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
+    let users = ldap_users(dir.path(), &slapd, &slapd.url(), true, true);
+    let tokens = format!(
+        "  access_tokens:\n    state_dir: {}\n",
+        dir.path().join("tokens").display()
+    );
+    let edge = Edge::start(
+        dir.path(),
+        &certs,
+        &upstream_yaml(&[registry.addr()], "repository_hash"),
+        &format!("{}{tokens}", edge_config(dir.path(), &users)),
+    );
+    let ca = certs.ca_dir.join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    slapd.add_user("dave", "dave-pw", &["platform", "developers"]);
+    let out = Command::new(common::EDGE_BIN)
+        .args([
+            "token",
+            "create",
+            "--name",
+            "dave-ci",
+            "--for-account",
+            "dave",
+        ])
+        .args(["--scope", "platform/**:pull,push", "--config"])
+        .arg(&edge.config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .unwrap()
+        .to_string();
+    let scope = "repository:platform/app:pull,push";
+    let answer = login(&edge, ca, "dave-ci", &secret, scope);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let pull_push = vec!["pull".to_string(), "push".to_string()];
+    assert_eq!(
+        granted(&answer),
+        [("repository:platform/app".to_string(), pull_push)]
+    );
+    slapd.leave_group("dave", "platform");
+    let answer = login(&edge, ca, "dave-ci", &secret, scope);
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(
+        granted(&answer).is_empty(),
+        "dave left platform: {:?}",
+        granted(&answer)
+    );
+    slapd.delete_user("dave");
+    assert_eq!(
+        login(&edge, ca, "dave-ci", &secret, scope).status,
+        401,
+        "dave is gone"
+    );
+}
+
+#[test]
 fn check_names_a_missing_bind_password_file() {
     let dir = tempfile::tempdir().unwrap();
     make_certs(dir.path());

@@ -21,11 +21,13 @@ pub(crate) fn record(session: &Session, e: Option<&Error>, ctx: &RequestCtx) {
     m.count_request(ctx.request.class, route, status, elapsed.as_secs_f64());
     m.bytes_received.inc_by(bytes_in as u64);
     m.bytes_sent.inc_by(bytes_out as u64);
-    let rate_limit = match (&ctx.own_error, &ctx.push_budget) {
+    // A counted push or pull (its budget's headers on the answer) was admitted.
+    let counted = ctx.push_budget.is_some() || !ctx.request.answer_headers.is_empty();
+    let rate_limit = match (&ctx.own_error, counted) {
         (Some(RegistryError::TooManyPushes { .. }), _) => "limited:push",
         (Some(RegistryError::TooManyPulls { .. }), _) => "limited:pull",
         (Some(RegistryError::TooManyFailedLogins), _) => "limited:failed_logins",
-        (_, Some(_)) => "admitted",
+        (_, true) => "admitted",
         _ => "-",
     };
     if let Some(limit) = rate_limit.strip_prefix("limited:") {

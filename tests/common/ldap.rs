@@ -170,6 +170,15 @@ impl Slapd {
         self.admin("ldapmodify", &[], Some(&ldif));
     }
 
+    /// Removes the user `uid` from `group` (which keeps other members).
+    pub fn leave_group(&self, uid: &str, group: &str) {
+        let ldif = format!(
+            "dn: cn={group},{GROUP_BASE}\nchangetype: modify\ndelete: member\nmember: {}\n",
+            self.user_dn(uid)
+        );
+        self.admin("ldapmodify", &[], Some(&ldif));
+    }
+
     /// Replaces the user's `userPassword` (plain text).
     pub fn set_password(&self, uid: &str, password: &str) {
         let ldif = format!(
