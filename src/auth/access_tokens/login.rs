@@ -47,19 +47,6 @@ async fn log_in(
     client: IpAddr,
     now: SystemTime,
 ) -> Login {
-    let record = match &checked {
-        TokenCheck::Valid(record) => Some(record.clone()),
-        _ => None,
-    };
-    let login = identity(users, checked).await;
-    if let (Login::Accepted(_), Some(record)) = (&login, record) {
-        tokens.used(&record, client, now).await;
-    }
-    login
-}
-
-/// The identity a checked token logs in as.
-async fn identity(users: &Directory, checked: TokenCheck) -> Login {
     let record = match checked {
         TokenCheck::Valid(record) => record,
         TokenCheck::Refused(reason) => {
@@ -74,6 +61,15 @@ async fn identity(users: &Directory, checked: TokenCheck) -> Login {
             });
         }
     };
+    let login = identity(users, &record).await;
+    if let Login::Accepted(_) = &login {
+        tokens.used(&record, client, now).await;
+    }
+    login
+}
+
+/// The identity a good token logs in as.
+async fn identity(users: &Directory, record: &TokenRecord) -> Login {
     let mut identity = match record.kind {
         TokenKind::Robot => Identity::new(&record.name, Backend::Anonymous),
         TokenKind::Personal => match users.person(&record.account).await {
@@ -90,7 +86,7 @@ async fn identity(users: &Directory, checked: TokenCheck) -> Login {
         id: record.id.clone(),
     };
     identity.not_after = record.expires;
-    identity.token = Some(grant(&record));
+    identity.token = Some(grant(record));
     Login::Accepted(identity)
 }
 

@@ -43,7 +43,7 @@ const TOUCH_EVERY: Duration = Duration::from_secs(60);
 /// What the store says of a login with a token.
 #[derive(Debug)]
 pub(crate) enum TokenCheck {
-    Valid(TokenRecord),
+    Valid(Arc<TokenRecord>),
     /// Unknown name, wrong secret, revoked, expired, or from an address it may not log in
     /// from; the reason is for the log (never the secret).
     Refused(&'static str),
@@ -54,7 +54,7 @@ pub(crate) enum TokenCheck {
 pub struct AccessTokens {
     store: Store,
     /// The store's hash key, read once.
-    key: OnceCell<Vec<u8>>,
+    key: OnceCell<ring::hmac::Key>,
     /// When this instance last wrote each token's last use.
     touched: Mutex<HashMap<String, Instant>>,
 }
@@ -84,15 +84,13 @@ impl AccessTokens {
     }
 
     /// The hash key, made by the first instance or command that needs one.
-    pub(crate) async fn hash_key(&self) -> Result<&[u8], StoreError> {
-        let key = self
-            .key
+    pub(crate) async fn hash_key(&self) -> Result<&ring::hmac::Key, StoreError> {
+        self.key
             .get_or_try_init(|| async {
                 let hex = self.store.hash_key(secret::new_hash_key()?).await?;
-                Ok::<_, StoreError>(hex.into_bytes())
+                Ok::<_, StoreError>(secret::hmac_key(hex.as_bytes()))
             })
-            .await?;
-        Ok(key)
+            .await
     }
 
     /// Checks a login as `name` with `secret` from `client` at `now`.
@@ -166,7 +164,7 @@ impl AccessTokens {
 
 /// A record the secret matched: still good unless revoked, expired or used from an
 /// address outside its `--from`.
-fn still_good(record: TokenRecord, client: IpAddr, now: SystemTime) -> TokenCheck {
+fn still_good(record: Arc<TokenRecord>, client: IpAddr, now: SystemTime) -> TokenCheck {
     if record.revoked {
         return TokenCheck::Refused("revoked");
     }

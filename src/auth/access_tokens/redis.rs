@@ -74,7 +74,7 @@ impl RedisTokens {
     }
 
     /// The token named `name`.
-    pub(crate) async fn get(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+    pub(crate) async fn get(&self, name: &str) -> Result<Option<Arc<TokenRecord>>, StoreError> {
         let key = self.name_key(name);
         let fields: HashMap<String, String> = self
             .shared
@@ -83,7 +83,7 @@ impl RedisTokens {
             )
             .await
             .ok_or(StoreError::Unavailable)?;
-        into_record(fields)
+        Ok(into_record(fields)?.map(Arc::new))
     }
 
     /// Every token, by name.

@@ -48,19 +48,22 @@ pub(crate) fn new_hash_key() -> Result<String, RandomError> {
     Ok(HEXLOWER.encode(&random_bytes(32)?))
 }
 
+/// The HMAC key of a store's hash key (its text, as stored).
+pub(crate) fn hmac_key(key: &[u8]) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, key)
+}
+
 /// The keyed hash of `secret` under the store's `key` (hex), as stored.
-pub(crate) fn hash(key: &[u8], secret: &str) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
-    HEXLOWER.encode(hmac::sign(&key, secret.as_bytes()).as_ref())
+pub(crate) fn hash(key: &hmac::Key, secret: &str) -> String {
+    HEXLOWER.encode(hmac::sign(key, secret.as_bytes()).as_ref())
 }
 
 /// Whether `secret` hashes to `stored`, compared in constant time.
-pub(crate) fn matches(key: &[u8], secret: &str, stored: &str) -> bool {
+pub(crate) fn matches(key: &hmac::Key, secret: &str, stored: &str) -> bool {
     let Ok(expected) = HEXLOWER.decode(stored.as_bytes()) else {
         return false;
     };
-    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
-    hmac::verify(&key, secret.as_bytes(), &expected).is_ok()
+    hmac::verify(key, secret.as_bytes(), &expected).is_ok()
 }
 
 #[cfg(test)]
@@ -72,12 +75,12 @@ mod tests {
         let (a, b) = (new_secret().unwrap(), new_secret().unwrap());
         assert!(a.starts_with(PREFIX) && a.len() == PREFIX.len() + 43, "{a}");
         assert_ne!(a, b);
-        let key = b"0123456789abcdef0123456789abcdef";
-        let stored = hash(key, &a);
+        let key = hmac_key(b"0123456789abcdef0123456789abcdef");
+        let stored = hash(&key, &a);
         assert!(!stored.contains(&a[PREFIX.len()..]));
-        assert!(matches(key, &a, &stored));
-        assert!(!matches(key, &b, &stored));
-        assert!(!matches(b"another key", &a, &stored));
-        assert!(!matches(key, &a, "not hex"));
+        assert!(matches(&key, &a, &stored));
+        assert!(!matches(&key, &b, &stored));
+        assert!(!matches(&hmac_key(b"another key"), &a, &stored));
+        assert!(!matches(&key, &a, "not hex"));
     }
 }

@@ -2,12 +2,15 @@
 //! through `rusqlite`, as the policy's usage store, so the `token` commands write it while
 //! the edge reads it; WAL, so their writes do not wait for the edge's reads).
 //!
-//! The immutable part of a token is one JSON column; what changes (revoked, last used)
+//! Logins read the tokens from memory while SQLite's `data_version` says nobody else wrote
+//! (a few microseconds, not a query and a JSON parse each). The immutable part of a token
+//! is one JSON column; what changes (revoked, last used)
 //! has columns of its own, so a revoke and a login's last-used write never overwrite each
 //! other.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -29,6 +32,16 @@ const SELECT: &str = "SELECT record, revoked, last_used_at, last_used_from FROM 
 pub(crate) struct SqliteTokens {
     path: PathBuf,
     connection: Mutex<Connection>,
+    /// Every token as of a `PRAGMA data_version`: a login reads them from here while no
+    /// other connection (a `token` command) has committed since, and this connection's own
+    /// writes forget them.
+    known: Mutex<Known>,
+}
+
+#[derive(Default)]
+struct Known {
+    version: Option<i64>,
+    records: HashMap<String, Arc<TokenRecord>>,
 }
 
 impl SqliteTokens {
@@ -53,6 +66,7 @@ impl SqliteTokens {
         Ok(SqliteTokens {
             path,
             connection: Mutex::new(connection),
+            known: Mutex::new(Known::default()),
         })
     }
 
@@ -93,26 +107,40 @@ impl SqliteTokens {
                 params![record.name, record.id, json],
             )
             .map_err(self.error())?;
+        self.forget();
         Ok(added == 1)
     }
 
-    /// The token named `name`.
-    pub(crate) fn get(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+    /// The token named `name`: from memory unless another connection committed since
+    /// they were read (`PRAGMA data_version`), so a revoke by the command holds at once.
+    pub(crate) fn get(&self, name: &str) -> Result<Option<Arc<TokenRecord>>, StoreError> {
         let connection = self.lock();
-        let row = connection
-            .query_row(
-                &format!("{SELECT} WHERE name = ?1"),
-                params![name],
-                read_row,
-            )
-            .optional()
+        let version: i64 = connection
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut query| query.query_row([], |row| row.get(0)))
             .map_err(self.error())?;
-        row.map(into_record).transpose()
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.version != Some(version) {
+            let records = self.read_all(&connection)?;
+            known.records = (records.into_iter())
+                .map(|r| (r.name.clone(), Arc::new(r)))
+                .collect();
+            known.version = Some(version);
+        }
+        Ok(known.records.get(name).cloned())
+    }
+
+    /// Forgets what [`SqliteTokens::get`] keeps: this connection wrote.
+    fn forget(&self) {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).version = None;
     }
 
     /// Every token, by name.
     pub(crate) fn all(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let connection = self.lock();
+        self.read_all(&self.lock())
+    }
+
+    fn read_all(&self, connection: &Connection) -> Result<Vec<TokenRecord>, StoreError> {
         let mut query = connection
             .prepare(&format!("{SELECT} ORDER BY name"))
             .map_err(self.error())?;
@@ -138,6 +166,7 @@ impl SqliteTokens {
                 .optional()
                 .map_err(self.error())?;
             if name.is_some() {
+                self.forget();
                 return Ok(name);
             }
         }
@@ -152,6 +181,7 @@ impl SqliteTokens {
                 params![name, at as i64, from],
             )
             .map_err(self.error())?;
+        self.forget();
         Ok(())
     }
 }

@@ -46,12 +46,11 @@ impl Store {
     }
 
     /// The token named `name`.
-    pub(crate) async fn get(&self, name: &str) -> Result<Option<TokenRecord>, StoreError> {
+    pub(crate) async fn get(&self, name: &str) -> Result<Option<Arc<TokenRecord>>, StoreError> {
         match self {
-            Store::Local(s) => {
-                let name = name.to_string();
-                Self::local(s, move |s| s.get(&name)).await
-            }
+            // A read under WAL never waits for a writer: cheaper here than a hop to the
+            // blocking pool.
+            Store::Local(s) => s.get(name),
             Store::Shared(s) => s.get(name).await,
         }
     }
