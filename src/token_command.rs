@@ -160,15 +160,7 @@ fn checked_record(new: &NewToken, now: SystemTime) -> Result<TokenRecord, TokenC
     let expires = match new.expires.as_deref() {
         Some("never") => None,
         None => Some(unix(now) + DEFAULT_EXPIRY.as_secs()),
-        Some(text) => match humantime::parse_duration(text) {
-            Ok(d) if !d.is_zero() => Some(unix(now) + d.as_secs()),
-            _ => {
-                return Err(invalid(
-                    "expires",
-                    format!("{text:?} is not a duration (30s, 15m, 12h, 90d) or \"never\""),
-                ))
-            }
-        },
+        Some(text) => Some(unix(now) + lifetime(text).map_err(|p| invalid("expires", p))?),
     };
     let (kind, account) = match &new.for_account {
         Some(account) if !account.is_empty() => (TokenKind::Personal, account.clone()),
@@ -190,6 +182,24 @@ fn checked_record(new: &NewToken, now: SystemTime) -> Result<TokenRecord, TokenC
         last_used_from: None,
         revoked: false,
     })
+}
+
+/// The longest `--expires` short of `never`: 100 years.
+const MAX_EXPIRY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// An `--expires` duration in whole seconds: at least 1 s, at most [`MAX_EXPIRY`].
+fn lifetime(text: &str) -> Result<u64, String> {
+    let shape = || format!("{text:?} is not a duration (30s, 15m, 12h, 90d) or \"never\"");
+    let duration = humantime::parse_duration(text).map_err(|_| shape())?;
+    if duration < Duration::from_secs(1) {
+        return Err(format!("{text:?}: a token must live at least 1s"));
+    }
+    if duration > MAX_EXPIRY {
+        return Err(format!(
+            "{text:?}: at most 100 years; use \"never\" for no expiry"
+        ));
+    }
+    Ok(duration.as_secs())
 }
 
 /// A token name: what `docker login -u` sends, 1–64 of letters, digits, `.`, `_`, `-`,
@@ -225,12 +235,12 @@ pub fn revoke(loaded: &Loaded, id_or_name: &str) -> Result<String, TokenCommandE
 
 /// `token list`'s table: one line per token.
 pub fn table(views: &[TokenView]) -> String {
-    let mut out =
-        String::from("ID                NAME  KIND  ACCOUNT  EXPIRES  LAST USED  STATE  SCOPES\n");
+    let mut out = String::from("ID  NAME  KIND  ACCOUNT  EXPIRES  LAST USED  STATE  SCOPES\n");
     for v in views {
-        let state = match v.revoked {
-            true => "revoked",
-            false => "active",
+        let state = match (v.revoked, v.expired) {
+            (true, _) => "revoked",
+            (false, true) => "expired",
+            (false, false) => "active",
         };
         let last = match (&v.last_used_at, &v.last_used_from) {
             (Some(at), Some(from)) => format!("{at} from {from}"),

@@ -232,6 +232,18 @@ fn robot_and_personal_tokens_log_in_expire_and_are_revoked() {
             &url,
         ]);
         assert_eq!(from_office.status, 200, "{}", from_office.text());
+        // Its registry token works only from there too.
+        let bearer = format!(
+            "Authorization: Bearer {}",
+            from_office.json()["token"].as_str().unwrap()
+        );
+        let tags = edge.url("/v2/team/x/tags/list");
+        let asked = |client: &str| {
+            let forwarded = format!("X-Forwarded-For: {client}");
+            common::curl(&["--cacert", &ca, "-H", &bearer, "-H", &forwarded, &tags]).status
+        };
+        assert_ne!(asked("10.1.2.3"), 401, "from inside --from");
+        assert_eq!(asked("192.0.2.9"), 401, "replayed from outside --from");
     });
 
     checks.run(
@@ -344,6 +356,30 @@ fn robot_and_personal_tokens_log_in_expire_and_are_revoked() {
                 "--expires",
             );
             refused(&["revoke", "no-such-token"], "no-such-token");
+            refused(
+                &[
+                    "create",
+                    "--name",
+                    "x",
+                    "--scope",
+                    "a/**:pull",
+                    "--expires",
+                    "10000y",
+                ],
+                "100 years",
+            );
+            refused(
+                &[
+                    "create",
+                    "--name",
+                    "x",
+                    "--scope",
+                    "a/**:pull",
+                    "--expires",
+                    "500ms",
+                ],
+                "at least 1s",
+            );
         },
     );
 

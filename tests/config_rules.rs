@@ -257,6 +257,11 @@ fn closed_sets_name_the_key_the_value_and_the_choices() {
                 &["rate_limits.pull.authenticated.burst", "at least 1"],
             ),
             refused(
+                "pull-year.yaml",
+                format!("{}rate_limits:\n  pull:\n    anonymous: {{ per_hour: 1, burst: 9000 }}\n", good()),
+                &["rate_limits.pull.anonymous.burst", "year"],
+            ),
+            refused(
                 "pull-unknown.yaml",
                 format!("{}rate_limits:\n  pull:\n    anonymous: {{ per_minute: 5 }}\n", good()),
                 &["rate_limits.pull.anonymous", "per_minute"],

@@ -112,14 +112,18 @@ impl Acl {
         if token.robot || actions.is_empty() {
             return Grant {
                 actions,
-                from: Vec::new(),
+                from: token.from.clone(),
             };
         }
         let narrowed = Scope {
             actions,
             ..requested.clone()
         };
-        self.rules_grant(identity, &narrowed, client)
+        let grant = self.rules_grant(identity, &narrowed, client);
+        match both(&grant.from, &token.from) {
+            Some(from) => Grant { from, ..grant },
+            None => Grant::default(),
+        }
     }
 
     fn rules_grant(&self, identity: &Identity, requested: &Scope, client: Option<IpAddr>) -> Grant {
@@ -139,6 +143,23 @@ impl Acl {
             from: rule.from.clone(),
         }
     }
+}
+
+/// The networks in both lists (each empty = anywhere); `None` when they share none.
+fn both(a: &[IpNet], b: &[IpNet]) -> Option<Vec<IpNet>> {
+    if a.is_empty() || b.is_empty() {
+        return Some(if a.is_empty() { b.to_vec() } else { a.to_vec() });
+    }
+    let shared: Vec<IpNet> = a
+        .iter()
+        .flat_map(|x| b.iter().map(move |y| (x, y)))
+        .filter_map(|(x, y)| match (x.contains(y), y.contains(x)) {
+            (true, _) => Some(*y),
+            (_, true) => Some(*x),
+            _ => None,
+        })
+        .collect();
+    (!shared.is_empty()).then_some(shared)
 }
 
 /// Whether `ip` is in one of `networks` (an IPv4-mapped IPv6 address as its IPv4 one).
@@ -193,6 +214,28 @@ mod tests {
             .actions
             .into_iter()
             .collect()
+    }
+
+    #[test]
+    fn network_lists_intersect() {
+        let nets =
+            |list: &[&str]| -> Vec<IpNet> { list.iter().map(|n| n.parse().unwrap()).collect() };
+        assert_eq!(
+            both(&[], &nets(&["10.0.0.0/8"])),
+            Some(nets(&["10.0.0.0/8"]))
+        );
+        assert_eq!(
+            both(&nets(&["10.0.0.0/8"]), &[]),
+            Some(nets(&["10.0.0.0/8"]))
+        );
+        assert_eq!(
+            both(
+                &nets(&["10.0.0.0/8", "fd00::/8"]),
+                &nets(&["10.1.0.0/16", "192.0.2.0/24"])
+            ),
+            Some(nets(&["10.1.0.0/16"]))
+        );
+        assert_eq!(both(&nets(&["10.0.0.0/8"]), &nets(&["192.0.2.0/24"])), None);
     }
 
     #[test]

@@ -218,21 +218,28 @@ impl Auth {
         password: &str,
         now: SystemTime,
     ) -> Step<(Identity, Option<String>)> {
-        // An OIDC entry's login name is shared by every job: only the IP counts.
-        let throttled = match self.users.is_oidc_login(user, password) {
+        let token_login = (self.access_tokens.as_ref())
+            .filter(|_| password.starts_with(access_tokens::secret::PREFIX));
+        // Only the IP counts for an OIDC entry's login name, which every job shares, and for
+        // a token's name, which every client config holds (anyone could lock it out, and
+        // its 256-bit secret needs no per-account limit).
+        let throttled = match token_login.is_some() || self.users.is_oidc_login(user, password) {
             true => "",
             false => user,
         };
         if let Some(wait) = self.throttle.blocked_for(req.client_ip, throttled).await {
             return Err(too_many_failed_logins(wait));
         }
-        let login = match &self.access_tokens {
-            Some(tokens) if password.starts_with(access_tokens::secret::PREFIX) => {
+        let login = match token_login {
+            Some(tokens) => {
                 let credentials = (user, password);
                 access_tokens::login::login(tokens, &self.users, credentials, req.client_ip, now)
                     .await
             }
-            _ => self.users.login(user, password, req.client_ip).await,
+            None => {
+                let login = self.users.login(user, password, req.client_ip).await;
+                access_tokens::login::not_a_token_name(self.access_tokens.as_deref(), login).await
+            }
         };
         let identity = match login {
             Login::Accepted(identity) => identity,

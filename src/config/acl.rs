@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 
 use super::error::ConfigError;
 use super::file;
@@ -133,13 +133,23 @@ pub(super) fn acl_rule(
 }
 
 /// A network as `from:` and `token create --from` write it: a CIDR (`10.0.0.0/8`,
-/// `fd00::/8`) or one address. The host bits are cleared, so `10.1.2.3/8` is `10.0.0.0/8`.
+/// `fd00::/8`) or one address. The host bits are cleared, so `10.1.2.3/8` is `10.0.0.0/8`;
+/// an IPv4-mapped network (`::ffff:10.0.0.0/104`) is its IPv4 one, as client addresses are
+/// read.
 pub fn parse_network(text: &str) -> Result<IpNet, String> {
     let text = text.trim();
-    text.parse::<IpNet>()
+    let net = text
+        .parse::<IpNet>()
         .map(|net| net.trunc())
         .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{text:?} is not a CIDR (10.0.0.0/8, fd00::/8) or an address"))
+        .map_err(|_| format!("{text:?} is not a CIDR (10.0.0.0/8, fd00::/8) or an address"))?;
+    Ok(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    })
 }
 
 /// Every `${…}` in a name is `${account}` or `${claims.NAME}` with a non-empty NAME: a
@@ -164,4 +174,19 @@ fn check_placeholders(name: &str) -> Result<(), String> {
         rest = &after[end + 1..];
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_read_as_client_addresses_are() {
+        let net = |text| parse_network(text).map(|n| n.to_string());
+        assert_eq!(net("10.1.2.3/8").unwrap(), "10.0.0.0/8");
+        assert_eq!(net("192.0.2.7").unwrap(), "192.0.2.7/32");
+        assert_eq!(net("::ffff:10.0.0.0/104").unwrap(), "10.0.0.0/8");
+        assert_eq!(net("fd00::/8").unwrap(), "fd00::/8");
+        assert!(net("10.0.0.0/40").unwrap_err().contains("10.0.0.0/40"));
+    }
 }

@@ -74,6 +74,15 @@ fn pull_limit(v: &Validator, pull: file::PullLimitFile) -> Result<PullLimit, Con
                 NonZeroU32::new(b).ok_or_else(|| v.invalid(key("burst"), "must be at least 1"))?
             }
         };
+        // The refill time must stay well inside the limiter's arithmetic (nanoseconds in
+        // a u64): a year is more than any operator means.
+        let refill = u64::from(burst.get()) * 3600 / u64::from(per_hour.get());
+        if refill > 365 * 24 * 3600 {
+            return Err(v.invalid(
+                key("burst"),
+                format!("{burst} at {per_hour} per hour takes over a year to refill; lower burst"),
+            ));
+        }
         Ok(Some(PullBudget { per_hour, burst }))
     };
     if let Some(empty) = exempt_accounts.iter().find(|a| a.is_empty()) {

@@ -39,6 +39,27 @@ pub(crate) async fn refresh(
     log_in(tokens, users, checked, client, now).await
 }
 
+/// A login a backend accepted, refused when its account is also a token's name: a user
+/// added after the token (or one `token create` could not see, an http authenticator's)
+/// would otherwise be the robot's account, with its exemptions and budgets. While the
+/// store cannot be asked the login stands (logged).
+pub(crate) async fn not_a_token_name(tokens: Option<&AccessTokens>, login: Login) -> Login {
+    let (Some(tokens), Login::Accepted(identity)) = (tokens, &login) else {
+        return login;
+    };
+    match tokens.store().get(&identity.account).await {
+        Ok(None) => login,
+        Ok(Some(_)) => {
+            tracing::warn!(account = %identity.account, backend = identity.backend.name(), "login refused: an access token has this name; rename the user or the token");
+            Login::Refused
+        }
+        Err(e) => {
+            tracing::warn!(error = %crate::report::chain(&e), "access token store unavailable: a login was not checked against token names");
+            login
+        }
+    }
+}
+
 /// The login a checked token makes; a use is recorded for an accepted one.
 async fn log_in(
     tokens: &AccessTokens,
@@ -100,5 +121,6 @@ fn grant(record: &TokenRecord) -> TokenGrant {
             .iter()
             .filter_map(|s| ScopePattern::parse(s).ok())
             .collect(),
+        from: record.from.iter().filter_map(|n| n.parse().ok()).collect(),
     }
 }

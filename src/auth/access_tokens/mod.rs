@@ -11,8 +11,9 @@
 //!
 //! The `token` commands are `token_command`'s.
 //!
-//! The edge reads the store at every login and refresh (nothing is cached), so a revoke
-//! by the `token` command holds at the next one, on every instance sharing the store.
+//! The edge asks the store at every login and refresh (SQLite answers from memory while no
+//! other process wrote, `sqlite`), so a revoke by the `token` command holds at the next
+//! one, on every instance sharing the store.
 
 mod error;
 pub(crate) mod login;

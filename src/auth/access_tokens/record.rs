@@ -13,8 +13,8 @@ pub enum TokenKind {
 }
 
 /// A stored token. Times are seconds since the Unix epoch. `hash` is the secret's keyed
-/// hash (`secret::hash`); the secret itself is never stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// hash (`secret::hash`); the secret itself is never stored, and `Debug` leaves the hash out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
     pub id: String,
     /// The login name (`docker login -u NAME`).
@@ -34,6 +34,21 @@ pub struct TokenRecord {
     pub last_used_at: Option<u64>,
     pub last_used_from: Option<String>,
     pub revoked: bool,
+}
+
+impl std::fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("account", &self.account)
+            .field("scopes", &self.scopes)
+            .field("from", &self.from)
+            .field("expires", &self.expires)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TokenRecord {
@@ -57,6 +72,7 @@ impl TokenRecord {
             last_used_at: self.last_used_at.map(rfc3339),
             last_used_from: self.last_used_from.clone(),
             revoked: self.revoked,
+            expired: self.expired(SystemTime::now()),
         }
     }
 }
@@ -76,6 +92,8 @@ pub struct TokenView {
     pub last_used_at: Option<String>,
     pub last_used_from: Option<String>,
     pub revoked: bool,
+    /// Past its `expires` now (a convenience beside the contract's fields).
+    pub expired: bool,
 }
 
 /// Seconds since the Unix epoch.
@@ -83,7 +101,20 @@ pub(crate) fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
+/// RFC 3339 (UTC); times past year 9999 (which RFC 3339 cannot write) as 9999's last second.
 fn rfc3339(seconds: u64) -> String {
-    let time = UNIX_EPOCH + Duration::from_secs(seconds);
+    const LAST: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let time = UNIX_EPOCH + Duration::from_secs(seconds.min(LAST));
     humantime::format_rfc3339_seconds(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn far_times_are_written_not_panicked_on() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(u64::MAX), "9999-12-31T23:59:59Z");
+    }
 }

@@ -45,28 +45,21 @@ impl RedisTokens {
         Ok(value)
     }
 
-    /// Adds `record`; `false` when its name is taken.
+    /// Adds `record`; `false` when its name is taken. One script, so the record and the
+    /// name set never disagree.
     pub(crate) async fn insert(&self, record: &TokenRecord) -> Result<bool, StoreError> {
+        const INSERT: &str = "if redis.call('HSETNX', KEYS[1], 'record', ARGV[1]) == 1 then \
+                              redis.call('SADD', KEYS[2], ARGV[2]) return 1 else return 0 end";
         let json = serde_json::to_string(record).map_err(StoreError::Record)?;
         let (key, names) = (self.name_key(&record.name), self.names_key());
         let name = record.name.clone();
         let added: i64 = self
             .shared
             .exchange(|mut c| async move {
-                let added: i64 = redis::cmd("HSETNX")
-                    .arg(&key)
-                    .arg("record")
-                    .arg(json)
-                    .query_async(&mut c)
-                    .await?;
-                if added == 1 {
-                    let _: i64 = redis::cmd("SADD")
-                        .arg(names)
-                        .arg(name)
-                        .query_async(&mut c)
-                        .await?;
-                }
-                Ok(added)
+                let script = redis::Script::new(INSERT);
+                let mut invocation = script.prepare_invoke();
+                invocation.key(key).key(names).arg(json).arg(name);
+                invocation.invoke_async(&mut c).await
             })
             .await
             .ok_or(StoreError::Unavailable)?;

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeSet;
 
+use ipnet::IpNet;
+
 use crate::auth::glob::glob_match;
 use crate::registry::Scope;
 
@@ -65,6 +67,8 @@ impl std::fmt::Display for ScopePattern {
 pub struct TokenGrant {
     pub robot: bool,
     pub scopes: Vec<ScopePattern>,
+    /// The token's `--from` networks: its registry tokens work only from there too.
+    pub from: Vec<IpNet>,
 }
 
 impl TokenGrant {
@@ -115,6 +119,7 @@ mod tests {
     fn grant_is_the_union_of_matching_scopes_within_what_was_asked() {
         let grant = TokenGrant {
             robot: true,
+            from: Vec::new(),
             scopes: vec![
                 ScopePattern::parse("team/app/**:pull,push").unwrap(),
                 ScopePattern::parse("team/*:pull").unwrap(),

@@ -100,8 +100,9 @@ impl SqliteTokens {
     /// Adds `record`; `false` when its name is taken.
     pub(crate) fn insert(&self, record: &TokenRecord) -> Result<bool, StoreError> {
         let json = serde_json::to_string(record).map_err(StoreError::Record)?;
-        let added = self
-            .lock()
+        // Forgotten under the connection's lock, so no login reads between the two.
+        let connection = self.lock();
+        let added = connection
             .execute(
                 "INSERT OR IGNORE INTO tokens (name, id, record) VALUES (?1, ?2, ?3)",
                 params![record.name, record.id, json],
@@ -173,15 +174,24 @@ impl SqliteTokens {
         Ok(None)
     }
 
-    /// Records a use of the token named `name` at `at` from `from`.
+    /// Records a use of the token named `name` at `at` from `from`, in the file and in
+    /// what [`SqliteTokens::get`] keeps (not by forgetting it all: a busy fleet of tokens
+    /// would then re-read every token about once a minute each).
     pub(crate) fn touch(&self, name: &str, at: u64, from: &str) -> Result<(), StoreError> {
-        self.lock()
+        let connection = self.lock();
+        connection
             .execute(
                 "UPDATE tokens SET last_used_at = ?2, last_used_from = ?3 WHERE name = ?1",
                 params![name, at as i64, from],
             )
             .map_err(self.error())?;
-        self.forget();
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(record) = known.records.get_mut(name) {
+            let mut used = TokenRecord::clone(record);
+            used.last_used_at = Some(at);
+            used.last_used_from = Some(from.to_string());
+            *record = Arc::new(used);
+        }
         Ok(())
     }
 }

@@ -34,7 +34,8 @@ pub(in crate::config) struct AuthFile {
 #[serde(deny_unknown_fields)]
 pub(in crate::config) struct AccessTokensFile {
     /// Folder of the embedded token store (SQLite, shared with the `token` commands). With
-    /// `shared_state.redis` the tokens are kept in Redis instead and the folder stays empty.
+    /// `shared_state.redis` the tokens are kept in Redis instead (the folder then holds an
+    /// unused, empty store).
     pub state_dir: String,
 }
 
