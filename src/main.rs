@@ -108,7 +108,8 @@ enum TokenAction {
     Create {
         #[arg(long, short, default_value = "conf/registry-edge.yaml")]
         config: PathBuf,
-        /// The login name (`docker login -u NAME`); shares no namespace with users.
+        /// The login name (`docker login -u NAME -p SECRET`, personal tokens too); must not
+        /// be a user's name.
         #[arg(long)]
         name: String,
         /// `REPOSITORY-GLOB:ACTIONS`, e.g. 'team/app/**:pull,push' (repeatable).
@@ -123,6 +124,7 @@ enum TokenAction {
         /// Networks logins must come from (CIDR or address; repeatable).
         #[arg(long)]
         from: Vec<String>,
+        /// Free text, shown by `token list --json`.
         #[arg(long)]
         description: Option<String>,
     },

@@ -135,6 +135,11 @@ fn acl_selectors() {
                 &["auth.acl[0].from", "10.0.0.0/40"],
             ),
             refused(
+                "from-empty.yaml",
+                rule("{ account: \"\", name: \"**\", actions: [pull], from: [] }"),
+                &["auth.acl[0].from", "empty"],
+            ),
+            refused(
                 "from-text.yaml",
                 rule("{ account: \"\", name: \"**\", actions: [pull], from: [office] }"),
                 &["auth.acl[0].from", "office"],

@@ -81,6 +81,13 @@ pub(super) fn acl_rule(
         comment,
     } = rule;
     let key = |field: &str| format!("auth.acl[{index}].{field}");
+    if from.as_ref().is_some_and(Vec::is_empty) {
+        return Err(v.invalid(
+            key("from"),
+            "an empty list would match every address: list networks, or leave from out",
+        ));
+    }
+    let from = from.unwrap_or_default();
     if account.is_none() && group.is_none() && claims.is_empty() && from.is_empty() {
         return Err(v.invalid(
             format!("auth.acl[{index}]"),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// Why the store could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{}: cannot create the token store's folder: {source}", dir.display())]
+    #[error("{}: cannot set up the token store: {source}", dir.display())]
     Dir {
         dir: PathBuf,
         source: std::io::Error,

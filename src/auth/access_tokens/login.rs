@@ -23,7 +23,7 @@ pub(crate) async fn login(
     now: SystemTime,
 ) -> Login {
     let checked = tokens.check(name, secret, client, now).await;
-    log_in(tokens, users, checked, client, now).await
+    log_in(tokens, users, (name, checked), client, now).await
 }
 
 /// A refresh of a refresh token issued to the token `name` with id `id`: the token must
@@ -36,7 +36,7 @@ pub(crate) async fn refresh(
     now: SystemTime,
 ) -> Login {
     let checked = tokens.recheck(name, id, client, now).await;
-    log_in(tokens, users, checked, client, now).await
+    log_in(tokens, users, (name, checked), client, now).await
 }
 
 /// A login a backend accepted, refused when its account is also a token's name: a user
@@ -64,14 +64,14 @@ pub(crate) async fn not_a_token_name(tokens: Option<&AccessTokens>, login: Login
 async fn log_in(
     tokens: &AccessTokens,
     users: &Directory,
-    checked: TokenCheck,
+    (name, checked): (&str, TokenCheck),
     client: IpAddr,
     now: SystemTime,
 ) -> Login {
     let record = match checked {
         TokenCheck::Valid(record) => record,
         TokenCheck::Refused(reason) => {
-            tracing::info!(%reason, "access token refused");
+            tracing::info!(token = %name, %client, %reason, "access token refused");
             return Login::Refused;
         }
         TokenCheck::Unavailable(e) => {

@@ -63,6 +63,14 @@ impl SqliteTokens {
             path: path.clone(),
             source,
         })?;
+        // Hashes and their key: for the service's user only (SQLite gives its -wal and -shm
+        // files the database file's mode).
+        use std::os::unix::fs::PermissionsExt;
+        let private = std::fs::Permissions::from_mode(0o600);
+        std::fs::set_permissions(&path, private).map_err(|source| StoreError::Dir {
+            dir: path.clone(),
+            source,
+        })?;
         Ok(SqliteTokens {
             path,
             connection: Mutex::new(connection),

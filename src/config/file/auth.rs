@@ -184,7 +184,7 @@ pub(in crate::config) struct AclRuleFile {
     /// `forwarded.trusted_proxies` and PROXY protocol. A token granted through the rule
     /// works only from there. Default: not looked at.
     #[serde(default)]
-    pub from: Vec<String>,
+    pub from: Option<Vec<String>>,
     /// `repository` (default) or `registry`.
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
