@@ -90,7 +90,7 @@ fn counted(
 fn pulls_are_limited_per_address_and_account_and_from_rules_follow_the_client() {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
-    let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
+    let mut registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
     let edge = Edge::start(
         dir.path(),
         &certs,
@@ -271,6 +271,15 @@ fn pulls_are_limited_per_address_and_account_and_from_rules_follow_the_client() 
             assert!(granted(&outside).is_empty(), "granted from outside");
             // The rule selects anonymous clients only; alice (from 127.0.0.1) gets nothing.
             assert!(granted(&login(&edge, &ca, "alice", "pw-alice", scope)).is_empty());
+        },
+    );
+    checks.run(
+        "the edge's own failure to a counted pull carries the standing too",
+        || {
+            registry.stop();
+            let failed = ask(&edge, &ca, by_tag, &anonymous, "203.0.113.9");
+            assert!(failed.status >= 500, "{}: {}", failed.status, failed.text());
+            assert_eq!(standing(&failed), counted("3;w=10800", 2, "203.0.113.9"));
         },
     );
     checks.finish();

@@ -242,14 +242,14 @@ async fn pull_limit(session: &Session, ctx: &mut RequestCtx) -> Outcome {
             retry_after,
             standing,
         } => {
-            let mut headers = vec![("Retry-After", retry_after.to_string())];
-            headers.extend(standing.headers());
+            // The standing itself is added where every refusal is answered.
+            ctx.request.answer_headers.extend(standing.headers());
             Outcome::Refuse(Refusal {
                 error: RegistryError::TooManyPulls {
                     retry_after,
                     counted: standing.source,
                 },
-                headers,
+                headers: vec![("Retry-After", retry_after.to_string())],
             })
         }
     }

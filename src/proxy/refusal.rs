@@ -24,6 +24,9 @@ pub(crate) async fn answer(
     refusal: Refusal,
 ) -> Result<()> {
     super::connection::before_answer(session, ctx);
+    // A counted pull's standing goes on the edge's own answers too (a 429, a 502).
+    let mut refusal = refusal;
+    (refusal.headers).extend(ctx.request.answer_headers.iter().cloned());
     answer::refusal(session, &refusal).await?;
     // Recorded once answered: a refusal the client never got is neither counted as a
     // rate-limit outcome nor answered again by `fail_to_proxy`.
