@@ -87,9 +87,11 @@ fn robot_and_personal_tokens_log_in_expire_and_are_revoked() {
     let dir = tempfile::tempdir().unwrap();
     let certs = make_certs(dir.path());
     let registry = Registry::start_with(dir.path(), "node", &registry_auth_block(dir.path()));
-    let edge = Edge::start(
+    let pid_file = dir.path().join("edge.pid");
+    let edge = Edge::start_with(
         dir.path(),
         &certs,
+        &format!("  shutdown_grace: 1s\n  pid_file: {}\n", pid_file.display()),
         &upstream_yaml(&[registry.addr()], "repository_hash"),
         &auth_yaml(dir.path(), &tokens_yaml(dir.path())),
     );
@@ -379,6 +381,33 @@ fn robot_and_personal_tokens_log_in_expire_and_are_revoked() {
                     "500ms",
                 ],
                 "at least 1s",
+            );
+        },
+    );
+
+    checks.run(
+        "a user added later under a token's name cannot log in",
+        || {
+            let line = registry_edge::registry_config::htpasswd_line("office-bot", "pw-office", 4);
+            let htpasswd = dir.path().join("htpasswd");
+            let mut users = std::fs::read_to_string(&htpasswd).unwrap();
+            users.push_str(&format!("{}\n", line.unwrap()));
+            std::fs::write(&htpasswd, users).unwrap();
+            common::reload(&pid_file);
+            wait_for(
+                "the backend login to be refused for the token's name",
+                Duration::from_secs(10),
+                || {
+                    let answer = login(
+                        &edge,
+                        &ca,
+                        "office-bot",
+                        "pw-office",
+                        "repository:team/x:pull",
+                    );
+                    let refused = edge.log_text().contains("an access token has this name");
+                    (refused && answer.status == 401).then_some(())
+                },
             );
         },
     );
