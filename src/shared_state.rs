@@ -203,6 +203,21 @@ impl SharedState {
         self.call(exchange).await
     }
 
+    /// [`SharedState::exchange`] of one command; `None` as there.
+    pub(crate) async fn command<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> Option<T> {
+        self.exchange(|mut c| async move { command.query_async(&mut c).await })
+            .await
+    }
+
+    /// [`SharedState::exchange`] of one pipeline (one round trip); `None` as there.
+    pub(crate) async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipeline: redis::Pipeline,
+    ) -> Option<T> {
+        self.exchange(|mut c| async move { pipeline.query_async(&mut c).await })
+            .await
+    }
+
     /// Runs one exchange within the timeout; marks Redis unavailable on any failure.
     async fn call<T, F, Fut>(&self, exchange: F) -> Option<T>
     where

@@ -81,10 +81,9 @@ impl RedisUsage {
     /// Bytes `namespace` holds.
     pub(crate) async fn usage(&self, namespace: &str) -> Option<u64> {
         let [_, _, usage] = self.keys(namespace);
-        let value: Option<i64> = self
-            .shared
-            .exchange(|mut c| async move { redis::cmd("GET").arg(usage).query_async(&mut c).await })
-            .await?;
+        let mut get = redis::cmd("GET");
+        get.arg(usage);
+        let value: Option<i64> = self.shared.command(get).await?;
         Some(value.unwrap_or(0).max(0) as u64)
     }
 
@@ -110,17 +109,10 @@ impl RedisUsage {
         }
         let (usage, held): (Option<i64>, Vec<Option<i64>>) = match distinct.is_empty() {
             true => {
-                let (usage,): (Option<i64>,) = self
-                    .shared
-                    .exchange(|mut c| async move { pipe.query_async(&mut c).await })
-                    .await?;
+                let (usage,): (Option<i64>,) = self.shared.pipeline(pipe).await?;
                 (usage, Vec::new())
             }
-            false => {
-                self.shared
-                    .exchange(|mut c| async move { pipe.query_async(&mut c).await })
-                    .await?
-            }
+            false => self.shared.pipeline(pipe).await?,
         };
         let unheld = distinct
             .into_iter()

@@ -31,17 +31,27 @@ impl RedisTokens {
         self.shared.key("tokens:names")
     }
 
+    async fn command<T: redis::FromRedisValue>(
+        &self,
+        command: redis::Cmd,
+    ) -> Result<T, StoreError> {
+        (self.shared.command(command).await).ok_or(StoreError::Unavailable)
+    }
+
+    async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipeline: redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        (self.shared.pipeline(pipeline).await).ok_or(StoreError::Unavailable)
+    }
+
     /// The store's hash key (hex), made by whoever asks first.
     pub(crate) async fn hash_key(&self, fresh: &str) -> Result<String, StoreError> {
         let key = self.shared.key("tokens:hash-key");
         let mut pipe = redis::pipe();
         pipe.cmd("SET").arg(&key).arg(fresh).arg("NX").ignore();
         pipe.cmd("GET").arg(&key);
-        let (value,): (String,) = self
-            .shared
-            .exchange(|mut c| async move { pipe.query_async(&mut c).await })
-            .await
-            .ok_or(StoreError::Unavailable)?;
+        let (value,): (String,) = self.pipeline(pipe).await?;
         Ok(value)
     }
 
@@ -68,30 +78,17 @@ impl RedisTokens {
 
     /// The token named `name`.
     pub(crate) async fn get(&self, name: &str) -> Result<Option<Arc<TokenRecord>>, StoreError> {
-        let key = self.name_key(name);
-        let fields: HashMap<String, String> = self
-            .shared
-            .exchange(
-                |mut c| async move { redis::cmd("HGETALL").arg(key).query_async(&mut c).await },
-            )
-            .await
-            .ok_or(StoreError::Unavailable)?;
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(self.name_key(name));
+        let fields: HashMap<String, String> = self.command(hgetall).await?;
         Ok(into_record(fields)?.map(Arc::new))
     }
 
     /// Every token, by name.
     pub(crate) async fn all(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let names_key = self.names_key();
-        let mut names: Vec<String> = self
-            .shared
-            .exchange(|mut c| async move {
-                redis::cmd("SMEMBERS")
-                    .arg(names_key)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await
-            .ok_or(StoreError::Unavailable)?;
+        let mut smembers = redis::cmd("SMEMBERS");
+        smembers.arg(self.names_key());
+        let mut names: Vec<String> = self.command(smembers).await?;
         names.sort();
         let mut pipe = redis::pipe();
         for name in &names {
@@ -99,11 +96,7 @@ impl RedisTokens {
         }
         let all: Vec<HashMap<String, String>> = match names.is_empty() {
             true => Vec::new(),
-            false => self
-                .shared
-                .exchange(|mut c| async move { pipe.query_async(&mut c).await })
-                .await
-                .ok_or(StoreError::Unavailable)?,
+            false => self.pipeline(pipe).await?,
         };
         let mut records = Vec::new();
         for fields in all {
@@ -122,40 +115,21 @@ impl RedisTokens {
         let Some(record) = found else {
             return Ok(None);
         };
-        let key = self.name_key(&record.name);
-        let _: i64 = self
-            .shared
-            .exchange(|mut c| async move {
-                redis::cmd("HSET")
-                    .arg(key)
-                    .arg("revoked")
-                    .arg(1)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await
-            .ok_or(StoreError::Unavailable)?;
+        let mut hset = redis::cmd("HSET");
+        hset.arg(self.name_key(&record.name)).arg("revoked").arg(1);
+        let _: i64 = self.command(hset).await?;
         Ok(Some(record.name.clone()))
     }
 
     /// Records a use of the token named `name` at `at` from `from`.
     pub(crate) async fn touch(&self, name: &str, at: u64, from: &str) -> Result<(), StoreError> {
-        let key = self.name_key(name);
-        let from = from.to_string();
-        let _: i64 = self
-            .shared
-            .exchange(|mut c| async move {
-                redis::cmd("HSET")
-                    .arg(key)
-                    .arg("last_used_at")
-                    .arg(at)
-                    .arg("last_used_from")
-                    .arg(from)
-                    .query_async(&mut c)
-                    .await
-            })
-            .await
-            .ok_or(StoreError::Unavailable)?;
+        let mut hset = redis::cmd("HSET");
+        hset.arg(self.name_key(name));
+        hset.arg("last_used_at")
+            .arg(at)
+            .arg("last_used_from")
+            .arg(from);
+        let _: i64 = self.command(hset).await?;
         Ok(())
     }
 }
