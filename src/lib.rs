@@ -89,7 +89,8 @@
 //! - [`load`]: reads everything a config names (what `check`, `run` and a reload share).
 //! - [`server`]: assembles the Pingora services (used by `main` and tests).
 //! - `settings`: the reloadable per-request snapshot of the configuration.
-//! - `state_dir`: the private folders the cache and the policy keep their state in.
+//! - `state_dir`: the private folders the cache, the policy and the access tokens keep
+//!   their state in, and how their SQLite stores are opened.
 //! - `reload`: SIGHUP: validate the new config, then swap it in.
 //! - [`drain`]: SIGTERM: stop accepting, exit once requests in flight finish.
 //! - [`registry_config`]: the registry's matching `auth:` block; htpasswd lines.

@@ -1,5 +1,6 @@
-//! The folders the edge keeps state in (`cache.dir`, `policy.state_dir`): created private,
-//! as they hold private images and usage.
+//! The folders the edge keeps state in (`cache.dir`, `policy.state_dir`,
+//! `auth.access_tokens.state_dir`), created private as they hold private images, usage and
+//! token hashes; and how the SQLite stores in them are opened.
 
 use std::path::Path;
 
@@ -15,6 +16,17 @@ pub(crate) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
             .mode(0o700)
             .create(dir),
     }
+}
+
+/// Opens (or creates) the SQLite database at `path` as the stores in these folders keep
+/// theirs (the policy's usage, the access tokens): a 5 s busy timeout, WAL (so the commands
+/// read and write it while the edge runs without blocking each other), then `schema`.
+pub(crate) fn open_database(path: &Path, schema: &str) -> rusqlite::Result<rusqlite::Connection> {
+    let connection = rusqlite::Connection::open(path)?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.execute_batch(schema)?;
+    Ok(connection)
 }
 
 #[cfg(test)]

@@ -92,15 +92,9 @@ impl Store {
             source,
         })?;
         let path = dir.join(FILE);
-        let open = || -> rusqlite::Result<Connection> {
-            let connection = Connection::open(&path)?;
-            connection.busy_timeout(std::time::Duration::from_secs(5))?;
-            // Readers (`usage show`) do not block the edge's writes.
-            connection.pragma_update(None, "journal_mode", "WAL")?;
-            connection.execute_batch(SCHEMA)?;
-            Ok(connection)
-        };
-        let connection = open().map_err(|source| StoreError::Open {
+        // WAL: readers (`usage show`) do not block the edge's writes.
+        let opened = crate::state_dir::open_database(&path, SCHEMA);
+        let connection = opened.map_err(|source| StoreError::Open {
             path: path.clone(),
             source,
         })?;

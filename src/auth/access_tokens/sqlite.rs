@@ -52,14 +52,8 @@ impl SqliteTokens {
             source,
         })?;
         let path = dir.join(FILE);
-        let open = || -> rusqlite::Result<Connection> {
-            let connection = Connection::open(&path)?;
-            connection.busy_timeout(std::time::Duration::from_secs(5))?;
-            connection.pragma_update(None, "journal_mode", "WAL")?;
-            connection.execute_batch(SCHEMA)?;
-            Ok(connection)
-        };
-        let connection = open().map_err(|source| StoreError::Sqlite {
+        let opened = crate::state_dir::open_database(&path, SCHEMA);
+        let connection = opened.map_err(|source| StoreError::Sqlite {
             path: path.clone(),
             source,
         })?;
