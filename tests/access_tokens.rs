@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use common::auth::{
@@ -16,60 +16,10 @@ use common::auth::{
 };
 use common::docker::{output_text, Dockerd};
 use common::redis::RedisServer;
+use common::tokens::{create, listed, text, token_command};
 use common::{
-    make_certs, skip, skopeo_push, tiny_oci_layout, upstream_yaml, wait_for, Checks, Edge,
-    Registry, EDGE_BIN,
+    make_certs, skip, skopeo_push, tiny_oci_layout, upstream_yaml, wait_for, Checks, Edge, Registry,
 };
-
-/// Runs `registry-edge token ARGS… --config CONFIG`.
-fn token_command(config: &Path, args: &[&str]) -> Output {
-    Command::new(EDGE_BIN)
-        .arg("token")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// `token create --name NAME ARGS…`: the secret.
-fn create(config: &Path, name: &str, args: &[&str]) -> String {
-    let mut all = vec!["create", "--name", name];
-    all.extend_from_slice(args);
-    let out = token_command(config, &all);
-    assert!(out.status.success(), "token create failed: {}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let secret = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("secret: "))
-        .unwrap_or_else(|| panic!("no secret in: {stdout}"));
-    assert!(
-        secret.starts_with("rgt_") && secret.len() >= 4 + 43,
-        "{secret}"
-    );
-    secret.to_string()
-}
-
-/// `token list --json`: the token named `name`.
-fn listed(config: &Path, name: &str) -> serde_json::Value {
-    let out = token_command(config, &["list", "--json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    all.as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("{name} not listed: {all}"))
-}
 
 fn tokens_yaml(dir: &Path) -> String {
     format!(
@@ -309,79 +259,30 @@ fn robot_and_personal_tokens_log_in_expire_and_are_revoked() {
                 assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
                 assert!(text(&out).contains(says), "{args:?}: {}", text(&out));
             };
-            refused(
-                &["create", "--name", "x", "--scope", "team/app/**:fly"],
-                "--scope",
-            );
-            refused(
-                &[
-                    "create",
-                    "--name",
-                    "x",
-                    "--scope",
-                    "team/**:pull",
-                    "--from",
-                    "10.0.0.0/40",
-                ],
+            // `create --name NAME --scope SCOPE` and what goes wrong after it.
+            let create_refused = |(name, scope): (&str, &str), more: &[&str], says: &str| {
+                let mut args = vec!["create", "--name", name, "--scope", scope];
+                args.extend_from_slice(more);
+                refused(&args, says);
+            };
+            create_refused(("x", "team/app/**:fly"), &[], "--scope");
+            create_refused(
+                ("x", "team/**:pull"),
+                &["--from", "10.0.0.0/40"],
                 "10.0.0.0/40",
             );
-            refused(
-                &["create", "--name", "alice", "--scope", "team/**:pull"],
-                "namespace",
-            );
-            refused(
-                &["create", "--name", "office-bot", "--scope", "team/**:pull"],
-                "exists",
-            );
-            refused(
-                &[
-                    "create",
-                    "--name",
-                    "x",
-                    "--scope",
-                    "a/**:pull",
-                    "--for-account",
-                    "nobody",
-                ],
-                "nobody",
-            );
-            refused(
-                &[
-                    "create",
-                    "--name",
-                    "x",
-                    "--scope",
-                    "a/**:pull",
-                    "--expires",
-                    "soon",
-                ],
-                "--expires",
-            );
+            create_refused(("alice", "team/**:pull"), &[], "namespace");
+            create_refused(("office-bot", "team/**:pull"), &[], "exists");
+            let nobody = ["--for-account", "nobody"];
+            create_refused(("x", "a/**:pull"), &nobody, "nobody");
+            for (expires, says) in [
+                ("soon", "--expires"),
+                ("10000y", "100 years"),
+                ("500ms", "at least 1s"),
+            ] {
+                create_refused(("x", "a/**:pull"), &["--expires", expires], says);
+            }
             refused(&["revoke", "no-such-token"], "no-such-token");
-            refused(
-                &[
-                    "create",
-                    "--name",
-                    "x",
-                    "--scope",
-                    "a/**:pull",
-                    "--expires",
-                    "10000y",
-                ],
-                "100 years",
-            );
-            refused(
-                &[
-                    "create",
-                    "--name",
-                    "x",
-                    "--scope",
-                    "a/**:pull",
-                    "--expires",
-                    "500ms",
-                ],
-                "at least 1s",
-            );
         },
     );
 

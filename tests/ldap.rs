@@ -492,30 +492,11 @@ fn a_personal_access_token_follows_its_users_ldap_groups() {
     let ca = certs.ca_dir.join("ca.crt");
     let ca = ca.to_str().unwrap();
     slapd.add_user("dave", "dave-pw", &["platform", "developers"]);
-    let out = Command::new(common::EDGE_BIN)
-        .args([
-            "token",
-            "create",
-            "--name",
-            "dave-ci",
-            "--for-account",
-            "dave",
-        ])
-        .args(["--scope", "platform/**:pull,push", "--config"])
-        .arg(&edge.config)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let secret = common::tokens::create(
+        &edge.config,
+        "dave-ci",
+        &["--for-account", "dave", "--scope", "platform/**:pull,push"],
     );
-    let secret = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("secret: "))
-        .unwrap()
-        .to_string();
     let scope = "repository:platform/app:pull,push";
     let answer = login(&edge, ca, "dave-ci", &secret, scope);
     assert_eq!(answer.status, 200, "{}", answer.text());

@@ -20,7 +20,7 @@
 //! size), `h2client` (a raw HTTP/2 client), `ldap` (a real slapd with a seeded directory),
 //! `oidc` (an OpenID Connect issuer whose keys the test holds), `pebble` (the ACME test
 //! CA), `redis` (a real redis-server), `raw` (raw HTTP/1.1: request texts, answers read
-//! back).
+//! back), `tokens` (`registry-edge token …`: create, list).
 #![allow(dead_code)]
 
 pub mod auth;
@@ -39,6 +39,7 @@ pub mod policy;
 pub mod raw;
 pub mod redis;
 pub mod setup;
+pub mod tokens;
 
 mod checks;
 mod clients;
