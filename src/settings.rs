@@ -68,27 +68,24 @@ impl Settings {
         routes: Routes,
     ) -> Settings {
         // Counters survive a reload whose own limit did not change.
-        let push_limiter = previous
-            .and_then(|p| p.push_limiter.clone())
-            .filter(|limiter| Some(limiter.config()) == config.push_limit.as_ref())
-            .or_else(|| {
-                let limit = config.push_limit.clone()?;
-                Some(Arc::new(PushLimiter::new(limit, shared.cloned())))
-            });
-        let upload_throttle = previous
-            .and_then(|p| p.upload_throttle.clone())
-            .filter(|throttle| Some(throttle.config()) == config.upload_limit.as_ref())
-            .or_else(|| {
-                let limit = config.upload_limit.clone()?;
-                Some(Arc::new(UploadThrottle::new(limit, shared.cloned())))
-            });
-        let pull_limiter = previous
-            .and_then(|p| p.pull_limiter.clone())
-            .filter(|limiter| Some(limiter.config()) == config.pull_limit.as_ref())
-            .or_else(|| {
-                let limit = config.pull_limit.clone()?;
-                Some(Arc::new(PullLimiter::new(limit, shared.cloned())))
-            });
+        let push_limiter = kept_or_new(
+            previous.and_then(|p| p.push_limiter.as_ref()),
+            config.push_limit.as_ref(),
+            PushLimiter::config,
+            |limit| PushLimiter::new(limit, shared.cloned()),
+        );
+        let upload_throttle = kept_or_new(
+            previous.and_then(|p| p.upload_throttle.as_ref()),
+            config.upload_limit.as_ref(),
+            UploadThrottle::config,
+            |limit| UploadThrottle::new(limit, shared.cloned()),
+        );
+        let pull_limiter = kept_or_new(
+            previous.and_then(|p| p.pull_limiter.as_ref()),
+            config.pull_limit.as_ref(),
+            PullLimiter::config,
+            |limit| PullLimiter::new(limit, shared.cloned()),
+        );
         let previous_logins = previous
             .and_then(|p| p.auth.as_ref())
             .map(|auth| auth.throttle.clone());
@@ -148,6 +145,21 @@ impl pingora::services::background::BackgroundService for RouteHealth {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+/// The limiter in force before a reload when its settings are still `wanted` (its counters
+/// go on), else a new one `make` builds from them; `None` when the limit is gone.
+fn kept_or_new<L, C: PartialEq + Clone>(
+    before: Option<&Arc<L>>,
+    wanted: Option<&C>,
+    settings_of: fn(&L) -> &C,
+    make: impl FnOnce(C) -> L,
+) -> Option<Arc<L>> {
+    let wanted = wanted?;
+    match before {
+        Some(limiter) if settings_of(limiter) == wanted => Some(limiter.clone()),
+        _ => Some(Arc::new(make(wanted.clone()))),
     }
 }
 
